@@ -1,0 +1,1 @@
+"""The billing domain: pure rules and event-sourced aggregates, no I/O."""

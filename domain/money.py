@@ -1,0 +1,56 @@
+"""Money: Decimal amounts, ISO 4217 minor units, and the one rounding rule."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+ZERO = Decimal(0)
+
+# ISO 4217 active currencies and their minor units. Anything absent is unknown and rejected.
+_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(
+        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN BWP "
+        "BYN BZD CAD CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP "
+        "GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT "
+        "LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN "
+        "NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP "
+        "SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH UZS VES WST XCD "
+        "YER ZAR ZMW ZWG".split(),
+        2,
+    ),
+    **dict.fromkeys(
+        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0
+    ),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    "CLF": 4,
+    "UYW": 4,
+}
+
+
+class UnknownCurrency(ValueError):
+    """A currency code that is not an active ISO 4217 code."""
+
+
+def is_known_currency(code: str) -> bool:
+    return code in _MINOR_UNITS
+
+
+def minor_units(currency: str) -> int:
+    """Number of decimal places of the currency's minor unit (USD 2, JPY 0, KWD 3)."""
+    try:
+        return _MINOR_UNITS[currency]
+    except KeyError:
+        raise UnknownCurrency(
+            f"unknown currency {currency!r}; use an ISO 4217 code such as USD, EUR or JPY"
+        ) from None
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """Round half-up to the currency's minor units: the only place billcycle rounds money."""
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """The amount as a string with exactly the currency's minor units ("1005.00")."""
+    places = minor_units(currency)
+    return f"{amount:.{places}f}"
