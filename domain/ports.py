@@ -1,0 +1,46 @@
+"""What the billing application needs from its store beyond the event log (adapters in infra/store)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from domain.usage import MeterReading
+
+
+class BillingStore(Protocol):
+    """Usage meters and the contract index, kept in the same transactions as the events."""
+
+    def read_meter(
+        self,
+        customer_id: str,
+        metric: str,
+        contract_tags: Sequence[str],
+        start: datetime,
+        end: datetime,
+        unique_property: str | None,
+    ) -> MeterReading:
+        """Aggregates of buckets in [start, end) for these contract tags ("" = untagged)."""
+
+    def changed_buckets(
+        self,
+        customer_id: str,
+        metric: str,
+        contract_tags: Sequence[str],
+        since_revision: int,
+        before: datetime,
+    ) -> list[datetime]:
+        """Starts of buckets before `before` changed at a log position after `since_revision`."""
+
+    def contract_ids(self, after: str | None, limit: int) -> list[str]:
+        """Contract ids in ascending order, for paging through the book."""
+
+    def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
+        """The version-1 stored event of each of these aggregates that exists."""
+
+    def max_notification_id(self) -> int | None:
+        """The log position of the newest stored event."""

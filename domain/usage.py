@@ -1,0 +1,176 @@
+"""Usage: recorded usage events, running meters per 15-minute bucket, and watermarks.
+
+Every usage message becomes one `UsageEvent` aggregate whose id is derived from the message id,
+so a duplicate id can never be stored twice. Billing never scans events: each recorded event
+folds into a running `MeterBucket` (one per customer, metric, contract tag and 15-minute UTC
+bucket), written in the same transaction. 15 minutes divides every real UTC offset, so a
+period that starts at local midnight in any timezone starts on a bucket boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+BUCKET = timedelta(minutes=15)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BILLCYCLE_NS = uuid5(NAMESPACE_URL, "https://billcycle.dev/ids")
+
+
+def message_aggregate_id(message_id: str) -> UUID:
+    """The id of the aggregate that a message with this id creates: one per message id, ever."""
+    return uuid5(BILLCYCLE_NS, f"message:{message_id}")
+
+
+def bucket_start(instant: datetime) -> datetime:
+    """The start of the 15-minute UTC bucket holding `instant`."""
+    seconds = int((instant - _EPOCH).total_seconds())
+    return _EPOCH + timedelta(seconds=seconds - seconds % int(BUCKET.total_seconds()))
+
+
+@dataclass(frozen=True)
+class MeterKey:
+    customer_id: str
+    metric: str
+    contract_tag: str  # the usage's contract_id, or "" when the producer sent none
+    bucket_start: datetime
+
+
+@dataclass(frozen=True)
+class MeterIncrement:
+    """One usage event's contribution to its bucket."""
+
+    key: MeterKey
+    quantity: Decimal
+    occurred_at: datetime
+    event_id: str
+    properties: tuple[tuple[str, str], ...]  # scalar properties, for unique_count
+
+
+@dataclass(frozen=True)
+class MeterBucket:
+    """Running aggregates of one bucket: enough for sum, count, max and latest."""
+
+    quantity_sum: Decimal
+    event_count: int
+    quantity_max: Decimal
+    latest_at: datetime
+    latest_event_id: str
+    latest_quantity: Decimal
+
+    @classmethod
+    def of(cls, inc: MeterIncrement) -> MeterBucket:
+        return cls(inc.quantity, 1, inc.quantity, inc.occurred_at, inc.event_id, inc.quantity)
+
+    def add(self, inc: MeterIncrement) -> MeterBucket:
+        later = (inc.occurred_at, inc.event_id) > (self.latest_at, self.latest_event_id)
+        return MeterBucket(
+            quantity_sum=self.quantity_sum + inc.quantity,
+            event_count=self.event_count + 1,
+            quantity_max=max(self.quantity_max, inc.quantity),
+            latest_at=inc.occurred_at if later else self.latest_at,
+            latest_event_id=inc.event_id if later else self.latest_event_id,
+            latest_quantity=inc.quantity if later else self.latest_quantity,
+        )
+
+    def merge(self, other: MeterBucket) -> MeterBucket:
+        later = (other.latest_at, other.latest_event_id) > (self.latest_at, self.latest_event_id)
+        return MeterBucket(
+            quantity_sum=self.quantity_sum + other.quantity_sum,
+            event_count=self.event_count + other.event_count,
+            quantity_max=max(self.quantity_max, other.quantity_max),
+            latest_at=other.latest_at if later else self.latest_at,
+            latest_event_id=other.latest_event_id if later else self.latest_event_id,
+            latest_quantity=other.latest_quantity if later else self.latest_quantity,
+        )
+
+
+def fold_increments(increments: list[MeterIncrement]) -> dict[MeterKey, MeterBucket]:
+    """Fold a batch of increments into one bucket delta per key (one write per key)."""
+    folded: dict[MeterKey, MeterBucket] = {}
+    for inc in increments:
+        current = folded.get(inc.key)
+        folded[inc.key] = MeterBucket.of(inc) if current is None else current.add(inc)
+    return folded
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """Usage of one metric over a time range, as billing sees it."""
+
+    quantity_sum: Decimal = Decimal(0)
+    event_count: int = 0
+    quantity_max: Decimal = Decimal(0)
+    latest_quantity: Decimal = Decimal(0)
+    unique_count: int = 0
+    revision: int = 0  # the highest log position that changed any bucket read
+
+
+class UsageEvent(Aggregate):
+    """One usage message, recorded once; its id is `message_aggregate_id(message id)`."""
+
+    @staticmethod
+    def create_id(message_id: str) -> UUID:
+        return message_aggregate_id(message_id)
+
+    @event("Recorded")
+    def __init__(
+        self,
+        message_id: str,
+        fingerprint: str,
+        customer_id: str,
+        metric: str,
+        quantity: Decimal,
+        occurred_at: datetime,
+        properties: dict[str, Any],
+        contract_id: str | None,
+    ) -> None:
+        self.message_id = message_id
+        self.fingerprint = fingerprint
+        self.customer_id = customer_id
+        self.metric = metric
+        self.quantity = quantity
+        self.occurred_at = occurred_at
+        self.properties = properties
+        self.contract_id = contract_id
+
+    def increment(self) -> MeterIncrement:
+        return meter_increment(
+            self.customer_id,
+            self.metric,
+            self.contract_id,
+            self.quantity,
+            self.occurred_at,
+            self.message_id,
+            self.properties,
+        )
+
+
+def meter_increment(
+    customer_id: str,
+    metric: str,
+    contract_id: str | None,
+    quantity: Decimal,
+    occurred_at: datetime,
+    message_id: str,
+    properties: dict[str, Any],
+) -> MeterIncrement:
+    scalars = tuple(
+        sorted(
+            (name, str(value))
+            for name, value in properties.items()
+            if isinstance(value, str | int | bool)
+        )
+    )
+    return MeterIncrement(
+        key=MeterKey(customer_id, metric, contract_id or "", bucket_start(occurred_at)),
+        quantity=quantity,
+        occurred_at=occurred_at,
+        event_id=message_id,
+        properties=scalars,
+    )
