@@ -1,4 +1,7 @@
-"""What the billing application needs from its store beyond the event log (adapters in infra/store)."""
+"""What the billing application needs from its store beyond the event log.
+
+The adapters are in infra/store.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +41,9 @@ class BillingStore(Protocol):
 
     def contract_ids(self, after: str | None, limit: int) -> list[str]:
         """Contract ids in ascending order, for paging through the book."""
+
+    def customer_contract_ids(self, customer_id: str) -> list[str]:
+        """Ids of the customer's contracts."""
 
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         """The version-1 stored event of each of these aggregates that exists."""

@@ -1,0 +1,320 @@
+"""The billing application: ingest commands and queries over the event-sourced aggregates.
+
+Persistence is chosen by environment (see infra/store): SQLite embedded or PostgreSQL. The
+billing run itself lives in `domain.billing_runs`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, ClassVar, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking, Transcoding
+
+from domain.commands import (
+    AmendContract,
+    Command,
+    CompleteMilestone,
+    CreateContract,
+    DeclareWatermark,
+    Origin,
+    ReceivePayment,
+    RecordUsage,
+    Rejected,
+    TerminateContract,
+)
+from domain.contract import Contract, ContractRuleViolation, contract_aggregate_id
+from domain.inbox import (
+    DEAD_LETTERS_ID,
+    WATERMARKS_ID,
+    DeadLetters,
+    MessageReceipt,
+    UsageWatermarks,
+)
+from domain.invoice import (
+    INVOICE_NUMBERS_ID,
+    Invoice,
+    InvoiceNumbers,
+    PaymentRejected,
+    invoice_aggregate_id,
+    invoice_number,
+)
+from domain.ports import BillingStore
+from domain.usage import MeterIncrement, UsageEvent, message_aggregate_id
+
+A = TypeVar("A", bound=Aggregate)
+
+MAX_SAVE_ATTEMPTS = 8
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class ConcurrentUpdate(RuntimeError):
+    """Another writer changed the same aggregates again and again; try again later."""
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def add(self, other: IngestReport) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+
+
+class BillingApplication(Application[UUID]):
+    name = "billcycle"
+    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {
+        InvoiceNumbers: 100, UsageWatermarks: 100, DeadLetters: 100,
+    }
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    @property
+    def store(self) -> BillingStore:
+        return cast(BillingStore, self.recorder)
+
+    # --- ingest -----------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        commands: Sequence[tuple[Command, Origin]],
+        rejected: Sequence[Rejected] = (),
+        tracking: Tracking | None = None,
+    ) -> IngestReport:
+        """Apply a batch of accepted messages in one transaction, with its tracking position.
+
+        Duplicates (same id, same content) are counted and skipped; conflicting duplicates
+        and messages the domain refuses become dead letters in the same transaction.
+        """
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            unit = _IngestUnit(self)
+            report = unit.apply(commands, rejected)
+            try:
+                unit.save(tracking)
+            except IntegrityError:
+                # Another writer got there first (a contract, the watermarks, a message id):
+                # reload and apply again; duplicates are then recognised as such.
+                continue
+            return report
+        raise ConcurrentUpdate(
+            f"ingest batch of {len(commands)} messages conflicted {MAX_SAVE_ATTEMPTS} times "
+            "with other writers; it was not applied, try again"
+        )
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def get_or_none(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        try:
+            return cast(A, self.repository.get(aggregate_id))
+        except AggregateNotFoundError:
+            return None
+
+    def contract(self, contract_id: str) -> Contract | None:
+        return self.get_or_none(contract_aggregate_id(contract_id), Contract)
+
+    def invoice(self, number: str) -> Invoice | None:
+        return self.get_or_none(invoice_aggregate_id(number), Invoice)
+
+    def issued_count(self) -> int:
+        numbers = self.get_or_none(INVOICE_NUMBERS_ID, InvoiceNumbers)
+        return 0 if numbers is None else numbers.issued
+
+    def invoices(self) -> Iterator[Invoice]:
+        """Every invoice in issue order."""
+        for sequence in range(1, self.issued_count() + 1):
+            invoice = self.invoice(invoice_number(sequence))
+            if invoice is not None:
+                yield invoice
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        box = self.get_or_none(DEAD_LETTERS_ID, DeadLetters)
+        return [] if box is None else list(box.entries.values())
+
+    def watermarks(self) -> UsageWatermarks | None:
+        return self.get_or_none(WATERMARKS_ID, UsageWatermarks)
+
+
+def dead_letter_record(rejection: Rejected) -> dict[str, Any]:
+    raw = rejection.origin.raw
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return {
+        "position": rejection.origin.key,
+        "source": rejection.origin.source,
+        "at": rejection.origin.position,
+        "message_id": rejection.message_id,
+        "reason": rejection.reason,
+        "raw": text,
+        "raw_encoding": encoding,
+    }
+
+
+class _IngestUnit:
+    """One attempt at applying an ingest batch: the aggregates it touches, saved together."""
+
+    def __init__(self, app: BillingApplication) -> None:
+        self.app = app
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.increments: list[MeterIncrement] = []
+        self.new_contracts: list[tuple[str, str]] = []
+        self.dead: list[Rejected] = []
+
+    def apply(
+        self, commands: Sequence[tuple[Command, Origin]], rejected: Sequence[Rejected]
+    ) -> IngestReport:
+        report = IngestReport()
+        self.dead.extend(rejected)
+        known = self._known_fingerprints([c.message_id for c, _ in commands])
+        for command, origin in commands:
+            seen = known.get(command.message_id)
+            if seen is not None:
+                if seen == command.fingerprint:
+                    report.duplicates += 1
+                else:
+                    self.dead.append(Rejected(
+                        origin,
+                        f"{command.message_type} {command.message_id}: conflicting duplicate: "
+                        "this id was already received with different content; a new message "
+                        "needs a new id",
+                        command.message_id,
+                    ))
+                continue
+            try:
+                self._apply(command)
+            except (ContractRuleViolation, PaymentRejected, LookupError) as exc:
+                self.dead.append(Rejected(origin, str(exc), command.message_id))
+                continue
+            known[command.message_id] = command.fingerprint
+            report.accepted += 1
+        if self.dead:
+            box = self._get(DEAD_LETTERS_ID, DeadLetters) or DeadLetters()
+            box.reject([dead_letter_record(r) for r in self.dead])
+            self.aggregates[box.id] = box
+        report.rejected = list(self.dead)
+        return report
+
+    def save(self, tracking: Tracking | None) -> None:
+        self.app.save(
+            *self.aggregates.values(),
+            tracking=tracking,
+            meter_increments=self.increments,
+            contracts=self.new_contracts,
+        )
+
+    def _known_fingerprints(self, message_ids: list[str]) -> dict[str, str]:
+        ids = {message_aggregate_id(m): m for m in message_ids}
+        found = self.app.store.first_versions(list(ids))
+        known = {}
+        for originator_id, stored in found.items():
+            first = self.app.mapper.to_domain_event(stored)
+            known[ids[originator_id]] = str(first.__dict__["fingerprint"])
+        return known
+
+    def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        if aggregate_id in self.aggregates:
+            return cast(A, self.aggregates[aggregate_id])
+        found = self.app.get_or_none(aggregate_id, kind)
+        if found is not None:
+            self.aggregates[aggregate_id] = found
+        return found
+
+    def _keep(self, aggregate: Aggregate) -> None:
+        self.aggregates[aggregate.id] = aggregate
+
+    def _contract(self, contract_id: str, command: Command) -> Contract:
+        contract = self._get(contract_aggregate_id(contract_id), Contract)
+        if contract is None:
+            raise LookupError(
+                f"{command.message_type} {command.message_id}: unknown contract {contract_id}; "
+                "send contract.created for it first"
+            )
+        return contract
+
+    def _receipt(self, command: Command) -> None:
+        self._keep(MessageReceipt(
+            message_id=command.message_id,
+            message_type=command.message_type,
+            fingerprint=command.fingerprint,
+        ))
+
+    def _apply(self, command: Command) -> None:
+        match command:
+            case RecordUsage():
+                usage = UsageEvent(
+                    message_id=command.message_id,
+                    fingerprint=command.fingerprint,
+                    customer_id=command.customer_id,
+                    metric=command.metric,
+                    quantity=command.quantity,
+                    occurred_at=command.occurred_at,
+                    properties=command.properties,
+                    contract_id=command.contract_id,
+                )
+                self._keep(usage)
+                self.increments.append(usage.increment())
+                return
+            case CreateContract():
+                terms = command.terms
+                if self._get(contract_aggregate_id(terms.contract_id), Contract) is not None:
+                    raise ContractRuleViolation(
+                        f"contract.created {command.message_id}: contract {terms.contract_id} "
+                        "already exists; use contract.amended to change its terms"
+                    )
+                self._keep(Contract.open(terms, command.message_id))
+                self.new_contracts.append((terms.contract_id, terms.customer_id))
+            case AmendContract():
+                self._contract(command.contract_id, command).amend(
+                    command.effective_date,
+                    command.components,
+                    command.usage_threshold_amount,
+                    command.payment_terms_days,
+                    command.message_id,
+                )
+            case TerminateContract():
+                self._contract(command.contract_id, command).terminate(
+                    command.end_date, command.message_id
+                )
+            case CompleteMilestone():
+                self._contract(command.contract_id, command).complete_milestone(
+                    command.milestone, command.completed_on, command.message_id
+                )
+            case DeclareWatermark():
+                marks = self._get(WATERMARKS_ID, UsageWatermarks) or UsageWatermarks()
+                self._keep(marks)
+                marks.declare(command.metric, command.source, command.complete_through)
+            case ReceivePayment():
+                invoice = self._get(invoice_aggregate_id(command.invoice_number), Invoice)
+                if invoice is None:
+                    raise LookupError(
+                        f"payment.received {command.message_id}: no invoice "
+                        f"{command.invoice_number}; check the invoice number"
+                    )
+                invoice.apply_payment(
+                    command.message_id, command.amount, command.currency, command.occurred_at
+                )
+            case _:
+                raise TypeError(f"unknown command {type(command).__name__}")
+        self._receipt(command)

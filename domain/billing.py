@@ -1,0 +1,551 @@
+"""The billing rules: what a contract owes on a cycle date, reconciled against what it was billed.
+
+`bill_contract` is pure: it reads the contract aggregate, usage through a `UsageReader`, and the
+cycle date, and returns the invoice lines due with the settlement that records them, a hold
+with its reasons, or the next date anything falls due. Every amount is rounded once, by
+`domain.money.round_money`, as the line is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
+from typing import Protocol
+
+from domain.billed import BilledState, PeriodKey, Segment, UsageBilled
+from domain.calendar import (
+    ServicePeriod,
+    local_date,
+    local_midnight,
+    period_containing,
+    periods_overlapping,
+)
+from domain.contract import Contract
+from domain.invoice_lines import InvoiceLine, LineKind
+from domain.money import ZERO, round_money
+from domain.pricing import minimum_true_up, price
+from domain.terms import (
+    Aggregation,
+    BillingTiming,
+    SubscriptionComponent,
+    UsageComponent,
+)
+from domain.usage import MeterReading
+
+ONE_DAY = timedelta(days=1)
+
+
+class UsageNotBillable(Exception):
+    """Usage that cannot be attributed to this contract yet (e.g. ambiguous untagged usage)."""
+
+
+class UsageReader(Protocol):
+    """Usage of one contract's customer, already narrowed to the usage this contract prices."""
+
+    def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
+        """The meter of the component's metric over [start, end)."""
+
+    def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
+        """Bucket starts before `before` whose usage changed after log position `revision`."""
+
+
+@dataclass(frozen=True)
+class BillingContext:
+    cycle_date: date
+    watermarks: Mapping[str, datetime]  # metric -> usage complete before this instant
+    log_position: int  # the log position at the start of the billing run
+
+
+@dataclass(frozen=True)
+class InvoiceDue:
+    lines: tuple[InvoiceLine, ...]
+    settlement: BilledState
+    issue_date: date
+    due_date: date
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), ZERO)
+
+
+@dataclass(frozen=True)
+class Held:
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
+class NothingDue:
+    next_due: date | None
+
+
+BillingOutcome = InvoiceDue | Held | NothingDue
+
+_KIND_ORDER = {kind: i for i, kind in enumerate(LineKind)}
+
+
+@dataclass
+class _Draft:
+    contract: Contract
+    ctx: BillingContext
+    lines: list[InvoiceLine] = field(default_factory=list)
+    settlement: BilledState = field(default_factory=BilledState)
+    holds: list[str] = field(default_factory=list)
+
+    def money(self, amount: Decimal) -> Decimal:
+        return round_money(amount, self.contract.currency)
+
+
+def bill_contract(contract: Contract, ctx: BillingContext, usage: UsageReader) -> BillingOutcome:
+    """Everything due from `contract` by `ctx.cycle_date` and not yet billed."""
+    draft = _Draft(contract, ctx)
+    _bill_subscriptions(draft)
+    _bill_usage(draft, usage)
+    _bill_milestones(draft)
+    if draft.holds:
+        return Held(tuple(draft.holds))
+    if not draft.lines:
+        return NothingDue(next_due_date(contract, ctx.cycle_date))
+    draft.settlement.usage_revision = ctx.log_position
+    terms = contract.terms_on(ctx.cycle_date)
+    lines = sorted(
+        draft.lines, key=lambda ln: (_KIND_ORDER[ln.kind], ln.period_start, ln.component_id)
+    )
+    return InvoiceDue(
+        lines=tuple(lines),
+        settlement=draft.settlement,
+        issue_date=ctx.cycle_date,
+        due_date=ctx.cycle_date + timedelta(days=terms.payment_terms_days),
+    )
+
+
+def service_window(contract: Contract, period: ServicePeriod) -> ServicePeriod | None:
+    """The days of `period` the contract serves: cut by start_date and end_date."""
+    end = period.end if contract.end_date is None else min(period.end, contract.end_date)
+    start = max(period.start, contract.start_date)
+    return ServicePeriod(start, end) if start < end else None
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+def _subscription_ids(contract: Contract) -> list[str]:
+    ids: dict[str, None] = {}
+    for version in contract.versions:
+        for c in version.components:
+            if isinstance(c, SubscriptionComponent):
+                ids[c.id] = None
+    for component_id, _ in contract.billed.subscriptions:
+        ids[component_id] = None
+    return list(ids)
+
+
+def _periods_to_reconcile(contract: Contract, until: date) -> list[ServicePeriod]:
+    """Periods with service started by `until`, plus any period billed before (for credits)."""
+    periods = set(
+        periods_overlapping(
+            contract.anchor, contract.frequency, contract.start_date, contract.end_date, until
+        )
+    )
+    for _, period_start in contract.billed.subscriptions:
+        periods.add(period_containing(contract.anchor, contract.frequency, period_start))
+    return sorted(periods)
+
+
+def _owed_segments(
+    contract: Contract, component_id: str, period: ServicePeriod
+) -> list[tuple[Segment, BillingTiming]]:
+    """What the terms say is owed for the component in the period, split where terms change."""
+    window = service_window(contract, period)
+    if window is None:
+        return []
+    cuts = {window.start, window.end}
+    cuts.update(
+        v.effective_date for v in contract.versions if window.start < v.effective_date < window.end
+    )
+    owed = []
+    for start, end in pairwise(sorted(cuts)):
+        component = contract.terms_on(start).component(component_id)
+        if isinstance(component, SubscriptionComponent):
+            segment = Segment(start, end, component.amount, component.quantity)
+            owed.append((segment, component.billing_timing))
+    return owed
+
+
+def _covering(segments: Iterable[Segment], day: date) -> Segment | None:
+    return next((s for s in segments if s.start <= day < s.end), None)
+
+
+def _bill_subscriptions(draft: _Draft) -> None:
+    contract, cycle_date = draft.contract, draft.ctx.cycle_date
+    for period in _periods_to_reconcile(contract, cycle_date):
+        window = service_window(contract, period)
+        for component_id in _subscription_ids(contract):
+            key = (component_id, period.start)
+            billed = contract.billed.subscriptions.get(key, ())
+            owed = _owed_segments(contract, component_id, period)
+            timing = {s: t for s, t in owed}
+            cuts = {period.start, period.end}
+            for s in [*billed, *timing]:
+                cuts.update((s.start, s.end))
+            settled: list[Segment] = []
+            changed = False
+            runs: list[tuple[date, date, Segment | None, Segment | None]] = []
+            for start, end in pairwise(sorted(cuts)):
+                was, now = _covering(billed, start), _covering(timing, start)
+                if runs and runs[-1][1] == start and runs[-1][2:] == (was, now):
+                    runs[-1] = (runs[-1][0], end, was, now)
+                else:
+                    runs.append((start, end, was, now))
+            for start, end, was, now in runs:
+                same = (was is None and now is None) or (
+                    was is not None and now is not None and was.rate == now.rate
+                )
+                due = not same and _is_due(now, timing, window, start, cycle_date)
+                keep = now if due else was
+                if keep is not None:
+                    settled.append(Segment(start, end, keep.unit_amount, keep.quantity))
+                if due:
+                    changed = True
+                    _add_subscription_lines(draft, component_id, period, start, end, was, now,
+                                            first_billing=not billed)
+            if changed:
+                draft.settlement.subscriptions[key] = _merged(settled)
+
+
+def _is_due(
+    now: Segment | None,
+    timing: Mapping[Segment, BillingTiming],
+    window: ServicePeriod | None,
+    start: date,
+    cycle_date: date,
+) -> bool:
+    if now is not None and timing[now] is BillingTiming.IN_ARREARS:
+        # In arrears: the whole (possibly cut short) period must have been served.
+        return window is not None and window.end <= cycle_date
+    return start <= cycle_date
+
+
+def _merged(segments: list[Segment]) -> tuple[Segment, ...]:
+    merged: list[Segment] = []
+    for s in segments:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.end == s.start
+            and (last.unit_amount, last.quantity) == (s.unit_amount, s.quantity)
+        ):
+            merged[-1] = Segment(last.start, s.end, s.unit_amount, s.quantity)
+        else:
+            merged.append(s)
+    return tuple(merged)
+
+
+def _add_subscription_lines(
+    draft: _Draft,
+    component_id: str,
+    period: ServicePeriod,
+    start: date,
+    end: date,
+    was: Segment | None,
+    now: Segment | None,
+    *,
+    first_billing: bool,
+) -> None:
+    days = (end - start).days
+    basis = {"period_days": period.days, "days": days,
+             "full_period": [period.start.isoformat(), period.end.isoformat()]}
+    span = f"{start.isoformat()} to {end.isoformat()}"
+    partial = "" if days == period.days else f", {days}/{period.days} days"
+    if was is not None:
+        draft.lines.append(InvoiceLine(
+            component_id=component_id,
+            kind=LineKind.PRORATION,
+            description=f"{component_id}: credit for unused {span} at {was.rate} per period"
+                        f"{partial}",
+            quantity=was.quantity,
+            unit_amount=was.unit_amount,
+            amount=-draft.money(was.rate * days / period.days),
+            period_start=start,
+            period_end=end,
+            basis={**basis, "rate": str(was.rate), "credit": True},
+        ))
+    if now is not None:
+        kind = LineKind.SUBSCRIPTION if first_billing else LineKind.PRORATION
+        label = "subscription" if first_billing else "charge for"
+        draft.lines.append(InvoiceLine(
+            component_id=component_id,
+            kind=kind,
+            description=f"{component_id}: {label} {span} at {now.rate} per period{partial}",
+            quantity=now.quantity,
+            unit_amount=now.unit_amount,
+            amount=draft.money(now.rate * days / period.days),
+            period_start=start,
+            period_end=end,
+            basis={**basis, "rate": str(now.rate),
+                   "terms_effective": draft.contract.terms_on(start).effective_date.isoformat()},
+        ))
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+def usage_quantity(component: UsageComponent, reading: MeterReading) -> Decimal:
+    """The period quantity of a usage component under its aggregation."""
+    match component.aggregation:
+        case Aggregation.SUM:
+            return reading.quantity_sum
+        case Aggregation.COUNT:
+            return Decimal(reading.event_count)
+        case Aggregation.MAX:
+            return reading.quantity_max
+        case Aggregation.LATEST:
+            return reading.latest_quantity
+        case Aggregation.UNIQUE_COUNT:
+            return Decimal(reading.unique_count)
+
+
+def _usage_components(contract: Contract, day: date) -> list[UsageComponent]:
+    return [c for c in contract.terms_on(day).components if isinstance(c, UsageComponent)]
+
+
+def _incomplete(draft: _Draft, metric: str, end_at: datetime) -> str | None:
+    watermark = draft.ctx.watermarks.get(metric)
+    if watermark is None or watermark >= end_at:
+        return None
+    return (
+        f"usage of metric {metric} is incomplete: its watermark {watermark.isoformat()} is "
+        f"before the period end {end_at.isoformat()}; the invoice is held until the producer "
+        f"sends usage.watermark complete_through >= {end_at.isoformat()}, then run "
+        "`billcycle retry` for this batch"
+    )
+
+
+def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
+    contract, cycle_date = draft.contract, draft.ctx.cycle_date
+    tz = contract.timezone
+    late_periods = _periods_with_late_usage(draft, usage)
+    for period in periods_overlapping(
+        contract.anchor, contract.frequency, contract.start_date, contract.end_date, cycle_date
+    ):
+        window = service_window(contract, period)
+        if window is None:
+            continue
+        if window.end > cycle_date:
+            _bill_progressively(draft, usage, period, window)
+            continue
+        start_at, end_at = local_midnight(window.start, tz), local_midnight(window.end, tz)
+        for component in _usage_components(contract, window.end - ONE_DAY):
+            key = (component.id, period.start)
+            billed = contract.billed.usage.get(key)
+            if billed is not None and billed.final and period.start not in late_periods:
+                continue
+            reason = _incomplete(draft, component.metric, end_at)
+            if reason is not None:
+                if billed is None or not billed.final:
+                    draft.holds.append(f"{component.id}: {reason}")
+                continue
+            try:
+                reading = usage.read(component, start_at, end_at)
+            except UsageNotBillable as exc:
+                draft.holds.append(f"{component.id}: {exc}")
+                continue
+            _add_usage_lines(draft, component, key, window, reading, billed)
+
+
+def _periods_with_late_usage(draft: _Draft, usage: UsageReader) -> set[date]:
+    """Starts of final-billed periods whose usage changed since it was billed."""
+    contract = draft.contract
+    if not contract.billed.usage:
+        return set()
+    before = local_midnight(draft.ctx.cycle_date, contract.timezone)
+    metrics = {c.metric for v in contract.versions for c in v.components
+               if isinstance(c, UsageComponent)}
+    late: set[date] = set()
+    for metric in sorted(metrics):
+        for bucket in usage.changed_since(metric, contract.billed.usage_revision, before):
+            day = local_date(bucket, contract.timezone)
+            late.add(period_containing(contract.anchor, contract.frequency, day).start)
+    return late
+
+
+def _add_usage_lines(
+    draft: _Draft,
+    component: UsageComponent,
+    key: PeriodKey,
+    window: ServicePeriod,
+    reading: MeterReading,
+    billed: UsageBilled | None,
+) -> None:
+    quantity = usage_quantity(component, reading)
+    amount = draft.money(price(component.pricing, quantity) if quantity else ZERO)
+    billed_amount = billed.amount if billed else ZERO
+    billed_quantity = billed.quantity if billed else ZERO
+    late = billed is not None and billed.final
+    if late and quantity == billed_quantity and amount == billed_amount:
+        return
+    basis = {
+        "metric": component.metric,
+        "aggregation": component.aggregation.value,
+        "quantity": str(quantity),
+        "events": reading.event_count,
+        "usage_revision": reading.revision,
+        "priced_amount": str(amount),
+        "already_billed": str(billed_amount),
+        "terms_effective": draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat(),
+    }
+    span = f"{window.start.isoformat()} to {window.end.isoformat()}"
+    kind = LineKind.LATE_USAGE if late else LineKind.USAGE
+    label = "late usage" if late else "usage"
+    draft.lines.append(InvoiceLine(
+        component_id=component.id,
+        kind=kind,
+        description=f"{component.id}: {label} of {component.metric} {span}",
+        quantity=quantity - billed_quantity if _is_additive(component) else quantity,
+        amount=amount - billed_amount,
+        period_start=window.start,
+        period_end=window.end,
+        basis=basis,
+    ))
+    draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, final=True)
+    owed_true_up = draft.money(minimum_true_up(amount, component.minimum_amount))
+    billed_true_up = draft.contract.billed.true_ups.get(key, ZERO)
+    if owed_true_up != billed_true_up:
+        draft.lines.append(InvoiceLine(
+            component_id=component.id,
+            kind=LineKind.MINIMUM_TRUE_UP,
+            description=f"{component.id}: minimum {component.minimum_amount} for {span}",
+            quantity=Decimal(1),
+            amount=owed_true_up - billed_true_up,
+            period_start=window.start,
+            period_end=window.end,
+            basis={"minimum_amount": str(component.minimum_amount), "usage_amount": str(amount)},
+        ))
+        draft.settlement.true_ups[key] = owed_true_up
+
+
+def _is_additive(component: UsageComponent) -> bool:
+    return component.aggregation in (Aggregation.SUM, Aggregation.COUNT)
+
+
+def _bill_progressively(
+    draft: _Draft, usage: UsageReader, period: ServicePeriod, window: ServicePeriod
+) -> None:
+    """Progressive billing: bill usage to date once its unbilled amount reaches the threshold."""
+    contract, cycle_date = draft.contract, draft.ctx.cycle_date
+    if not window.start < cycle_date:
+        return
+    terms = contract.terms_on(cycle_date - ONE_DAY)
+    threshold = terms.usage_threshold_amount
+    if threshold is None:
+        return
+    tz = contract.timezone
+    start_at, to_date_at = local_midnight(window.start, tz), local_midnight(cycle_date, tz)
+    priced: list[tuple[UsageComponent, MeterReading, Decimal, Decimal]] = []
+    for component in _usage_components(contract, cycle_date - ONE_DAY):
+        if _incomplete(draft, component.metric, to_date_at) is not None:
+            return  # usage to date is not known to be complete: wait, do not hold the invoice
+        try:
+            reading = usage.read(component, start_at, to_date_at)
+        except UsageNotBillable:
+            return
+        quantity = usage_quantity(component, reading)
+        amount = draft.money(price(component.pricing, quantity) if quantity else ZERO)
+        priced.append((component, reading, quantity, amount))
+    unbilled = sum(
+        (amount - _billed_amount(contract.billed.usage.get((c.id, period.start)))
+         for c, _, _, amount in priced),
+        ZERO,
+    )
+    if unbilled <= ZERO or unbilled < threshold:
+        return
+    for component, reading, quantity, amount in priced:
+        key = (component.id, period.start)
+        billed = contract.billed.usage.get(key)
+        already = _billed_amount(billed)
+        if amount == already:
+            continue
+        billed_quantity = billed.quantity if billed else ZERO
+        draft.lines.append(InvoiceLine(
+            component_id=component.id,
+            kind=LineKind.USAGE,
+            description=(
+                f"{component.id}: usage of {component.metric} {window.start.isoformat()} to "
+                f"{cycle_date.isoformat()} (threshold {threshold} reached)"
+            ),
+            quantity=quantity - billed_quantity if _is_additive(component) else quantity,
+            amount=amount - already,
+            period_start=window.start,
+            period_end=cycle_date,
+            basis={
+                "metric": component.metric,
+                "aggregation": component.aggregation.value,
+                "quantity": str(quantity),
+                "events": reading.event_count,
+                "usage_revision": reading.revision,
+                "priced_amount": str(amount),
+                "already_billed": str(already),
+                "threshold": str(threshold),
+                "progressive": True,
+            },
+        ))
+        draft.settlement.usage[key] = UsageBilled(quantity, amount, cycle_date, final=False)
+
+
+def _billed_amount(billed: UsageBilled | None) -> Decimal:
+    return billed.amount if billed is not None else ZERO
+
+
+# --- milestones -------------------------------------------------------------------------------
+
+
+def _bill_milestones(draft: _Draft) -> None:
+    contract = draft.contract
+    for milestone, completed_on in sorted(contract.milestones.items(), key=lambda kv: kv[1]):
+        component = contract.milestone_component(milestone)
+        if component is None or completed_on > draft.ctx.cycle_date:
+            continue
+        if component.id in contract.billed.milestones:
+            continue
+        amount = draft.money(component.amount)
+        draft.lines.append(InvoiceLine(
+            component_id=component.id,
+            kind=LineKind.MILESTONE,
+            description=f"{component.id}: milestone {milestone} completed {completed_on}",
+            quantity=Decimal(1),
+            unit_amount=component.amount,
+            amount=amount,
+            period_start=completed_on,
+            period_end=completed_on + ONE_DAY,
+            basis={"milestone": milestone, "completed_on": completed_on.isoformat()},
+        ))
+        draft.settlement.milestones[component.id] = amount
+
+
+# --- when next -------------------------------------------------------------------------------
+
+
+def next_due_date(contract: Contract, cycle_date: date) -> date | None:
+    """The first date after `cycle_date` on which a run would find something due."""
+    if contract.end_date is not None and contract.end_date <= contract.start_date:
+        return None
+    candidates: list[date] = []
+    if contract.start_date > cycle_date:
+        candidates.append(contract.start_date)
+    current = period_containing(contract.anchor, contract.frequency, cycle_date)
+    window = service_window(contract, current)
+    if window is not None and window.end > cycle_date:
+        candidates.append(window.end)
+    candidates.extend(
+        v.effective_date for v in contract.versions if v.effective_date > cycle_date
+    )
+    if contract.end_date is not None and contract.end_date > cycle_date:
+        candidates.append(contract.end_date)
+    candidates.extend(d for d in contract.milestones.values() if d > cycle_date)
+    return min(candidates) if candidates else None

@@ -1,0 +1,109 @@
+"""The billing run (batch): its input manifest and every contract's outcome, with reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.usage import BILLCYCLE_NS
+
+
+class Outcome(StrEnum):
+    INVOICED = "invoiced"
+    HELD = "held"
+    FAILED = "failed"
+    NOT_DUE = "not_due"
+
+
+@dataclass(frozen=True)
+class ContractOutcome:
+    contract_id: str
+    outcome: Outcome
+    reason: str | None = None
+    invoice_id: str | None = None
+    number: str | None = None
+    total: str | None = None
+    currency: str | None = None
+    next_due: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None} | {
+            "outcome": self.outcome.value
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> ContractOutcome:
+        return cls(**{**r, "outcome": Outcome(r["outcome"])})
+
+
+def billing_run_id(batch_id: str) -> UUID:
+    return uuid5(BILLCYCLE_NS, f"billing-run:{batch_id}")
+
+
+class BatchConflict(ValueError):
+    """A batch id reused for a different cycle date."""
+
+
+class BillingRun(Aggregate):
+    """One batch: what it saw when it started, and what it did with each contract."""
+
+    @staticmethod
+    def create_id(batch_id: str) -> UUID:
+        return billing_run_id(batch_id)
+
+    @event("Started")
+    def __init__(
+        self, batch_id: str, cycle_date: date, started_at: datetime, manifest: dict[str, Any]
+    ) -> None:
+        self.batch_id = batch_id
+        self.cycle_date = cycle_date
+        self.started_at = started_at
+        self.manifest = manifest
+        self.outcomes: dict[str, ContractOutcome] = {}
+        self.attempts: list[dict[str, Any]] = [
+            {"kind": "run", "started_at": started_at.isoformat(), "manifest": manifest}
+        ]
+        self.finished_at: datetime | None = None
+
+    def check_cycle_date(self, cycle_date: date) -> None:
+        if cycle_date != self.cycle_date:
+            raise BatchConflict(
+                f"batch {self.batch_id} already exists for cycle date {self.cycle_date}; "
+                f"choose another --batch-id for {cycle_date}"
+            )
+
+    @event("Resumed")
+    def resume(self, kind: str, started_at: datetime, manifest: dict[str, Any]) -> None:
+        """Another attempt at this batch: a run resumed after a crash, or a retry."""
+        self.attempts.append(
+            {"kind": kind, "started_at": started_at.isoformat(), "manifest": manifest}
+        )
+        self.finished_at = None
+
+    @event("OutcomesRecorded")
+    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
+        for record in outcomes:
+            outcome = ContractOutcome.from_record(record)
+            self.outcomes[outcome.contract_id] = outcome
+
+    @event("Finished")
+    def finish(self, finished_at: datetime, counts: dict[str, int]) -> None:
+        self.finished_at = finished_at
+        self.attempts[-1]["finished_at"] = finished_at.isoformat()
+        self.attempts[-1]["counts"] = counts
+
+    def counts(self) -> dict[str, int]:
+        counts = {o.value: 0 for o in Outcome}
+        for outcome in self.outcomes.values():
+            counts[outcome.outcome.value] += 1
+        return {"contracts": len(self.outcomes), **counts}
+
+    def retryable(self) -> list[str]:
+        return sorted(
+            cid for cid, o in self.outcomes.items() if o.outcome in (Outcome.HELD, Outcome.FAILED)
+        )

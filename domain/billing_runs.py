@@ -1,0 +1,363 @@
+"""The billing run: bill every contract of the book for a cycle date, chunk by chunk.
+
+Each chunk is one transaction: the invoices, the contracts they settle, the invoice numbers
+they take and the batch's record of every contract's outcome. A crash loses at most the chunk
+in flight and a rerun of the batch picks up where it stopped; a concurrent run of another batch
+conflicts on the contracts' versions and the number sequence, reloads and finds nothing left to
+bill. Numbers stay gapless because they are allocated in the transaction that uses them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain.application import BillingApplication, ConcurrentUpdate
+from domain.billing import (
+    BillingContext,
+    Held,
+    InvoiceDue,
+    NothingDue,
+    UsageNotBillable,
+    bill_contract,
+)
+from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
+from domain.contract import Contract
+from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers
+from domain.invoice_lines import subtotals
+from domain.money import format_money
+from domain.ports import BillingStore
+from domain.terms import UsageComponent
+from domain.usage import MeterReading
+
+CHUNK_SIZE = 200
+MAX_CHUNK_ATTEMPTS = 10
+
+Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
+
+
+@dataclass
+class RunReport:
+    """What a billing run (or retry) did: the `run --json` document."""
+
+    batch_id: str
+    cycle_date: date
+    dry_run: bool
+    outcomes: dict[str, ContractOutcome] = field(default_factory=dict)
+    invoices: list[Invoice] = field(default_factory=list)  # issued (or, dry run, drafted)
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        counts = {o.value: 0 for o in Outcome}
+        for outcome in self.outcomes.values():
+            counts[outcome.outcome.value] += 1
+        return {"contracts": len(self.outcomes), **counts}
+
+    def to_json(self) -> dict[str, Any]:
+        def listed(kind: Outcome) -> list[dict[str, Any]]:
+            return [
+                {"contract_id": o.contract_id, "reason": o.reason}
+                for o in self.outcomes.values() if o.outcome is kind
+            ]
+
+        return {
+            "batch_id": self.batch_id,
+            "cycle_date": self.cycle_date.isoformat(),
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "invoices": [str(i.id) for i in self.invoices],
+            "held": listed(Outcome.HELD),
+            "failed": listed(Outcome.FAILED),
+            "warnings": self.warnings,
+        }
+
+
+def new_batch_id(cycle_date: date) -> str:
+    return f"B-{cycle_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+
+
+class StoreUsage:
+    """The usage one contract prices, read from the running meters."""
+
+    def __init__(self, store: BillingStore, contract: Contract, siblings: Sequence[Contract]):
+        self.store = store
+        self.contract = contract
+        self.siblings = siblings
+
+    def _rivals(self, metric: str) -> list[str]:
+        """Other contracts of the customer pricing the same metric: untagged usage is theirs too."""
+        return sorted(
+            s.contract_id for s in self.siblings
+            if s.contract_id != self.contract.contract_id
+            and any(
+                isinstance(c, UsageComponent) and c.metric == metric
+                for v in s.versions for c in v.components
+            )
+        )
+
+    def _tags(self, metric: str) -> list[str]:
+        return [self.contract.contract_id] if self._rivals(metric) else [
+            self.contract.contract_id, ""]
+
+    def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
+        c = self.contract
+        rivals = self._rivals(component.metric)
+        if rivals:
+            untagged = self.store.read_meter(c.customer_id, component.metric, [""], start, end,
+                                             None)
+            if untagged.event_count:
+                raise UsageNotBillable(
+                    f"{untagged.event_count} usage events of {component.metric} for customer "
+                    f"{c.customer_id} carry no contract_id, and contracts "
+                    f"{', '.join([c.contract_id, *rivals])} all price {component.metric}; "
+                    "producers must send contract_id for this customer's usage"
+                )
+        return self.store.read_meter(
+            c.customer_id, component.metric, self._tags(component.metric), start, end,
+            component.unique_property,
+        )
+
+    def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
+        return self.store.changed_buckets(
+            self.contract.customer_id, metric, self._tags(metric), revision, before
+        )
+
+
+class BillingRuns:
+    """Runs, resumes and retries billing runs on a billing application."""
+
+    def __init__(
+        self,
+        app: BillingApplication,
+        now: Callable[[], datetime],
+        chunk_size: int = CHUNK_SIZE,
+        input_manifest: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.app = app
+        self.now = now
+        self.chunk_size = chunk_size
+        self.input_manifest = input_manifest or dict
+        # Kept between chunks so a dry run numbers its drafts as the real run would.
+        self._numbering: InvoiceNumbers | None = None
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        cycle_date: date,
+        batch_id: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> RunReport:
+        batch_id = batch_id or new_batch_id(cycle_date)
+        manifest = self._manifest()
+        run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
+        if run is None:
+            run = BillingRun(batch_id=batch_id, cycle_date=cycle_date, started_at=self.now(),
+                             manifest=manifest)
+        else:
+            run.check_cycle_date(cycle_date)
+            run.resume("resume", self.now(), manifest)
+        if not dry_run:
+            self.app.save(run)
+        report = RunReport(batch_id, cycle_date, dry_run, dict(run.outcomes))
+        report.warnings.extend(manifest.get("warnings", []))
+        ctx = self._context(cycle_date, manifest)
+        total = self._book_size()
+        done = len(run.outcomes)
+        for chunk in self._chunks(skip=set(run.outcomes)):
+            run = self._settle(run, chunk, ctx, dry_run, report)
+            done += len(chunk)
+            if progress:
+                progress(min(done, total), total)
+        return self._finish(run, report, dry_run)
+
+    def retry(self, batch_id: str, progress: Progress | None = None) -> RunReport:
+        run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
+        if run is None:
+            raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows the batches")
+        manifest = self._manifest()
+        run.resume("retry", self.now(), manifest)
+        self.app.save(run)
+        report = RunReport(batch_id, run.cycle_date, False, dict(run.outcomes))
+        report.warnings.extend(manifest.get("warnings", []))
+        ctx = self._context(run.cycle_date, manifest)
+        pending = run.retryable()
+        for i in range(0, len(pending), self.chunk_size):
+            chunk = pending[i:i + self.chunk_size]
+            run = self._settle(run, chunk, ctx, False, report)
+            if progress:
+                progress(min(i + len(chunk), len(pending)), len(pending))
+        return self._finish(run, report, False)
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _manifest(self) -> dict[str, Any]:
+        marks = self.app.watermarks()
+        return {
+            "log_position": self.app.store.max_notification_id() or 0,
+            "watermarks": {
+                m: t.isoformat() for m, t in (marks.by_metric() if marks else {}).items()
+            },
+            **self.input_manifest(),
+        }
+
+    def _context(self, cycle_date: date, manifest: dict[str, Any]) -> BillingContext:
+        return BillingContext(
+            cycle_date=cycle_date,
+            watermarks={m: datetime.fromisoformat(t) for m, t in manifest["watermarks"].items()},
+            log_position=int(manifest["log_position"]),
+        )
+
+    def _book_size(self) -> int:
+        return sum(len(c) for c in self._chunks(skip=set()))
+
+    def _chunks(self, skip: set[str]) -> Iterator[list[str]]:
+        after: str | None = None
+        while True:
+            page = self.app.store.contract_ids(after, self.chunk_size)
+            if not page:
+                return
+            after = page[-1]
+            todo = [cid for cid in page if cid not in skip]
+            if todo:
+                yield todo
+
+    def _settle(
+        self,
+        run: BillingRun,
+        contract_ids: list[str],
+        ctx: BillingContext,
+        dry_run: bool,
+        report: RunReport,
+    ) -> BillingRun:
+        for _ in range(MAX_CHUNK_ATTEMPTS):
+            outcomes, touched, invoices = self._bill_chunk(run, contract_ids, ctx)
+            run.record_outcomes([o.to_record() for o in outcomes])
+            if dry_run:
+                break
+            try:
+                self.app.save(*touched, run)
+            except IntegrityError:
+                self._numbering = None
+                # Another run billed some of these contracts, took numbers or wrote to this
+                # batch: reload everything and decide again from what is now recorded.
+                run = self.app.repository.get(run.id)
+                contract_ids = [cid for cid in contract_ids if cid not in run.outcomes
+                                or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
+                continue
+            break
+        else:
+            raise ConcurrentUpdate(
+                f"batch {run.batch_id}: contracts {contract_ids[0]}..{contract_ids[-1]} "
+                f"conflicted {MAX_CHUNK_ATTEMPTS} times with other writers; run it again"
+            )
+        for o in outcomes:
+            report.outcomes[o.contract_id] = o
+        report.invoices.extend(invoices)
+        return run
+
+    def _bill_chunk(
+        self, run: BillingRun, contract_ids: list[str], ctx: BillingContext
+    ) -> tuple[list[ContractOutcome], list[Aggregate], list[Invoice]]:
+        contracts = {cid: self.app.contract(cid) for cid in contract_ids}
+        decided: list[tuple[str, ContractOutcome | InvoiceDue]] = []
+        for cid in contract_ids:
+            contract = contracts[cid]
+            if contract is None:
+                decided.append((cid, ContractOutcome(cid, Outcome.FAILED,
+                                                     reason="contract is indexed but not stored")))
+                continue
+            decided.append((cid, self._decide(contract, ctx)))
+        due = [(cid, d) for cid, d in decided if isinstance(d, InvoiceDue)]
+        touched: list[Aggregate] = []
+        invoices: list[Invoice] = []
+        numbers: list[str] = []
+        if due:
+            numbering = self._numbering or (
+                self.app.get_or_none(INVOICE_NUMBERS_ID, InvoiceNumbers) or InvoiceNumbers()
+            )
+            self._numbering = numbering
+            numbers = numbering.allocate(len(due), run.batch_id)
+            touched.append(numbering)
+        issued = dict(zip([cid for cid, _ in due], numbers, strict=True))
+        outcomes: list[ContractOutcome] = []
+        for cid, decision in decided:
+            if not isinstance(decision, InvoiceDue):
+                outcomes.append(decision)
+                continue
+            contract = contracts[cid]
+            assert contract is not None
+            invoice = self._issue(contract, decision, issued[cid], run)
+            contract.record_invoice(
+                invoice_id=invoice.id, number=invoice.number, batch_id=run.batch_id,
+                settlement=decision.settlement.to_record(),
+            )
+            touched.extend([contract, invoice])
+            invoices.append(invoice)
+            outcomes.append(ContractOutcome(
+                cid, Outcome.INVOICED, invoice_id=str(invoice.id), number=invoice.number,
+                total=format_money(invoice.total, invoice.currency), currency=invoice.currency,
+            ))
+        return outcomes, touched, invoices
+
+    def _decide(self, contract: Contract, ctx: BillingContext) -> ContractOutcome | InvoiceDue:
+        cid = contract.contract_id
+        try:
+            siblings = self._siblings(contract)
+            outcome = bill_contract(contract, ctx, StoreUsage(self.app.store, contract, siblings))
+        except (UsageNotBillable, ValueError, ArithmeticError, LookupError) as exc:
+            return ContractOutcome(cid, Outcome.FAILED,
+                                   reason=f"could not price: {exc} ({type(exc).__name__})")
+        if isinstance(outcome, Held):
+            return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason)
+        if isinstance(outcome, NothingDue):
+            last = contract.last_invoice
+            reason = f"nothing due; last invoice {last[0]} in batch {last[1]}" if last else None
+            next_due = outcome.next_due.isoformat() if outcome.next_due else None
+            return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
+        return outcome
+
+    def _siblings(self, contract: Contract) -> list[Contract]:
+        ids = self.app.store.customer_contract_ids(contract.customer_id)
+        if len(ids) <= 1:
+            return []
+        found = [self.app.contract(cid) for cid in ids if cid != contract.contract_id]
+        return [c for c in found if c is not None]
+
+    def _issue(self, contract: Contract, due: InvoiceDue, number: str, run: BillingRun) -> Invoice:
+        lines = list(due.lines)
+        total = due.total
+        return Invoice(
+            number=number,
+            batch_id=run.batch_id,
+            cycle_date=run.cycle_date,
+            contract_id=contract.contract_id,
+            customer_id=contract.customer_id,
+            currency=contract.currency,
+            issue_date=due.issue_date,
+            due_date=due.due_date,
+            document_type="credit_note" if total < 0 else "invoice",
+            lines=[line.to_record() for line in lines],
+            subtotals=subtotals(lines),
+            total=total,
+            contract_version=contract.version,
+        )
+
+    def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
+        if not dry_run:
+            for _ in range(MAX_CHUNK_ATTEMPTS):
+                run.finish(self.now(), run.counts())
+                try:
+                    self.app.save(run)
+                    break
+                except IntegrityError:
+                    run = self.app.repository.get(run.id)
+        return report
+

@@ -1,0 +1,90 @@
+"""Commands the ingest pipeline gives the billing application, one per accepted message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.terms import Component, ContractTerms
+
+
+@dataclass(frozen=True)
+class Command:
+    message_id: str
+    message_type: str
+    fingerprint: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class CreateContract(Command):
+    terms: ContractTerms
+
+
+@dataclass(frozen=True)
+class AmendContract(Command):
+    contract_id: str
+    effective_date: date
+    components: tuple[Component, ...]
+    usage_threshold_amount: Decimal | None
+    payment_terms_days: int | None
+
+
+@dataclass(frozen=True)
+class TerminateContract(Command):
+    contract_id: str
+    end_date: date
+
+
+@dataclass(frozen=True)
+class CompleteMilestone(Command):
+    contract_id: str
+    milestone: str
+    completed_on: date
+
+
+@dataclass(frozen=True)
+class RecordUsage(Command):
+    customer_id: str
+    metric: str
+    quantity: Decimal
+    properties: dict[str, Any]
+    contract_id: str | None
+
+
+@dataclass(frozen=True)
+class DeclareWatermark(Command):
+    metric: str
+    complete_through: datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class ReceivePayment(Command):
+    invoice_number: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a message came from: its source, its position there and its original bytes."""
+
+    source: str  # e.g. "file:usage.jsonl" or "kafka:billing.usage/2"
+    position: str  # e.g. "line 17" or "offset 4211"
+    raw: bytes
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}@{self.position}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Input that cannot be accepted: kept as a dead letter with where it came from and why."""
+
+    origin: Origin
+    reason: str
+    message_id: str | None = None

@@ -1,0 +1,216 @@
+"""The contract aggregate: terms over time, milestones reached, and what has been billed."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.billed import BilledState
+from domain.terms import (
+    BillingFrequency,
+    Component,
+    ContractTerms,
+    MilestoneComponent,
+    TermsVersion,
+    component_from_record,
+    component_to_record,
+)
+from domain.usage import BILLCYCLE_NS
+
+
+class ContractRuleViolation(ValueError):
+    """A contract message that is well-formed but cannot apply to this contract."""
+
+
+def contract_aggregate_id(contract_id: str) -> UUID:
+    return uuid5(BILLCYCLE_NS, f"contract:{contract_id}")
+
+
+class Contract(Aggregate):
+    """A customer's contract. Its version number guards billing: two runs cannot both bill it."""
+
+    @staticmethod
+    def create_id(contract_id: str) -> UUID:
+        return contract_aggregate_id(contract_id)
+
+    @classmethod
+    def open(cls, terms: ContractTerms, message_id: str) -> Contract:
+        return cls(
+            contract_id=terms.contract_id,
+            customer_id=terms.customer_id,
+            currency=terms.currency,
+            start_date=terms.start_date,
+            end_date=terms.end_date,
+            timezone=terms.timezone,
+            billing_frequency=terms.billing_frequency.value,
+            billing_anchor_date=terms.billing_anchor_date,
+            payment_terms_days=terms.payment_terms_days,
+            usage_threshold_amount=terms.usage_threshold_amount,
+            components=[component_to_record(c) for c in terms.components],
+            extra=terms.extra,
+            message_id=message_id,
+        )
+
+    @event("Created")
+    def __init__(
+        self,
+        contract_id: str,
+        customer_id: str,
+        currency: str,
+        start_date: date,
+        end_date: date | None,
+        timezone: str,
+        billing_frequency: str,
+        billing_anchor_date: date,
+        payment_terms_days: int,
+        usage_threshold_amount: Decimal | None,
+        components: list[dict[str, Any]],
+        extra: dict[str, Any],
+        message_id: str,
+    ) -> None:
+        self.contract_id = contract_id
+        self.customer_id = customer_id
+        self.currency = currency
+        self.start_date = start_date
+        self.end_date = end_date
+        self.timezone = timezone
+        self.frequency = BillingFrequency(billing_frequency)
+        self.anchor = billing_anchor_date
+        self.extra = extra
+        self.versions: list[TermsVersion] = [
+            TermsVersion(
+                effective_date=start_date,
+                components=tuple(component_from_record(c) for c in components),
+                usage_threshold_amount=usage_threshold_amount,
+                payment_terms_days=payment_terms_days,
+            )
+        ]
+        self.milestones: dict[str, date] = {}
+        self.billed = BilledState()
+        self.invoice_ids: list[UUID] = []
+        self.last_invoice: tuple[str, str] | None = None  # (number, batch id)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def amend(
+        self,
+        effective_date: date,
+        components: tuple[Component, ...],
+        usage_threshold_amount: Decimal | None,
+        payment_terms_days: int | None,
+        message_id: str,
+    ) -> None:
+        if effective_date < self.start_date:
+            raise ContractRuleViolation(
+                f"contract {self.contract_id}: amendment effective {effective_date} is before "
+                f"the contract start {self.start_date}; amend from {self.start_date} or later"
+            )
+        if self.end_date is not None and effective_date >= self.end_date:
+            raise ContractRuleViolation(
+                f"contract {self.contract_id}: amendment effective {effective_date} is on or "
+                f"after the end date {self.end_date}; service has ended by then"
+            )
+        current = self.terms_on(effective_date)
+        self._amended(
+            effective_date=effective_date,
+            components=[component_to_record(c) for c in components],
+            usage_threshold_amount=(
+                usage_threshold_amount
+                if usage_threshold_amount is not None
+                else current.usage_threshold_amount
+            ),
+            payment_terms_days=(
+                payment_terms_days if payment_terms_days is not None
+                else current.payment_terms_days
+            ),
+            message_id=message_id,
+        )
+
+    @event("Amended")
+    def _amended(
+        self,
+        effective_date: date,
+        components: list[dict[str, Any]],
+        usage_threshold_amount: Decimal | None,
+        payment_terms_days: int,
+        message_id: str,
+    ) -> None:
+        version = TermsVersion(
+            effective_date=effective_date,
+            components=tuple(component_from_record(c) for c in components),
+            usage_threshold_amount=usage_threshold_amount,
+            payment_terms_days=payment_terms_days,
+        )
+        # Later-received terms for the same date replace earlier ones; order by date.
+        kept = [v for v in self.versions if v.effective_date != effective_date]
+        self.versions = sorted([*kept, version], key=lambda v: v.effective_date)
+
+    def terminate(self, end_date: date, message_id: str) -> None:
+        if end_date < self.start_date:
+            raise ContractRuleViolation(
+                f"contract {self.contract_id}: end_date {end_date} is before the start "
+                f"{self.start_date}; use the start date to end it before any service"
+            )
+        self._terminated(end_date=end_date, message_id=message_id)
+
+    @event("Terminated")
+    def _terminated(self, end_date: date, message_id: str) -> None:
+        self.end_date = end_date
+
+    def complete_milestone(self, milestone: str, completed_on: date, message_id: str) -> None:
+        if self.milestone_component(milestone) is None:
+            known = sorted({
+                c.milestone for v in self.versions for c in v.components
+                if isinstance(c, MilestoneComponent)
+            })
+            raise ContractRuleViolation(
+                f"contract {self.contract_id} has no milestone {milestone!r}"
+                f" (its milestones: {', '.join(known) or 'none'}); check the milestone name"
+            )
+        already = self.milestones.get(milestone)
+        if already is not None and already != completed_on:
+            raise ContractRuleViolation(
+                f"contract {self.contract_id}: milestone {milestone!r} was already completed on "
+                f"{already}; a milestone completes once"
+            )
+        if already is None:
+            self._milestone_completed(
+                milestone=milestone, completed_on=completed_on, message_id=message_id
+            )
+
+    @event("MilestoneCompleted")
+    def _milestone_completed(self, milestone: str, completed_on: date, message_id: str) -> None:
+        self.milestones[milestone] = completed_on
+
+    @event("Invoiced")
+    def record_invoice(
+        self, invoice_id: UUID, number: str, batch_id: str, settlement: dict[str, Any]
+    ) -> None:
+        """The billing run issued an invoice: what it billed is now settled."""
+        self.billed.apply(BilledState.from_record(settlement))
+        self.invoice_ids.append(invoice_id)
+        self.last_invoice = (number, batch_id)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def terms_on(self, day: date) -> TermsVersion:
+        """The terms in effect on `day` (the first terms before the contract starts)."""
+        current = self.versions[0]
+        for version in self.versions[1:]:
+            if version.effective_date > day:
+                break
+            current = version
+        return current
+
+    def milestone_component(self, milestone: str) -> MilestoneComponent | None:
+        completed_on = self.milestones.get(milestone)
+        versions = [self.terms_on(completed_on)] if completed_on else []
+        for version in [*versions, *reversed(self.versions)]:
+            for c in version.components:
+                if isinstance(c, MilestoneComponent) and c.milestone == milestone:
+                    return c
+        return None

@@ -1,0 +1,118 @@
+"""Invoices (with the payments applied to them) and the gapless invoice numbering."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.money import ZERO
+from domain.usage import BILLCYCLE_NS
+
+INVOICE_NUMBER_PREFIX = "INV-"
+
+
+class PaymentRejected(ValueError):
+    """A payment that cannot be applied to the invoice it names."""
+
+
+def invoice_number(sequence: int) -> str:
+    return f"{INVOICE_NUMBER_PREFIX}{sequence:06d}"
+
+
+def invoice_aggregate_id(number: str) -> UUID:
+    return uuid5(BILLCYCLE_NS, f"invoice:{number}")
+
+
+class Invoice(Aggregate):
+    """An issued invoice or credit note; its id follows from its number."""
+
+    @staticmethod
+    def create_id(number: str) -> UUID:
+        return invoice_aggregate_id(number)
+
+    @event("InvoiceIssued")
+    def __init__(
+        self,
+        number: str,
+        batch_id: str,
+        cycle_date: date,
+        contract_id: str,
+        customer_id: str,
+        currency: str,
+        issue_date: date,
+        due_date: date,
+        document_type: str,
+        lines: list[dict[str, Any]],
+        subtotals: dict[str, Decimal],
+        total: Decimal,
+        contract_version: int,
+    ) -> None:
+        self.number = number
+        self.batch_id = batch_id
+        self.cycle_date = cycle_date
+        self.contract_id = contract_id
+        self.customer_id = customer_id
+        self.currency = currency
+        self.issue_date = issue_date
+        self.due_date = due_date
+        self.document_type = document_type
+        self.lines = lines
+        self.subtotals = subtotals
+        self.total = total
+        self.contract_version = contract_version
+        self.payments: dict[str, Decimal] = {}
+
+    @property
+    def paid(self) -> Decimal:
+        return sum(self.payments.values(), ZERO)
+
+    @property
+    def balance(self) -> Decimal:
+        return self.total - self.paid
+
+    def apply_payment(
+        self, payment_id: str, amount: Decimal, currency: str, received_at: datetime
+    ) -> None:
+        if currency != self.currency:
+            raise PaymentRejected(
+                f"payment {payment_id}: currency {currency} does not match invoice "
+                f"{self.number} in {self.currency}; send the payment in {self.currency}"
+            )
+        if payment_id not in self.payments:
+            self._payment_applied(
+                payment_id=payment_id, amount=amount, currency=currency, received_at=received_at
+            )
+
+    @event("PaymentApplied")
+    def _payment_applied(
+        self, payment_id: str, amount: Decimal, currency: str, received_at: datetime
+    ) -> None:
+        self.payments[payment_id] = amount
+
+
+INVOICE_NUMBERS_ID = uuid5(BILLCYCLE_NS, "invoice-numbers")
+
+
+class InvoiceNumbers(Aggregate):
+    """The one sequence of invoice numbers. Saved with the invoices it numbers, so no gaps."""
+
+    @staticmethod
+    def create_id() -> UUID:
+        return INVOICE_NUMBERS_ID
+
+    @event("Started")
+    def __init__(self) -> None:
+        self.issued = 0
+
+    def allocate(self, count: int, batch_id: str) -> list[str]:
+        first = self.issued + 1
+        self._allocated(first=first, count=count, batch_id=batch_id)
+        return [invoice_number(first + i) for i in range(count)]
+
+    @event("Allocated")
+    def _allocated(self, first: int, count: int, batch_id: str) -> None:
+        self.issued = first + count - 1

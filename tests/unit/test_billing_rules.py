@@ -1,0 +1,244 @@
+"""Billing rules of contract.md section 2, one scenario each."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from domain.billing import Held, NothingDue
+from domain.terms import Package, PerUnit, Volume
+from tests.unit.billing_fixtures import (
+    FakeUsage,
+    amounts,
+    at,
+    bill,
+    contract,
+    graduated,
+    milestone,
+    run,
+    subscription,
+    usage,
+)
+
+
+def test_in_advance_subscription_is_billed_on_the_period_start() -> None:
+    c = contract(subscription("1000.00"))
+    due = bill(c, date(2026, 10, 1))
+    assert amounts(due) == [("subscription", "platform", "1000.00")]
+    assert due.lines[0].period_start == date(2026, 10, 1)
+    assert due.lines[0].period_end == date(2026, 11, 1)
+    assert due.due_date == date(2026, 10, 31)
+
+
+def test_the_same_cycle_date_again_bills_nothing() -> None:
+    c = contract(subscription("1000.00"))
+    bill(c, date(2026, 10, 1))
+    outcome = run(c, date(2026, 10, 1))
+    assert outcome == NothingDue(next_due=date(2026, 11, 1))
+
+
+def test_a_missed_run_catches_up_every_period_due() -> None:
+    c = contract(subscription("100.00"))
+    due = bill(c, date(2026, 12, 1))
+    assert [(ln.period_start.month, str(ln.amount)) for ln in due.lines] == [
+        (10, "100.00"), (11, "100.00"), (12, "100.00")]
+
+
+def test_a_period_cut_short_by_the_start_date_is_prorated_by_calendar_days() -> None:
+    c = contract(subscription("310.00"), start=date(2026, 10, 11), anchor=date(2026, 10, 1))
+    due = bill(c, date(2026, 10, 11))
+    assert amounts(due) == [("subscription", "platform", "210.00")]  # 21 of 31 days
+
+
+def test_month_end_anchor_uses_the_last_day_then_the_anchor_day_again() -> None:
+    c = contract(subscription("100.00"), start=date(2026, 1, 31))
+    due = bill(c, date(2026, 3, 31))
+    assert [(ln.period_start, ln.period_end) for ln in due.lines] == [
+        (date(2026, 1, 31), date(2026, 2, 28)),
+        (date(2026, 2, 28), date(2026, 3, 31)),
+        (date(2026, 3, 31), date(2026, 4, 30)),
+    ]
+
+
+def test_in_arrears_subscription_is_billed_when_the_period_ends() -> None:
+    c = contract(subscription("300.00", timing="in_arrears"))
+    assert isinstance(run(c, date(2026, 10, 31)), NothingDue)
+    assert amounts(bill(c, date(2026, 11, 1))) == [("subscription", "platform", "300.00")]
+
+
+def test_quarterly_and_annual_periods() -> None:
+    q = contract(subscription("900.00"), frequency="quarterly")
+    assert bill(q, date(2026, 10, 1)).lines[0].period_end == date(2027, 1, 1)
+    a = contract(subscription("12000.00"), frequency="annual")
+    assert bill(a, date(2026, 10, 1)).lines[0].period_end == date(2027, 10, 1)
+    assert isinstance(run(a, date(2027, 9, 30)), NothingDue)
+
+
+def test_amendment_of_a_billed_in_advance_period_credits_old_and_charges_new() -> None:
+    c = contract(subscription("3100.00"))
+    bill(c, date(2026, 10, 1))
+    c.amend(date(2026, 10, 21), (subscription("6200.00"),), None, None, "m-2")
+    due = bill(c, date(2026, 11, 1))
+    assert amounts(due) == [
+        ("subscription", "platform", "6200.00"),  # November at the new price
+        ("proration", "platform", "-1100.00"),  # 11 unused days of 31 at 3100
+        ("proration", "platform", "2200.00"),  # the same 11 days at 6200
+    ]
+
+
+def test_amendment_splits_an_in_arrears_period_at_the_effective_date() -> None:
+    c = contract(subscription("3100.00", timing="in_arrears"))
+    c.amend(date(2026, 10, 11), (subscription("6200.00", timing="in_arrears"),), None, None, "m")
+    due = bill(c, date(2026, 11, 1))
+    assert amounts(due) == [
+        ("subscription", "platform", "1000.00"),
+        ("subscription", "platform", "4200.00"),
+    ]
+
+
+def test_termination_credits_the_unused_days_of_a_billed_in_advance_period() -> None:
+    c = contract(subscription("3100.00"))
+    bill(c, date(2026, 10, 1))
+    c.terminate(date(2026, 10, 22), "m-t")
+    due = bill(c, date(2026, 10, 22))
+    assert amounts(due) == [("proration", "platform", "-1000.00")]
+    assert due.total < 0
+    assert run(c, date(2027, 1, 1)) == NothingDue(next_due=None)
+
+
+def test_no_period_starting_on_or_after_the_end_date_is_billed() -> None:
+    c = contract(subscription("100.00"), end=date(2026, 11, 1))
+    due = bill(c, date(2026, 12, 1))
+    assert [ln.period_start.month for ln in due.lines] == [10]
+
+
+def test_usage_is_billed_in_arrears_with_graduated_tiers() -> None:
+    api = usage(pricing=graduated(("1000", "0", "0"), (None, "0.002", "0")))
+    c = contract(subscription("1000.00"), api)
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "1500")
+    meter.add(at(date(2026, 10, 31)), "1000")
+    bill(c, date(2026, 10, 1), meter)
+    due = bill(c, date(2026, 11, 1), meter)
+    assert ("usage", "api", "3.00") in amounts(due)  # 1500 units above the free 1000
+    line = next(ln for ln in due.lines if ln.kind == "usage")
+    assert line.quantity == Decimal(2500)
+    assert line.basis["events"] == 2
+
+
+def test_a_usage_line_with_zero_quantity_is_a_zero_amount_line() -> None:
+    c = contract(usage(pricing=Package(Decimal(100), Decimal(5))))
+    due = bill(c, date(2026, 11, 1))
+    assert amounts(due) == [("usage", "api", "0.00")]
+
+
+def test_volume_pricing_prices_all_units_at_the_reached_tier() -> None:
+    tiers = Volume(graduated(("100", "1", "0"), (None, "0.5", "10")).tiers)
+    c = contract(usage(pricing=tiers))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "200")
+    assert amounts(bill(c, date(2026, 11, 1), meter)) == [("usage", "api", "110.00")]
+
+
+def test_minimum_true_up_adds_the_difference() -> None:
+    c = contract(usage(minimum="50.00"))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "1000")  # 10.00 of usage
+    assert amounts(bill(c, date(2026, 11, 1), meter)) == [
+        ("usage", "api", "10.00"), ("minimum_true_up", "api", "40.00")]
+
+
+def test_late_usage_is_billed_on_the_next_invoice_as_the_price_difference() -> None:
+    api = usage(pricing=graduated(("1000", "0", "0"), (None, "0.01", "0")))
+    c = contract(subscription("100.00"), api)
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "1500")
+    bill(c, date(2026, 10, 1), meter)
+    bill(c, date(2026, 11, 1), meter)
+    meter.add(at(date(2026, 10, 30)), "700")  # arrives after October was invoiced
+    due = bill(c, date(2026, 12, 1), meter)
+    assert ("late_usage", "api", "7.00") in amounts(due)
+    late = next(ln for ln in due.lines if ln.kind == "late_usage")
+    assert (late.period_start, late.period_end) == (date(2026, 10, 1), date(2026, 11, 1))
+
+
+def test_late_usage_lowers_a_minimum_true_up_already_billed() -> None:
+    c = contract(usage(minimum="50.00"))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "1000")
+    bill(c, date(2026, 11, 1), meter)
+    meter.add(at(date(2026, 10, 6)), "3000")  # +30.00, late
+    assert amounts(bill(c, date(2026, 12, 1), meter)) == [
+        ("usage", "api", "0.00"),  # November, no usage
+        ("late_usage", "api", "30.00"),
+        ("minimum_true_up", "api", "-30.00"),
+        ("minimum_true_up", "api", "50.00"),  # November's minimum
+    ]
+
+
+def test_incomplete_usage_holds_the_whole_invoice_with_a_reason() -> None:
+    c = contract(subscription("100.00"), usage())
+    watermark = datetime(2026, 10, 30, tzinfo=UTC)
+    outcome = run(c, date(2026, 11, 1), watermarks={"api_calls": watermark})
+    assert isinstance(outcome, Held)
+    assert "api_calls" in outcome.reason
+    assert "2026-10-30" in outcome.reason and "2026-11-01" in outcome.reason
+    complete = datetime(2026, 11, 1, tzinfo=UTC)
+    assert len(bill(c, date(2026, 11, 1), watermarks={"api_calls": complete}).lines) == 3
+
+
+def test_progressive_billing_bills_usage_to_date_when_the_threshold_is_reached() -> None:
+    c = contract(usage(pricing=PerUnit(Decimal(1))), threshold="500.00")
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 3)), "300")
+    assert isinstance(run(c, date(2026, 10, 10), meter), NothingDue)
+    meter.add(at(date(2026, 10, 12)), "300")
+    early = bill(c, date(2026, 10, 15), meter)
+    assert amounts(early) == [("usage", "api", "600.00")]
+    assert early.lines[0].period_end == date(2026, 10, 15)
+    meter.add(at(date(2026, 10, 20)), "50")
+    final = bill(c, date(2026, 11, 1), meter)
+    assert amounts(final) == [("usage", "api", "50.00")]  # only the rest
+
+
+def test_milestones_are_billed_once_completed() -> None:
+    c = contract(subscription("100.00"), milestone())
+    bill(c, date(2026, 10, 1))
+    c.complete_milestone("go_live", date(2026, 10, 20), "m-ms")
+    assert isinstance(run(c, date(2026, 10, 19)), NothingDue)
+    assert amounts(bill(c, date(2026, 10, 20))) == [("milestone", "golive", "5000.00")]
+
+
+def test_rounding_half_up_per_line_to_the_currency_minor_units() -> None:
+    jpy = contract(usage(pricing=PerUnit(Decimal("0.5"))), currency="JPY")
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "3")
+    assert amounts(bill(jpy, date(2026, 11, 1), meter)) == [("usage", "api", "2")]
+    kwd = contract(usage(pricing=PerUnit(Decimal("0.0005"))), currency="KWD")
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "3")
+    assert amounts(bill(kwd, date(2026, 11, 1), meter)) == [("usage", "api", "0.002")]
+
+
+def test_usage_periods_follow_the_contract_timezone() -> None:
+    c = contract(usage(pricing=PerUnit(Decimal(1))), timezone="Asia/Tokyo")
+    meter = FakeUsage()
+    meter.add(datetime(2026, 10, 31, 14, 30, tzinfo=UTC), "1")  # Nov 1 23:30 in Tokyo
+    meter.add(datetime(2026, 10, 31, 15, 30, tzinfo=UTC), "10")  # Nov 1 00:30 in Tokyo
+    due = bill(c, date(2026, 11, 1), meter)
+    assert amounts(due) == [("usage", "api", "1.00")]
+
+
+def test_unique_count_counts_distinct_property_values() -> None:
+    c = contract(usage(aggregation="unique_count", unique_property="user",
+                       pricing=PerUnit(Decimal(2))))
+    meter = FakeUsage()
+    for user in ["a", "b", "a", "c"]:
+        meter.add(at(date(2026, 10, 5)), "1", user=user)
+    assert amounts(bill(c, date(2026, 11, 1), meter)) == [("usage", "api", "6.00")]
+
+
+def test_a_contract_with_due_lines_gets_an_invoice_even_at_zero_total() -> None:
+    c = contract(subscription("0.00"))
+    due = bill(c, date(2026, 10, 1))
+    assert due.total == 0 and len(due.lines) == 1
