@@ -82,7 +82,7 @@ class IngestReport:
 
 class BillingApplication(Application[UUID]):
     name = "billcycle"
-    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
         InvoiceNumbers: 100, UsageWatermarks: 100, DeadLetters: 100,
     }
 
