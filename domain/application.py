@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking, Transcoding
 
@@ -89,6 +89,16 @@ class BillingApplication(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
+
+    def save_tracked(
+        self, *aggregates: Aggregate, tracking: Tracking | None, **kwargs: Any
+    ) -> None:
+        """Save aggregates with the input position they came from, in one transaction."""
+        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing.collect_events(*aggregates, **kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
 
     @property
     def store(self) -> BillingStore:
@@ -217,7 +227,7 @@ class _IngestUnit:
         return report
 
     def save(self, tracking: Tracking | None) -> None:
-        self.app.save(
+        self.app.save_tracked(
             *self.aggregates.values(),
             tracking=tracking,
             meter_increments=self.increments,
@@ -292,6 +302,7 @@ class _IngestUnit:
                     command.usage_threshold_amount,
                     command.payment_terms_days,
                     command.message_id,
+                    sets_usage_threshold=command.sets_usage_threshold,
                 )
             case TerminateContract():
                 self._contract(command.contract_id, command).terminate(

@@ -29,7 +29,8 @@ class AmendContract(Command):
     effective_date: date
     components: tuple[Component, ...]
     usage_threshold_amount: Decimal | None
-    payment_terms_days: int | None
+    sets_usage_threshold: bool  # False: the threshold stays as it was
+    payment_terms_days: int | None  # None: unchanged
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,9 @@ class Contract(Aggregate):
         usage_threshold_amount: Decimal | None,
         payment_terms_days: int | None,
         message_id: str,
+        sets_usage_threshold: bool = False,
     ) -> None:
+        """New components from `effective_date`; threshold and terms unchanged unless given."""
         if effective_date < self.start_date:
             raise ContractRuleViolation(
                 f"contract {self.contract_id}: amendment effective {effective_date} is before "
@@ -120,7 +122,7 @@ class Contract(Aggregate):
             components=[component_to_record(c) for c in components],
             usage_threshold_amount=(
                 usage_threshold_amount
-                if usage_threshold_amount is not None
+                if sets_usage_threshold or usage_threshold_amount is not None
                 else current.usage_threshold_amount
             ),
             payment_terms_days=(

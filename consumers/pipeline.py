@@ -1,0 +1,127 @@
+"""The one ingest pipeline: raw bytes -> validated message -> domain command -> one transaction.
+
+Files and Kafka both feed `IngestPipeline.process`; only the source of the bytes differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+from eventsourcing.persistence import Tracking
+
+from consumers.messages import (
+    ContractAmended,
+    ContractCreated,
+    ContractTerminated,
+    Message,
+    MessageRejected,
+    MilestoneCompleted,
+    PaymentReceived,
+    Usage,
+    UsageWatermark,
+    fingerprint,
+    parse_message,
+)
+from domain.application import BillingApplication, IngestReport
+from domain.commands import (
+    AmendContract,
+    Command,
+    CompleteMilestone,
+    CreateContract,
+    DeclareWatermark,
+    Origin,
+    ReceivePayment,
+    RecordUsage,
+    Rejected,
+    TerminateContract,
+)
+
+DEFAULT_BATCH = 2000
+
+
+def to_command(message: Message) -> Command:
+    """The domain command a validated message asks for."""
+    head: dict[str, Any] = {
+        "message_id": message.id,
+        "message_type": message.type,
+        "fingerprint": fingerprint(message),
+        "occurred_at": message.occurred_at,
+    }
+    match message:
+        case Usage():
+            return RecordUsage(
+                **head, customer_id=message.customer_id, metric=message.metric,
+                quantity=message.quantity, properties=message.properties,
+                contract_id=message.contract_id,
+            )
+        case ContractCreated():
+            return CreateContract(**head, terms=message.to_terms())
+        case ContractAmended():
+            return AmendContract(
+                **head, contract_id=message.contract_id, effective_date=message.effective_date,
+                components=message.to_components(),
+                usage_threshold_amount=message.usage_threshold_amount,
+                sets_usage_threshold=message.sets_usage_threshold,
+                payment_terms_days=message.payment_terms_days,
+            )
+        case ContractTerminated():
+            return TerminateContract(**head, contract_id=message.contract_id,
+                                     end_date=message.end_date)
+        case MilestoneCompleted():
+            return CompleteMilestone(**head, contract_id=message.contract_id,
+                                     milestone=message.milestone,
+                                     completed_on=message.completed_on)
+        case UsageWatermark():
+            return DeclareWatermark(**head, metric=message.metric,
+                                    complete_through=message.complete_through,
+                                    source=message.source or "")
+        case PaymentReceived():
+            return ReceivePayment(**head, invoice_number=message.invoice_number,
+                                  amount=message.amount, currency=message.currency)
+    raise TypeError(f"no command for message type {message.type}")
+
+
+class IngestPipeline:
+    """Validate, dedupe and apply messages; rejected ones become dead letters, never blockers."""
+
+    def __init__(self, app: BillingApplication) -> None:
+        self.app = app
+
+    def process(self, batch: Iterable[Origin], tracking: Tracking | None = None) -> IngestReport:
+        """Apply one batch in one transaction (with its source position when given)."""
+        commands: list[tuple[Command, Origin]] = []
+        rejected: list[Rejected] = []
+        for origin in batch:
+            try:
+                commands.append((to_command(parse_message(origin.raw)), origin))
+            except MessageRejected as exc:
+                rejected.append(Rejected(origin, exc.reason, exc.message_id))
+        return self.app.ingest(commands, rejected, tracking)
+
+    def process_lines(
+        self, stream: BinaryIO, source: str, batch_size: int = DEFAULT_BATCH
+    ) -> IngestReport:
+        """Ingest a JSON Lines stream: one message per non-blank line, in batches."""
+        total = IngestReport()
+        for batch in _batches(_lines(stream, source), batch_size):
+            total.add(self.process(batch))
+        return total
+
+
+def _lines(stream: BinaryIO, source: str) -> Iterator[Origin]:
+    for number, line in enumerate(stream, start=1):
+        raw = line.rstrip(b"\r\n")
+        if raw.strip():
+            yield Origin(source, f"line {number}", raw)
+
+
+def _batches(origins: Iterator[Origin], size: int) -> Iterator[list[Origin]]:
+    batch: list[Origin] = []
+    for origin in origins:
+        batch.append(origin)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,209 @@
+"""The `billcycle` command line: the composition root that wires store, pipeline and runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from datetime import UTC, date, datetime
+from typing import Any
+
+from domain.application import BillingApplication
+from domain.billing_run import BillingRun, billing_run_id
+from domain.billing_runs import BillingRuns, RunReport
+from infra import text
+from infra.store.url import store_env
+from infra.views import batch_view, invoice_view
+
+DEFAULT_DB = "sqlite:///billcycle.db"
+
+
+class UserError(Exception):
+    """A command that cannot do its job, with the one-line reason to print."""
+
+
+def open_app(url: str) -> BillingApplication:
+    try:
+        return BillingApplication(env=store_env(url))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> None:
+    if args.json:
+        json.dump(document, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render() + "\n")
+
+
+def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
+    from consumers.pipeline import IngestPipeline
+
+    pipeline = IngestPipeline(app)
+    if args.file == "-":
+        report = pipeline.process_lines(sys.stdin.buffer, "stdin")
+    else:
+        try:
+            with open(args.file, "rb") as stream:
+                report = pipeline.process_lines(stream, f"file:{os.path.basename(args.file)}")
+        except OSError as exc:
+            raise UserError(f"cannot read {args.file}: {exc.strerror}") from exc
+    document = {
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": [
+            {"source": r.origin.source, "position": r.origin.position, "reason": r.reason}
+            for r in report.rejected
+        ],
+    }
+    _emit(args, document, lambda: text.ingest_summary(document))
+
+
+def _progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
+    if args.json or not sys.stderr.isatty():
+        return None
+    return text.ProgressBar(sys.stderr).update
+
+
+def _report_document(app: BillingApplication, report: RunReport) -> dict[str, Any]:
+    document = report.to_json()
+    document["invoice_numbers"] = [i.number for i in report.invoices]
+    return document
+
+
+def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
+    runs = BillingRuns(app, now)
+    report = runs.run(args.cycle_date, args.batch_id, args.dry_run, _progress(args))
+    document = _report_document(app, report)
+    if args.dry_run:
+        document["drafts"] = [invoice_view(i) for i in report.invoices]
+    _emit(args, document, lambda: text.run_summary(report))
+
+
+def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:
+    try:
+        report = BillingRuns(app, now).retry(args.batch_id, _progress(args))
+    except LookupError as exc:
+        raise UserError(str(exc)) from exc
+    _emit(args, _report_document(app, report), lambda: text.run_summary(report))
+
+
+def cmd_invoices(args: argparse.Namespace, app: BillingApplication) -> None:
+    views = [
+        invoice_view(i) for i in app.invoices()
+        if (args.batch is None or i.batch_id == args.batch)
+        and (args.contract is None or i.contract_id == args.contract)
+    ]
+    _emit(args, views, lambda: text.invoice_table(views))
+
+
+def _batch(app: BillingApplication, batch_id: str) -> BillingRun:
+    run = app.get_or_none(billing_run_id(batch_id), BillingRun)
+    if run is None:
+        raise UserError(f"no batch {batch_id}; `billcycle batch list` shows the batches")
+    return run
+
+
+def cmd_batch_show(args: argparse.Namespace, app: BillingApplication) -> None:
+    view = batch_view(_batch(app, args.batch_id))
+    _emit(args, view, lambda: text.batch_report(view))
+
+
+def cmd_deadletters(args: argparse.Namespace, app: BillingApplication) -> None:
+    letters = app.dead_letters()
+    _emit(args, letters, lambda: text.dead_letter_table(letters))
+
+
+class _Subcommands:
+    """Subparsers that all accept the common options."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self.action = action
+        self.common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.action.add_parser(
+            name, parents=[self.common], **kwargs)
+        return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --db and --json may come before or after the command; the command's copy wins.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS,
+                        help="store URL: sqlite:///PATH (default sqlite:///billcycle.db) or "
+                        "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document on stdout and nothing else there")
+    parser = argparse.ArgumentParser(
+        prog="billcycle", parents=[common],
+        description="Event-sourced batch billing: ingest contracts and usage, run billing, "
+        "explain every batch.",
+    )
+    parser.set_defaults(db=os.environ.get("BILLCYCLE_DB", DEFAULT_DB), json=False)
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+                       common)
+
+    p = sub.add_parser("ingest", help="read JSON Lines messages (- = stdin)")
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("run", help="one billing run for a cycle date")
+    p.add_argument("--cycle-date", type=_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--batch-id", help="default: B-<date>-<random>; an existing id resumes it")
+    p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
+                   "write nothing")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("retry", help="retry a batch's held and failed invoices")
+    p.add_argument("batch_id")
+    p.set_defaults(handler=cmd_retry)
+
+    p = sub.add_parser("invoices", help="list invoices")
+    p.add_argument("--batch")
+    p.add_argument("--contract")
+    p.set_defaults(handler=cmd_invoices)
+
+    batch = _Subcommands(sub.add_parser("batch", help="explain batches").add_subparsers(
+        dest="batch_command", required=True, metavar="SUBCOMMAND"), common)
+    p = batch.add_parser("show", help="what a batch billed, held, failed, and why")
+    p.add_argument("batch_id")
+    p.set_defaults(handler=cmd_batch_show)
+
+    p = sub.add_parser("deadletters", help="rejected input with reasons")
+    p.set_defaults(handler=cmd_deadletters)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with closing(open_app(args.db)) as app:
+            args.handler(args, app)
+    except UserError as exc:
+        print(f"billcycle: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("billcycle: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Human-readable output of the CLI: tables, the batch report and a terminal progress bar."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+from domain.billing_run import Outcome
+from domain.billing_runs import RunReport
+from domain.money import format_money
+
+
+class ProgressBar:
+    """A one-line bar redrawn in place on a terminal (stderr), at most ten times a second."""
+
+    def __init__(self, stream: TextIO, width: int = 40) -> None:
+        self.stream = stream
+        self.width = width
+        self.started = time.monotonic()
+        self.drawn = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        moment = time.monotonic()
+        if done < total and moment - self.drawn < 0.1:
+            return
+        self.drawn = moment
+        share = done / total if total else 1.0
+        filled = int(self.width * share)
+        rate = done / max(moment - self.started, 1e-9)
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} contracts "
+            f"{rate:,.0f}/s"
+        )
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
+
+
+def ingest_summary(doc: dict[str, Any]) -> str:
+    lines = [f"accepted {doc['accepted']}, duplicates ignored {doc['duplicates']}, "
+             f"rejected {len(doc['rejected'])}"]
+    for r in doc["rejected"]:
+        lines.append(f"  rejected {r['source']} {r['position']}: {r['reason']}")
+    return "\n".join(lines)
+
+
+def run_summary(report: RunReport) -> str:
+    counts = report.counts()
+    mode = "DRY RUN (nothing written) " if report.dry_run else ""
+    out = [
+        f"{mode}batch {report.batch_id} for cycle date {report.cycle_date}",
+        f"  contracts {counts['contracts']}: invoiced {counts['invoiced']}, held "
+        f"{counts['held']}, failed {counts['failed']}, not due {counts['not_due']}",
+    ]
+    totals: Counter[str] = Counter()
+    currency_totals: dict[str, Any] = {}
+    for invoice in report.invoices:
+        totals[invoice.currency] += 1
+        currency_totals[invoice.currency] = currency_totals.get(invoice.currency, 0) + invoice.total
+    for cur in sorted(totals):
+        out.append(f"  {totals[cur]} invoices in {cur}, total "
+                   f"{format_money(currency_totals[cur], cur)}")
+    if report.invoices:
+        numbers = [i.number for i in report.invoices]
+        out.append(f"  numbers {numbers[0]} .. {numbers[-1]}")
+    for kind in (Outcome.HELD, Outcome.FAILED):
+        listed = [o for o in report.outcomes.values() if o.outcome is kind]
+        for o in listed:
+            out.append(f"  {kind.value} {o.contract_id}: {o.reason}")
+    for warning in report.warnings:
+        out.append(f"  warning: {warning}")
+    out.append(f"  explain it: billcycle batch show {report.batch_id}")
+    return "\n".join(out)
+
+
+def invoice_table(views: list[dict[str, Any]]) -> str:
+    rows = [[v["number"], v["document_type"], v["contract_id"], v["customer_id"],
+             v["issue_date"], v["due_date"], f"{v['total']} {v['currency']}", v["batch_id"]]
+            for v in views]
+    return table(["number", "type", "contract", "customer", "issued", "due", "total", "batch"],
+                 rows)
+
+
+def batch_report(view: dict[str, Any]) -> str:
+    c = view["counts"]
+    out = [
+        f"batch {view['batch_id']}  cycle date {view['cycle_date']}  {view['status']}",
+        f"started {view['started_at']}  finished {view['finished_at'] or '-'}",
+        f"input: log position {view['manifest'].get('log_position')}, watermarks "
+        + (", ".join(f"{m} {t}" for m, t in view["manifest"].get("watermarks", {}).items())
+           or "none"),
+        "attempts: " + ", ".join(f"{a['kind']} at {a['started_at']}" for a in view["attempts"]),
+        f"contracts {c['contracts']} = invoiced {c['invoiced']} + held {c['held']} + failed "
+        f"{c['failed']} + not due {c['not_due']}",
+        "",
+    ]
+    rows = []
+    for o in view["contracts"]:
+        if o["outcome"] == "invoiced":
+            detail = f"{o['number']} total {o['total']} {o['currency']}"
+        elif o["outcome"] == "not_due":
+            detail = f"next due {o.get('next_due') or 'never (ended)'}"
+            if o.get("reason"):
+                detail += f"; {o['reason']}"
+        else:
+            detail = o.get("reason", "")
+        rows.append([o["contract_id"], o["outcome"], detail])
+    out.append(table(["contract", "outcome", "detail"], rows))
+    return "\n".join(out)
+
+
+def dead_letter_table(letters: list[dict[str, Any]]) -> str:
+    if not letters:
+        return "no dead letters"
+    rows = [[d["source"], d["at"], d.get("message_id") or "-", d["reason"]] for d in letters]
+    return table(["source", "position", "message id", "reason"], rows)
