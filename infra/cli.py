@@ -14,7 +14,7 @@ from typing import Any
 from domain.application import BillingApplication
 from domain.billing_run import BillingRun, billing_run_id
 from domain.billing_runs import BillingRuns, RunReport
-from infra import text
+from infra import cli_demo, cli_kafka, cli_reports, text
 from infra.store.url import store_env
 from infra.views import batch_view, invoice_view
 
@@ -129,8 +129,8 @@ def cmd_deadletters(args: argparse.Namespace, app: BillingApplication) -> None:
     _emit(args, letters, lambda: text.dead_letter_table(letters))
 
 
-class _Subcommands:
-    """Subparsers that all accept the common options."""
+class Subcommands:
+    """Subparsers that all accept the common options; command modules add theirs here."""
 
     def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
         self.action = action
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain every batch.",
     )
     parser.set_defaults(db=os.environ.get("BILLCYCLE_DB", DEFAULT_DB), json=False)
-    sub = _Subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    sub = Subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
                        common)
 
     p = sub.add_parser("ingest", help="read JSON Lines messages (- = stdin)")
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contract")
     p.set_defaults(handler=cmd_invoices)
 
-    batch = _Subcommands(sub.add_parser("batch", help="explain batches").add_subparsers(
+    batch = Subcommands(sub.add_parser("batch", help="explain batches").add_subparsers(
         dest="batch_command", required=True, metavar="SUBCOMMAND"), common)
     p = batch.add_parser("show", help="what a batch billed, held, failed, and why")
     p.add_argument("batch_id")
@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deadletters", help="rejected input with reasons")
     p.set_defaults(handler=cmd_deadletters)
+
+    for register in (cli_demo.register, cli_kafka.register, cli_reports.register):
+        register(sub)
     return parser
 
 
