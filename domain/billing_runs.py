@@ -9,6 +9,8 @@ bill. Numbers stay gapless because they are allocated in the transaction that us
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from domain.terms import UsageComponent
 from domain.usage import MeterReading
 
 CHUNK_SIZE = 200
-MAX_CHUNK_ATTEMPTS = 10
+MAX_CHUNK_ATTEMPTS = 100
 
 Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
 
@@ -71,7 +73,10 @@ class RunReport:
             "cycle_date": self.cycle_date.isoformat(),
             "dry_run": self.dry_run,
             "counts": self.counts(),
-            "invoices": [str(i.id) for i in self.invoices],
+            "invoices": [
+                o.invoice_id for o in self.outcomes.values()
+                if o.outcome is Outcome.INVOICED and o.invoice_id
+            ],
             "held": listed(Outcome.HELD),
             "failed": listed(Outcome.FAILED),
             "warnings": self.warnings,
@@ -246,6 +251,8 @@ class BillingRuns:
                 self.app.save(*touched, run)
             except IntegrityError:
                 self._numbering = None
+                # A little random wait, so two runs racing for the numbers stop colliding.
+                time.sleep(random.uniform(0, 0.05))
                 # Another run billed some of these contracts, took numbers or wrote to this
                 # batch: reload everything and decide again from what is now recorded.
                 run = self.app.repository.get(run.id)

@@ -155,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Event-sourced batch billing: ingest contracts and usage, run billing, "
         "explain every batch.",
     )
-    parser.set_defaults(db=os.environ.get("BILLCYCLE_DB", DEFAULT_DB), json=False)
     sub = Subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
                        common)
 
@@ -196,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Defaults are filled here: set_defaults would reach the subcommands' shared option
+    # actions and override a value given before the command.
+    args.db = getattr(args, "db", None) or os.environ.get("BILLCYCLE_DB", DEFAULT_DB)
+    args.json = getattr(args, "json", False)
     try:
         with closing(open_app(args.db)) as app:
             args.handler(args, app)
