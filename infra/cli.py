@@ -13,7 +13,7 @@ from typing import Any
 
 from domain.application import BillingApplication
 from domain.billing_run import BillingRun, billing_run_id
-from domain.billing_runs import BillingRuns, RunReport
+from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, text
 from infra.store.url import store_env
 from infra.views import batch_view, invoice_view
@@ -87,7 +87,7 @@ def _report_document(app: BillingApplication, report: RunReport) -> dict[str, An
 
 
 def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
-    runs = BillingRuns(app, now)
+    runs = BillingRuns(app, now, chunk_size=args.chunk_size)
     report = runs.run(args.cycle_date, args.batch_id, args.dry_run, _progress(args))
     document = _report_document(app, report)
     if args.dry_run:
@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-id", help="default: B-<date>-<random>; an existing id resumes it")
     p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
                    "write nothing")
+    p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE,
+                   help=f"contracts per transaction (default {CHUNK_SIZE})")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("retry", help="retry a batch's held and failed invoices")
