@@ -1,0 +1,112 @@
+"""Write throughput of the store adapters: 10,000 usage increments over 500 meter keys per save.
+
+Prints increments/s for SQLite (a temp file) and PostgreSQL (a throwaway local cluster, or
+--postgres-url), in two shapes:
+  meters only   one small event carrying the whole batch: the cost of folding and upserting
+  with events   10,000 UsageEvent aggregates and their increments: a realistic ingest batch
+The first save of a run inserts the buckets; the repeats update them (ON CONFLICT / merge).
+
+    .venv/bin/python -m bench.bench_store [--postgres-url URL] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+
+from domain.usage import MeterIncrement, UsageEvent, meter_increment
+from infra.postgres import LocalPostgres, create_database
+from infra.store.url import store_env
+
+INCREMENTS = 10_000
+CUSTOMERS = 50
+BUCKETS = 10  # 50 customers x 10 buckets = 500 keys
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def usage_events(run: int) -> list[UsageEvent]:
+    return [
+        UsageEvent(
+            message_id=f"r{run}-m{i}",
+            fingerprint="f",
+            customer_id=f"cus_{i % CUSTOMERS}",
+            metric="api_calls",
+            quantity=Decimal("0.125") * (i % 7 + 1),
+            occurred_at=T0 + timedelta(minutes=15 * (i // CUSTOMERS % BUCKETS), seconds=i % 900),
+            properties={"user": f"u{i % 1000}", "region": f"r{i % 5}"},
+            contract_id=None,
+        )
+        for i in range(INCREMENTS)
+    ]
+
+
+def increments(events: list[UsageEvent]) -> list[MeterIncrement]:
+    return [
+        meter_increment(
+            e.customer_id,
+            e.metric,
+            e.contract_id,
+            e.quantity,
+            e.occurred_at,
+            e.message_id,
+            e.properties,
+        )
+        for e in events
+    ]
+
+
+def measure(url: str, repeat: int) -> None:
+    app = Application[UUID](env=store_env(url))
+    try:
+        for shape in ("meters only", "with events"):
+            rates = []
+            for run in range(repeat):
+                events = usage_events(run + (1000 if shape == "with events" else 0))
+                batch = increments(events)
+                aggregates: list[Aggregate] = [*events] if shape == "with events" else [Aggregate()]
+                started = time.perf_counter()
+                app.save(*aggregates, meter_increments=batch)
+                rates.append(INCREMENTS / (time.perf_counter() - started))
+            figures = ", ".join(f"{r:,.0f}" for r in rates)
+            print(
+                f"  {shape:12} first {rates[0]:>9,.0f}/s  best {max(rates):>9,.0f}/s  ({figures})"
+            )
+    finally:
+        app.close()
+
+
+@contextmanager
+def postgres_url(given: str | None) -> Iterator[str]:
+    if given:
+        yield given
+        return
+    with LocalPostgres(tempfile.mkdtemp(prefix="billcycle-bench-pg-")) as pg:
+        yield create_database(pg.admin_url, f"bench_{uuid4().hex[:8]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres-url")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    print(f"{INCREMENTS:,} increments over {CUSTOMERS * BUCKETS} keys per save, increments/s:")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("SQLite (file, WAL)")
+        measure(f"sqlite:///{Path(tmp) / 'bench.db'}", args.repeat)
+    with postgres_url(args.postgres_url) as url:
+        print("PostgreSQL 15 (local cluster, fsync on)")
+        measure(url, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""What one save writes beside its events: folded meter buckets, unique values, contract links.
+
+`app.save(*aggregates, meter_increments=[...], contracts=[...])` hands these kwargs through
+`EventStore.put` to the recorder's `insert_events`. The recorders turn them into a `StoreBatch`
+before they open a transaction, so the folding (Python work proportional to the batch) never
+runs while the events table is locked against every other writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import MAX_PREC, localcontext
+from typing import Any
+
+from domain.usage import MeterBucket, MeterIncrement, MeterKey, fold_increments
+
+# The kwarg under which a recorder's prepared batch travels from its insert_events to its
+# insert hooks inside the transaction.
+BATCH_KWARG = "billcycle_store_batch"
+
+# (customer_id, metric, contract_tag, property, value, bucket_start): one usage_unique row.
+UniqueRow = tuple[str, str, str, str, str, datetime]
+
+
+@contextmanager
+def exact_decimals() -> Iterator[None]:
+    """Decimal arithmetic that never rounds, as PostgreSQL's numeric does.
+
+    The default context keeps 28 significant digits, so a long sum could silently round.
+    """
+    with localcontext(prec=MAX_PREC):
+        yield
+
+
+def require_aware(instant: datetime, what: str) -> datetime:
+    """`instant` itself; a naive datetime would be read in whatever zone the database assumes."""
+    if instant.utcoffset() is None:
+        raise ValueError(f"{what} {instant.isoformat()} has no timezone; pass an aware UTC time")
+    return instant
+
+
+def utc_text(instant: datetime, what: str) -> str:
+    """Fixed-width ISO-8601 in UTC with microseconds: equal width makes text order time order."""
+    return require_aware(instant, what).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class StoreBatch:
+    """One save's meter deltas (one per key), its distinct unique values and contract links."""
+
+    buckets: dict[MeterKey, MeterBucket]
+    uniques: list[UniqueRow]
+    contracts: list[tuple[str, str]]
+
+    @classmethod
+    def of(
+        cls,
+        meter_increments: Sequence[MeterIncrement],
+        contracts: Sequence[tuple[str, str]],
+    ) -> StoreBatch:
+        uniques: set[UniqueRow] = set()
+        for inc in meter_increments:
+            if not inc.quantity.is_finite():
+                raise ValueError(
+                    f"usage {inc.event_id}: quantity {inc.quantity} is not a finite number"
+                )
+            k = inc.key
+            for name, value in inc.properties:
+                uniques.add((k.customer_id, k.metric, k.contract_tag, name, value, k.bucket_start))
+        with exact_decimals():
+            buckets = fold_increments(list(meter_increments))
+        return cls(buckets, list(uniques), list(contracts))
+
+
+def take_batch(
+    stored_event_count: int, kwargs: Mapping[str, Any]
+) -> tuple[StoreBatch | None, dict[str, Any]]:
+    """The save kwargs split into the batch to write and the kwargs for the library.
+
+    The batch is None when there is nothing to write, and always for a save without events.
+    """
+    rest = dict(kwargs)
+    increments: Sequence[MeterIncrement] = rest.pop("meter_increments", None) or ()
+    contracts: Sequence[tuple[str, str]] = rest.pop("contracts", None) or ()
+    if not stored_event_count or not (increments or contracts):
+        return None, rest
+    return StoreBatch.of(increments, contracts), rest

@@ -1,0 +1,374 @@
+"""PostgreSQL store: the library's process recorder plus meters and the contract index.
+
+Selected with PERSISTENCE_MODULE=infra.store.postgres (see infra/store/url.py). Meters are
+combined in SQL on `numeric` columns, so sums stay exact however many saves add to a bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar, cast
+from uuid import UUID
+
+# The module, not the class: PERSISTENCE_MODULE=infra.store.postgres must find exactly one
+# factory class here.
+import eventsourcing.postgres as library
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.utils import Environment, EnvType, retry
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
+
+from domain.ports import BillingStore
+from domain.usage import MeterReading
+from infra.store.batch import BATCH_KWARG, StoreBatch, require_aware, take_batch, utc_text
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _retry(method: Callable[P, R]) -> Callable[P, R]:
+    """Retry on a dropped connection, as the library's own reads do (keeps the signature)."""
+    decorate = retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    return cast(Callable[P, R], decorate(method))
+
+
+# latest_event_id and contract_id compare byte-wise ("C"), as Python compares str, whatever
+# the database's default collation: the SQL combine must pick the same latest event as
+# MeterBucket.merge, and contract paging must not depend on the server's locale.
+_CREATE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS {schema}.usage_buckets ("
+    " customer_id text NOT NULL, metric text NOT NULL, contract_tag text NOT NULL,"
+    " bucket_start timestamptz NOT NULL,"
+    " quantity_sum numeric NOT NULL, event_count bigint NOT NULL, quantity_max numeric NOT NULL,"
+    ' latest_at timestamptz NOT NULL, latest_event_id text COLLATE "C" NOT NULL,'
+    " latest_quantity numeric NOT NULL, revision bigint NOT NULL,"
+    " PRIMARY KEY (customer_id, metric, contract_tag, bucket_start))",
+    "CREATE INDEX IF NOT EXISTS usage_buckets_revision_idx"
+    " ON {schema}.usage_buckets (customer_id, metric, revision)",
+    "CREATE TABLE IF NOT EXISTS {schema}.usage_unique ("
+    " customer_id text NOT NULL, metric text NOT NULL, contract_tag text NOT NULL,"
+    " property text NOT NULL, value text NOT NULL, bucket_start timestamptz NOT NULL,"
+    " PRIMARY KEY (customer_id, metric, contract_tag, property, value, bucket_start))",
+    "CREATE TABLE IF NOT EXISTS {schema}.contract_index ("
+    ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
+    "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
+    " ON {schema}.contract_index (customer_id, contract_id)",
+)
+
+_LATER = "(EXCLUDED.latest_at, EXCLUDED.latest_event_id) > (b.latest_at, b.latest_event_id)"
+
+# One statement per table for the whole batch. Rows arrive as one JSON text prepared before
+# the transaction (see _PgBatch) and are typed server-side; numbers travel as strings, so
+# ::numeric parses them exactly.
+_UPSERT_BUCKETS = (
+    "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
+    " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
+    " revision)"
+    " SELECT r->>0, r->>1, r->>2, (r->>3)::timestamptz, (r->>4)::numeric, (r->>5)::bigint,"
+    " (r->>6)::numeric, (r->>7)::timestamptz, r->>8, (r->>9)::numeric,"
+    " (SELECT max(notification_id) FROM {schema}.{events})"
+    " FROM json_array_elements(%s::json) AS r"
+    " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET"
+    " quantity_sum = b.quantity_sum + EXCLUDED.quantity_sum,"
+    " event_count = b.event_count + EXCLUDED.event_count,"
+    " quantity_max = GREATEST(b.quantity_max, EXCLUDED.quantity_max),"
+    f" latest_at = CASE WHEN {_LATER} THEN EXCLUDED.latest_at ELSE b.latest_at END,"
+    f" latest_event_id = CASE WHEN {_LATER} THEN EXCLUDED.latest_event_id"
+    " ELSE b.latest_event_id END,"
+    f" latest_quantity = CASE WHEN {_LATER} THEN EXCLUDED.latest_quantity"
+    " ELSE b.latest_quantity END,"
+    " revision = EXCLUDED.revision"
+)
+
+_INSERT_UNIQUES = (
+    "INSERT INTO {schema}.usage_unique"
+    " SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::timestamptz"
+    " FROM json_array_elements(%s::json) AS r"
+    " ON CONFLICT DO NOTHING"
+)
+
+_INSERT_CONTRACTS = (
+    "INSERT INTO {schema}.contract_index"
+    " SELECT r->>0, r->>1 FROM json_array_elements(%s::json) AS r"
+    " ON CONFLICT DO NOTHING"
+)
+
+_BUCKETS_WHERE = (
+    " WHERE customer_id = %(customer_id)s AND metric = %(metric)s"
+    " AND contract_tag = ANY(%(tags)s::text[])"
+    " AND bucket_start >= %(start)s AND bucket_start < %(end)s"
+)
+
+# One statement, so the buckets and the unique values are read from one snapshot.
+_READ_METER = (
+    "SELECT coalesce(sum(quantity_sum), 0) AS quantity_sum,"
+    " coalesce(sum(event_count), 0) AS event_count,"
+    " coalesce(max(quantity_max), 0) AS quantity_max,"
+    " coalesce((array_agg(latest_quantity ORDER BY latest_at DESC, latest_event_id DESC))[1], 0)"
+    " AS latest_quantity,"
+    " coalesce(max(revision), 0) AS revision,"
+    " (SELECT count(DISTINCT value) FROM {schema}.usage_unique"
+    + _BUCKETS_WHERE
+    + " AND property = %(property)s) AS unique_count"
+    " FROM {schema}.usage_buckets" + _BUCKETS_WHERE
+)
+
+_CHANGED_BUCKETS = (
+    "SELECT DISTINCT bucket_start FROM {schema}.usage_buckets"
+    " WHERE customer_id = %s AND metric = %s AND revision > %s"
+    " AND contract_tag = ANY(%s::text[]) AND bucket_start < %s"
+    " ORDER BY bucket_start"
+)
+
+_CUSTOMER_CONTRACTS = (
+    "SELECT contract_id FROM {schema}.contract_index WHERE customer_id = %s ORDER BY contract_id"
+)
+
+_FIRST_VERSIONS = (
+    "SELECT originator_id, originator_version, topic, state FROM {schema}.{events}"
+    " WHERE originator_version = 1 AND originator_id = ANY(%s)"
+)
+
+
+class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
+    """Events, tracking, meters and contract links, all in the library's insert transaction."""
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        tracking_table_name: str = "notification_tracking",
+    ) -> None:
+        super().__init__(
+            datastore,
+            events_table_name=events_table_name,
+            tracking_table_name=tracking_table_name,
+        )
+        # Appended to the library's own statements, so CREATE_TABLE makes a fresh database
+        # complete with no migration step.
+        self.sql_create_statements.extend(self._sql(s) for s in _CREATE_TABLES)
+        self._upsert_buckets = self._sql(_UPSERT_BUCKETS)
+        self._insert_uniques = self._sql(_INSERT_UNIQUES)
+        self._insert_contracts = self._sql(_INSERT_CONTRACTS)
+        self._read_meter = self._sql(_READ_METER)
+        self._changed_buckets = self._sql(_CHANGED_BUCKETS)
+        self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
+        self._first_versions = self._sql(_FIRST_VERSIONS)
+
+    def _sql(self, template: str) -> Composed:
+        return SQL(template).format(
+            schema=Identifier(self.datastore.schema),
+            events=Identifier(self.events_table_name),
+        )
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        batch, rest = take_batch(len(stored_events), kwargs)
+        if batch is not None:
+            rest[BATCH_KWARG] = _PgBatch.of(batch)
+        ids = super().insert_events(stored_events, **rest)
+        return cast("Sequence[int] | None", ids)  # the library's retry decorator erases it
+
+    def _insert_stored_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> None:
+        # The library locks the events table (EXCLUSIVE, held until commit), then inserts.
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        batch = kwargs.get(BATCH_KWARG)
+        if not isinstance(batch, _PgBatch):
+            return
+        # Another cursor: the library reads the new notification ids from `curs` after its
+        # pipeline sync, so `curs` must keep the INSERT's result.
+        with curs.connection.cursor() as side:
+            self._write_batch(side, batch)
+
+    def _write_batch(self, curs: Cursor[DictRow], batch: _PgBatch) -> None:
+        # Beware: the library's insert_events catches any exception raised here and still
+        # COMMITS before re-raising it. A failure on the server aborts the transaction, so
+        # that COMMIT rolls back; a failure in Python would commit the events without the
+        # batch. Hence only ready-made JSON text is sent from here (see _PgBatch).
+        #
+        # Each bucket's revision is max(notification_id) of the events table as this same
+        # transaction sees it after its own insert. Because the table lock serialises writers
+        # until commit, every transaction that committed earlier has lower ids and every one
+        # that commits later has higher ids: revisions follow commit order exactly. A reader
+        # that has seen revision R and asks for buckets with revision > R can never miss a
+        # change that commits later with a lower number; that makes late usage exact.
+        for statement, rows in (
+            (self._upsert_buckets, batch.buckets),
+            (self._insert_uniques, batch.uniques),
+            (self._insert_contracts, batch.contracts),
+        ):
+            if rows is not None:
+                curs.execute(statement, (rows,))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    @_retry
+    def read_meter(
+        self,
+        customer_id: str,
+        metric: str,
+        contract_tags: Sequence[str],
+        start: datetime,
+        end: datetime,
+        unique_property: str | None,
+    ) -> MeterReading:
+        params = {
+            "customer_id": customer_id,
+            "metric": metric,
+            "tags": list(contract_tags),
+            "start": require_aware(start, "meter start"),
+            "end": require_aware(end, "meter end"),
+            "property": unique_property,
+        }
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._read_meter, params)
+            row = curs.fetchone()
+        assert row is not None  # an aggregate without GROUP BY always returns a row
+        return MeterReading(
+            quantity_sum=row["quantity_sum"],
+            event_count=int(row["event_count"]),
+            quantity_max=row["quantity_max"],
+            latest_quantity=row["latest_quantity"],
+            unique_count=row["unique_count"],
+            revision=row["revision"],
+        )
+
+    @_retry
+    def changed_buckets(
+        self,
+        customer_id: str,
+        metric: str,
+        contract_tags: Sequence[str],
+        since_revision: int,
+        before: datetime,
+    ) -> list[datetime]:
+        params = (
+            customer_id,
+            metric,
+            since_revision,
+            list(contract_tags),
+            require_aware(before, "changed buckets before"),
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._changed_buckets, params)
+            return [row["bucket_start"] for row in curs.fetchall()]
+
+    @_retry
+    def contract_ids(self, after: str | None, limit: int) -> list[str]:
+        statement = SQL("SELECT contract_id FROM {schema}.contract_index").format(
+            schema=Identifier(self.datastore.schema)
+        )
+        params: list[Any] = []
+        if after is not None:
+            statement += SQL(" WHERE contract_id > %s")
+            params.append(after)
+        statement += SQL(" ORDER BY contract_id LIMIT %s")
+        params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params)
+            return [row["contract_id"] for row in curs.fetchall()]
+
+    @_retry
+    def customer_contract_ids(self, customer_id: str) -> list[str]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._customer_contracts, (customer_id,))
+            return [row["contract_id"] for row in curs.fetchall()]
+
+    @_retry
+    def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
+        if not originator_ids:
+            return {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._first_versions, (list(originator_ids),))
+            return {
+                row["originator_id"]: StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            }
+
+
+@dataclass(frozen=True)
+class _PgBatch:
+    """A batch as JSON arrays of rows, one text per table (None when it has no rows).
+
+    Encoded before the transaction, so nothing that can fail in Python is left to do while
+    the library's transaction is open (see PostgresBillingRecorder._write_batch).
+    """
+
+    buckets: str | None
+    uniques: str | None
+    contracts: str | None
+
+    @classmethod
+    def of(cls, batch: StoreBatch) -> _PgBatch:
+        buckets = [
+            [
+                key.customer_id,
+                key.metric,
+                key.contract_tag,
+                utc_text(key.bucket_start, "bucket_start"),
+                str(b.quantity_sum),
+                b.event_count,
+                str(b.quantity_max),
+                utc_text(b.latest_at, "latest_at"),
+                b.latest_event_id,
+                str(b.latest_quantity),
+            ]
+            for key, b in batch.buckets.items()
+        ]
+        uniques = [[*row[:5], utc_text(row[5], "bucket_start")] for row in batch.uniques]
+        return cls(_json(buckets), _json(uniques), _json(batch.contracts))
+
+
+def _json(rows: Sequence[Sequence[Any]]) -> str | None:
+    # ensure_ascii (the default) escapes every non-ASCII character, so even a lone surrogate
+    # cannot fail to encode in psycopg: any bad text is refused by the server, which aborts
+    # the transaction.
+    return json.dumps(rows) if rows else None
+
+
+class PostgresBillingFactory(library.PostgresFactory):
+    """The library's PostgreSQL factory, whose application recorder is the billing store."""
+
+    process_recorder_class = PostgresBillingRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        if self.datastore.enable_db_functions:
+            self.datastore.close()
+            raise OSError(
+                f"{self.POSTGRES_ENABLE_DB_FUNCTIONS} is set: with it the library inserts events "
+                "through a database function and skips the tracking, meter and contract writes "
+                f"of the same transaction; unset {self.POSTGRES_ENABLE_DB_FUNCTIONS}"
+            )
+
+    def application_recorder(self) -> PostgresBillingRecorder:
+        # Same table names as the library's process_recorder() and tracking_recorder(), so
+        # tracking written with events is what tracking_recorder().max_tracking_id() reads.
+        name = self.env.name.lower()
+        recorder = PostgresBillingRecorder(
+            datastore=self.datastore,
+            events_table_name=(name or "stored") + "_events",
+            tracking_table_name=(name or "notification") + "_tracking",
+        )
+        if self.env_create_table():
+            recorder.create_table()
+        return recorder

@@ -1,0 +1,280 @@
+"""SQLite store: the library's process recorder plus meters and the contract index.
+
+Selected with PERSISTENCE_MODULE=infra.store.sqlite (see infra/store/url.py). SQLite has no
+decimal type, so quantities are stored as TEXT and combined in Python with exact Decimal
+arithmetic. Times are stored as fixed-width ISO-8601 UTC text, so text order is time order.
+Lists of keys and ids travel as one JSON parameter (json_each), which keeps every query
+a single statement whatever the number of SQLite variables allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+# The module, not the class: PERSISTENCE_MODULE=infra.store.sqlite must find exactly one
+# factory class here.
+import eventsourcing.sqlite as library
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+
+from domain.ports import BillingStore
+from domain.usage import MeterBucket, MeterKey, MeterReading
+from infra.store.batch import BATCH_KWARG, StoreBatch, exact_decimals, take_batch, utc_text
+
+_CREATE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS usage_buckets ("
+    " customer_id TEXT NOT NULL, metric TEXT NOT NULL, contract_tag TEXT NOT NULL,"
+    " bucket_start TEXT NOT NULL,"
+    " quantity_sum TEXT NOT NULL, event_count INTEGER NOT NULL, quantity_max TEXT NOT NULL,"
+    " latest_at TEXT NOT NULL, latest_event_id TEXT NOT NULL, latest_quantity TEXT NOT NULL,"
+    " revision INTEGER NOT NULL,"
+    " PRIMARY KEY (customer_id, metric, contract_tag, bucket_start)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS usage_buckets_revision_idx"
+    " ON usage_buckets (customer_id, metric, revision)",
+    "CREATE TABLE IF NOT EXISTS usage_unique ("
+    " customer_id TEXT NOT NULL, metric TEXT NOT NULL, contract_tag TEXT NOT NULL,"
+    " property TEXT NOT NULL, value TEXT NOT NULL, bucket_start TEXT NOT NULL,"
+    " PRIMARY KEY (customer_id, metric, contract_tag, property, value, bucket_start))"
+    " WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS contract_index ("
+    " contract_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
+    " ON contract_index (customer_id, contract_id)",
+)
+
+_BUCKET_COLUMNS = (
+    "quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity, revision"
+)
+
+_SELECT_BUCKETS_FOR_KEYS = (
+    f"SELECT b.customer_id, b.metric, b.contract_tag, b.bucket_start, {_BUCKET_COLUMNS}"
+    " FROM json_each(?) AS j JOIN usage_buckets AS b"
+    " ON b.customer_id = json_extract(j.value, '$[0]')"
+    " AND b.metric = json_extract(j.value, '$[1]')"
+    " AND b.contract_tag = json_extract(j.value, '$[2]')"
+    " AND b.bucket_start = json_extract(j.value, '$[3]')"
+)
+
+_UPSERT_BUCKETS = "INSERT OR REPLACE INTO usage_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_UNIQUE = "INSERT OR IGNORE INTO usage_unique VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_CONTRACT = "INSERT OR IGNORE INTO contract_index VALUES (?, ?)"
+
+_IN_RANGE = (
+    " WHERE customer_id = ? AND metric = ?"
+    " AND contract_tag IN (SELECT value FROM json_each(?))"
+    " AND bucket_start >= ? AND bucket_start < ?"
+)
+_READ_BUCKETS = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE
+_COUNT_UNIQUE = "SELECT COUNT(DISTINCT value) FROM usage_unique" + _IN_RANGE + " AND property = ?"
+
+_CHANGED_BUCKETS = (
+    "SELECT DISTINCT bucket_start FROM usage_buckets"
+    " WHERE customer_id = ? AND metric = ? AND revision > ?"
+    " AND contract_tag IN (SELECT value FROM json_each(?)) AND bucket_start < ?"
+    " ORDER BY bucket_start"
+)
+_CUSTOMER_CONTRACTS = (
+    "SELECT contract_id FROM contract_index WHERE customer_id = ? ORDER BY contract_id"
+)
+
+
+class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
+    """Events, tracking, meters and contract links, all in the library's insert transaction."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        # Appended to the library's own statements, so CREATE_TABLE makes a fresh database
+        # complete with no migration step.
+        return [*super().construct_create_table_statements(), *_CREATE_TABLES]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        batch, rest = take_batch(len(stored_events), kwargs)
+        if batch is not None:
+            rest[BATCH_KWARG] = batch
+        return super().insert_events(stored_events, **rest)
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        # The library inserts the events (taking SQLite's write lock) and the tracking row.
+        # Any exception from here on rolls the whole transaction back.
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        batch = kwargs.get(BATCH_KWARG)
+        if isinstance(batch, StoreBatch):
+            self._write_batch(c, batch)
+        return notification_ids
+
+    def _write_batch(self, c: SQLiteCursor, batch: StoreBatch) -> None:
+        # Each bucket's revision is the events table's max rowid as this transaction sees it
+        # after its own insert. SQLite admits one writer at a time until commit, so revisions
+        # follow commit order exactly: a reader that has seen revision R and asks for buckets
+        # with revision > R can never miss a change that commits later with a lower number.
+        revision = self._max_notification_id(c)
+        if batch.buckets:
+            c.executemany(_UPSERT_BUCKETS, _merged_rows(c, batch, revision))
+        if batch.uniques:
+            c.executemany(
+                _INSERT_UNIQUE,
+                [(*row[:5], utc_text(row[5], "bucket_start")) for row in batch.uniques],
+            )
+        if batch.contracts:
+            c.executemany(_INSERT_CONTRACT, batch.contracts)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read_meter(
+        self,
+        customer_id: str,
+        metric: str,
+        contract_tags: Sequence[str],
+        start: datetime,
+        end: datetime,
+        unique_property: str | None,
+    ) -> MeterReading:
+        params = (
+            customer_id,
+            metric,
+            json.dumps(list(contract_tags)),
+            utc_text(start, "meter start"),
+            utc_text(end, "meter end"),
+        )
+        # One read transaction: both queries see the same snapshot.
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_READ_BUCKETS, params)
+            rows = c.fetchall()
+            unique_count = 0
+            if unique_property is not None:
+                c.execute(_COUNT_UNIQUE, (*params, unique_property))
+                unique_count = c.fetchone()[0]
+        if not rows:
+            return MeterReading()
+        with exact_decimals():
+            total = _bucket(rows[0])
+            for row in rows[1:]:
+                total = total.merge(_bucket(row))
+        return MeterReading(
+            quantity_sum=total.quantity_sum,
+            event_count=total.event_count,
+            quantity_max=total.quantity_max,
+            latest_quantity=total.latest_quantity,
+            unique_count=unique_count,
+            revision=max(row["revision"] for row in rows),
+        )
+
+    def changed_buckets(
+        self,
+        customer_id: str,
+        metric: str,
+        contract_tags: Sequence[str],
+        since_revision: int,
+        before: datetime,
+    ) -> list[datetime]:
+        params = (
+            customer_id,
+            metric,
+            since_revision,
+            json.dumps(list(contract_tags)),
+            utc_text(before, "changed buckets before"),
+        )
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_CHANGED_BUCKETS, params)
+            return [datetime.fromisoformat(row[0]) for row in c.fetchall()]
+
+    def contract_ids(self, after: str | None, limit: int) -> list[str]:
+        statement = "SELECT contract_id FROM contract_index"
+        params: list[Any] = []
+        if after is not None:
+            statement += " WHERE contract_id > ?"
+            params.append(after)
+        statement += " ORDER BY contract_id LIMIT ?"
+        params.append(limit)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            return [row[0] for row in c.fetchall()]
+
+    def customer_contract_ids(self, customer_id: str) -> list[str]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_CUSTOMER_CONTRACTS, (customer_id,))
+            return [row[0] for row in c.fetchall()]
+
+    def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
+        statement = (
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name}"
+            " WHERE originator_version = 1"
+            " AND originator_id IN (SELECT value FROM json_each(?))"
+        )
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, (json.dumps([i.hex for i in originator_ids]),))
+            return {
+                UUID(row["originator_id"]): StoredEvent(
+                    originator_id=UUID(row["originator_id"]),
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                )
+                for row in c.fetchall()
+            }
+
+
+def _merged_rows(c: SQLiteCursor, batch: StoreBatch, revision: int) -> list[tuple[Any, ...]]:
+    """The batch's buckets merged into the stored ones; read under the write lock."""
+    keys = {key: _key_row(key) for key in batch.buckets}
+    c.execute(_SELECT_BUCKETS_FOR_KEYS, (json.dumps(list(keys.values())),))
+    stored = {tuple(row[:4]): _bucket(row) for row in c.fetchall()}
+    rows = []
+    with exact_decimals():
+        for key, delta in batch.buckets.items():
+            old = stored.get(keys[key])
+            rows.append(
+                (*keys[key], *_bucket_row(delta if old is None else old.merge(delta)), revision)
+            )
+    return rows
+
+
+def _key_row(key: MeterKey) -> tuple[str, str, str, str]:
+    return (key.customer_id, key.metric, key.contract_tag, utc_text(key.bucket_start, "bucket"))
+
+
+def _bucket_row(b: MeterBucket) -> tuple[str, int, str, str, str, str]:
+    return (
+        str(b.quantity_sum),
+        b.event_count,
+        str(b.quantity_max),
+        utc_text(b.latest_at, "latest_at"),
+        b.latest_event_id,
+        str(b.latest_quantity),
+    )
+
+
+def _bucket(row: Any) -> MeterBucket:
+    return MeterBucket(
+        quantity_sum=Decimal(row["quantity_sum"]),
+        event_count=row["event_count"],
+        quantity_max=Decimal(row["quantity_max"]),
+        latest_at=datetime.fromisoformat(row["latest_at"]),
+        latest_event_id=row["latest_event_id"],
+        latest_quantity=Decimal(row["latest_quantity"]),
+    )
+
+
+class SQLiteBillingFactory(library.SQLiteFactory):
+    """The library's SQLite factory, whose application recorder is the billing store."""
+
+    process_recorder_class = SQLiteBillingRecorder
+
+    def application_recorder(self) -> SQLiteBillingRecorder:
+        recorder = SQLiteBillingRecorder(datastore=self.datastore)
+        if self.env_create_table():
+            recorder.create_table()
+        return recorder

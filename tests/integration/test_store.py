@@ -1,0 +1,330 @@
+"""The store adapters on SQLite and PostgreSQL: meters, revisions, atomicity and indexes."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+import pytest
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import IntegrityError, Recording, Tracking
+
+from domain.ports import BillingStore
+from domain.usage import MeterIncrement, MeterReading, meter_increment
+from infra.postgres import LocalPostgres, create_database
+from infra.store.postgres import PostgresBillingRecorder
+from infra.store.sqlite import SQLiteBillingRecorder
+from infra.store.url import store_env
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+DAY_LATER = T0 + timedelta(days=1)
+
+
+class Note(Aggregate):
+    """A tiny aggregate whose id comes from its name, so a second one is a duplicate."""
+
+    @staticmethod
+    def create_id(name: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"note:{name}")
+
+    @event("Written")
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @event("Amended")
+    def amend(self) -> None:
+        pass
+
+
+class StoreApp(Application[UUID]):
+    def write(
+        self, *names: str, tracking: Tracking | None = None, **kwargs: Any
+    ) -> list[Recording[UUID]]:
+        """Save new notes with the batch kwargs, tracked the way the library tracks processing.
+
+        Application.save() cannot take `tracking=` (EventStore.put would get it twice), so
+        this records a ProcessingEvent, as the library's EventSourcedProjection does.
+        """
+        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing.collect_events(*(Note(name) for name in names), **kwargs)
+        return self._record(processing)
+
+    @property
+    def store(self) -> BillingStore:
+        assert isinstance(self.recorder, SQLiteBillingRecorder | PostgresBillingRecorder)
+        return self.recorder
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _local_pg() -> Iterator[LocalPostgres]:
+    # Until tests/conftest.py provides fresh_pg_url: one cluster for the session under /tmp,
+    # where the postgres OS user can reach it.
+    with LocalPostgres(tempfile.mkdtemp(prefix="billcycle-store-pg-"), fast=True) as pg:
+        yield pg
+
+
+@pytest.fixture
+def fresh_pg_url(_local_pg: LocalPostgres) -> str:
+    return create_database(_local_pg.admin_url, f"store_{uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'store.db'}"
+    return cast(str, request.getfixturevalue("fresh_pg_url"))
+
+
+@pytest.fixture
+def app(store_url: str) -> Iterator[StoreApp]:
+    application = StoreApp(env=store_env(store_url))
+    yield application
+    application.close()
+
+
+def usage(
+    quantity: str,
+    at: datetime,
+    event_id: str,
+    *,
+    customer: str = "cus_1",
+    metric: str = "api_calls",
+    contract: str | None = None,
+    **properties: str,
+) -> MeterIncrement:
+    return meter_increment(
+        customer, metric, contract, Decimal(quantity), at, event_id, dict(properties)
+    )
+
+
+def read(app: StoreApp, start: datetime = T0, end: datetime = DAY_LATER, **kw: Any) -> MeterReading:
+    tags: list[str] = kw.pop("tags", [""])
+    return app.store.read_meter(
+        kw.pop("customer", "cus_1"), "api_calls", tags, start, end, kw.pop("unique", None)
+    )
+
+
+# --- meters ----------------------------------------------------------------------------------
+
+
+def test_meters_fold_exactly_across_saves(app: StoreApp) -> None:
+    # 35 significant digits: past the 28 that Python's default Decimal context keeps.
+    big = "12345678901234567890.123456789012345"
+    app.write("n1", meter_increments=[
+        usage("0.1", T0 + timedelta(minutes=1), "e1"),
+        usage("0.2", T0 + timedelta(minutes=2), "e2"),
+        usage(big, T0 + timedelta(minutes=3), "e3"),
+    ])  # fmt: skip
+    # A second save adds to the stored bucket (SQL combine or Python merge) and opens another.
+    app.write("n2", meter_increments=[
+        usage("0.000000000000001", T0 + timedelta(minutes=4), "e4"),
+        usage("7", T0 + timedelta(minutes=20), "e5"),
+    ])  # fmt: skip
+
+    whole = read(app)
+    assert whole.quantity_sum == Decimal("12345678901234567897.423456789012346")
+    assert str(whole.quantity_sum) == "12345678901234567897.423456789012346"
+    assert whole.event_count == 5
+    assert whole.quantity_max == Decimal(big)
+
+    # [start, end): the first bucket only.
+    first = read(app, T0, T0 + timedelta(minutes=15))
+    assert first.quantity_sum == Decimal("12345678901234567890.423456789012346")
+    assert first.event_count == 4
+
+
+def test_latest_max_and_unique_count(app: StoreApp) -> None:
+    app.write("n1", meter_increments=[
+        usage("5", T0 + timedelta(minutes=1), "evt_b", user="u1"),
+        # Same instant, smaller event id: not the latest.
+        usage("9", T0 + timedelta(minutes=1), "evt_a", user="u2"),
+        usage("3", T0 + timedelta(minutes=20), "evt_c", user="u1"),
+        usage("4", T0 + timedelta(minutes=21), "evt_d", contract="ct_1", user="u3"),
+    ])  # fmt: skip
+    # Arrives later but happened earlier: changes sum and count, not latest.
+    app.write("n2", meter_increments=[usage("1", T0 + timedelta(minutes=2), "evt_z", user="u2")])
+
+    untagged = read(app, unique="user")
+    assert untagged == MeterReading(
+        quantity_sum=Decimal(18),
+        event_count=4,
+        quantity_max=Decimal(9),
+        latest_quantity=Decimal(3),
+        unique_count=2,
+        revision=untagged.revision,
+    )
+    both = read(app, tags=["", "ct_1"], unique="user")
+    assert (both.quantity_sum, both.latest_quantity, both.unique_count) == (
+        Decimal(22),
+        Decimal(4),
+        3,
+    )
+    assert read(app, tags=["ct_1"], unique="user").unique_count == 1
+    # Within the first bucket alone, the late arrival is the latest.
+    assert read(app, T0, T0 + timedelta(minutes=15)).latest_quantity == Decimal(1)
+    assert read(app, unique=None).unique_count == 0
+    assert read(app, unique="region").unique_count == 0
+    assert read(app, customer="cus_unknown") == MeterReading()
+
+
+def test_naive_times_are_refused(app: StoreApp) -> None:
+    # The database would read a naive time in whatever zone it assumes.
+    with pytest.raises(ValueError, match="no timezone"):
+        read(app, T0.replace(tzinfo=None))
+    naive = replace(usage("1", T0, "e1"), occurred_at=T0.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="no timezone"):
+        app.write("n1", meter_increments=[naive])
+    assert app.store.max_notification_id() is None
+
+
+# --- revisions -------------------------------------------------------------------------------
+
+
+def test_revisions_follow_the_log_and_reveal_late_usage(app: StoreApp) -> None:
+    assert app.store.max_notification_id() is None
+    first = app.write("n1", meter_increments=[usage("1", T0 + timedelta(minutes=1), "e1")])
+    r1 = read(app).revision
+    assert r1 == first[-1].notification.id == app.store.max_notification_id()
+
+    app.write("n2", "n3", meter_increments=[usage("1", T0 + timedelta(hours=1), "e2")])
+    r2 = read(app).revision
+    assert r2 > r1
+    assert app.store.changed_buckets("cus_1", "api_calls", [""], r1, DAY_LATER) == [
+        T0 + timedelta(hours=1)
+    ]
+
+    # Late usage for the first bucket shows up as a change after r2.
+    app.write("n4", meter_increments=[usage("1", T0 + timedelta(minutes=5), "e3")])
+    assert app.store.changed_buckets("cus_1", "api_calls", [""], r2, DAY_LATER) == [T0]
+    # `before` bounds the buckets, and other tags are not looked at.
+    assert app.store.changed_buckets("cus_1", "api_calls", [""], 0, T0 + timedelta(hours=1)) == [T0]
+    assert app.store.changed_buckets("cus_1", "api_calls", ["ct_9"], 0, DAY_LATER) == []
+
+
+def test_concurrent_savers_get_revisions_in_commit_order(app: StoreApp) -> None:
+    # Every save writes a bucket of its own; its revision must be the highest notification id
+    # of that very save, which only holds if no other writer slipped in between.
+    expected: dict[datetime, int] = {}
+    lock = threading.Lock()
+
+    def saver(worker: int) -> None:
+        for i in range(5):
+            bucket = T0 + timedelta(minutes=15 * (worker * 5 + i))
+            names = [f"w{worker}-{i}-{k}" for k in range(3)]
+            recs = app.write(*names, meter_increments=[usage("1", bucket, f"e{worker}-{i}")])
+            with lock:
+                expected[bucket] = max(r.notification.id for r in recs)
+
+    threads = [threading.Thread(target=saver, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(expected) == 30
+    for bucket, revision in expected.items():
+        assert read(app, bucket, bucket + timedelta(minutes=15)).revision == revision
+
+
+# --- atomicity -------------------------------------------------------------------------------
+
+
+def test_failed_save_writes_no_meters_and_no_contracts(app: StoreApp) -> None:
+    app.write(
+        "dup",
+        meter_increments=[usage("1", T0 + timedelta(minutes=1), "e1")],
+        contracts=[("ct_a", "cus_1")],
+    )
+    with pytest.raises(IntegrityError):
+        app.write(
+            "dup",
+            meter_increments=[usage("100", T0 + timedelta(hours=2), "e2")],
+            contracts=[("ct_b", "cus_1")],
+        )
+    reading = read(app)
+    assert (reading.quantity_sum, reading.event_count) == (Decimal(1), 1)
+    assert app.store.changed_buckets("cus_1", "api_calls", [""], 0, DAY_LATER) == [T0]
+    assert app.store.contract_ids(None, 10) == ["ct_a"]
+
+
+def test_tracking_events_and_meters_commit_together(app: StoreApp) -> None:
+    app.write(
+        "n1",
+        tracking=Tracking("upstream", 5),
+        meter_increments=[usage("1", T0 + timedelta(minutes=1), "e1")],
+    )
+    # The library's tracking recorder reads the same table the saves write.
+    tracker = app.factory.tracking_recorder()
+    assert tracker.max_tracking_id("upstream") == 5
+
+    # A position already processed is refused, and with it the events and the meters.
+    with pytest.raises(IntegrityError):
+        app.write(
+            "n2",
+            tracking=Tracking("upstream", 5),
+            meter_increments=[usage("100", T0 + timedelta(minutes=2), "e2")],
+        )
+    with pytest.raises(AggregateNotFoundError):
+        app.repository.get(Note.create_id("n2"))
+    assert read(app).quantity_sum == 1
+
+    app.write(
+        "n2",
+        tracking=Tracking("upstream", 6),
+        meter_increments=[usage("100", T0 + timedelta(minutes=2), "e2")],
+    )
+    assert tracker.max_tracking_id("upstream") == 6
+    assert read(app).quantity_sum == 101
+
+
+def test_a_save_without_events_writes_nothing(app: StoreApp) -> None:
+    app.save(
+        meter_increments=[usage("1", T0, "e1")],
+        contracts=[("ct_a", "cus_1")],
+    )
+    assert read(app) == MeterReading()
+    assert app.store.contract_ids(None, 10) == []
+
+
+# --- indexes ---------------------------------------------------------------------------------
+
+
+def test_contract_index_pages_in_order(app: StoreApp) -> None:
+    app.write("n1", contracts=[("ct_3", "cus_1"), ("ct_1", "cus_1")])
+    # A contract already indexed keeps its customer.
+    app.write("n2", contracts=[("ct_2", "cus_2"), ("ct_1", "cus_9")])
+    app.write("n3", contracts=[("ct_10", "cus_1")])
+
+    assert app.store.contract_ids(None, 2) == ["ct_1", "ct_10"]
+    assert app.store.contract_ids("ct_10", 2) == ["ct_2", "ct_3"]
+    assert app.store.contract_ids("ct_3", 2) == []
+    assert app.store.customer_contract_ids("cus_1") == ["ct_1", "ct_10", "ct_3"]
+    assert app.store.customer_contract_ids("cus_9") == []
+
+
+def test_first_versions(app: StoreApp) -> None:
+    app.write("a", "b")
+    amended: Note = app.repository.get(Note.create_id("a"))
+    amended.amend()
+    app.save(amended)
+    a, b = Note.create_id("a"), Note.create_id("b")
+
+    # Thousands of ids in one call: more than SQLite's variable limit once allowed.
+    asked = [a, b, *(uuid4() for _ in range(5000))]
+    found = app.store.first_versions(asked)
+    assert set(found) == {a, b}
+    assert found[a].originator_version == 1
+    first = app.mapper.to_domain_event(found[a])
+    assert first.originator_version == 1
+    assert first.__dict__["name"] == "a"
+    assert app.store.first_versions([]) == {}
