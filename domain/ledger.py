@@ -1,0 +1,195 @@
+"""The accounts receivable journal: balanced double-entry entries for invoices, credit notes,
+payments and the recognition of deferred revenue. Pure: no clock, no I/O.
+
+Debits are positive and credits negative, as in a Beancount ledger; every entry sums to zero
+in its one currency. An issued document debits the receivable with its total and credits
+revenue with what is already earned on its issue date (see domain/recognition.py) and
+deferred revenue with the rest. A credit note is the same entry with the signs reversed by its
+negative amounts. A periodic close moves deferred revenue to revenue at every month end and on
+the last day of each schedule. A payment debits cash; the part that settles the document's
+open amount credits the receivable and any excess credits a customer credit liability, so a
+payment never takes a document's open amount below zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+from domain.money import ZERO
+from domain.recognition import Schedule
+
+
+class Account(StrEnum):
+    RECEIVABLE = "Assets:Receivable"
+    CASH = "Assets:Cash"
+    DEFERRED_REVENUE = "Liabilities:DeferredRevenue"
+    CUSTOMER_CREDIT = "Liabilities:CustomerCredit"
+    REVENUE = "Income:Revenue"
+
+
+class EntryKind(StrEnum):
+    ISSUE = "issue"
+    RECOGNITION = "recognition"
+    PAYMENT = "payment"
+
+
+class UnbalancedEntry(ValueError):
+    """A journal entry whose postings do not sum to zero: a bug, never data to keep."""
+
+
+@dataclass(frozen=True)
+class Posting:
+    account: Account
+    amount: Decimal  # debit positive, credit negative
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    entry_id: str
+    day: date
+    kind: EntryKind
+    document: str  # invoice or credit note number
+    customer_id: str
+    currency: str
+    narration: str
+    postings: tuple[Posting, ...]
+
+    def __post_init__(self) -> None:
+        total = sum((p.amount for p in self.postings), ZERO)
+        if total != ZERO:
+            raise UnbalancedEntry(
+                f"journal entry {self.entry_id}: postings sum to {total} {self.currency}, not 0"
+            )
+
+
+@dataclass(frozen=True)
+class Document:
+    """An issued invoice or credit note as the ledger sees it: its lines' schedules."""
+
+    number: str
+    document_type: str
+    customer_id: str
+    contract_id: str
+    currency: str
+    issue_date: date
+    due_date: date
+    schedules: tuple[Schedule, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((s.amount for s in self.schedules), ZERO)
+
+    def recognized(self, as_of: date) -> Decimal:
+        return sum((s.recognized(as_of) for s in self.schedules), ZERO)
+
+    def recognition_dates(self) -> list[date]:
+        """The close dates after issue on which some line of this document earns revenue."""
+        dates = {d for s in self.schedules for d in s.period_ends()}
+        return sorted(d for d in dates if d > self.issue_date)
+
+
+def _entry(doc: Document, entry_id: str, day: date, kind: EntryKind, narration: str,
+           postings: Iterable[Posting]) -> JournalEntry:
+    return JournalEntry(
+        entry_id=entry_id, day=day, kind=kind, document=doc.number,
+        customer_id=doc.customer_id, currency=doc.currency, narration=narration,
+        postings=tuple(p for p in postings if p.amount != ZERO),
+    )
+
+
+def issue_entry(doc: Document) -> JournalEntry:
+    """Receivable against revenue earned by the issue date and deferred revenue for the rest."""
+    earned = doc.recognized(doc.issue_date)
+    label = "credit note" if doc.document_type == "credit_note" else "invoice"
+    return _entry(
+        doc, f"{doc.number}/issue", doc.issue_date, EntryKind.ISSUE,
+        f"{label} {doc.number} to {doc.customer_id} (contract {doc.contract_id})",
+        [
+            Posting(Account.RECEIVABLE, doc.total),
+            Posting(Account.REVENUE, -earned),
+            Posting(Account.DEFERRED_REVENUE, earned - doc.total),
+        ],
+    )
+
+
+def _recognition(doc: Document, day: date, amount: Decimal, as_of: bool = False) -> JournalEntry:
+    tag = "/as-of" if as_of else ""
+    return _entry(
+        doc, f"{doc.number}/recognition{tag}/{day.isoformat()}", day, EntryKind.RECOGNITION,
+        f"revenue recognized on {doc.number} through {day.isoformat()}{' (as of)' * as_of}",
+        [Posting(Account.DEFERRED_REVENUE, amount), Posting(Account.REVENUE, -amount)],
+    )
+
+
+def recognition_entries(doc: Document) -> list[JournalEntry]:
+    """The periodic close of the document: one entry per close date that earns revenue."""
+    entries = []
+    before = doc.recognized(doc.issue_date)
+    for day in doc.recognition_dates():
+        through = doc.recognized(day)
+        if through != before:
+            entries.append(_recognition(doc, day, through - before))
+        before = through
+    return entries
+
+
+def as_of_recognition(doc: Document, as_of: date) -> JournalEntry | None:
+    """Revenue earned since the last close date on or before `as_of`, posted on `as_of`.
+
+    With it, the journal through `as_of` shows exactly what is recognized at the end of that
+    day, also between month ends.
+    """
+    if as_of < doc.issue_date:
+        return None
+    closed = max([doc.issue_date, *(d for d in doc.recognition_dates() if d <= as_of)])
+    amount = doc.recognized(as_of) - doc.recognized(closed)
+    return None if amount == ZERO else _recognition(doc, as_of, amount, as_of=True)
+
+
+def document_entries(doc: Document) -> list[JournalEntry]:
+    """Everything the issue of a document puts in the journal: its issue and its close."""
+    return [issue_entry(doc), *recognition_entries(doc)]
+
+
+@dataclass(frozen=True)
+class PaymentPosting:
+    entry: JournalEntry
+    applied: Decimal  # settles the document's open amount
+    excess: Decimal  # beyond the open amount: owed back to the customer
+
+
+def payment_entry(
+    doc: Document, payment_id: str, amount: Decimal, day: date, open_before: Decimal
+) -> PaymentPosting:
+    """Cash received against the document; more than its open amount becomes customer credit.
+
+    Posted on `day`, or on the issue date when the payment is dated earlier: a payment cannot
+    settle a receivable before it exists.
+    """
+    applied = min(amount, max(open_before, ZERO))
+    excess = amount - applied
+    entry = _entry(
+        doc, f"{doc.number}/payment/{payment_id}", max(day, doc.issue_date), EntryKind.PAYMENT,
+        f"payment {payment_id} from {doc.customer_id} on {doc.number}",
+        [
+            Posting(Account.CASH, amount),
+            Posting(Account.RECEIVABLE, -applied),
+            Posting(Account.CUSTOMER_CREDIT, -excess),
+        ],
+    )
+    return PaymentPosting(entry, applied, excess)
+
+
+def balances(entries: Sequence[JournalEntry], as_of: date) -> dict[tuple[str, Account], Decimal]:
+    """(currency, account) balances of the entries dated on or before `as_of`."""
+    totals: dict[tuple[str, Account], Decimal] = {}
+    for entry in entries:
+        if entry.day <= as_of:
+            for p in entry.postings:
+                key = (entry.currency, p.account)
+                totals[key] = totals.get(key, ZERO) + p.amount
+    return totals

@@ -1,0 +1,72 @@
+"""Collections: the schedule an invoice starts, payments that end it, actions recorded once."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from domain.collections import (
+    Collection,
+    CollectionPolicy,
+    InvalidPolicy,
+    UnknownStep,
+    collection_id,
+)
+
+DUE = date(2026, 12, 1)
+AT = datetime(2026, 12, 20, tzinfo=UTC)
+
+
+def started(amount: str = "100.00", policy: CollectionPolicy | None = None) -> Collection:
+    return Collection(
+        invoice_number="INV-000001", customer_id="cus_1", contract_id="ct_1", currency="USD",
+        amount=Decimal(amount), due_date=DUE,
+        steps=(policy or CollectionPolicy()).schedule(DUE),
+    )
+
+
+def test_the_default_schedule_is_two_reminders_and_a_final_notice() -> None:
+    c = started()
+    assert c.id == collection_id("INV-000001")
+    assert [(s["step"], s["due_on"]) for s in c.steps] == [
+        ("reminder+7", "2026-12-08"), ("reminder+14", "2026-12-15"),
+        ("final_notice+30", "2026-12-31"),
+    ]
+
+
+def test_actions_fall_due_on_their_day_and_are_recorded_once() -> None:
+    c = started()
+    assert c.due(date(2026, 12, 7)) == []
+    assert [s["step"] for s in c.due(date(2026, 12, 15))] == ["reminder+7", "reminder+14"]
+    c.record_action("reminder+7", date(2026, 12, 15))
+    c.record_action("reminder+7", date(2026, 12, 16))
+    assert [s["step"] for s in c.due(date(2026, 12, 15))] == ["reminder+14"]
+    assert len([e for e in c.collect_events() if type(e).__name__ == "ActionRecorded"]) == 1
+
+
+def test_a_part_payment_keeps_the_schedule_and_the_settling_payment_ends_it() -> None:
+    c = started()
+    c.note_payment("p1", Decimal("60.00"), AT)
+    assert c.ended is None and c.outstanding == Decimal("40.00")
+    c.note_payment("p2", Decimal("40.00"), AT)
+    c.note_payment("p2", Decimal("40.00"), AT)
+    assert c.ended == "paid"
+    assert c.due(date(2027, 1, 31)) == []
+    names = [type(e).__name__ for e in c.collect_events()]
+    assert names == ["Started", "PaymentNoted", "PaymentNoted", "Ended"]
+
+
+def test_an_action_not_on_the_schedule_is_refused() -> None:
+    with pytest.raises(UnknownStep, match="reminder\\+7, reminder\\+14"):
+        started().record_action("phone_call+3", DUE)
+
+
+def test_a_policy_is_read_from_text() -> None:
+    policy = CollectionPolicy.parse("final_notice:45, reminder:3")
+    assert [s.step_id for s in policy.steps] == ["reminder+3", "final_notice+45"]
+    with pytest.raises(InvalidPolicy, match="KIND:DAYS"):
+        CollectionPolicy.parse("reminder:soon")
+    with pytest.raises(InvalidPolicy, match="repeats"):
+        CollectionPolicy.parse("reminder:3,reminder:3")

@@ -1,0 +1,95 @@
+"""The AR journal: issue, credit note, payment and recognition entries."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from domain.ledger import (
+    Account,
+    Document,
+    JournalEntry,
+    Posting,
+    UnbalancedEntry,
+    as_of_recognition,
+    balances,
+    document_entries,
+    issue_entry,
+    payment_entry,
+)
+from domain.recognition import Schedule
+
+D = Decimal
+NOV1 = date(2026, 11, 1)
+
+
+def doc(*schedules: Schedule, number: str = "INV-000001", kind: str = "invoice") -> Document:
+    return Document(number, kind, "cus_1", "ct_1", "USD", NOV1, date(2026, 12, 1), schedules)
+
+
+def ratable(amount: str, start: date, end: date, issued: date = NOV1) -> Schedule:
+    return Schedule(D(amount), "USD", issued, start, end)
+
+
+def test_an_invoice_defers_what_is_not_yet_earned() -> None:
+    subscription = ratable("1000.00", NOV1, date(2026, 12, 1))
+    usage = ratable("5.00", date(2026, 10, 1), NOV1)
+    entry = issue_entry(doc(subscription, usage))
+    assert dict((p.account, p.amount) for p in entry.postings) == {
+        Account.RECEIVABLE: D("1005.00"),
+        Account.REVENUE: D("-38.33"),  # usage in full, one day of the subscription
+        Account.DEFERRED_REVENUE: D("-966.67"),
+    }
+
+
+def test_a_credit_note_reverses_receivable_and_deferred_revenue() -> None:
+    credit = ratable("-300.00", date(2026, 11, 16), date(2026, 12, 1))
+    entry = issue_entry(doc(credit, kind="credit_note"))
+    assert dict((p.account, p.amount) for p in entry.postings) == {
+        Account.RECEIVABLE: D("-300.00"), Account.DEFERRED_REVENUE: D("300.00"),
+    }
+    assert entry.narration.startswith("credit note")
+
+
+def test_the_close_moves_deferred_revenue_to_revenue_month_by_month() -> None:
+    annual = ratable("1200.00", NOV1, date(2027, 11, 1))
+    entries = document_entries(doc(annual))
+    assert len(entries) == 1 + 12  # issue, then Nov 30 .. Sep 30 month ends and Oct 31
+    totals = balances(entries, date(2027, 10, 31))
+    assert totals[("USD", Account.REVENUE)] == D("-1200.00")
+    assert ("USD", Account.DEFERRED_REVENUE) not in totals or \
+        totals[("USD", Account.DEFERRED_REVENUE)] == 0
+
+
+def test_an_as_of_entry_brings_revenue_to_a_mid_month_date() -> None:
+    d = doc(ratable("1000.00", NOV1, date(2026, 12, 1)))
+    as_of = date(2026, 11, 15)
+    extra = as_of_recognition(d, as_of)
+    assert extra is not None
+    totals = balances([*document_entries(d), extra], as_of)
+    assert -totals[("USD", Account.REVENUE)] == d.recognized(as_of) == D("500.00")
+    assert as_of_recognition(d, date(2026, 11, 30)) is None  # a close date already
+
+
+def test_a_payment_settles_the_receivable_and_the_excess_is_customer_credit() -> None:
+    d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
+    paid = payment_entry(d, "pay-1", D("130.00"), date(2026, 11, 20), open_before=D("100.00"))
+    assert (paid.applied, paid.excess) == (D("100.00"), D("30.00"))
+    assert dict((p.account, p.amount) for p in paid.entry.postings) == {
+        Account.CASH: D("130.00"), Account.RECEIVABLE: D("-100.00"),
+        Account.CUSTOMER_CREDIT: D("-30.00"),
+    }
+
+
+def test_a_payment_dated_before_the_invoice_is_posted_on_the_issue_date() -> None:
+    d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
+    paid = payment_entry(d, "pay-1", D("10.00"), date(2026, 10, 20), open_before=D("100.00"))
+    assert paid.entry.day == NOV1
+
+
+def test_an_unbalanced_entry_cannot_exist() -> None:
+    with pytest.raises(UnbalancedEntry, match="sum to 1"):
+        JournalEntry("x", NOV1, issue_entry(doc()).kind, "INV-1", "cus_1", "USD", "",
+                     (Posting(Account.CASH, D(1)),))
