@@ -1,0 +1,31 @@
+"""Inbound messages (contract.md §1): the one set of models and the one validation."""
+
+from consumers.messages.errors import MESSAGE_TYPES, MessageRejected
+from consumers.messages.models import (
+    ContractAmended,
+    ContractCreated,
+    ContractTerminated,
+    Envelope,
+    Message,
+    MilestoneCompleted,
+    PaymentReceived,
+    Usage,
+    UsageWatermark,
+)
+from consumers.messages.parse import fingerprint, parse_message
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "ContractAmended",
+    "ContractCreated",
+    "ContractTerminated",
+    "Envelope",
+    "Message",
+    "MessageRejected",
+    "MilestoneCompleted",
+    "PaymentReceived",
+    "Usage",
+    "UsageWatermark",
+    "fingerprint",
+    "parse_message",
+]

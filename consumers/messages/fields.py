@@ -1,0 +1,297 @@
+"""Field types of the inbound messages: decimal strings, dates, timestamps, codes, names.
+
+Each type checks one JSON value, and its error message says what was wrong and how to write it
+instead, worded to follow the field's path: `quantity` + ` "-3" is negative; it must be >= 0`.
+pydantic's own decimal, date and datetime types are too lenient for a contract with producers in
+other languages (they take JSON numbers, "1e3", " 12 ", Unix times), hence the validators here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Strict,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from domain.money import is_known_currency
+
+
+class MessagePart(BaseModel):
+    """Base of every inbound model: strict JSON types; unknown fields kept (contract.md §1)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+def rule_error(kind: str, message: str, at: str = "") -> PydanticCustomError:
+    """An error about how values fit together; `at` continues the path (".end_date", "[2].id")."""
+    return PydanticCustomError(kind, message, {"at": at})
+
+
+def _value_error(kind: str, message: str, value: Any) -> PydanticCustomError:
+    return PydanticCustomError(kind, message, {"value": shown(value)})
+
+
+def shown(value: Any) -> str:
+    """A JSON value as the producer wrote it, containers by kind only."""
+    if isinstance(value, str):
+        return f'"{value}"' if len(value) <= 60 else f'"{value[:57]}..."'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "an array" if isinstance(value, list) else "an object"
+
+
+# --- decimals ---------------------------------------------------------------------------------
+
+# Plain notation only (no exponent, "+", spaces, "_", NaN or Infinity): one way to write a value.
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_DECIMAL_EXAMPLE = '"12.5"'
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, str):
+        if _PLAIN_DECIMAL.fullmatch(value):
+            return Decimal(value)
+        raise _value_error(
+            "decimal_format",
+            "{value} is not a plain decimal; write digits with an optional fraction such as "
+            + _DECIMAL_EXAMPLE
+            + " (no exponent, spaces, NaN or Infinity)",
+            value,
+        )
+    # From Python code (model_validate(model_dump()), tests): a Decimal is taken as it is.
+    if isinstance(value, Decimal) and value.is_finite():
+        return value
+    kind = "the JSON number {value}" if isinstance(value, int | float) else "{value}"
+    raise _value_error(
+        "decimal_type", f"must be a decimal string such as {_DECIMAL_EXAMPLE}, not {kind}", value
+    )
+
+
+def _non_negative(value: Any) -> Decimal:
+    number = _decimal(value)
+    if number.is_signed():  # "-0" too: the schema's pattern has no sign
+        raise _value_error("decimal_negative", "{value} is negative; it must be >= 0", value)
+    return number
+
+
+def _positive(value: Any) -> Decimal:
+    number = _decimal(value)
+    if number <= 0:
+        raise _value_error("decimal_not_positive", "{value} is not positive; it must be > 0", value)
+    return number
+
+
+# Written back as the JSON string it was read from (said explicitly: see _AS_ISO).
+_AS_STRING = PlainSerializer(str, return_type=str, when_used="json")
+
+NonNegativeDecimal = Annotated[
+    Decimal,
+    PlainValidator(_non_negative),
+    _AS_STRING,
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["12.5"]}),
+]
+"""A JSON string holding a decimal >= 0, e.g. "0.002"."""
+
+PositiveDecimal = Annotated[
+    Decimal,
+    PlainValidator(_positive),
+    _AS_STRING,
+    # Without look-ahead, so that RE2-based validators (Go, Rust) compile it.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$",
+            "examples": ["12.5"],
+        }
+    ),
+]
+"""A JSON string holding a decimal > 0."""
+
+# --- dates and timestamps ---------------------------------------------------------------------
+
+_DATE_SYNTAX = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TIME_SYNTAX = r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+_OFFSET_SYNTAX = "([Zz]|[+-][0-9]{2}:[0-9]{2})"
+_DATE = re.compile(_DATE_SYNTAX)
+# RFC 3339 section 5.6. The offset is optional here only so that its absence can be named.
+_TIMESTAMP = re.compile(f"{_DATE_SYNTAX}{_TIME_SYNTAX}(?P<offset>{_OFFSET_SYNTAX})?")
+# The schemas carry the same syntax as patterns: validators often skip "format".
+_DATE_SCHEMA = {"type": "string", "format": "date", "pattern": f"^{_DATE_SYNTAX}$"}
+_TIMESTAMP_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": f"^{_DATE_SYNTAX}{_TIME_SYNTAX}{_OFFSET_SYNTAX}$",
+}
+_DATE_EXAMPLE = '"2026-10-01"'
+_TIMESTAMP_EXAMPLE = '"2026-11-03T10:00:00Z"'
+
+
+def _day(value: Any) -> date:
+    if type(value) is date:  # from Python code, as with Decimals above
+        return value
+    if not isinstance(value, str):
+        raise _value_error(
+            "date_type", f"must be a date YYYY-MM-DD such as {_DATE_EXAMPLE}, not {{value}}", value
+        )
+    if not _DATE.fullmatch(value):
+        raise _value_error(
+            "date_format",
+            f"{{value}} is not a date; write YYYY-MM-DD such as {_DATE_EXAMPLE}",
+            value,
+        )
+    try:
+        return date.fromisoformat(value)
+    except ValueError as error:
+        raise _value_error(
+            "date_invalid", f"{{value}} is not a real date ({error})", value
+        ) from None
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        raise _value_error(
+            "timestamp_type",
+            "must be an RFC 3339 timestamp with offset such as "
+            + _TIMESTAMP_EXAMPLE
+            + ", not {value}",
+            value,
+        )
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        raise _value_error(
+            "timestamp_format",
+            "{value} is not an RFC 3339 timestamp; write one with offset such as "
+            + _TIMESTAMP_EXAMPLE,
+            value,
+        )
+    if match.group("offset") is None:
+        raise _value_error(
+            "timestamp_offset_missing",
+            f"{{value}} has no offset; add one, e.g. {_TIMESTAMP_EXAMPLE}",
+            value,
+        )
+    try:
+        # fromisoformat knows neither "t" nor "z"; upper() leaves the digits alone.
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except ValueError as error:
+        raise _value_error(
+            "timestamp_invalid", f"{{value}} is not a real time ({error})", value
+        ) from None
+
+
+def _timestamp_or_date(value: Any) -> datetime:
+    # A date stands for the instant it begins in UTC: "2026-11-01" = "2026-11-01T00:00:00Z".
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        return datetime.combine(_day(value), time(), UTC)
+    return _timestamp(value)
+
+
+def _iso(value: date) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+# Said explicitly: with a PlainValidator, pydantic's inferred JSON serializer warns on dates.
+_AS_ISO = PlainSerializer(_iso, return_type=str, when_used="json")
+
+Day = Annotated[
+    date,
+    PlainValidator(_day),
+    _AS_ISO,
+    WithJsonSchema({**_DATE_SCHEMA, "examples": ["2026-10-01"]}),
+]
+"""A calendar date, YYYY-MM-DD."""
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_timestamp),
+    _AS_ISO,
+    WithJsonSchema({**_TIMESTAMP_SCHEMA, "examples": ["2026-11-03T10:00:00Z"]}),
+]
+"""An RFC 3339 timestamp with offset, read as an aware datetime in UTC."""
+
+TimestampOrDate = Annotated[
+    datetime,
+    PlainValidator(_timestamp_or_date),
+    _AS_ISO,
+    WithJsonSchema(
+        {
+            "anyOf": [_TIMESTAMP_SCHEMA, _DATE_SCHEMA],
+            "examples": ["2026-11-03T10:00:00Z", "2026-11-01"],
+        }
+    ),
+]
+"""An RFC 3339 timestamp with offset, or a date YYYY-MM-DD meaning midnight UTC of that date."""
+
+Days = Annotated[int, Strict(), Field(ge=0, le=3650)]
+"""A whole number of days, at most ten years, so that due dates stay in the calendar."""
+
+# --- codes and names --------------------------------------------------------------------------
+
+
+def _known_currency(code: str) -> str:
+    if not is_known_currency(code):
+        raise _value_error(
+            "currency_unknown",
+            "{value} is not an ISO 4217 currency code; use one such as USD, EUR or JPY",
+            code,
+        )
+    return code
+
+
+Currency = Annotated[
+    str,
+    Strict(),
+    AfterValidator(_known_currency),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["USD"]}),
+]
+"""An active ISO 4217 currency code."""
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    # The zone files also hold "localtime" and "posixrules": not IANA names, and they mean
+    # something different on each machine.
+    return frozenset(available_timezones()) - {"localtime", "posixrules"}
+
+
+def _known_time_zone(name: str) -> str:
+    if name not in _time_zones():
+        raise _value_error(
+            "timezone_unknown",
+            '{value} is not an IANA time zone; use a name such as "UTC" or "Europe/Berlin"',
+            name,
+        )
+    return name
+
+
+TimeZoneName = Annotated[
+    str,
+    Strict(),
+    AfterValidator(_known_time_zone),
+    WithJsonSchema({"type": "string", "minLength": 1, "examples": ["UTC", "Europe/Berlin"]}),
+]
+"""An IANA time zone name such as "Europe/Berlin"."""
+
+Name = Annotated[str, Strict(), StringConstraints(min_length=1)]
+"""A non-empty string: ids, metrics, milestones, property names."""

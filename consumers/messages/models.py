@@ -1,0 +1,178 @@
+"""The inbound messages of contract.md §1, one model each, and their union `Message`.
+
+Defaults and readings the contract leaves open are stated in the field descriptions, which the
+generated JSON Schemas (consumers/schemas/) carry to producers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from consumers.messages.components import Components, to_components
+from consumers.messages.fields import (
+    Currency,
+    Day,
+    Days,
+    MessagePart,
+    Name,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    Timestamp,
+    TimestampOrDate,
+    TimeZoneName,
+    rule_error,
+)
+from domain.terms import BillingFrequency, Component, ContractTerms
+
+_THRESHOLD = (
+    "When the open period's usage amount priced to date reaches it, usage to date is billed "
+    "at the next run; must be > 0."
+)
+
+
+class Envelope(MessagePart):
+    """Fields every message carries."""
+
+    type: str = Field(description="The message kind; each message model narrows it.")
+    id: Name = Field(description="The producer's unique id: the idempotency key.")
+    occurred_at: Timestamp = Field(
+        description="RFC 3339 timestamp with offset, e.g. 2026-11-03T10:00:00Z; read as UTC."
+    )
+
+
+class ContractCreated(Envelope):
+    """A new contract and its terms."""
+
+    type: Literal["contract.created"]
+    contract_id: Name
+    customer_id: Name
+    currency: Currency
+    start_date: Day
+    end_date: Day | None = Field(
+        default=None,
+        description="Service ends at the start of this date; null = open-ended. Equal to "
+        "start_date means a contract with no service days.",
+    )
+    timezone: TimeZoneName = Field(
+        default="UTC", description="IANA name; all periods and dates of the contract are in it."
+    )
+    billing_frequency: BillingFrequency
+    billing_anchor_date: Day | None = Field(
+        default=None, description="Period boundaries repeat from it; absent or null = start_date."
+    )
+    payment_terms_days: Days = Field(
+        default=30, description="Invoices are due this many days after issue; default 30."
+    )
+    usage_threshold_amount: PositiveDecimal | None = Field(default=None, description=_THRESHOLD)
+    components: Components
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> ContractCreated:
+        if self.end_date is not None and self.end_date < self.start_date:
+            raise rule_error(
+                "end_before_start",
+                f"{self.end_date} is before start_date {self.start_date}; end_date must be on "
+                "or after start_date",
+                at=".end_date",
+            )
+        if self.billing_anchor_date is None:
+            # Frozen model: the default depends on another field, so it is set once, here.
+            object.__setattr__(self, "billing_anchor_date", self.start_date)
+        return self
+
+    def to_terms(self) -> ContractTerms:
+        """The domain terms this message establishes; `extra` holds its unknown fields."""
+        return ContractTerms(
+            contract_id=self.contract_id,
+            customer_id=self.customer_id,
+            currency=self.currency,
+            start_date=self.start_date,
+            timezone=self.timezone,
+            billing_frequency=self.billing_frequency,
+            billing_anchor_date=self.billing_anchor_date or self.start_date,
+            payment_terms_days=self.payment_terms_days,
+            components=to_components(self.components),
+            end_date=self.end_date,
+            usage_threshold_amount=self.usage_threshold_amount,
+            extra=dict(self.model_extra or {}),
+        )
+
+
+class ContractAmended(Envelope):
+    """A new full component list from effective_date on.
+
+    usage_threshold_amount and payment_terms_days change only when present; an explicit null
+    usage_threshold_amount removes the threshold.
+    """
+
+    type: Literal["contract.amended"]
+    contract_id: Name
+    effective_date: Day
+    components: Components
+    usage_threshold_amount: PositiveDecimal | None = Field(
+        default=None, description=_THRESHOLD + " Absent = unchanged; null = no threshold."
+    )
+    payment_terms_days: Days | None = Field(default=None, description="Absent = unchanged.")
+
+    @property
+    def sets_usage_threshold(self) -> bool:
+        """Whether the message carries usage_threshold_amount (null included)."""
+        return "usage_threshold_amount" in self.model_fields_set
+
+    def to_components(self) -> tuple[Component, ...]:
+        return to_components(self.components)
+
+
+class ContractTerminated(Envelope):
+    type: Literal["contract.terminated"]
+    contract_id: Name
+    end_date: Day = Field(description="Service ends at the start of this date.")
+
+
+class MilestoneCompleted(Envelope):
+    type: Literal["milestone.completed"]
+    contract_id: Name
+    milestone: Name
+    completed_on: Day
+
+
+class Usage(Envelope):
+    type: Literal["usage"]
+    customer_id: Name
+    metric: Name
+    quantity: NonNegativeDecimal
+    properties: dict[str, Any] = Field(default_factory=dict, description="Default {}.")
+    contract_id: Name | None = Field(
+        default=None,
+        description="Needed only where the customer has two active contracts pricing the metric.",
+    )
+
+
+class UsageWatermark(Envelope):
+    """All usage of `metric` before `complete_through` has been sent."""
+
+    type: Literal["usage.watermark"]
+    metric: Name
+    complete_through: TimestampOrDate
+    source: Name | None = None
+
+
+class PaymentReceived(Envelope):
+    type: Literal["payment.received"]
+    invoice_number: Name
+    amount: PositiveDecimal
+    currency: Currency
+
+
+Message = Annotated[
+    ContractCreated
+    | ContractAmended
+    | ContractTerminated
+    | MilestoneCompleted
+    | Usage
+    | UsageWatermark
+    | PaymentReceived,
+    Field(discriminator="type"),
+]
