@@ -92,7 +92,6 @@ class LocalPostgres:
         keep_data: bool = False,
         max_connections: int = 200,
         database: str = DEFAULT_DATABASE,
-        bin_dir: Path | None = None,
         start_timeout: float = 60.0,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
@@ -103,7 +102,7 @@ class LocalPostgres:
         self.max_connections = max_connections
         self.database = database
         self.start_timeout = start_timeout
-        self._bin_dir = bin_dir
+        self._bin_dir: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -136,6 +135,7 @@ class LocalPostgres:
 
     def start(self) -> None:
         """Create the cluster if needed, start it and make sure the database exists."""
+        self._bin()  # fail first, and clearly, when PostgreSQL is not installed
         if self.is_running():
             raise ServiceError(f"PostgreSQL in {self.data_dir} is already running")
         if port_in_use(self.port):
@@ -250,10 +250,14 @@ class LocalPostgres:
             return
         self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-s")
 
+    def _bin(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = find_bin_dir()
+        return self._bin_dir
+
     def _run(self, tool: str, *args: str, check: bool = True) -> int:
         """Run a server binary as the postgres user when we are root; return its exit code."""
-        bin_dir = self._bin_dir or find_bin_dir()
-        command = [str(bin_dir / tool), *args]
+        command = [str(self._bin() / tool), *args]
         if is_root():
             command = ["runuser", "-u", SUPERUSER, "--", *command]
         # cwd: the postgres user may not be allowed into ours (e.g. /root).
