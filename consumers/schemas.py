@@ -25,6 +25,16 @@ from consumers.messages import (
     Usage,
     UsageWatermark,
 )
+from consumers.outbound import (
+    CollectionActionRecorded,
+    CollectionEnded,
+    CollectionStarted,
+    CreditNoteIssued,
+    DeadLetter,
+    InvoiceIssued,
+    InvoiceMessage,
+    PaymentApplied,
+)
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -39,7 +49,15 @@ SCHEMAS: dict[str, Any] = {
     "usage": Usage,
     "usage.watermark": UsageWatermark,
     "payment.received": PaymentReceived,
-    # outbound
+    # outbound (consumers/outbound.py): billing.invoices, then billing.deadletter
+    "invoice-event": InvoiceMessage,  # any message on billing.invoices, chosen by its "type"
+    "invoice.issued": InvoiceIssued,
+    "credit_note.issued": CreditNoteIssued,
+    "payment.applied": PaymentApplied,
+    "collection.started": CollectionStarted,
+    "collection.action_recorded": CollectionActionRecorded,
+    "collection.ended": CollectionEnded,
+    "deadletter": DeadLetter,
 }
 
 

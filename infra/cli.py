@@ -87,7 +87,8 @@ def _report_document(app: BillingApplication, report: RunReport) -> dict[str, An
 
 
 def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
-    runs = BillingRuns(app, now, chunk_size=args.chunk_size)
+    runs = BillingRuns(app, now, chunk_size=args.chunk_size,
+                       input_manifest=cli_kafka.input_manifest(args, app))
     report = runs.run(args.cycle_date, args.batch_id, args.dry_run, _progress(args))
     document = _report_document(app, report)
     if args.dry_run:
@@ -97,7 +98,8 @@ def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
 
 def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:
     try:
-        report = BillingRuns(app, now).retry(args.batch_id, _progress(args))
+        runs = BillingRuns(app, now, input_manifest=cli_kafka.input_manifest(args, app))
+        report = runs.retry(args.batch_id, _progress(args))
     except LookupError as exc:
         raise UserError(str(exc)) from exc
     _emit(args, _report_document(app, report), lambda: text.run_summary(report))

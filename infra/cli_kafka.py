@@ -1,12 +1,222 @@
-"""Kafka commands: `consume` (inbound topics) and `publish` (invoice events out)."""
+"""Kafka commands: `consume` (inbound topics) and `publish` (invoice events out).
+
+`--bootstrap` defaults to env BILLCYCLE_KAFKA; topic names default to contract.md's and can be
+changed by option or by env BILLCYCLE_TOPIC_<NAME> (CONTRACTS, USAGE, PAYMENTS, INVOICES,
+DEADLETTER), which `run` and `retry` also read for their input manifest (`--kafka`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from domain.application import BillingApplication
+from infra.store.url import store_env
 
 if TYPE_CHECKING:
+    from consumers.kafka_source import Patience, Topics
     from infra.cli import Subcommands
+
+KAFKA_ENV = "BILLCYCLE_KAFKA"
+DEFAULT_GROUP = "billcycle"
+
+
+def _topic_env(name: str) -> str:
+    return f"BILLCYCLE_TOPIC_{name.upper()}"
+
+
+def _topics(args: argparse.Namespace) -> Topics:
+    from consumers.kafka_source import Topics
+
+    names: dict[str, str] = {
+        f.name: getattr(args, f"{f.name}_topic", None) or os.environ.get(_topic_env(f.name))
+        or str(f.default)
+        for f in fields(Topics)
+    }
+    return Topics(**names)
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    from infra.cli import UserError
+
+    if not args.bootstrap:
+        raise UserError(f"no Kafka bootstrap server: give --bootstrap HOST:PORT or set {KAFKA_ENV}")
+    return str(args.bootstrap)
+
+
+def store_label(url: str) -> str:
+    """The store as progress messages name it, without credentials."""
+    env = store_env(url)
+    if "POSTGRES_HOST" in env:
+        return (f"PostgreSQL at {env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}"
+                f"/{env['POSTGRES_DBNAME']}")
+    return f"SQLite database {env['SQLITE_DBNAME']}"
+
+
+def _say(command: str) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        print(f"{datetime.now(UTC):%H:%M:%S} billcycle {command}: {text}", file=sys.stderr,
+              flush=True)
+
+    return say
+
+
+def _patience(command: str) -> Patience:
+    """Retry pauses that end early on SIGTERM or Ctrl-C, for a clean stop."""
+    from consumers.kafka_source import Patience
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return Patience(_say(command), stop)
+
+
+def _emit(args: argparse.Namespace, document: dict[str, Any], say: Callable[[str], None]) -> None:
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        say("stopped: " + ", ".join(f"{k} {v}" for k, v in document.items()
+                                    if not isinstance(v, dict)))
+
+
+def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
+    from consumers.deadletter_topic import DeadLetterTopic, deadletter_producer
+    from consumers.kafka_source import KAFKA_DOWN, KafkaIngest, Stopped, inbound_consumer
+
+    bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience("consume")
+    store, kafka = store_label(args.db), f"Kafka at {bootstrap}"
+    consumer = producer = None
+    try:
+        consumer = patience.call(
+            kafka, lambda: inbound_consumer(bootstrap, args.group, args.batch_size), KAFKA_DOWN)
+        producer = patience.call(kafka, lambda: deadletter_producer(bootstrap), KAFKA_DOWN)
+        deadletters = DeadLetterTopic(app, producer, topics.deadletter, patience,
+                                      store=store, kafka=kafka)
+        ingest = KafkaIngest(app, consumer, topics, deadletters, patience, store=store,
+                             kafka=kafka, batch_size=args.batch_size)
+        stats = ingest.run(until_caught_up=args.until_caught_up)
+    except Stopped:  # before the first poll
+        patience.say("stopped before consuming anything")
+        return
+    finally:
+        if consumer is not None:
+            consumer.close()  # leaves the group: the others take over its partitions now
+        if producer is not None:
+            producer.close(timeout=10)
+    document = {
+        "records": stats.records,
+        "accepted": stats.accepted,
+        "duplicates": stats.duplicates,
+        "rejected": stats.rejected,
+        "batches": stats.batches,
+        "records_per_second": round(stats.rate()),
+        "positions": {f"{tp.topic}/{tp.partition}": p - 1 for tp, p in ingest.positions.items()},
+        "lag": ingest.lag(),
+    }
+    _emit(args, document, patience.say)
+
+
+def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
+    from consumers.kafka_source import Stopped
+    from consumers.publisher import (
+        InvoicePublisher,
+        PublisherFenced,
+        last_published,
+        publisher_producer,
+    )
+    from infra.cli import UserError
+
+    bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience("publish")
+    transactional_id = args.transactional_id or f"billcycle-publisher-{topics.invoices}"
+    publisher = InvoicePublisher(
+        app,
+        lambda: publisher_producer(bootstrap, transactional_id),
+        lambda: last_published(bootstrap, topics.invoices),
+        topics.invoices,
+        patience,
+        store=store_label(args.db),
+        kafka=f"Kafka at {bootstrap}",
+        page_size=args.page_size,
+    )
+    try:
+        publisher.run(until_caught_up=args.until_caught_up)
+    except PublisherFenced as error:
+        raise UserError(str(error)) from error
+    except Stopped:
+        pass
+    stats = publisher.stats
+    document = {"published": stats.published, "transactions": stats.transactions,
+                "resumed_after_log_position": stats.resumed_after}
+    _emit(args, document, patience.say)
+
+
+def input_manifest(
+    args: argparse.Namespace, app: BillingApplication
+) -> Callable[[], dict[str, Any]] | None:
+    """What `run` and `retry` record of their Kafka input, when Kafka is configured."""
+    if not args.kafka:
+        return None
+    from consumers.kafka_source import input_manifest as manifest
+
+    topics = _topics(args)
+    return lambda: manifest(app, args.kafka, topics)
+
+
+def _add_topic_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        parser.add_argument(f"--{name}-topic", metavar="TOPIC",
+                            help=f"default: env {_topic_env(name)} or billing.{name}")
 
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
+    kafka_help = f"Kafka bootstrap server HOST:PORT; env {KAFKA_ENV}"
+
+    p = sub.add_parser("consume", help="consume the inbound Kafka topics into the store")
+    p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
+    p.add_argument("--group", default=DEFAULT_GROUP,
+                   help=f"consumer group; processes of one group share the partitions "
+                   f"(default {DEFAULT_GROUP})")
+    p.add_argument("--until-caught-up", action="store_true",
+                   help="stop once every assigned partition reaches its end offset "
+                   "(default: run until SIGTERM)")
+    p.add_argument("--batch-size", type=_positive, default=2000,
+                   help="records per poll and per transaction (default 2000)")
+    _add_topic_options(p, "contracts", "usage", "payments", "deadletter")
+    p.set_defaults(handler=cmd_consume)
+
+    p = sub.add_parser("publish", help="publish invoice events to Kafka, each exactly once")
+    p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
+    p.add_argument("--until-caught-up", action="store_true",
+                   help="stop at the end of the event log (default: follow it until SIGTERM)")
+    p.add_argument("--page-size", type=_positive, default=500,
+                   help="events per Kafka transaction at most (default 500)")
+    p.add_argument("--transactional-id",
+                   help="default billcycle-publisher-<invoices topic>; one publisher per id")
+    _add_topic_options(p, "invoices")
+    p.set_defaults(handler=cmd_publish)
+
+    for name in ("run", "retry"):
+        sub.action.choices[name].add_argument(
+            "--kafka", metavar="BOOTSTRAP", default=os.environ.get(KAFKA_ENV),
+            help=f"record the Kafka input positions in the batch manifest and warn about input "
+            f"not yet consumed; env {KAFKA_ENV}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value

@@ -1,0 +1,443 @@
+"""Kafka in: the inbound topics through the one ingest pipeline, each record's effect exactly once.
+
+Each batch of records of one topic-partition is applied in one database transaction together
+with that partition's position (an eventsourcing `Tracking` named `kafka:<topic>:<partition>`
+holding the offset of the batch's last record). Kafka's own committed offsets are not used:
+on assignment the consumer seeks to the stored position + 1, so a crash anywhere repeats at
+most work whose effect was never committed. Any number of processes share the partitions in
+one consumer group (cooperative-sticky assignment); the tracking record only ever moves
+forward and every message id is applied once, so even a member that lost its partitions
+without noticing cannot apply a record twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProcessRecorder,
+    Tracking,
+)
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.errors import KafkaError
+from kafka.structs import MemberState
+
+from consumers.outbound import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
+from consumers.pipeline import DEFAULT_BATCH, IngestPipeline
+from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
+from domain.commands import Origin
+
+if TYPE_CHECKING:
+    from consumers.deadletter_topic import DeadLetterTopic
+
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+# A database that is restarting or unreachable; anything else is a bug and stops the consumer.
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of contract.md §1; each can be overridden."""
+
+    contracts: str = "billing.contracts"
+    usage: str = "billing.usage"
+    payments: str = "billing.payments"
+    invoices: str = "billing.invoices"
+    deadletter: str = "billing.deadletter"
+
+    @property
+    def inbound(self) -> tuple[str, ...]:
+        return (self.contracts, self.usage, self.payments)
+
+
+def tracking_name(tp: TopicPartition) -> str:
+    """The name of a topic-partition's stored position: `kafka:<topic>:<partition>`."""
+    return f"kafka:{tp.topic}:{tp.partition}"
+
+
+def partition_label(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+def process_recorder(app: BillingApplication) -> ProcessRecorder:
+    """The application's recorder, which also keeps tracking records."""
+    recorder = app.recorder
+    if not isinstance(recorder, ProcessRecorder):
+        raise TypeError(f"{type(recorder).__name__} keeps no tracking records; "
+                        "the Kafka consumer needs a process recorder")
+    return recorder
+
+
+def stored_positions(app: BillingApplication, tps: Sequence[TopicPartition]) -> dict[
+        TopicPartition, int | None]:
+    """The offset of the last record applied from each partition (None: none yet)."""
+    recorder = process_recorder(app)
+    return {tp: recorder.max_tracking_id(tracking_name(tp)) for tp in tps}
+
+
+class Stopped(Exception):
+    """A stop was asked for (SIGTERM) while waiting."""
+
+
+class Patience:
+    """Runs a step that needs the database or Kafka, through their outages.
+
+    A transient failure is retried after a pause that doubles up to `longest`, and each retry
+    says what it is waiting for; a stop request ends the wait with Stopped.
+    """
+
+    def __init__(self, say: Say, stop: threading.Event, first: float = 0.5,
+                 longest: float = 15.0) -> None:
+        self.say = say
+        self.stop = stop
+        self.first = first
+        self.longest = longest
+
+    def call(self, what: str, step: Callable[[], T], transient: tuple[type[Exception], ...]) -> T:
+        pause, failures = self.first, 0
+        while True:
+            try:
+                result = step()
+            except transient as error:
+                failures += 1
+                self.say(f"waiting for {what}: {_first_line(error)}; "
+                         f"retry {failures} in {pause:.1f}s")
+                self.wait(pause)
+                pause = min(pause * 2, self.longest)
+                continue
+            if failures:
+                self.say(f"{what} is back (after {failures} retries)")
+            return result
+
+    def wait(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopped
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH,
+                     client_id: str = "billcycle-consume") -> Any:
+    """A consumer of the inbound topics, tuned for large batches; positions come from the DB."""
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=group,
+        enable_auto_commit=False,  # positions live in the database, with the events
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        partition_assignment_strategy=(CooperativeStickyAssignor,),
+        max_poll_records=batch_size,
+        # Big fetches: a partition's next batch is usually buffered while this one is applied.
+        fetch_min_bytes=64 * 1024,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        # A database outage stops polling; stay in the group through a long one.
+        max_poll_interval_ms=15 * 60 * 1000,
+        session_timeout_ms=15000,
+        heartbeat_interval_ms=3000,
+        reconnect_backoff_max_ms=5000,
+    )
+
+
+@dataclass
+class ConsumeStats:
+    records: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, records: int, report: IngestReport) -> None:
+        self.records += records
+        self.accepted += report.accepted
+        self.duplicates += report.duplicates
+        self.rejected += len(report.rejected)
+        self.batches += 1
+
+    def rate(self) -> float:
+        return self.records / max(time.monotonic() - self.started, 1e-9)
+
+
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes assignment changes for the polling thread, and holds new partitions paused.
+
+    The listener runs on the client's IO thread, where blocking on the database would stall
+    heartbeats; the polling thread reads the stored positions and seeks (see `_settle`).
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.lock = threading.Lock()
+        self.changes: list[tuple[bool, set[TopicPartition]]] = []
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.consumer.pause(*assigned)  # nothing is fetched before the seek to the stored position
+        with self.lock:
+            self.changes.append((True, set(assigned)))
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        with self.lock:
+            self.changes.append((False, set(revoked)))
+
+    def take(self) -> list[tuple[bool, set[TopicPartition]]]:
+        with self.lock:
+            changes, self.changes = self.changes, []
+        return changes
+
+
+class KafkaIngest:
+    """Consumes the inbound topics into the billing application until caught up or stopped."""
+
+    def __init__(
+        self,
+        app: BillingApplication,
+        consumer: Any,
+        topics: Topics,
+        deadletters: DeadLetterTopic,
+        patience: Patience,
+        *,
+        store: str = "the database",
+        kafka: str = "Kafka",
+        batch_size: int = DEFAULT_BATCH,
+        report_every: float = 5.0,
+    ) -> None:
+        self.app = app
+        self.pipeline = IngestPipeline(app)
+        self.consumer = consumer
+        self.topics = topics
+        self.deadletters = deadletters
+        self.patience = patience
+        self.say = patience.say
+        self.store = store
+        self.kafka = kafka
+        self.batch_size = batch_size
+        self.report_every = report_every
+        self.stats = ConsumeStats()
+        self.rebalances = _Rebalances(consumer)
+        # Per owned partition: the next offset to apply (stored position + 1) ...
+        self.positions: dict[TopicPartition, int] = {}
+        # ... and its end offset when it was assigned, for --until-caught-up.
+        self.ends: dict[TopicPartition, int] = {}
+        self._reported = (time.monotonic(), 0)
+
+    def run(self, until_caught_up: bool = False) -> ConsumeStats:
+        """Consume until every assigned partition reaches its end offset, or until stopped."""
+        self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
+        try:
+            while not self.patience.stop.is_set():
+                batches = self.patience.call(self.kafka, self._poll, KAFKA_DOWN)
+                self._settle()
+                for tp, records in batches.items():
+                    self._consume(tp, records)
+                self._report()
+                if until_caught_up and self._caught_up():
+                    break
+        except Stopped:
+            pass
+        self._report(force=True)
+        return self.stats
+
+    def lag(self) -> dict[str, int]:
+        """Records not yet applied, per owned partition, as far as the last fetch knows."""
+        lag = {}
+        for tp, position in self.positions.items():
+            end = self.consumer.highwater(tp) if tp in self.consumer.assignment() else None
+            end = max(end or 0, self.ends.get(tp, 0))
+            lag[partition_label(tp)] = max(end - position, 0)
+        return lag
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _poll(self) -> dict[TopicPartition, list[Any]]:
+        return cast(dict[TopicPartition, list[Any]], self.consumer.poll(timeout_ms=500))
+
+    def _settle(self) -> None:
+        """Apply the assignment changes of the last poll: forget revoked partitions, seek new
+        ones to their stored positions, note their end offsets, and let them flow."""
+        added: set[TopicPartition] = set()
+        for assigned, tps in self.rebalances.take():
+            if assigned:
+                added |= tps
+            else:
+                added -= tps
+                for tp in tps:
+                    self.positions.pop(tp, None)
+                    self.ends.pop(tp, None)
+        added &= self.consumer.assignment()
+        if not added:
+            return
+        ordered = sorted(added)
+        stored = self.patience.call(
+            self.store, lambda: stored_positions(self.app, ordered), DATABASE_DOWN)
+        for tp in ordered:
+            offset = stored[tp]
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+                self.positions[tp] = 0
+            else:
+                self.consumer.seek(tp, offset + 1)
+                self.positions[tp] = offset + 1
+        self.deadletters.recover(stored)
+        self.ends.update(self.patience.call(
+            self.kafka, lambda: self.consumer.end_offsets(ordered), KAFKA_DOWN))
+        self.consumer.resume(*ordered)
+        self.say("assigned " + ", ".join(
+            f"{partition_label(tp)} from offset {self.positions[tp]}" for tp in ordered))
+
+    def _consume(self, tp: TopicPartition, records: list[Any]) -> None:
+        start = self.positions.get(tp)
+        if start is None:  # revoked since the fetch
+            return
+        fresh = [r for r in records if r.offset >= start]
+        for i in range(0, len(fresh), self.batch_size):
+            self._apply(tp, fresh[i:i + self.batch_size])
+
+    def _apply(self, tp: TopicPartition, records: list[Any]) -> None:
+        """One transaction: the records' effects and the partition's new position."""
+        source = f"{KAFKA_SOURCE_PREFIX}{partition_label(tp)}"
+        last = records[-1].offset
+        tracking = Tracking(tracking_name(tp), last)
+        while True:
+            origins = [
+                Origin(source, f"{OFFSET_PREFIX}{r.offset}", b"" if r.value is None else r.value)
+                for r in records
+            ]
+            try:
+                report = self.pipeline.process(origins, tracking)
+                break
+            except DATABASE_DOWN as error:
+                self.say(f"waiting for {self.store}: {_first_line(error)}")
+                self.patience.wait(self.patience.first)
+            except (IntegrityError, ConcurrentUpdate) as error:
+                # Someone else moved this partition on (a previous owner, or our own commit
+                # whose acknowledgement was lost): apply only what is still missing.
+                self.say(f"{partition_label(tp)}: {_first_line(error)}; rereading its position")
+            stored = self.patience.call(
+                self.store, lambda: stored_positions(self.app, [tp])[tp], DATABASE_DOWN)
+            if stored is not None:
+                records = [r for r in records if r.offset > stored]
+                if tp in self.positions:
+                    self.positions[tp] = max(self.positions[tp], stored + 1)
+            if not records:
+                return
+        self.positions[tp] = last + 1
+        self.stats.add(len(records), report)
+        if report.rejected:
+            keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records}
+            self.deadletters.publish(tp, report.rejected, keys, settled_through=last)
+
+    def _caught_up(self) -> bool:
+        if self.consumer.group_metadata().state != MemberState.STABLE:
+            return False
+        for tp in self.consumer.assignment():
+            if tp not in self.ends:
+                return False  # assigned, not yet sought
+            if self.consumer.position(tp) < self.ends[tp]:
+                return False
+        return True
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        since, records_then = self._reported
+        if not force and now - since < self.report_every:
+            return
+        self._reported = (now, self.stats.records)
+        s = self.stats
+        rate = (s.records - records_then) / max(now - since, 1e-3)
+        lag = self.lag()
+        busiest = sorted(lag.items(), key=lambda kv: -kv[1])[:4]
+        lag_text = ", ".join(f"{name} {n:,}" for name, n in busiest if n)
+        self.say(
+            f"consumed {s.records:,} records ({rate:,.0f}/s"
+            f" lately): {s.accepted:,} accepted, {s.duplicates:,} duplicates, "
+            f"{s.rejected:,} rejected; lag {sum(lag.values()):,}"
+            + (f" ({lag_text})" if lag_text else "")
+        )
+
+
+
+# --- what a billing run records of its input ----------------------------------------------------
+
+def input_manifest(
+    app: BillingApplication, bootstrap: str, topics: Topics, timeout: float = 10.0
+) -> dict[str, Any]:
+    """A billing run's record of its Kafka input: the stored position of every inbound
+    partition, the end offsets at the run's start, and warnings about input not yet consumed.
+    """
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="billcycle-run-manifest",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            allow_auto_create_topics=False,
+            bootstrap_timeout_ms=int(timeout * 1000),
+            request_timeout_ms=int(timeout * 1000) + 1000,
+        )
+    except KafkaError as error:
+        return {"input_positions": {}, "kafka_end_offsets": {}, "warnings": [
+            f"Kafka at {bootstrap} did not answer ({_first_line(error)}); this run's input "
+            "positions are not recorded and input still waiting in Kafka is not checked"]}
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics.inbound
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        stored = stored_positions(app, tps)
+        ends = consumer.end_offsets(tps, timeout_ms=int(timeout * 1000)) if tps else {}
+        begins = consumer.beginning_offsets(tps, timeout_ms=int(timeout * 1000)) if tps else {}
+        warnings = []
+        for tp in tps:
+            after = stored[tp]
+            start = begins[tp] if after is None else max(after + 1, begins[tp])
+            waiting = ends[tp] - start
+            if waiting > 0 and _has_records(consumer, tp, start, ends[tp], timeout):
+                warnings.append(
+                    f"{partition_label(tp)}: up to {waiting:,} record{'s' if waiting > 1 else ''}"
+                    " not yet "
+                    f"consumed (stored position {after}, end offset {ends[tp]}); "
+                    f"{'usage' if tp.topic == topics.usage else 'input'} still waiting to be "
+                    "consumed is not billed by this run (billcycle consume --until-caught-up)")
+        return {
+            "input_positions": {tracking_name(tp): stored[tp] for tp in tps},
+            "kafka_end_offsets": {tracking_name(tp): ends[tp] for tp in tps},
+            "warnings": warnings,
+        }
+    except KafkaError as error:
+        return {"input_positions": {}, "kafka_end_offsets": {}, "warnings": [
+            f"Kafka at {bootstrap}: {_first_line(error)}; this run's input positions are "
+            "not recorded and input still waiting in Kafka is not checked"]}
+    finally:
+        consumer.close()
+
+
+def _has_records(consumer: Any, tp: TopicPartition, start: int, end: int,
+                 timeout: float) -> bool:
+    """Whether offsets start..end-1 hold a committed record, not only transaction markers."""
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and consumer.position(tp) < end:
+        if any(r.offset < end for r in consumer.poll(timeout_ms=200, max_records=1).get(tp, [])):
+            return True
+    return bool(consumer.position(tp) < end)  # unread at the deadline: assume records wait

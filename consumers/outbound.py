@@ -1,0 +1,282 @@
+"""The outbound messages: invoice events on `billing.invoices` and rejected input on
+`billing.deadletter`, one pydantic model each; consumers/schemas/ carries their JSON Schemas.
+
+Every message on `billing.invoices` names the stored event it comes from (`event_id`, also a
+record header) and that event's position in billcycle's event log (`log_position`), so a
+consumer can drop a message it has already seen. Fields may be added later: consumers should
+ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from eventsourcing.domain import Aggregate
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, WithJsonSchema
+
+from domain.collections import Collection
+from domain.invoice import Invoice
+from domain.invoice_lines import LineKind
+from domain.money import format_money
+from infra.views import invoice_view
+
+# How the Kafka source names a record's origin (domain.commands.Origin): "kafka:<topic>/<p>"
+# at "offset <n>".
+KAFKA_SOURCE_PREFIX = "kafka:"
+OFFSET_PREFIX = "offset "
+
+_DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+Amount = Annotated[
+    Decimal,
+    # Plain notation always: str(Decimal) writes small quantities as "1E-7".
+    PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": _DECIMAL_PATTERN, "examples": ["1005.00"]}),
+]
+"""A decimal as a JSON string, plain notation, negative for credits: "-12.50"."""
+
+
+class OutboundMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class InvoiceEvent(OutboundMessage):
+    """Fields of every message on billing.invoices."""
+
+    type: str = Field(description="The message kind.")
+    event_id: str = Field(
+        description="<aggregate id>:<version> of the stored event: unique; dedupe on it. "
+        "Also the record header event_id."
+    )
+    log_position: int = Field(
+        ge=1,
+        description="The event's position in billcycle's event log; increases along each "
+        "partition. Also the record header log_position.",
+    )
+    occurred_at: datetime = Field(description="When billcycle recorded the event (UTC).")
+
+
+class Line(OutboundMessage):
+    component_id: str
+    kind: LineKind
+    description: str
+    quantity: Amount
+    unit_amount: Amount | None = None
+    amount: Amount
+    period_start: date
+    period_end: date = Field(description="Exclusive: the line covers [period_start, period_end).")
+
+
+class InvoiceDocument(InvoiceEvent):
+    """An issued invoice, as `billcycle invoices --json` shows it."""
+
+    invoice_id: str
+    number: str = Field(description="INV-000001, INV-000002, ... gapless in issue order.")
+    document_type: Literal["invoice", "credit_note"]
+    batch_id: str
+    contract_id: str
+    customer_id: str = Field(description="Also the record key.")
+    currency: str
+    issue_date: date
+    due_date: date
+    total: Amount
+    subtotals: dict[str, Amount] = Field(description="Per line kind.")
+    lines: list[Line]
+
+
+class InvoiceIssued(InvoiceDocument):
+    """An invoice was issued (total >= 0)."""
+
+    type: Literal["invoice.issued"]
+    document_type: Literal["invoice"]
+
+
+class CreditNoteIssued(InvoiceDocument):
+    """A credit note was issued: an invoice whose total is negative."""
+
+    type: Literal["credit_note.issued"]
+    document_type: Literal["credit_note"]
+
+
+class PaymentApplied(InvoiceEvent):
+    """A payment was applied to an invoice; paid and balance are the invoice's after it."""
+
+    type: Literal["payment.applied"]
+    invoice_id: str
+    number: str
+    contract_id: str
+    customer_id: str = Field(description="Also the record key.")
+    currency: str
+    payment_id: str = Field(description="The id of the payment.received message.")
+    amount: Amount
+    received_at: datetime
+    paid: Amount
+    balance: Amount
+
+
+class CollectionEvent(InvoiceEvent):
+    """Fields of every collection (dunning) message."""
+
+    invoice_number: str
+    customer_id: str = Field(description="Also the record key.")
+    contract_id: str
+    currency: str
+    outstanding: Amount = Field(description="What is still unpaid of the invoice after the event.")
+
+
+class CollectionStep(OutboundMessage):
+    step: str = Field(description="<kind>+<days after the due date>, e.g. reminder+7.")
+    kind: Literal["reminder", "final_notice"]
+    due_on: date
+
+
+class CollectionStarted(CollectionEvent):
+    """An issued invoice's collection started, with its schedule of actions."""
+
+    type: Literal["collection.started"]
+    amount: Amount
+    due_date: date
+    steps: list[CollectionStep]
+
+
+class CollectionActionRecorded(CollectionEvent):
+    """A reminder or final notice of a collection was sent."""
+
+    type: Literal["collection.action_recorded"]
+    step: str
+    kind: Literal["reminder", "final_notice"]
+    due_on: date
+    recorded_on: date
+
+
+class CollectionEnded(CollectionEvent):
+    """A collection ended: the invoice was paid."""
+
+    type: Literal["collection.ended"]
+    reason: str
+    payment_id: str
+    received_at: datetime
+
+
+InvoiceMessage = Annotated[
+    InvoiceIssued
+    | CreditNoteIssued
+    | PaymentApplied
+    | CollectionStarted
+    | CollectionActionRecorded
+    | CollectionEnded,
+    Field(discriminator="type"),
+]
+"""Any message on billing.invoices, told apart by its "type"."""
+
+_INVOICE_MESSAGE: TypeAdapter[InvoiceMessage] = TypeAdapter(InvoiceMessage)
+
+
+def parse_invoice_message(raw: bytes | str) -> InvoiceMessage:
+    """A message read back from billing.invoices (ValidationError if it is not one)."""
+    return _INVOICE_MESSAGE.validate_json(raw)
+
+
+class DeadLetter(OutboundMessage):
+    """Input that was rejected, with where it came from and why; `raw` holds its bytes."""
+
+    type: Literal["deadletter"]
+    source_topic: str
+    source_partition: int
+    source_offset: int = Field(description="Dedupe on (source_topic, source_partition, "
+                               "source_offset): the topic is at least once.")
+    message_id: str | None = Field(description="The message's id, when it could be read.")
+    reason: str = Field(description="Why it was rejected and what to do about it.")
+    raw: str = Field(description="The original bytes: as text when they are UTF-8, "
+                     "else base64 (see raw_encoding).")
+    raw_encoding: Literal["utf-8", "base64"]
+
+
+def event_id(originator_id: object, version: int) -> str:
+    return f"{originator_id}:{version}"
+
+
+def invoice_issued(
+    invoice: Invoice, log_position: int, occurred_at: datetime
+) -> InvoiceIssued | CreditNoteIssued:
+    """The message announcing a freshly issued invoice (the aggregate at version 1)."""
+    head = _head(invoice, log_position, occurred_at)
+    view = {**invoice_view(invoice), **head}
+    if invoice.document_type == "credit_note":
+        return CreditNoteIssued.model_validate({**view, "type": "credit_note.issued"})
+    return InvoiceIssued.model_validate({**view, "type": "invoice.issued"})
+
+
+def payment_applied(
+    invoice: Invoice, payment_id: str, received_at: datetime, log_position: int,
+    occurred_at: datetime,
+) -> PaymentApplied:
+    """The message for a payment, from the invoice as it stands just after the payment."""
+    cur = invoice.currency
+    return PaymentApplied(
+        type="payment.applied",
+        **_head(invoice, log_position, occurred_at),
+        invoice_id=str(invoice.id),
+        number=invoice.number,
+        contract_id=invoice.contract_id,
+        customer_id=invoice.customer_id,
+        currency=cur,
+        payment_id=payment_id,
+        amount=invoice.payments[payment_id],
+        received_at=received_at,
+        paid=Decimal(format_money(invoice.paid, cur)),
+        balance=Decimal(format_money(invoice.balance, cur)),
+    )
+
+
+def collection_message(
+    collection: Collection, event: Any, log_position: int
+) -> CollectionStarted | CollectionActionRecorded | CollectionEnded:
+    """The message for a collection event, from the collection as it stands just after it."""
+    head = {
+        **_head(collection, log_position, event.timestamp),
+        "invoice_number": collection.invoice_number,
+        "customer_id": collection.customer_id,
+        "contract_id": collection.contract_id,
+        "currency": collection.currency,
+        "outstanding": collection.outstanding,
+    }
+    kind = type(event).__name__
+    if kind == "Started":
+        return CollectionStarted.model_validate({
+            "type": "collection.started", **head, "amount": collection.amount,
+            "due_date": collection.due_date, "steps": collection.steps})
+    if kind == "ActionRecorded":
+        return CollectionActionRecorded(
+            type="collection.action_recorded", **head, step=event.step, kind=event.kind,
+            due_on=event.due_on, recorded_on=event.recorded_on)
+    if kind == "Ended":
+        return CollectionEnded(type="collection.ended", **head, reason=event.reason,
+                               payment_id=event.payment_id, received_at=event.received_at)
+    raise TypeError(f"no outbound message for Collection.{kind}")
+
+
+def _head(aggregate: Aggregate, log_position: int, occurred_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id(aggregate.id, aggregate.version),
+        "log_position": log_position,
+        "occurred_at": occurred_at,
+    }
+
+
+def dead_letter(entry: dict[str, Any]) -> DeadLetter:
+    """The message for a dead letter as the store keeps it (domain.application's record)."""
+    source, at = entry["source"], entry["at"]
+    topic, _, partition = source.removeprefix(KAFKA_SOURCE_PREFIX).rpartition("/")
+    return DeadLetter(
+        type="deadletter",
+        source_topic=topic,
+        source_partition=int(partition),
+        source_offset=int(at.removeprefix(OFFSET_PREFIX)),
+        message_id=entry["message_id"],
+        reason=entry["reason"],
+        raw=entry["raw"],
+        raw_encoding=entry["raw_encoding"],
+    )

@@ -1,0 +1,169 @@
+"""Outbound messages: invoice events become schema-valid messages, published in log order, each
+once, resuming after what the topic holds (a fake transactional producer stands in for Kafka).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from kafka.errors import KafkaTimeoutError
+
+from consumers.kafka_source import Patience
+from consumers.outbound import dead_letter, parse_invoice_message
+from consumers.publisher import InvoicePublisher
+from consumers.schemas import SCHEMA_DIR
+from domain.application import BillingApplication, dead_letter_record
+from domain.collections import Collection, CollectionPolicy
+from domain.commands import Origin, Rejected
+from domain.invoice import Invoice
+from infra.store.url import store_env
+
+DUE = date(2026, 12, 1)
+AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+
+
+def invoice(number: str, customer: str, total: str) -> Invoice:
+    amount = Decimal(total)
+    return Invoice(
+        number=number, batch_id="B-1", cycle_date=date(2026, 11, 1), contract_id=f"ct_{customer}",
+        customer_id=customer, currency="USD", issue_date=date(2026, 11, 1), due_date=DUE,
+        document_type="credit_note" if amount < 0 else "invoice",
+        lines=[{"component_id": "platform", "kind": "subscription", "description": "platform",
+                "quantity": "0.0000001", "unit_amount": None, "amount": total,
+                "period_start": "2026-11-01", "period_end": "2026-12-01", "basis": {}}],
+        subtotals={"subscription": amount}, total=amount, contract_version=1,
+    )
+
+
+@pytest.fixture
+def app() -> Iterator[BillingApplication]:
+    application = BillingApplication(env=store_env("sqlite:///:memory:"))
+    yield application
+    application.close()
+
+
+class FakeProducer:
+    """Records committed transactions; `fail_on_commit` makes the next commit fail."""
+
+    def __init__(self, topic: list[tuple[bytes, bytes, dict[str, bytes]]]) -> None:
+        self.topic = topic
+        self.pending: list[tuple[bytes, bytes, dict[str, bytes]]] = []
+        self.fail_on_commit = False
+
+    def init_transactions(self) -> None:
+        self.pending = []
+
+    def begin_transaction(self) -> None:
+        self.pending = []
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.pending.append((key, value, dict(headers)))
+
+    def commit_transaction(self) -> None:
+        if self.fail_on_commit:
+            self.fail_on_commit = False
+            raise KafkaTimeoutError("commit timed out")
+        self.topic.extend(self.pending)
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def publisher(app: BillingApplication, topic: list[Any], producers: list[FakeProducer],
+              page_size: int = 2) -> InvoicePublisher:
+    def make() -> FakeProducer:
+        producers.append(FakeProducer(topic))
+        return producers[-1]
+
+    def resume() -> int:
+        return max((int(h["log_position"]) for _, _, h in topic), default=0)
+
+    patience = Patience(lambda _: None, threading.Event(), first=0.0)
+    return InvoicePublisher(app, make, resume, "billing.invoices", patience, page_size=page_size)
+
+
+def validate(name: str, value: bytes) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(value)
+    schema = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+    Draft202012Validator(schema, format_checker=FormatChecker()).validate(document)
+    return document
+
+
+def test_invoice_events_are_published_in_log_order_keyed_by_customer_and_valid(
+    app: BillingApplication,
+) -> None:
+    first, credit = invoice("INV-000001", "cus_1", "105.50"), invoice("INV-000002", "cus_2", "-5")
+    collection = Collection(invoice_number="INV-000001", customer_id="cus_1",
+                            contract_id="ct_cus_1", currency="USD", amount=Decimal("105.50"),
+                            due_date=DUE, steps=CollectionPolicy().schedule(DUE))
+    app.save(first, credit, collection)
+    first.apply_payment("pay-1", Decimal("105.50"), "USD", AT)
+    collection.record_action("reminder+7", date(2026, 12, 8))
+    collection.note_payment("pay-1", Decimal("105.50"), AT)
+    app.save(first, collection)
+    topic: list[Any] = []
+
+    stats = publisher(app, topic, []).run(until_caught_up=True)
+
+    kinds = [json.loads(v)["type"] for _, v, _ in topic]
+    assert kinds == ["invoice.issued", "credit_note.issued", "collection.started",
+                     "payment.applied", "collection.action_recorded", "collection.ended"]
+    assert stats.published == 6
+    positions = [int(h["log_position"]) for _, _, h in topic]
+    assert positions == sorted(positions)
+    for key, value, headers in topic:
+        document = validate(json.loads(value)["type"], value)
+        validate("invoice-event", value)
+        assert key.decode() == document["customer_id"]
+        assert headers["event_id"].decode() == document["event_id"]
+        assert parse_invoice_message(value).log_position == int(headers["log_position"])
+    issued = json.loads(topic[0][1])
+    assert issued["event_id"] == f"{first.id}:1"
+    assert issued["total"] == "105.50" and issued["lines"][0]["quantity"] == "0.0000001"
+    paid = json.loads(topic[3][1])
+    assert (paid["amount"], paid["paid"], paid["balance"]) == ("105.50", "105.50", "0.00")
+    assert json.loads(topic[5][1])["outstanding"] == "0.00"
+
+
+def test_a_failed_commit_starts_over_from_what_the_topic_holds(app: BillingApplication) -> None:
+    app.save(*(invoice(f"INV-00000{n}", f"cus_{n}", "10") for n in range(1, 6)))
+    topic: list[Any] = []
+    producers: list[FakeProducer] = []
+    relay = publisher(app, topic, producers, page_size=2)
+    original_start = relay._start
+
+    def start_failing_once() -> int:
+        position = original_start()
+        if len(producers) == 1:
+            producers[0].fail_on_commit = True  # the first transaction is lost
+        return position
+
+    relay._start = start_failing_once  # type: ignore[method-assign]
+
+    relay.run(until_caught_up=True)
+
+    numbers = [json.loads(v)["number"] for _, v, _ in topic]
+    assert numbers == [f"INV-00000{n}" for n in range(1, 6)]
+    assert len(producers) == 2  # a new producer (fencing the old one) after the failure
+
+    publisher(app, topic, []).run(until_caught_up=True)  # restarted: nothing new to send
+    assert len(topic) == 5
+
+
+def test_a_dead_letter_carries_the_source_position_and_the_original_bytes() -> None:
+    rejected = Rejected(Origin("kafka:billing.usage/2", "offset 41", b"\xff not json"),
+                        "not UTF-8", None)
+
+    letter = dead_letter(dead_letter_record(rejected))
+
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+        "billing.usage", 2, 41)
+    assert letter.raw_encoding == "base64"
+    validate("deadletter", letter.model_dump_json().encode())
