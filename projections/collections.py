@@ -1,0 +1,214 @@
+"""Collections: the process that starts and ends collection schedules, and their view.
+
+The process follows the log like a projection, but what it makes is events: an invoice issued
+for more than zero starts a `Collection` (domain/collections.py) with the schedule of the
+policy in force; each payment on the invoice is noted on it, and the payment that settles it
+ends it. The new events are saved with the process's tracking in one transaction, in the
+billing application's own log, where downstream consumers find them next to the invoice
+events. The view then follows those Collection events like any other projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
+
+from domain.application import BillingApplication
+from domain.collections import Collection, CollectionPolicy, collection_id
+from domain.invoice import Invoice
+from domain.money import ZERO, format_money
+from projections.persistence import Changes, Select, Table
+from projections.projection import (
+    Positioned,
+    ViewProjection,
+    event_class,
+    from_minor,
+    to_minor,
+    topics,
+)
+
+ISSUED = event_class(Invoice, "InvoiceIssued")
+PAID = event_class(Invoice, "PaymentApplied")
+STARTED = event_class(Collection, "Started")
+NOTED = event_class(Collection, "PaymentNoted")
+ENDED = event_class(Collection, "Ended")
+RECORDED = event_class(Collection, "ActionRecorded")
+
+
+class CollectionsProcess:
+    """Invoice events in, Collection events out: tracked in the application's own recorder."""
+
+    name = "collections-process"
+    topics = topics(ISSUED, PAID)
+
+    def __init__(self, app: BillingApplication, policy: CollectionPolicy) -> None:
+        self.app = app
+        self.policy = policy
+        # The position of this process in the log it follows (which is also the log it
+        # writes to), kept in the application's tracking table under a name of its own.
+        self.tracking_name = f"{app.name}:collections"
+
+    def position(self) -> int:
+        recorder = cast(ProcessRecorder, self.app.recorder)
+        return recorder.max_tracking_id(self.tracking_name) or 0
+
+    def process(self, events: Sequence[Positioned], tracking: Tracking, after: int) -> None:
+        touched: dict[UUID, Collection] = {}
+        numbers = self._numbers(events)
+        for event, _ in events:
+            if isinstance(event, ISSUED):
+                if event.document_type == "invoice" and event.total > ZERO:
+                    c = Collection(
+                        invoice_number=event.number, customer_id=event.customer_id,
+                        contract_id=event.contract_id, currency=event.currency,
+                        amount=event.total, due_date=event.due_date,
+                        steps=self.policy.schedule(event.due_date),
+                    )
+                    touched[c.id] = c
+            else:
+                cid = collection_id(numbers[event.originator_id])
+                found = touched.get(cid) or self.app.get_or_none(cid, Collection)
+                if found is not None:  # credit notes and zero invoices have no collection
+                    found.note_payment(event.payment_id, event.amount, event.received_at)
+                    touched[cid] = found
+        aggregates: list[Aggregate] = list(touched.values())
+        self.app.save_tracked(
+            *aggregates, tracking=Tracking(self.tracking_name, tracking.notification_id))
+
+    def _numbers(self, events: Sequence[Positioned]) -> dict[UUID, str]:
+        """Invoice numbers by invoice id for the payments: issued in the batch or before."""
+        numbers = {e.originator_id: e.number for e, _ in events if isinstance(e, ISSUED)}
+        wanted = [e.originator_id for e, _ in events
+                  if isinstance(e, PAID) and e.originator_id not in numbers]
+        for invoice_id, stored in self.app.store.first_versions(wanted).items():
+            issued: Any = self.app.mapper.to_domain_event(stored)
+            numbers[invoice_id] = issued.number
+        return numbers
+
+
+COLLECTIONS = Table(
+    "collections",
+    (("number", "TEXT"), ("collection_id", "TEXT"), ("customer_id", "TEXT"),
+     ("contract_id", "TEXT"), ("currency", "TEXT"), ("amount", "BIGINT"), ("paid", "BIGINT"),
+     ("due_date", "TEXT"), ("status", "TEXT"), ("ended_reason", "TEXT"),
+     ("ended_at", "TEXT"), ("position", "BIGINT")),
+    key=("number",),
+    indexes=(("collection_id",),),
+)
+STEPS = Table(
+    "collection_steps",
+    (("number", "TEXT"), ("step", "TEXT"), ("kind", "TEXT"), ("due_on", "TEXT"),
+     ("recorded_on", "TEXT")),
+    key=("number", "step"),
+    indexes=(("due_on",),),
+)
+
+
+class CollectionsProjection(ViewProjection):
+    name = "collections"
+    topics = topics(STARTED, NOTED, ENDED, RECORDED)
+    tables = (COLLECTIONS, STEPS)
+
+    def changes(self, events: Sequence[Positioned]) -> Changes:
+        changes = Changes()
+        rows = self._rows(events)
+        for event, position in events:
+            cid = str(event.originator_id)
+            if isinstance(event, STARTED):
+                rows[cid] = [event.invoice_number, cid, event.customer_id, event.contract_id,
+                             event.currency, to_minor(event.amount, event.currency), 0,
+                             event.due_date.isoformat(), "open", None, None, position]
+                for s in event.steps:
+                    changes.upsert(STEPS, (event.invoice_number, s["step"], s["kind"],
+                                           s["due_on"], None))
+                continue
+            row = rows[cid]
+            row[11] = position
+            if isinstance(event, NOTED):
+                row[6] += to_minor(event.amount, row[4])
+            elif isinstance(event, ENDED):
+                row[8:11] = ["ended", event.reason, event.received_at.isoformat()]
+            elif isinstance(event, RECORDED):
+                changes.upsert(STEPS, (row[0], event.step, event.kind, event.due_on,
+                                       event.recorded_on.isoformat()))
+        for row in rows.values():
+            changes.upsert(COLLECTIONS, tuple(row))
+        return changes
+
+    def _rows(self, events: Sequence[Positioned]) -> dict[str, list[Any]]:
+        started = {str(e.originator_id) for e, _ in events if isinstance(e, STARTED)}
+        wanted = sorted({str(e.originator_id) for e, _ in events} - started)
+        if not wanted:
+            return {}
+        marks = ", ".join("?" for _ in wanted)
+        found = self.view.select(f"SELECT * FROM collections WHERE collection_id IN ({marks})",
+                                 wanted)
+        return {row[1]: list(row) for row in found}
+
+
+# --- reading and recording -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueAction:
+    number: str
+    customer_id: str
+    contract_id: str
+    currency: str
+    outstanding: int  # minor units
+    due_date: str
+    step: str
+    kind: str
+    due_on: str
+
+    def to_json(self, as_of: date) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "outstanding": format_money(from_minor(self.outstanding, self.currency),
+                                        self.currency),
+            "days_overdue": (as_of - date.fromisoformat(self.due_date)).days,
+        }
+
+
+def due_actions(select: Select, as_of: date) -> list[DueAction]:
+    """Actions of open collections whose day has come by `as_of` and that were not sent."""
+    return [
+        DueAction(*row) for row in select(
+            "SELECT c.number, c.customer_id, c.contract_id, c.currency, c.amount - c.paid,"
+            " c.due_date, s.step, s.kind, s.due_on"
+            " FROM collection_steps s JOIN collections c ON c.number = s.number"
+            " WHERE c.status = 'open' AND s.recorded_on IS NULL AND s.due_on <= ?"
+            " ORDER BY s.due_on, c.number, s.step", (as_of.isoformat(),))
+    ]
+
+
+MAX_RECORD_ATTEMPTS = 10
+
+
+def record_actions(app: BillingApplication, actions: Sequence[DueAction], on: date) -> int:
+    """Record the actions as sent on `on`, once each; the number newly recorded."""
+    for _ in range(MAX_RECORD_ATTEMPTS):
+        touched: dict[UUID, Collection] = {}
+        for action in actions:
+            cid = collection_id(action.number)
+            c = touched.get(cid) or app.get_or_none(cid, Collection)
+            if c is not None:
+                c.record_action(action.step, on)
+                touched[cid] = c
+        pending = [c for c in touched.values() if c.pending_events]
+        recorded = sum(len(c.pending_events) for c in pending)
+        try:
+            app.save(*pending)
+        except IntegrityError:
+            continue  # a payment (or another recorder) changed one of them: load again
+        return recorded
+    raise IntegrityError(
+        f"recording {len(actions)} collection actions conflicted {MAX_RECORD_ATTEMPTS} times "
+        "with other writers; run it again"
+    )

@@ -1,0 +1,257 @@
+"""The accounts receivable subledger: the journal, open items per document, and AR aging.
+
+Follows Contract.Created (for the contract's timezone, in which a payment's date is read),
+Invoice.InvoiceIssued and Invoice.PaymentApplied. The accounting is domain/ledger.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from domain.calendar import local_date
+from domain.contract import Contract
+from domain.invoice import Invoice
+from domain.ledger import Document, JournalEntry, document_entries, payment_entry
+from domain.money import format_money, round_money
+from domain.recognition import schedule_for_line
+from projections.persistence import Changes, Select, Table
+from projections.projection import (
+    Positioned,
+    ViewProjection,
+    event_class,
+    from_minor,
+    to_minor,
+    topics,
+)
+
+CREATED = event_class(Contract, "Created")
+ISSUED = event_class(Invoice, "InvoiceIssued")
+PAID = event_class(Invoice, "PaymentApplied")
+
+CONTRACTS = Table(
+    "ledger_contracts",
+    (("contract_id", "TEXT"), ("customer_id", "TEXT"), ("timezone", "TEXT")),
+    key=("contract_id",),
+)
+DOCUMENTS = Table(
+    "ledger_documents",
+    (("number", "TEXT"), ("invoice_id", "TEXT"), ("document_type", "TEXT"),
+     ("contract_id", "TEXT"), ("customer_id", "TEXT"), ("currency", "TEXT"),
+     ("issue_date", "TEXT"), ("due_date", "TEXT"), ("total", "BIGINT"), ("applied", "BIGINT"),
+     ("position", "BIGINT")),
+    key=("number",),
+    indexes=(("invoice_id",), ("issue_date",)),
+)
+PAYMENTS = Table(
+    "ledger_payments",
+    (("number", "TEXT"), ("payment_id", "TEXT"), ("day", "TEXT"), ("currency", "TEXT"),
+     ("amount", "BIGINT"), ("applied", "BIGINT"), ("excess", "BIGINT"),
+     ("received_at", "TEXT"), ("position", "BIGINT")),
+    key=("number", "payment_id"),
+    indexes=(("day",),),
+)
+JOURNAL = Table(
+    "ledger_journal",
+    (("entry_id", "TEXT"), ("line", "INTEGER"), ("day", "TEXT"), ("kind", "TEXT"),
+     ("document", "TEXT"), ("customer_id", "TEXT"), ("currency", "TEXT"), ("account", "TEXT"),
+     ("amount", "BIGINT"), ("narration", "TEXT")),
+    key=("entry_id", "line"),
+    indexes=(("day",),),
+)
+
+
+def document_of(issued: Any) -> Document:
+    """The ledger's view of an ISSUED event."""
+    return Document(
+        number=issued.number,
+        document_type=issued.document_type,
+        customer_id=issued.customer_id,
+        contract_id=issued.contract_id,
+        currency=issued.currency,
+        issue_date=issued.issue_date,
+        due_date=issued.due_date,
+        schedules=tuple(
+            schedule_for_line(line, issued.currency, issued.issue_date) for line in issued.lines
+        ),
+    )
+
+
+@dataclass
+class _Open:
+    """A document as a payment needs it: who, when, and how much of it is settled."""
+
+    doc: Document
+    total: int
+    applied: int
+    position: int
+
+    def row(self, invoice_id: str) -> tuple[Any, ...]:
+        d = self.doc
+        return (d.number, invoice_id, d.document_type, d.contract_id, d.customer_id, d.currency,
+                d.issue_date.isoformat(), d.due_date.isoformat(), self.total, self.applied,
+                self.position)
+
+
+def _journal_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
+    return [
+        (entry.entry_id, i, entry.day.isoformat(), entry.kind.value, entry.document,
+         entry.customer_id, entry.currency, p.account.value, to_minor(p.amount, entry.currency),
+         entry.narration)
+        for i, p in enumerate(entry.postings)
+    ]
+
+
+class LedgerProjection(ViewProjection):
+    name = "ledger"
+    topics = topics(CREATED, ISSUED, PAID)
+    tables = (CONTRACTS, DOCUMENTS, PAYMENTS, JOURNAL)
+
+    def changes(self, events: Sequence[Positioned]) -> Changes:
+        changes = Changes()
+        docs, zones = self._load(events)
+        for event, position in events:
+            if isinstance(event, CREATED):
+                zones[event.contract_id] = event.timezone
+                changes.upsert(CONTRACTS, (event.contract_id, event.customer_id, event.timezone))
+            elif isinstance(event, ISSUED):
+                doc = document_of(event)
+                total = to_minor(doc.total, doc.currency)
+                docs[str(event.originator_id)] = state = _Open(doc, total, 0, position)
+                changes.upsert(DOCUMENTS, state.row(str(event.originator_id)))
+                for entry in document_entries(doc):
+                    for row in _journal_rows(entry):
+                        changes.insert(JOURNAL, row)
+            elif isinstance(event, PAID):
+                invoice_id = str(event.originator_id)
+                state = docs[invoice_id]
+                doc = state.doc
+                amount = round_money(event.amount, doc.currency)
+                day = local_date(event.received_at, zones.get(doc.contract_id, "UTC"))
+                posted = payment_entry(doc, event.payment_id, amount, day,
+                                       from_minor(state.total - state.applied, doc.currency))
+                applied = to_minor(posted.applied, doc.currency)
+                state.applied += applied
+                changes.upsert(DOCUMENTS, state.row(invoice_id))
+                changes.insert(PAYMENTS, (
+                    doc.number, event.payment_id, posted.entry.day.isoformat(), doc.currency,
+                    to_minor(amount, doc.currency), applied,
+                    to_minor(posted.excess, doc.currency), event.received_at.isoformat(),
+                    position,
+                ))
+                for row in _journal_rows(posted.entry):
+                    changes.insert(JOURNAL, row)
+        return changes
+
+    def _load(self, events: Sequence[Positioned]) -> tuple[dict[str, _Open], dict[str, str]]:
+        """The documents paid in this batch but issued before it, with their contracts' zones."""
+        issued = {str(e.originator_id) for e, _ in events if isinstance(e, ISSUED)}
+        wanted = sorted({str(e.originator_id) for e, _ in events
+                         if isinstance(e, PAID)} - issued)
+        docs: dict[str, _Open] = {}
+        zones: dict[str, str] = {}
+        if not wanted:
+            return docs, zones
+        marks = ", ".join("?" for _ in wanted)
+        with self.view.reading() as select:
+            rows = select(
+                "SELECT d.invoice_id, d.number, d.document_type, d.customer_id, d.contract_id,"
+                " d.currency, d.issue_date, d.due_date, d.total, d.applied, d.position,"
+                " c.timezone FROM ledger_documents d"
+                " LEFT JOIN ledger_contracts c ON c.contract_id = d.contract_id"
+                f" WHERE d.invoice_id IN ({marks})", wanted)
+        for (invoice_id, number, kind, customer, contract, currency, issued_on, due, total,
+             applied, position, zone) in rows:
+            doc = Document(number, kind, customer, contract, currency,
+                           date.fromisoformat(issued_on), date.fromisoformat(due), ())
+            docs[invoice_id] = _Open(doc, total, applied, position)
+            if zone is not None:
+                zones[contract] = zone
+        return docs, zones
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+AGING_BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+
+
+def aging_bucket(days_past_due: int) -> str:
+    if days_past_due <= 0:
+        return "current"
+    if days_past_due <= 30:
+        return "1-30"
+    if days_past_due <= 60:
+        return "31-60"
+    if days_past_due <= 90:
+        return "61-90"
+    return "90+"
+
+
+_OPEN_ITEMS = (
+    "SELECT d.number, d.document_type, d.customer_id, d.contract_id, d.currency,"
+    " d.issue_date, d.due_date, d.total,"
+    " d.total - CAST(COALESCE((SELECT SUM(p.applied) FROM ledger_payments p"
+    "  WHERE p.number = d.number AND p.day <= ?), 0) AS BIGINT) AS open"
+    " FROM ledger_documents d WHERE d.issue_date <= ? ORDER BY d.number"
+)
+
+
+@dataclass(frozen=True)
+class OpenItem:
+    number: str
+    document_type: str
+    customer_id: str
+    contract_id: str
+    currency: str
+    issue_date: str
+    due_date: str
+    total: int  # minor units
+    open: int  # minor units, at the end of the as-of day
+    days_past_due: int
+
+    @property
+    def bucket(self) -> str:
+        return aging_bucket(self.days_past_due)
+
+    def to_json(self) -> dict[str, Any]:
+        money = {k: format_money(from_minor(getattr(self, k), self.currency), self.currency)
+                 for k in ("total", "open")}
+        return {**self.__dict__, **money, "days_past_due": max(self.days_past_due, 0),
+                "bucket": self.bucket}
+
+
+def open_items(select: Select, as_of: date) -> list[OpenItem]:
+    """Documents issued by `as_of` with an amount still open at the end of that day."""
+    day = as_of.isoformat()
+    return [
+        OpenItem(number, kind, customer, contract, currency, issued, due, total, open_,
+                 (as_of - date.fromisoformat(due)).days)
+        for number, kind, customer, contract, currency, issued, due, total, open_
+        in select(_OPEN_ITEMS, (day, day)) if open_ != 0
+    ]
+
+
+def ar_aging(items: list[OpenItem]) -> dict[str, dict[str, str]]:
+    """Per currency, the open amounts by days past due, and their total."""
+    sums: dict[str, dict[str, int]] = {}
+    for item in items:
+        buckets = sums.setdefault(item.currency, dict.fromkeys((*AGING_BUCKETS, "total"), 0))
+        buckets[item.bucket] += item.open
+        buckets["total"] += item.open
+    return {
+        currency: {k: format_money(from_minor(v, currency), currency) for k, v in buckets.items()}
+        for currency, buckets in sorted(sums.items())
+    }
+
+
+def journal_rows(select: Select, as_of: date | None) -> list[tuple[Any, ...]]:
+    """Journal lines dated on or before `as_of` (all when None), entry by entry in date order."""
+    statement = ("SELECT entry_id, line, day, kind, document, customer_id, currency, account,"
+                 " amount, narration FROM ledger_journal")
+    params: tuple[str, ...] = ()
+    if as_of is not None:
+        statement += " WHERE day <= ?"
+        params = (as_of.isoformat(),)
+    return select(statement + " ORDER BY day, entry_id, line", params)

@@ -1,0 +1,147 @@
+"""Materialised views: tables written together with the view's tracking, in one transaction.
+
+A view is a library `TrackingRecorder` (as in the library's examples of projections into
+materialised views) that also owns some tables. Its SQLite and PostgreSQL variants
+(projections/sqlite.py, projections/postgres.py) differ only in how they talk to the
+database; the tables, the rows and the queries are the projection's (portable SQL with `?`
+placeholders, dates as ISO text, money as integer minor units).
+
+Each view has a tracking table of its own, `<view>_tracking`, holding the position in the
+billing application's log through which the tables are built. A write names the position
+it starts from; if another writer moved the view on meanwhile, the write is refused
+(`ViewConflict`) and nothing of it is kept.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A view table: columns (name, SQL type), primary key and secondary indexes."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def create_statements(self) -> list[str]:
+        columns = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        statements = [
+            f"CREATE TABLE IF NOT EXISTS {self.name} ({columns}, "
+            f"PRIMARY KEY ({', '.join(self.key)}))"
+        ]
+        statements.extend(
+            f"CREATE INDEX IF NOT EXISTS {self.name}_{'_'.join(index)}_idx "
+            f"ON {self.name} ({', '.join(index)})"
+            for index in self.indexes
+        )
+        return statements
+
+    def insert_statement(self) -> str:
+        marks = ", ".join("?" for _ in self.columns)
+        return f"INSERT INTO {self.name} ({', '.join(self.column_names)}) VALUES ({marks})"
+
+    def upsert_statement(self) -> str:
+        rest = [c for c in self.column_names if c not in self.key]
+        update = ", ".join(f"{c} = excluded.{c}" for c in rest)
+        action = f"DO UPDATE SET {update}" if rest else "DO NOTHING"
+        return f"{self.insert_statement()} ON CONFLICT ({', '.join(self.key)}) {action}"
+
+    def key_of(self, row: Row) -> Row:
+        names = self.column_names
+        return tuple(row[names.index(k)] for k in self.key)
+
+
+@dataclass
+class Changes:
+    """What one batch of events does to a view: new rows, and rows to insert or replace."""
+
+    inserts: dict[Table, list[Row]] = field(default_factory=dict)
+    upserts: dict[Table, dict[Row, Row]] = field(default_factory=dict)
+
+    def insert(self, table: Table, row: Row) -> None:
+        """A row that cannot exist yet (its key comes from an event never seen before)."""
+        self.inserts.setdefault(table, []).append(row)
+
+    def upsert(self, table: Table, row: Row) -> None:
+        """A row's latest state: the last upsert of a key in a batch is the one written."""
+        self.upserts.setdefault(table, {})[table.key_of(row)] = row
+
+    def is_empty(self) -> bool:
+        return not any(self.inserts.values()) and not any(self.upserts.values())
+
+
+class ViewConflict(Exception):
+    """Another writer moved the view on since this batch was read: read again, retry."""
+
+
+class Select(Protocol):
+    def __call__(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Rows of a query (portable SQL, `?` placeholders) as plain tuples."""
+
+
+class View(TrackingRecorder, ABC):
+    """A projection's tables and tracking, in the database of the event store."""
+
+    name: str
+    tables: tuple[Table, ...]
+    application_name: str  # the application whose log the view follows
+    tracking_table_exists: bool  # the library's tracking recorders keep these two
+    tracking_migration_previous: int | None
+
+    @property
+    def tracking_table(self) -> str:
+        return f"{self.name}_tracking"
+
+    @abstractmethod
+    def write(self, changes: Changes, tracking: Tracking, after: int) -> None:
+        """Apply the changes and move tracking from `after` to `tracking`, all or nothing."""
+
+    @abstractmethod
+    def reading(self) -> AbstractContextManager[Select]:
+        """A read transaction: every query in it sees the same state of the view."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the view's tables and tracking and create them empty."""
+
+    @abstractmethod
+    def create_table(self) -> None:
+        """Create the tables and the tracking table if missing."""
+
+    def recreate(self) -> None:
+        """Create the tables again after they were dropped."""
+        # Forget the dropped tracking table, or the library would take the new one for a
+        # legacy table to migrate (and rename it away).
+        self.tracking_table_exists = False
+        self.tracking_migration_previous = None
+        self.create_table()
+
+    def position(self) -> int:
+        """The log position through which the view is built (0: nothing yet)."""
+        return self.max_tracking_id(self.application_name) or 0
+
+    def select(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.reading() as select:
+            return select(statement, params)
+
+    def dump(self) -> Iterator[tuple[str, list[Row]]]:
+        """Every table's rows in key order: for comparing two builds of a view."""
+        with self.reading() as select:
+            for table in self.tables:
+                order = ", ".join(table.key)
+                yield table.name, select(f"SELECT * FROM {table.name} ORDER BY {order}")

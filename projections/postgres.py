@@ -1,0 +1,96 @@
+"""Views on PostgreSQL: the library's PostgreSQL tracking recorder, with the view's own tables.
+
+New rows go in with COPY, replaced rows with one pipelined upsert per row; the read side uses
+REPEATABLE READ so that a report's queries all see one state of the view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
+
+from projections.persistence import Changes, Row, Select, Table, View, ViewConflict
+
+
+def _pg(statement: str) -> str:
+    """Portable SQL with `?` placeholders in psycopg's `%s` style."""
+    return statement.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresView(PostgresTrackingRecorder, View):
+    """A view in the PostgreSQL database of the event store; tracking in `<name>_tracking`."""
+
+    def __init__(
+        self, datastore: PostgresDatastore, name: str, tables: tuple[Table, ...],
+        application_name: str,
+    ) -> None:
+        self.name = name
+        self.tables = tables
+        self.application_name = application_name
+        super().__init__(datastore, tracking_table_name=self.tracking_table)
+        schema, tracking = Identifier(datastore.schema), Identifier(self.tracking_table)
+        self.sql_create_statements.extend(
+            SQL(s).format() for table in tables for s in table.create_statements()
+        )
+        self._insert_start: Composed = SQL(
+            "INSERT INTO {0}.{1} VALUES (%s, 0) ON CONFLICT DO NOTHING"
+        ).format(schema, tracking)
+        self._lock_position: Composed = SQL(
+            "SELECT notification_id FROM {0}.{1} WHERE application_name = %s FOR UPDATE"
+        ).format(schema, tracking)
+        self.create_table()
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        super()._create_table(curs)
+        # A row from the start, so every write can lock it (see write()).
+        curs.execute(self._insert_start, (self.application_name,))
+
+    def write(self, changes: Changes, tracking: Tracking, after: int) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._lock_position, (self.application_name,))
+            row = curs.fetchone()
+            found = row["notification_id"] if row else 0
+            if found != after:
+                raise ViewConflict(f"view {self.name} is at {found}, not {after}")
+            for table, rows in changes.inserts.items():
+                _copy(curs, table, rows)
+            for table, keyed in changes.upserts.items():
+                curs.executemany(_pg(table.upsert_statement()), list(keyed.values()))
+            self._insert_tracking(curs, tracking)
+
+    @contextmanager
+    def reading(self) -> Iterator[Select]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield _select(curs)
+
+    def drop(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for table in self.tables:
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(Identifier(table.name)))
+            curs.execute(SQL("DROP TABLE {0}.{1}").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table)))
+        self.recreate()
+
+
+def _copy(curs: Cursor[DictRow], table: Table, rows: list[Row]) -> None:
+    columns = SQL(", ").join(Identifier(c) for c in table.column_names)
+    with curs.copy(SQL("COPY {0} ({1}) FROM STDIN").format(Identifier(table.name), columns)) \
+            as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _select(curs: Cursor[DictRow]) -> Select:
+    def select(statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        curs.execute(_pg(statement), params)
+        return [tuple(row.values()) for row in curs.fetchall()]
+
+    return select

@@ -1,0 +1,65 @@
+"""The projection base: a library `Projection` whose view takes many events per transaction."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+
+from domain.money import minor_units, round_money
+from projections.persistence import Changes, Table, View
+
+# A domain event and its position in the application's log.
+Positioned = tuple[Any, int]
+
+
+def topics(*event_classes: type[Any]) -> tuple[str, ...]:
+    """The stored-event topics of these event classes: what a projection reads from the log."""
+    return tuple(get_topic(cls) for cls in event_classes)
+
+
+def event_class(aggregate: type[Any], name: str) -> type[Any]:
+    """An aggregate's event class by name (made by the @event decorator, so unknown to mypy)."""
+    found = getattr(aggregate, name)
+    assert isinstance(found, type)
+    return found
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """An amount as an integer count of the currency's minor units (rounded half-up first)."""
+    return int(round_money(amount, currency).scaleb(minor_units(currency)))
+
+
+def from_minor(units: int, currency: str) -> Decimal:
+    return Decimal(units).scaleb(-minor_units(currency))
+
+
+class ViewProjection(Projection[View], ABC):
+    """Turns a batch of events into changes of its view, written with tracking at once.
+
+    Subclasses name their `topics` (so the log is filtered in the database: usage events,
+    by far the most numerous, never reach a projection that does not read them) and their
+    `tables`.
+    """
+
+    tables: ClassVar[tuple[Table, ...]]
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """The library's one-event interface: a batch of one."""
+        self.process([(domain_event, tracking.notification_id)], tracking, self.position())
+
+    def position(self) -> int:
+        return self.view.position()
+
+    def process(self, events: Sequence[Positioned], tracking: Tracking, after: int) -> None:
+        """Apply the events (the log after `after`, through `tracking`) in one transaction."""
+        self.view.write(self.changes(events), tracking, after)
+
+    @abstractmethod
+    def changes(self, events: Sequence[Positioned]) -> Changes:
+        """What the events do to the view; may read the view's current rows."""

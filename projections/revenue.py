@@ -1,0 +1,200 @@
+"""Revenue: the recognition schedule of every invoice line, revenue by month, deferred revenue.
+
+Follows Invoice.InvoiceIssued only. Each line's schedule (domain/recognition.py) is fixed when
+the line is issued, so the view stores it whole: `revenue_lines` (the line, its service days)
+and `revenue_schedule` (what it earns on each close date: the issue date, month ends, its last
+day). What is recognized through a date is the sum of the pieces dated on or before it, plus,
+for lines part-way through a month, the days since their last close date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from domain.invoice import Invoice
+from domain.money import format_money
+from domain.recognition import Schedule, schedule_for_line
+from projections.persistence import Changes, Select, Table
+from projections.projection import (
+    Positioned,
+    ViewProjection,
+    event_class,
+    from_minor,
+    to_minor,
+    topics,
+)
+
+ISSUED = event_class(Invoice, "InvoiceIssued")
+ONE_DAY = timedelta(days=1)
+
+LINES = Table(
+    "revenue_lines",
+    (("number", "TEXT"), ("line", "INTEGER"), ("contract_id", "TEXT"), ("customer_id", "TEXT"),
+     ("currency", "TEXT"), ("kind", "TEXT"), ("component_id", "TEXT"), ("issue_date", "TEXT"),
+     ("service_start", "TEXT"), ("service_end", "TEXT"), ("amount", "BIGINT"),
+     ("position", "BIGINT")),
+    key=("number", "line"),
+    indexes=(("issue_date",), ("service_end",)),
+)
+SCHEDULE = Table(
+    "revenue_schedule",
+    (("number", "TEXT"), ("line", "INTEGER"), ("day", "TEXT"), ("contract_id", "TEXT"),
+     ("currency", "TEXT"), ("amount", "BIGINT")),
+    key=("number", "line", "day"),
+    indexes=(("day",),),
+)
+
+
+class RevenueProjection(ViewProjection):
+    name = "revenue"
+    topics = topics(ISSUED)
+    tables = (LINES, SCHEDULE)
+
+    def changes(self, events: Sequence[Positioned]) -> Changes:
+        changes = Changes()
+        for event, position in events:
+            cur = event.currency
+            for i, line in enumerate(event.lines):
+                s = schedule_for_line(line, cur, event.issue_date)
+                changes.insert(LINES, (
+                    event.number, i, event.contract_id, event.customer_id, cur, line["kind"],
+                    line["component_id"], event.issue_date.isoformat(), s.start.isoformat(),
+                    s.end.isoformat(), to_minor(s.amount, cur), position,
+                ))
+                for day, piece in s.pieces(s.period_ends()):
+                    if piece:
+                        changes.insert(SCHEDULE, (event.number, i, day.isoformat(),
+                                                  event.contract_id, cur, to_minor(piece, cur)))
+        return changes
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+Key = tuple[str, ...]  # (currency,) or (currency, contract_id)
+
+
+@dataclass
+class Figures:
+    """Billed and recognized through a date, in minor units."""
+
+    billed: int = 0
+    recognized: int = 0
+
+    @property
+    def deferred(self) -> int:
+        return self.billed - self.recognized
+
+
+# PostgreSQL sums bigint as numeric; the cast keeps results integers on both databases.
+_SUM = "CAST(SUM(amount) AS BIGINT)"
+
+
+def _group(by_contract: bool) -> str:
+    return "currency, contract_id" if by_contract else "currency"
+
+
+def figures(select: Select, as_of: date, by_contract: bool = False) -> dict[Key, Figures]:
+    """Billed, recognized and deferred at the end of `as_of`, per currency (and contract)."""
+    group, day = _group(by_contract), as_of.isoformat()
+    result: dict[Key, Figures] = {}
+    for *group_key, billed in select(
+            f"SELECT {group}, {_SUM} FROM revenue_lines WHERE issue_date <= ? GROUP BY {group}",
+            (day,)):
+        result.setdefault(tuple(group_key), Figures()).billed = billed
+    for *group_key, recognized in select(
+            f"SELECT {group}, {_SUM} FROM revenue_schedule WHERE day <= ? GROUP BY {group}",
+            (day,)):
+        result.setdefault(tuple(group_key), Figures()).recognized += recognized
+    for key, units in _since_last_close(select, as_of, by_contract).items():
+        result.setdefault(key, Figures()).recognized += units
+    return result
+
+
+# Lines issued by a date and part-way through their service on it.
+_IN_PROGRESS = "issue_date <= ? AND service_start <= ? AND service_end > ?"
+
+
+def _in_progress(as_of: date) -> tuple[str, str, str]:
+    day = as_of.isoformat()
+    return day, day, (as_of + ONE_DAY).isoformat()
+
+
+def _schedule(currency: str, issued: str, start: str, end: str, amount: int) -> Schedule:
+    return Schedule(from_minor(amount, currency), currency, date.fromisoformat(issued),
+                    date.fromisoformat(start), date.fromisoformat(end))
+
+
+def _since_last_close(select: Select, as_of: date, by_contract: bool) -> dict[Key, int]:
+    """Revenue earned by lines part-way through their month: since their last close date."""
+    earned: dict[Key, int] = {}
+    for currency, contract, issued, start, end, amount in select(
+            "SELECT currency, contract_id, issue_date, service_start, service_end, amount"
+            f" FROM revenue_lines WHERE {_IN_PROGRESS}", _in_progress(as_of)):
+        s = _schedule(currency, issued, start, end, amount)
+        closed = max(d for d in s.period_ends() if d <= as_of)
+        units = to_minor(s.recognized(as_of) - s.recognized(closed), currency)
+        if units:
+            key = (currency, contract) if by_contract else (currency,)
+            earned[key] = earned.get(key, 0) + units
+    return earned
+
+
+def by_month(select: Select, as_of: date) -> dict[str, dict[str, int]]:
+    """Per currency, revenue recognized in each calendar month through `as_of`."""
+    months: dict[str, dict[str, int]] = {}
+    for currency, month, units in select(
+            f"SELECT currency, substr(day, 1, 7) AS month, {_SUM} FROM revenue_schedule"
+            " WHERE day <= ? GROUP BY currency, month ORDER BY currency, month",
+            (as_of.isoformat(),)):
+        months.setdefault(currency, {})[month] = units
+    for (currency,), units in _since_last_close(select, as_of, False).items():
+        month = as_of.isoformat()[:7]
+        months.setdefault(currency, {})[month] = months[currency].get(month, 0) + units
+    return months
+
+
+def revenue_report(select: Select, as_of: date) -> dict[str, dict[str, Any]]:
+    """`report revenue --json`: per currency billed, recognized and deferred, revenue by month
+    and the month's deferred revenue roll-forward."""
+    opening_day = as_of.replace(day=1) - ONE_DAY
+    now, opening = figures(select, as_of), figures(select, opening_day)
+    months = by_month(select, as_of)
+    report = {}
+    for (currency,), f in sorted(now.items()):
+        o = opening.get((currency,), Figures())
+
+        def money(units: int, cur: str = currency) -> str:
+            return format_money(from_minor(units, cur), cur)
+
+        report[currency] = {
+            "billed": money(f.billed),
+            "recognized": money(f.recognized),
+            "deferred": money(f.deferred),
+            "by_month": {m: money(u) for m, u in months.get(currency, {}).items()},
+            "roll_forward": {
+                "from": (opening_day + ONE_DAY).isoformat(),
+                "through": as_of.isoformat(),
+                "opening_deferred": money(o.deferred),
+                "billed": money(f.billed - o.billed),
+                "recognized": money(f.recognized - o.recognized),
+                "closing_deferred": money(f.deferred),
+            },
+        }
+    return report
+
+
+def documents_in_progress(select: Select, as_of: date) -> dict[str, list[Schedule]]:
+    """Schedules of documents with a line part-way through its month at `as_of`, by number."""
+    rows = select(
+        "SELECT number, currency, issue_date, service_start, service_end, amount"
+        " FROM revenue_lines WHERE number IN"
+        f" (SELECT number FROM revenue_lines WHERE {_IN_PROGRESS}) ORDER BY number, line",
+        _in_progress(as_of))
+    docs: dict[str, list[Schedule]] = {}
+    for number, *line in rows:
+        docs.setdefault(number, []).append(_schedule(*line))
+    return docs
+

@@ -1,0 +1,155 @@
+"""Following the log: catch every projection up, keep following it, or rebuild it by replay.
+
+Each projection reads only its own topics from the log, a page at a time, and writes the page's
+changes with its tracking in one transaction. A page ends at the last event it read or, when
+the log has no more of the projection's events, at the log position the catch-up aimed for;
+so tracking says how far the log has been read, and a restart resumes right after it. A page
+that another writer got to first (a second `billcycle project`, a report catching up at the
+same time) is refused by the view and read again from the new position.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.sqlite import SQLiteRecorder
+
+from domain.application import BillingApplication
+from domain.collections import CollectionPolicy
+from projections.audit import AuditProjection
+from projections.collections import CollectionsProcess, CollectionsProjection
+from projections.ledger import LedgerProjection
+from projections.persistence import View, ViewConflict
+from projections.postgres import PostgresView
+from projections.projection import Positioned, ViewProjection
+from projections.revenue import RevenueProjection
+from projections.sqlite import SQLiteView
+
+DEFAULT_PAGE_SIZE = 5000
+MAX_CONFLICTS = 20
+
+PROJECTIONS: dict[str, type[ViewProjection]] = {
+    cls.name: cls
+    for cls in (LedgerProjection, RevenueProjection, AuditProjection, CollectionsProjection)
+}
+
+
+class Follower(Protocol):
+    """Anything that follows the log with tracking: a view projection or a process."""
+
+    name: str
+    topics: tuple[str, ...]
+
+    def position(self) -> int: ...
+
+    def process(self, events: Sequence[Positioned], tracking: Tracking, after: int) -> None: ...
+
+
+class UnknownProjection(LookupError):
+    """A projection name that is not one of PROJECTIONS."""
+
+
+def open_view(app: BillingApplication, projection: type[ViewProjection]) -> View:
+    """The projection's view, in the database of the application's event store."""
+    recorder: Any = app.recorder
+    if isinstance(recorder, SQLiteRecorder):
+        return SQLiteView(recorder.datastore, projection.name, projection.tables, app.name)
+    if isinstance(recorder, PostgresRecorder):
+        return PostgresView(recorder.datastore, projection.name, projection.tables, app.name)
+    raise TypeError(f"no views for a {type(recorder).__name__} store; use SQLite or PostgreSQL")
+
+
+def catch_up(
+    app: BillingApplication,
+    follower: Follower,
+    target: int,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    on_page: Callable[[str, int, int], None] | None = None,
+) -> int:
+    """Process the follower's events through log position `target`; the number processed."""
+    done = 0
+    conflicts = 0
+    while (after := follower.position()) < target:
+        notifications = app.recorder.select_notifications(
+            start=after, limit=page_size, stop=target, topics=follower.topics,
+            inclusive_of_start=False,
+        )
+        through = notifications[-1].id if len(notifications) == page_size else target
+        events = [(app.mapper.to_domain_event(n), n.id) for n in notifications]
+        try:
+            follower.process(events, Tracking(app.name, through), after)
+        except (ViewConflict, IntegrityError) as exc:
+            conflicts += 1
+            if conflicts > MAX_CONFLICTS:
+                raise ViewConflict(
+                    f"{follower.name}: {conflicts} conflicting writes in a row, the last at log "
+                    f"position {after}: {exc}; is something else writing the same view?"
+                ) from exc
+            continue
+        conflicts = 0
+        done += len(events)
+        if on_page is not None:
+            on_page(follower.name, through, target)
+    return done
+
+
+@dataclass
+class Projections:
+    """The read side of one application: the named projections (all by default)."""
+
+    app: BillingApplication
+    names: Sequence[str] = ()
+    page_size: int = DEFAULT_PAGE_SIZE
+    policy: CollectionPolicy = field(default_factory=CollectionPolicy)
+    on_page: Callable[[str, int, int], None] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.names) - set(PROJECTIONS))
+        if unknown:
+            raise UnknownProjection(
+                f"no projection {', '.join(unknown)}; the projections are "
+                f"{', '.join(PROJECTIONS)}"
+            )
+        chosen = [PROJECTIONS[n] for n in (self.names or list(PROJECTIONS))]
+        self.views: dict[str, ViewProjection] = {
+            cls.name: cls(open_view(self.app, cls)) for cls in chosen
+        }
+        # Collections events come from a process following the log: it runs before the view.
+        self.process = (
+            CollectionsProcess(self.app, self.policy)
+            if CollectionsProjection.name in self.views else None
+        )
+
+    def view(self, name: str) -> View:
+        return self.views[name].view
+
+    def catch_up(self) -> dict[str, int]:
+        """Bring every chosen projection to the current end of the log: events processed."""
+        counts = {}
+        if self.process is not None:
+            target = self.app.recorder.max_notification_id() or 0
+            counts[self.process.name] = self._run(self.process, target)
+        target = self.app.recorder.max_notification_id() or 0
+        for name, projection in self.views.items():
+            counts[name] = self._run(projection, target)
+        return counts
+
+    def replay(self) -> dict[str, int]:
+        """Throw the chosen views away and build them again from the whole log."""
+        for projection in self.views.values():
+            projection.view.drop()
+        return self.catch_up()
+
+    def follow(self, stop: threading.Event, interval: float = 0.5) -> None:
+        """Keep catching up until `stop` is set."""
+        while not stop.is_set():
+            self.catch_up()
+            stop.wait(interval)
+
+    def _run(self, follower: Follower, target: int) -> int:
+        return catch_up(self.app, follower, target, self.page_size, self.on_page)
