@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -98,7 +99,7 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
     ) -> Sequence[int] | None:
         batch, rest = take_batch(len(stored_events), kwargs)
         if batch is not None:
-            rest[BATCH_KWARG] = batch
+            rest[BATCH_KWARG] = _SQLiteBatch.of(batch)
         return super().insert_events(stored_events, **rest)
 
     def _insert_events(
@@ -111,23 +112,20 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         # Any exception from here on rolls the whole transaction back.
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         batch = kwargs.get(BATCH_KWARG)
-        if isinstance(batch, StoreBatch):
+        if isinstance(batch, _SQLiteBatch):
             self._write_batch(c, batch)
         return notification_ids
 
-    def _write_batch(self, c: SQLiteCursor, batch: StoreBatch) -> None:
+    def _write_batch(self, c: SQLiteCursor, batch: _SQLiteBatch) -> None:
         # Each bucket's revision is the events table's max rowid as this transaction sees it
         # after its own insert. SQLite admits one writer at a time until commit, so revisions
         # follow commit order exactly: a reader that has seen revision R and asks for buckets
         # with revision > R can never miss a change that commits later with a lower number.
         revision = self._max_notification_id(c)
-        if batch.buckets:
+        if batch.deltas:
             c.executemany(_UPSERT_BUCKETS, _merged_rows(c, batch, revision))
         if batch.uniques:
-            c.executemany(
-                _INSERT_UNIQUE,
-                [(*row[:5], utc_text(row[5], "bucket_start")) for row in batch.uniques],
-            )
+            c.executemany(_INSERT_UNIQUE, batch.uniques)
         if batch.contracts:
             c.executemany(_INSERT_CONTRACT, batch.contracts)
 
@@ -227,22 +225,42 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             }
 
 
-def _merged_rows(c: SQLiteCursor, batch: StoreBatch, revision: int) -> list[tuple[Any, ...]]:
-    """The batch's buckets merged into the stored ones; read under the write lock."""
-    keys = {key: _key_row(key) for key in batch.buckets}
-    c.execute(_SELECT_BUCKETS_FOR_KEYS, (json.dumps(list(keys.values())),))
+KeyRow = tuple[str, str, str, str]  # customer_id, metric, contract_tag, bucket_start text
+
+
+@dataclass(frozen=True)
+class _SQLiteBatch:
+    """A batch with its keys, times and unique values already as the text SQLite stores.
+
+    Encoded before the transaction: only the merge with the stored buckets needs the lock.
+    """
+
+    deltas: dict[KeyRow, MeterBucket]
+    keys_json: str
+    uniques: list[tuple[str, str, str, str, str, str]]
+    contracts: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, batch: StoreBatch) -> _SQLiteBatch:
+        deltas = {_key_row(key): delta for key, delta in batch.buckets.items()}
+        uniques = [(*row[:5], utc_text(row[5], "bucket_start")) for row in batch.uniques]
+        return cls(deltas, json.dumps(list(deltas)), uniques, batch.contracts)
+
+
+def _merged_rows(c: SQLiteCursor, batch: _SQLiteBatch, revision: int) -> list[tuple[Any, ...]]:
+    """The batch's buckets merged into the stored ones: to be called under the write lock."""
+    c.execute(_SELECT_BUCKETS_FOR_KEYS, (batch.keys_json,))
     stored = {tuple(row[:4]): _bucket(row) for row in c.fetchall()}
     rows = []
     with exact_decimals():
-        for key, delta in batch.buckets.items():
-            old = stored.get(keys[key])
-            rows.append(
-                (*keys[key], *_bucket_row(delta if old is None else old.merge(delta)), revision)
-            )
+        for key, delta in batch.deltas.items():
+            old = stored.get(key)
+            merged = delta if old is None else old.merge(delta)
+            rows.append((*key, *_bucket_row(merged), revision))
     return rows
 
 
-def _key_row(key: MeterKey) -> tuple[str, str, str, str]:
+def _key_row(key: MeterKey) -> KeyRow:
     return (key.customer_id, key.metric, key.contract_tag, utc_text(key.bucket_start, "bucket"))
 
 
