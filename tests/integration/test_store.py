@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,7 +17,6 @@ from eventsourcing.persistence import IntegrityError, Recording, Tracking
 
 from domain.ports import BillingStore
 from domain.usage import MeterIncrement, MeterReading, meter_increment
-from infra.postgres import LocalPostgres, create_database
 from infra.store.postgres import PostgresBillingRecorder
 from infra.store.sqlite import SQLiteBillingRecorder
 from infra.store.url import store_env
@@ -65,21 +63,9 @@ class StoreApp(Application[UUID]):
 # --- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def _local_pg() -> Iterator[LocalPostgres]:
-    # Until tests/conftest.py provides fresh_pg_url: one cluster for the session under /tmp,
-    # where the postgres OS user can reach it.
-    with LocalPostgres(tempfile.mkdtemp(prefix="billcycle-store-pg-"), fast=True) as pg:
-        yield pg
-
-
-@pytest.fixture
-def fresh_pg_url(_local_pg: LocalPostgres) -> str:
-    return create_database(_local_pg.admin_url, f"store_{uuid4().hex[:12]}")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh store: a SQLite file, or a new PostgreSQL database from tests/conftest.py."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'store.db'}"
     return cast(str, request.getfixturevalue("fresh_pg_url"))
