@@ -76,7 +76,6 @@ class Document:
     contract_id: str
     currency: str
     issue_date: date
-    due_date: date
     schedules: tuple[Schedule, ...]
 
     @property

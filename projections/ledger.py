@@ -72,7 +72,6 @@ def document_of(issued: Any) -> Document:
         contract_id=issued.contract_id,
         currency=issued.currency,
         issue_date=issued.issue_date,
-        due_date=issued.due_date,
         schedules=tuple(
             schedule_for_line(line, issued.currency, issued.issue_date) for line in issued.lines
         ),
@@ -84,6 +83,7 @@ class _Open:
     """A document as a payment needs it: who, when, and how much of it is settled."""
 
     doc: Document
+    due_date: str
     total: int
     applied: int
     position: int
@@ -91,11 +91,12 @@ class _Open:
     def row(self, invoice_id: str) -> tuple[Any, ...]:
         d = self.doc
         return (d.number, invoice_id, d.document_type, d.contract_id, d.customer_id, d.currency,
-                d.issue_date.isoformat(), d.due_date.isoformat(), self.total, self.applied,
+                d.issue_date.isoformat(), self.due_date, self.total, self.applied,
                 self.position)
 
 
-def _journal_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
+def entry_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
+    """The entry's postings as rows of the journal table."""
     return [
         (entry.entry_id, i, entry.day.isoformat(), entry.kind.value, entry.document,
          entry.customer_id, entry.currency, p.account.value, to_minor(p.amount, entry.currency),
@@ -119,10 +120,11 @@ class LedgerProjection(ViewProjection):
             elif isinstance(event, ISSUED):
                 doc = document_of(event)
                 total = to_minor(doc.total, doc.currency)
-                docs[str(event.originator_id)] = state = _Open(doc, total, 0, position)
+                state = _Open(doc, event.due_date.isoformat(), total, 0, position)
+                docs[str(event.originator_id)] = state
                 changes.upsert(DOCUMENTS, state.row(str(event.originator_id)))
                 for entry in document_entries(doc):
-                    for row in _journal_rows(entry):
+                    for row in entry_rows(entry):
                         changes.insert(JOURNAL, row)
             elif isinstance(event, PAID):
                 invoice_id = str(event.originator_id)
@@ -141,7 +143,7 @@ class LedgerProjection(ViewProjection):
                     to_minor(posted.excess, doc.currency), event.received_at.isoformat(),
                     position,
                 ))
-                for row in _journal_rows(posted.entry):
+                for row in entry_rows(posted.entry):
                     changes.insert(JOURNAL, row)
         return changes
 
@@ -165,8 +167,8 @@ class LedgerProjection(ViewProjection):
         for (invoice_id, number, kind, customer, contract, currency, issued_on, due, total,
              applied, position, zone) in rows:
             doc = Document(number, kind, customer, contract, currency,
-                           date.fromisoformat(issued_on), date.fromisoformat(due), ())
-            docs[invoice_id] = _Open(doc, total, applied, position)
+                           date.fromisoformat(issued_on), ())
+            docs[invoice_id] = _Open(doc, due, total, applied, position)
             if zone is not None:
                 zones[contract] = zone
         return docs, zones

@@ -10,11 +10,12 @@ for lines part-way through a month, the days since their last close date.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
 from domain.invoice import Invoice
+from domain.ledger import Document
 from domain.money import format_money
 from domain.recognition import Schedule, schedule_for_line
 from projections.persistence import Changes, Select, Table
@@ -32,10 +33,10 @@ ONE_DAY = timedelta(days=1)
 
 LINES = Table(
     "revenue_lines",
-    (("number", "TEXT"), ("line", "INTEGER"), ("contract_id", "TEXT"), ("customer_id", "TEXT"),
-     ("currency", "TEXT"), ("kind", "TEXT"), ("component_id", "TEXT"), ("issue_date", "TEXT"),
-     ("service_start", "TEXT"), ("service_end", "TEXT"), ("amount", "BIGINT"),
-     ("position", "BIGINT")),
+    (("number", "TEXT"), ("line", "INTEGER"), ("document_type", "TEXT"),
+     ("contract_id", "TEXT"), ("customer_id", "TEXT"), ("currency", "TEXT"), ("kind", "TEXT"),
+     ("component_id", "TEXT"), ("issue_date", "TEXT"), ("service_start", "TEXT"),
+     ("service_end", "TEXT"), ("amount", "BIGINT"), ("position", "BIGINT")),
     key=("number", "line"),
     indexes=(("issue_date",), ("service_end",)),
 )
@@ -60,7 +61,8 @@ class RevenueProjection(ViewProjection):
             for i, line in enumerate(event.lines):
                 s = schedule_for_line(line, cur, event.issue_date)
                 changes.insert(LINES, (
-                    event.number, i, event.contract_id, event.customer_id, cur, line["kind"],
+                    event.number, i, event.document_type, event.contract_id, event.customer_id,
+                    cur, line["kind"],
                     line["component_id"], event.issue_date.isoformat(), s.start.isoformat(),
                     s.end.isoformat(), to_minor(s.amount, cur), position,
                 ))
@@ -186,15 +188,17 @@ def revenue_report(select: Select, as_of: date) -> dict[str, dict[str, Any]]:
     return report
 
 
-def documents_in_progress(select: Select, as_of: date) -> dict[str, list[Schedule]]:
-    """Schedules of documents with a line part-way through its month at `as_of`, by number."""
+def documents_in_progress(select: Select, as_of: date) -> list[Document]:
+    """Documents with a line part-way through its month at `as_of`, with all their lines."""
     rows = select(
-        "SELECT number, currency, issue_date, service_start, service_end, amount"
-        " FROM revenue_lines WHERE number IN"
+        "SELECT number, document_type, customer_id, contract_id, currency, issue_date,"
+        " service_start, service_end, amount FROM revenue_lines WHERE number IN"
         f" (SELECT number FROM revenue_lines WHERE {_IN_PROGRESS}) ORDER BY number, line",
         _in_progress(as_of))
-    docs: dict[str, list[Schedule]] = {}
-    for number, *line in rows:
-        docs.setdefault(number, []).append(_schedule(*line))
-    return docs
-
+    docs: dict[str, Document] = {}
+    for number, kind, customer, contract, currency, issued, start, end, amount in rows:
+        doc = docs.get(number) or Document(number, kind, customer, contract, currency,
+                                           date.fromisoformat(issued), ())
+        schedule = _schedule(currency, issued, start, end, amount)
+        docs[number] = replace(doc, schedules=(*doc.schedules, schedule))
+    return list(docs.values())

@@ -26,7 +26,7 @@ NOV1 = date(2026, 11, 1)
 
 
 def doc(*schedules: Schedule, number: str = "INV-000001", kind: str = "invoice") -> Document:
-    return Document(number, kind, "cus_1", "ct_1", "USD", NOV1, date(2026, 12, 1), schedules)
+    return Document(number, kind, "cus_1", "ct_1", "USD", NOV1, schedules)
 
 
 def ratable(amount: str, start: date, end: date, issued: date = NOV1) -> Schedule:

@@ -35,8 +35,7 @@ def documents(draw: st.DrawFn) -> Document:
                                   start + timedelta(days=days)))
     total = sum((s.amount for s in schedules), ZERO)
     kind = "credit_note" if total < 0 else "invoice"
-    return Document("INV-000001", kind, "cus_1", "ct_1", "USD", ISSUE,
-                    ISSUE + timedelta(days=30), tuple(schedules))
+    return Document("INV-000001", kind, "cus_1", "ct_1", "USD", ISSUE, tuple(schedules))
 
 
 payments = st.lists(

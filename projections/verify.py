@@ -1,0 +1,359 @@
+"""`batch verify`: bill a past batch again from the log as it stood, and compare.
+
+Each attempt of a batch (its run, a resume after a crash, each retry) recorded in its manifest
+the log position at which it started. For every contract outcome the batch recorded, the
+contract, its customer's other contracts, the usage watermarks and the usage itself are rebuilt
+from the events at or before that position (usage from the UsageEvent events, not from the
+meters), the billing rules are applied again, and the result must be what the batch recorded:
+the same invoice line for line, or the same hold, failure or nothing due.
+
+One field cannot be recomputed from events alone: a line's `usage_revision` is the commit
+position of the meter write, which is at or after the position of the last usage event read
+and, for a batch that saw only usage logged before it started, at or before the batch's start.
+Verification checks exactly those bounds. A contract changed while its batch ran (usage or
+terms logged after the attempt started but before its contract was billed) shows up as a
+difference too: the batch then did not bill from the log as it stood at its start.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+
+from domain.application import BillingApplication
+from domain.billing import (
+    BillingContext,
+    Held,
+    InvoiceDue,
+    NothingDue,
+    UsageNotBillable,
+    bill_contract,
+)
+from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
+from domain.billing_runs import StoreUsage
+from domain.contract import Contract
+from domain.inbox import UsageWatermarks
+from domain.invoice import invoice_aggregate_id
+from domain.invoice_lines import subtotals
+from domain.usage import MeterBucket, MeterIncrement, MeterReading, UsageEvent, meter_increment
+from infra.store.batch import exact_decimals
+from projections.projection import event_class, topics
+
+STARTED = event_class(BillingRun, "Started")
+RESUMED = event_class(BillingRun, "Resumed")
+OUTCOMES = event_class(BillingRun, "OutcomesRecorded")
+RECORDED = event_class(UsageEvent, "Recorded")
+PAGE = 10_000
+# The customer of a stored usage event, read from its JSON without decoding the rest.
+_CUSTOMER = re.compile(rb'"customer_id":("(?:[^"\\]|\\.)*")')
+
+
+def aggregate_topics(aggregate: type[Aggregate]) -> tuple[str, ...]:
+    """The topics of every event class of the aggregate: all it takes to rebuild it."""
+    return topics(*(v for v in vars(aggregate).values()
+                    if isinstance(v, type) and issubclass(v, Aggregate.Event)))
+
+
+CONTRACT_TOPICS = aggregate_topics(Contract)
+WATERMARK_TOPICS = aggregate_topics(UsageWatermarks)
+
+
+@dataclass(frozen=True)
+class Difference:
+    contract_id: str
+    number: str | None
+    what: str
+    recorded: Any
+    recomputed: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Verification:
+    batch_id: str
+    cycle_date: date
+    attempts: int = 0
+    contracts: int = 0
+    invoices: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id, "cycle_date": self.cycle_date.isoformat(),
+            "identical": self.identical, "attempts": self.attempts,
+            "contracts": self.contracts, "invoices": self.invoices,
+            "differences": [d.to_json() for d in self.differences],
+        }
+
+
+@dataclass
+class _Attempt:
+    manifest: dict[str, Any]
+    outcomes: dict[str, ContractOutcome] = field(default_factory=dict)
+
+    @property
+    def log_position(self) -> int:
+        return int(self.manifest["log_position"])
+
+
+def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
+    """Recompute every outcome the batch recorded from the log as each attempt found it."""
+    run_events: list[Any] = list(app.events.get(billing_run_id(batch_id)))
+    if not run_events:
+        raise LookupError(f"no batch {batch_id}; `billcycle batch show` names the batches")
+    attempts: list[_Attempt] = []
+    for e in run_events:
+        if isinstance(e, STARTED | RESUMED):
+            attempts.append(_Attempt(e.manifest))
+        elif isinstance(e, OUTCOMES):
+            for record in e.outcomes:
+                outcome = ContractOutcome.from_record(record)
+                attempts[-1].outcomes[outcome.contract_id] = outcome
+    cycle_date = run_events[0].cycle_date
+    result = Verification(batch_id, cycle_date, attempts=len(attempts))
+    log = _LogAsOf(app, max(a.log_position for a in attempts))
+    for attempt in attempts:
+        if attempt.outcomes:
+            _verify_attempt(app, log, attempt, cycle_date, result)
+    return result
+
+
+def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
+                    cycle_date: date, result: Verification) -> None:
+    position = attempt.log_position
+    contracts = log.contracts(position)
+    marks = log.watermarks(position)
+    recorded_marks = attempt.manifest.get("watermarks", {})
+    if marks != recorded_marks:
+        result.differences.append(Difference(
+            "*", None, f"watermarks at log position {position}", recorded_marks, marks))
+    ctx = BillingContext(cycle_date, {m: datetime.fromisoformat(t) for m, t in marks.items()},
+                         position)
+    customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
+    meters = log.meters(position, customers)
+    for cid, recorded in sorted(attempt.outcomes.items()):
+        result.contracts += 1
+        contract = contracts.get(cid)
+        if contract is None:
+            result.differences.append(Difference(cid, recorded.number, "contract",
+                                                 "billed", f"absent at log position {position}"))
+            continue
+        siblings = [c for c in contracts.values()
+                    if c.customer_id == contract.customer_id and c.contract_id != cid]
+        decided = _decide(contract, ctx, StoreUsage(meters, contract, siblings))
+        if recorded.outcome is Outcome.INVOICED:
+            result.invoices += 1
+        result.differences.extend(_compare(app, recorded, decided, contract, position))
+
+
+def _decide(contract: Contract, ctx: BillingContext, usage: StoreUsage
+            ) -> ContractOutcome | InvoiceDue:
+    """What the billing run decides for one contract (BillingRuns._decide, on rebuilt state)."""
+    cid = contract.contract_id
+    try:
+        outcome = bill_contract(contract, ctx, usage)
+    except (UsageNotBillable, ValueError, ArithmeticError, LookupError) as exc:
+        return ContractOutcome(cid, Outcome.FAILED,
+                               reason=f"could not price: {exc} ({type(exc).__name__})")
+    if isinstance(outcome, Held):
+        return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason)
+    if isinstance(outcome, NothingDue):
+        last = contract.last_invoice
+        reason = f"nothing due; last invoice {last[0]} in batch {last[1]}" if last else None
+        next_due = outcome.next_due.isoformat() if outcome.next_due else None
+        return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
+    return outcome
+
+
+def _compare(app: BillingApplication, recorded: ContractOutcome,
+             decided: ContractOutcome | InvoiceDue, contract: Contract, position: int,
+             ) -> list[Difference]:
+    cid, number = recorded.contract_id, recorded.number
+    if isinstance(decided, ContractOutcome):
+        now = decided.to_record()
+        was = {k: v for k, v in recorded.to_record().items() if k in ("outcome", "reason",
+                                                                      "next_due")}
+        return [Difference(cid, number, k, was.get(k), now.get(k))
+                for k in ("outcome", "reason", "next_due") if was.get(k) != now.get(k)]
+    if recorded.outcome is not Outcome.INVOICED or number is None:
+        return [Difference(cid, number, "outcome", recorded.outcome.value, "invoiced")]
+    issued: Any = next(app.events.get(invoice_aggregate_id(number), lte=1))
+    lines = [line.to_record() for line in decided.lines]
+    total = decided.total
+    expected = {
+        "contract_id": contract.contract_id,
+        "customer_id": contract.customer_id,
+        "currency": contract.currency,
+        "issue_date": decided.issue_date,
+        "due_date": decided.due_date,
+        "document_type": "credit_note" if total < 0 else "invoice",
+        "total": total,
+        "subtotals": subtotals(list(decided.lines)),
+        "contract_version": contract.version,
+    }
+    diffs = [Difference(cid, number, k, getattr(issued, k), v)
+             for k, v in expected.items() if getattr(issued, k) != v]
+    return diffs + _compare_lines(cid, number, issued.lines, lines, position)
+
+
+def _compare_lines(cid: str, number: str, was: list[dict[str, Any]],
+                   now: list[dict[str, Any]], position: int) -> list[Difference]:
+    diffs = []
+    if len(was) != len(now):
+        diffs.append(Difference(cid, number, "lines", len(was), len(now)))
+    for i, (a, b) in enumerate(zip(was, now, strict=False)):
+        a_basis, b_basis = dict(a.get("basis") or {}), dict(b.get("basis") or {})
+        a_rev, b_rev = a_basis.pop("usage_revision", None), b_basis.pop("usage_revision", None)
+        for key in sorted(set(a) | set(b)):
+            a_value = a_basis if key == "basis" else a.get(key)
+            b_value = b_basis if key == "basis" else b.get(key)
+            if a_value != b_value:
+                diffs.append(Difference(cid, number, f"lines[{i}].{key}", a_value, b_value))
+        if (a_rev is None) != (b_rev is None) or (
+                a_rev is not None and not b_rev <= a_rev <= position):
+            diffs.append(Difference(
+                cid, number, f"lines[{i}].basis.usage_revision", a_rev,
+                f"between {b_rev} (last usage event read) and {position} (batch start)"))
+    for i in range(len(now), len(was)):
+        diffs.append(Difference(cid, number, f"lines[{i}]", was[i], None))
+    for i in range(len(was), len(now)):
+        diffs.append(Difference(cid, number, f"lines[{i}]", None, now[i]))
+    return diffs
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON shows it: text for amounts and dates, sorted JSON for records."""
+    if value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+# --- the log as it stood ---------------------------------------------------------------------
+
+
+class _LogAsOf:
+    """Contracts, watermarks and usage rebuilt from the log up to a position."""
+
+    def __init__(self, app: BillingApplication, through: int) -> None:
+        self.app = app
+        self.through = through
+        self._contract_events = list(self._read(CONTRACT_TOPICS))
+        self._watermark_events = list(self._read(WATERMARK_TOPICS))
+
+    def _read(self, wanted: Sequence[str]) -> Iterator[tuple[int, Any]]:
+        for n in self._notifications(wanted):
+            yield n.id, self.app.mapper.to_domain_event(n)
+
+    def _notifications(self, wanted: Sequence[str]) -> Iterator[Any]:
+        after = 0
+        while True:
+            page = self.app.recorder.select_notifications(
+                start=after, limit=PAGE, stop=self.through, topics=wanted,
+                inclusive_of_start=False)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].id
+
+    def contracts(self, position: int) -> dict[str, Contract]:
+        return {c.contract_id: c for c in _replay(self._contract_events, position)
+                if isinstance(c, Contract)}
+
+    def watermarks(self, position: int) -> dict[str, str]:
+        marks = [m for m in _replay(self._watermark_events, position)
+                 if isinstance(m, UsageWatermarks)]
+        return {m: t.isoformat() for m, t in marks[0].by_metric().items()} if marks else {}
+
+    def meters(self, position: int, customers: set[str]) -> _Meters:
+        """The usage of these customers logged at or before `position`."""
+        mapper = self.app.mapper
+        plain = mapper.compressor is None and mapper.cipher is None
+        meters = _Meters()
+        for n in self._notifications(topics(RECORDED)):
+            if n.id > position:
+                break
+            if plain:
+                found = _CUSTOMER.search(n.state)
+                if found is None or json.loads(found.group(1)) not in customers:
+                    continue  # another customer's usage: not worth decoding
+            e: Any = mapper.to_domain_event(n)
+            if e.customer_id in customers:
+                meters.add(n.id, meter_increment(
+                    e.customer_id, e.metric, e.contract_id, e.quantity, e.occurred_at,
+                    e.message_id, e.properties))
+        return meters
+
+
+def _replay(events: Sequence[tuple[int, Any]], position: int) -> list[Aggregate]:
+    aggregates: dict[UUID, Aggregate] = {}
+    for at, e in events:
+        if at > position:
+            break
+        aggregates[e.originator_id] = e.mutate(aggregates.get(e.originator_id))
+    return list(aggregates.values())
+
+
+class _Meters:
+    """The BillingStore reads of StoreUsage, over usage events instead of stored meters."""
+
+    def __init__(self) -> None:
+        self.increments: dict[tuple[str, str], list[tuple[int, MeterIncrement]]] = {}
+
+    def add(self, position: int, increment: MeterIncrement) -> None:
+        key = (increment.key.customer_id, increment.key.metric)
+        self.increments.setdefault(key, []).append((position, increment))
+
+    def _matching(self, customer_id: str, metric: str, tags: Sequence[str], start: datetime | None,
+                  end: datetime) -> list[tuple[int, MeterIncrement]]:
+        return [(at, i) for at, i in self.increments.get((customer_id, metric), [])
+                if i.key.contract_tag in tags and i.key.bucket_start < end
+                and (start is None or start <= i.key.bucket_start)]
+
+    def read_meter(self, customer_id: str, metric: str, contract_tags: Sequence[str],
+                   start: datetime, end: datetime, unique_property: str | None) -> MeterReading:
+        found = self._matching(customer_id, metric, contract_tags, start, end)
+        if not found:
+            return MeterReading()
+        with exact_decimals():
+            total = MeterBucket.of(found[0][1])
+            for _, inc in found[1:]:
+                total = total.add(inc)
+        values = {v for _, inc in found for name, v in inc.properties if name == unique_property}
+        return MeterReading(
+            quantity_sum=total.quantity_sum, event_count=total.event_count,
+            quantity_max=total.quantity_max, latest_quantity=total.latest_quantity,
+            unique_count=len(values), revision=max(at for at, _ in found))
+
+    def changed_buckets(self, customer_id: str, metric: str, contract_tags: Sequence[str],
+                        since_revision: int, before: datetime) -> list[datetime]:
+        found = self._matching(customer_id, metric, contract_tags, None, before)
+        return sorted({i.key.bucket_start for at, i in found if at > since_revision})
+
+    def contract_ids(self, after: str | None, limit: int) -> list[str]:
+        raise NotImplementedError("verification bills the contracts a batch recorded")
+
+    def customer_contract_ids(self, customer_id: str) -> list[str]:
+        raise NotImplementedError("verification passes the customer's contracts in")
+
+    def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
+        raise NotImplementedError("verification reads no message receipts")
+
+    def max_notification_id(self) -> int | None:
+        raise NotImplementedError("verification knows the position it verifies at")
+
