@@ -52,7 +52,8 @@ class LocalKafka:
     `base_dir` belongs to the broker: `config/`, `data/` (the log dir), `logs/server.log`,
     `kafka.out` (the JVM's own output) and `kafka.pid`. stop() deletes them unless
     `keep_data`; restart() keeps them. `detach=True` lets the broker outlive this process
-    (infra/dev); otherwise it is stopped when this process dies.
+    (infra/dev); otherwise the kernel stops it when the thread that started it ends, so
+    start it from the main thread (as pytest fixtures are) unless that is what you want.
     """
 
     def __init__(
