@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = batch.add_parser("show", help="what a batch billed, held, failed, and why")
     p.add_argument("batch_id")
     p.set_defaults(handler=cmd_batch_show)
+    cli_reports.register_batch(batch)
 
     p = sub.add_parser("deadletters", help="rejected input with reasons")
     p.set_defaults(handler=cmd_deadletters)

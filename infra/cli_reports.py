@@ -1,12 +1,386 @@
-"""Read-side commands: reports, explain, collections, projections and replay."""
+"""Read-side commands: reports, explain, collections, projections, replay, export, verify.
+
+Every command that reads a view first catches the projections it reads up with the log (on
+the embedded store that is the only way they advance; on PostgreSQL `billcycle project
+--follow` usually keeps them current and the catch-up finds little or nothing to do), so what
+it prints is exact as of the end of the log.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from domain.application import BillingApplication
+from domain.collections import CollectionPolicy, InvalidPolicy
+from infra.text import table
+from projections import audit, beancount, collections, ledger, revenue
+from projections.runner import PROJECTIONS, Projections, UnknownProjection
+from projections.verify import Verification, verify_batch
 
 if TYPE_CHECKING:
     from infra.cli import Subcommands
 
+POLICY_ENV = "BILLCYCLE_COLLECTION_SCHEDULE"
+
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
+    from infra.cli import Subcommands, _date
+
+    reports = Subcommands(sub.add_parser("report", help="AR aging; revenue").add_subparsers(
+        dest="report_command", required=True, metavar="REPORT"), sub.common)
+    p = reports.add_parser("ar-aging", help="open receivables by days past due, per currency")
+    p.add_argument("--as-of", type=_date, required=True, metavar="YYYY-MM-DD",
+                   help="at the end of this day")
+    p.add_argument("--detail", action="store_true", help="also list every open document")
+    p.set_defaults(handler=cmd_ar_aging)
+    p = reports.add_parser("revenue", help="billed, recognized and deferred revenue")
+    p.add_argument("--as-of", type=_date, required=True, metavar="YYYY-MM-DD",
+                   help="at the end of this day")
+    p.add_argument("--by-contract", action="store_true",
+                   help="also billed, recognized and deferred per contract")
+    p.set_defaults(handler=cmd_revenue)
+
+    p = sub.add_parser("explain", help="why each line of an invoice has its amount")
+    p.add_argument("number", metavar="INVOICE_NUMBER")
+    p.set_defaults(handler=cmd_explain)
+
+    p = sub.add_parser(
+        "collections", help="reminders and final notices due",
+        description="Collection actions due by a date for unpaid invoices. The schedule "
+        f"comes from ${POLICY_ENV} (default reminder:7,reminder:14,final_notice:30: days "
+        "after the due date), as in force when each invoice was issued.")
+    p.add_argument("--as-of", type=_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--record", action="store_true",
+                   help="record the listed actions as sent on the --as-of date (once each)")
+    p.set_defaults(handler=cmd_collections)
+
+    names = ", ".join(PROJECTIONS)
+    p = sub.add_parser(
+        "project", help="bring the read-side projections up to date with the log",
+        description="Process the log into the projections' views, many events per "
+        "transaction, resuming where each one stopped. With --follow, keep going (a "
+        "projection process of its own, e.g. on PostgreSQL) until interrupted.")
+    p.add_argument("--projection", action="append", choices=list(PROJECTIONS),
+                   metavar="NAME", help=f"only this one (repeatable): {names}")
+    p.add_argument("--follow", action="store_true", help="keep following the log")
+    p.add_argument("--interval", type=float, default=0.5,
+                   help="seconds between looks at the log when following (default 0.5)")
+    p.add_argument("--page-size", type=int, default=5000, help="events per transaction")
+    p.set_defaults(handler=cmd_project)
+
+    p = sub.add_parser("replay", help="rebuild projections from the whole log",
+                       description="Drop the views and build them again from the log.")
+    p.add_argument("--projection", action="append", choices=list(PROJECTIONS),
+                   metavar="NAME", help=f"only this one (repeatable): {names}")
+    p.add_argument("--page-size", type=int, default=5000, help="events per transaction")
+    p.set_defaults(handler=cmd_replay)
+
+    exports = Subcommands(sub.add_parser("export", help="the journal for other tools")
+                          .add_subparsers(dest="export_command", required=True,
+                                          metavar="FORMAT"), sub.common)
+    p = exports.add_parser("beancount", help="the AR journal as a Beancount ledger")
+    p.add_argument("--as-of", type=_date, metavar="YYYY-MM-DD",
+                   help="entries through this day, revenue recognized to its end")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(handler=cmd_export_beancount)
+
+
+def register_batch(batch: Subcommands) -> None:
+    """Add this module's subcommands to `billcycle batch`."""
+    p = batch.add_parser("list", help="every batch: cycle date, attempts, invoices, totals")
+    p.set_defaults(handler=cmd_batch_list)
+    p = batch.add_parser(
+        "verify", help="bill a past batch again from the log and compare",
+        description="Recompute every outcome of the batch from the log as it stood when "
+        "each attempt started, and confirm every invoice is identical (exit 1 if not).")
+    p.add_argument("batch_id")
+    p.set_defaults(handler=cmd_batch_verify)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _error(message: str) -> Exception:
+    from infra.cli import UserError
+
+    return UserError(message)
+
+
+def _emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> None:
+    from infra.cli import _emit as emit
+
+    emit(args, document, render)
+
+
+def _policy() -> CollectionPolicy:
+    text = os.environ.get(POLICY_ENV)
+    try:
+        return CollectionPolicy.parse(text) if text else CollectionPolicy()
+    except InvalidPolicy as exc:
+        raise _error(f"{POLICY_ENV}: {exc}") from exc
+
+
+def _projections(app: BillingApplication, names: Sequence[str],
+                 args: argparse.Namespace | None = None) -> Projections:
+    try:
+        return Projections(app, names, policy=_policy(),
+                           page_size=getattr(args, "page_size", 5000),
+                           on_page=_progress(args) if args is not None else None)
+    except UnknownProjection as exc:
+        raise _error(str(exc)) from exc
+
+
+def _caught_up(app: BillingApplication, *names: str) -> Projections:
+    projections = _projections(app, names)
+    projections.catch_up()
+    return projections
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str, int, int], None] | None:
+    if args.json or not sys.stderr.isatty():
+        return None
+
+    def show(name: str, position: int, target: int) -> None:
+        sys.stderr.write(f"\r{name}: log position {position}/{target}   ")
+        if position >= target:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def cmd_ar_aging(args: argparse.Namespace, app: BillingApplication) -> None:
+    view = _caught_up(app, "ledger").view("ledger")
+    with view.reading() as select:
+        items = ledger.open_items(select, args.as_of)
+    document: dict[str, Any] = ledger.ar_aging(items)
+    if args.detail:
+        for currency in document:
+            document[currency]["items"] = [i.to_json() for i in items if i.currency == currency]
+    _emit(args, document, lambda: _aging_text(args.as_of, document, items, args.detail))
+
+
+def _aging_text(as_of: date, document: dict[str, Any], items: list[ledger.OpenItem],
+                detail: bool) -> str:
+    if not document:
+        return f"no open receivables at the end of {as_of}"
+    head = ["currency", *ledger.AGING_BUCKETS, "total"]
+    out = [f"AR aging at the end of {as_of} (days past due)",
+           table(head, [[c, *(b[k] for k in head[1:])] for c, b in document.items()])]
+    if detail:
+        rows = [[i.number, i.document_type, i.customer_id, i.due_date, str(i.days_past_due),
+                 f"{i.to_json()['open']} {i.currency}"] for i in items]
+        out += ["", table(["document", "type", "customer", "due", "days past due", "open"],
+                          rows)]
+    return "\n".join(out)
+
+
+def cmd_revenue(args: argparse.Namespace, app: BillingApplication) -> None:
+    view = _caught_up(app, "revenue").view("revenue")
+    with view.reading() as select:
+        document: dict[str, Any] = revenue.revenue_report(select, args.as_of)
+        if args.by_contract:
+            for (currency, contract), f in sorted(
+                    revenue.figures(select, args.as_of, by_contract=True).items()):
+                document[currency].setdefault("contracts", {})[contract] = \
+                    revenue.money_figures(f, currency)
+    _emit(args, document, lambda: _revenue_text(args.as_of, document))
+
+
+def _revenue_text(as_of: date, document: dict[str, Any]) -> str:
+    if not document:
+        return f"nothing billed by the end of {as_of}"
+    out = [f"revenue at the end of {as_of}",
+           table(["currency", "billed", "recognized", "deferred"],
+                 [[c, r["billed"], r["recognized"], r["deferred"]] for c, r in document.items()])]
+    for currency, r in document.items():
+        f = r["roll_forward"]
+        out += ["", f"{currency} deferred revenue {f['from']} to {f['through']}: opening "
+                f"{f['opening_deferred']} + billed {f['billed']} - recognized {f['recognized']}"
+                f" = closing {f['closing_deferred']}",
+                f"{currency} recognized by month: "
+                + ", ".join(f"{m} {a}" for m, a in r["by_month"].items())]
+        if "contracts" in r:
+            out.append(table(["contract", "billed", "recognized", "deferred"],
+                             [[k, v["billed"], v["recognized"], v["deferred"]]
+                              for k, v in r["contracts"].items()]))
+    return "\n".join(out)
+
+
+def cmd_explain(args: argparse.Namespace, app: BillingApplication) -> None:
+    view = _caught_up(app, "audit").view("audit")
+    with view.reading() as select:
+        document = audit.explain(select, args.number)
+    if document is None:
+        raise _error(f"no invoice {args.number}; `billcycle invoices` lists the invoices")
+    _emit(args, document, lambda: _explain_text(document))
+
+
+def _explain_text(doc: dict[str, Any]) -> str:
+    inv, batch = doc["invoice"], doc["batch"]
+    out = [
+        f"{inv['number']} ({inv['document_type']}) total {inv['total']} {inv['currency']}, "
+        f"issued {inv['issue_date']}, due {inv['due_date']}",
+        f"contract {inv['contract_id']} at version {inv['contract_version']}, customer "
+        f"{inv['customer_id']}",
+    ]
+    if batch:
+        marks = ", ".join(f"{m} complete before {t}" for m, t in batch["watermarks"].items())
+        out.append(
+            f"batch {batch['batch_id']} (cycle date {inv['cycle_date']}), attempt "
+            f"{batch['attempt']} ({batch['kind']}) started {batch['started_at']} at log "
+            f"position {batch['log_position']}; usage watermarks: {marks or 'none'}")
+    for line in doc["lines"]:
+        terms = line["terms"]
+        out += [
+            "",
+            f"{line['line'] + 1}. {line['kind']} {line['component_id']} "
+            f"{line['period_start']} to {line['period_end']}: {line['amount']}",
+            f"   {line['explanation']}",
+        ]
+        if terms:
+            out.append(f"   priced with the terms effective {terms['effective_date']} "
+                       f"(contract version {terms['version']})")
+    return "\n".join(out)
+
+
+def cmd_batch_list(args: argparse.Namespace, app: BillingApplication) -> None:
+    view = _caught_up(app, "audit").view("audit")
+    with view.reading() as select:
+        batches = audit.batches(select)
+    rows = [[b["batch_id"], b["cycle_date"], b["started_at"], b["finished_at"] or "-",
+             str(b["attempts"]), str(b["invoices"]),
+             ", ".join(f"{v} {k}" for k, v in b["totals"].items())] for b in batches]
+    _emit(args, batches, lambda: table(
+        ["batch", "cycle date", "started", "finished", "attempts", "invoices", "totals"], rows)
+        if rows else "no batches")
+
+
+def cmd_batch_verify(args: argparse.Namespace, app: BillingApplication) -> None:
+    try:
+        result = verify_batch(app, args.batch_id)
+    except LookupError as exc:
+        raise _error(str(exc)) from exc
+    _emit(args, result.to_json(), lambda: _verify_text(result))
+    if not result.identical:
+        raise _error(f"batch {args.batch_id}: {len(result.differences)} differences between "
+                     "what it recorded and what the log recomputes")
+
+
+def _verify_text(result: Verification) -> str:
+    head = (f"batch {result.batch_id} (cycle date {result.cycle_date}): {result.contracts} "
+            f"contract outcomes in {result.attempts} attempts recomputed from the log, "
+            f"{result.invoices} invoices")
+    if result.identical:
+        return f"{head}: all identical"
+    rows = [[d.contract_id, d.number or "-", d.what, str(d.to_json()["recorded"]),
+             str(d.to_json()["recomputed"])] for d in result.differences]
+    return "\n".join([f"{head}: DIFFERENT", table(
+        ["contract", "invoice", "what", "recorded", "recomputed"], rows)])
+
+
+# --- collections -----------------------------------------------------------------------------
+
+
+def cmd_collections(args: argparse.Namespace, app: BillingApplication) -> None:
+    projections = _caught_up(app, "collections")
+    view = projections.view("collections")
+    with view.reading() as select:
+        due = collections.due_actions(select, args.as_of)
+    recorded = 0
+    if args.record and due:
+        recorded = collections.record_actions(app, due, args.as_of)
+        projections.catch_up()
+    document = {"as_of": args.as_of.isoformat(), "recorded": recorded if args.record else None,
+                "actions": [a.to_json(args.as_of) for a in due]}
+    _emit(args, document, lambda: _collections_text(document))
+
+
+def _collections_text(doc: dict[str, Any]) -> str:
+    if not doc["actions"]:
+        return f"no collection actions due by {doc['as_of']}"
+    rows = [[a["due_on"], a["kind"], a["number"], a["customer_id"],
+             f"{a['outstanding']} {a['currency']}", str(a["days_overdue"])]
+            for a in doc["actions"]]
+    out = [table(["due on", "action", "invoice", "customer", "outstanding", "days overdue"],
+                 rows)]
+    if doc["recorded"] is not None:
+        out.append(f"recorded {doc['recorded']} actions as sent on {doc['as_of']}")
+    return "\n".join(out)
+
+
+# --- projections -----------------------------------------------------------------------------
+
+
+def cmd_project(args: argparse.Namespace, app: BillingApplication) -> None:
+    projections = _projections(app, args.projection or (), args)
+    if not args.follow:
+        _report_counts(args, projections, projections.catch_up, "caught up")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not args.json:
+        print(f"following the log into {', '.join(projections.views)}; stop with Ctrl-C",
+              file=sys.stderr)
+    try:
+        projections.follow(stop, args.interval)
+    except KeyboardInterrupt:
+        stop.set()
+    _report_counts(args, projections, dict, "stopped")
+
+
+def cmd_replay(args: argparse.Namespace, app: BillingApplication) -> None:
+    projections = _projections(app, args.projection or (), args)
+    _report_counts(args, projections, projections.replay, "rebuilt")
+
+
+def _report_counts(args: argparse.Namespace, projections: Projections,
+                   work: Callable[[], dict[str, int]], verb: str) -> None:
+    started = time.monotonic()
+    counts = work()
+    seconds = time.monotonic() - started
+    views = {name: {"events": counts.get(name, 0), "position": projections.view(name).position()}
+             for name in projections.views}
+    document: dict[str, Any] = {"seconds": round(seconds, 3), "projections": views}
+    if projections.process is not None:
+        document["collections_process"] = {"events": counts.get(projections.process.name, 0),
+                                           "position": projections.process.position()}
+    _emit(args, document, lambda: "\n".join(
+        f"{name}: {verb} to log position {d['position']} ({d['events']} events)"
+        for name, d in views.items()) + f"\nin {seconds:.2f} s")
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def cmd_export_beancount(args: argparse.Namespace, app: BillingApplication) -> None:
+    projections = _caught_up(app, "ledger", "revenue")
+    with projections.view("ledger").reading() as ledger_select, \
+            projections.view("revenue").reading() as revenue_select:
+        text = "\n".join(beancount.export(ledger_select, revenue_select, args.as_of)) + "\n"
+    if args.output is None and not args.json:
+        sys.stdout.write(text)
+        return
+    document: dict[str, Any] = {"as_of": args.as_of.isoformat() if args.as_of else None}
+    if args.output is None:
+        document["beancount"] = text
+    else:
+        try:
+            with open(args.output, "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            raise _error(f"cannot write {args.output}: {exc.strerror}") from exc
+        document["file"] = args.output
+    _emit(args, document, lambda: f"wrote the Beancount ledger to {args.output}")

@@ -320,3 +320,15 @@ def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currenc
         return (f"milestone {b.get('milestone')} completed on {b.get('completed_on')}: fixed "
                 f"amount {line['unit_amount']} = {amount} {currency}")
     return f"{line['description']}: {amount} {currency}"
+
+
+def batches(select: Select) -> list[dict[str, Any]]:
+    """Every batch in the order they started."""
+    rows = select("SELECT batch_id, cycle_date, started_at, finished_at, attempts, invoices,"
+                  " totals, counts FROM audit_batches ORDER BY started_at, batch_id")
+    return [
+        {"batch_id": b, "cycle_date": cycle, "started_at": started, "finished_at": finished,
+         "attempts": attempts, "invoices": invoices, "totals": json.loads(totals),
+         "counts": json.loads(counts)}
+        for b, cycle, started, finished, attempts, invoices, totals, counts in rows
+    ]

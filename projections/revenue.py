@@ -158,6 +158,13 @@ def by_month(select: Select, as_of: date) -> dict[str, dict[str, int]]:
     return months
 
 
+def money_figures(f: Figures, currency: str) -> dict[str, str]:
+    """Billed, recognized and deferred as money strings of the currency."""
+    return {k: format_money(from_minor(v, currency), currency)
+            for k, v in (("billed", f.billed), ("recognized", f.recognized),
+                         ("deferred", f.deferred))}
+
+
 def revenue_report(select: Select, as_of: date) -> dict[str, dict[str, Any]]:
     """`report revenue --json`: per currency billed, recognized and deferred, revenue by month
     and the month's deferred revenue roll-forward."""
@@ -172,9 +179,7 @@ def revenue_report(select: Select, as_of: date) -> dict[str, dict[str, Any]]:
             return format_money(from_minor(units, cur), cur)
 
         report[currency] = {
-            "billed": money(f.billed),
-            "recognized": money(f.recognized),
-            "deferred": money(f.deferred),
+            **money_figures(f, currency),
             "by_month": {m: money(u) for m, u in months.get(currency, {}).items()},
             "roll_forward": {
                 "from": (opening_day + ONE_DAY).isoformat(),
