@@ -54,7 +54,7 @@ def register(sub: Subcommands) -> None:
         "demo", help="bill a generated sample book on a fresh SQLite store and explain it",
         description=f"Generate a sample book, ingest it, bill it and report. The store is "
         f"sqlite:///{DEMO_DB} in the current directory, replaced on each run, unless --db "
-        "(or BILLCYCLE_DB) names another, which must be empty.")
+        "names another (BILLCYCLE_DB is not used), which must be empty.")
     p.add_argument("--contracts", type=int, default=sample_book.DEFAULT_CONTRACTS,
                    help=f"contracts in the book (default {sample_book.DEFAULT_CONTRACTS})")
     p.add_argument("--seed", type=int, default=sample_book.DEFAULT_SEED,
@@ -87,10 +87,14 @@ def cmd_demo(args: argparse.Namespace, app: BillingApplication) -> None:
 def _demo_store(
     args: argparse.Namespace, app: BillingApplication
 ) -> tuple[str, BillingApplication]:
-    """A fresh billcycle-demo.db here, or the store --db names if it is empty."""
+    """A fresh billcycle-demo.db here, or the store --db names if it is empty.
+
+    BILLCYCLE_DB does not count: it names the store for everyday commands, and the demo stays
+    out of it (`eval "$(./infra/dev up)"` sets it). A --db equal to it is taken as not given.
+    """
     from infra.cli import DEFAULT_DB, UserError, open_app
 
-    if args.db != DEFAULT_DB or "BILLCYCLE_DB" in os.environ:
+    if args.db != os.environ.get("BILLCYCLE_DB", DEFAULT_DB):
         if app.store.max_notification_id():
             raise UserError(
                 f"the store {args.db} is not empty; the demo needs an empty one: name a new "

@@ -16,9 +16,13 @@ from infra.sample_book import LAGGING_METRIC
 CONTRACTS = 60
 
 
-def demo(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """`billcycle demo ARGS` in `cwd`, as an operator runs it (no BILLCYCLE_DB set)."""
+def demo(
+    cwd: Path, *args: str, check: bool = True, store: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`billcycle demo ARGS` in `cwd`, as an operator runs it, with BILLCYCLE_DB=store."""
     env = {k: v for k, v in os.environ.items() if k != "BILLCYCLE_DB"}
+    if store is not None:
+        env["BILLCYCLE_DB"] = store
     result = subprocess.run([sys.executable, "-m", "infra.cli", "demo", *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
@@ -103,7 +107,9 @@ def test_the_text_report_ends_with_commands_to_explore(tmp_path: Path) -> None:
         assert "billcycle --db sqlite:///billcycle-demo.db batch show B-20261201-" in out
 
 
-def test_a_store_named_explicitly_must_be_empty(tmp_path: Path) -> None:
+def test_a_store_named_with_db_must_be_empty_and_billcycle_db_is_ignored(
+    tmp_path: Path
+) -> None:
     store = f"sqlite:///{tmp_path / 'mine.db'}"
     line = json.dumps({"type": "usage.watermark", "id": "w1", "occurred_at": "2026-11-01T00:00:00Z",
                        "metric": "api_calls", "complete_through": "2026-11-01"})
@@ -113,3 +119,6 @@ def test_a_store_named_explicitly_must_be_empty(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "is not empty" in result.stderr
     assert result.stdout == ""
+    # The everyday store of BILLCYCLE_DB is left alone: the demo makes its own.
+    demo(tmp_path, "--contracts", "5", "--events", "2", store=store)
+    assert (tmp_path / "billcycle-demo.db").exists()
