@@ -1,0 +1,137 @@
+"""A billing cycle through the CLI, on the embedded store and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cli import billcycle, billcycle_json, jsonl
+
+CREATED = {"type": "contract.created", "occurred_at": "2026-10-01T00:00:00Z",
+           "currency": "USD", "start_date": "2026-10-01", "billing_frequency": "monthly"}
+
+
+def contract(cid: str, *components: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {**CREATED, "id": f"m-{cid}", "contract_id": cid, "customer_id": f"cus_{cid}",
+            "components": list(components), **fields}
+
+
+PLATFORM = {"id": "platform", "kind": "subscription", "amount": "1000.00"}
+API = {"id": "api", "kind": "usage", "metric": "api_calls", "pricing": {
+    "model": "graduated", "tiers": [{"up_to": "1000", "unit_amount": "0", "flat_amount": "0"},
+                                    {"up_to": None, "unit_amount": "0.002"}]}}
+STORAGE = {"id": "storage", "kind": "usage", "metric": "storage_gb", "aggregation": "max",
+           "pricing": {"model": "per_unit", "unit_amount": "0.10"}}
+
+
+def usage(mid: str, customer: str, metric: str, quantity: str, when: str) -> dict[str, Any]:
+    return {"type": "usage", "id": mid, "occurred_at": when, "customer_id": customer,
+            "metric": metric, "quantity": quantity}
+
+
+def watermark(mid: str, metric: str, through: str) -> dict[str, Any]:
+    return {"type": "usage.watermark", "id": mid, "occurred_at": through, "metric": metric,
+            "complete_through": through}
+
+
+BOOK = jsonl(
+    contract("ct_hybrid", PLATFORM, API),
+    contract("ct_storage", STORAGE),
+    contract("ct_later", PLATFORM, start_date="2026-12-01"),
+    usage("u-1", "cus_ct_hybrid", "api_calls", "3500", "2026-10-03T10:00:00Z"),
+    usage("u-1", "cus_ct_hybrid", "api_calls", "3500", "2026-10-03T10:00:00Z"),  # duplicate
+    usage("u-2", "cus_ct_storage", "storage_gb", "40", "2026-10-10T10:00:00Z"),
+    usage("u-3", "cus_ct_storage", "storage_gb", "70", "2026-10-20T10:00:00Z"),
+    watermark("w-1", "api_calls", "2026-11-01T00:00:00Z"),
+    watermark("w-2", "storage_gb", "2026-10-25T00:00:00Z"),  # storage lags: held
+    "this is not json",
+    usage("u-bad", "cus_ct_hybrid", "api_calls", "-1", "2026-10-03T10:00:00Z"),
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'billcycle.db'}"
+    url: str = request.getfixturevalue("fresh_pg_url")
+    return url
+
+
+def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
+    book = tmp_path / "book.jsonl"
+    book.write_bytes(BOOK)
+
+    # Ingest: bad input is rejected with reasons and kept; the duplicate counts once.
+    ingested = billcycle_json(db, "ingest", str(book))
+    assert (ingested["accepted"], ingested["duplicates"]) == (8, 1)
+    reasons = [r["reason"] for r in ingested["rejected"]]
+    assert any("not JSON" in r for r in reasons)
+    assert any("negative" in r for r in reasons)
+    letters = billcycle_json(db, "deadletters")
+    assert len(letters) == 2 and all(d["raw"] and d["reason"] for d in letters)
+
+    # October: the in-advance subscription only.
+    october = billcycle_json(db, "run", "--cycle-date", "2026-10-01", "--batch-id", "oct")
+    assert october["counts"] == {"contracts": 3, "invoiced": 1, "held": 0, "failed": 0,
+                                 "not_due": 2}
+
+    # A dry run reports exactly what the real run then issues, and writes nothing.
+    dry = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--dry-run")
+    assert billcycle_json(db, "invoices") == billcycle_json(db, "invoices", "--batch", "oct")
+    real = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    assert dry["invoices"] == real["invoices"]
+    assert dry["counts"] == real["counts"] == {
+        "contracts": 3, "invoiced": 1, "held": 1, "failed": 0, "not_due": 1}
+    assert real["held"][0]["contract_id"] == "ct_storage"
+    assert "storage_gb" in real["held"][0]["reason"]
+    issued = billcycle_json(db, "invoices", "--batch", "nov")
+    drafts = {d["invoice_id"]: {k: v for k, v in d.items() if k != "batch_id"}
+              for d in dry["drafts"]}
+    assert {i["invoice_id"]: {k: v for k, v in i.items() if k != "batch_id"}
+            for i in issued} == drafts
+
+    [hybrid] = issued
+    assert hybrid["number"] == "INV-000002"
+    assert hybrid["total"] == "1005.00"
+    assert [(ln["kind"], ln["amount"]) for ln in hybrid["lines"]] == [
+        ("subscription", "1000.00"), ("usage", "5.00")]
+    assert hybrid["due_date"] == "2026-12-01"
+
+    # The same cycle date again bills nothing new.
+    again = billcycle_json(db, "run", "--cycle-date", "2026-11-01")
+    assert again["invoices"] == [] and again["counts"]["invoiced"] == 0
+
+    # The batch explains itself: every contract accounted for, with reasons.
+    shown = billcycle_json(db, "batch", "show", "nov")
+    assert shown["counts"]["contracts"] == 3
+    outcomes = {c["contract_id"]: c for c in shown["contracts"]}
+    assert outcomes["ct_later"]["next_due"] == "2026-12-01"
+    assert "watermark" in outcomes["ct_storage"]["reason"]
+    text = billcycle(db, "batch", "show", "nov").stdout
+    assert "ct_storage" in text and "held" in text
+
+    # The producer catches up; the retry bills the held contract in the same batch.
+    late = tmp_path / "late.jsonl"
+    late.write_bytes(jsonl(watermark("w-3", "storage_gb", "2026-11-01T00:00:00Z")))
+    billcycle_json(db, "ingest", str(late))
+    retried = billcycle_json(db, "retry", "nov")
+    assert retried["counts"] == {"contracts": 3, "invoiced": 2, "held": 0, "failed": 0,
+                                 "not_due": 1}
+    storage = billcycle_json(db, "invoices", "--contract", "ct_storage")
+    assert [(i["number"], i["total"], i["batch_id"]) for i in storage] == [
+        ("INV-000003", "7.00", "nov")]
+    numbers = [i["number"] for i in billcycle_json(db, "invoices")]
+    assert numbers == [f"INV-{n:06d}" for n in range(1, len(numbers) + 1)]
+
+
+def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    missing = billcycle(db, "batch", "show", "nope", check=False)
+    assert missing.returncode != 0
+    assert missing.stderr.strip().count("\n") == 0 and "no batch nope" in missing.stderr
+    bad_db = billcycle("mysql://x", "invoices", check=False)
+    assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
+    unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)
+    assert unreadable.returncode != 0 and "cannot read" in unreadable.stderr
