@@ -97,12 +97,17 @@ def previous_cycle_date(cycle_date: date) -> date:
     return boundary(cycle_date, BillingFrequency.MONTHLY, -1)
 
 
+# Built once: json.dumps with options builds an encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _line(message: Message) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    return _JSON.encode(message).encode() + b"\n"
 
 
 def _stamp(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC to the second: "2026-11-03T10:00:00Z"."""
+    return instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def _plain(value: Decimal) -> str:
