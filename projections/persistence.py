@@ -117,19 +117,13 @@ class View(TrackingRecorder, ABC):
 
     @abstractmethod
     def drop(self) -> None:
-        """Delete the view's tables and tracking and create them empty."""
+        """Replace the view's tables and tracking with empty ones, in one transaction."""
 
-    @abstractmethod
-    def create_table(self) -> None:
-        """Create the tables and the tracking table if missing."""
-
-    def recreate(self) -> None:
-        """Create the tables again after they were dropped."""
-        # Forget the dropped tracking table, or the library would take the new one for a
-        # legacy table to migrate (and rename it away).
+    def forget_tracking_table(self) -> None:
+        """Before the tracking table is dropped and made again: otherwise the library would
+        take the new one for a legacy table to migrate (and rename it away)."""
         self.tracking_table_exists = False
         self.tracking_migration_previous = None
-        self.create_table()
 
     def position(self) -> int:
         """The log position through which the view is built (0: nothing yet)."""

@@ -72,12 +72,13 @@ class PostgresView(PostgresTrackingRecorder, View):
             yield _select(curs)
 
     def drop(self) -> None:
+        self.forget_tracking_table()
         with self.datastore.transaction(commit=True) as curs:
             for table in self.tables:
                 curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(Identifier(table.name)))
             curs.execute(SQL("DROP TABLE {0}.{1}").format(
                 Identifier(self.datastore.schema), Identifier(self.tracking_table)))
-        self.recreate()
+            self._create_table(curs)
 
 
 def _copy(curs: Cursor[DictRow], table: Table, rows: list[Row]) -> None:

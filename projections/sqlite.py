@@ -72,10 +72,11 @@ class SQLiteView(SQLiteTrackingRecorder, View):
             yield _select(c)
 
     def drop(self) -> None:
+        self.forget_tracking_table()
         with self.datastore.transaction(commit=True) as c:
             for table in (*(t.name for t in self.tables), self.tracking_table):
                 c.execute(f"DROP TABLE IF EXISTS {table}")
-        self.recreate()
+            self._create_table(c)
 
 
 def _select(c: SQLiteCursor) -> Select:
