@@ -5,9 +5,10 @@ a time, so a bench can write 100,000 contracts and millions of usage events in c
 The same arguments give the same bytes, and contract i does not depend on how many follow it.
 
 The book is the world as it stands on the cycle date D (default 2026-12-01): contracts that
-started in the two months before D, the last month's usage, watermarks, and a little of what
-goes wrong in production: duplicates, one metric whose watermark lags (its contracts are held)
-and six bad messages, each marked with a `sample_bad` field that says what is wrong with it.
+started in the two months before D, their usage from their start to D (`events` a month per
+usage contract), watermarks, and a little of what goes wrong in production: duplicates, one
+metric whose watermark lags (its contracts are held) and six bad messages, each marked with a
+`sample_bad` field that says what is wrong with it.
 Messages are also split by when they arrived: `part="before"` is what had arrived by the run of
 the previous cycle date (D - 1 month), `part="after"` the rest (usage of the last month, late
 usage, amendments, terminations, ...). Billing the previous cycle between the two parts gives
@@ -19,6 +20,7 @@ the next run something to prorate and to bill late.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import random
 import sys
@@ -192,16 +194,18 @@ class _Contract:
     # --- drawing terms ----------------------------------------------------------------------
 
     def day_between(self, first: date, last: date) -> date:
-        return first + timedelta(days=self.rng.randint(0, (last - first).days))
+        """A day from first to last (first, when last comes before it)."""
+        return first + timedelta(days=self.rng.randint(0, max(0, (last - first).days)))
 
-    def month_start(self, months_before_cycle: int) -> date:
-        return boundary(self.cycle.replace(day=1), BillingFrequency.MONTHLY, -months_before_cycle)
+    def cycle_day(self, months_before: int) -> date:
+        """The monthly boundary of D's day this many months before D."""
+        return boundary(self.cycle, BillingFrequency.MONTHLY, -months_before)
 
     def any_start(self) -> date:
-        """A start in the two months before D, on the 1st half of the time."""
+        """A start in the two months before D, on a boundary of D's day half of the time."""
         if self.rng.random() < 0.5:
-            return self.month_start(self.rng.choice((1, 2)))
-        return self.day_between(self.month_start(2), self.cycle - timedelta(days=3))
+            return self.cycle_day(self.rng.choice((1, 2)))
+        return self.day_between(self.cycle_day(2), self.cycle - timedelta(days=3))
 
     def money(self, base: str) -> str:
         scaled = Decimal(base) * CURRENCIES[self.currency]
@@ -289,7 +293,7 @@ def _hybrid(c: _Contract) -> None:
     c.start = c.any_start()
     c.components = [c.subscription("platform", c.rng.choice(("500", "1000", "2500"))),
                     c.usage("api", API_CALLS, c.api_pricing(), c.rng.choice((1, 2, 5)))]
-    c.late_usage = c.start.day == 1 and c.start < c.previous and c.rng.random() < 0.4
+    c.late_usage = c.start == c.cycle_day(2) and c.rng.random() < 0.4
 
 
 def _per_unit(c: _Contract) -> None:
@@ -334,7 +338,7 @@ def _annual(c: _Contract) -> None:
 
 
 def _quarterly(c: _Contract) -> None:
-    c.start = c.month_start(c.rng.choice((1, 2)))
+    c.start = c.cycle_day(c.rng.choice((1, 2)))
     c.frequency = "quarterly"
     c.components = [c.subscription("platform", "3000"),
                     c.usage("api", API_CALLS, c.api_pricing(), c.rng.choice((1, 3)))]
@@ -355,7 +359,7 @@ def _minimum(c: _Contract) -> None:
 
 def _milestones(c: _Contract) -> None:
     """A retainer with implementation milestones: some completed, acceptance never (yet)."""
-    c.start = c.month_start(2) + timedelta(days=c.rng.randint(0, 20))
+    c.start = c.cycle_day(2) + timedelta(days=c.rng.randint(0, 20))
     c.components = [c.subscription("retainer", "1000"), c.milestone("kickoff", "kickoff", "2000"),
                     c.milestone("golive", "go_live", "8000"),
                     c.milestone("acceptance", "acceptance", "4000")]
@@ -375,7 +379,7 @@ def _services_only(c: _Contract) -> None:
 
 def _threshold(c: _Contract) -> None:
     """Mid-month anchor and heavy usage: progressive billing in the open period."""
-    c.start = c.month_start(2) + timedelta(days=14)
+    c.start = c.cycle_day(2) + timedelta(days=14)
     c.threshold = Decimal(c.money("400"))
     c.components = [c.usage("api", API_CALLS, {"model": "per_unit", "unit_amount":
                                                c.unit("0.003")}, c.rng.choice((20, 40)))]
@@ -383,8 +387,10 @@ def _threshold(c: _Contract) -> None:
 
 def _month_end(c: _Contract) -> None:
     """Anchored on the 31st: periods end on the last day of shorter months."""
-    c.start = c.month_start(2)
-    c.start = c.start.replace(day=31) if c.start.month in (1, 3, 5, 7, 8, 10, 12) else c.start
+    first = c.cycle_day(2)
+    month = first if calendar.monthrange(first.year, first.month)[1] == 31 else (
+        first.replace(day=1) + timedelta(days=31))  # a month of 30 days or fewer: the next one
+    c.start = month.replace(day=31)
     c.anchor = c.start
     c.components = [c.subscription("platform", "750"),
                     c.usage("storage", STORAGE, {"model": "per_unit", "unit_amount":
@@ -393,7 +399,7 @@ def _month_end(c: _Contract) -> None:
 
 def _amended(c: _Contract) -> None:
     """Seats changed mid-period: proration credit and charge on the next invoice."""
-    c.start = c.month_start(2) + timedelta(days=c.rng.choice((0, 0, 9, 14, 19)))
+    c.start = c.cycle_day(2) + timedelta(days=c.rng.choice((0, 0, 9, 14, 19)))
     seats = c.rng.randint(5, 20)
     c.components = [c.subscription("seats", "40", seats),
                     c.usage("api", API_CALLS, c.api_pricing(), 2)]
@@ -406,7 +412,7 @@ def _amended(c: _Contract) -> None:
 
 def _terminated(c: _Contract) -> None:
     """Terminated during the month: a credit for the days already billed after the end."""
-    c.start = c.month_start(2) + timedelta(days=c.rng.choice((0, 0, 5, 10)))
+    c.start = c.cycle_day(2) + timedelta(days=c.rng.choice((0, 0, 5, 10)))
     c.components = [c.subscription("platform", "1200"),
                     c.usage("api", API_CALLS, c.api_pricing(), 1)]
     sent = c.day_between(c.previous + timedelta(days=2), c.cycle - timedelta(days=12))
@@ -415,7 +421,7 @@ def _terminated(c: _Contract) -> None:
 
 def _gpu(c: _Contract) -> None:
     """GPU usage, whose watermark lags: held until the producer catches up."""
-    c.start = c.month_start(c.rng.choice((1, 2)))
+    c.start = c.cycle_day(c.rng.choice((1, 2)))
     c.components = [c.subscription("cluster", "2000"),
                     c.usage("gpu", GPU, {"model": "per_unit", "unit_amount": c.unit("0.9")}, 3)]
 

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import date, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ def test_the_pipeline_rejects_exactly_the_bad_ones_and_ignores_duplicates() -> N
     assert "conflicting duplicate" in reasons
     assert report.duplicates > 1  # resent usage and a resent contract.created
     assert report.accepted + report.duplicates + len(report.rejected) == len(lines)
+
+
+@pytest.mark.parametrize("cycle_date", [date(2027, 3, 31), date(2028, 3, 1), date(2026, 7, 15)])
+def test_any_cycle_date_gives_a_valid_book_of_the_two_months_before_it(cycle_date: date) -> None:
+    lines = book(contracts=40, cycle_date=cycle_date)
+    for line in lines:
+        if not intended_bad(line):
+            parse_message(line)
+    created = [m for m in good_messages(lines) if m["type"] == "contract.created"]
+    earliest = date(cycle_date.year, cycle_date.month, 1) - timedelta(days=62)
+    assert all(earliest <= date.fromisoformat(m["start_date"]) < cycle_date for m in created)
+    assert any(m["billing_anchor_date"].endswith("-31") for m in created)
 
 
 def test_the_two_parts_by_arrival_make_the_whole_book() -> None:
