@@ -140,6 +140,23 @@ class BillingApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
 
+    def load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
+        """Reconstruct many aggregates from one read of their events (none snapshotted)."""
+        loaded: dict[UUID, Aggregate] = {}
+        for originator_id, stored in self.store.events_of(aggregate_ids).items():
+            aggregate: Any = None
+            for record in stored:
+                event: Any = self.mapper.to_domain_event(record)
+                aggregate = event.mutate(aggregate)
+            if aggregate is not None:
+                loaded[originator_id] = aggregate
+        return loaded
+
+    def contracts(self, contract_ids: Sequence[str]) -> dict[str, Contract]:
+        """The stored contracts among these ids, by contract id."""
+        loaded = self.load_many([contract_aggregate_id(cid) for cid in contract_ids])
+        return {c.contract_id: c for c in loaded.values() if isinstance(c, Contract)}
+
     def contract(self, contract_id: str) -> Contract | None:
         return self.get_or_none(contract_aggregate_id(contract_id), Contract)
 

@@ -273,15 +273,16 @@ class BillingRuns:
     def _bill_chunk(
         self, run: BillingRun, contract_ids: list[str], ctx: BillingContext
     ) -> tuple[list[ContractOutcome], list[Aggregate], list[Invoice]]:
-        contracts = {cid: self.app.contract(cid) for cid in contract_ids}
+        contracts = self.app.contracts(contract_ids)
+        siblings = self._siblings(list(contracts.values()))
         decided: list[tuple[str, ContractOutcome | InvoiceDue]] = []
         for cid in contract_ids:
-            contract = contracts[cid]
+            contract = contracts.get(cid)
             if contract is None:
                 decided.append((cid, ContractOutcome(cid, Outcome.FAILED,
                                                      reason="contract is indexed but not stored")))
                 continue
-            decided.append((cid, self._decide(contract, ctx)))
+            decided.append((cid, self._decide(contract, ctx, siblings.get(cid, []))))
         due = [(cid, d) for cid, d in decided if isinstance(d, InvoiceDue)]
         touched: list[Aggregate] = []
         invoices: list[Invoice] = []
@@ -300,7 +301,6 @@ class BillingRuns:
                 outcomes.append(decision)
                 continue
             contract = contracts[cid]
-            assert contract is not None
             invoice = self._issue(contract, decision, issued[cid], run)
             contract.record_invoice(
                 invoice_id=invoice.id, number=invoice.number, batch_id=run.batch_id,
@@ -314,10 +314,11 @@ class BillingRuns:
             ))
         return outcomes, touched, invoices
 
-    def _decide(self, contract: Contract, ctx: BillingContext) -> ContractOutcome | InvoiceDue:
+    def _decide(
+        self, contract: Contract, ctx: BillingContext, siblings: list[Contract]
+    ) -> ContractOutcome | InvoiceDue:
         cid = contract.contract_id
         try:
-            siblings = self._siblings(contract)
             outcome = bill_contract(contract, ctx, StoreUsage(self.app.store, contract, siblings))
         except (UsageNotBillable, ValueError, ArithmeticError, LookupError) as exc:
             return ContractOutcome(cid, Outcome.FAILED,
@@ -331,12 +332,20 @@ class BillingRuns:
             return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
         return outcome
 
-    def _siblings(self, contract: Contract) -> list[Contract]:
-        ids = self.app.store.customer_contract_ids(contract.customer_id)
-        if len(ids) <= 1:
-            return []
-        found = [self.app.contract(cid) for cid in ids if cid != contract.contract_id]
-        return [c for c in found if c is not None]
+    def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
+        """For each contract, the customer's other contracts (they may share usage)."""
+        by_customer = self.app.store.customer_contract_ids(
+            sorted({c.customer_id for c in contracts}))
+        shared = {cid for ids in by_customer.values() if len(ids) > 1 for cid in ids}
+        if not shared:
+            return {}
+        loaded = {c.contract_id: c for c in contracts if c.contract_id in shared}
+        loaded.update(self.app.contracts(sorted(shared - set(loaded))))
+        return {
+            c.contract_id: [loaded[o] for o in by_customer[c.customer_id]
+                            if o != c.contract_id and o in loaded]
+            for c in contracts if c.contract_id in shared
+        }
 
     def _issue(self, contract: Contract, due: InvoiceDue, number: str, run: BillingRun) -> Invoice:
         lines = list(due.lines)

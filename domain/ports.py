@@ -42,11 +42,14 @@ class BillingStore(Protocol):
     def contract_ids(self, after: str | None, limit: int) -> list[str]:
         """Contract ids in ascending order, for paging through the book."""
 
-    def customer_contract_ids(self, customer_id: str) -> list[str]:
-        """Ids of the customer's contracts."""
+    def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Ids of each customer's contracts (customers with none are left out)."""
 
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         """The version-1 stored event of each of these aggregates that exists."""
+
+    def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """All stored events of each of these aggregates, in version order: one query."""
 
     def max_notification_id(self) -> int | None:
         """The log position of the newest stored event."""

@@ -348,8 +348,11 @@ class _Meters:
     def contract_ids(self, after: str | None, limit: int) -> list[str]:
         raise NotImplementedError("verification bills the contracts a batch recorded")
 
-    def customer_contract_ids(self, customer_id: str) -> list[str]:
+    def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         raise NotImplementedError("verification passes the customer's contracts in")
+
+    def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        raise NotImplementedError("verification replays the log itself")
 
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         raise NotImplementedError("verification reads no message receipts")

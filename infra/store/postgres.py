@@ -126,12 +126,18 @@ _CHANGED_BUCKETS = (
 )
 
 _CUSTOMER_CONTRACTS = (
-    "SELECT contract_id FROM {schema}.contract_index WHERE customer_id = %s ORDER BY contract_id"
+    "SELECT customer_id, contract_id FROM {schema}.contract_index"
+    " WHERE customer_id = ANY(%s) ORDER BY customer_id, contract_id"
 )
 
 _FIRST_VERSIONS = (
     "SELECT originator_id, originator_version, topic, state FROM {schema}.{events}"
     " WHERE originator_version = 1 AND originator_id = ANY(%s)"
+)
+
+_EVENTS_OF = (
+    "SELECT originator_id, originator_version, topic, state FROM {schema}.{events}"
+    " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
 )
 
 
@@ -160,6 +166,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._changed_buckets = self._sql(_CHANGED_BUCKETS)
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
         self._first_versions = self._sql(_FIRST_VERSIONS)
+        self._events_of = self._sql(_EVENTS_OF)
 
     def _sql(self, template: str) -> Composed:
         return SQL(template).format(
@@ -283,10 +290,32 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             return [row["contract_id"] for row in curs.fetchall()]
 
     @_retry
-    def customer_contract_ids(self, customer_id: str) -> list[str]:
+    @_retry
+    def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        if not customer_ids:
+            return found
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._customer_contracts, (customer_id,))
-            return [row["contract_id"] for row in curs.fetchall()]
+            curs.execute(self._customer_contracts, (list(customer_ids),))
+            for row in curs.fetchall():
+                found.setdefault(row["customer_id"], []).append(row["contract_id"])
+        return found
+
+    @_retry
+    def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        found: dict[UUID, list[StoredEvent]] = {}
+        if not originator_ids:
+            return found
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._events_of, (list(originator_ids),))
+            for row in curs.fetchall():
+                found.setdefault(row["originator_id"], []).append(StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                ))
+        return found
 
     @_retry
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:

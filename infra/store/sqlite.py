@@ -80,7 +80,8 @@ _CHANGED_BUCKETS = (
     " ORDER BY bucket_start"
 )
 _CUSTOMER_CONTRACTS = (
-    "SELECT contract_id FROM contract_index WHERE customer_id = ? ORDER BY contract_id"
+    "SELECT customer_id, contract_id FROM contract_index"
+    " WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY customer_id, contract_id"
 )
 
 
@@ -201,10 +202,32 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             c.execute(statement, params)
             return [row[0] for row in c.fetchall()]
 
-    def customer_contract_ids(self, customer_id: str) -> list[str]:
+    def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
         with self.datastore.transaction(commit=False) as c:
-            c.execute(_CUSTOMER_CONTRACTS, (customer_id,))
-            return [row[0] for row in c.fetchall()]
+            c.execute(_CUSTOMER_CONTRACTS, (json.dumps(list(customer_ids)),))
+            for row in c.fetchall():
+                found.setdefault(row[0], []).append(row[1])
+        return found
+
+    def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        statement = (
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name}"
+            " WHERE originator_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY originator_id, originator_version"
+        )
+        found: dict[UUID, list[StoredEvent]] = {}
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, (json.dumps([i.hex for i in originator_ids]),))
+            for row in c.fetchall():
+                originator_id = UUID(row["originator_id"])
+                found.setdefault(originator_id, []).append(StoredEvent(
+                    originator_id=originator_id,
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                ))
+        return found
 
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         statement = (

@@ -294,8 +294,8 @@ def test_contract_index_pages_in_order(app: StoreApp) -> None:
     assert app.store.contract_ids(None, 2) == ["ct_1", "ct_10"]
     assert app.store.contract_ids("ct_10", 2) == ["ct_2", "ct_3"]
     assert app.store.contract_ids("ct_3", 2) == []
-    assert app.store.customer_contract_ids("cus_1") == ["ct_1", "ct_10", "ct_3"]
-    assert app.store.customer_contract_ids("cus_9") == []
+    assert app.store.customer_contract_ids(["cus_1", "cus_9"]) == {
+        "cus_1": ["ct_1", "ct_10", "ct_3"]}
 
 
 def test_first_versions(app: StoreApp) -> None:
@@ -314,3 +314,16 @@ def test_first_versions(app: StoreApp) -> None:
     assert first.originator_version == 1
     assert first.__dict__["name"] == "a"
     assert app.store.first_versions([]) == {}
+
+
+def test_events_of_many_aggregates_in_one_read(app: StoreApp) -> None:
+    app.write("a", "b")
+    amended: Note = app.repository.get(Note.create_id("a"))
+    amended.amend()
+    app.save(amended)
+    a, b = Note.create_id("a"), Note.create_id("b")
+
+    found = app.store.events_of([a, b, uuid4()])
+    assert {k: [e.originator_version for e in v] for k, v in found.items()} == {
+        a: [1, 2], b: [1]}
+    assert app.store.events_of([]) == {}
