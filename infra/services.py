@@ -32,7 +32,7 @@ def dev_kafka() -> LocalKafka:
 
 def settings(pg: LocalPostgres, kafka: LocalKafka) -> str:
     """Shell lines that point billcycle at the dev services."""
-    return f"export BILLCYCLE_DB={pg.url}\nexport BILLCYCLE_KAFKA_BOOTSTRAP={kafka.bootstrap}"
+    return f"export BILLCYCLE_DB={pg.url}\nexport BILLCYCLE_KAFKA={kafka.bootstrap}"
 
 
 def up() -> None:
