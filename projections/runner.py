@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eventsourcing.persistence import IntegrityError, Tracking
-from eventsourcing.postgres import PostgresRecorder
 from eventsourcing.sqlite import SQLiteRecorder
 
 from domain.application import BillingApplication
@@ -25,7 +24,6 @@ from projections.audit import AuditProjection
 from projections.collections import CollectionsProcess, CollectionsProjection
 from projections.ledger import LedgerProjection
 from projections.persistence import View, ViewConflict
-from projections.postgres import PostgresView
 from projections.projection import Positioned, ViewProjection
 from projections.revenue import RevenueProjection
 from projections.sqlite import SQLiteView
@@ -59,6 +57,11 @@ def open_view(app: BillingApplication, projection: type[ViewProjection]) -> View
     recorder: Any = app.recorder
     if isinstance(recorder, SQLiteRecorder):
         return SQLiteView(recorder.datastore, projection.name, projection.tables, app.name)
+    # Imported here: psycopg takes a while to import and the embedded store never needs it.
+    from eventsourcing.postgres import PostgresRecorder
+
+    from projections.postgres import PostgresView
+
     if isinstance(recorder, PostgresRecorder):
         return PostgresView(recorder.datastore, projection.name, projection.tables, app.name)
     raise TypeError(f"no views for a {type(recorder).__name__} store; use SQLite or PostgreSQL")
