@@ -22,6 +22,7 @@ from domain.calendar import (
     local_midnight,
     period_containing,
     periods_overlapping,
+    prorate,
 )
 from domain.contract import Contract
 from domain.invoice_lines import InvoiceLine, LineKind
@@ -258,7 +259,8 @@ def _add_subscription_lines(
     *,
     first_billing: bool,
 ) -> None:
-    days = (end - start).days
+    used = ServicePeriod(start, end)
+    days = used.days
     basis = {"period_days": period.days, "days": days,
              "full_period": [period.start.isoformat(), period.end.isoformat()]}
     span = f"{start.isoformat()} to {end.isoformat()}"
@@ -271,7 +273,7 @@ def _add_subscription_lines(
                         f"{partial}",
             quantity=was.quantity,
             unit_amount=was.unit_amount,
-            amount=-draft.money(was.rate * days / period.days),
+            amount=-draft.money(prorate(was.rate, used, period)),
             period_start=start,
             period_end=end,
             basis={**basis, "rate": str(was.rate), "credit": True},
@@ -285,7 +287,7 @@ def _add_subscription_lines(
             description=f"{component_id}: {label} {span} at {now.rate} per period{partial}",
             quantity=now.quantity,
             unit_amount=now.unit_amount,
-            amount=draft.money(now.rate * days / period.days),
+            amount=draft.money(prorate(now.rate, used, period)),
             period_start=start,
             period_end=end,
             basis={**basis, "rate": str(now.rate),

@@ -161,6 +161,7 @@ class BillingRuns:
         progress: Progress | None = None,
     ) -> RunReport:
         batch_id = batch_id or new_batch_id(cycle_date)
+        self._numbering = None  # never carry a dry run's numbers into a real run
         manifest = self._manifest()
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
@@ -186,7 +187,8 @@ class BillingRuns:
     def retry(self, batch_id: str, progress: Progress | None = None) -> RunReport:
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
-            raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows the batches")
+            raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
+        self._numbering = None
         manifest = self._manifest()
         run.resume("retry", self.now(), manifest)
         self.app.save(run)

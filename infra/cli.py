@@ -36,14 +36,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _date(value: str) -> date:
+def parse_date(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from None
 
 
-def _emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> None:
+def emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> None:
     if args.json:
         json.dump(document, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -71,10 +71,10 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
             for r in report.rejected
         ],
     }
-    _emit(args, document, lambda: text.ingest_summary(document))
+    emit(args, document, lambda: text.ingest_summary(document))
 
 
-def _progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
+def progress_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:
     if args.json or not sys.stderr.isatty():
         return None
     return text.ProgressBar(sys.stderr).update
@@ -89,20 +89,20 @@ def _report_document(app: BillingApplication, report: RunReport) -> dict[str, An
 def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
     runs = BillingRuns(app, now, chunk_size=args.chunk_size,
                        input_manifest=cli_kafka.input_manifest(args, app))
-    report = runs.run(args.cycle_date, args.batch_id, args.dry_run, _progress(args))
+    report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args))
     document = _report_document(app, report)
     if args.dry_run:
         document["drafts"] = [invoice_view(i) for i in report.invoices]
-    _emit(args, document, lambda: text.run_summary(report))
+    emit(args, document, lambda: text.run_summary(report))
 
 
 def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:
     try:
         runs = BillingRuns(app, now, input_manifest=cli_kafka.input_manifest(args, app))
-        report = runs.retry(args.batch_id, _progress(args))
+        report = runs.retry(args.batch_id, progress_bar(args))
     except LookupError as exc:
         raise UserError(str(exc)) from exc
-    _emit(args, _report_document(app, report), lambda: text.run_summary(report))
+    emit(args, _report_document(app, report), lambda: text.run_summary(report))
 
 
 def cmd_invoices(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -111,24 +111,24 @@ def cmd_invoices(args: argparse.Namespace, app: BillingApplication) -> None:
         if (args.batch is None or i.batch_id == args.batch)
         and (args.contract is None or i.contract_id == args.contract)
     ]
-    _emit(args, views, lambda: text.invoice_table(views))
+    emit(args, views, lambda: text.invoice_table(views))
 
 
 def _batch(app: BillingApplication, batch_id: str) -> BillingRun:
     run = app.get_or_none(billing_run_id(batch_id), BillingRun)
     if run is None:
-        raise UserError(f"no batch {batch_id}; `billcycle batch list` shows the batches")
+        raise UserError(f"no batch {batch_id}; `billcycle batch list` shows them")
     return run
 
 
 def cmd_batch_show(args: argparse.Namespace, app: BillingApplication) -> None:
     view = batch_view(_batch(app, args.batch_id))
-    _emit(args, view, lambda: text.batch_report(view))
+    emit(args, view, lambda: text.batch_report(view))
 
 
 def cmd_deadletters(args: argparse.Namespace, app: BillingApplication) -> None:
     letters = app.dead_letters()
-    _emit(args, letters, lambda: text.dead_letter_table(letters))
+    emit(args, letters, lambda: text.dead_letter_table(letters))
 
 
 class Subcommands:
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_ingest)
 
     p = sub.add_parser("run", help="one billing run for a cycle date")
-    p.add_argument("--cycle-date", type=_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
     p.add_argument("--batch-id", help="default: B-<date>-<random>; an existing id resumes it")
     p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
                    "write nothing")
@@ -202,11 +202,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Defaults are filled here: set_defaults would reach the subcommands' shared option
     # actions and override a value given before the command.
+    args.db_given = getattr(args, "db", None) is not None
     args.db = getattr(args, "db", None) or os.environ.get("BILLCYCLE_DB", DEFAULT_DB)
     args.json = getattr(args, "json", False)
     try:
-        with closing(open_app(args.db)) as app:
-            args.handler(args, app)
+        if getattr(args, "own_store", False):
+            args.handler(args, None)
+        else:
+            with closing(open_app(args.db)) as app:
+                args.handler(args, app)
+    except BrokenPipeError:
+        # The reader went away (`billcycle invoices | head`): not an error of ours.
+        sys.stderr.close()
+        return 0
     except UserError as exc:
         print(f"billcycle: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterable
-from contextlib import ExitStack, closing
+from contextlib import closing
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import islice
@@ -48,7 +48,7 @@ WIDTH = 100  # of the example invoices; longer descriptions push their amount ri
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
-    from infra.cli import _date
+    from infra.cli import parse_date
 
     p = sub.add_parser(
         "demo", help="bill a generated sample book on a fresh SQLite store and explain it",
@@ -59,43 +59,39 @@ def register(sub: Subcommands) -> None:
                    help=f"contracts in the book (default {sample_book.DEFAULT_CONTRACTS})")
     p.add_argument("--seed", type=int, default=sample_book.DEFAULT_SEED,
                    help=f"the same seed gives the same book (default {sample_book.DEFAULT_SEED})")
-    p.add_argument("--cycle-date", type=_date, default=sample_book.DEFAULT_CYCLE_DATE,
+    p.add_argument("--cycle-date", type=parse_date, default=sample_book.DEFAULT_CYCLE_DATE,
                    metavar="YYYY-MM-DD",
                    help=f"default {sample_book.DEFAULT_CYCLE_DATE}; usage is for the month before")
     p.add_argument("--events", type=int, default=sample_book.DEFAULT_EVENTS,
                    help="usage events per usage contract per month "
                    f"(default {sample_book.DEFAULT_EVENTS})")
-    p.set_defaults(handler=cmd_demo)
+    p.set_defaults(handler=cmd_demo, own_store=True)
 
 
-def cmd_demo(args: argparse.Namespace, app: BillingApplication) -> None:
-    from infra.cli import UserError
+def cmd_demo(args: argparse.Namespace, app: BillingApplication | None) -> None:
+    from infra.cli import UserError, emit
 
     if args.contracts < 1 or args.events < 0:
         raise UserError("--contracts must be at least 1 and --events at least 0")
-    with ExitStack() as stack:
-        url, store = _demo_store(args, app)
-        if store is not app:
-            stack.enter_context(closing(store))
+    url, store = _demo_store(args)
+    with closing(store):
         document = Demo(args, url, store).run()
     if args.json:
-        from infra.cli import _emit
-
-        _emit(args, document, lambda: "")
+        emit(args, document, lambda: "")
 
 
-def _demo_store(
-    args: argparse.Namespace, app: BillingApplication
-) -> tuple[str, BillingApplication]:
+def _demo_store(args: argparse.Namespace) -> tuple[str, BillingApplication]:
     """A fresh billcycle-demo.db here, or the store --db names if it is empty.
 
     BILLCYCLE_DB does not count: it names the store for everyday commands, and the demo stays
-    out of it (`eval "$(./infra/dev up)"` sets it). A --db equal to it is taken as not given.
+    out of it (`eval "$(./infra/dev up)"` sets it). Only an explicit --db does.
     """
-    from infra.cli import DEFAULT_DB, UserError, open_app
+    from infra.cli import UserError, open_app
 
-    if args.db != os.environ.get("BILLCYCLE_DB", DEFAULT_DB):
+    if args.db_given:
+        app = open_app(args.db)
         if app.store.max_notification_id():
+            app.close()
             raise UserError(
                 f"the store {args.db} is not empty; the demo needs an empty one: name a new "
                 f"store with --db, or leave --db out to use {DEMO_DB} here (replaced on each run)"
@@ -250,9 +246,9 @@ class Demo:
             sys.stderr.write(f"{text} ...\n")
 
     def _progress(self) -> Progress | None:
-        from infra.cli import _progress
+        from infra.cli import progress_bar
 
-        return _progress(self.args)
+        return progress_bar(self.args)
 
 
 # --- the document's parts ---------------------------------------------------------------------

@@ -33,7 +33,8 @@ POLICY_ENV = "BILLCYCLE_COLLECTION_SCHEDULE"
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
-    from infra.cli import Subcommands, _date
+    from infra.cli import Subcommands
+    from infra.cli import parse_date as _date
 
     reports = Subcommands(sub.add_parser("report", help="AR aging; revenue").add_subparsers(
         dest="report_command", required=True, metavar="REPORT"), sub.common)
@@ -116,7 +117,7 @@ def _error(message: str) -> Exception:
 
 
 def _emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> None:
-    from infra.cli import _emit as emit
+    from infra.cli import emit
 
     emit(args, document, render)
 

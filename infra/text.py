@@ -37,6 +37,17 @@ class ProgressBar:
         self.stream.flush()
 
 
+SHOWN = 10  # held or failed contracts listed in a run summary; `batch show` lists them all
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     def fmt(cells: list[str]) -> str:
@@ -66,15 +77,17 @@ def run_summary(report: RunReport) -> str:
         totals[invoice.currency] += 1
         currency_totals[invoice.currency] = currency_totals.get(invoice.currency, 0) + invoice.total
     for cur in sorted(totals):
-        out.append(f"  {totals[cur]} invoices in {cur}, total "
+        out.append(f"  {plural(totals[cur], 'invoice')} in {cur}, total "
                    f"{format_money(currency_totals[cur], cur)}")
     if report.invoices:
         numbers = [i.number for i in report.invoices]
         out.append(f"  numbers {numbers[0]} .. {numbers[-1]}")
     for kind in (Outcome.HELD, Outcome.FAILED):
         listed = [o for o in report.outcomes.values() if o.outcome is kind]
-        for o in listed:
-            out.append(f"  {kind.value} {o.contract_id}: {o.reason}")
+        for o in listed[:SHOWN]:
+            out.append(f"  {kind.value} {o.contract_id}: {shorten(o.reason or '', 160)}")
+        if len(listed) > SHOWN:
+            out.append(f"  ... and {len(listed) - SHOWN} more {kind.value}")
     for warning in report.warnings:
         out.append(f"  warning: {warning}")
     out.append(f"  explain it: billcycle batch show {report.batch_id}")
@@ -91,12 +104,12 @@ def invoice_table(views: list[dict[str, Any]]) -> str:
 
 def batch_report(view: dict[str, Any]) -> str:
     c = view["counts"]
+    latest = view["attempts"][-1]["manifest"]  # a retry reads newer input than the first run
     out = [
         f"batch {view['batch_id']}  cycle date {view['cycle_date']}  {view['status']}",
         f"started {view['started_at']}  finished {view['finished_at'] or '-'}",
-        f"input: log position {view['manifest'].get('log_position')}, watermarks "
-        + (", ".join(f"{m} {t}" for m, t in view["manifest"].get("watermarks", {}).items())
-           or "none"),
+        f"input of the latest attempt: log position {latest.get('log_position')}, watermarks "
+        + (", ".join(f"{m} {t}" for m, t in latest.get("watermarks", {}).items()) or "none"),
         "attempts: " + ", ".join(f"{a['kind']} at {a['started_at']}" for a in view["attempts"]),
         f"contracts {c['contracts']} = invoiced {c['invoiced']} + held {c['held']} + failed "
         f"{c['failed']} + not due {c['not_due']}",
