@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -95,21 +96,27 @@ class Patience:
     """Runs a step that needs the database or Kafka, through their outages.
 
     A transient failure is retried after a pause that doubles up to `longest`, and each retry
-    says what it is waiting for; a stop request ends the wait with Stopped.
+    says what it is waiting for; a stop request ends the wait with Stopped. A step that hangs
+    (the database client waits for a connection, with its own retries) is named every `slow`
+    seconds while it lasts.
     """
 
     def __init__(self, say: Say, stop: threading.Event, first: float = 0.5,
-                 longest: float = 15.0) -> None:
+                 longest: float = 15.0, slow: float = 3.0) -> None:
         self.say = say
         self.stop = stop
         self.first = first
         self.longest = longest
+        self.slow = slow
+        self._current: tuple[str, float] | None = None
+        self._watcher: threading.Thread | None = None
 
     def call(self, what: str, step: Callable[[], T], transient: tuple[type[Exception], ...]) -> T:
         pause, failures = self.first, 0
         while True:
             try:
-                result = step()
+                with self.watch(what):
+                    result = step()
             except transient as error:
                 failures += 1
                 self.say(f"waiting for {what}: {_first_line(error)}; "
@@ -125,19 +132,49 @@ class Patience:
         if self.stop.wait(seconds):
             raise Stopped
 
+    @contextmanager
+    def watch(self, what: str) -> Iterator[None]:
+        """Name `what` while the step in this block takes longer than `slow` seconds."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="patience", daemon=True)
+            self._watcher.start()
+        self._current = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._current = None
+
+    def _watch(self) -> None:
+        said, said_at = None, 0.0
+        while not self.stop.wait(self.slow / 5):
+            current, now = self._current, time.monotonic()
+            if current is None or now - current[1] < self.slow:
+                continue
+            if current != said or now - said_at >= self.slow:
+                self.say(f"waiting for {current[0]}: no answer for {now - current[1]:.0f}s")
+                said, said_at = current, now
+
 
 def _first_line(error: BaseException) -> str:
+    name = type(error).__name__
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    if not text:
+        return name
+    return text[0] if text[0].startswith(name) else f"{name}: {text[0]}"
 
 
 def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH,
-                     client_id: str = "billcycle-consume") -> Any:
-    """A consumer of the inbound topics, tuned for large batches; positions come from the DB."""
+                     instance_id: str | None = None) -> Any:
+    """A consumer of the inbound topics, tuned for large batches; positions come from the DB.
+
+    With `instance_id` the process is a static member of the group: restarted under the same
+    id, it takes its partitions back at once instead of after the session timeout.
+    """
     return KafkaConsumer(
         bootstrap_servers=bootstrap,
-        client_id=client_id,
+        client_id=f"billcycle-consume-{instance_id}" if instance_id else "billcycle-consume",
         group_id=group,
+        group_instance_id=instance_id,
         enable_auto_commit=False,  # positions live in the database, with the events
         auto_offset_reset="earliest",
         isolation_level="read_committed",
@@ -218,6 +255,7 @@ class KafkaIngest:
         kafka: str = "Kafka",
         batch_size: int = DEFAULT_BATCH,
         report_every: float = 5.0,
+        probe_after: float = 3.0,
     ) -> None:
         self.app = app
         self.pipeline = IngestPipeline(app)
@@ -230,13 +268,17 @@ class KafkaIngest:
         self.kafka = kafka
         self.batch_size = batch_size
         self.report_every = report_every
+        self.probe_after = probe_after
         self.stats = ConsumeStats()
         self.rebalances = _Rebalances(consumer)
         # Per owned partition: the next offset to apply (stored position + 1) ...
         self.positions: dict[TopicPartition, int] = {}
         # ... and its end offset when it was assigned, for --until-caught-up.
         self.ends: dict[TopicPartition, int] = {}
+        # End offsets learnt since, for the lag report.
+        self.latest_ends: dict[TopicPartition, int] = {}
         self._reported = (time.monotonic(), 0)
+        self._last_records = time.monotonic()
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
@@ -247,6 +289,10 @@ class KafkaIngest:
                 self._settle()
                 for tp, records in batches.items():
                     self._consume(tp, records)
+                if batches:
+                    self._last_records = time.monotonic()
+                elif time.monotonic() - self._last_records > self.probe_after:
+                    self._probe()
                 self._report()
                 if until_caught_up and self._caught_up():
                     break
@@ -260,7 +306,7 @@ class KafkaIngest:
         lag = {}
         for tp, position in self.positions.items():
             end = self.consumer.highwater(tp) if tp in self.consumer.assignment() else None
-            end = max(end or 0, self.ends.get(tp, 0))
+            end = max(end or 0, self.ends.get(tp, 0), self.latest_ends.get(tp, 0))
             lag[partition_label(tp)] = max(end - position, 0)
         return lag
 
@@ -268,6 +314,23 @@ class KafkaIngest:
 
     def _poll(self) -> dict[TopicPartition, list[Any]]:
         return cast(dict[TopicPartition, list[Any]], self.consumer.poll(timeout_ms=500))
+
+    def _probe(self) -> None:
+        """Nothing fetched for a while: ask the broker for the end offsets. The answer updates
+        the lag; no answer means the broker is away, and waiting for it is said (the client
+        itself reconnects silently)."""
+        self._last_records = time.monotonic()
+        tps = sorted(self.consumer.assignment()) or [
+            TopicPartition(topic, p)
+            for topic in self.topics.inbound
+            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            self.say("waiting for partitions: no inbound topic is known yet")
+            return
+        ends = self.patience.call(
+            self.kafka, lambda: self.consumer.end_offsets(tps, timeout_ms=3000), KAFKA_DOWN)
+        self.latest_ends.update({tp: end for tp, end in ends.items() if tp in self.positions})
 
     def _settle(self) -> None:
         """Apply the assignment changes of the last poll: forget revoked partitions, seek new
@@ -281,6 +344,7 @@ class KafkaIngest:
                 for tp in tps:
                     self.positions.pop(tp, None)
                     self.ends.pop(tp, None)
+                    self.latest_ends.pop(tp, None)
         added &= self.consumer.assignment()
         if not added:
             return
@@ -321,7 +385,8 @@ class KafkaIngest:
                 for r in records
             ]
             try:
-                report = self.pipeline.process(origins, tracking)
+                with self.patience.watch(self.store):
+                    report = self.pipeline.process(origins, tracking)
                 break
             except DATABASE_DOWN as error:
                 self.say(f"waiting for {self.store}: {_first_line(error)}")

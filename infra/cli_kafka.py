@@ -97,7 +97,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
     consumer = producer = None
     try:
         consumer = patience.call(
-            kafka, lambda: inbound_consumer(bootstrap, args.group, args.batch_size), KAFKA_DOWN)
+            kafka, lambda: inbound_consumer(bootstrap, args.group, args.batch_size,
+                                            args.instance_id), KAFKA_DOWN)
         producer = patience.call(kafka, lambda: deadletter_producer(bootstrap), KAFKA_DOWN)
         deadletters = DeadLetterTopic(app, producer, topics.deadletter, patience,
                                       store=store, kafka=kafka)
@@ -186,6 +187,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--group", default=DEFAULT_GROUP,
                    help=f"consumer group; processes of one group share the partitions "
                    f"(default {DEFAULT_GROUP})")
+    p.add_argument("--instance-id", default=os.environ.get("BILLCYCLE_CONSUMER_ID"),
+                   help="a name this process keeps across restarts (e.g. the pod name): "
+                   "restarted, it takes its partitions back at once (static group "
+                   "membership); env BILLCYCLE_CONSUMER_ID")
     p.add_argument("--until-caught-up", action="store_true",
                    help="stop once every assigned partition reaches its end offset "
                    "(default: run until SIGTERM)")

@@ -1,0 +1,175 @@
+"""Kafka in and out on a real broker and PostgreSQL: messages from a plain producer become
+invoices, invoice events reach billing.invoices (read by Apache Kafka's own console consumer and
+valid by their JSON Schemas), and poison messages land on the dead-letter topic."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import threading
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+
+from consumers.deadletter_topic import DeadLetterTopic
+from consumers.kafka_source import KafkaIngest, Patience, inbound_consumer
+from consumers.schemas import SCHEMA_DIR
+from domain.application import BillingApplication
+from infra.kafka_broker import LocalKafka
+from infra.store.url import store_env
+from tests.integration.kafka_support import (
+    UsageLedger,
+    as_json,
+    billcycle_json,
+    cli_env,
+    contract,
+    meter_totals,
+    new_topics,
+    produce,
+    read_topic,
+)
+
+
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def cents(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def test_messages_from_kafka_become_invoices_whose_events_reach_billing_invoices(
+    kafka_broker: LocalKafka, fresh_pg_url: str
+) -> None:
+    bootstrap = kafka_broker.bootstrap
+    topics = new_topics(bootstrap)
+    env = cli_env(fresh_pg_url, bootstrap, topics)  # BILLCYCLE_KAFKA set: runs record Kafka
+    ledger = UsageLedger()
+    produce(bootstrap, topics.contracts, [(f"ct_{n}", as_json(contract(n))) for n in range(3)])
+    produce(bootstrap, topics.usage, ledger.make(customers=3, count=300))
+
+    consumed = billcycle_json(env, "consume", "--until-caught-up")
+    run = billcycle_json(env, "run", "--cycle-date", "2026-11-01")
+
+    assert (consumed["accepted"], consumed["rejected"]) == (303, 0)
+    assert run["counts"]["invoiced"] == 3 and run["warnings"] == []
+    manifest = billcycle_json(env, "batch", "show", run["batch_id"])["manifest"]
+    for name in ("usage", "contracts", "payments"):
+        topic = getattr(topics, name)
+        for partition in range(3 if name == "usage" else 2 if name == "contracts" else 1):
+            key = f"kafka:{topic}:{partition}"
+            end = manifest["kafka_end_offsets"][key]
+            assert manifest["input_positions"][key] == (end - 1 if end else None)
+    invoices = {i["customer_id"]: i for i in billcycle_json(env, "invoices")}
+    for customer, quantity in ledger.totals.items():
+        usage_line = next(line for line in invoices[customer]["lines"] if line["kind"] == "usage")
+        assert usage_line["amount"] == cents(quantity * Decimal("0.01"))
+
+    # Usage still in Kafka is named in the next run's warnings.
+    produce(bootstrap, topics.usage, ledger.make(customers=3, count=5))
+    dry = billcycle_json(env, "run", "--cycle-date", "2026-12-01", "--dry-run")
+    assert any(topics.usage in w and "usage still waiting" in w for w in dry["warnings"])
+
+    # A payment from Kafka is applied; then everything goes out.
+    first = invoices["cus_0"]
+    produce(bootstrap, topics.payments, [("cus_0", as_json({
+        "type": "payment.received", "id": "pay-1", "occurred_at": "2026-11-20T09:00:00Z",
+        "invoice_number": first["number"], "amount": first["total"], "currency": "USD"}))])
+    billcycle_json(env, "consume", "--until-caught-up")
+    published = billcycle_json(env, "publish", "--until-caught-up")
+
+    assert published["published"] == 4
+    read = subprocess.run(
+        kafka_broker.console_consumer_cmd(topics.invoices, max_messages=4, timeout_ms=30000),
+        capture_output=True, text=True, timeout=120, check=True)
+    messages = [json.loads(line) for line in read.stdout.splitlines() if line.strip()]
+    assert sorted(m["type"] for m in messages) == ["invoice.issued"] * 3 + ["payment.applied"]
+    for message in messages:
+        validator(message["type"]).validate(message)
+        validator("invoice-event").validate(message)
+    assert {m["number"] for m in messages} == {i["number"] for i in invoices.values()}
+    payment = next(m for m in messages if m["type"] == "payment.applied")
+    assert (payment["number"], payment["balance"]) == (first["number"], "0.00")
+
+
+POISON: list[tuple[str, bytes]] = [
+    ("cus_0", b"not json {"),
+    ("cus_0", as_json({"type": "usage", "id": "bad-schema", "customer_id": "cus_0"})),
+    ("cus_0", b"\xff\xfe binary"),
+    ("cus_0", as_json({"type": "usage", "id": "bad-quantity", "customer_id": "cus_0",
+                       "occurred_at": "2026-10-02T00:00:00Z", "metric": "api_calls",
+                       "quantity": "-3"})),
+]
+
+
+def test_poison_messages_land_on_the_dead_letter_topic_and_the_valid_ones_behind_them_flow(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    topics = new_topics(kafka_bootstrap)
+    env = cli_env(fresh_pg_url, kafka_bootstrap, topics)
+    ledger = UsageLedger()
+    # All on one partition (one key), the poison first, valid usage behind it.
+    produce(kafka_bootstrap, topics.usage, POISON + [
+        ("cus_0", value) for _, value in ledger.make(customers=1, count=50)])
+    produce(kafka_bootstrap, topics.contracts, [("ct_9", as_json({
+        "type": "contract.amended", "id": "amend-unknown", "occurred_at": "2026-10-05T00:00:00Z",
+        "contract_id": "ct_9", "effective_date": "2026-10-05",
+        "components": [{"id": "platform", "kind": "subscription", "amount": "1.00"}]}))])
+
+    consumed = billcycle_json(env, "consume", "--until-caught-up")
+
+    assert (consumed["accepted"], consumed["rejected"]) == (50, 5)
+    assert meter_totals(fresh_pg_url, ["cus_0"]) == (ledger.totals, ledger.counts)
+    letters = read_topic(kafka_bootstrap, topics.deadletter)
+    by_offset = {}
+    for record in letters:
+        letter = json.loads(record.value)
+        validator("deadletter").validate(letter)
+        assert dict(record.headers)["source_offset"] == str(letter["source_offset"]).encode()
+        by_offset[(letter["source_topic"], letter["source_offset"])] = letter
+    assert len(letters) == 5
+    for offset, (_, raw) in enumerate(POISON):
+        letter = by_offset[(topics.usage, offset)]
+        original = (base64.b64decode(letter["raw"]) if letter["raw_encoding"] == "base64"
+                    else letter["raw"].encode())
+        assert original == raw and letter["reason"]
+    assert "unknown contract ct_9" in by_offset[(topics.contracts, 0)]["reason"]
+    assert "not JSON" in by_offset[(topics.usage, 0)]["reason"]
+    assert len(billcycle_json(env, "deadletters")) == 5
+
+
+class CrashAfterCommit(DeadLetterTopic):
+    """Dies between the commit of a batch and sending its dead letters."""
+
+    def publish(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("crashed after the commit")
+
+
+def test_dead_letters_a_crash_kept_from_the_topic_are_sent_when_the_partition_comes_back(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    topics = new_topics(kafka_bootstrap)
+    produce(kafka_bootstrap, topics.usage, POISON[:2] + UsageLedger().make(1, 3))
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    consumer = inbound_consumer(kafka_bootstrap, "crashing")
+    patience = Patience(lambda _: None, threading.Event())
+    crashing = CrashAfterCommit(app, None, topics.deadletter, patience)
+    try:
+        with pytest.raises(RuntimeError, match="crashed after the commit"):
+            KafkaIngest(app, consumer, topics, crashing, patience).run(until_caught_up=True)
+    finally:
+        consumer.close()
+        app.close()
+    assert read_topic(kafka_bootstrap, topics.deadletter) == []
+
+    consumed = billcycle_json(cli_env(fresh_pg_url, kafka_bootstrap, topics), "consume",
+                              "--until-caught-up")
+
+    assert consumed["records"] == 0  # all applied before the crash
+    letters = [json.loads(r.value) for r in read_topic(kafka_bootstrap, topics.deadletter)]
+    assert sorted(letter["source_offset"] for letter in letters) == [0, 1]
+
