@@ -1,0 +1,85 @@
+"""Which contract prices a usage event: arrival order, tags, and two contracts on one metric."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.pipeline import IngestPipeline
+from domain.application import BillingApplication
+from domain.billing_run import Outcome
+from domain.billing_runs import BillingRuns, RunReport
+from infra.store.url import store_env
+
+
+def contract(cid: str, customer: str = "cus_1") -> dict[str, Any]:
+    return {
+        "type": "contract.created", "id": f"c-{cid}", "occurred_at": "2026-10-01T00:00:00Z",
+        "contract_id": cid, "customer_id": customer, "currency": "USD",
+        "start_date": "2026-10-01", "billing_frequency": "monthly",
+        "components": [{"id": "api", "kind": "usage", "metric": "api_calls",
+                        "pricing": {"model": "per_unit", "unit_amount": "1"}}],
+    }
+
+
+def usage(mid: str, quantity: str, contract_id: str | None = None) -> dict[str, Any]:
+    message = {"type": "usage", "id": mid, "occurred_at": "2026-10-10T10:00:00Z",
+               "customer_id": "cus_1", "metric": "api_calls", "quantity": quantity}
+    if contract_id:
+        message["contract_id"] = contract_id
+    return message
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[BillingApplication]:
+    application = BillingApplication(env=store_env(f"sqlite:///{tmp_path / 'a.db'}"))
+    yield application
+    application.close()
+
+
+def feed(app: BillingApplication, *messages: dict[str, Any]) -> None:
+    data = b"".join(json.dumps(m).encode() + b"\n" for m in messages)
+    IngestPipeline(app).process_lines(io.BytesIO(data), "test")
+
+
+def bill(app: BillingApplication) -> RunReport:
+    return BillingRuns(app, lambda: datetime.now(UTC)).run(date(2026, 11, 1))
+
+
+def totals(report: RunReport) -> dict[str, str]:
+    return {i.contract_id: str(i.total) for i in report.invoices}
+
+
+def test_usage_sent_before_its_contract_is_billed_once_the_contract_exists(
+    app: BillingApplication,
+) -> None:
+    feed(app, usage("u-1", "7"))
+    feed(app, contract("ct_1"))
+    assert totals(bill(app)) == {"ct_1": "7.00"}
+
+
+def test_untagged_usage_is_held_when_two_contracts_price_the_metric(
+    app: BillingApplication,
+) -> None:
+    feed(app, contract("ct_1"), contract("ct_2"), usage("u-1", "7"))
+    report = bill(app)
+    held = {cid: o.reason or "" for cid, o in report.outcomes.items() if o.outcome is Outcome.HELD}
+    assert set(held) == {"ct_1", "ct_2"}
+    assert "contract_id" in held["ct_1"] and "ct_1, ct_2" in held["ct_1"]
+
+
+def test_tagged_usage_goes_to_the_contract_it_names(app: BillingApplication) -> None:
+    feed(app, contract("ct_1"), contract("ct_2"),
+         usage("u-1", "7", "ct_1"), usage("u-2", "5", "ct_2"), usage("u-3", "1", "ct_2"))
+    assert totals(bill(app)) == {"ct_1": "7.00", "ct_2": "6.00"}
+
+
+def test_another_customers_usage_is_never_billed_here(app: BillingApplication) -> None:
+    feed(app, contract("ct_1"), contract("ct_9", customer="cus_9"), usage("u-1", "7"))
+    assert totals(bill(app)) == {"ct_1": "7.00", "ct_9": "0.00"}
