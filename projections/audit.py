@@ -153,7 +153,7 @@ class AuditProjection(ViewProjection):
                 changes.insert(TERMS, _terms_row(event, position))
                 continue
             if isinstance(event, ISSUED):
-                b = batches[str(billing_run_id(event.batch_id))]
+                b = next(b for b in batches.values() if b.batch_id == event.batch_id)
                 b.add_invoice(event.currency, event.total)
                 _issued(changes, event, b.attempts, position)
                 continue
@@ -193,7 +193,8 @@ class AuditProjection(ViewProjection):
         """The batches these events continue, as the view has them, by run id."""
         runs = {str(e.originator_id) for e, _ in events
                 if isinstance(e, RESUMED | OUTCOMES | FINISHED)}
-        runs |= {str(billing_run_id(e.batch_id)) for e, _ in events if isinstance(e, ISSUED)}
+        runs |= {str(billing_run_id(b)) for b in {e.batch_id for e, _ in events
+                                                  if isinstance(e, ISSUED)}}
         runs -= {str(e.originator_id) for e, _ in events if isinstance(e, STARTED)}
         if not runs:
             return {}

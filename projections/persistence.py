@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
@@ -25,7 +26,7 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 Row = tuple[Any, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per table
 class Table:
     """A view table: columns (name, SQL type), primary key and secondary indexes."""
 
@@ -61,9 +62,12 @@ class Table:
         action = f"DO UPDATE SET {update}" if rest else "DO NOTHING"
         return f"{self.insert_statement()} ON CONFLICT ({', '.join(self.key)}) {action}"
 
+    @cached_property
+    def _key_indexes(self) -> tuple[int, ...]:
+        return tuple(self.column_names.index(k) for k in self.key)
+
     def key_of(self, row: Row) -> Row:
-        names = self.column_names
-        return tuple(row[names.index(k)] for k in self.key)
+        return tuple(row[i] for i in self._key_indexes)
 
 
 @dataclass

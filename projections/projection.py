@@ -32,6 +32,9 @@ def event_class(aggregate: type[Any], name: str) -> type[Any]:
 
 def to_minor(amount: Decimal, currency: str) -> int:
     """An amount as an integer count of the currency's minor units (rounded half-up first)."""
+    units = amount.scaleb(minor_units(currency))
+    if units == units.to_integral_value():  # already in minor units: most amounts are
+        return int(units)
     return int(round_money(amount, currency).scaleb(minor_units(currency)))
 
 

@@ -1,9 +1,11 @@
 """Following the log: catch every projection up, keep following it, or rebuild it by replay.
 
-Each projection reads only its own topics from the log, a page at a time, and writes the page's
-changes with its tracking in one transaction. A page ends at the last event it read or, when
-the log has no more of the projection's events, at the log position the catch-up aimed for;
-so tracking says how far the log has been read, and a restart resumes right after it. A page
+The projections read the log together, a page at a time: only their topics (so the database
+filters out the events none of them reads) and each event decoded once. Each projection
+writes its part of the page with its tracking in one transaction. A page ends at the last
+event it read or, when the log has no more of the projections' events, at the log position
+the catch-up aimed for; so tracking says how far the log has been read, and a restart resumes
+right after it. A page
 that another writer got to first (a second `billcycle project`, a report catching up at the
 same time) is refused by the view and read again from the new position.
 """
@@ -69,35 +71,49 @@ def open_view(app: BillingApplication, projection: type[ViewProjection]) -> View
 
 def catch_up(
     app: BillingApplication,
-    follower: Follower,
+    followers: Sequence[Follower],
     target: int,
     page_size: int = DEFAULT_PAGE_SIZE,
     on_page: Callable[[str, int, int], None] | None = None,
-) -> int:
-    """Process the follower's events through log position `target`; the number processed."""
-    done = 0
-    conflicts = 0
-    while (after := follower.position()) < target:
+) -> dict[str, int]:
+    """Process the followers' events through log position `target`, reading the log once for
+    all of them and decoding each event once; the number of events each one processed."""
+    done = {f.name: 0 for f in followers}
+    conflicts = dict.fromkeys(done, 0)
+    at = {f.name: f.position() for f in followers}
+    while behind := [f for f in followers if at[f.name] < target]:
         notifications = app.recorder.select_notifications(
-            start=after, limit=page_size, stop=target, topics=follower.topics,
-            inclusive_of_start=False,
+            start=min(at[f.name] for f in behind), limit=page_size, stop=target,
+            topics=sorted({t for f in behind for t in f.topics}), inclusive_of_start=False,
         )
         through = notifications[-1].id if len(notifications) == page_size else target
-        events = [(app.mapper.to_domain_event(n), n.id) for n in notifications]
-        try:
-            follower.process(events, Tracking(app.name, through), after)
-        except (ViewConflict, IntegrityError) as exc:
-            conflicts += 1
-            if conflicts > MAX_CONFLICTS:
-                raise ViewConflict(
-                    f"{follower.name}: {conflicts} conflicting writes in a row, the last at log "
-                    f"position {after}: {exc}; is something else writing the same view?"
-                ) from exc
-            continue
-        conflicts = 0
-        done += len(events)
-        if on_page is not None:
-            on_page(follower.name, through, target)
+        decoded: dict[int, Any] = {}
+        for f in behind:
+            after, topics = at[f.name], set(f.topics)
+            if after >= through:
+                continue
+            events = []
+            for n in notifications:
+                if n.id > after and n.topic in topics:
+                    if n.id not in decoded:
+                        decoded[n.id] = app.mapper.to_domain_event(n)
+                    events.append((decoded[n.id], n.id))
+            try:
+                f.process(events, Tracking(app.name, through), after)
+            except (ViewConflict, IntegrityError) as exc:
+                conflicts[f.name] += 1
+                if conflicts[f.name] > MAX_CONFLICTS:
+                    raise ViewConflict(
+                        f"{f.name}: {MAX_CONFLICTS} conflicting writes in a row, the last at "
+                        f"log position {after}: {exc}; is something else writing the view?"
+                    ) from exc
+                at[f.name] = f.position()  # read again from where the other writer left it
+                continue
+            conflicts[f.name] = 0
+            at[f.name] = through
+            done[f.name] += len(events)
+            if on_page is not None:
+                on_page(f.name, through, target)
     return done
 
 
@@ -135,11 +151,8 @@ class Projections:
         """Bring every chosen projection to the current end of the log: events processed."""
         counts = {}
         if self.process is not None:
-            target = self.app.recorder.max_notification_id() or 0
-            counts[self.process.name] = self._run(self.process, target)
-        target = self.app.recorder.max_notification_id() or 0
-        for name, projection in self.views.items():
-            counts[name] = self._run(projection, target)
+            counts.update(self._run([self.process]))
+        counts.update(self._run(list(self.views.values())))
         return counts
 
     def replay(self) -> dict[str, int]:
@@ -154,5 +167,6 @@ class Projections:
             self.catch_up()
             stop.wait(interval)
 
-    def _run(self, follower: Follower, target: int) -> int:
-        return catch_up(self.app, follower, target, self.page_size, self.on_page)
+    def _run(self, followers: Sequence[Follower]) -> dict[str, int]:
+        target = self.app.recorder.max_notification_id() or 0
+        return catch_up(self.app, followers, target, self.page_size, self.on_page)
