@@ -47,6 +47,9 @@ Say = Callable[[str], None]
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
 
+# Seconds an assignment must stay unchanged before --until-caught-up may call it caught up.
+SETTLED_AFTER = 3.0
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -188,7 +191,7 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
         # A database outage stops polling; stay in the group through a long one.
         max_poll_interval_ms=15 * 60 * 1000,
         session_timeout_ms=15000,
-        heartbeat_interval_ms=3000,
+        heartbeat_interval_ms=1000,  # rebalances (two rounds when cooperative) finish sooner
         reconnect_backoff_max_ms=5000,
     )
 
@@ -279,6 +282,7 @@ class KafkaIngest:
         self.latest_ends: dict[TopicPartition, int] = {}
         self._reported = (time.monotonic(), 0)
         self._last_records = time.monotonic()
+        self._assignment_changed = time.monotonic()
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
@@ -336,7 +340,10 @@ class KafkaIngest:
         """Apply the assignment changes of the last poll: forget revoked partitions, seek new
         ones to their stored positions, note their end offsets, and let them flow."""
         added: set[TopicPartition] = set()
-        for assigned, tps in self.rebalances.take():
+        changes = self.rebalances.take()
+        if changes:
+            self._assignment_changed = time.monotonic()
+        for assigned, tps in changes:
             if assigned:
                 added |= tps
             else:
@@ -360,8 +367,16 @@ class KafkaIngest:
                 self.consumer.seek(tp, offset + 1)
                 self.positions[tp] = offset + 1
         self.deadletters.recover(stored)
-        self.ends.update(self.patience.call(
-            self.kafka, lambda: self.consumer.end_offsets(ordered), KAFKA_DOWN))
+        begins, ends = self.patience.call(
+            self.kafka,
+            lambda: (self.consumer.beginning_offsets(ordered), self.consumer.end_offsets(ordered)),
+            KAFKA_DOWN)
+        self.ends.update(ends)
+        for tp in ordered:
+            if 0 < self.positions[tp] < begins[tp]:
+                self.say(f"{partition_label(tp)}: offsets {self.positions[tp]} to "
+                         f"{begins[tp] - 1} were deleted (retention) before they were consumed; "
+                         f"continuing from {begins[tp]}")
         self.consumer.resume(*ordered)
         self.say("assigned " + ", ".join(
             f"{partition_label(tp)} from offset {self.positions[tp]}" for tp in ordered))
@@ -411,6 +426,10 @@ class KafkaIngest:
 
     def _caught_up(self) -> bool:
         if self.consumer.group_metadata().state != MemberState.STABLE:
+            return False
+        # A cooperative rebalance moves partitions in two rounds: a member that has nothing
+        # after the first may get partitions in the second. Only a settled assignment counts.
+        if time.monotonic() - self._assignment_changed < SETTLED_AFTER:
             return False
         for tp in self.consumer.assignment():
             if tp not in self.ends:

@@ -198,6 +198,12 @@ class InvoicePublisher:
 
         position = self.patience.call(self.kafka, start, KAFKA_DOWN)
         self.say(f"publishing to {self.topic} after log position {position}")
+        head = self.patience.call(
+            self.store, lambda: self.app.recorder.max_notification_id() or 0, DATABASE_DOWN)
+        if position > head:
+            self.say(f"{self.topic} holds events up to log position {position} but the log "
+                     f"ends at {head}: is this the right database, or was it restored from a "
+                     "backup? Events up to that position will not be published again")
         return position
 
     def _publish_page(self, cursor: int, head: int) -> int:
