@@ -33,18 +33,17 @@ POLICY_ENV = "BILLCYCLE_COLLECTION_SCHEDULE"
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
-    from infra.cli import Subcommands
-    from infra.cli import parse_date as _date
+    from infra.cli import Subcommands, parse_date
 
     reports = Subcommands(sub.add_parser("report", help="AR aging; revenue").add_subparsers(
         dest="report_command", required=True, metavar="REPORT"), sub.common)
     p = reports.add_parser("ar-aging", help="open receivables by days past due, per currency")
-    p.add_argument("--as-of", type=_date, required=True, metavar="YYYY-MM-DD",
+    p.add_argument("--as-of", type=parse_date, required=True, metavar="YYYY-MM-DD",
                    help="at the end of this day")
     p.add_argument("--detail", action="store_true", help="also list every open document")
     p.set_defaults(handler=cmd_ar_aging)
     p = reports.add_parser("revenue", help="billed, recognized and deferred revenue")
-    p.add_argument("--as-of", type=_date, required=True, metavar="YYYY-MM-DD",
+    p.add_argument("--as-of", type=parse_date, required=True, metavar="YYYY-MM-DD",
                    help="at the end of this day")
     p.add_argument("--by-contract", action="store_true",
                    help="also billed, recognized and deferred per contract")
@@ -59,7 +58,7 @@ def register(sub: Subcommands) -> None:
         description="Collection actions due by a date for unpaid invoices. The schedule "
         f"comes from ${POLICY_ENV} (default reminder:7,reminder:14,final_notice:30: days "
         "after the due date), as in force when each invoice was issued.")
-    p.add_argument("--as-of", type=_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--as-of", type=parse_date, required=True, metavar="YYYY-MM-DD")
     p.add_argument("--record", action="store_true",
                    help="record the listed actions as sent on the --as-of date (once each)")
     p.set_defaults(handler=cmd_collections)
@@ -89,7 +88,7 @@ def register(sub: Subcommands) -> None:
                           .add_subparsers(dest="export_command", required=True,
                                           metavar="FORMAT"), sub.common)
     p = exports.add_parser("beancount", help="the AR journal as a Beancount ledger")
-    p.add_argument("--as-of", type=_date, metavar="YYYY-MM-DD",
+    p.add_argument("--as-of", type=parse_date, metavar="YYYY-MM-DD",
                    help="entries through this day, revenue recognized to its end")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p.set_defaults(handler=cmd_export_beancount)
@@ -108,6 +107,10 @@ def register_batch(batch: Subcommands) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+# infra.cli imports this module to build its parser: what this module needs of it is
+# imported when called.
 
 
 def _error(message: str) -> Exception:
