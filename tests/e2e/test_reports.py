@@ -172,3 +172,14 @@ def tamper_with_the_last_invoice(db: str) -> None:
         issued["lines"][0]["amount"] = str(Decimal(issued["lines"][0]["amount"]) + 1)
         store.execute("UPDATE stored_events SET state = ? WHERE rowid = ?",
                       (json.dumps(issued, separators=(",", ":")).encode(), rowid))
+
+
+def test_every_batch_of_the_demo_verifies(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    billcycle(db, "demo", "--contracts", "60", "--db", db)
+    batches = billcycle_json(db, "batch", "list")
+    assert len(batches) == 3  # the previous cycle, the cycle, and the cycle run again
+    for batch in batches:
+        result = billcycle_json(db, "batch", "verify", batch["batch_id"])
+        assert result["identical"], result["differences"]
+        assert result["contracts"] > 0
