@@ -4,8 +4,8 @@ The store's dead letters (`billcycle deadletters`) are written in the same trans
 partition's position: exactly once. The topic copy can only be sent after that commit; it is
 flushed before the partition moves on, and a mark `kafka-deadletter:<topic>:<partition>`
 (a tracking record: the offset up to which the topic copy is complete) is written after the
-flush. When a partition is assigned and its mark is behind its stored position, the dead
-letters in between, which a crash may have kept from the topic, are sent again from the store.
+flush, after every batch. When a partition is assigned and its mark is behind its stored
+position (only after a crash), the dead letters in between are sent again from the store.
 So the topic is at least once: consumers dedupe on (source_topic, source_partition,
 source_offset), which every dead letter carries in its value and its headers.
 """
@@ -72,9 +72,11 @@ class DeadLetterTopic:
         keys: Mapping[str, bytes | None],
         settled_through: int,
     ) -> None:
-        """Send a committed batch's rejections; `keys` are the records' keys by position."""
-        entries = [dead_letter_record(r) for r in rejected]
-        self._send([(dead_letter(e), keys.get(e["at"])) for e in entries])
+        """Send a committed batch's rejections (`keys`: the records' keys by position), and
+        mark the partition's topic copy complete through the batch's last offset."""
+        if rejected:
+            entries = [dead_letter_record(r) for r in rejected]
+            self._send([(dead_letter(e), keys.get(e["at"])) for e in entries])
         self._mark(tp, settled_through)
 
     def recover(self, stored: Mapping[TopicPartition, int | None]) -> None:

@@ -414,15 +414,13 @@ class KafkaIngest:
                 self.store, lambda: stored_positions(self.app, [tp])[tp], DATABASE_DOWN)
             if stored is not None:
                 records = [r for r in records if r.offset > stored]
-                if tp in self.positions:
-                    self.positions[tp] = max(self.positions[tp], stored + 1)
+                self.positions[tp] = max(self.positions[tp], stored + 1)
             if not records:
                 return
         self.positions[tp] = last + 1
         self.stats.add(len(records), report)
-        if report.rejected:
-            keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records}
-            self.deadletters.publish(tp, report.rejected, keys, settled_through=last)
+        keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records} if report.rejected else {}
+        self.deadletters.publish(tp, report.rejected, keys, settled_through=last)
 
     def _caught_up(self) -> bool:
         if self.consumer.group_metadata().state != MemberState.STABLE:
