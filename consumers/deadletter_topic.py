@@ -34,6 +34,7 @@ def deadletter_producer(bootstrap: str, client_id: str = "billcycle-deadletter")
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        reconnect_backoff_max_ms=5000,
         # Fail a send within the flush timeout, so an outage is retried (and said) promptly.
         delivery_timeout_ms=int(FLUSH_TIMEOUT * 1000),
         request_timeout_ms=10000,

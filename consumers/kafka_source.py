@@ -48,7 +48,7 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
 
 # Seconds an assignment must stay unchanged before --until-caught-up may call it caught up.
-SETTLED_AFTER = 3.0
+SETTLED_AFTER = 2.0
 
 
 @dataclass(frozen=True)
@@ -320,10 +320,18 @@ class KafkaIngest:
         return cast(dict[TopicPartition, list[Any]], self.consumer.poll(timeout_ms=500))
 
     def _probe(self) -> None:
-        """Nothing fetched for a while: ask the broker for the end offsets. The answer updates
-        the lag; no answer means the broker is away, and waiting for it is said (the client
-        itself reconnects silently)."""
+        """Nothing fetched for a while: ask the broker for the end offsets and the database for
+        the stored positions. The answers update the lag; no answer means one of them is away,
+        and waiting for it is said (the Kafka client itself reconnects silently)."""
         self._last_records = time.monotonic()
+        owned = sorted(self.positions)
+        stored = self.patience.call(
+            self.store, lambda: stored_positions(self.app, owned), DATABASE_DOWN)
+        for tp, offset in stored.items():
+            if offset is not None and offset + 1 > self.positions[tp]:
+                self.say(f"{partition_label(tp)} was moved on to offset {offset + 1} by another "
+                         "consumer; is a process of another group sharing this database?")
+                self.positions[tp] = offset + 1
         tps = sorted(self.consumer.assignment()) or [
             TopicPartition(topic, p)
             for topic in self.topics.inbound

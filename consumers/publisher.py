@@ -56,6 +56,7 @@ def publisher_producer(bootstrap: str, transactional_id: str) -> Any:
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
+        reconnect_backoff_max_ms=5000,
         max_block_ms=30000,
         request_timeout_ms=15000,
         delivery_timeout_ms=30000,

@@ -44,7 +44,7 @@ def new_topics(bootstrap: str) -> Topics:
 def producer(bootstrap: str) -> Any:
     """A plain producer, as any other service would use (idempotent, so retries add nothing)."""
     return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, batch_size=256 * 1024,
-                         delivery_timeout_ms=180000)
+                         delivery_timeout_ms=180000, reconnect_backoff_max_ms=1000)
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str | None, bytes]]) -> int:

@@ -55,7 +55,7 @@ def test_the_consumer_rides_out_a_broker_restart_and_a_database_restart(
         wait_for(lambda: "consumed" in log.read_text(), 60, "the consumer to start consuming")
         kafka_broker.restart()  # down while it stops and starts again: several seconds
         wait_for(lambda: log.read_text().count("consumed") >= 3, 60, "consumption to resume")
-        stopped_for(pg_cluster, seconds=8)
+        stopped_for(pg_cluster, seconds=6)
     finally:
         stop.set()
         steady.join(180)

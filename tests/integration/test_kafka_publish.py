@@ -70,7 +70,7 @@ def test_a_publisher_killed_mid_stream_and_restarted_publishes_every_event_once_
         return len(read_topic(kafka_bootstrap, topics.invoices))
 
     mid_stream = 0
-    for _ in range(4):
+    for _ in range(3):
         before = on_topic()
         # Small transactions, so that a kill lands between and inside them.
         publisher = start(env, "publish", "--page-size", "3", log=log)
@@ -80,7 +80,7 @@ def test_a_publisher_killed_mid_stream_and_restarted_publishes_every_event_once_
         mid_stream += on_topic() < len(expected)
     finished = billcycle_json(env, "publish", "--until-caught-up")
 
-    assert mid_stream >= 3
+    assert mid_stream >= 2
     assert finished["resumed_after_log_position"] > 0
     records = read_topic(kafka_bootstrap, topics.invoices)
     published = [dict(r.headers)["event_id"].decode() for r in records]
