@@ -148,30 +148,33 @@ class LedgerProjection(ViewProjection):
         return changes
 
     def _load(self, events: Sequence[Positioned]) -> tuple[dict[str, _Open], dict[str, str]]:
-        """The documents paid in this batch but issued before it, with their contracts' zones."""
-        issued = {str(e.originator_id) for e, _ in events if isinstance(e, ISSUED)}
-        wanted = sorted({str(e.originator_id) for e, _ in events
-                         if isinstance(e, PAID)} - issued)
+        """What the payments of this batch need from before it: the documents they pay (unless
+        issued in the batch) and the timezones of those documents' contracts."""
+        issued = {str(e.originator_id): e.contract_id for e, _ in events if isinstance(e, ISSUED)}
+        created = {e.contract_id for e, _ in events if isinstance(e, CREATED)}
+        paid = {str(e.originator_id) for e, _ in events if isinstance(e, PAID)}
         docs: dict[str, _Open] = {}
-        zones: dict[str, str] = {}
-        if not wanted:
-            return docs, zones
-        marks = ", ".join("?" for _ in wanted)
-        with self.view.reading() as select:
-            rows = select(
-                "SELECT d.invoice_id, d.number, d.document_type, d.customer_id, d.contract_id,"
-                " d.currency, d.issue_date, d.due_date, d.total, d.applied, d.position,"
-                " c.timezone FROM ledger_documents d"
-                " LEFT JOIN ledger_contracts c ON c.contract_id = d.contract_id"
-                f" WHERE d.invoice_id IN ({marks})", wanted)
         for (invoice_id, number, kind, customer, contract, currency, issued_on, due, total,
-             applied, position, zone) in rows:
+             applied, position) in self._select_in(
+                "SELECT invoice_id, number, document_type, customer_id, contract_id, currency,"
+                " issue_date, due_date, total, applied, position FROM ledger_documents"
+                " WHERE invoice_id IN ({})", paid - set(issued)):
             doc = Document(number, kind, customer, contract, currency,
                            date.fromisoformat(issued_on), ())
             docs[invoice_id] = _Open(doc, due, total, applied, position)
-            if zone is not None:
-                zones[contract] = zone
+        contracts = {d.doc.contract_id for d in docs.values()}
+        contracts |= {issued[i] for i in paid & set(issued)}
+        zones = dict(self._select_in(
+            "SELECT contract_id, timezone FROM ledger_contracts WHERE contract_id IN ({})",
+            contracts - created))
         return docs, zones
+
+    def _select_in(self, statement: str, keys: set[str]) -> list[tuple[Any, ...]]:
+        """The rows of `statement` whose `IN ({})` list is `keys` (none for no keys)."""
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        return self.view.select(statement.format(marks), sorted(keys))
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ it starts from; if another writer moved the view on meanwhile, the write is refu
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -21,9 +22,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.persistence import (
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    Tracking,
+    TrackingRecorder,
+)
 
 Row = tuple[Any, ...]
+CREATE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per table
@@ -39,6 +47,10 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
+    @property
+    def index_names(self) -> list[str]:
+        return [f"{self.name}_{'_'.join(index)}_idx" for index in self.indexes]
+
     def create_statements(self) -> list[str]:
         columns = ", ".join(f"{name} {kind}" for name, kind in self.columns)
         statements = [
@@ -46,9 +58,8 @@ class Table:
             f"PRIMARY KEY ({', '.join(self.key)}))"
         ]
         statements.extend(
-            f"CREATE INDEX IF NOT EXISTS {self.name}_{'_'.join(index)}_idx "
-            f"ON {self.name} ({', '.join(index)})"
-            for index in self.indexes
+            f"CREATE INDEX IF NOT EXISTS {name} ON {self.name} ({', '.join(index)})"
+            for name, index in zip(self.index_names, self.indexes, strict=True)
         )
         return statements
 
@@ -104,12 +115,17 @@ class View(TrackingRecorder, ABC):
     name: str
     tables: tuple[Table, ...]
     application_name: str  # the application whose log the view follows
+    catalog: str  # a query of the names of the database's tables and indexes
     tracking_table_exists: bool  # the library's tracking recorders keep these two
     tracking_migration_previous: int | None
 
     @property
     def tracking_table(self) -> str:
         return f"{self.name}_tracking"
+
+    @abstractmethod
+    def create_table(self) -> None:
+        """The library's: create the tracking table (and with it the view's tables)."""
 
     @abstractmethod
     def write(self, changes: Changes, tracking: Tracking, after: int) -> None:
@@ -122,6 +138,36 @@ class View(TrackingRecorder, ABC):
     @abstractmethod
     def drop(self) -> None:
         """Replace the view's tables and tracking with empty ones, in one transaction."""
+
+    def create_tables(self) -> None:
+        """Create the tables and tracking table where missing.
+
+        Another process may be creating them at the same moment (a report and `billcycle
+        project` starting together): the library's first insert into the new tracking table
+        then collides with the other's, or (SQLite) finds the database changed since its
+        transaction began; another look finds everything in place.
+        """
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            if self._complete():
+                return  # the usual case, and no write: nothing to collide with
+            try:
+                self.create_table()
+                return
+            except (IntegrityError, OperationalError):
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+
+    def _complete(self) -> bool:
+        """Whether every table, index and the tracking row are there already."""
+        wanted = {self.tracking_table}
+        for table in self.tables:
+            wanted.update([table.name, *table.index_names])
+        try:
+            found = {name for (name,) in self.select(self.catalog)}
+            return wanted <= found and self.max_tracking_id(self.application_name) is not None
+        except (OperationalError, ProgrammingError):
+            return False
 
     def forget_tracking_table(self) -> None:
         """Before the tracking table is dropped and made again: otherwise the library would

@@ -27,6 +27,11 @@ def _pg(statement: str) -> str:
 class PostgresView(PostgresTrackingRecorder, View):
     """A view in the PostgreSQL database of the event store; tracking in `<name>_tracking`."""
 
+    catalog = (
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        " UNION SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    )
+
     def __init__(
         self, datastore: PostgresDatastore, name: str, tables: tuple[Table, ...],
         application_name: str,
@@ -45,7 +50,7 @@ class PostgresView(PostgresTrackingRecorder, View):
         self._lock_position: Composed = SQL(
             "SELECT notification_id FROM {0}.{1} WHERE application_name = %s FOR UPDATE"
         ).format(schema, tracking)
-        self.create_table()
+        self.create_tables()
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         super()._create_table(curs)

@@ -15,6 +15,8 @@ from projections.persistence import Changes, Row, Select, Table, View, ViewConfl
 class SQLiteView(SQLiteTrackingRecorder, View):
     """A view in the SQLite database of the event store; tracking in `<name>_tracking`."""
 
+    catalog = "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+
     def __init__(
         self, datastore: SQLiteDatastore, name: str, tables: tuple[Table, ...],
         application_name: str,
@@ -33,7 +35,7 @@ class SQLiteView(SQLiteTrackingRecorder, View):
         self.select_max_tracking_id_statement = (
             f"SELECT MAX(notification_id) FROM {t} WHERE application_name=?"
         )
-        self.create_table()
+        self.create_tables()
 
     def construct_create_table_statements(self) -> list[str]:
         t = self.tracking_table
