@@ -220,7 +220,8 @@ class InvoicePublisher:
             self.store, lambda: [self.messages[n.topic](n) for n in notifications],
             DATABASE_DOWN)
         try:
-            self._send(outgoing)
+            with self.patience.watch(self.kafka):  # a commit waits for a broker that is away
+                self._send(outgoing)
         except ProducerFencedError as error:
             raise PublisherFenced(
                 f"another publisher with the same transactional id took over ({error}); "
