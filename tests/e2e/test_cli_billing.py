@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cli import billcycle, billcycle_json, jsonl
+from tests.e2e.cli import billcycle, billcycle_json, billcycle_process, jsonl
 
 CREATED = {"type": "contract.created", "occurred_at": "2026-10-01T00:00:00Z",
            "currency": "USD", "start_date": "2026-10-01", "billing_frequency": "monthly"}
@@ -128,9 +128,11 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
 
 def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'b.db'}"
-    missing = billcycle(db, "batch", "show", "nope", check=False)
-    assert missing.returncode != 0
+    missing = billcycle_process(db, "batch", "show", "nope")
+    assert missing.returncode != 0 and missing.stdout == ""
     assert missing.stderr.strip().count("\n") == 0 and "no batch nope" in missing.stderr
+    listed = billcycle_process(db, "--json", "invoices")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
     bad_db = billcycle("mysql://x", "invoices", check=False)
     assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
     unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)

@@ -14,13 +14,13 @@ from domain.application import BillingApplication
 from infra.store.url import store_env
 from tests.integration.book import many_contracts
 
-CONTRACTS = 400
+CONTRACTS = 240
 
 
 def start_run(db: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "--db", db, "run", "--cycle-date", "2026-11-01",
-         "--chunk-size", "20", *args],
+         "--chunk-size", "10", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
