@@ -23,8 +23,8 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from eventsourcing.persistence import (
-    IntegrityError,
     OperationalError,
+    PersistenceError,
     ProgrammingError,
     Tracking,
     TrackingRecorder,
@@ -143,9 +143,9 @@ class View(TrackingRecorder, ABC):
         """Create the tables and tracking table where missing.
 
         Another process may be creating them at the same moment (a report and `billcycle
-        project` starting together): the library's first insert into the new tracking table
-        then collides with the other's, or (SQLite) finds the database changed since its
-        transaction began; another look finds everything in place.
+        project` starting together): then the creation collides with the other's (a duplicate
+        tracking row or table type, or on SQLite a database changed since the transaction
+        began), and another look finds everything in place.
         """
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             if self._complete():
@@ -153,7 +153,7 @@ class View(TrackingRecorder, ABC):
             try:
                 self.create_table()
                 return
-            except (IntegrityError, OperationalError):
+            except PersistenceError:
                 if attempt == CREATE_ATTEMPTS:
                     raise
                 time.sleep(0.05 * attempt)

@@ -101,13 +101,16 @@ def catch_up(
             try:
                 f.process(events, Tracking(app.name, through), after)
             except (ViewConflict, IntegrityError) as exc:
-                conflicts[f.name] += 1
+                moved_on = f.position()  # another writer's: read again from there
+                # Losing to a writer that moved the view on is progress; a refusal with the
+                # view still where it was is not, and repeated it is a fault to report.
+                conflicts[f.name] = 0 if moved_on > after else conflicts[f.name] + 1
                 if conflicts[f.name] > MAX_CONFLICTS:
                     raise ViewConflict(
-                        f"{f.name}: {MAX_CONFLICTS} conflicting writes in a row, the last at "
-                        f"log position {after}: {exc}; is something else writing the view?"
+                        f"{f.name}: {MAX_CONFLICTS} writes refused at log position {after} with "
+                        f"the view not moving on: {exc}"
                     ) from exc
-                at[f.name] = f.position()  # read again from where the other writer left it
+                at[f.name] = moved_on
                 continue
             conflicts[f.name] = 0
             at[f.name] = through
