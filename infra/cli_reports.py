@@ -334,15 +334,13 @@ def cmd_project(args: argparse.Namespace, app: BillingApplication) -> None:
         _report_counts(args, projections, projections.catch_up, "caught up")
         return
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for stopping in (signal.SIGTERM, signal.SIGINT):  # finish the page in hand, then stop
+        signal.signal(stopping, lambda *_: stop.set())
     if not args.json:
         print(f"following the log into {', '.join(projections.views)}; stop with Ctrl-C",
               file=sys.stderr)
-    try:
-        projections.follow(stop, args.interval)
-    except KeyboardInterrupt:
-        stop.set()
-    _report_counts(args, projections, dict, "stopped")
+    _report_counts(args, projections, lambda: projections.follow(stop, args.interval),
+                   "followed")
 
 
 def cmd_replay(args: argparse.Namespace, app: BillingApplication) -> None:

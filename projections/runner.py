@@ -164,11 +164,14 @@ class Projections:
             projection.view.drop()
         return self.catch_up()
 
-    def follow(self, stop: threading.Event, interval: float = 0.5) -> None:
-        """Keep catching up until `stop` is set."""
+    def follow(self, stop: threading.Event, interval: float = 0.5) -> dict[str, int]:
+        """Keep catching up until `stop` is set: the events processed meanwhile."""
+        total: dict[str, int] = {}
         while not stop.is_set():
-            self.catch_up()
+            for name, count in self.catch_up().items():
+                total[name] = total.get(name, 0) + count
             stop.wait(interval)
+        return total
 
     def _run(self, followers: Sequence[Follower]) -> dict[str, int]:
         target = self.app.recorder.max_notification_id() or 0

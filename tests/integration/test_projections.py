@@ -353,3 +353,27 @@ def test_one_event_at_a_time_builds_the_same_view(app: BillingApplication) -> No
         for n in app.recorder.select_notifications(1, 10**6, topics=projection.topics):
             projection.process_event(app.mapper.to_domain_event(n), Tracking(app.name, n.id))
     assert dump(paged) == built
+
+
+def test_a_projection_process_follows_the_log_until_told_to_stop(
+    app: BillingApplication, url: str
+) -> None:
+    """`billcycle project --follow` as its own process, as on PostgreSQL deployments."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "--db", url, "--json", "project", "--follow",
+         "--interval", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        billing_history(app)
+        views = Projections(app, ["ledger", "audit"])
+        head = app.recorder.max_notification_id() or 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+                p.view.position() < head for p in views.views.values()):
+            time.sleep(0.05)
+        assert all(p.view.position() >= head for p in views.views.values())
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["projections"]["ledger"]["events"] > 0
