@@ -184,9 +184,9 @@ def register(sub: Subcommands) -> None:
 
     p = sub.add_parser("consume", help="consume the inbound Kafka topics into the store")
     p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
-    p.add_argument("--group", default=DEFAULT_GROUP,
-                   help=f"consumer group; processes of one group share the partitions "
-                   f"(default {DEFAULT_GROUP})")
+    p.add_argument("--group", default=os.environ.get("BILLCYCLE_CONSUMER_GROUP", DEFAULT_GROUP),
+                   help="consumer group; processes of one group share the partitions "
+                   f"(default {DEFAULT_GROUP}); env BILLCYCLE_CONSUMER_GROUP")
     p.add_argument("--instance-id", default=os.environ.get("BILLCYCLE_CONSUMER_ID"),
                    help="a name this process keeps across restarts (e.g. the pod name): "
                    "restarted, it takes its partitions back at once (static group "

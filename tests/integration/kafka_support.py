@@ -122,6 +122,8 @@ def cli_env(db: str, bootstrap: str, topics: Topics) -> dict[str, str]:
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     for name in PARTITIONS:
         env[f"BILLCYCLE_TOPIC_{name.upper()}"] = getattr(topics, name)
+    # A group of the test's own: members of other tests' groups cannot delay its rebalances.
+    env["BILLCYCLE_CONSUMER_GROUP"] = topics.usage.partition(".")[0]
     return env
 
 

@@ -13,6 +13,7 @@ from infra.postgres import LocalPostgres
 from tests.integration.kafka_support import (
     UsageLedger,
     cli_env,
+    mentions,
     meter_totals,
     new_topics,
     producer,
@@ -52,7 +53,9 @@ def test_the_consumer_rides_out_a_broker_restart_and_a_database_restart(
     steady = threading.Thread(target=produce_steadily)
     steady.start()
     try:
-        wait_for(lambda: "consumed" in log.read_text(), 60, "the consumer to start consuming")
+        wait_for(mentions(log, "assigned"), 60, "the consumer to join")
+        wait_for(lambda: sum(meter_totals(fresh_pg_url, ledger.totals)[1].values()) > 0, 60,
+                 "the consumer to start consuming")
         kafka_broker.restart()  # down while it stops and starts again: several seconds
         wait_for(lambda: log.read_text().count("consumed") >= 3, 60, "consumption to resume")
         stopped_for(pg_cluster, seconds=6)
