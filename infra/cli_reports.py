@@ -356,9 +356,9 @@ def _report_counts(args: argparse.Namespace, projections: Projections,
     views = {name: {"events": counts.get(name, 0), "position": projections.view(name).position()}
              for name in projections.views}
     document: dict[str, Any] = {"seconds": round(seconds, 3), "projections": views}
-    if projections.process is not None:
-        document["collections_process"] = {"events": counts.get(projections.process.name, 0),
-                                           "position": projections.process.position()}
+    process = projections.process
+    document["collections_process"] = {"events": counts.get(process.name, 0),
+                                       "position": process.position()}
     _emit(args, document, lambda: "\n".join(
         f"{name}: {verb} to log position {d['position']} ({d['events']} events)"
         for name, d in views.items()) + f"\nin {seconds:.2f} s")

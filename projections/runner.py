@@ -141,20 +141,17 @@ class Projections:
         self.views: dict[str, ViewProjection] = {
             cls.name: cls(open_view(self.app, cls)) for cls in chosen
         }
-        # Collections events come from a process following the log: it runs before the view.
-        self.process = (
-            CollectionsProcess(self.app, self.policy)
-            if CollectionsProjection.name in self.views else None
-        )
+        # Collection events come from a process following the log. It runs first on every
+        # catch-up, whichever views are chosen: on the embedded store there is no process of
+        # its own, and collections should follow their invoices as soon as anything reads.
+        self.process = CollectionsProcess(self.app, self.policy)
 
     def view(self, name: str) -> View:
         return self.views[name].view
 
     def catch_up(self) -> dict[str, int]:
         """Bring every chosen projection to the current end of the log: events processed."""
-        counts = {}
-        if self.process is not None:
-            counts.update(self._run([self.process]))
+        counts = self._run([self.process])
         counts.update(self._run(list(self.views.values())))
         return counts
 
