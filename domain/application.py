@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking, Transcoding
+from eventsourcing.utils import get_topic
 
 from domain.commands import (
     AmendContract,
@@ -31,11 +32,11 @@ from domain.commands import (
 )
 from domain.contract import Contract, ContractRuleViolation, contract_aggregate_id
 from domain.inbox import (
-    DEAD_LETTERS_ID,
     WATERMARKS_ID,
-    DeadLetters,
+    DeadLetter,
     MessageReceipt,
     UsageWatermarks,
+    dead_letter_id,
 )
 from domain.invoice import (
     INVOICE_NUMBERS_ID,
@@ -83,7 +84,7 @@ class IngestReport:
 class BillingApplication(Application[UUID]):
     name = "billcycle"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
-        InvoiceNumbers: 100, UsageWatermarks: 100, DeadLetters: 100,
+        InvoiceNumbers: 100, UsageWatermarks: 100,
     }
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -187,8 +188,25 @@ class BillingApplication(Application[UUID]):
                 yield invoice
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        box = self.get_or_none(DEAD_LETTERS_ID, DeadLetters)
-        return [] if box is None else list(box.entries.values())
+        """Every dead letter, in the order it was rejected."""
+        fields = ("position", "source", "at", "message_id", "reason", "raw", "raw_encoding")
+        return [
+            {name: getattr(rejected, name) for name in fields}
+            for rejected in self._created(DeadLetter.Rejected)  # type: ignore[attr-defined]
+        ]
+
+    def _created(self, event_class: type[Any]) -> Iterator[Any]:
+        """Every stored event of one class, in log order, read page by page."""
+        topic = get_topic(event_class)
+        start = 0
+        while True:
+            page = self.recorder.select_notifications(
+                start, 1000, topics=[topic], inclusive_of_start=False)
+            for notification in page:
+                yield self.mapper.to_domain_event(notification)
+            if len(page) < 1000:
+                return
+            start = page[-1].id
 
     def watermarks(self) -> UsageWatermarks | None:
         return self.get_or_none(WATERMARKS_ID, UsageWatermarks)
@@ -251,12 +269,17 @@ class _IngestUnit:
                 continue
             known[command.message_id] = command.fingerprint
             report.accepted += 1
-        if self.dead:
-            box = self._get(DEAD_LETTERS_ID, DeadLetters) or DeadLetters()
-            box.reject([dead_letter_record(r) for r in self.dead])
-            self.aggregates[box.id] = box
+        self._keep_dead_letters()
         report.rejected = list(self.dead)
         return report
+
+    def _keep_dead_letters(self) -> None:
+        records = {r["position"]: r for r in map(dead_letter_record, self.dead)}
+        ids = {dead_letter_id(position): position for position in records}
+        for kept in self.app.store.first_versions(list(ids)):
+            records.pop(ids[kept])  # the same input rejected before: kept once
+        for record in records.values():
+            self._keep(DeadLetter(**record))
 
     def save(self, tracking: Tracking | None) -> None:
         self.app.save_tracked(

@@ -25,30 +25,41 @@ class MessageReceipt(Aggregate):
         self.fingerprint = fingerprint
 
 
-DEAD_LETTERS_ID = uuid5(BILLCYCLE_NS, "dead-letters")
+def dead_letter_id(position: str) -> UUID:
+    return uuid5(BILLCYCLE_NS, f"dead-letter:{position}")
 
 
-class DeadLetters(Aggregate):
-    """Rejected input, with where it came from and why, kept so nothing is silently lost."""
+class DeadLetter(Aggregate):
+    """Rejected input, with where it came from and why, kept so nothing is silently lost.
+
+    One aggregate per source position: the same input rejected again is kept once, and
+    writers rejecting different input never contend.
+    """
 
     @staticmethod
-    def create_id() -> UUID:
-        return DEAD_LETTERS_ID
-
-    @event("Opened")
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Any]] = {}
-
-    def reject(self, entries: list[dict[str, Any]]) -> None:
-        """Keep new rejections; the same source position rejected again is kept once."""
-        fresh = [e for e in entries if e["position"] not in self.entries]
-        if fresh:
-            self._rejected(entries=fresh)
+    def create_id(position: str) -> UUID:
+        return dead_letter_id(position)
 
     @event("Rejected")
-    def _rejected(self, entries: list[dict[str, Any]]) -> None:
-        for entry in entries:
-            self.entries[entry["position"]] = entry
+    def __init__(
+        self,
+        position: str,
+        source: str,
+        at: str,
+        message_id: str | None,
+        reason: str,
+        raw: str,
+        raw_encoding: str,
+    ) -> None:
+        self.entry: dict[str, Any] = {
+            "position": position,
+            "source": source,
+            "at": at,
+            "message_id": message_id,
+            "reason": reason,
+            "raw": raw,
+            "raw_encoding": raw_encoding,
+        }
 
 
 WATERMARKS_ID = uuid5(BILLCYCLE_NS, "usage-watermarks")
