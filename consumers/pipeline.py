@@ -51,34 +51,50 @@ def to_command(message: Message) -> Command:
     match message:
         case Usage():
             return RecordUsage(
-                **head, customer_id=message.customer_id, metric=message.metric,
-                quantity=message.quantity, properties=message.properties,
+                **head,
+                customer_id=message.customer_id,
+                metric=message.metric,
+                quantity=message.quantity,
+                properties=message.properties,
                 contract_id=message.contract_id,
             )
         case ContractCreated():
             return CreateContract(**head, terms=message.to_terms())
         case ContractAmended():
             return AmendContract(
-                **head, contract_id=message.contract_id, effective_date=message.effective_date,
+                **head,
+                contract_id=message.contract_id,
+                effective_date=message.effective_date,
                 components=message.to_components(),
                 usage_threshold_amount=message.usage_threshold_amount,
                 sets_usage_threshold=message.sets_usage_threshold,
                 payment_terms_days=message.payment_terms_days,
             )
         case ContractTerminated():
-            return TerminateContract(**head, contract_id=message.contract_id,
-                                     end_date=message.end_date)
+            return TerminateContract(
+                **head, contract_id=message.contract_id, end_date=message.end_date
+            )
         case MilestoneCompleted():
-            return CompleteMilestone(**head, contract_id=message.contract_id,
-                                     milestone=message.milestone,
-                                     completed_on=message.completed_on)
+            return CompleteMilestone(
+                **head,
+                contract_id=message.contract_id,
+                milestone=message.milestone,
+                completed_on=message.completed_on,
+            )
         case UsageWatermark():
-            return DeclareWatermark(**head, metric=message.metric,
-                                    complete_through=message.complete_through,
-                                    source=message.source or "")
+            return DeclareWatermark(
+                **head,
+                metric=message.metric,
+                complete_through=message.complete_through,
+                source=message.source or "",
+            )
         case PaymentReceived():
-            return ReceivePayment(**head, invoice_number=message.invoice_number,
-                                  amount=message.amount, currency=message.currency)
+            return ReceivePayment(
+                **head,
+                invoice_number=message.invoice_number,
+                amount=message.amount,
+                currency=message.currency,
+            )
     raise TypeError(f"no command for message type {message.type}")
 
 
