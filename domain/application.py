@@ -136,6 +136,12 @@ class BillingApplication(Application[UUID]):
             try:
                 unit.save(tracking)
             except IntegrityError:
+                if tracking is not None and self._position_taken(tracking):
+                    raise ConcurrentUpdate(
+                        f"input position {tracking.application_name} "
+                        f"{tracking.notification_id} is already recorded: another process "
+                        "applied this batch; reread the position and go on from there"
+                    ) from None
                 # Another writer got there first (a contract, the watermarks, a message id):
                 # reload and apply again; duplicates are then recognised as such.
                 continue
@@ -144,6 +150,11 @@ class BillingApplication(Application[UUID]):
             f"ingest batch of {len(commands)} messages conflicted {MAX_SAVE_ATTEMPTS} times "
             "with other writers; it was not applied, try again"
         )
+
+    def _position_taken(self, tracking: Tracking) -> bool:
+        recorder: Any = self.recorder
+        stored = recorder.max_tracking_id(tracking.application_name)
+        return stored is not None and stored >= tracking.notification_id
 
     # --- queries ----------------------------------------------------------------------------
 
