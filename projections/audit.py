@@ -148,6 +148,8 @@ class AuditProjection(ViewProjection):
         changes = Changes()
         batches = self._batches(events)
         attempts: dict[tuple[str, int], _Attempt] = {}
+        born: set[str] = set()  # batches and attempts that start in these events
+        begun: set[tuple[str, int]] = set()
         for event, position in events:
             if isinstance(event, CREATED | AMENDED):
                 changes.insert(TERMS, _terms_row(event, position))
@@ -161,6 +163,7 @@ class AuditProjection(ViewProjection):
             if isinstance(event, STARTED):
                 b = batches[run_id] = _Batch(event.batch_id, run_id, event.cycle_date.isoformat(),
                                              event.started_at.isoformat())
+                born.add(run_id)
             else:
                 b = batches[run_id]
             b.position = position
@@ -171,12 +174,13 @@ class AuditProjection(ViewProjection):
                 kind = getattr(event, "kind", "run")
                 attempts[(b.batch_id, b.attempts)] = _Attempt.of(
                     b, kind, event.started_at, event.manifest, position)
+                begun.add((b.batch_id, b.attempts))
             elif isinstance(event, OUTCOMES):
                 for o in event.outcomes:
-                    changes.upsert(OUTCOMES_TABLE, (
+                    changes.put(OUTCOMES_TABLE, (
                         b.batch_id, o["contract_id"], b.attempts, o["outcome"], o.get("reason"),
                         o.get("number"), o.get("total"), o.get("currency"), o.get("next_due"),
-                        position))
+                        position), new=(b.batch_id, b.attempts) in begun)
             elif isinstance(event, FINISHED):
                 b.finished_at, b.counts = event.finished_at.isoformat(), event.counts
                 key = (b.batch_id, b.attempts)
@@ -184,9 +188,9 @@ class AuditProjection(ViewProjection):
                 attempt.finished_at, attempt.counts = b.finished_at, _json(event.counts)
                 attempts[key] = attempt
         for b in batches.values():
-            changes.upsert(BATCHES, b.row())
-        for a in attempts.values():
-            changes.upsert(ATTEMPTS, a.row())
+            changes.put(BATCHES, b.row(), new=b.run_id in born)
+        for key, a in attempts.items():
+            changes.put(ATTEMPTS, a.row(), new=key in begun)
         return changes
 
     def _batches(self, events: Sequence[Positioned]) -> dict[str, _Batch]:

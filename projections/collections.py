@@ -125,8 +125,8 @@ class CollectionsProjection(ViewProjection):
                              event.currency, to_minor(event.amount, event.currency), 0,
                              event.due_date.isoformat(), "open", None, None, position]
                 for s in event.steps:
-                    changes.upsert(STEPS, (event.invoice_number, s["step"], s["kind"],
-                                           s["due_on"], None))
+                    changes.put(STEPS, (event.invoice_number, s["step"], s["kind"],
+                                        s["due_on"], None), new=True)
                 continue
             row = rows[cid]
             row[11] = position
@@ -135,10 +135,11 @@ class CollectionsProjection(ViewProjection):
             elif isinstance(event, ENDED):
                 row[8:11] = ["ended", event.reason, event.received_at.isoformat()]
             elif isinstance(event, RECORDED):
-                changes.upsert(STEPS, (row[0], event.step, event.kind, event.due_on,
-                                       event.recorded_on.isoformat()))
-        for row in rows.values():
-            changes.upsert(COLLECTIONS, tuple(row))
+                changes.put(STEPS, (row[0], event.step, event.kind, event.due_on,
+                                    event.recorded_on.isoformat()), new=False)
+        started = {str(e.originator_id) for e, _ in events if isinstance(e, STARTED)}
+        for cid, row in rows.items():
+            changes.put(COLLECTIONS, tuple(row), new=cid in started)
         return changes
 
     def _rows(self, events: Sequence[Positioned]) -> dict[str, list[Any]]:

@@ -116,13 +116,14 @@ class LedgerProjection(ViewProjection):
         for event, position in events:
             if isinstance(event, CREATED):
                 zones[event.contract_id] = event.timezone
-                changes.upsert(CONTRACTS, (event.contract_id, event.customer_id, event.timezone))
+                changes.put(CONTRACTS, (event.contract_id, event.customer_id, event.timezone),
+                            new=True)
             elif isinstance(event, ISSUED):
                 doc = document_of(event)
                 total = to_minor(doc.total, doc.currency)
                 state = _Open(doc, event.due_date.isoformat(), total, 0, position)
                 docs[str(event.originator_id)] = state
-                changes.upsert(DOCUMENTS, state.row(str(event.originator_id)))
+                changes.put(DOCUMENTS, state.row(str(event.originator_id)), new=True)
                 for entry in document_entries(doc):
                     for row in entry_rows(entry):
                         changes.insert(JOURNAL, row)
@@ -136,7 +137,7 @@ class LedgerProjection(ViewProjection):
                                        from_minor(state.total - state.applied, doc.currency))
                 applied = to_minor(posted.applied, doc.currency)
                 state.applied += applied
-                changes.upsert(DOCUMENTS, state.row(invoice_id))
+                changes.put(DOCUMENTS, state.row(invoice_id), new=False)
                 changes.insert(PAYMENTS, (
                     doc.number, event.payment_id, posted.entry.day.isoformat(), doc.currency,
                     to_minor(amount, doc.currency), applied,

@@ -83,21 +83,39 @@ class Table:
 
 @dataclass
 class Changes:
-    """What one batch of events does to a view: new rows, and rows to insert or replace."""
+    """What one batch of events does to a view.
+
+    Rows whose key is born in the batch (the event that creates it is in the batch) are new:
+    they go in as plain inserts (COPY on PostgreSQL), the last state of each key only. Rows
+    that may already be in the view are upserted.
+    """
 
     inserts: dict[Table, list[Row]] = field(default_factory=dict)
+    new: dict[Table, dict[Row, Row]] = field(default_factory=dict)
     upserts: dict[Table, dict[Row, Row]] = field(default_factory=dict)
 
     def insert(self, table: Table, row: Row) -> None:
-        """A row that cannot exist yet (its key comes from an event never seen before)."""
+        """A row of an append-only table: its key comes from an event never seen before."""
         self.inserts.setdefault(table, []).append(row)
 
-    def upsert(self, table: Table, row: Row) -> None:
-        """A row's latest state: the last upsert of a key in a batch is the one written."""
-        self.upserts.setdefault(table, {})[table.key_of(row)] = row
+    def put(self, table: Table, row: Row, new: bool) -> None:
+        """A row's latest state; `new` when its key was born in this batch (and once new in a
+        batch, a key stays new)."""
+        key = table.key_of(row)
+        fresh = self.new.setdefault(table, {})
+        if new or key in fresh:
+            fresh[key] = row
+        else:
+            self.upserts.setdefault(table, {})[key] = row
 
-    def is_empty(self) -> bool:
-        return not any(self.inserts.values()) and not any(self.upserts.values())
+    def rows_to_insert(self) -> Iterator[tuple[Table, list[Row]]]:
+        yield from self.inserts.items()
+        for table, keyed in self.new.items():
+            yield table, list(keyed.values())
+
+    def rows_to_upsert(self) -> Iterator[tuple[Table, list[Row]]]:
+        for table, keyed in self.upserts.items():
+            yield table, list(keyed.values())
 
 
 class ViewConflict(Exception):

@@ -64,10 +64,10 @@ class PostgresView(PostgresTrackingRecorder, View):
             found = row["notification_id"] if row else 0
             if found != after:
                 raise ViewConflict(f"view {self.name} is at {found}, not {after}")
-            for table, rows in changes.inserts.items():
+            for table, rows in changes.rows_to_insert():
                 _copy(curs, table, rows)
-            for table, keyed in changes.upserts.items():
-                curs.executemany(_pg(table.upsert_statement()), list(keyed.values()))
+            for table, rows in changes.rows_to_upsert():
+                curs.executemany(_pg(table.upsert_statement()), rows)
             self._insert_tracking(curs, tracking)
 
     @contextmanager

@@ -62,10 +62,10 @@ class SQLiteView(SQLiteTrackingRecorder, View):
             found = self._max_tracking_id(self.application_name, c) or 0
             if found != after:
                 raise ViewConflict(f"view {self.name} is at {found}, not {after}")
-            for table, rows in changes.inserts.items():
+            for table, rows in changes.rows_to_insert():
                 c.executemany(table.insert_statement(), rows)
-            for table, keyed in changes.upserts.items():
-                c.executemany(table.upsert_statement(), list(keyed.values()))
+            for table, rows in changes.rows_to_upsert():
+                c.executemany(table.upsert_statement(), rows)
             self._insert_tracking(c, tracking)
 
     @contextmanager
