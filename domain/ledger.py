@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 
 from domain.money import ZERO
 from domain.recognition import Schedule
@@ -78,7 +79,7 @@ class Document:
     issue_date: date
     schedules: tuple[Schedule, ...]
 
-    @property
+    @cached_property
     def total(self) -> Decimal:
         return sum((s.amount for s in self.schedules), ZERO)
 
