@@ -225,4 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m infra.cli`, this file is `__main__`; the command modules import
+    # `infra.cli`. Call that module's main, so its UserError is the one they raise.
+    from infra.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -374,6 +374,9 @@ def _json(rows: Sequence[Sequence[Any]]) -> str | None:
     return json.dumps(rows) if rows else None
 
 
+CREATE_TABLES_LOCK = 0x6269_6C6C_6379  # "billcy": the advisory lock key of table creation
+
+
 class PostgresBillingFactory(library.PostgresFactory):
     """The library's PostgreSQL factory, whose application recorder is the billing store."""
 
@@ -399,5 +402,12 @@ class PostgresBillingFactory(library.PostgresFactory):
             tracking_table_name=(name or "notification") + "_tracking",
         )
         if self.env_create_table():
-            recorder.create_table()
+            with self.datastore.get_connection() as conn:
+                # Processes starting together would race in CREATE ... IF NOT EXISTS (the
+                # server reports "tuple concurrently updated"): one creates, the others wait.
+                conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+                try:
+                    recorder.create_table()
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
         return recorder

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -327,3 +329,20 @@ def test_events_of_many_aggregates_in_one_read(app: StoreApp) -> None:
     assert {k: [e.originator_version for e in v] for k, v in found.items()} == {
         a: [1, 2], b: [1]}
     assert app.store.events_of([]) == {}
+
+
+def test_applications_starting_together_on_a_fresh_postgresql_database(fresh_pg_url: str) -> None:
+    # Each process creates the tables; the advisory lock makes them take turns.
+    code = (
+        "import sys\n"
+        "from domain.application import BillingApplication\n"
+        "from infra.store.url import store_env\n"
+        "BillingApplication(env=store_env(sys.argv[1])).close()\n"
+    )
+    starters = [
+        subprocess.Popen([sys.executable, "-c", code, fresh_pg_url], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    for starter in starters:
+        _, err = starter.communicate(timeout=120)
+        assert starter.returncode == 0, err.decode()
