@@ -261,8 +261,10 @@ def _add_subscription_lines(
 ) -> None:
     used = ServicePeriod(start, end)
     days = used.days
+    # The terms in effect over these days priced the charge, or (on a credit) changed it.
     basis = {"period_days": period.days, "days": days,
-             "full_period": [period.start.isoformat(), period.end.isoformat()]}
+             "full_period": [period.start.isoformat(), period.end.isoformat()],
+             "terms_effective": draft.contract.terms_on(start).effective_date.isoformat()}
     span = f"{start.isoformat()} to {end.isoformat()}"
     partial = "" if days == period.days else f", {days}/{period.days} days"
     if was is not None:
@@ -276,7 +278,9 @@ def _add_subscription_lines(
             amount=-draft.money(prorate(was.rate, used, period)),
             period_start=start,
             period_end=end,
-            basis={**basis, "rate": str(was.rate), "credit": True},
+            basis={**basis, "rate": str(was.rate), "credit": True,
+                   "ended": draft.contract.end_date is not None
+                   and start >= draft.contract.end_date},
         ))
     if now is not None:
         kind = LineKind.SUBSCRIPTION if first_billing else LineKind.PRORATION
@@ -290,8 +294,7 @@ def _add_subscription_lines(
             amount=draft.money(prorate(now.rate, used, period)),
             period_start=start,
             period_end=end,
-            basis={**basis, "rate": str(now.rate),
-                   "terms_effective": draft.contract.terms_on(start).effective_date.isoformat()},
+            basis={**basis, "rate": str(now.rate)},
         ))
 
 
@@ -392,6 +395,8 @@ def _add_usage_lines(
     late = billed is not None and billed.final
     if late and quantity == billed_quantity and amount == billed_amount:
         return
+    # Usage is priced with the terms in effect at the period's end.
+    terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
     basis = {
         "metric": component.metric,
         "aggregation": component.aggregation.value,
@@ -400,7 +405,7 @@ def _add_usage_lines(
         "usage_revision": reading.revision,
         "priced_amount": str(amount),
         "already_billed": str(billed_amount),
-        "terms_effective": draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat(),
+        "terms_effective": terms_effective,
     }
     span = f"{window.start.isoformat()} to {window.end.isoformat()}"
     kind = LineKind.LATE_USAGE if late else LineKind.USAGE
@@ -427,7 +432,8 @@ def _add_usage_lines(
             amount=owed_true_up - billed_true_up,
             period_start=window.start,
             period_end=window.end,
-            basis={"minimum_amount": str(component.minimum_amount), "usage_amount": str(amount)},
+            basis={"minimum_amount": str(component.minimum_amount), "usage_amount": str(amount),
+                   "terms_effective": terms_effective},
         ))
         draft.settlement.true_ups[key] = owed_true_up
 
@@ -495,6 +501,7 @@ def _bill_progressively(
                 "already_billed": str(already),
                 "threshold": str(threshold),
                 "progressive": True,
+                "terms_effective": terms.effective_date.isoformat(),
             },
         ))
         draft.settlement.usage[key] = UsageBilled(quantity, amount, cycle_date, final=False)
@@ -525,7 +532,8 @@ def _bill_milestones(draft: _Draft) -> None:
             amount=amount,
             period_start=completed_on,
             period_end=completed_on + ONE_DAY,
-            basis={"milestone": milestone, "completed_on": completed_on.isoformat()},
+            basis={"milestone": milestone, "completed_on": completed_on.isoformat(),
+                   "terms_effective": contract.terms_on(completed_on).effective_date.isoformat()},
         ))
         draft.settlement.milestones[component.id] = amount
 

@@ -27,6 +27,7 @@ from domain.billing import (
     InvoiceDue,
     NothingDue,
     UsageNotBillable,
+    UsageReader,
     bill_contract,
 )
 from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
@@ -132,6 +133,26 @@ class StoreUsage:
         return self.store.changed_buckets(
             self.contract.customer_id, metric, self._tags(metric), revision, before
         )
+
+
+def decide(
+    contract: Contract, ctx: BillingContext, usage: UsageReader
+) -> ContractOutcome | InvoiceDue:
+    """What a billing run does with one contract: the invoice due, or the outcome and why."""
+    cid = contract.contract_id
+    try:
+        outcome = bill_contract(contract, ctx, usage)
+    except (UsageNotBillable, ValueError, ArithmeticError, LookupError) as exc:
+        return ContractOutcome(cid, Outcome.FAILED,
+                               reason=f"could not price: {exc} ({type(exc).__name__})")
+    if isinstance(outcome, Held):
+        return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason)
+    if isinstance(outcome, NothingDue):
+        last = contract.last_invoice
+        reason = f"nothing due; last invoice {last[0]} in batch {last[1]}" if last else None
+        next_due = outcome.next_due.isoformat() if outcome.next_due else None
+        return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
+    return outcome
 
 
 class BillingRuns:
@@ -319,20 +340,7 @@ class BillingRuns:
     def _decide(
         self, contract: Contract, ctx: BillingContext, siblings: list[Contract]
     ) -> ContractOutcome | InvoiceDue:
-        cid = contract.contract_id
-        try:
-            outcome = bill_contract(contract, ctx, StoreUsage(self.app.store, contract, siblings))
-        except (UsageNotBillable, ValueError, ArithmeticError, LookupError) as exc:
-            return ContractOutcome(cid, Outcome.FAILED,
-                                   reason=f"could not price: {exc} ({type(exc).__name__})")
-        if isinstance(outcome, Held):
-            return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason)
-        if isinstance(outcome, NothingDue):
-            last = contract.last_invoice
-            reason = f"nothing due; last invoice {last[0]} in batch {last[1]}" if last else None
-            next_due = outcome.next_due.isoformat() if outcome.next_due else None
-            return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
-        return outcome
+        return decide(contract, ctx, StoreUsage(self.app.store, contract, siblings))
 
     def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
         """For each contract, the customer's other contracts (they may share usage)."""

@@ -31,14 +31,10 @@ from eventsourcing.persistence import StoredEvent
 from domain.application import BillingApplication
 from domain.billing import (
     BillingContext,
-    Held,
     InvoiceDue,
-    NothingDue,
-    UsageNotBillable,
-    bill_contract,
 )
 from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
-from domain.billing_runs import StoreUsage
+from domain.billing_runs import StoreUsage, decide
 from domain.contract import Contract
 from domain.inbox import UsageWatermarks
 from domain.invoice import invoice_aggregate_id
@@ -154,29 +150,10 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
             continue
         siblings = [c for c in contracts.values()
                     if c.customer_id == contract.customer_id and c.contract_id != cid]
-        decided = _decide(contract, ctx, StoreUsage(meters, contract, siblings))
+        decided = decide(contract, ctx, StoreUsage(meters, contract, siblings))
         if recorded.outcome is Outcome.INVOICED:
             result.invoices += 1
         result.differences.extend(_compare(app, recorded, decided, contract, position))
-
-
-def _decide(contract: Contract, ctx: BillingContext, usage: StoreUsage
-            ) -> ContractOutcome | InvoiceDue:
-    """What the billing run decides for one contract (BillingRuns._decide, on rebuilt state)."""
-    cid = contract.contract_id
-    try:
-        outcome = bill_contract(contract, ctx, usage)
-    except (UsageNotBillable, ValueError, ArithmeticError, LookupError) as exc:
-        return ContractOutcome(cid, Outcome.FAILED,
-                               reason=f"could not price: {exc} ({type(exc).__name__})")
-    if isinstance(outcome, Held):
-        return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason)
-    if isinstance(outcome, NothingDue):
-        last = contract.last_invoice
-        reason = f"nothing due; last invoice {last[0]} in batch {last[1]}" if last else None
-        next_due = outcome.next_due.isoformat() if outcome.next_due else None
-        return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
-    return outcome
 
 
 def _compare(app: BillingApplication, recorded: ContractOutcome,
