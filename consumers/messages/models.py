@@ -6,6 +6,7 @@ generated JSON Schemas (consumers/schemas/) carry to producers.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -24,6 +25,7 @@ from consumers.messages.fields import (
     TimeZoneName,
     rule_error,
 )
+from domain.money import minor_units
 from domain.terms import BillingFrequency, Component, ContractTerms
 
 _THRESHOLD = (
@@ -164,6 +166,20 @@ class PaymentReceived(Envelope):
     invoice_number: Name
     amount: PositiveDecimal
     currency: Currency
+
+    @model_validator(mode="after")
+    def _amount_in_minor_units(self) -> PaymentReceived:
+        # Money received is whole minor units; more places would leave sub-cent balances.
+        places = minor_units(self.currency)
+        whole = self.amount.quantize(Decimal(1).scaleb(-places))
+        if whole != self.amount:
+            raise rule_error(
+                "amount_precision",
+                f"{self.amount} has more than {places} decimal places, the minor units of "
+                f"{self.currency}; send the amount received, e.g. {whole}",
+                at=".amount",
+            )
+        return self
 
 
 Message = Annotated[

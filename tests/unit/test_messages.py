@@ -456,3 +456,14 @@ def test_a_fingerprint_is_a_sha256_hex_digest() -> None:
     digest = fingerprint(parse(USAGE))
 
     assert len(digest) == 64 and int(digest, 16) >= 0
+
+
+def test_a_payment_in_fractions_of_the_minor_unit_is_rejected() -> None:
+    payment = (b'{"type": "payment.received", "id": "p-1", "occurred_at": "2026-11-03T10:00:00Z",'
+               b' "invoice_number": "INV-000001", "amount": "%s", "currency": "%s"}')
+    with pytest.raises(MessageRejected, match="more than 2 decimal places"):
+        parse_message(payment % (b"10.001", b"USD"))
+    for amount, currency in [(b"10.100", b"USD"), (b"10.125", b"KWD")]:
+        accepted = parse_message(payment % (amount, currency))
+        assert isinstance(accepted, PaymentReceived)
+        assert str(accepted.amount) == amount.decode()
