@@ -271,7 +271,7 @@ class BillingRuns:
             if dry_run:
                 break
             try:
-                self.app.save(*touched, run)
+                self.app.save_tracked(*touched, run, tracking=None)
             except IntegrityError:
                 self._numbering = None
                 # A little random wait, so two runs racing for the numbers stop colliding.
