@@ -389,7 +389,7 @@ def _add_usage_lines(
     billed: UsageBilled | None,
 ) -> None:
     quantity = usage_quantity(component, reading)
-    amount = draft.money(price(component.pricing, quantity) if quantity else ZERO)
+    amount = _priced(draft, component, quantity)
     billed_amount = billed.amount if billed else ZERO
     billed_quantity = billed.quantity if billed else ZERO
     late = billed is not None and billed.final
@@ -397,16 +397,7 @@ def _add_usage_lines(
         return
     # Usage is priced with the terms in effect at the period's end.
     terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
-    basis = {
-        "metric": component.metric,
-        "aggregation": component.aggregation.value,
-        "quantity": str(quantity),
-        "events": reading.event_count,
-        "usage_revision": reading.revision,
-        "priced_amount": str(amount),
-        "already_billed": str(billed_amount),
-        "terms_effective": terms_effective,
-    }
+    basis = _usage_basis(component, quantity, reading, amount, billed_amount, terms_effective)
     span = f"{window.start.isoformat()} to {window.end.isoformat()}"
     kind = LineKind.LATE_USAGE if late else LineKind.USAGE
     label = "late usage" if late else "usage"
@@ -438,6 +429,32 @@ def _add_usage_lines(
         draft.settlement.true_ups[key] = owed_true_up
 
 
+def _usage_basis(
+    component: UsageComponent,
+    quantity: Decimal,
+    reading: MeterReading,
+    amount: Decimal,
+    already_billed: Decimal,
+    terms_effective: str,
+) -> dict[str, object]:
+    """Why a usage line has its amount: the meter read, the price, what was billed before."""
+    return {
+        "metric": component.metric,
+        "aggregation": component.aggregation.value,
+        "quantity": str(quantity),
+        "events": reading.event_count,
+        "usage_revision": reading.revision,
+        "priced_amount": str(amount),
+        "already_billed": str(already_billed),
+        "terms_effective": terms_effective,
+    }
+
+
+def _priced(draft: _Draft, component: UsageComponent, quantity: Decimal) -> Decimal:
+    """The rounded price of a usage quantity; zero quantity is zero whatever the model."""
+    return draft.money(price(component.pricing, quantity) if quantity else ZERO)
+
+
 def _is_additive(component: UsageComponent) -> bool:
     return component.aggregation in (Aggregation.SUM, Aggregation.COUNT)
 
@@ -464,7 +481,7 @@ def _bill_progressively(
         except UsageNotBillable:
             return
         quantity = usage_quantity(component, reading)
-        amount = draft.money(price(component.pricing, quantity) if quantity else ZERO)
+        amount = _priced(draft, component, quantity)
         priced.append((component, reading, quantity, amount))
     unbilled = sum(
         (amount - _billed_amount(contract.billed.usage.get((c.id, period.start)))
@@ -492,16 +509,10 @@ def _bill_progressively(
             period_start=window.start,
             period_end=cycle_date,
             basis={
-                "metric": component.metric,
-                "aggregation": component.aggregation.value,
-                "quantity": str(quantity),
-                "events": reading.event_count,
-                "usage_revision": reading.revision,
-                "priced_amount": str(amount),
-                "already_billed": str(already),
+                **_usage_basis(component, quantity, reading, amount, already,
+                               terms.effective_date.isoformat()),
                 "threshold": str(threshold),
                 "progressive": True,
-                "terms_effective": terms.effective_date.isoformat(),
             },
         ))
         draft.settlement.usage[key] = UsageBilled(quantity, amount, cycle_date, final=False)
