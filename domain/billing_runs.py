@@ -37,7 +37,7 @@ from domain.invoice_lines import subtotals
 from domain.money import format_money
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
-from domain.usage import MeterReading
+from domain.usage import MeterReading, MeterRequest
 
 CHUNK_SIZE = 200
 MAX_CHUNK_ATTEMPTS = 100
@@ -88,13 +88,65 @@ def new_batch_id(cycle_date: date) -> str:
     return f"B-{cycle_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
 
 
+class MeterReads:
+    """The meter reads of a chunk of contracts, fetched together in one round trip.
+
+    A chunk is decided twice: first while planning, when every read is noted and answered with
+    an empty reading, then after one `read_meters` has fetched them all. Billing is pure, so
+    the second pass asks for the same reads; anything it asks that was not planned (late
+    usage found only now) is read on its own.
+    """
+
+    def __init__(self, store: BillingStore) -> None:
+        self.store = store
+        self.planning = True
+        self.wanted: dict[MeterRequest, None] = {}
+        self.readings: dict[MeterRequest, MeterReading] = {}
+        self.changes: dict[tuple[str, str, tuple[str, ...], int, datetime], list[datetime]] = {}
+
+    def read(self, request: MeterRequest) -> MeterReading:
+        found = self.readings.get(request)
+        if found is not None:
+            return found
+        if self.planning:
+            self.wanted[request] = None
+            return MeterReading()
+        return self.store.read_meter(
+            request.customer_id, request.metric, request.contract_tags, request.start,
+            request.end, request.unique_property)
+
+    def changed(
+        self, customer_id: str, metric: str, tags: tuple[str, ...], revision: int,
+        before: datetime,
+    ) -> list[datetime]:
+        key = (customer_id, metric, tags, revision, before)
+        if key not in self.changes:
+            self.changes[key] = self.store.changed_buckets(
+                customer_id, metric, tags, revision, before)
+        return self.changes[key]
+
+    def fetch(self) -> None:
+        """Read everything planned, and answer from it from now on."""
+        wanted = list(self.wanted)
+        self.readings.update(zip(wanted, self.store.read_meters(wanted), strict=True))
+        self.planning = False
+
+
 class StoreUsage:
     """The usage one contract prices, read from the running meters."""
 
-    def __init__(self, store: BillingStore, contract: Contract, siblings: Sequence[Contract]):
-        self.store = store
+    def __init__(
+        self,
+        store: BillingStore,
+        contract: Contract,
+        siblings: Sequence[Contract],
+        reads: MeterReads | None = None,
+    ) -> None:
         self.contract = contract
         self.siblings = siblings
+        self.reads = reads or MeterReads(store)
+        if reads is None:
+            self.reads.planning = False  # on its own: read each meter when asked
 
     def _rivals(self, metric: str) -> list[str]:
         """Other contracts of the customer pricing the same metric: untagged usage is theirs too."""
@@ -107,16 +159,16 @@ class StoreUsage:
             )
         )
 
-    def _tags(self, metric: str) -> list[str]:
-        return [self.contract.contract_id] if self._rivals(metric) else [
-            self.contract.contract_id, ""]
+    def _tags(self, metric: str) -> tuple[str, ...]:
+        return (self.contract.contract_id,) if self._rivals(metric) else (
+            self.contract.contract_id, "")
 
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
         c = self.contract
         rivals = self._rivals(component.metric)
         if rivals:
-            untagged = self.store.read_meter(c.customer_id, component.metric, [""], start, end,
-                                             None)
+            untagged = self.reads.read(
+                MeterRequest(c.customer_id, component.metric, ("",), start, end, None))
             if untagged.event_count:
                 raise UsageNotBillable(
                     f"{untagged.event_count} usage events of {component.metric} for customer "
@@ -124,15 +176,14 @@ class StoreUsage:
                     f"{', '.join([c.contract_id, *rivals])} all price {component.metric}; "
                     "producers must send contract_id for this customer's usage"
                 )
-        return self.store.read_meter(
+        return self.reads.read(MeterRequest(
             c.customer_id, component.metric, self._tags(component.metric), start, end,
             component.unique_property,
-        )
+        ))
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
-        return self.store.changed_buckets(
-            self.contract.customer_id, metric, self._tags(metric), revision, before
-        )
+        return self.reads.changed(
+            self.contract.customer_id, metric, self._tags(metric), revision, before)
 
 
 def decide(
@@ -298,14 +349,27 @@ class BillingRuns:
     ) -> tuple[list[ContractOutcome], list[Aggregate], list[Invoice]]:
         contracts = self.app.contracts(contract_ids)
         siblings = self._siblings(list(contracts.values()))
+        reads = MeterReads(self.app.store)
+        planned: dict[str, ContractOutcome | InvoiceDue] = {}
+        reading: set[str] = set()
+        for cid, contract in contracts.items():
+            asked = len(reads.wanted)
+            planned[cid] = decide(contract, ctx, StoreUsage(
+                self.app.store, contract, siblings.get(cid, []), reads))
+            if len(reads.wanted) > asked:
+                reading.add(cid)
+        reads.fetch()
         decided: list[tuple[str, ContractOutcome | InvoiceDue]] = []
         for cid in contract_ids:
-            contract = contracts.get(cid)
-            if contract is None:
+            stored = contracts.get(cid)
+            if stored is None:
                 decided.append((cid, ContractOutcome(cid, Outcome.FAILED,
                                                      reason="contract is indexed but not stored")))
-                continue
-            decided.append((cid, self._decide(contract, ctx, siblings.get(cid, []))))
+            elif cid in reading:  # decided again, on the usage it now has
+                decided.append((cid, decide(stored, ctx, StoreUsage(
+                    self.app.store, stored, siblings.get(cid, []), reads))))
+            else:
+                decided.append((cid, planned[cid]))
         due = [(cid, d) for cid, d in decided if isinstance(d, InvoiceDue)]
         touched: list[Aggregate] = []
         invoices: list[Invoice] = []
@@ -336,11 +400,6 @@ class BillingRuns:
                 total=format_money(invoice.total, invoice.currency), currency=invoice.currency,
             ))
         return outcomes, touched, invoices
-
-    def _decide(
-        self, contract: Contract, ctx: BillingContext, siblings: list[Contract]
-    ) -> ContractOutcome | InvoiceDue:
-        return decide(contract, ctx, StoreUsage(self.app.store, contract, siblings))
 
     def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
         """For each contract, the customer's other contracts (they may share usage)."""

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from domain.usage import MeterReading
+from domain.usage import MeterReading, MeterRequest
 
 
 class BillingStore(Protocol):
@@ -28,6 +28,9 @@ class BillingStore(Protocol):
         unique_property: str | None,
     ) -> MeterReading:
         """Aggregates of buckets in [start, end) for these contract tags ("" = untagged)."""
+
+    def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
+        """Many `read_meter`s in one round trip, in the order asked."""
 
     def changed_buckets(
         self,

@@ -117,6 +117,18 @@ class MeterReading:
     revision: int = 0  # the highest log position that changed any bucket read
 
 
+@dataclass(frozen=True)
+class MeterRequest:
+    """One meter read: a customer's metric over [start, end) for some contract tags."""
+
+    customer_id: str
+    metric: str
+    contract_tags: tuple[str, ...]
+    start: datetime
+    end: datetime
+    unique_property: str | None
+
+
 class UsageEvent(Aggregate):
     """One usage message, recorded once; its id is `message_aggregate_id(message id)`."""
 

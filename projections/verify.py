@@ -39,7 +39,14 @@ from domain.contract import Contract
 from domain.inbox import UsageWatermarks
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
-from domain.usage import MeterBucket, MeterIncrement, MeterReading, UsageEvent, meter_increment
+from domain.usage import (
+    MeterBucket,
+    MeterIncrement,
+    MeterReading,
+    MeterRequest,
+    UsageEvent,
+    meter_increment,
+)
 from infra.store.batch import exact_decimals
 from projections.projection import event_class, topics
 
@@ -316,6 +323,10 @@ class _Meters:
             quantity_sum=total.quantity_sum, event_count=total.event_count,
             quantity_max=total.quantity_max, latest_quantity=total.latest_quantity,
             unique_count=len(values), revision=max(at for at, _ in found))
+
+    def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
+        return [self.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,
+                                r.unique_property) for r in requests]
 
     def changed_buckets(self, customer_id: str, metric: str, contract_tags: Sequence[str],
                         since_revision: int, before: datetime) -> list[datetime]:

@@ -24,7 +24,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.usage import MeterReading
+from domain.usage import MeterReading, MeterRequest
 from infra.store.batch import BATCH_KWARG, StoreBatch, require_aware, take_batch, utc_text
 
 P = ParamSpec("P")
@@ -118,6 +118,28 @@ _READ_METER = (
     " FROM {schema}.usage_buckets" + _BUCKETS_WHERE
 )
 
+# Many reads in one round trip: each request row is joined to its own aggregate.
+_READ_METERS = (
+    "SELECT r.i, m.*,"
+    " (SELECT count(DISTINCT u.value) FROM {schema}.usage_unique u"
+    "  WHERE u.customer_id = r.customer_id AND u.metric = r.metric"
+    "  AND u.contract_tag = ANY(r.tags) AND u.bucket_start >= r.start"
+    "  AND u.bucket_start < r.stop AND u.property = r.property) AS unique_count"
+    " FROM json_to_recordset(%s::json) AS r(i int, customer_id text, metric text, tags text[],"
+    "  start timestamptz, stop timestamptz, property text)"
+    " CROSS JOIN LATERAL (SELECT coalesce(sum(quantity_sum), 0) AS quantity_sum,"
+    "  coalesce(sum(event_count), 0) AS event_count,"
+    "  coalesce(max(quantity_max), 0) AS quantity_max,"
+    "  coalesce((array_agg(latest_quantity ORDER BY latest_at DESC, latest_event_id DESC))[1],"
+    "  0) AS latest_quantity,"
+    "  coalesce(max(revision), 0) AS revision"
+    "  FROM {schema}.usage_buckets b"
+    "  WHERE b.customer_id = r.customer_id AND b.metric = r.metric"
+    "  AND b.contract_tag = ANY(r.tags) AND b.bucket_start >= r.start"
+    "  AND b.bucket_start < r.stop) AS m"
+    " ORDER BY r.i"
+)
+
 _CHANGED_BUCKETS = (
     "SELECT DISTINCT bucket_start FROM {schema}.usage_buckets"
     " WHERE customer_id = %s AND metric = %s AND revision > %s"
@@ -164,6 +186,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._insert_contracts = self._sql(_INSERT_CONTRACTS)
         self._read_meter = self._sql(_READ_METER)
         self._changed_buckets = self._sql(_CHANGED_BUCKETS)
+        self._read_meters = self._sql(_READ_METERS)
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
@@ -245,14 +268,27 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             curs.execute(self._read_meter, params)
             row = curs.fetchone()
         assert row is not None  # an aggregate without GROUP BY always returns a row
-        return MeterReading(
-            quantity_sum=row["quantity_sum"],
-            event_count=int(row["event_count"]),
-            quantity_max=row["quantity_max"],
-            latest_quantity=row["latest_quantity"],
-            unique_count=row["unique_count"],
-            revision=row["revision"],
-        )
+        return _reading(row)
+
+    @_retry
+    def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
+        if not requests:
+            return []
+        rows = json.dumps([
+            {
+                "i": i,
+                "customer_id": r.customer_id,
+                "metric": r.metric,
+                "tags": list(r.contract_tags),
+                "start": require_aware(r.start, "meter start").isoformat(),
+                "stop": require_aware(r.end, "meter end").isoformat(),
+                "property": r.unique_property,
+            }
+            for i, r in enumerate(requests)
+        ])
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._read_meters, (rows,))
+            return [_reading(row) for row in curs.fetchall()]
 
     @_retry
     def changed_buckets(
@@ -332,6 +368,17 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 )
                 for row in curs.fetchall()
             }
+
+
+def _reading(row: Any) -> MeterReading:
+    return MeterReading(
+        quantity_sum=row["quantity_sum"],
+        event_count=int(row["event_count"]),
+        quantity_max=row["quantity_max"],
+        latest_quantity=row["latest_quantity"],
+        unique_count=row["unique_count"],
+        revision=row["revision"],
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Recording, Tracking
 
 from domain.ports import BillingStore
-from domain.usage import MeterIncrement, MeterReading, meter_increment
+from domain.usage import MeterIncrement, MeterReading, MeterRequest, meter_increment
 from infra.store.postgres import PostgresBillingRecorder
 from infra.store.sqlite import SQLiteBillingRecorder
 from infra.store.url import store_env
@@ -163,6 +163,22 @@ def test_latest_max_and_unique_count(app: StoreApp) -> None:
     assert read(app, unique=None).unique_count == 0
     assert read(app, unique="region").unique_count == 0
     assert read(app, customer="cus_unknown") == MeterReading()
+
+    # Many reads in one round trip answer exactly as one read at a time.
+    start, end = T0 - timedelta(days=1), T0 + timedelta(days=1)
+    requests = [
+        MeterRequest(customer, "api_calls", tags, start, stop, unique)
+        for customer in ("cus_1", "cus_unknown")
+        for tags in (("",), ("", "ct_1"), ("ct_1",))
+        for stop in (T0 + timedelta(minutes=15), end)
+        for unique in ("user", None)
+    ]
+    assert app.store.read_meters(requests) == [
+        app.store.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,
+                             r.unique_property)
+        for r in requests
+    ]
+    assert app.store.read_meters([]) == []
 
 
 def test_naive_times_are_refused(app: StoreApp) -> None:
