@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from eventsourcing.domain import Aggregate
@@ -45,16 +46,40 @@ MAX_CHUNK_ATTEMPTS = 100
 Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
 
 
+@dataclass(frozen=True)
+class IssuedInvoice:
+    """An invoice a run issued, as its report needs it (the invoice itself is in the store)."""
+
+    invoice_id: str
+    number: str
+    contract_id: str
+    document_type: str
+    currency: str
+    total: Decimal
+
+
 @dataclass
 class RunReport:
-    """What a billing run (or retry) did: the `run --json` document."""
+    """What a billing run (or retry) did: the `run --json` document.
+
+    It keeps a small row per invoice, not the invoices: a run over the whole book must not
+    hold the book in memory. A dry run keeps its drafts, since nothing else has them.
+    """
 
     batch_id: str
     cycle_date: date
     dry_run: bool
     outcomes: dict[str, ContractOutcome] = field(default_factory=dict)
-    invoices: list[Invoice] = field(default_factory=list)  # issued (or, dry run, drafted)
+    invoices: list[IssuedInvoice] = field(default_factory=list)  # issued, or drafted
+    drafts: list[Invoice] = field(default_factory=list)  # dry run only
     warnings: list[str] = field(default_factory=list)
+
+    def add(self, invoice: Invoice) -> None:
+        self.invoices.append(IssuedInvoice(
+            str(invoice.id), invoice.number, invoice.contract_id, invoice.document_type,
+            invoice.currency, invoice.total))
+        if self.dry_run:
+            self.drafts.append(invoice)
 
     def counts(self) -> dict[str, int]:
         counts = {o.value: 0 for o in Outcome}
@@ -341,7 +366,8 @@ class BillingRuns:
             )
         for o in outcomes:
             report.outcomes[o.contract_id] = o
-        report.invoices.extend(invoices)
+        for invoice in invoices:
+            report.add(invoice)
         return run
 
     def _bill_chunk(

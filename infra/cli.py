@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
     report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args))
     document = _report_document(app, report)
     if args.dry_run:
-        document["drafts"] = [invoice_view(i) for i in report.invoices]
+        document["drafts"] = [invoice_view(i) for i in report.drafts]
     emit(args, document, lambda: text.run_summary(report))
 
 

@@ -186,7 +186,8 @@ class Demo:
         self.doc["dry_run"] = {"batch_id": dry.batch_id, "counts": dry.counts(),
                                "invoices": len(dry.invoices)}
         self.doc["run"] = {**_run_summary(report), **_run_details(report)}
-        self.invoices = report.invoices
+        self.invoices = [i for i in map(self.app.invoice, (r.number for r in report.invoices))
+                         if i is not None]
         self._say(_run_text(self.doc["dry_run"], self.doc["run"]))
 
     def _examples(self) -> None:
