@@ -1,0 +1,678 @@
+"""billcycle's figures in one command: Kafka ingest, batch runs, replay, and the embedded store.
+
+    ./bench/run                                   # defaults: a few minutes on two cores
+    ./bench/run --contracts-small 10000 --contracts-large 100000     # the issue's sizes
+    ./bench/run --skip ingest,sqlite --profile    # some steps only; under py-spy
+
+It starts a throwaway PostgreSQL (LocalPostgres, fast=True: fsync off) and a Kafka broker
+(LocalKafka), as the tests do, unless --postgres-url / --kafka-bootstrap name running ones.
+Books are generated seeded and streamed (bench/book.py: 3 to 10 lines per invoice). Every
+billcycle step runs as its own child process (`.venv/bin/billcycle --db URL ...`), measured for
+wall time, CPU time and peak RSS (os.wait4), with the CPU the PostgreSQL server and the Kafka
+broker spent meanwhile; what a step did is counted in the database afterwards. The bare
+baselines (bench/baselines.py) run the same way, in the same run, on the same data.
+
+  1. ingest  usage events from Kafka into PostgreSQL: `billcycle consume --until-caught-up`
+             (each batch and its offsets in one transaction), beside a bare kafka-python
+             consumer decoding the JSON of the same records
+  2. batch   `billcycle run --cycle-date 2026-12-01` over --contracts-small and
+             --contracts-large contracts on PostgreSQL (each loaded first with `billcycle
+             ingest FILE`, measured apart), and the time ratio of the two
+  3. replay  `billcycle replay` (every projection rebuilt from the log) on the large batch's
+             database, beside a bare psycopg SELECT of the same stored events
+  4. sqlite  the embedded default: the --contracts-small batch on SQLite
+
+The table is printed, and written with every detail as bench/results/<stamp>.json; children's
+stderr goes to bench/results/<stamp>.log, py-spy profiles to bench/results/<stamp>-*.pyspy.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+
+from bench import book
+from bench.measure import Child, run_child
+from bench.profile import render, statements, summarize
+from infra.postgres import LocalPostgres, create_database, drop_database
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+BILLCYCLE = REPO / ".venv" / "bin" / "billcycle"
+PY_SPY = REPO / ".venv" / "bin" / "py-spy"
+CYCLE_DATE = date(2026, 12, 1)
+STEPS = ("ingest", "batch", "replay", "sqlite")
+ISSUE_SMALL, ISSUE_LARGE = 10_000, 100_000
+# Defaults a tenth of the issue's sizes: a few minutes on two cores.
+DEFAULT_SMALL, DEFAULT_LARGE, DEFAULT_USAGE_EVENTS = 1_000, 10_000, 100_000
+USAGE_PARTITIONS = 3  # the broker's num.partitions, as a producer's topic would get
+
+# The issue's targets (2 cores, broker and PostgreSQL on the same machine).
+INGEST_TARGET = 15_000  # usage events/s
+INGEST_RATIO_TARGET = 0.6  # of the bare consumer
+BATCH_TARGET = 1_000  # invoices/s at 100,000 contracts
+SCALING_TARGET = 1.1  # time ratio <= 1.1 x contracts ratio (10x contracts <= 11x time)
+RSS_TARGET = 2**30  # bytes, at 100,000 contracts
+REPLAY_TARGET = 50_000  # events/s
+
+INVOICE_ISSUED = "domain.invoice:Invoice.InvoiceIssued"
+OUTCOMES_RECORDED = "domain.billing_run:BillingRun.OutcomesRecorded"
+USAGE_RECORDED = "domain.usage:UsageEvent.Recorded"
+
+
+@dataclass
+class Figure:
+    """One row of the table: a count over a measured child's wall time."""
+
+    step: str
+    what: str
+    size: str
+    count: int
+    unit: str
+    child: Child | None
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.child.wall if self.child and self.child.wall else 0.0
+
+
+@dataclass
+class Check:
+    """A target of the issue and whether this run meets it."""
+
+    target: str
+    measured: str
+    met: bool | None  # None: not measured at the issue's size
+
+
+@dataclass
+class Bench:
+    """One run of the bench: its services, the figures so far, and the steps themselves."""
+
+    args: argparse.Namespace
+    stamp: str
+    work: Path
+    pg_admin: str | None = None
+    pg_pid: int | None = None
+    pg_log: Path | None = None  # the server's log, when profiling a throwaway cluster
+    kafka: str | None = None
+    kafka_pid: int | None = None
+    figures: list[Figure] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    databases: list[str] = field(default_factory=list)
+    code: dict[str, Any] = field(default_factory=dict)  # what is measured, taken at the start
+    books: dict[int, Path] = field(default_factory=dict)
+    batch_dbs: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Path:
+        return RESULTS / f"{self.stamp}.log"
+
+    # --- children ---------------------------------------------------------------------------
+
+    def child(self, label: str, command: list[str], env: dict[str, str] | None = None,
+              profile: bool = False, db: str | None = None) -> Child:
+        """Run one measured child; when profiling and `profile`, under py-spy, with the
+        statements PostgreSQL runs for `db` timed in its log."""
+        say(f"{label}: {' '.join(_shown(command))}")
+        profile = profile and self.args.profile
+        raw = RESULTS / f"{self.stamp}-{_slug(label)}.pyspy.txt"
+        if profile:
+            command = [str(PY_SPY), "record", "--rate", "100", "--idle", "--threads",
+                       "--format", "raw", "--output", str(raw), "--", *command]
+        with open(self.log, "a") as log:
+            log.write(f"\n=== {datetime.now(UTC):%H:%M:%S} {label}: {' '.join(command)}\n")
+        logged = self.pg_log if profile and db and db.startswith("postgres") else None
+        with self.statements_logged(db if logged else None):
+            start = logged.stat().st_size if logged else 0
+            child = run_child(command, env=env or child_env(), cwd=REPO, log=self.log,
+                              servers={"postgres": self.pg_pid, "kafka": self.kafka_pid})
+        say(f"{label}: {child.wall:.1f} s, peak RSS {child.peak_rss_mib:.0f} MiB")
+        if profile and raw.exists():
+            self.profiles[label] = {"raw": str(raw.relative_to(REPO)), **summarize(raw, 25)}
+            if logged:
+                with open(logged, errors="replace") as server_log:
+                    server_log.seek(start)
+                    self.profiles[label]["postgres"] = statements(server_log, child.wall, 12)
+        return child
+
+    @contextlib.contextmanager
+    def statements_logged(self, db: str | None) -> Iterator[None]:
+        """Every statement of the sessions opened meanwhile on `db` logged with its duration
+        (not its parameters: an ingest batch's are megabytes)."""
+        if db is None:
+            yield
+            return
+        assert self.pg_admin is not None
+        name = sql.Identifier(urlsplit(db).path.lstrip("/"))
+        settings = ("log_min_duration_statement = 0", "log_parameter_max_length = 0")
+        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+            for setting in settings:
+                conn.execute(sql.SQL("ALTER DATABASE {} SET " + setting).format(name))
+        try:
+            yield
+        finally:
+            with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+                for setting in settings:
+                    conn.execute(sql.SQL("ALTER DATABASE {} RESET " + setting.split()[0])
+                                 .format(name))
+
+    def billcycle(self, label: str, db: str, *args: str, env: dict[str, str] | None = None,
+                  profile: bool = False) -> tuple[Child, Any]:
+        child = self.child(label, [str(BILLCYCLE), "--db", db, "--json", *args], env, profile,
+                           db)
+        # py-spy says where it wrote its profile on the same stdout.
+        document = "\n".join(line for line in child.stdout.splitlines()
+                             if not line.startswith("py-spy> "))
+        return child, json.loads(document)
+
+    def database(self, name: str) -> str:
+        assert self.pg_admin is not None
+        name = f"bench_{self.stamp.lower()}_{name}"
+        self.databases.append(name)
+        return create_database(self.pg_admin, name)
+
+    # --- books ------------------------------------------------------------------------------
+
+    def book(self, contracts: int) -> Path:
+        """The bench book of this many contracts, written once per run."""
+        if contracts not in self.books:
+            path = self.work / f"book-{contracts}.jsonl"
+            started = time.perf_counter()
+            with open(path, "wb") as out:
+                lines = 0
+                for line in book.generate(contracts, self.args.seed, CYCLE_DATE,
+                                          self.args.batch_events):
+                    out.write(line)
+                    lines += 1
+            say(f"book of {contracts:,} contracts: {lines:,} messages in "
+                f"{time.perf_counter() - started:.0f} s")
+            self.books[contracts] = path
+        return self.books[contracts]
+
+    # --- 1. ingest --------------------------------------------------------------------------
+
+    def ingest(self) -> None:
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        from consumers.kafka_source import Topics
+
+        assert self.kafka is not None
+        topics = Topics(**{name: f"bench-{self.stamp}.billing.{name}" for name in
+                           ("contracts", "usage", "payments", "invoices", "deadletter")})
+        admin = KafkaAdminClient(bootstrap_servers=self.kafka)
+        try:
+            admin.create_topics([NewTopic(getattr(topics, name), USAGE_PARTITIONS
+                                          if name == "usage" else 1, 1)
+                                 for name in ("contracts", "usage", "payments", "deadletter")])
+        finally:
+            admin.close()
+        produced, produce_seconds = self.produce_usage(topics.usage)
+        say(f"ingest: {produced:,} usage records on {topics.usage} "
+            f"({produced / produce_seconds:,.0f}/s to produce)")
+
+        bare_command = [sys.executable, "-m", "bench.baselines", "kafka", "--bootstrap",
+                        self.kafka, "--topic", topics.usage]
+        bare = self.child("ingest bare consumer", bare_command)
+        bare_result = json.loads(bare.stdout)
+        # kafka-python checks each batch's CRC-32C in pure Python unless the crc32c package is
+        # installed: this row shows what that check costs a consumer.
+        unchecked = self.child("ingest bare consumer, no CRC check",
+                               [*bare_command, "--no-check-crcs"])
+
+        db = self.database("ingest")
+        env = child_env({f"BILLCYCLE_TOPIC_{name.upper()}": getattr(topics, name)
+                         for name in ("contracts", "usage", "payments", "deadletter")})
+        consume, stats = self.billcycle(
+            "ingest consume", db, "consume", "--bootstrap", self.kafka,
+            "--group", f"bench-{self.stamp}", "--until-caught-up", env=env, profile=True)
+        stored = count_events(db, USAGE_RECORDED)
+        size = f"{produced:,} records"
+        billcycle = Figure(
+            "ingest", "Kafka -> PostgreSQL, exactly once (billcycle consume)", size,
+            stats["records"], "events", consume,
+            details={"stored_usage_events": stored, "consume": stats,
+                     "in_process_rate": stats.get("records_per_second")})
+        baseline = Figure(
+            "ingest", "bare kafka-python consumer, json.loads", size, bare_result["records"],
+            "events", bare, details={"in_process_rate": round(
+                bare_result["records"] / bare_result["seconds"])})
+        ratio = billcycle.rate / baseline.rate
+        billcycle.note = f"{ratio:.2f} of bare"
+        no_crc = Figure(
+            "ingest", "bare kafka-python consumer, json.loads, check_crcs=False", size,
+            json.loads(unchecked.stdout)["records"], "events", unchecked,
+            note="not the ratio's base")
+        self.figures += [billcycle, baseline, no_crc]
+        self.checks += [
+            Check(f"ingest >= {INGEST_TARGET:,} events/s", f"{billcycle.rate:,.0f}/s",
+                  billcycle.rate >= INGEST_TARGET),
+            Check(f"ingest >= {INGEST_RATIO_TARGET} of the bare consumer", f"{ratio:.2f}",
+                  ratio >= INGEST_RATIO_TARGET),
+        ]
+
+    def produce_usage(self, topic: str) -> tuple[int, float]:
+        """The first --usage-events usage messages of a book of --contracts-small contracts,
+        with events a month enough to reach that many; keyed by customer as contract.md says."""
+        from kafka import KafkaProducer
+
+        wanted = self.args.usage_events
+        contracts = self.args.contracts_small
+        events = max(1, math.ceil(wanted / contracts))
+        producer = KafkaProducer(bootstrap_servers=self.kafka, linger_ms=20,
+                                 batch_size=512 * 1024, delivery_timeout_ms=180_000)
+        started = time.perf_counter()
+        sent = 0
+        try:
+            for line in book.generate(contracts, self.args.seed, CYCLE_DATE, events):
+                if not line.startswith(b'{"type":"usage"'):
+                    continue
+                message = json.loads(line)
+                producer.send(topic, key=message["customer_id"].encode(), value=line.rstrip())
+                sent += 1
+                if sent >= wanted:
+                    break
+            producer.flush()
+        finally:
+            producer.close()
+        return sent, time.perf_counter() - started
+
+    # --- 2. batch ---------------------------------------------------------------------------
+
+    def batch(self) -> None:
+        small, large = self.args.contracts_small, self.args.contracts_large
+        runs = {size: self.batch_run(size) for size in sorted({small, large})}
+        if small == large:
+            return
+        times = runs[large].child.wall / runs[small].child.wall  # type: ignore[union-attr]
+        scale = large / small
+        self.checks += [
+            Check(f"batch >= {BATCH_TARGET:,} invoices/s at {ISSUE_LARGE:,} contracts",
+                  f"{runs[large].rate:,.0f}/s at {large:,}",
+                  runs[large].rate >= BATCH_TARGET if large == ISSUE_LARGE else None),
+            Check(f"{scale:g}x contracts <= {SCALING_TARGET * scale:g}x time",
+                  f"{times:.2f}x time", times <= SCALING_TARGET * scale),
+            Check(f"batch peak RSS < 1 GiB at {ISSUE_LARGE:,} contracts",
+                  f"{runs[large].child.peak_rss_mib:,.0f} MiB at {large:,}",  # type: ignore
+                  runs[large].child.peak_rss < RSS_TARGET if large == ISSUE_LARGE else None),
+        ]
+        self.figures.append(Figure(
+            "batch", f"time ratio {large:,} / {small:,} contracts", f"{scale:g}x contracts",
+            0, "", None, note=f"{times:.2f}x time", details={"time_ratio": times}))
+
+    def batch_run(self, contracts: int) -> Figure:
+        path = self.book(contracts)
+        db = self.database(f"batch_{contracts}")
+        self.load(db, path, contracts, "PostgreSQL")
+        if not self.batch_dbs:
+            self.startup(db)
+        figure = self.bill(db, contracts, "PostgreSQL", profile=True)
+        self.batch_dbs[contracts] = db
+        return figure
+
+    def startup(self, db: str) -> None:
+        """What every child pays before its work: the interpreter, imports, the store opened."""
+        child, _ = self.billcycle("startup", db, "deadletters")
+        self.figures.append(Figure(
+            "batch", "billcycle start: imports, store opened (billcycle deadletters)", "",
+            0, "", child, note="included in every wall time"))
+
+    def load(self, db: str, path: Path, contracts: int, store: str) -> None:
+        child, report = self.billcycle(f"load {contracts} {store}", db, "ingest", str(path))
+        self.figures.append(Figure(
+            "load", f"file -> {store} (billcycle ingest FILE)", f"{contracts:,} contracts",
+            report["accepted"] + report["duplicates"] + len(report["rejected"]), "messages",
+            child, details={"accepted": report["accepted"], "duplicates": report["duplicates"],
+                            "rejected": len(report["rejected"])}))
+
+    def bill(self, db: str, contracts: int, store: str, profile: bool) -> Figure:
+        child, report = self.billcycle(f"batch {contracts} {store}", db, "run",
+                                       "--cycle-date", CYCLE_DATE.isoformat(), profile=profile)
+        invoices, lines, fewest, most = invoice_counts(db)
+        figure = Figure(
+            "batch", f"billing run on {store} (billcycle run)", f"{contracts:,} contracts",
+            invoices, "invoices", child,
+            note=f"{lines / max(invoices, 1):.1f} lines/invoice ({fewest} to {most})",
+            details={"counts": report["counts"], "lines": lines, "lines_min": fewest,
+                     "lines_max": most, "outcome_records": count_events(db, OUTCOMES_RECORDED)})
+        self.figures.append(figure)
+        return figure
+
+    # --- 3. replay --------------------------------------------------------------------------
+
+    def replay(self) -> None:
+        from projections.runner import PROJECTIONS
+
+        contracts = max(self.batch_dbs, default=self.args.contracts_small)
+        db = self.batch_dbs.get(contracts)
+        if db is None:  # the batch step was skipped: a book of its own, loaded and billed
+            db = self.database(f"replay_{contracts}")
+            self.load(db, self.book(contracts), contracts, "PostgreSQL")
+            self.bill(db, contracts, "PostgreSQL", profile=False)
+        self.billcycle("replay setup: project", db, "project")  # the collections process too
+        child, report = self.billcycle("replay", db, "replay", profile=True)
+        events = sum(v["events"] for v in report["projections"].values())
+        bare = self.child("replay bare select", [
+            sys.executable, "-m", "bench.baselines", "select", "--db", db,
+            *(arg for cls in PROJECTIONS.values() for arg in ("--topics", ",".join(cls.topics)))])
+        bare_result = json.loads(bare.stdout)
+        size = f"{contracts:,} contracts billed"
+        rebuilt = Figure("replay", "every projection rebuilt (billcycle replay)", size, events,
+                         "events", child, details={"replay": report, "in_process_rate": round(
+                             events / report["seconds"])})
+        baseline = Figure("replay", "bare SELECT of the same events (psycopg)", size,
+                          bare_result["records"], "events", bare, details={
+                              "in_process_rate": round(bare_result["records"]
+                                                       / bare_result["seconds"])})
+        ratio = rebuilt.rate / baseline.rate
+        rebuilt.note = f"{ratio:.2f} of bare"
+        self.figures += [rebuilt, baseline]
+        self.checks.append(Check(f"replay >= {REPLAY_TARGET:,} events/s",
+                                 f"{rebuilt.rate:,.0f}/s", rebuilt.rate >= REPLAY_TARGET))
+
+    # --- 4. the embedded default ------------------------------------------------------------
+
+    def sqlite(self) -> None:
+        contracts = self.args.contracts_small
+        db = f"sqlite:///{self.work / 'bench.db'}"
+        self.load(db, self.book(contracts), contracts, "SQLite")
+        self.bill(db, contracts, "SQLite", profile=True)
+
+
+# --- counting in the database ----------------------------------------------------------------
+
+
+def count_events(db: str, topic: str) -> int:
+    row = _query(db, "SELECT count(*) FROM {events} WHERE topic = ?", topic)
+    return int(row[0])
+
+
+def invoice_counts(db: str) -> tuple[int, int, int, int]:
+    """Invoices issued, their lines in all, the fewest and the most lines on one."""
+    lines = ("json_array_length(convert_from(state, 'UTF8')::json -> 'lines')"
+             if db.startswith("postgres") else "json_array_length(CAST(state AS TEXT), '$.lines')")
+    row = _query(db, f"SELECT count(*), coalesce(sum(n), 0), coalesce(min(n), 0),"
+                     f" coalesce(max(n), 0) FROM (SELECT {lines} AS n FROM {{events}}"
+                     f" WHERE topic = ?) AS issued", INVOICE_ISSUED)
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def _query(db: str, statement: str, *params: Any) -> tuple[Any, ...]:
+    if db.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as conn:
+            return tuple(conn.execute(statement.format(events="stored_events"),
+                                      params).fetchone())
+    with psycopg.connect(db) as conn:
+        row = conn.execute(statement.format(events="billcycle_events").replace("?", "%s"),
+                           params).fetchone()
+        assert row is not None
+        return tuple(row)
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres(bench: Bench) -> Iterator[None]:
+    if bench.args.postgres_url:
+        bench.pg_admin = bench.args.postgres_url
+        yield
+        return
+    with LocalPostgres(tempfile.mkdtemp(prefix="billcycle-bench-pg-"), fast=True) as pg:
+        bench.pg_admin = pg.admin_url
+        bench.pg_pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        bench.pg_log = pg.log_file if bench.args.profile else None
+        say(f"PostgreSQL on {pg.admin_url} (fast: fsync off)")
+        yield
+
+
+@contextlib.contextmanager
+def kafka(bench: Bench) -> Iterator[None]:
+    if bench.args.kafka_bootstrap:
+        bench.kafka = bench.args.kafka_bootstrap
+        yield
+        return
+    from infra.kafka_broker import LocalKafka
+
+    with LocalKafka(tempfile.mkdtemp(prefix="billcycle-bench-kafka-")) as broker:
+        bench.kafka = broker.bootstrap
+        bench.kafka_pid = broker.pid()
+        say(f"Kafka on {broker.bootstrap}")
+        yield
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(f"{datetime.now():%H:%M:%S} bench: {text}", file=sys.stderr, flush=True)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BILLCYCLE_KAFKA", "BILLCYCLE_TOPIC_", "BILLCYCLE_DB"))}
+    # kafka-python's importlib.resources calls warn on every import under Python 3.11.
+    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
+    env["PYTHONPATH"] = str(REPO)
+    return {**env, **(extra or {})}
+
+
+def _shown(command: list[str]) -> list[str]:
+    return [part.removeprefix(str(REPO) + "/") for part in command]
+
+
+def _slug(label: str) -> str:
+    return "-".join(label.lower().split())
+
+
+def table(figures: list[Figure]) -> str:
+    head = ["step", "figure", "size", "count", "wall s", "cpu s", "pg cpu s", "kafka cpu s",
+            "peak RSS MiB", "load", "rate /s", "note"]
+    rows = []
+    for f in figures:
+        c = f.child
+        rows.append([
+            f.step, f.what, f.size, f"{f.count:,} {f.unit}" if f.unit else "",
+            f"{c.wall:.1f}" if c else "", f"{c.cpu:.1f}" if c else "",
+            _server(c, "postgres"), _server(c, "kafka"),
+            f"{c.peak_rss_mib:,.0f}" if c else "", f"{c.load:.1f}" if c else "",
+            f"{f.rate:,.0f}" if c and f.count else "", f.note,
+        ])
+    return _grid(head, rows)
+
+
+def _server(child: Child | None, name: str) -> str:
+    if child is None or name not in child.servers_cpu:
+        return ""
+    return f"{child.servers_cpu[name]:.1f}"
+
+
+def checks_table(checks: list[Check]) -> str:
+    verdict = {True: "meets", False: "MISSES", None: "n/a (not at the issue's size)"}
+    return _grid(["target", "measured", ""], [[c.target, c.measured, verdict[c.met]]
+                                              for c in checks])
+
+
+def _grid(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    numeric = {i for i, h in enumerate(head) if h.endswith((" s", "MiB", "/s", "count", "load"))}
+
+    def line(row: list[str]) -> str:
+        return "  ".join(str(v).rjust(w) if i in numeric else str(v).ljust(w)
+                         for i, (v, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def document(bench: Bench, started: float) -> dict[str, Any]:
+    args = bench.args
+    return {
+        "stamp": bench.stamp,
+        "command": " ".join(["./bench/run", *sys.argv[1:]]),
+        "code": bench.code,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    # Without it kafka-python checks CRCs in pure Python (the ingest's rows).
+                    "crc32c_installed": importlib.util.find_spec("crc32c") is not None,
+                    "load_average_at_end": os.getloadavg()},
+        "parameters": {"contracts_small": args.contracts_small,
+                       "contracts_large": args.contracts_large,
+                       "usage_events": args.usage_events, "batch_events": args.batch_events,
+                       "seed": args.seed, "skip": sorted(args.skip), "profile": args.profile,
+                       "issue_sizes": (args.contracts_small, args.contracts_large)
+                       == (ISSUE_SMALL, ISSUE_LARGE),
+                       "postgres": args.postgres_url or "LocalPostgres(fast=True)",
+                       "kafka": args.kafka_bootstrap or "LocalKafka"},
+        "figures": [{**{k: v for k, v in asdict(f).items() if k != "child"},
+                     "rate": round(f.rate, 1),
+                     "child": None if f.child is None else {
+                         **{k: v for k, v in asdict(f.child).items() if k != "stdout"},
+                         "peak_rss_mib": round(f.child.peak_rss_mib, 1)}}
+                    for f in bench.figures],
+        "checks": [asdict(c) for c in bench.checks],
+        "profiles": bench.profiles,
+    }
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the files changed in the working tree (others' work too)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False)
+        return done.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
+               .splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "changed": changed}
+
+
+def _skip(text: str) -> set[str]:
+    steps = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = steps - set(STEPS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown step {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}")
+    return steps
+
+
+def _positive(text: str) -> int:
+    value = int(text.replace("_", "").replace(",", ""))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="./bench/run", description=__doc__.splitlines()[0] if __doc__ else "",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The issue's sizes: --contracts-small 10000 --contracts-large 100000 "
+        "(about half an hour on two cores, most of it loading the books).")
+    parser.add_argument("--contracts-small", type=_positive, default=DEFAULT_SMALL,
+                        help=f"contracts of the small batch and the SQLite batch (default "
+                        f"{DEFAULT_SMALL}; the issue's: {ISSUE_SMALL})")
+    parser.add_argument("--contracts-large", type=_positive, default=DEFAULT_LARGE,
+                        help=f"contracts of the large batch and the replay (default "
+                        f"{DEFAULT_LARGE}; the issue's: {ISSUE_LARGE})")
+    parser.add_argument("--usage-events", type=_positive, default=DEFAULT_USAGE_EVENTS,
+                        help=f"usage records put on Kafka for the ingest (default "
+                        f"{DEFAULT_USAGE_EVENTS})")
+    parser.add_argument("--batch-events", type=int, default=book.DEFAULT_EVENTS,
+                        help="usage events per contract per month in the batch books "
+                        f"(default {book.DEFAULT_EVENTS})")
+    parser.add_argument("--seed", type=int, default=book.DEFAULT_SEED)
+    parser.add_argument("--skip", type=_skip, default=set(),
+                        help=f"comma-separated steps to leave out: {', '.join(STEPS)}")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the measured billcycle steps under py-spy (pip install "
+                        "py-spy into .venv) and print where their time goes; rates drop a "
+                        "little")
+    parser.add_argument("--postgres-url", help="a running server (URL of a database from "
+                        "which others may be created) instead of a throwaway cluster")
+    parser.add_argument("--kafka-bootstrap", help="a running broker instead of a throwaway one")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the books and the databases of an external server")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile and not PY_SPY.exists():
+        print(f"bench: --profile needs {PY_SPY}: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 2
+    if args.contracts_large < args.contracts_small:
+        print("bench: --contracts-large must be >= --contracts-small", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = Path(tempfile.mkdtemp(prefix="billcycle-bench-"))
+    bench = Bench(args, stamp, work, code=code_version())
+    steps = [s for s in STEPS if s not in args.skip]
+    sizes = "the issue's sizes" if (args.contracts_small, args.contracts_large) == (
+        ISSUE_SMALL, ISSUE_LARGE) else (f"the issue's sizes are --contracts-small {ISSUE_SMALL} "
+                                        f"--contracts-large {ISSUE_LARGE}")
+    say(f"steps {', '.join(steps)}; contracts {args.contracts_small:,} and "
+        f"{args.contracts_large:,} ({sizes}); {args.usage_events:,} usage events on Kafka")
+    started = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as services:
+            if set(steps) & {"ingest", "batch", "replay"}:
+                services.enter_context(postgres(bench))
+            if "ingest" in steps:
+                services.enter_context(kafka(bench))
+            for step in steps:
+                getattr(bench, step)()
+            if args.postgres_url and not args.keep:
+                for name in bench.databases:
+                    drop_database(args.postgres_url, name)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        out = RESULTS / f"{stamp}.json"
+        out.write_text(json.dumps(document(bench, started), indent=2, default=str) + "\n")
+    code = bench.code
+    print(f"billcycle bench {stamp}: contracts {args.contracts_small:,} / "
+          f"{args.contracts_large:,} ({sizes}), {args.usage_events:,} usage events; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; commit "
+          f"{code['commit'][:10]}" + (f" with {len(code['changed'])} files changed in the working "
+                                     "tree" if code["changed"] else ""))
+    print(table(bench.figures))
+    if bench.checks:
+        print()
+        print(checks_table(bench.checks))
+    for label, summary in bench.profiles.items():
+        print()
+        print(render(label, summary))
+    print(f"\nwritten to {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
