@@ -29,7 +29,8 @@ from tests.integration.kafka_support import (
     wait_for,
 )
 
-EVENTS = 6000
+# Enough that the stream outlasts four kill-and-restart rounds at full consuming speed.
+EVENTS = 24000
 
 
 def applied(app: BillingApplication, topic: str) -> int:
