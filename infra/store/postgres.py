@@ -326,7 +326,6 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             return [row["contract_id"] for row in curs.fetchall()]
 
     @_retry
-    @_retry
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         if not customer_ids:
