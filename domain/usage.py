@@ -189,17 +189,6 @@ class UsageEvent(Aggregate):
             contract_id=contract_id,
         )
 
-    def increment(self) -> MeterIncrement:
-        return meter_increment(
-            self.customer_id,
-            self.metric,
-            self.contract_id,
-            self.quantity,
-            self.occurred_at,
-            self.message_id,
-            self.properties,
-        )
-
 
 def meter_increment(
     customer_id: str,
