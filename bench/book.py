@@ -19,24 +19,22 @@ Billing every contract once on D (no previous run) gives 3 to 10 lines per invoi
 from __future__ import annotations
 
 import argparse
-import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, timedelta
 
-# The sample book's private drawing helpers: one generator serves both books (streaming,
-# seeding, duplicates, bad messages, watermarks); only the kinds of contract differ.
+# One generator serves both books (streaming, seeding, duplicates, bad messages, watermarks);
+# only the kinds of contract differ.
 from infra.sample_book import (
     ACTIVE_USERS,
     API_CALLS,
-    CURRENCIES,
     DEFAULT_CYCLE_DATE,
     EMAILS,
     STORAGE,
-    TIMEZONES,
-    _Book,
-    _Contract,
-    _line,
+    Book,
+    ContractDraft,
+    Kind,
+    json_line,
 )
 
 DEFAULT_SEED = 1
@@ -44,12 +42,12 @@ DEFAULT_EVENTS = 8  # usage events per contract per month: meters, not events, d
 ONE_WEEK = timedelta(days=7)
 
 
-def _started(c: _Contract) -> date:
+def _started(c: ContractDraft) -> date:
     """A start one to two months before D: a usage period has ended by D."""
     return c.day_between(c.cycle_day(2), c.cycle_day(1))
 
 
-def _hybrid(c: _Contract) -> None:
+def _hybrid(c: ContractDraft) -> None:
     c.start = _started(c)
     c.components = [
         c.subscription("platform", c.rng.choice(("500", "1000", "2500"))),
@@ -58,7 +56,7 @@ def _hybrid(c: _Contract) -> None:
     ]
 
 
-def _usage_only(c: _Contract) -> None:
+def _usage_only(c: ContractDraft) -> None:
     c.start = _started(c)
     c.components = [
         c.usage("api", API_CALLS, c.api_pricing(), c.rng.choice((1, 5))),
@@ -69,7 +67,7 @@ def _usage_only(c: _Contract) -> None:
     ]
 
 
-def _annual(c: _Contract) -> None:
+def _annual(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.frequency = "annual"
     c.components = [
@@ -82,7 +80,7 @@ def _annual(c: _Contract) -> None:
     c.complete_milestone("training", c.day_between(c.start, c.cycle - ONE_WEEK))
 
 
-def _milestones(c: _Contract) -> None:
+def _milestones(c: ContractDraft) -> None:
     c.start = c.cycle_day(2)
     c.components = [c.subscription("retainer", "1000"),
                     c.milestone("kickoff", "kickoff", "2000"),
@@ -94,7 +92,7 @@ def _milestones(c: _Contract) -> None:
         c.complete_milestone("go_live", c.day_between(c.previous, c.cycle - ONE_WEEK))
 
 
-def _quarterly(c: _Contract) -> None:
+def _quarterly(c: ContractDraft) -> None:
     c.start = c.cycle_day(3)
     c.frequency = "quarterly"
     c.components = [c.subscription("platform", "3000"),
@@ -103,19 +101,9 @@ def _quarterly(c: _Contract) -> None:
 
 
 # Hybrid twice: it is the common case of a SaaS book.
-KINDS: tuple[Callable[[_Contract], None], ...] = (
+KINDS: tuple[Kind, ...] = (
     _hybrid, _usage_only, _annual, _hybrid, _milestones, _quarterly,
 )
-
-
-class _BenchBook(_Book):
-    def _draw(self, index: int) -> _Contract:
-        rng = random.Random(f"billcycle-bench/{self.seed}/{index}")
-        contract = _Contract(rng, index, f"{index:0{self.width}d}", self.cycle, self.previous)
-        contract.currency = rng.choice(tuple(CURRENCIES))
-        contract.timezone = rng.choice(TIMEZONES)
-        KINDS[index % len(KINDS)](contract)
-        return contract
 
 
 def generate(
@@ -123,8 +111,9 @@ def generate(
     events: int = DEFAULT_EVENTS,
 ) -> Iterator[bytes]:
     """The book's JSON Lines (each ending in a newline), contract by contract."""
-    for _, message in _BenchBook(contracts, seed, cycle_date, events).messages(None):
-        yield message if isinstance(message, bytes) else _line(message)
+    book = Book(contracts, seed, cycle_date, events, kinds=KINDS, salt="billcycle-bench")
+    for _, message in book.messages(None):
+        yield message if isinstance(message, bytes) else json_line(message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import calendar
 import json
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -70,11 +70,11 @@ def generate(
     progress: Progress | None = None,
 ) -> Iterator[bytes]:
     """The book's lines (each ending in a newline); `part` picks by arrival (module doc)."""
-    book = _Book(contracts, seed, cycle_date, events)
+    book = Book(contracts, seed, cycle_date, events)
     wanted = {"all": (False, True), "before": (False,), "after": (True,)}[part]
     for arrives_after, message in book.messages(progress):
         if arrives_after in wanted:
-            yield message if isinstance(message, bytes) else _line(message)
+            yield message if isinstance(message, bytes) else json_line(message)
 
 
 def write(
@@ -103,7 +103,7 @@ def previous_cycle_date(cycle_date: date) -> date:
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def _line(message: Message) -> bytes:
+def json_line(message: Message) -> bytes:
     return _JSON.encode(message).encode() + b"\n"
 
 
@@ -164,7 +164,7 @@ class _Meter:
 
 
 @dataclass
-class _Contract:
+class ContractDraft:
     """One contract of the book being drawn: its terms and what happens to it."""
 
     rng: random.Random
@@ -283,12 +283,15 @@ class _Contract:
         return sent, message
 
 
+Kind = Callable[[ContractDraft], None]  # draws one kind of contract's terms and events
+
+
 # --- the kinds of contract ------------------------------------------------------------------
 # Each draws one contract of its kind: terms, and the milestones, amendments and terminations
 # that happen to it. Usage follows from its usage components.
 
 
-def _hybrid(c: _Contract) -> None:
+def _hybrid(c: ContractDraft) -> None:
     """Platform fee in advance plus graduated API usage; some send late usage."""
     c.start = c.any_start()
     c.components = [c.subscription("platform", c.rng.choice(("500", "1000", "2500"))),
@@ -296,38 +299,38 @@ def _hybrid(c: _Contract) -> None:
     c.late_usage = c.start == c.cycle_day(2) and c.rng.random() < 0.4
 
 
-def _per_unit(c: _Contract) -> None:
+def _per_unit(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.components = [c.usage("storage", STORAGE, {"model": "per_unit", "unit_amount":
                                                  c.unit("0.08")}, c.rng.choice((2, 10, 40)))]
 
 
-def _volume(c: _Contract) -> None:
+def _volume(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.components = [c.usage("email", EMAILS, {"model": "volume", "tiers": c.tiers(
         ("10000", "0.001", "0"), ("100000", "0.0008", "5"), (None, "0.0006", "20"))},
         c.rng.choice((1, 3, 8)))]
 
 
-def _package(c: _Contract) -> None:
+def _package(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.components = [c.usage("sms", SMS, {"model": "package", "package_size": "100",
                                          "package_amount": c.money("4.50")}, c.rng.choice((1, 4)))]
 
 
-def _unique_users(c: _Contract) -> None:
+def _unique_users(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.components = [c.usage("users", ACTIVE_USERS, {"model": "per_unit", "unit_amount":
                                                     c.unit("6")}, c.rng.choice((2, 5)))]
 
 
-def _peak_seats(c: _Contract) -> None:
+def _peak_seats(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.components = [c.usage("seats", PEAK_SEATS, {"model": "per_unit", "unit_amount":
                                                   c.unit("15")}, c.rng.choice((2, 5)))]
 
 
-def _annual(c: _Contract) -> None:
+def _annual(c: ContractDraft) -> None:
     """Annual prepaid licence; one in three is terminated early (a credit note)."""
     c.start = c.any_start()
     c.frequency = "annual"
@@ -337,27 +340,27 @@ def _annual(c: _Contract) -> None:
         c.terminate(sent, c.day_between(sent + timedelta(days=1), c.cycle - timedelta(days=1)))
 
 
-def _quarterly(c: _Contract) -> None:
+def _quarterly(c: ContractDraft) -> None:
     c.start = c.cycle_day(c.rng.choice((1, 2)))
     c.frequency = "quarterly"
     c.components = [c.subscription("platform", "3000"),
                     c.usage("api", API_CALLS, c.api_pricing(), c.rng.choice((1, 3)))]
 
 
-def _in_arrears(c: _Contract) -> None:
+def _in_arrears(c: ContractDraft) -> None:
     c.start = c.any_start()
     c.components = [c.subscription("platform", "300"),
                     c.subscription("support", c.rng.choice(("400", "800")), timing="in_arrears")]
 
 
-def _minimum(c: _Contract) -> None:
+def _minimum(c: ContractDraft) -> None:
     """Usage with a monthly minimum commitment: light users get a true-up."""
     c.start = c.any_start()
     c.components = [c.usage("api", API_CALLS, {"model": "per_unit", "unit_amount":
                                                c.unit("0.002")}, c.rng.choice((1, 20)), "150")]
 
 
-def _milestones(c: _Contract) -> None:
+def _milestones(c: ContractDraft) -> None:
     """A retainer with implementation milestones: some completed, acceptance never (yet)."""
     c.start = c.cycle_day(2) + timedelta(days=c.rng.randint(0, 20))
     c.components = [c.subscription("retainer", "1000"), c.milestone("kickoff", "kickoff", "2000"),
@@ -368,7 +371,7 @@ def _milestones(c: _Contract) -> None:
         c.complete_milestone("go_live", c.day_between(c.previous, c.cycle - timedelta(days=1)))
 
 
-def _services_only(c: _Contract) -> None:
+def _services_only(c: ContractDraft) -> None:
     """Milestones only: nothing is due until one completes."""
     c.start = c.any_start()
     c.components = [c.milestone("design", "design", "6000"),
@@ -377,7 +380,7 @@ def _services_only(c: _Contract) -> None:
         c.complete_milestone("design", c.day_between(c.start, c.previous - timedelta(days=1)))
 
 
-def _threshold(c: _Contract) -> None:
+def _threshold(c: ContractDraft) -> None:
     """Mid-month anchor and heavy usage: progressive billing in the open period."""
     c.start = c.cycle_day(2) + timedelta(days=14)
     c.threshold = Decimal(c.money("400"))
@@ -385,7 +388,7 @@ def _threshold(c: _Contract) -> None:
                                                c.unit("0.003")}, c.rng.choice((20, 40)))]
 
 
-def _month_end(c: _Contract) -> None:
+def _month_end(c: ContractDraft) -> None:
     """Anchored on the 31st: periods end on the last day of shorter months."""
     first = c.cycle_day(2)
     month = first if calendar.monthrange(first.year, first.month)[1] == 31 else (
@@ -397,7 +400,7 @@ def _month_end(c: _Contract) -> None:
                                                  c.unit("0.08")}, 10)]
 
 
-def _amended(c: _Contract) -> None:
+def _amended(c: ContractDraft) -> None:
     """Seats changed mid-period: proration credit and charge on the next invoice."""
     c.start = c.cycle_day(2) + timedelta(days=c.rng.choice((0, 0, 9, 14, 19)))
     seats = c.rng.randint(5, 20)
@@ -410,7 +413,7 @@ def _amended(c: _Contract) -> None:
     c.amend(effective, [c.subscription("seats", "40", more), c.components[1]])
 
 
-def _terminated(c: _Contract) -> None:
+def _terminated(c: ContractDraft) -> None:
     """Terminated during the month: a credit for the days already billed after the end."""
     c.start = c.cycle_day(2) + timedelta(days=c.rng.choice((0, 0, 5, 10)))
     c.components = [c.subscription("platform", "1200"),
@@ -419,7 +422,7 @@ def _terminated(c: _Contract) -> None:
     c.terminate(sent, c.day_between(sent + timedelta(days=1), c.cycle + timedelta(days=20)))
 
 
-def _gpu(c: _Contract) -> None:
+def _gpu(c: ContractDraft) -> None:
     """GPU usage, whose watermark lags: held until the producer catches up."""
     c.start = c.cycle_day(c.rng.choice((1, 2)))
     c.components = [c.subscription("cluster", "2000"),
@@ -427,7 +430,7 @@ def _gpu(c: _Contract) -> None:
 
 
 # A rotation rather than a lottery: every kind appears in any book of 20 contracts or more.
-KINDS: tuple[Callable[[_Contract], None], ...] = (
+KINDS: tuple[Kind, ...] = (
     _hybrid, _per_unit, _annual, _volume, _amended, _package, _quarterly, _unique_users,
     _in_arrears, _minimum, _hybrid, _peak_seats, _milestones, _threshold, _month_end,
     _terminated, _hybrid, _gpu, _services_only, _hybrid,
@@ -437,8 +440,17 @@ KINDS: tuple[Callable[[_Contract], None], ...] = (
 # --- the book -------------------------------------------------------------------------------
 
 
-class _Book:
-    def __init__(self, contracts: int, seed: int, cycle_date: date, events: int) -> None:
+class Book:
+    """A seeded book, streamed: each contract drawn by a kind from `kinds`, in rotation.
+
+    `salt` seeds each contract's draws (with the seed and its index), so books made of other
+    kinds (bench/book.py) draw independently of the sample book.
+    """
+
+    def __init__(
+        self, contracts: int, seed: int, cycle_date: date, events: int,
+        kinds: Sequence[Kind] | None = None, salt: str = "billcycle-sample",
+    ) -> None:
         if contracts < 1:
             raise ValueError(f"contracts {contracts}: a book needs at least 1 contract")
         if events < 0:
@@ -448,6 +460,8 @@ class _Book:
         self.cycle = cycle_date
         self.previous = previous_cycle_date(cycle_date)
         self.events = events
+        self.kinds = tuple(kinds or KINDS)
+        self.salt = salt
         self.width = max(4, len(str(contracts - 1)))
         # The bad messages go after contracts spread over the book.
         self.bad_after: dict[int, list[Message | bytes]] = {}
@@ -479,15 +493,15 @@ class _Book:
                          "sample_bad": "conflicting duplicate: same id, different quantity"}
         yield from self._watermarks()
 
-    def _draw(self, index: int) -> _Contract:
-        rng = random.Random(f"billcycle-sample/{self.seed}/{index}")
-        contract = _Contract(rng, index, f"{index:0{self.width}d}", self.cycle, self.previous)
+    def _draw(self, index: int) -> ContractDraft:
+        rng = random.Random(f"{self.salt}/{self.seed}/{index}")
+        contract = ContractDraft(rng, index, f"{index:0{self.width}d}", self.cycle, self.previous)
         contract.currency = rng.choice(tuple(CURRENCIES))
         contract.timezone = rng.choice(TIMEZONES)
-        KINDS[index % len(KINDS)](contract)
+        self.kinds[index % len(self.kinds)](contract)
         return contract
 
-    def _usage(self, c: _Contract) -> Iterator[tuple[bool, Message | bytes]]:
+    def _usage(self, c: ContractDraft) -> Iterator[tuple[bool, Message | bytes]]:
         """Usage from the start to D, `events` a month; duplicates and late usage among it."""
         if not c.meters or not self.events:
             return
@@ -500,7 +514,7 @@ class _Book:
             for n, offset in enumerate(sorted(c.rng.randrange(seconds) for _ in range(count))):
                 moment = start + timedelta(seconds=offset)
                 message = self._event(c, meter, f"{m}-{n:05d}", moment, meter.scale)
-                line = _line(message)
+                line = json_line(message)
                 arrives_after = moment >= cut
                 yield arrives_after, line
                 if arrives_after:
@@ -514,7 +528,7 @@ class _Book:
                     yield True, self._event(c, meter, f"{m}-late{n}", moment, 20 * meter.scale)
 
     def _event(
-        self, c: _Contract, meter: _Meter, suffix: str, moment: datetime, scale: int
+        self, c: ContractDraft, meter: _Meter, suffix: str, moment: datetime, scale: int
     ) -> Message:
         quantity, properties = _quantity(meter.metric, c.rng, scale)
         return {"type": "usage", "id": f"evt-{c.ids}-{suffix}", "occurred_at": _stamp(moment),
