@@ -25,7 +25,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
 from domain.usage import MeterReading, MeterRequest
-from infra.store.batch import BATCH_KWARG, StoreBatch, require_aware, take_batch, utc_text
+from infra.store.batch import BATCH_KWARG, StoreBatch, require_aware, take_batch
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,17 +62,24 @@ _CREATE_TABLES = (
 
 _LATER = "(EXCLUDED.latest_at, EXCLUDED.latest_event_id) > (b.latest_at, b.latest_event_id)"
 
-# One statement per table for the whole batch. Rows arrive as one JSON text prepared before
-# the transaction (see _PgBatch) and are typed server-side; numbers travel as strings, so
-# ::numeric parses them exactly.
+# The stored events as four plain arrays, which psycopg sends in binary from C; the library's
+# array of composites is built and escaped in Python. RETURNING keeps the rows' order, as the
+# library's own unnest does.
+_INSERT_EVENTS = (
+    "INSERT INTO {schema}.{events} (originator_id, originator_version, topic, state)"
+    " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
+    " RETURNING notification_id"
+)
+
+# One statement per table for the whole batch, each column one typed array (see _PgBatch):
+# decimals travel as numeric, exact.
 _UPSERT_BUCKETS = (
     "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
     " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
     " revision)"
-    " SELECT r->>0, r->>1, r->>2, (r->>3)::timestamptz, (r->>4)::numeric, (r->>5)::bigint,"
-    " (r->>6)::numeric, (r->>7)::timestamptz, r->>8, (r->>9)::numeric,"
-    " (SELECT max(notification_id) FROM {schema}.{events})"
-    " FROM json_array_elements(%s::json) AS r"
+    " SELECT r.*, (SELECT max(notification_id) FROM {schema}.{events})"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::numeric[],"
+    " %s::bigint[], %s::numeric[], %s::timestamptz[], %s::text[], %s::numeric[]) AS r"
     " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET"
     " quantity_sum = b.quantity_sum + EXCLUDED.quantity_sum,"
     " event_count = b.event_count + EXCLUDED.event_count,"
@@ -87,14 +94,14 @@ _UPSERT_BUCKETS = (
 
 _INSERT_UNIQUES = (
     "INSERT INTO {schema}.usage_unique"
-    " SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::timestamptz"
-    " FROM json_array_elements(%s::json) AS r"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[])"
     " ON CONFLICT DO NOTHING"
 )
 
 _INSERT_CONTRACTS = (
     "INSERT INTO {schema}.contract_index"
-    " SELECT r->>0, r->>1 FROM json_array_elements(%s::json) AS r"
+    " SELECT * FROM unnest(%s::text[], %s::text[])"
     " ON CONFLICT DO NOTHING"
 )
 
@@ -181,6 +188,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # Appended to the library's own statements, so CREATE_TABLE makes a fresh database
         # complete with no migration step.
         self.sql_create_statements.extend(self._sql(s) for s in _CREATE_TABLES)
+        self._insert_events_arrays = self._sql(_INSERT_EVENTS)
         self._upsert_buckets = self._sql(_UPSERT_BUCKETS)
         self._insert_uniques = self._sql(_INSERT_UNIQUES)
         self._insert_contracts = self._sql(_INSERT_CONTRACTS)
@@ -195,6 +203,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         return SQL(template).format(
             schema=Identifier(self.datastore.schema),
             events=Identifier(self.events_table_name),
+            id_type=Identifier(self.datastore.originator_id_type),
         )
 
     # --- writing ----------------------------------------------------------------------------
@@ -205,6 +214,8 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         batch, rest = take_batch(len(stored_events), kwargs)
         if batch is not None:
             rest[BATCH_KWARG] = _PgBatch.of(batch)
+        if stored_events:
+            rest[_EVENTS_KWARG] = _event_columns(stored_events)
         ids = super().insert_events(stored_events, **rest)
         return cast("Sequence[int] | None", ids)  # the library's retry decorator erases it
 
@@ -214,8 +225,17 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         stored_events: Sequence[StoredEvent],
         **kwargs: Any,
     ) -> None:
-        # The library locks the events table (EXCLUSIVE, held until commit), then inserts.
-        super()._insert_stored_events(curs, stored_events, **kwargs)
+        # As the library's PostgresApplicationRecorder does: lock the events table (EXCLUSIVE,
+        # held until commit) so that notification ids follow commit order, notify listeners,
+        # then insert; a version taken already fails on the primary key (IntegrityError at
+        # the library's pipeline sync). Only the insert's parameters differ.
+        columns = kwargs.get(_EVENTS_KWARG)
+        if columns is None:  # not through insert_events: the library's own way
+            super()._insert_stored_events(curs, stored_events, **kwargs)
+        else:
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            curs.execute(self._insert_events_arrays, columns, binary=True)
         batch = kwargs.get(BATCH_KWARG)
         if not isinstance(batch, _PgBatch):
             return
@@ -228,7 +248,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # Beware: the library's insert_events catches any exception raised here and still
         # COMMITS before re-raising it. A failure on the server aborts the transaction, so
         # that COMMIT rolls back; a failure in Python would commit the events without the
-        # batch. Hence only ready-made JSON text is sent from here (see _PgBatch).
+        # batch. Hence only columns checked before the transaction are sent (see _PgBatch).
         #
         # Each bucket's revision is max(notification_id) of the events table as this same
         # transaction sees it after its own insert. Because the table lock serialises writers
@@ -242,7 +262,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             (self._insert_contracts, batch.contracts),
         ):
             if rows is not None:
-                curs.execute(statement, (rows,))
+                curs.execute(statement, rows, binary=True)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -380,44 +400,81 @@ def _reading(row: Any) -> MeterReading:
     )
 
 
+Columns = tuple[list[Any], ...]
+
+_EVENTS_KWARG = "billcycle_event_columns"
+
+
+def _event_columns(stored_events: Sequence[StoredEvent]) -> Columns:
+    """The stored events as the four arrays of _INSERT_EVENTS, checked before the transaction."""
+    topics = [e.topic for e in stored_events]
+    _check_text(topics)
+    return (
+        [e.originator_id for e in stored_events],
+        [e.originator_version for e in stored_events],
+        topics,
+        [e.state for e in stored_events],
+    )
+
+
 @dataclass(frozen=True)
 class _PgBatch:
-    """A batch as JSON arrays of rows, one text per table (None when it has no rows).
+    """A batch as one list per column and table (None for a table without rows).
 
-    Encoded before the transaction, so nothing that can fail in Python is left to do while
-    the library's transaction is open (see PostgresBillingRecorder._write_batch).
+    Built and checked before the transaction, so that nothing is left that can fail in Python
+    while the library's transaction is open (see PostgresBillingRecorder._write_batch):
+    psycopg then only dumps strings, aware datetimes, finite decimals and ints.
     """
 
-    buckets: str | None
-    uniques: str | None
-    contracts: str | None
+    buckets: Columns | None
+    uniques: Columns | None
+    contracts: Columns | None
 
     @classmethod
     def of(cls, batch: StoreBatch) -> _PgBatch:
         buckets = [
-            [
+            (
                 key.customer_id,
                 key.metric,
                 key.contract_tag,
-                utc_text(key.bucket_start, "bucket_start"),
-                str(b.quantity_sum),
+                require_aware(key.bucket_start, "bucket_start"),
+                b.quantity_sum,
                 b.event_count,
-                str(b.quantity_max),
-                utc_text(b.latest_at, "latest_at"),
+                b.quantity_max,
+                require_aware(b.latest_at, "latest_at"),
                 b.latest_event_id,
-                str(b.latest_quantity),
-            ]
+                b.latest_quantity,
+            )
             for key, b in batch.buckets.items()
         ]
-        uniques = [[*row[:5], utc_text(row[5], "bucket_start")] for row in batch.uniques]
-        return cls(_json(buckets), _json(uniques), _json(batch.contracts))
+        uniques = [
+            (*row[:5], require_aware(row[5], "bucket_start")) for row in batch.uniques
+        ]
+        return cls(
+            _columns(buckets, text=(0, 1, 2, 8)),
+            _columns(uniques, text=(0, 1, 2, 3, 4)),
+            _columns(batch.contracts, text=(0, 1)),
+        )
 
 
-def _json(rows: Sequence[Sequence[Any]]) -> str | None:
-    # ensure_ascii (the default) escapes every non-ASCII character, so even a lone surrogate
-    # cannot fail to encode in psycopg: any bad text is refused by the server, which aborts
-    # the transaction.
-    return json.dumps(rows) if rows else None
+def _columns(rows: Sequence[Sequence[Any]], text: Sequence[int]) -> Columns | None:
+    if not rows:
+        return None
+    columns = tuple(list(column) for column in zip(*rows, strict=True))
+    for i in text:
+        _check_text(columns[i])
+    return columns
+
+
+def _check_text(values: list[Any]) -> None:
+    """Every value a str that UTF-8 can encode (a lone surrogate cannot be), or ValueError."""
+    joined = "".join(values)  # TypeError for a non-str
+    try:
+        joined.encode()
+    except UnicodeEncodeError as error:
+        raise ValueError(f"text that UTF-8 cannot encode: {error}") from None
+    if "\x00" in joined:
+        raise ValueError("text with a NUL character, which PostgreSQL text cannot hold")
 
 
 CREATE_TABLES_LOCK = 0x6269_6C6C_6379  # "billcy": the advisory lock key of table creation

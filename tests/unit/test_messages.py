@@ -452,6 +452,29 @@ def test_any_other_value_changes_the_fingerprint(path: str, value: Any) -> None:
     assert fingerprint(parse(changed(USAGE, path, value))) != fingerprint(parse(USAGE))
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        USAGE,
+        {**USAGE, "contract_id": "ct_\u00e9\"1", "quantity": "0.00120"},
+        {**USAGE, "properties": {"z": [1, 2.5, None, {"b": True, "a": "\u2603"}], "a": -3}},
+        {**USAGE, "occurred_at": "2026-11-03T10:00:00.000250-03:30", "properties": {}},
+        {**USAGE, "properties": {"b": "x", "a": "\u00ff", "\u00e9": "\"q\"", "k": "\n"}},
+        {**USAGE, "customer_id": "\t<tab>", "metric": "m\\n", "quantity": "1000"},
+    ],
+)
+def test_usage_fingerprints_are_the_generic_canonical_form(usage: dict[str, Any]) -> None:
+    # Usage has a hand-written canonical form (the hot path); it must stay byte for byte
+    # what the generic form gives, so stored fingerprints keep matching.
+    from hashlib import sha256
+
+    from consumers.messages.parse import _CANONICAL_JSON
+
+    message = parse(usage)
+    generic = sha256(_CANONICAL_JSON.encode(message.model_dump()).encode()).hexdigest()
+    assert fingerprint(message) == generic
+
+
 def test_a_fingerprint_is_a_sha256_hex_digest() -> None:
     digest = fingerprint(parse(USAGE))
 
