@@ -98,6 +98,7 @@ class _Draft:
     lines: list[InvoiceLine] = field(default_factory=list)
     settlement: BilledState = field(default_factory=BilledState)
     holds: list[str] = field(default_factory=list)
+    planning: bool = False  # only noting the meter reads: nothing is priced
 
     def money(self, amount: Decimal) -> Decimal:
         return round_money(amount, self.contract.currency)
@@ -124,6 +125,15 @@ def bill_contract(contract: Contract, ctx: BillingContext, usage: UsageReader) -
         issue_date=ctx.cycle_date,
         due_date=ctx.cycle_date + timedelta(days=terms.payment_terms_days),
     )
+
+
+def plan_usage_reads(contract: Contract, ctx: BillingContext, usage: UsageReader) -> None:
+    """Ask `usage` for every read `bill_contract` would make, and nothing else.
+
+    Only the usage rules read meters, and which meters they read does not depend on the
+    subscriptions or milestones, so a run can plan a chunk's reads without billing it twice.
+    """
+    _bill_usage(_Draft(contract, ctx, planning=True), usage)
 
 
 def service_window(contract: Contract, period: ServicePeriod) -> ServicePeriod | None:
@@ -360,6 +370,8 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
                 reading = usage.read(component, start_at, end_at)
             except UsageNotBillable as exc:
                 draft.holds.append(f"{component.id}: {exc}")
+                continue
+            if draft.planning:
                 continue
             _add_usage_lines(draft, component, key, window, reading, billed)
 

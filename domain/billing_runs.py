@@ -9,6 +9,7 @@ bill. Numbers stay gapless because they are allocated in the transaction that us
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
@@ -30,6 +31,7 @@ from domain.billing import (
     UsageNotBillable,
     UsageReader,
     bill_contract,
+    plan_usage_reads,
 )
 from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
 from domain.contract import Contract
@@ -231,6 +233,13 @@ def decide(
     return outcome
 
 
+def plan(contract: Contract, ctx: BillingContext, usage: UsageReader) -> None:
+    """Note the meter reads `decide` will make; a contract that cannot be priced is left to
+    `decide`, which says why."""
+    with contextlib.suppress(UsageNotBillable, ValueError, ArithmeticError, LookupError):
+        plan_usage_reads(contract, ctx, usage)
+
+
 class BillingRuns:
     """Runs, resumes and retries billing runs on a billing application."""
 
@@ -376,14 +385,10 @@ class BillingRuns:
         contracts = self.app.contracts(contract_ids)
         siblings = self._siblings(list(contracts.values()))
         reads = MeterReads(self.app.store)
-        planned: dict[str, ContractOutcome | InvoiceDue] = {}
-        reading: set[str] = set()
+        usages = {cid: StoreUsage(self.app.store, contract, siblings.get(cid, []), reads)
+                  for cid, contract in contracts.items()}
         for cid, contract in contracts.items():
-            asked = len(reads.wanted)
-            planned[cid] = decide(contract, ctx, StoreUsage(
-                self.app.store, contract, siblings.get(cid, []), reads))
-            if len(reads.wanted) > asked:
-                reading.add(cid)
+            plan(contract, ctx, usages[cid])
         reads.fetch()
         decided: list[tuple[str, ContractOutcome | InvoiceDue]] = []
         for cid in contract_ids:
@@ -391,11 +396,8 @@ class BillingRuns:
             if stored is None:
                 decided.append((cid, ContractOutcome(cid, Outcome.FAILED,
                                                      reason="contract is indexed but not stored")))
-            elif cid in reading:  # decided again, on the usage it now has
-                decided.append((cid, decide(stored, ctx, StoreUsage(
-                    self.app.store, stored, siblings.get(cid, []), reads))))
             else:
-                decided.append((cid, planned[cid]))
+                decided.append((cid, decide(stored, ctx, usages[cid])))
         due = [(cid, d) for cid, d in decided if isinstance(d, InvoiceDue)]
         touched: list[Aggregate] = []
         invoices: list[Invoice] = []
@@ -417,7 +419,7 @@ class BillingRuns:
             invoice = self._issue(contract, decision, issued[cid], run)
             contract.record_invoice(
                 invoice_id=invoice.id, number=invoice.number, batch_id=run.batch_id,
-                settlement=decision.settlement.to_record(),
+                settlement=decision.settlement,
             )
             touched.extend([contract, invoice])
             invoices.append(invoice)

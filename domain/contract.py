@@ -188,12 +188,26 @@ class Contract(Aggregate):
     def _milestone_completed(self, milestone: str, completed_on: date, message_id: str) -> None:
         self.milestones[milestone] = completed_on
 
-    @event("Invoiced")
     def record_invoice(
-        self, invoice_id: UUID, number: str, batch_id: str, settlement: dict[str, Any]
+        self, invoice_id: UUID, number: str, batch_id: str, settlement: BilledState
     ) -> None:
         """The billing run issued an invoice: what it billed is now settled."""
-        self.billed.apply(BilledState.from_record(settlement))
+        # The event stores the settlement's record. Parsing that record straight back into
+        # the state we already hold cost more than building it, so the mutator takes the
+        # state itself when the event is triggered here; replays parse the record.
+        self._settling = settlement
+        try:
+            self._invoiced(invoice_id=invoice_id, number=number, batch_id=batch_id,
+                           settlement=settlement.to_record())
+        finally:
+            self.__dict__.pop("_settling", None)
+
+    @event("Invoiced")
+    def _invoiced(
+        self, invoice_id: UUID, number: str, batch_id: str, settlement: dict[str, Any]
+    ) -> None:
+        local: BilledState | None = self.__dict__.pop("_settling", None)
+        self.billed.apply(local if local is not None else BilledState.from_record(settlement))
         self.invoice_ids.append(invoice_id)
         self.last_invoice = (number, batch_id)
 

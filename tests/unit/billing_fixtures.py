@@ -154,7 +154,7 @@ def bill(
     assert isinstance(outcome, InvoiceDue), outcome
     c.record_invoice(
         invoice_id=c.id, number="INV-TEST", batch_id="B-TEST",
-        settlement=outcome.settlement.to_record(),
+        settlement=outcome.settlement,
     )
     return outcome
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 from domain.billing import Held, NothingDue
 from domain.terms import Package, PerUnit, Volume
@@ -242,3 +243,21 @@ def test_a_contract_with_due_lines_gets_an_invoice_even_at_zero_total() -> None:
     c = contract(subscription("0.00"))
     due = bill(c, date(2026, 10, 1))
     assert due.total == 0 and len(due.lines) == 1
+
+
+def test_a_replayed_contract_has_the_billed_state_the_run_applied() -> None:
+    # The run applies its settlement in memory; a reload parses the Invoiced events' records.
+    api = usage(pricing=graduated(("1000", "0", "0"), (None, "0.01", "0")), minimum="20.00")
+    c = contract(subscription("100.00"), subscription("9.50", "seats", "in_arrears", "3"), api)
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "1500")
+    bill(c, date(2026, 10, 1), meter)
+    bill(c, date(2026, 11, 1), meter)
+    meter.add(at(date(2026, 10, 30)), "700")
+    bill(c, date(2026, 12, 1), meter)
+    replayed: Any = None
+    for event in c.collect_events():
+        replayed = event.mutate(replayed)
+    assert replayed.billed == c.billed
+    assert replayed.last_invoice == c.last_invoice
+    assert replayed.billed.usage and replayed.billed.subscriptions and replayed.billed.true_ups
