@@ -21,7 +21,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from domain.money import ZERO
-from domain.recognition import Schedule
+from domain.recognition import Schedule, close_dates
 
 
 class Account(StrEnum):
@@ -60,7 +60,9 @@ class JournalEntry:
     postings: tuple[Posting, ...]
 
     def __post_init__(self) -> None:
-        total = sum((p.amount for p in self.postings), ZERO)
+        total = ZERO
+        for p in self.postings:
+            total += p.amount
         if total != ZERO:
             raise UnbalancedEntry(
                 f"journal entry {self.entry_id}: postings sum to {total} {self.currency}, not 0"
@@ -84,12 +86,22 @@ class Document:
         return sum((s.amount for s in self.schedules), ZERO)
 
     def recognized(self, as_of: date) -> Decimal:
-        return sum((s.recognized(as_of) for s in self.schedules), ZERO)
+        total = ZERO
+        for s in self.schedules:
+            total += s.recognized(as_of)
+        return total
 
     def recognition_dates(self) -> list[date]:
         """The close dates after issue on which some line of this document earns revenue."""
-        dates = {d for s in self.schedules for d in s.period_ends()}
+        dates: set[date] = set()
+        for s in self.schedules:
+            dates.update(close_dates(s.issued_on, s.last_day))
         return sorted(d for d in dates if d > self.issue_date)
+
+    @cached_property
+    def earned_on_issue(self) -> Decimal:
+        """Recognized by the end of the issue date: the issue entry and the close both need it."""
+        return self.recognized(self.issue_date)
 
 
 def _entry(doc: Document, entry_id: str, day: date, kind: EntryKind, narration: str,
@@ -103,7 +115,7 @@ def _entry(doc: Document, entry_id: str, day: date, kind: EntryKind, narration: 
 
 def issue_entry(doc: Document) -> JournalEntry:
     """Receivable against revenue earned by the issue date and deferred revenue for the rest."""
-    earned = doc.recognized(doc.issue_date)
+    earned = doc.earned_on_issue
     label = "credit note" if doc.document_type == "credit_note" else "invoice"
     return _entry(
         doc, f"{doc.number}/issue", doc.issue_date, EntryKind.ISSUE,
@@ -128,7 +140,7 @@ def _recognition(doc: Document, day: date, amount: Decimal, as_of: bool = False)
 def recognition_entries(doc: Document) -> list[JournalEntry]:
     """The periodic close of the document: one entry per close date that earns revenue."""
     entries = []
-    before = doc.recognized(doc.issue_date)
+    before = doc.earned_on_issue
     for day in doc.recognition_dates():
         through = doc.recognized(day)
         if through != before:

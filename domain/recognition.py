@@ -16,9 +16,10 @@ figure steps up. Pure: no clock, no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from domain.invoice_lines import LineKind
@@ -38,20 +39,17 @@ class Schedule:
     issued_on: date
     start: date
     end: date  # exclusive; start + 1 day for a point-in-time line
+    # Derived once: recognized() runs for every line on every close date of a replay.
+    days: int = field(init=False, repr=False, compare=False)
+    last_day: date = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
             raise ValueError(
                 f"recognition schedule {self.start}..{self.end} is empty; end must be after start"
             )
-
-    @property
-    def days(self) -> int:
-        return (self.end - self.start).days
-
-    @property
-    def last_day(self) -> date:
-        return self.end - ONE_DAY
+        object.__setattr__(self, "days", (self.end - self.start).days)
+        object.__setattr__(self, "last_day", self.end - ONE_DAY)
 
     def billed(self, as_of: date) -> Decimal:
         """The line amount once issued (on or before `as_of`), else zero."""
@@ -93,20 +91,37 @@ class Schedule:
     def period_ends(self) -> list[date]:
         """The dates a periodic close posts recognition for this line: the issue date, every
         month end after it within the schedule, and the schedule's last day."""
-        dates = {self.issued_on}
-        day = month_end(self.issued_on)
-        while day < self.last_day:
-            if day > self.issued_on:
-                dates.add(day)
-            day = month_end(day + ONE_DAY)
-        dates.add(max(self.last_day, self.issued_on))
-        return sorted(dates)
+        return list(close_dates(self.issued_on, self.last_day))
+
+    def closes(self) -> list[tuple[date, Decimal]]:
+        """What is recognized through each of `period_ends()`, cumulatively, in one pass."""
+        return [(day, self.recognized(day)) for day in close_dates(self.issued_on, self.last_day)]
 
 
+# A book has few distinct issue dates and service periods, and a replay asks for the same
+# ones for every line: both functions are pure, so their answers are kept.
+@lru_cache(maxsize=4096)
 def month_end(day: date) -> date:
     """The last day of `day`'s month."""
     following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
     return following - ONE_DAY
+
+
+@lru_cache(maxsize=4096)
+def close_dates(issued_on: date, last_day: date) -> tuple[date, ...]:
+    """The issue date, every month end after it and before `last_day`, and `last_day` (when
+    after the issue date), ascending: month by month, not day by day."""
+    dates = [issued_on]
+    year, month = issued_on.year, issued_on.month
+    day = month_end(issued_on)
+    while day < last_day:
+        if day > issued_on:
+            dates.append(day)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        day = month_end(date(year, month, 1))
+    if last_day > issued_on:
+        dates.append(last_day)
+    return tuple(dates)
 
 
 def schedule_for_line(line: Mapping[str, Any], currency: str, issued_on: date) -> Schedule:

@@ -355,7 +355,8 @@ def _report_counts(args: argparse.Namespace, projections: Projections,
     seconds = time.monotonic() - started
     views = {name: {"events": counts.get(name, 0), "position": projections.view(name).position()}
              for name in projections.views}
-    document: dict[str, Any] = {"seconds": round(seconds, 3), "projections": views}
+    document: dict[str, Any] = {"seconds": round(seconds, 3), "projections": views,
+                                "events_read": projections.events_read}
     process = projections.process
     document["collections_process"] = {"events": counts.get(process.name, 0),
                                        "position": process.position()}

@@ -81,8 +81,12 @@ TERMS = Table(
 )
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return _ENCODER.encode(value)
 
 
 def _text(value: Any) -> str | None:

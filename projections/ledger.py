@@ -16,11 +16,11 @@ from domain.contract import Contract
 from domain.invoice import Invoice
 from domain.ledger import Document, JournalEntry, document_entries, payment_entry
 from domain.money import format_money, round_money
-from domain.recognition import schedule_for_line
 from projections.persistence import Changes, Select, Table
 from projections.projection import (
     Positioned,
     ViewProjection,
+    documents,
     event_class,
     from_minor,
     to_minor,
@@ -64,18 +64,8 @@ JOURNAL = Table(
 
 
 def document_of(issued: Any) -> Document:
-    """The ledger's view of an ISSUED event."""
-    return Document(
-        number=issued.number,
-        document_type=issued.document_type,
-        customer_id=issued.customer_id,
-        contract_id=issued.contract_id,
-        currency=issued.currency,
-        issue_date=issued.issue_date,
-        schedules=tuple(
-            schedule_for_line(line, issued.currency, issued.issue_date) for line in issued.lines
-        ),
-    )
+    """The ledger's view of an ISSUED event (made once per event, shared with revenue)."""
+    return documents.of(issued)
 
 
 @dataclass

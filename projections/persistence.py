@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any, Protocol
 
 from eventsourcing.persistence import (
@@ -77,8 +78,15 @@ class Table:
     def _key_indexes(self) -> tuple[int, ...]:
         return tuple(self.column_names.index(k) for k in self.key)
 
+    @cached_property
+    def _key_getter(self) -> Callable[[Row], Any]:
+        # itemgetter of two or more indexes returns a tuple; of one, the bare value.
+        getter = itemgetter(*self._key_indexes)
+        return getter if len(self._key_indexes) > 1 else lambda row: (getter(row),)
+
     def key_of(self, row: Row) -> Row:
-        return tuple(row[i] for i in self._key_indexes)
+        key: Row = self._key_getter(row)
+        return key
 
 
 @dataclass

@@ -11,7 +11,9 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
+from domain.ledger import Document
 from domain.money import minor_units, round_money
+from domain.recognition import schedule_for_line
 from projections.persistence import Changes, Table, View
 
 # A domain event and its position in the application's log.
@@ -28,6 +30,46 @@ def event_class(aggregate: type[Any], name: str) -> type[Any]:
     found = getattr(aggregate, name)
     assert isinstance(found, type)
     return found
+
+
+class _Documents:
+    """The ledger's `Document` of each InvoiceIssued event, made once per event object.
+
+    The ledger and revenue views both need every line's recognition schedule; the runner
+    decodes an event once and hands the same object to both, so the schedules are made once
+    too. Keyed by the event's identity (the entry holds the event, so the id stays its own);
+    the runner forgets them after each page.
+    """
+
+    LIMIT = 50_000  # a bound for callers that never forget (one event at a time)
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[Any, Document]] = {}
+
+    def of(self, issued: Any) -> Document:
+        found = self._made.get(id(issued))
+        if found is not None and found[0] is issued:
+            return found[1]
+        if len(self._made) >= self.LIMIT:
+            self._made.clear()
+        cur, day = issued.currency, issued.issue_date
+        doc = Document(
+            number=issued.number,
+            document_type=issued.document_type,
+            customer_id=issued.customer_id,
+            contract_id=issued.contract_id,
+            currency=cur,
+            issue_date=day,
+            schedules=tuple(schedule_for_line(line, cur, day) for line in issued.lines),
+        )
+        self._made[id(issued)] = (issued, doc)
+        return doc
+
+    def forget(self) -> None:
+        self._made.clear()
+
+
+documents = _Documents()
 
 
 def to_minor(amount: Decimal, currency: str) -> int:

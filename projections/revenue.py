@@ -17,11 +17,12 @@ from typing import Any
 from domain.invoice import Invoice
 from domain.ledger import Document
 from domain.money import format_money
-from domain.recognition import Schedule, schedule_for_line
+from domain.recognition import Schedule
 from projections.persistence import Changes, Select, Table
 from projections.projection import (
     Positioned,
     ViewProjection,
+    documents,
     event_class,
     from_minor,
     to_minor,
@@ -58,8 +59,8 @@ class RevenueProjection(ViewProjection):
         changes = Changes()
         for event, position in events:
             cur = event.currency
-            for i, line in enumerate(event.lines):
-                s = schedule_for_line(line, cur, event.issue_date)
+            schedules = documents.of(event).schedules
+            for i, (line, s) in enumerate(zip(event.lines, schedules, strict=True)):
                 changes.insert(LINES, (
                     event.number, i, event.document_type, event.contract_id, event.customer_id,
                     cur, line["kind"],

@@ -26,7 +26,7 @@ from projections.audit import AuditProjection
 from projections.collections import CollectionsProcess, CollectionsProjection
 from projections.ledger import LedgerProjection
 from projections.persistence import View, ViewConflict
-from projections.projection import Positioned, ViewProjection
+from projections.projection import Positioned, ViewProjection, documents
 from projections.revenue import RevenueProjection
 from projections.sqlite import SQLiteView
 
@@ -75,9 +75,11 @@ def catch_up(
     target: int,
     page_size: int = DEFAULT_PAGE_SIZE,
     on_page: Callable[[str, int, int], None] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Process the followers' events through log position `target`, reading the log once for
-    all of them and decoding each event once; the number of events each one processed."""
+    all of them and decoding each event once; the number of events each one processed.
+    `on_read` is told how many stored events each page read (each once, whoever uses it)."""
     done = {f.name: 0 for f in followers}
     conflicts = dict.fromkeys(done, 0)
     at = {f.name: f.position() for f in followers}
@@ -87,6 +89,8 @@ def catch_up(
             topics=sorted({t for f in behind for t in f.topics}), inclusive_of_start=False,
         )
         through = notifications[-1].id if len(notifications) == page_size else target
+        if on_read is not None:
+            on_read(len(notifications))
         decoded: dict[int, Any] = {}
         for f in behind:
             after, topics = at[f.name], set(f.topics)
@@ -117,6 +121,7 @@ def catch_up(
             done[f.name] += len(events)
             if on_page is not None:
                 on_page(f.name, through, target)
+        documents.forget()
     return done
 
 
@@ -145,6 +150,8 @@ class Projections:
         # catch-up, whichever views are chosen: on the embedded store there is no process of
         # its own, and collections should follow their invoices as soon as anything reads.
         self.process = CollectionsProcess(self.app, self.policy)
+        # Stored events read from the log, each counted once however many views use it.
+        self.events_read = 0
 
     def view(self, name: str) -> View:
         return self.views[name].view
@@ -172,4 +179,8 @@ class Projections:
 
     def _run(self, followers: Sequence[Follower]) -> dict[str, int]:
         target = self.app.recorder.max_notification_id() or 0
-        return catch_up(self.app, followers, target, self.page_size, self.on_page)
+        return catch_up(self.app, followers, target, self.page_size, self.on_page,
+                        self._read)
+
+    def _read(self, events: int) -> None:
+        self.events_read += events

@@ -53,3 +53,24 @@ def test_recognition_never_runs_backwards(s: Schedule, a: date, b: date) -> None
         assert s.recognized(early) <= s.recognized(late)
     else:
         assert s.recognized(early) >= s.recognized(late)
+
+
+def _close_dates_day_by_day(s: Schedule) -> list[date]:
+    """The close dates as first written: stepping from month end to month end by days."""
+    def month_end(day: date) -> date:
+        return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+    dates = {s.issued_on}
+    day = month_end(s.issued_on)
+    while day < s.last_day:
+        if day > s.issued_on:
+            dates.add(day)
+        day = month_end(day + timedelta(days=1))
+    dates.add(max(s.last_day, s.issued_on))
+    return sorted(dates)
+
+
+@given(schedules())
+def test_close_dates_by_month_arithmetic_are_the_day_by_day_ones(s: Schedule) -> None:
+    assert s.period_ends() == _close_dates_day_by_day(s)
+    assert s.closes() == [(d, s.recognized(d)) for d in s.period_ends()]
