@@ -129,10 +129,10 @@ def issue_entry(doc: Document) -> JournalEntry:
 
 
 def _recognition(doc: Document, day: date, amount: Decimal, as_of: bool = False) -> JournalEntry:
-    tag = "/as-of" if as_of else ""
+    tag, iso = "/as-of" if as_of else "", day.isoformat()
     return _entry(
-        doc, f"{doc.number}/recognition{tag}/{day.isoformat()}", day, EntryKind.RECOGNITION,
-        f"revenue recognized on {doc.number} through {day.isoformat()}{' (as of)' * as_of}",
+        doc, f"{doc.number}/recognition{tag}/{iso}", day, EntryKind.RECOGNITION,
+        f"revenue recognized on {doc.number} through {iso}{' (as of)' * as_of}",
         [Posting(Account.DEFERRED_REVENUE, amount), Posting(Account.REVENUE, -amount)],
     )
 

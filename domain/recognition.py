@@ -28,6 +28,9 @@ from domain.money import ZERO, round_money
 ONE_DAY = timedelta(days=1)
 
 POINT_IN_TIME_KINDS = frozenset({LineKind.MILESTONE})
+# The same as plain strings: a line record's kind is one, and enum members hash in Python.
+_KIND_VALUES = frozenset(k.value for k in LineKind)
+_POINT_IN_TIME_VALUES = frozenset(k.value for k in POINT_IN_TIME_KINDS)
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,11 @@ class Schedule:
         """Revenue recognized by the end of day `as_of` (zero before the line is issued)."""
         if as_of < self.issued_on:
             return ZERO
-        served = min(max((as_of - self.start).days + 1, 0), self.days)
-        if served == self.days:
+        served = (as_of - self.start).days + 1
+        if served >= self.days:
             return self.amount
+        if served < 0:
+            served = 0
         return round_money(self.amount * served / self.days, self.currency)
 
     def deferred(self, as_of: date) -> Decimal:
@@ -126,10 +131,12 @@ def close_dates(issued_on: date, last_day: date) -> tuple[date, ...]:
 
 def schedule_for_line(line: Mapping[str, Any], currency: str, issued_on: date) -> Schedule:
     """The schedule of one line record of an InvoiceIssued event."""
-    kind = LineKind(line["kind"])
+    kind = line["kind"]
+    if kind not in _KIND_VALUES:
+        LineKind(kind)  # raises, naming the unknown kind
     start = date.fromisoformat(line["period_start"])
     end = date.fromisoformat(line["period_end"])
-    if kind in POINT_IN_TIME_KINDS:
+    if kind in _POINT_IN_TIME_VALUES:
         basis = line.get("basis") or {}
         completed = basis.get("completed_on")
         start = date.fromisoformat(completed) if completed else start

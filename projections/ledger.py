@@ -87,10 +87,14 @@ class _Open:
 
 def entry_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
     """The entry's postings as rows of the journal table."""
+    # The entry's fields once, not per posting; `_value_` is the member's plain string (the
+    # `value` property goes through the enum's descriptor on every access).
+    entry_id, day, kind = entry.entry_id, entry.day.isoformat(), entry.kind._value_
+    document, customer, currency = entry.document, entry.customer_id, entry.currency
+    narration = entry.narration
     return [
-        (entry.entry_id, i, entry.day.isoformat(), entry.kind.value, entry.document,
-         entry.customer_id, entry.currency, p.account.value, to_minor(p.amount, entry.currency),
-         entry.narration)
+        (entry_id, i, day, kind, document, customer, currency, p.account._value_,
+         to_minor(p.amount, currency), narration)
         for i, p in enumerate(entry.postings)
     ]
 
@@ -112,8 +116,9 @@ class LedgerProjection(ViewProjection):
                 doc = document_of(event)
                 total = to_minor(doc.total, doc.currency)
                 state = _Open(doc, event.due_date.isoformat(), total, 0, position)
-                docs[str(event.originator_id)] = state
-                changes.put(DOCUMENTS, state.row(str(event.originator_id)), new=True)
+                invoice_id = str(event.originator_id)
+                docs[invoice_id] = state
+                changes.put(DOCUMENTS, state.row(invoice_id), new=True)
                 for entry in document_entries(doc):
                     for row in entry_rows(entry):
                         changes.insert(JOURNAL, row)
