@@ -142,6 +142,9 @@ class View(TrackingRecorder, ABC):
     tables: tuple[Table, ...]
     application_name: str  # the application whose log the view follows
     catalog: str  # a query of the names of the database's tables and indexes
+    # Whether write() may run in a thread of its own while the runner computes the next
+    # view's rows (a server database with a connection pool; not SQLite's connections).
+    background_writes: bool = False
     tracking_table_exists: bool  # the library's tracking recorders keep these two
     tracking_migration_previous: int | None
 

@@ -27,6 +27,7 @@ def _pg(statement: str) -> str:
 class PostgresView(PostgresTrackingRecorder, View):
     """A view in the PostgreSQL database of the event store; tracking in `<name>_tracking`."""
 
+    background_writes = True
     catalog = (
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         " UNION SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"

@@ -8,6 +8,10 @@ the catch-up aimed for; so tracking says how far the log has been read, and a re
 right after it. A page
 that another writer got to first (a second `billcycle project`, a report catching up at the
 same time) is refused by the view and read again from the new position.
+
+On PostgreSQL a view's write runs in a thread of its own while the runner computes the next
+view's rows and reads the next page; a view's next page is computed only once its last write
+is committed (it may read its own rows), and tracking still moves with each write.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -84,13 +89,58 @@ def catch_up(
     `on_read` is told how many stored events each page read (each once, whoever uses it)."""
     done = {f.name: 0 for f in followers}
     conflicts = dict.fromkeys(done, 0)
-    at = {f.name: f.position() for f in followers}
-    with _young_garbage_per_page():
-        while behind := [f for f in followers if at[f.name] < target]:
+    at = {f.name: f.position() for f in followers}  # as if the writes in flight went through
+    in_flight: list[_Write] = []
+
+    def written(f: Follower, events: int, through: int) -> None:
+        conflicts[f.name] = 0
+        done[f.name] += events
+        if on_page is not None:
+            on_page(f.name, through, target)
+
+    def refused(f: Follower, after: int, exc: Exception) -> None:
+        moved_on = f.position()  # another writer's: read again from there
+        # Losing to a writer that moved the view on is progress; a refusal with the view
+        # still where it was is not, and repeated it is a fault to report.
+        conflicts[f.name] = 0 if moved_on > after else conflicts[f.name] + 1
+        if conflicts[f.name] > MAX_CONFLICTS:
+            raise ViewConflict(
+                f"{f.name}: {MAX_CONFLICTS} writes refused at log position {after} with the "
+                f"view not moving on: {exc}"
+            ) from exc
+        at[f.name] = moved_on
+
+    def settle() -> bool:
+        """Wait for the writes in flight; whether all of them went through."""
+        through_all = True
+        for w in in_flight:
+            try:
+                w.result.result()
+            except (ViewConflict, IntegrityError) as exc:
+                refused(w.follower, w.after, exc)
+                through_all = False
+            else:
+                written(w.follower, w.events, w.through)
+        in_flight.clear()
+        return through_all
+
+    # One thread writes views on PostgreSQL while this one computes the next view's rows and
+    # reads the next page: the server works on one core while Python works on the other.
+    with _young_garbage_per_page(), ThreadPoolExecutor(1, "view-writes") as writer:
+        while True:
+            behind = [f for f in followers if at[f.name] < target]
+            if not behind:
+                if in_flight and not settle():
+                    continue  # a refused write moved a view back: read again from there
+                break
             notifications = app.recorder.select_notifications(
                 start=min(at[f.name] for f in behind), limit=page_size, stop=target,
                 topics=sorted({t for f in behind for t in f.topics}), inclusive_of_start=False,
             )
+            # A view reads its own rows to compute the next page: its last write first.
+            if not settle():
+                continue  # read from the positions of the refused views again
+            gc.collect(1)  # the last page's objects went by reference counting; the rest now
             through = notifications[-1].id if len(notifications) == page_size else target
             if on_read is not None:
                 on_read(len(notifications))
@@ -106,31 +156,35 @@ def catch_up(
                         if n.id not in decoded:
                             decoded[n.id] = app.mapper.to_domain_event(n)
                         events.append((decoded[n.id], n.id))
-                try:
-                    f.process(events, Tracking(app.name, through), after)
-                except (ViewConflict, IntegrityError) as exc:
-                    moved_on = f.position()  # another writer's: read again from there
-                    # Losing to a writer that moved the view on is progress; a refusal with the
-                    # view still where it was is not, and repeated it is a fault to report.
-                    conflicts[f.name] = 0 if moved_on > after else conflicts[f.name] + 1
-                    if conflicts[f.name] > MAX_CONFLICTS:
-                        raise ViewConflict(
-                            f"{f.name}: {MAX_CONFLICTS} writes refused at log position {after}"
-                            f" with the view not moving on: {exc}"
-                        ) from exc
-                    at[f.name] = moved_on
+                tracking = Tracking(app.name, through)
+                if isinstance(f, ViewProjection) and f.view.background_writes:
+                    result = writer.submit(f.view.write, f.changes(events), tracking, after)
+                    in_flight.append(_Write(f, result, after, through, len(events)))
+                    at[f.name] = through
                     continue
-                conflicts[f.name] = 0
+                try:
+                    f.process(events, tracking, after)
+                except (ViewConflict, IntegrityError) as exc:
+                    refused(f, after, exc)
+                    continue
                 at[f.name] = through
-                done[f.name] += len(events)
-                if on_page is not None:
-                    on_page(f.name, through, target)
-            # The page's objects go now (by reference counting); the few left are collected.
+                written(f, len(events), through)
+            # The page's events go now, by reference counting, before the next collection.
             documents.forget()
             decoded.clear()
-            notifications, events = [], []
-            gc.collect(1)
+            events = []
     return done
+
+
+@dataclass
+class _Write:
+    """A view's write in flight: its page, for the tracking of what was done."""
+
+    follower: Follower
+    result: Future[None]
+    after: int
+    through: int
+    events: int
 
 
 @contextmanager
@@ -140,7 +194,7 @@ def _young_garbage_per_page() -> Iterator[None]:
 
     A page's events and rows are a million objects or so, alive until the page is written and
     then freed by reference counting. Collected automatically, they trigger a full collection
-    every few pages that walks them all: a fifth of a replay's CPU. After a page the young
+    every few pages that walks them all: a fifth of a replay's CPU. Between pages the young
     objects are few, so collecting them then is cheap, and cycles still go.
     """
     enabled = gc.isenabled()
