@@ -3,8 +3,8 @@
 Prints increments/s for SQLite (a temp file) and PostgreSQL (a throwaway local cluster, or
 --postgres-url), in three shapes:
   meters only   one small event carrying the whole batch: the cost of folding and upserting
-  events only   10,000 UsageEvent aggregates and no batch: the library's share, for reference
-  with events   10,000 UsageEvent aggregates and their increments: a realistic ingest batch
+  events only   one UsageBatch of 10,000 usage records and their message ids, no meters
+  with events   the same and the increments: a realistic ingest batch
 The first save of a run inserts the buckets; the repeats update them (ON CONFLICT / merge).
 
     .venv/bin/python -m bench.bench_store [--postgres-url URL] [--repeat N]
@@ -26,7 +26,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
-from domain.usage import MeterIncrement, UsageEvent, meter_increment
+from domain.usage import MeterIncrement, RecordedUsage, UsageBatch, usage_record
 from infra.postgres import LocalPostgres, create_database
 from infra.store.batch import StoreBatch
 from infra.store.url import store_env
@@ -37,9 +37,9 @@ BUCKETS = 10  # 50 customers x 10 buckets = 500 keys
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def usage_events(run: int) -> list[UsageEvent]:
+def usage_events(run: int) -> list[RecordedUsage]:
     return [
-        UsageEvent(
+        RecordedUsage(
             message_id=f"r{run}-m{i}",
             fingerprint="f",
             customer_id=f"cus_{i % CUSTOMERS}",
@@ -53,19 +53,16 @@ def usage_events(run: int) -> list[UsageEvent]:
     ]
 
 
-def increments(events: list[UsageEvent]) -> list[MeterIncrement]:
-    return [
-        meter_increment(
-            e.customer_id,
-            e.metric,
-            e.contract_id,
-            e.quantity,
-            e.occurred_at,
-            e.message_id,
-            e.properties,
-        )
+def increments(events: list[RecordedUsage]) -> list[MeterIncrement]:
+    return [e.increment() for e in events]
+
+
+def usage_batch(events: list[RecordedUsage]) -> UsageBatch:
+    return UsageBatch([
+        usage_record(e.message_id, e.fingerprint, e.customer_id, e.metric, e.quantity,
+                     e.occurred_at, e.properties, e.contract_id)
         for e in events
-    ]
+    ])
 
 
 def measure(url: str, repeat: int) -> None:
@@ -76,10 +73,13 @@ def measure(url: str, repeat: int) -> None:
             for run in range(repeat):
                 events = usage_events(number * 1000 + run)
                 batch = increments(events) if shape != "events only" else []
-                aggregates: list[Aggregate] = [Aggregate()] if shape == "meters only" else [*events]
+                aggregate = Aggregate() if shape == "meters only" else usage_batch(events)
+                messages = [] if shape == "meters only" else [
+                    (e.message_id, e.fingerprint) for e in events]
                 # The save folds the batch itself; folding is timed apart to show its share.
                 folds.append(timed(partial(StoreBatch.of, batch, [])))
-                saves.append(timed(partial(app.save, *aggregates, meter_increments=batch)))
+                saves.append(timed(partial(app.save, aggregate, meter_increments=batch,
+                                           messages=messages)))
             rates = ", ".join(f"{INCREMENTS / s:,.0f}" for s in saves)
             print(
                 f"  {shape:12} best {INCREMENTS / min(saves):>7,.0f}/s ({rates}); "

@@ -47,7 +47,7 @@ from domain.invoice import (
     invoice_number,
 )
 from domain.ports import BillingStore
-from domain.usage import MeterIncrement, UsageEvent, message_aggregate_id, meter_increment
+from domain.usage import MeterIncrement, UsageBatch, UsageRecord, meter_increment, usage_record
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -247,7 +247,8 @@ class _IngestUnit:
         self.app = app
         self.aggregates: dict[UUID, Aggregate] = {}
         self.loaded: dict[UUID, Aggregate] = {}  # prefetched in one read
-        self.events: list[Any] = []  # usage events, recorded without their aggregates
+        self.usage: list[UsageRecord] = []  # recorded as one UsageBatch event
+        self.received: list[tuple[str, str]] = []  # (message id, fingerprint) accepted
         self.increments: list[MeterIncrement] = []
         self.new_contracts: list[tuple[str, str]] = []
         self.dead: list[Rejected] = []
@@ -279,6 +280,7 @@ class _IngestUnit:
                 self.dead.append(Rejected(origin, str(exc), command.message_id))
                 continue
             known[command.message_id] = command.fingerprint
+            self.received.append((command.message_id, command.fingerprint))
             report.accepted += 1
         self._keep_dead_letters()
         report.rejected = list(self.dead)
@@ -293,22 +295,20 @@ class _IngestUnit:
             self._keep(DeadLetter(**record))
 
     def save(self, tracking: Tracking | None) -> None:
+        # The received message ids go into the store's table in the same transaction: its
+        # primary key refuses an id that another writer committed meanwhile (IntegrityError,
+        # and `ingest` applies the batch again), so an id counts once ever.
         self.app.save_tracked(
             *self.aggregates.values(),
             tracking=tracking,
-            events=self.events,
+            events=[UsageBatch.recorded(self.usage)] if self.usage else (),
             meter_increments=self.increments,
             contracts=self.new_contracts,
+            messages=self.received,
         )
 
     def _known_fingerprints(self, message_ids: list[str]) -> dict[str, str]:
-        ids = {message_aggregate_id(m): m for m in message_ids}
-        found = self.app.store.first_versions(list(ids))
-        known = {}
-        for originator_id, stored in found.items():
-            first = self.app.mapper.to_domain_event(stored)
-            known[ids[originator_id]] = str(first.__dict__["fingerprint"])
-        return known
+        return self.app.store.received_messages(message_ids)
 
     def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         if aggregate_id in self.aggregates:
@@ -346,17 +346,11 @@ class _IngestUnit:
     def _apply(self, command: Command) -> None:
         match command:
             case RecordUsage():
-                recorded = UsageEvent.recorded(
-                    message_id=command.message_id,
-                    fingerprint=command.fingerprint,
-                    customer_id=command.customer_id,
-                    metric=command.metric,
-                    quantity=command.quantity,
-                    occurred_at=command.occurred_at,
-                    properties=command.properties,
-                    contract_id=command.contract_id,
-                )
-                self.events.append(recorded)
+                self.usage.append(usage_record(
+                    command.message_id, command.fingerprint, command.customer_id, command.metric,
+                    command.quantity, command.occurred_at, command.properties,
+                    command.contract_id,
+                ))
                 self.increments.append(meter_increment(
                     command.customer_id, command.metric, command.contract_id, command.quantity,
                     command.occurred_at, command.message_id, command.properties,

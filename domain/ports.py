@@ -48,6 +48,9 @@ class BillingStore(Protocol):
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         """Ids of each customer's contracts (customers with none are left out)."""
 
+    def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:
+        """The fingerprint of each of these message ids received before (others left out)."""
+
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         """The version-1 stored event of each of these aggregates that exists."""
 

@@ -1,6 +1,8 @@
-"""What one save writes beside its events: folded meter buckets, unique values, contract links.
+"""What one save writes beside its events: folded meter buckets, unique values, contract links
+and the received message ids.
 
-`app.save(*aggregates, meter_increments=[...], contracts=[...])` hands these kwargs through
+`app.save(*aggregates, meter_increments=[...], contracts=[...], messages=[...])` hands these
+kwargs through
 `EventStore.put` to the recorder's `insert_events`. The recorders turn them into a `StoreBatch`
 before they open a transaction, so the folding (Python work proportional to the batch) never
 runs while the events table is locked against every other writer.
@@ -49,17 +51,20 @@ def utc_text(instant: datetime, what: str) -> str:
 
 @dataclass(frozen=True)
 class StoreBatch:
-    """One save's meter deltas (one per key), its distinct unique values and contract links."""
+    """One save's meter deltas (one per key), its distinct unique values, contract links and
+    received messages (message id, fingerprint)."""
 
     buckets: dict[MeterKey, MeterBucket]
     uniques: list[UniqueRow]
     contracts: list[tuple[str, str]]
+    messages: list[tuple[str, str]]
 
     @classmethod
     def of(
         cls,
         meter_increments: Sequence[MeterIncrement],
         contracts: Sequence[tuple[str, str]],
+        messages: Sequence[tuple[str, str]] = (),
     ) -> StoreBatch:
         uniques: set[UniqueRow] = set()
         for inc in meter_increments:
@@ -72,7 +77,7 @@ class StoreBatch:
                 uniques.add((k.customer_id, k.metric, k.contract_tag, name, value, k.bucket_start))
         with exact_decimals():
             buckets = fold_increments(list(meter_increments))
-        return cls(buckets, list(uniques), list(contracts))
+        return cls(buckets, list(uniques), list(contracts), list(messages))
 
 
 def take_batch(
@@ -85,6 +90,7 @@ def take_batch(
     rest = dict(kwargs)
     increments: Sequence[MeterIncrement] = rest.pop("meter_increments", None) or ()
     contracts: Sequence[tuple[str, str]] = rest.pop("contracts", None) or ()
-    if not stored_event_count or not (increments or contracts):
+    messages: Sequence[tuple[str, str]] = rest.pop("messages", None) or ()
+    if not stored_event_count or not (increments or contracts or messages):
         return None, rest
-    return StoreBatch.of(increments, contracts), rest
+    return StoreBatch.of(increments, contracts, messages), rest

@@ -54,6 +54,10 @@ _CREATE_TABLES = (
     " customer_id text NOT NULL, metric text NOT NULL, contract_tag text NOT NULL,"
     " property text NOT NULL, value text NOT NULL, bucket_start timestamptz NOT NULL,"
     " PRIMARY KEY (customer_id, metric, contract_tag, property, value, bucket_start))",
+    # Every message id ingest accepted, with its content fingerprint: the duplicate check
+    # reads it, and its primary key makes an id count once ever.
+    "CREATE TABLE IF NOT EXISTS {schema}.received_messages ("
+    " message_id text PRIMARY KEY, fingerprint text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {schema}.contract_index ("
     ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
@@ -103,6 +107,16 @@ _INSERT_CONTRACTS = (
     "INSERT INTO {schema}.contract_index"
     " SELECT * FROM unnest(%s::text[], %s::text[])"
     " ON CONFLICT DO NOTHING"
+)
+
+# No ON CONFLICT: an id another writer committed meanwhile must fail the transaction.
+_INSERT_MESSAGES = (
+    "INSERT INTO {schema}.received_messages SELECT * FROM unnest(%s::text[], %s::text[])"
+)
+
+_RECEIVED_MESSAGES = (
+    "SELECT message_id, fingerprint FROM {schema}.received_messages"
+    " WHERE message_id = ANY(%s::text[])"
 )
 
 _BUCKETS_WHERE = (
@@ -192,6 +206,8 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._upsert_buckets = self._sql(_UPSERT_BUCKETS)
         self._insert_uniques = self._sql(_INSERT_UNIQUES)
         self._insert_contracts = self._sql(_INSERT_CONTRACTS)
+        self._insert_messages = self._sql(_INSERT_MESSAGES)
+        self._received_messages = self._sql(_RECEIVED_MESSAGES)
         self._read_meter = self._sql(_READ_METER)
         self._changed_buckets = self._sql(_CHANGED_BUCKETS)
         self._read_meters = self._sql(_READ_METERS)
@@ -260,6 +276,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             (self._upsert_buckets, batch.buckets),
             (self._insert_uniques, batch.uniques),
             (self._insert_contracts, batch.contracts),
+            (self._insert_messages, batch.messages),
         ):
             if rows is not None:
                 curs.execute(statement, rows, binary=True)
@@ -373,6 +390,14 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         return found
 
     @_retry
+    def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:
+        if not message_ids:
+            return {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._received_messages, (list(message_ids),), binary=True)
+            return {row["message_id"]: row["fingerprint"] for row in curs.fetchall()}
+
+    @_retry
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         if not originator_ids:
             return {}
@@ -429,6 +454,7 @@ class _PgBatch:
     buckets: Columns | None
     uniques: Columns | None
     contracts: Columns | None
+    messages: Columns | None
 
     @classmethod
     def of(cls, batch: StoreBatch) -> _PgBatch:
@@ -454,6 +480,7 @@ class _PgBatch:
             _columns(buckets, text=(0, 1, 2, 8)),
             _columns(uniques, text=(0, 1, 2, 3, 4)),
             _columns(batch.contracts, text=(0, 1)),
+            _columns(batch.messages, text=(0, 1)),
         )
 
 

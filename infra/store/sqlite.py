@@ -42,6 +42,10 @@ _CREATE_TABLES = (
     " property TEXT NOT NULL, value TEXT NOT NULL, bucket_start TEXT NOT NULL,"
     " PRIMARY KEY (customer_id, metric, contract_tag, property, value, bucket_start))"
     " WITHOUT ROWID",
+    # Every message id ingest accepted, with its content fingerprint: the duplicate check
+    # reads it, and its primary key makes an id count once ever.
+    "CREATE TABLE IF NOT EXISTS received_messages ("
+    " message_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS contract_index ("
     " contract_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
@@ -64,6 +68,12 @@ _SELECT_BUCKETS_FOR_KEYS = (
 _UPSERT_BUCKETS = "INSERT OR REPLACE INTO usage_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_UNIQUE = "INSERT OR IGNORE INTO usage_unique VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_CONTRACT = "INSERT OR IGNORE INTO contract_index VALUES (?, ?)"
+# No OR IGNORE: an id another writer committed meanwhile must fail the transaction.
+_INSERT_MESSAGE = "INSERT INTO received_messages VALUES (?, ?)"
+_RECEIVED_MESSAGES = (
+    "SELECT message_id, fingerprint FROM received_messages"
+    " WHERE message_id IN (SELECT value FROM json_each(?))"
+)
 
 _IN_RANGE = (
     " WHERE customer_id = ? AND metric = ?"
@@ -129,6 +139,8 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             c.executemany(_INSERT_UNIQUE, batch.uniques)
         if batch.contracts:
             c.executemany(_INSERT_CONTRACT, batch.contracts)
+        if batch.messages:
+            c.executemany(_INSERT_MESSAGE, batch.messages)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -237,6 +249,13 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
                 ))
         return found
 
+    def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:
+        if not message_ids:
+            return {}
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_RECEIVED_MESSAGES, (json.dumps(list(message_ids)),))
+            return {row[0]: row[1] for row in c.fetchall()}
+
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         statement = (
             f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name}"
@@ -270,12 +289,13 @@ class _SQLiteBatch:
     keys_json: str
     uniques: list[tuple[str, str, str, str, str, str]]
     contracts: list[tuple[str, str]]
+    messages: list[tuple[str, str]]
 
     @classmethod
     def of(cls, batch: StoreBatch) -> _SQLiteBatch:
         deltas = {_key_row(key): delta for key, delta in batch.buckets.items()}
         uniques = [(*row[:5], utc_text(row[5], "bucket_start")) for row in batch.uniques]
-        return cls(deltas, json.dumps(list(deltas)), uniques, batch.contracts)
+        return cls(deltas, json.dumps(list(deltas)), uniques, batch.contracts, batch.messages)
 
 
 def _merged_rows(c: SQLiteCursor, batch: _SQLiteBatch, revision: int) -> list[tuple[Any, ...]]:

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -33,7 +33,7 @@ from domain.billing_runs import BillingRuns
 from domain.invoice import Invoice
 from domain.ledger import Account, as_of_recognition
 from domain.money import format_money
-from domain.usage import UsageEvent
+from domain.usage import UsageBatch
 from infra import sample_book
 from infra.store.url import store_env
 from projections import ledger, revenue
@@ -46,7 +46,7 @@ CYCLE = date(2026, 12, 1)
 PREVIOUS = sample_book.previous_cycle_date(CYCLE)
 CONTRACTS = 30
 ONE_DAY = timedelta(days=1)
-USAGE_TOPIC = topics(event_class(UsageEvent, "Recorded"))[0]
+USAGE_TOPIC = topics(event_class(UsageBatch, "Recorded"))[0]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -219,8 +219,9 @@ def test_every_batch_verifies_against_the_log(app: BillingApplication) -> None:
     assert verify_batch(app, batches[-1]).attempts == 2  # the run and its retry
 
 
-def priced_usage_event(app: BillingApplication) -> int:
-    """The log position of a usage event that an invoice line summed and priced per unit."""
+def priced_usage_event(app: BillingApplication) -> tuple[int, int]:
+    """Where a usage record that an invoice line summed and priced per unit is logged: the
+    position of its batch event and its index among the batch's records."""
     lines = [(i, line) for i in app.invoices() for line in i.lines
              if line["kind"] == "usage" and line["basis"].get("aggregation") == "sum"
              and Decimal(line["amount"]) > 0]
@@ -228,9 +229,10 @@ def priced_usage_event(app: BillingApplication) -> int:
         start, end = (datetime.fromisoformat(line[k]) for k in ("period_start", "period_end"))
         for n in app.recorder.select_notifications(1, 100_000, topics=[USAGE_TOPIC]):
             e: Any = app.mapper.to_domain_event(n)
-            if (e.customer_id, e.metric) == (invoice.customer_id, line["basis"]["metric"]) \
-                    and start + ONE_DAY <= e.occurred_at.replace(tzinfo=None) < end - ONE_DAY:
-                return n.id
+            for i, u in enumerate(UsageBatch.usage(e.records)):
+                if (u.customer_id, u.metric) == (invoice.customer_id, line["basis"]["metric"]) \
+                        and start + ONE_DAY <= u.occurred_at.replace(tzinfo=None) < end - ONE_DAY:
+                    return n.id, i
     raise AssertionError("no priced usage in the book")
 
 
@@ -250,18 +252,21 @@ def tamper(url: str, position: int, change: Any) -> None:
                    (change(bytes(state)), position))
 
 
-def more_usage(state: bytes) -> bytes:
-    event = json.loads(state)
-    event["quantity"]["_data_"] = str(Decimal(event["quantity"]["_data_"]) + 100_000)
-    return json.dumps(event, separators=(",", ":")).encode()
+def more_usage(index: int) -> Callable[[bytes], bytes]:
+    def change(state: bytes) -> bytes:
+        event = json.loads(state)
+        record = event["records"][index]  # [message id, fingerprint, customer, metric, qty...]
+        record[4] = str(Decimal(record[4]) + 100_000)
+        return json.dumps(event, separators=(",", ":")).encode()
+    return change
 
 
 def test_verify_shows_what_a_tampered_usage_event_changes(url: str) -> None:
     app = BillingApplication(env=store_env(url))
     batches = billing_history(app)
-    position = priced_usage_event(app)
+    position, index = priced_usage_event(app)
     app.close()
-    tamper(url, position, more_usage)
+    tamper(url, position, more_usage(index))
     app = BillingApplication(env=store_env(url))
     try:
         differing = [d for b in batches for d in verify_batch(app, b).differences]

@@ -261,6 +261,22 @@ def test_failed_save_writes_no_meters_and_no_contracts(app: StoreApp) -> None:
     assert app.store.contract_ids(None, 10) == ["ct_a"]
 
 
+def test_received_messages_count_once_and_commit_with_the_events(app: StoreApp) -> None:
+    app.write("n1", messages=[("m-1", "f1"), ("m-2", "f2")],
+              meter_increments=[usage("1", T0 + timedelta(minutes=1), "m-1")])
+    assert app.store.received_messages(["m-2", "m-3", "m-1"]) == {"m-1": "f1", "m-2": "f2"}
+    assert app.store.received_messages([]) == {}
+
+    # An id received before fails the whole save: events, meters and the other ids.
+    with pytest.raises(IntegrityError):
+        app.write("n2", messages=[("m-3", "f3"), ("m-1", "f1")],
+                  meter_increments=[usage("100", T0 + timedelta(minutes=2), "m-3")])
+    with pytest.raises(AggregateNotFoundError):
+        app.repository.get(Note.create_id("n2"))
+    assert app.store.received_messages(["m-3"]) == {}
+    assert read(app).quantity_sum == 1
+
+
 def test_tracking_events_and_meters_commit_together(app: StoreApp) -> None:
     app.write(
         "n1",
