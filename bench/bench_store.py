@@ -13,6 +13,7 @@ The first save of a run inserts the buckets; the repeats update them (ON CONFLIC
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ def increments(events: list[RecordedUsage]) -> list[MeterIncrement]:
 def usage_batch(events: list[RecordedUsage]) -> UsageBatch:
     return UsageBatch([
         usage_record(e.message_id, e.fingerprint, e.customer_id, e.metric, e.quantity,
-                     e.occurred_at, e.properties, e.contract_id)
+                     e.occurred_at, json.dumps(e.properties, sort_keys=True), e.contract_id)
         for e in events
     ])
 

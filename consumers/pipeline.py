@@ -20,8 +20,10 @@ from consumers.messages import (
     PaymentReceived,
     Usage,
     UsageWatermark,
+    canonical_properties,
     fingerprint,
     parse_message,
+    usage_fingerprint,
 )
 from domain.application import BillingApplication, IngestReport
 from domain.commands import (
@@ -42,6 +44,20 @@ DEFAULT_BATCH = 2000
 
 def to_command(message: Message) -> Command:
     """The domain command a validated message asks for."""
+    if type(message) is Usage:  # nearly every message: no dict of common fields
+        properties_json = canonical_properties(message.properties)
+        return RecordUsage(
+            message_id=message.id,
+            message_type=message.type,
+            fingerprint=usage_fingerprint(message, properties_json),
+            occurred_at=message.occurred_at,
+            customer_id=message.customer_id,
+            metric=message.metric,
+            quantity=message.quantity,
+            properties=message.properties,
+            properties_json=properties_json,
+            contract_id=message.contract_id,
+        )
     head: dict[str, Any] = {
         "message_id": message.id,
         "message_type": message.type,
@@ -49,15 +65,6 @@ def to_command(message: Message) -> Command:
         "occurred_at": message.occurred_at,
     }
     match message:
-        case Usage():
-            return RecordUsage(
-                **head,
-                customer_id=message.customer_id,
-                metric=message.metric,
-                quantity=message.quantity,
-                properties=message.properties,
-                contract_id=message.contract_id,
-            )
         case ContractCreated():
             return CreateContract(**head, terms=message.to_terms())
         case ContractAmended():

@@ -348,7 +348,7 @@ class _IngestUnit:
             case RecordUsage():
                 self.usage.append(usage_record(
                     command.message_id, command.fingerprint, command.customer_id, command.metric,
-                    command.quantity, command.occurred_at, command.properties,
+                    command.quantity, command.occurred_at, command.properties_json,
                     command.contract_id,
                 ))
                 self.increments.append(meter_increment(

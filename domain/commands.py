@@ -52,6 +52,7 @@ class RecordUsage(Command):
     metric: str
     quantity: Decimal
     properties: dict[str, Any]
+    properties_json: str  # the properties as canonical JSON (sorted keys), computed once
     contract_id: str | None
 
 

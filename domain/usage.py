@@ -25,6 +25,7 @@ from eventsourcing.utils import get_topic
 
 BUCKET = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
 BILLCYCLE_NS = uuid5(NAMESPACE_URL, "https://billcycle.dev/ids")
 
 
@@ -38,10 +39,13 @@ def usage_batch_id(first_message_id: str) -> UUID:
     return uuid5(BILLCYCLE_NS, f"usage-batch:{first_message_id}")
 
 
+_BUCKET_SECONDS = int(BUCKET.total_seconds())
+
+
 def bucket_start(instant: datetime) -> datetime:
     """The start of the 15-minute UTC bucket holding `instant`."""
-    seconds = int((instant - _EPOCH).total_seconds())
-    return _EPOCH + timedelta(seconds=seconds - seconds % int(BUCKET.total_seconds()))
+    seconds = (instant - _EPOCH) // _ONE_SECOND
+    return _EPOCH + timedelta(seconds=seconds - seconds % _BUCKET_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -148,12 +152,14 @@ def usage_record(
     metric: str,
     quantity: Decimal,
     occurred_at: datetime,
-    properties: dict[str, Any],
+    properties_json: str,
     contract_id: str | None,
 ) -> UsageRecord:
+    """`properties_json`: the properties as JSON text with sorted keys, as the fingerprint
+    has them already."""
     return (
         message_id, fingerprint, customer_id, metric, str(quantity), occurred_at.isoformat(),
-        contract_id or "", _PROPERTIES_JSON.encode(properties),
+        contract_id or "", properties_json,
     )
 
 
@@ -218,13 +224,12 @@ def meter_increment(
     message_id: str,
     properties: dict[str, Any],
 ) -> MeterIncrement:
-    scalars = tuple(
-        sorted(
-            (name, str(value))
-            for name, value in properties.items()
-            if isinstance(value, str | int | bool)
-        )
-    )
+    # Order does not matter: these only become the set of a bucket's unique values.
+    scalars = tuple([
+        (name, value if type(value) is str else str(value))
+        for name, value in properties.items()
+        if isinstance(value, str | int | bool)
+    ])
     return MeterIncrement(
         key=MeterKey(customer_id, metric, contract_id or "", bucket_start(occurred_at)),
         quantity=quantity,
@@ -235,5 +240,3 @@ def meter_increment(
 
 
 _USAGE_BATCH_TOPIC = get_topic(UsageBatch)
-# Sorted keys and no spaces: the same properties give the same text.
-_PROPERTIES_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))

@@ -12,7 +12,12 @@ from consumers.messages.models import (
     Usage,
     UsageWatermark,
 )
-from consumers.messages.parse import fingerprint, parse_message
+from consumers.messages.parse import (
+    canonical_properties,
+    fingerprint,
+    parse_message,
+    usage_fingerprint,
+)
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -26,6 +31,8 @@ __all__ = [
     "PaymentReceived",
     "Usage",
     "UsageWatermark",
+    "canonical_properties",
     "fingerprint",
     "parse_message",
+    "usage_fingerprint",
 ]

@@ -32,14 +32,21 @@ def fingerprint(message: Message) -> str:
     Equal for the same content however it was written: key order, whitespace, "12.5" or
     "12.50", "Z" or "+00:00", a default left out or spelled out. Different for any other value.
     """
-    if type(message) is Usage and not message.model_extra:
-        canonical = _usage_canonical(message)
-    else:
+    if type(message) is Usage:
+        return usage_fingerprint(message, canonical_properties(message.properties))
+    return sha256(_CANONICAL_JSON.encode(message.model_dump()).encode()).hexdigest()
+
+
+def usage_fingerprint(message: Usage, properties_json: str) -> str:
+    """`fingerprint(message)`, given `canonical_properties(message.properties)`."""
+    if message.model_extra:
         canonical = _CANONICAL_JSON.encode(message.model_dump())
+    else:
+        canonical = _usage_canonical(message, properties_json)
     return sha256(canonical.encode()).hexdigest()
 
 
-def _usage_canonical(m: Usage) -> str:
+def _usage_canonical(m: Usage, properties_json: str) -> str:
     """`_CANONICAL_JSON.encode(m.model_dump())`, character for character, written out.
 
     Usage is nearly every message and its fields are fixed: this skips `model_dump` and the
@@ -50,13 +57,14 @@ def _usage_canonical(m: Usage) -> str:
         f'{{"contract_id":{_string(m.contract_id)},"customer_id":{_string(m.customer_id)},'
         f'"id":{_string(m.id)},"metric":{_string(m.metric)},'
         f'"occurred_at":"{m.occurred_at.isoformat()}",'
-        f'"properties":{_properties(m.properties)},'
+        f'"properties":{properties_json},'
         f'"quantity":"{_canonical(m.quantity)}","type":"usage"}}'
     )
 
 
-def _properties(properties: dict[str, Any]) -> str:
-    """`_CANONICAL_JSON.encode(properties)`; written out when every value is a str (usual)."""
+def canonical_properties(properties: dict[str, Any]) -> str:
+    """`_CANONICAL_JSON.encode(properties)`: sorted keys, no spaces, ASCII; written out when
+    every value is a str (usual). Ingest records usage properties in this form too."""
     if all(type(v) is str for v in properties.values()):
         return "{" + ",".join(
             f"{_STRING(k)}:{_STRING(v)}" for k, v in sorted(properties.items())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
+from weakref import WeakSet
 
 # The module, not the class: PERSISTENCE_MODULE=infra.store.postgres must find exactly one
 # factory class here.
@@ -19,13 +20,13 @@ import eventsourcing.postgres as library
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.utils import Environment, EnvType, retry
-from psycopg import Cursor
+from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
 from domain.usage import MeterReading, MeterRequest
-from infra.store.batch import BATCH_KWARG, StoreBatch, require_aware, take_batch
+from infra.store.batch import StoreBatch, require_aware, take_batch
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,15 +76,34 @@ _INSERT_EVENTS = (
     " RETURNING notification_id"
 )
 
-# One statement per table for the whole batch, each column one typed array (see _PgBatch):
-# decimals travel as numeric, exact.
+# A batch's meter rows are copied into these (per session, emptied at each commit or
+# rollback), then upserted into the meters by one statement per table. Decimals travel as
+# numeric: exact.
+_CREATE_STAGES = (
+    "CREATE TEMP TABLE IF NOT EXISTS billcycle_stage_buckets ("
+    " customer_id text, metric text, contract_tag text, bucket_start timestamptz,"
+    " quantity_sum numeric, event_count bigint, quantity_max numeric, latest_at timestamptz,"
+    ' latest_event_id text COLLATE "C", latest_quantity numeric) ON COMMIT DELETE ROWS',
+    "CREATE TEMP TABLE IF NOT EXISTS billcycle_stage_unique ("
+    " customer_id text, metric text, contract_tag text, property text, value text,"
+    " bucket_start timestamptz) ON COMMIT DELETE ROWS",
+)
+_BUCKET_TYPES = ("text", "text", "text", "timestamptz", "numeric", "int8", "numeric",
+                 "timestamptz", "text", "numeric")
+_UNIQUE_TYPES = ("text", "text", "text", "text", "text", "timestamptz")
+_COPY_STAGE_BUCKETS = "COPY billcycle_stage_buckets FROM STDIN (FORMAT BINARY)"
+_COPY_STAGE_UNIQUES = "COPY billcycle_stage_unique FROM STDIN (FORMAT BINARY)"
+# Straight into the table: an id another writer committed meanwhile must fail the transaction.
+_COPY_MESSAGES = (
+    "COPY {schema}.received_messages (message_id, fingerprint) FROM STDIN (FORMAT BINARY)"
+)
+
 _UPSERT_BUCKETS = (
     "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
     " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
     " revision)"
     " SELECT r.*, (SELECT max(notification_id) FROM {schema}.{events})"
-    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::numeric[],"
-    " %s::bigint[], %s::numeric[], %s::timestamptz[], %s::text[], %s::numeric[]) AS r"
+    " FROM billcycle_stage_buckets AS r"
     " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET"
     " quantity_sum = b.quantity_sum + EXCLUDED.quantity_sum,"
     " event_count = b.event_count + EXCLUDED.event_count,"
@@ -97,9 +117,7 @@ _UPSERT_BUCKETS = (
 )
 
 _INSERT_UNIQUES = (
-    "INSERT INTO {schema}.usage_unique"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::timestamptz[])"
+    "INSERT INTO {schema}.usage_unique SELECT * FROM billcycle_stage_unique"
     " ON CONFLICT DO NOTHING"
 )
 
@@ -107,11 +125,6 @@ _INSERT_CONTRACTS = (
     "INSERT INTO {schema}.contract_index"
     " SELECT * FROM unnest(%s::text[], %s::text[])"
     " ON CONFLICT DO NOTHING"
-)
-
-# No ON CONFLICT: an id another writer committed meanwhile must fail the transaction.
-_INSERT_MESSAGES = (
-    "INSERT INTO {schema}.received_messages SELECT * FROM unnest(%s::text[], %s::text[])"
 )
 
 _RECEIVED_MESSAGES = (
@@ -206,7 +219,12 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._upsert_buckets = self._sql(_UPSERT_BUCKETS)
         self._insert_uniques = self._sql(_INSERT_UNIQUES)
         self._insert_contracts = self._sql(_INSERT_CONTRACTS)
-        self._insert_messages = self._sql(_INSERT_MESSAGES)
+        self._create_stages = [self._sql(s) for s in _CREATE_STAGES]
+        self._copy_stage_buckets = self._sql(_COPY_STAGE_BUCKETS)
+        self._copy_stage_uniques = self._sql(_COPY_STAGE_UNIQUES)
+        self._copy_messages = self._sql(_COPY_MESSAGES)
+        # Connections (sessions) whose temp tables exist.
+        self._staged: WeakSet[Connection[DictRow]] = WeakSet()
         self._received_messages = self._sql(_RECEIVED_MESSAGES)
         self._read_meter = self._sql(_READ_METER)
         self._changed_buckets = self._sql(_CHANGED_BUCKETS)
@@ -224,62 +242,71 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
 
     # --- writing ----------------------------------------------------------------------------
 
+    @_retry
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """The library's PostgresProcessRecorder.insert_events, in one transaction without
+        pipeline mode, so that the meter rows and message ids can go in by binary COPY.
+
+        As in the library: the tracking row first (its `_insert_events` hook; a position
+        recorded already fails on its primary key), then the events table locked (EXCLUSIVE,
+        until commit) so that notification ids follow commit order, NOTIFY, and the events
+        inserted (a version taken already fails on the primary key); psycopg's errors become
+        the library's (IntegrityError...) in `get_connection`. Unlike the library's, any
+        failure here, in Python or on the server, rolls the whole transaction back.
+        """
         batch, rest = take_batch(len(stored_events), kwargs)
-        if batch is not None:
-            rest[BATCH_KWARG] = _PgBatch.of(batch)
-        if stored_events:
-            rest[_EVENTS_KWARG] = _event_columns(stored_events)
-        ids = super().insert_events(stored_events, **rest)
-        return cast("Sequence[int] | None", ids)  # the library's retry decorator erases it
+        rows = _PgBatch.of(batch) if batch is not None else None
+        notification_ids: list[int] | None = None
+        with self.datastore.get_connection() as conn, conn.transaction(), \
+                conn.cursor() as curs:
+            self._insert_events(curs, stored_events, **rest)
+            if stored_events:
+                self._lock_table(curs)
+                self._notify_channel(curs)
+                curs.execute(self._insert_events_arrays, _event_columns(stored_events),
+                             binary=True)
+                notification_ids = [row["notification_id"] for row in curs.fetchall()]
+                if rows is not None:
+                    self._write_batch(conn, curs, rows)
+        return notification_ids
 
-    def _insert_stored_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **kwargs: Any,
-    ) -> None:
-        # As the library's PostgresApplicationRecorder does: lock the events table (EXCLUSIVE,
-        # held until commit) so that notification ids follow commit order, notify listeners,
-        # then insert; a version taken already fails on the primary key (IntegrityError at
-        # the library's pipeline sync). Only the insert's parameters differ.
-        columns = kwargs.get(_EVENTS_KWARG)
-        if columns is None:  # not through insert_events: the library's own way
-            super()._insert_stored_events(curs, stored_events, **kwargs)
-        else:
-            self._lock_table(curs)
-            self._notify_channel(curs)
-            curs.execute(self._insert_events_arrays, columns, binary=True)
-        batch = kwargs.get(BATCH_KWARG)
-        if not isinstance(batch, _PgBatch):
-            return
-        # Another cursor: the library reads the new notification ids from `curs` after its
-        # pipeline sync, so `curs` must keep the INSERT's result.
-        with curs.connection.cursor() as side:
-            self._write_batch(side, batch)
-
-    def _write_batch(self, curs: Cursor[DictRow], batch: _PgBatch) -> None:
-        # Beware: the library's insert_events catches any exception raised here and still
-        # COMMITS before re-raising it. A failure on the server aborts the transaction, so
-        # that COMMIT rolls back; a failure in Python would commit the events without the
-        # batch. Hence only columns checked before the transaction are sent (see _PgBatch).
-        #
+    def _write_batch(self, conn: Connection[DictRow], curs: Cursor[DictRow],
+                     batch: _PgBatch) -> None:
         # Each bucket's revision is max(notification_id) of the events table as this same
         # transaction sees it after its own insert. Because the table lock serialises writers
         # until commit, every transaction that committed earlier has lower ids and every one
         # that commits later has higher ids: revisions follow commit order exactly. A reader
         # that has seen revision R and asks for buckets with revision > R can never miss a
         # change that commits later with a lower number; that makes late usage exact.
-        for statement, rows in (
-            (self._upsert_buckets, batch.buckets),
-            (self._insert_uniques, batch.uniques),
-            (self._insert_contracts, batch.contracts),
-            (self._insert_messages, batch.messages),
-        ):
-            if rows is not None:
-                curs.execute(statement, rows, binary=True)
+        #
+        # Rows go by binary COPY (psycopg formats them in C; arrays are dumped element by
+        # element in Python): straight into received_messages, whose primary key must refuse
+        # an id committed meanwhile, and through session temp tables for the upserts.
+        if conn not in self._staged:
+            for statement in self._create_stages:
+                curs.execute(statement)
+            self._staged.add(conn)
+        if batch.buckets:
+            self._copy(curs, self._copy_stage_buckets, _BUCKET_TYPES, batch.buckets)
+            curs.execute(self._upsert_buckets)
+        if batch.uniques:
+            self._copy(curs, self._copy_stage_uniques, _UNIQUE_TYPES, batch.uniques)
+            curs.execute(self._insert_uniques)
+        if batch.messages:
+            self._copy(curs, self._copy_messages, ("text", "text"), batch.messages)
+        if batch.contracts:
+            curs.execute(self._insert_contracts, [list(c) for c in zip(*batch.contracts,
+                                                                      strict=True)])
+
+    @staticmethod
+    def _copy(curs: Cursor[DictRow], statement: Composed, types: Sequence[str],
+              rows: Sequence[Sequence[Any]]) -> None:
+        with curs.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -425,40 +452,31 @@ def _reading(row: Any) -> MeterReading:
     )
 
 
-Columns = tuple[list[Any], ...]
-
-_EVENTS_KWARG = "billcycle_event_columns"
-
-
-def _event_columns(stored_events: Sequence[StoredEvent]) -> Columns:
-    """The stored events as the four arrays of _INSERT_EVENTS, checked before the transaction."""
-    topics = [e.topic for e in stored_events]
-    _check_text(topics)
+def _event_columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    """The stored events as the four arrays of _INSERT_EVENTS."""
     return (
         [e.originator_id for e in stored_events],
         [e.originator_version for e in stored_events],
-        topics,
+        [e.topic for e in stored_events],
         [e.state for e in stored_events],
     )
 
 
+Row = tuple[Any, ...]
+
+
 @dataclass(frozen=True)
 class _PgBatch:
-    """A batch as one list per column and table (None for a table without rows).
+    """A batch as rows for COPY, one list per table, built before the transaction."""
 
-    Built and checked before the transaction, so that nothing is left that can fail in Python
-    while the library's transaction is open (see PostgresBillingRecorder._write_batch):
-    psycopg then only dumps strings, aware datetimes, finite decimals and ints.
-    """
-
-    buckets: Columns | None
-    uniques: Columns | None
-    contracts: Columns | None
-    messages: Columns | None
+    buckets: list[Row]
+    uniques: list[Row]
+    contracts: list[tuple[str, str]]
+    messages: list[tuple[str, str]]
 
     @classmethod
     def of(cls, batch: StoreBatch) -> _PgBatch:
-        buckets = [
+        buckets: list[Row] = [
             (
                 key.customer_id,
                 key.metric,
@@ -473,35 +491,10 @@ class _PgBatch:
             )
             for key, b in batch.buckets.items()
         ]
-        uniques = [
+        uniques: list[Row] = [
             (*row[:5], require_aware(row[5], "bucket_start")) for row in batch.uniques
         ]
-        return cls(
-            _columns(buckets, text=(0, 1, 2, 8)),
-            _columns(uniques, text=(0, 1, 2, 3, 4)),
-            _columns(batch.contracts, text=(0, 1)),
-            _columns(batch.messages, text=(0, 1)),
-        )
-
-
-def _columns(rows: Sequence[Sequence[Any]], text: Sequence[int]) -> Columns | None:
-    if not rows:
-        return None
-    columns = tuple(list(column) for column in zip(*rows, strict=True))
-    for i in text:
-        _check_text(columns[i])
-    return columns
-
-
-def _check_text(values: list[Any]) -> None:
-    """Every value a str that UTF-8 can encode (a lone surrogate cannot be), or ValueError."""
-    joined = "".join(values)  # TypeError for a non-str
-    try:
-        joined.encode()
-    except UnicodeEncodeError as error:
-        raise ValueError(f"text that UTF-8 cannot encode: {error}") from None
-    if "\x00" in joined:
-        raise ValueError("text with a NUL character, which PostgreSQL text cannot hold")
+        return cls(buckets, uniques, batch.contracts, batch.messages)
 
 
 CREATE_TABLES_LOCK = 0x6269_6C6C_6379  # "billcy": the advisory lock key of table creation
