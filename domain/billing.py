@@ -170,17 +170,23 @@ def _periods_to_reconcile(contract: Contract, until: date) -> list[ServicePeriod
 
 
 def _owed_segments(
-    contract: Contract, component_id: str, period: ServicePeriod
+    contract: Contract, component_id: str, window: ServicePeriod | None
 ) -> list[tuple[Segment, BillingTiming]]:
-    """What the terms say is owed for the component in the period, split where terms change."""
-    window = service_window(contract, period)
+    """What the terms say is owed for the component in the days of a period the contract
+    serves (`service_window`), split where terms change."""
     if window is None:
         return []
+    owed = []
+    if len(contract.versions) == 1:  # the common case: one set of terms, one segment
+        component = contract.versions[0].component(component_id)
+        if isinstance(component, SubscriptionComponent):
+            segment = Segment(window.start, window.end, component.amount, component.quantity)
+            owed.append((segment, component.billing_timing))
+        return owed
     cuts = {window.start, window.end}
     cuts.update(
         v.effective_date for v in contract.versions if window.start < v.effective_date < window.end
     )
-    owed = []
     for start, end in pairwise(sorted(cuts)):
         component = contract.terms_on(start).component(component_id)
         if isinstance(component, SubscriptionComponent):
@@ -195,12 +201,15 @@ def _covering(segments: Iterable[Segment], day: date) -> Segment | None:
 
 def _bill_subscriptions(draft: _Draft) -> None:
     contract, cycle_date = draft.contract, draft.ctx.cycle_date
+    component_ids = _subscription_ids(contract)
+    if not component_ids:
+        return
     for period in _periods_to_reconcile(contract, cycle_date):
         window = service_window(contract, period)
-        for component_id in _subscription_ids(contract):
+        for component_id in component_ids:
             key = (component_id, period.start)
             billed = contract.billed.subscriptions.get(key, ())
-            owed = _owed_segments(contract, component_id, period)
+            owed = _owed_segments(contract, component_id, window)
             timing = {s: t for s, t in owed}
             cuts = {period.start, period.end}
             for s in [*billed, *timing]:

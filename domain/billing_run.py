@@ -85,10 +85,19 @@ class BillingRun(Aggregate):
         )
         self.finished_at = None
 
+    def record_outcomes(self, outcomes: list[ContractOutcome]) -> None:
+        # As Contract.record_invoice: the event stores records, and the mutator takes the
+        # outcomes we hold when triggered here rather than parsing them back (replays parse).
+        self._recording = outcomes
+        try:
+            self._outcomes_recorded(outcomes=[o.to_record() for o in outcomes])
+        finally:
+            self.__dict__.pop("_recording", None)
+
     @event("OutcomesRecorded")
-    def record_outcomes(self, outcomes: list[dict[str, Any]]) -> None:
-        for record in outcomes:
-            outcome = ContractOutcome.from_record(record)
+    def _outcomes_recorded(self, outcomes: list[dict[str, Any]]) -> None:
+        local: list[ContractOutcome] | None = self.__dict__.pop("_recording", None)
+        for outcome in local if local is not None else map(ContractOutcome.from_record, outcomes):
             self.outcomes[outcome.contract_id] = outcome
 
     @event("Finished")

@@ -281,7 +281,7 @@ class BillingRuns:
         report = RunReport(batch_id, cycle_date, dry_run, dict(run.outcomes))
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(cycle_date, manifest)
-        total = self._book_size()
+        total = self._book_size() if progress else 0  # a walk of the whole index: only to show
         done = len(run.outcomes)
         for chunk in self._chunks(skip=set(run.outcomes)):
             run = self._settle(run, chunk, ctx, dry_run, report)
@@ -352,7 +352,7 @@ class BillingRuns:
     ) -> BillingRun:
         for _ in range(MAX_CHUNK_ATTEMPTS):
             outcomes, touched, invoices = self._bill_chunk(run, contract_ids, ctx)
-            run.record_outcomes([o.to_record() for o in outcomes])
+            run.record_outcomes(outcomes)
             if dry_run:
                 break
             try:

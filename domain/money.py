@@ -44,9 +44,20 @@ def minor_units(currency: str) -> int:
         ) from None
 
 
+# The quantum of each currency's minor unit (USD 0.01, JPY 1, KWD 0.001), made once.
+_QUANTA: dict[str, Decimal] = {
+    code: Decimal(1).scaleb(-units) for code, units in _MINOR_UNITS.items()
+}
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor units: the only place billcycle rounds money."""
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+    try:
+        quantum = _QUANTA[currency]
+    except KeyError:
+        minor_units(currency)  # raises UnknownCurrency with its explanation
+        raise
+    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def format_money(amount: Decimal, currency: str) -> str:
