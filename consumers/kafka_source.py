@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -33,7 +34,7 @@ from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
 from consumers.outbound import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
-from consumers.pipeline import DEFAULT_BATCH, IngestPipeline
+from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
 from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
 from domain.commands import Origin
 
@@ -283,10 +284,16 @@ class KafkaIngest:
         self._reported = (time.monotonic(), 0)
         self._last_records = time.monotonic()
         self._assignment_changed = time.monotonic()
+        # One writer thread applies batches strictly in order, one at a time, each in its own
+        # transaction with its own position, while this thread polls and parses the next
+        # batch (psycopg lets go of the GIL while the server works).
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         try:
             while not self.patience.stop.is_set():
                 batches = self.patience.call(self.kafka, self._poll, KAFKA_DOWN)
@@ -300,10 +307,20 @@ class KafkaIngest:
                 self._report()
                 if until_caught_up and self._caught_up():
                     break
+            self._drain()
         except Stopped:
             pass
+        finally:
+            # A batch in flight commits or fails as a whole before the consumer goes.
+            self._writer.shutdown(wait=True)
         self._report(force=True)
         return self.stats
+
+    def _drain(self) -> None:
+        """Wait for the batch in flight; its failure is raised here, in the polling thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def lag(self) -> dict[str, int]:
         """Records not yet applied, per owned partition, as far as the last fetch knows."""
@@ -324,6 +341,7 @@ class KafkaIngest:
         the stored positions. The answers update the lag; no answer means one of them is away,
         and waiting for it is said (the Kafka client itself reconnects silently)."""
         self._last_records = time.monotonic()
+        self._drain()
         owned = sorted(self.positions)
         stored = self.patience.call(
             self.store, lambda: stored_positions(self.app, owned), DATABASE_DOWN)
@@ -351,6 +369,7 @@ class KafkaIngest:
         changes = self.rebalances.take()
         if changes:
             self._assignment_changed = time.monotonic()
+            self._drain()  # positions settle only once the batch in flight is done
         for assigned, tps in changes:
             if assigned:
                 added |= tps
@@ -395,21 +414,31 @@ class KafkaIngest:
             return
         fresh = [r for r in records if r.offset >= start]
         for i in range(0, len(fresh), self.batch_size):
-            self._apply(tp, fresh[i:i + self.batch_size])
+            chunk = fresh[i:i + self.batch_size]
+            parsed = parse(self._origins(tp, chunk))  # while the previous batch is written
+            self._drain()
+            assert self._writer is not None
+            self._pending = self._writer.submit(self._apply, tp, chunk, parsed)
 
-    def _apply(self, tp: TopicPartition, records: list[Any]) -> None:
-        """One transaction: the records' effects and the partition's new position."""
+    @staticmethod
+    def _origins(tp: TopicPartition, records: list[Any]) -> list[Origin]:
         source = f"{KAFKA_SOURCE_PREFIX}{partition_label(tp)}"
+        return [
+            Origin(source, f"{OFFSET_PREFIX}{r.offset}", b"" if r.value is None else r.value)
+            for r in records
+        ]
+
+    def _apply(self, tp: TopicPartition, records: list[Any], parsed: Parsed) -> None:
+        """One transaction: the records' effects and the partition's new position.
+
+        Runs on the writer thread, one batch at a time in the order submitted.
+        """
         last = records[-1].offset
         tracking = Tracking(tracking_name(tp), last)
         while True:
-            origins = [
-                Origin(source, f"{OFFSET_PREFIX}{r.offset}", b"" if r.value is None else r.value)
-                for r in records
-            ]
             try:
                 with self.patience.watch(self.store):
-                    report = self.pipeline.process(origins, tracking)
+                    report = self.pipeline.apply(parsed, tracking)
                 break
             except DATABASE_DOWN as error:
                 self.say(f"waiting for {self.store}: {_first_line(error)}")
@@ -425,6 +454,7 @@ class KafkaIngest:
                 self.positions[tp] = max(self.positions[tp], stored + 1)
             if not records:
                 return
+            parsed = parse(self._origins(tp, records))
         self.positions[tp] = last + 1
         self.stats.add(len(records), report)
         keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records} if report.rejected else {}

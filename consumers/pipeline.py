@@ -6,6 +6,7 @@ Files and Kafka both feed `IngestPipeline.process`; only the source of the bytes
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from eventsourcing.persistence import Tracking
@@ -113,14 +114,11 @@ class IngestPipeline:
 
     def process(self, batch: Iterable[Origin], tracking: Tracking | None = None) -> IngestReport:
         """Apply one batch in one transaction (with its source position when given)."""
-        commands: list[tuple[Command, Origin]] = []
-        rejected: list[Rejected] = []
-        for origin in batch:
-            try:
-                commands.append((to_command(parse_message(origin.raw)), origin))
-            except MessageRejected as exc:
-                rejected.append(Rejected(origin, exc.reason, exc.message_id))
-        return self.app.ingest(commands, rejected, tracking)
+        return self.apply(parse(batch), tracking)
+
+    def apply(self, parsed: Parsed, tracking: Tracking | None = None) -> IngestReport:
+        """Apply a parsed batch in one transaction (with its source position when given)."""
+        return self.app.ingest(parsed.commands, parsed.rejected, tracking)
 
     def process_lines(
         self, stream: BinaryIO, source: str, batch_size: int = DEFAULT_BATCH
@@ -130,6 +128,26 @@ class IngestPipeline:
         for batch in _batches(_lines(stream, source), batch_size):
             total.add(self.process(batch))
         return total
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A batch validated and turned into commands; rejected input with its reasons."""
+
+    commands: list[tuple[Command, Origin]]
+    rejected: list[Rejected]
+
+
+def parse(batch: Iterable[Origin]) -> Parsed:
+    """Validate a batch (no database: this can run while another batch is being written)."""
+    commands: list[tuple[Command, Origin]] = []
+    rejected: list[Rejected] = []
+    for origin in batch:
+        try:
+            commands.append((to_command(parse_message(origin.raw)), origin))
+        except MessageRejected as exc:
+            rejected.append(Rejected(origin, exc.reason, exc.message_id))
+    return Parsed(commands, rejected)
 
 
 def _lines(stream: BinaryIO, source: str) -> Iterator[Origin]:
