@@ -191,6 +191,12 @@ class RecordedUsage:
         )
 
 
+# Before usage was batched, each usage message was one `UsageEvent` aggregate whose
+# `Recorded` event held the message's fields (message_id, fingerprint, customer_id, metric,
+# quantity, occurred_at, properties, contract_id). Stores written then still hold them.
+LEGACY_USAGE_EVENT_TOPIC = "domain.usage:UsageEvent.Recorded"
+
+
 class UsageBatch(Aggregate):
     """The usage messages one ingest batch accepted, recorded once, in message order."""
 

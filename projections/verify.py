@@ -39,11 +39,13 @@ from domain.inbox import UsageWatermarks
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
 from domain.usage import (
+    LEGACY_USAGE_EVENT_TOPIC,
     MeterBucket,
     MeterIncrement,
     MeterReading,
     MeterRequest,
     UsageBatch,
+    meter_increment,
 )
 from infra.store.batch import exact_decimals
 from projections.projection import event_class, topics
@@ -263,9 +265,13 @@ class _LogAsOf:
     def meters(self, position: int, customers: set[str]) -> _Meters:
         """The usage of these customers logged at or before `position`."""
         meters = _Meters()
-        for n in self._notifications(topics(RECORDED)):
+        for n in self._notifications([*topics(RECORDED), LEGACY_USAGE_EVENT_TOPIC]):
             if n.id > position:
                 break
+            if n.topic == LEGACY_USAGE_EVENT_TOPIC:
+                if (increment := self._legacy_increment(n, customers)) is not None:
+                    meters.add(n.id, increment)
+                continue
             e: Any = self.app.mapper.to_domain_event(n)
             # Records are [message id, fingerprint, customer id, ...]: others' usage is
             # skipped before it is decoded.
@@ -273,6 +279,14 @@ class _LogAsOf:
             for usage in UsageBatch.usage(mine):
                 meters.add(n.id, usage.increment())
         return meters
+
+    def _legacy_increment(self, n: Any, customers: set[str]) -> MeterIncrement | None:
+        """The increment of a usage message stored before usage was batched (no class now)."""
+        u = self.app.mapper.transcoder.decode(n.state)
+        if u["customer_id"] not in customers:
+            return None
+        return meter_increment(u["customer_id"], u["metric"], u["contract_id"], u["quantity"],
+                               u["occurred_at"], u["message_id"], u["properties"])
 
 
 def _replay(events: Sequence[tuple[int, Any]], position: int) -> list[Aggregate]:

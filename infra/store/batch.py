@@ -17,7 +17,16 @@ from datetime import UTC, datetime
 from decimal import MAX_PREC, localcontext
 from typing import Any
 
-from domain.usage import MeterBucket, MeterIncrement, MeterKey, fold_increments
+from eventsourcing.utils import get_topic
+
+from domain.inbox import MessageReceipt
+from domain.usage import (
+    LEGACY_USAGE_EVENT_TOPIC,
+    MeterBucket,
+    MeterIncrement,
+    MeterKey,
+    fold_increments,
+)
 
 # The kwarg under which a recorder's prepared batch travels from its insert_events to its
 # insert hooks inside the transaction.
@@ -47,6 +56,14 @@ def require_aware(instant: datetime, what: str) -> datetime:
 def utc_text(instant: datetime, what: str) -> str:
     """Fixed-width ISO-8601 in UTC with microseconds: equal width makes text order time order."""
     return require_aware(instant, what).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+# The events that held every received message id (with its fingerprint) before the
+# received_messages table existed: each usage message's UsageEvent and every other message's
+# receipt. The stores copy them into the table once.
+LEGACY_RECEIPT_TOPICS_SQL = ", ".join(
+    f"'{topic}'" for topic in (LEGACY_USAGE_EVENT_TOPIC, f"{get_topic(MessageReceipt)}.Received")
+)
 
 
 @dataclass(frozen=True)

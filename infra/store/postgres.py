@@ -26,7 +26,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
 from domain.usage import MeterReading, MeterRequest
-from infra.store.batch import StoreBatch, require_aware, take_batch
+from infra.store.batch import LEGACY_RECEIPT_TOPICS_SQL, StoreBatch, require_aware, take_batch
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,6 +59,16 @@ _CREATE_TABLES = (
     # reads it, and its primary key makes an id count once ever.
     "CREATE TABLE IF NOT EXISTS {schema}.received_messages ("
     " message_id text PRIMARY KEY, fingerprint text NOT NULL)",
+    # A store written before usage was batched keeps its message ids in the log only (one
+    # UsageEvent or MessageReceipt per message): copied here while the table is empty, so an
+    # old id sent again is still a duplicate. Once it has rows the NOT EXISTS is a one-time
+    # false filter and nothing is scanned.
+    "INSERT INTO {schema}.received_messages"
+    " SELECT s ->> 'message_id', s ->> 'fingerprint'"
+    " FROM (SELECT convert_from(state, 'UTF8')::jsonb AS s FROM {schema}.{events}"
+    "  WHERE topic IN (" + LEGACY_RECEIPT_TOPICS_SQL + ")"
+    "  AND NOT EXISTS (SELECT FROM {schema}.received_messages)) legacy"
+    " ON CONFLICT DO NOTHING",
     "CREATE TABLE IF NOT EXISTS {schema}.contract_index ("
     ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"

@@ -25,7 +25,14 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 
 from domain.ports import BillingStore
 from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
-from infra.store.batch import BATCH_KWARG, StoreBatch, exact_decimals, take_batch, utc_text
+from infra.store.batch import (
+    BATCH_KWARG,
+    LEGACY_RECEIPT_TOPICS_SQL,
+    StoreBatch,
+    exact_decimals,
+    take_batch,
+    utc_text,
+)
 
 _CREATE_TABLES = (
     "CREATE TABLE IF NOT EXISTS usage_buckets ("
@@ -46,6 +53,13 @@ _CREATE_TABLES = (
     # reads it, and its primary key makes an id count once ever.
     "CREATE TABLE IF NOT EXISTS received_messages ("
     " message_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL) WITHOUT ROWID",
+    # As on PostgreSQL (infra/store/postgres.py): message ids of a store written before usage
+    # was batched, copied from the log while the table is empty.
+    "INSERT OR IGNORE INTO received_messages"
+    " SELECT json_extract(CAST(state AS TEXT), '$.message_id'),"
+    " json_extract(CAST(state AS TEXT), '$.fingerprint')"
+    " FROM stored_events WHERE topic IN (" + LEGACY_RECEIPT_TOPICS_SQL + ")"
+    " AND NOT EXISTS (SELECT 1 FROM received_messages)",
     "CREATE TABLE IF NOT EXISTS contract_index ("
     " contract_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"

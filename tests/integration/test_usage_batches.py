@@ -8,14 +8,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
+from consumers.messages import fingerprint, parse_message
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
-from domain.usage import UsageBatch, usage_batch_id
+from domain.inbox import MessageReceipt
+from domain.usage import LEGACY_USAGE_EVENT_TOPIC, UsageBatch, usage_batch_id
 from infra.store.url import store_env
 from projections.projection import event_class, topics
+from projections.verify import _LogAsOf
 
 RECORDED = topics(event_class(UsageBatch, "Recorded"))[0]
 
@@ -39,7 +45,7 @@ def lines(*messages: dict[str, Any]) -> io.BytesIO:
 def app(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[BillingApplication]:
     url = (f"sqlite:///{tmp_path / 'u.db'}" if request.param == "sqlite"
            else cast(str, request.getfixturevalue("fresh_pg_url")))
-    application = BillingApplication(env=store_env(url))
+    application = BillingApplication(env={**store_env(url), "BILLCYCLE_TEST_URL": url})
     yield application
     application.close()
 
@@ -89,3 +95,49 @@ def test_a_batch_with_no_new_usage_records_no_usage_event(app: BillingApplicatio
     report = pipeline.process_lines(lines(usage("u-1"), watermark("w-1")), "second")
     assert (report.accepted, report.duplicates) == (1, 1)
     assert len(batches(app)) == 1
+
+
+def test_a_store_written_before_usage_was_batched_still_knows_its_message_ids(
+    app: BillingApplication,
+) -> None:
+    # Before UsageBatch, each usage message was a UsageEvent and each other message left a
+    # MessageReceipt; their ids were in the log only. Write such a log by hand.
+    old_usage, old_watermark = usage("u-old", "3"), watermark("w-old")
+    legacy = [
+        (LEGACY_USAGE_EVENT_TOPIC, {
+            "message_id": "u-old", "fingerprint": fingerprint_of(old_usage),
+            "customer_id": "cus_1", "metric": "api_calls", "quantity": Decimal(3),
+            "occurred_at": datetime(2026, 10, 3, 10, tzinfo=UTC),
+            "properties": old_usage["properties"], "contract_id": None,
+            "timestamp": datetime(2026, 10, 3, 11, tzinfo=UTC)}),
+        (f"{get_topic(MessageReceipt)}.Received", {
+            "message_id": "w-old", "message_type": "usage.watermark",
+            "fingerprint": fingerprint_of(old_watermark),
+            "timestamp": datetime(2026, 10, 4, 1, tzinfo=UTC)}),
+    ]
+    app.recorder.insert_events([
+        StoredEvent(uuid4(), 1, topic, app.mapper.transcoder.encode(state))
+        for topic, state in legacy])
+    url = app.env["BILLCYCLE_TEST_URL"]
+    app.close()
+
+    reopened = BillingApplication(env=store_env(url))  # opening copies the ids, once
+    try:
+        report = IngestPipeline(reopened).process_lines(
+            lines(old_usage, old_watermark, usage("u-old", "4"), usage("u-new")), "again")
+        assert (report.accepted, report.duplicates) == (1, 2)
+        assert [(r.message_id, "conflicting duplicate" in r.reason)
+                for r in report.rejected] == [("u-old", True)]
+
+        # batch verify rebuilds usage from the log: the old event's usage counts too.
+        end = reopened.store.max_notification_id()
+        usage_in_log = _LogAsOf(reopened, end).meters(end, {"cus_1"}).read_meter(
+            "cus_1", "api_calls", [""], datetime(2026, 10, 1, tzinfo=UTC),
+            datetime(2026, 11, 1, tzinfo=UTC), "user")
+        assert (usage_in_log.quantity_sum, usage_in_log.unique_count) == (Decimal(4), 2)
+    finally:
+        reopened.close()
+
+
+def fingerprint_of(message: dict[str, Any]) -> str:
+    return fingerprint(parse_message(json.dumps(message).encode()))
