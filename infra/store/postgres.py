@@ -77,12 +77,13 @@ _CREATE_TABLES = (
 
 _LATER = "(EXCLUDED.latest_at, EXCLUDED.latest_event_id) > (b.latest_at, b.latest_event_id)"
 
-# The stored events as four plain arrays, which psycopg sends in binary from C; the library's
-# array of composites is built and escaped in Python. RETURNING keeps the rows' order, as the
+# The stored events as four plain arrays, sent in binary (%b: psycopg's C dumpers; with %s it
+# builds text arrays, escaping each element in Python); the library's array of composites is
+# built and escaped in Python. RETURNING keeps the rows' order, as the
 # library's own unnest does.
 _INSERT_EVENTS = (
     "INSERT INTO {schema}.{events} (originator_id, originator_version, topic, state)"
-    " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
+    " SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"
     " RETURNING notification_id"
 )
 
@@ -133,13 +134,13 @@ _INSERT_UNIQUES = (
 
 _INSERT_CONTRACTS = (
     "INSERT INTO {schema}.contract_index"
-    " SELECT * FROM unnest(%s::text[], %s::text[])"
+    " SELECT * FROM unnest(%b::text[], %b::text[])"
     " ON CONFLICT DO NOTHING"
 )
 
 _RECEIVED_MESSAGES = (
     "SELECT message_id, fingerprint FROM {schema}.received_messages"
-    " WHERE message_id = ANY(%s::text[])"
+    " WHERE message_id = ANY(%b::text[])"
 )
 
 _BUCKETS_WHERE = (
