@@ -47,17 +47,11 @@ def to_command(message: Message) -> Command:
     """The domain command a validated message asks for."""
     if type(message) is Usage:  # nearly every message: no dict of common fields
         properties_json = canonical_properties(message.properties)
+        # Positional (the field order of RecordUsage): keywords cost a third more, per message.
         return RecordUsage(
-            message_id=message.id,
-            message_type=message.type,
-            fingerprint=usage_fingerprint(message, properties_json),
-            occurred_at=message.occurred_at,
-            customer_id=message.customer_id,
-            metric=message.metric,
-            quantity=message.quantity,
-            properties=message.properties,
-            properties_json=properties_json,
-            contract_id=message.contract_id,
+            message.id, message.type, usage_fingerprint(message, properties_json),
+            message.occurred_at, message.customer_id, message.metric, message.quantity,
+            message.properties, properties_json, message.contract_id,
         )
     head: dict[str, Any] = {
         "message_id": message.id,

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -185,7 +184,7 @@ def test_naive_times_are_refused(app: StoreApp) -> None:
     # The database would read a naive time in whatever zone it assumes.
     with pytest.raises(ValueError, match="no timezone"):
         read(app, T0.replace(tzinfo=None))
-    naive = replace(usage("1", T0, "e1"), occurred_at=T0.replace(tzinfo=None))
+    naive = usage("1", T0, "e1")._replace(occurred_at=T0.replace(tzinfo=None))
     with pytest.raises(ValueError, match="no timezone"):
         app.write("n1", meter_increments=[naive])
     assert app.store.max_notification_id() is None
