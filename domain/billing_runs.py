@@ -76,12 +76,13 @@ class RunReport:
     drafts: list[Invoice] = field(default_factory=list)  # dry run only
     warnings: list[str] = field(default_factory=list)
 
-    def add(self, invoice: Invoice) -> None:
+    def add(self, issued: Any) -> None:
+        """An invoice issued (or drafted), given as its `InvoiceIssued` event."""
         self.invoices.append(IssuedInvoice(
-            str(invoice.id), invoice.number, invoice.contract_id, invoice.document_type,
-            invoice.currency, invoice.total))
+            str(issued.originator_id), issued.number, issued.contract_id, issued.document_type,
+            issued.currency, issued.total))
         if self.dry_run:
-            self.drafts.append(invoice)
+            self.drafts.append(issued.mutate(None))
 
     def counts(self) -> dict[str, int]:
         counts = {o.value: 0 for o in Outcome}
@@ -351,12 +352,15 @@ class BillingRuns:
         report: RunReport,
     ) -> BillingRun:
         for _ in range(MAX_CHUNK_ATTEMPTS):
-            outcomes, touched, invoices = self._bill_chunk(run, contract_ids, ctx)
+            outcomes, touched, events, invoices = self._bill_chunk(run, contract_ids, ctx)
             run.record_outcomes(outcomes)
             if dry_run:
                 break
             try:
-                self.app.save_tracked(*touched, run, tracking=None)
+                # The events in the order the aggregates made them (the run's last); the
+                # aggregates are given too, for their snapshots.
+                self.app.save_tracked(*touched, run, tracking=None,
+                                      events=[*events, *run.collect_events()])
             except IntegrityError:
                 self._numbering = None
                 # A little random wait, so two runs racing for the numbers stop colliding.
@@ -381,7 +385,12 @@ class BillingRuns:
 
     def _bill_chunk(
         self, run: BillingRun, contract_ids: list[str], ctx: BillingContext
-    ) -> tuple[list[ContractOutcome], list[Aggregate], list[Invoice]]:
+    ) -> tuple[list[ContractOutcome], list[Aggregate], list[Any], list[Any]]:
+        """Decide a chunk: its outcomes, the aggregates it changed, their new events in order
+        (already collected from them) and the `InvoiceIssued` events among those.
+
+        An invoice is stored as its event alone: nothing in the run reads the aggregate.
+        """
         contracts = self.app.contracts(contract_ids)
         siblings = self._siblings(list(contracts.values()))
         reads = MeterReads(self.app.store)
@@ -400,7 +409,8 @@ class BillingRuns:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
         due = [(cid, d) for cid, d in decided if isinstance(d, InvoiceDue)]
         touched: list[Aggregate] = []
-        invoices: list[Invoice] = []
+        events: list[Any] = []
+        invoices: list[Any] = []
         numbers: list[str] = []
         if due:
             numbering = self._numbering or (
@@ -409,6 +419,7 @@ class BillingRuns:
             self._numbering = numbering
             numbers = numbering.allocate(len(due), run.batch_id)
             touched.append(numbering)
+            events.extend(numbering.collect_events())
         issued = dict(zip([cid for cid, _ in due], numbers, strict=True))
         outcomes: list[ContractOutcome] = []
         for cid, decision in decided:
@@ -418,16 +429,18 @@ class BillingRuns:
             contract = contracts[cid]
             invoice = self._issue(contract, decision, issued[cid], run)
             contract.record_invoice(
-                invoice_id=invoice.id, number=invoice.number, batch_id=run.batch_id,
+                invoice_id=invoice.originator_id, number=invoice.number, batch_id=run.batch_id,
                 settlement=decision.settlement,
             )
-            touched.extend([contract, invoice])
+            events.extend(contract.collect_events())
+            events.append(invoice)
             invoices.append(invoice)
             outcomes.append(ContractOutcome(
-                cid, Outcome.INVOICED, invoice_id=str(invoice.id), number=invoice.number,
-                total=format_money(invoice.total, invoice.currency), currency=invoice.currency,
+                cid, Outcome.INVOICED, invoice_id=str(invoice.originator_id),
+                number=invoice.number, total=format_money(invoice.total, invoice.currency),
+                currency=invoice.currency,
             ))
-        return outcomes, touched, invoices
+        return outcomes, touched, events, invoices
 
     def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
         """For each contract, the customer's other contracts (they may share usage)."""
@@ -444,10 +457,10 @@ class BillingRuns:
             for c in contracts if c.contract_id in shared
         }
 
-    def _issue(self, contract: Contract, due: InvoiceDue, number: str, run: BillingRun) -> Invoice:
+    def _issue(self, contract: Contract, due: InvoiceDue, number: str, run: BillingRun) -> Any:
         lines = list(due.lines)
         total = due.total
-        return Invoice(
+        return Invoice.issued(
             number=number,
             batch_id=run.batch_id,
             cycle_date=run.cycle_date,

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from domain.money import ZERO
 from domain.usage import BILLCYCLE_NS
@@ -66,6 +67,46 @@ class Invoice(Aggregate):
         self.contract_version = contract_version
         self.payments: dict[str, Decimal] = {}
 
+    @classmethod
+    def issued(
+        cls,
+        number: str,
+        batch_id: str,
+        cycle_date: date,
+        contract_id: str,
+        customer_id: str,
+        currency: str,
+        issue_date: date,
+        due_date: date,
+        document_type: str,
+        lines: list[dict[str, Any]],
+        subtotals: dict[str, Decimal],
+        total: Decimal,
+        contract_version: int,
+    ) -> Any:
+        """The `InvoiceIssued` event alone, as `Invoice(...)` would record it, without building
+        the aggregate: a billing run only stores the event. `event.mutate(None)` is the
+        invoice."""
+        return cls.InvoiceIssued(  # type: ignore[attr-defined]
+            originator_topic=_INVOICE_TOPIC,
+            originator_id=invoice_aggregate_id(number),
+            originator_version=cls.INITIAL_VERSION,
+            timestamp=cls.InvoiceIssued.create_timestamp(),  # type: ignore[attr-defined]
+            number=number,
+            batch_id=batch_id,
+            cycle_date=cycle_date,
+            contract_id=contract_id,
+            customer_id=customer_id,
+            currency=currency,
+            issue_date=issue_date,
+            due_date=due_date,
+            document_type=document_type,
+            lines=lines,
+            subtotals=subtotals,
+            total=total,
+            contract_version=contract_version,
+        )
+
     @property
     def paid(self) -> Decimal:
         return sum(self.payments.values(), ZERO)
@@ -93,6 +134,8 @@ class Invoice(Aggregate):
     ) -> None:
         self.payments[payment_id] = amount
 
+
+_INVOICE_TOPIC = get_topic(Invoice)
 
 INVOICE_NUMBERS_ID = uuid5(BILLCYCLE_NS, "invoice-numbers")
 
