@@ -112,7 +112,9 @@ class Patience:
         self.first = first
         self.longest = longest
         self.slow = slow
-        self._current: tuple[str, float] | None = None
+        # What each thread is waiting for, and since when: the polling thread waits on Kafka
+        # while the writer thread waits on the database.
+        self._current: dict[int, tuple[str, float]] = {}
         self._watcher: threading.Thread | None = None
 
     def call(self, what: str, step: Callable[[], T], transient: tuple[type[Exception], ...]) -> T:
@@ -142,21 +144,23 @@ class Patience:
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="patience", daemon=True)
             self._watcher.start()
-        self._current = (what, time.monotonic())
+        thread = threading.get_ident()
+        self._current[thread] = (what, time.monotonic())
         try:
             yield
         finally:
-            self._current = None
+            del self._current[thread]
 
     def _watch(self) -> None:
-        said, said_at = None, 0.0
+        said: dict[tuple[str, float], float] = {}  # each wait named, and when it was last said
         while not self.stop.wait(self.slow / 5):
-            current, now = self._current, time.monotonic()
-            if current is None or now - current[1] < self.slow:
-                continue
-            if current != said or now - said_at >= self.slow:
-                self.say(f"waiting for {current[0]}: no answer for {now - current[1]:.0f}s")
-                said, said_at = current, now
+            now = time.monotonic()
+            waits = [w for w in list(self._current.values()) if now - w[1] >= self.slow]
+            said = {w: at for w, at in said.items() if w in waits}
+            for wait in waits:
+                if now - said.get(wait, wait[1]) >= self.slow:
+                    self.say(f"waiting for {wait[0]}: no answer for {now - wait[1]:.0f}s")
+                    said[wait] = now
 
 
 def _first_line(error: BaseException) -> str:
