@@ -34,7 +34,7 @@ class InvoiceLine:
     def to_record(self) -> dict[str, Any]:
         return {
             "component_id": self.component_id,
-            "kind": self.kind.value,
+            "kind": self.kind._value_,  # the plain attribute: `.value` is a descriptor call
             "description": self.description,
             "quantity": str(self.quantity),
             "unit_amount": None if self.unit_amount is None else str(self.unit_amount),
@@ -59,11 +59,14 @@ class InvoiceLine:
         )
 
 
+_KINDS = tuple(LineKind)  # iterating the enum class itself is slow
+
+
 def subtotals(lines: list[InvoiceLine]) -> dict[str, Decimal]:
     """Subtotal per line kind, in the fixed order of LineKind, omitting kinds with no line."""
-    totals: dict[str, Decimal] = {}
-    for kind in LineKind:
-        amounts = [line.amount for line in lines if line.kind is kind]
-        if amounts:
-            totals[kind.value] = sum(amounts, Decimal(0))
-    return totals
+    amounts: dict[LineKind, list[Decimal]] = {}
+    for line in lines:  # one pass; each kind's amounts in line order, summed as before
+        amounts.setdefault(line.kind, []).append(line.amount)
+    return {
+        kind.value: sum(amounts[kind], Decimal(0)) for kind in _KINDS if kind in amounts
+    }
