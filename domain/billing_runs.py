@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -241,6 +242,26 @@ def plan(contract: Contract, ctx: BillingContext, usage: UsageReader) -> None:
         plan_usage_reads(contract, ctx, usage)
 
 
+@dataclass
+class _Decided:
+    """A chunk's contracts and what is due from each, before numbers are taken."""
+
+    contract_ids: list[str]
+    contracts: dict[str, Contract]
+    decided: list[tuple[str, ContractOutcome | InvoiceDue]]
+
+
+@dataclass
+class _Saving:
+    """A chunk whose save is in flight, with what the report takes once it has committed."""
+
+    contract_ids: list[str]
+    run: BillingRun
+    future: Future[None]
+    outcomes: list[ContractOutcome]
+    invoices: list[Any]
+
+
 class BillingRuns:
     """Runs, resumes and retries billing runs on a billing application."""
 
@@ -284,11 +305,34 @@ class BillingRuns:
         ctx = self._context(cycle_date, manifest)
         total = self._book_size() if progress else 0  # a walk of the whole index: only to show
         done = len(run.outcomes)
-        for chunk in self._chunks(skip=set(run.outcomes)):
-            run = self._settle(run, chunk, ctx, dry_run, report)
-            done += len(chunk)
-            if progress:
-                progress(min(done, total), total)
+        chunks = self._chunks(skip=set(run.outcomes))
+        if dry_run:
+            for chunk in chunks:
+                run = self._settle(run, chunk, ctx, dry_run, report)
+                done += len(chunk)
+                if progress:
+                    progress(min(done, total), total)
+            return self._finish(run, report, dry_run)
+        # A chunk's save is written by a thread while the next chunk is decided (contracts
+        # read, meters read, billing rules). Deciding depends on nothing the save writes: the
+        # chunks' contracts are disjoint and a run never changes terms or meters. Numbers and
+        # the run's outcomes are taken only once the save before has committed, and a save
+        # refused by another writer is settled again, alone, exactly as before.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="billing-save") as writer:
+            saving: _Saving | None = None
+            for chunk in chunks:
+                decided = self._decide_chunk(chunk, ctx)
+                if saving is not None:
+                    run = self._saved(saving, ctx, report)
+                    done += len(saving.contract_ids)
+                    if progress:
+                        progress(min(done, total), total)
+                saving = self._save_async(writer, run, decided)
+            if saving is not None:
+                run = self._saved(saving, ctx, report)
+                done += len(saving.contract_ids)
+                if progress:
+                    progress(min(done, total), total)
         return self._finish(run, report, dry_run)
 
     def retry(self, batch_id: str, progress: Progress | None = None) -> RunReport:
@@ -383,6 +427,33 @@ class BillingRuns:
             report.add(invoice)
         return run
 
+    def _save_async(
+        self, writer: ThreadPoolExecutor, run: BillingRun, decided: _Decided
+    ) -> _Saving:
+        """Issue a decided chunk and hand its save to the writer thread."""
+        outcomes, touched, events, invoices = self._issue_chunk(run, decided)
+        run.record_outcomes(outcomes)
+        future = writer.submit(self.app.save_tracked, *touched, run, tracking=None,
+                               events=[*events, *run.collect_events()])
+        return _Saving(decided.contract_ids, run, future, outcomes, invoices)
+
+    def _saved(self, saving: _Saving, ctx: BillingContext, report: RunReport) -> BillingRun:
+        """Wait for a chunk's save; if another writer refused it, settle the chunk again."""
+        try:
+            saving.future.result()
+        except IntegrityError:
+            self._numbering = None
+            time.sleep(random.uniform(0, 0.05))
+            run: BillingRun = self.app.repository.get(saving.run.id)
+            contract_ids = [cid for cid in saving.contract_ids if cid not in run.outcomes
+                            or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
+            return self._settle(run, contract_ids, ctx, False, report) if contract_ids else run
+        for o in saving.outcomes:
+            report.outcomes[o.contract_id] = o
+        for invoice in saving.invoices:
+            report.add(invoice)
+        return saving.run
+
     def _bill_chunk(
         self, run: BillingRun, contract_ids: list[str], ctx: BillingContext
     ) -> tuple[list[ContractOutcome], list[Aggregate], list[Any], list[Any]]:
@@ -391,6 +462,10 @@ class BillingRuns:
 
         An invoice is stored as its event alone: nothing in the run reads the aggregate.
         """
+        return self._issue_chunk(run, self._decide_chunk(contract_ids, ctx))
+
+    def _decide_chunk(self, contract_ids: list[str], ctx: BillingContext) -> _Decided:
+        """What is due from each contract of a chunk (no numbers taken, nothing changed)."""
         contracts = self.app.contracts(contract_ids)
         siblings = self._siblings(list(contracts.values()))
         reads = MeterReads(self.app.store)
@@ -407,6 +482,13 @@ class BillingRuns:
                                                      reason="contract is indexed but not stored")))
             else:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
+        return _Decided(contract_ids, contracts, decided)
+
+    def _issue_chunk(
+        self, run: BillingRun, chunk: _Decided
+    ) -> tuple[list[ContractOutcome], list[Aggregate], list[Any], list[Any]]:
+        """Number and issue a decided chunk's invoices and settle its contracts."""
+        contracts, decided = chunk.contracts, chunk.decided
         due = [(cid, d) for cid, d in decided if isinstance(d, InvoiceDue)]
         touched: list[Aggregate] = []
         events: list[Any] = []
