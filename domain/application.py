@@ -349,7 +349,7 @@ class _IngestUnit:
                 self.usage.append(usage_record(
                     command.message_id, command.fingerprint, command.customer_id, command.metric,
                     command.quantity, command.occurred_at, command.properties_json,
-                    command.contract_id,
+                    command.contract_id, command.occurred_at_iso,
                 ))
                 self.increments.append(meter_increment(
                     command.customer_id, command.metric, command.contract_id, command.quantity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.terms import Component, ContractTerms
 
@@ -54,6 +54,7 @@ class RecordUsage(Command):
     properties: dict[str, Any]
     properties_json: str  # the properties as canonical JSON (sorted keys), computed once
     contract_id: str | None
+    occurred_at_iso: str = ""  # occurred_at.isoformat(), when computed already (fingerprint)
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,11 @@ class ReceivePayment(Command):
     currency: str
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a message came from: its source, its position there and its original bytes."""
+class Origin(NamedTuple):
+    """Where a message came from: its source, its position there and its original bytes.
+
+    A NamedTuple, not a frozen dataclass: one is built per message received, and a tuple is
+    built in C."""
 
     source: str  # e.g. "file:usage.jsonl" or "kafka:billing.usage/2"
     position: str  # e.g. "line 17" or "offset 4211"

@@ -171,12 +171,14 @@ def usage_record(
     occurred_at: datetime,
     properties_json: str,
     contract_id: str | None,
+    occurred_at_iso: str = "",
 ) -> UsageRecord:
     """`properties_json`: the properties as JSON text with sorted keys, as the fingerprint
-    has them already."""
+    has them already; `occurred_at_iso`: `occurred_at.isoformat()` if the caller has it
+    (an aware datetime's isoformat costs about 2 us, per message)."""
     return (
-        message_id, fingerprint, customer_id, metric, str(quantity), occurred_at.isoformat(),
-        contract_id or "", properties_json,
+        message_id, fingerprint, customer_id, metric, str(quantity),
+        occurred_at_iso or occurred_at.isoformat(), contract_id or "", properties_json,
     )
 
 

@@ -37,16 +37,19 @@ def fingerprint(message: Message) -> str:
     return sha256(_CANONICAL_JSON.encode(message.model_dump()).encode()).hexdigest()
 
 
-def usage_fingerprint(message: Usage, properties_json: str) -> str:
-    """`fingerprint(message)`, given `canonical_properties(message.properties)`."""
+def usage_fingerprint(message: Usage, properties_json: str, occurred_at_iso: str = "") -> str:
+    """`fingerprint(message)`, given `canonical_properties(message.properties)` (and
+    `message.occurred_at.isoformat()` if the caller has it)."""
     if message.model_extra:
         canonical = _CANONICAL_JSON.encode(message.model_dump())
     else:
-        canonical = _usage_canonical(message, properties_json)
+        canonical = _usage_canonical(
+            message, properties_json, occurred_at_iso or message.occurred_at.isoformat()
+        )
     return sha256(canonical.encode()).hexdigest()
 
 
-def _usage_canonical(m: Usage, properties_json: str) -> str:
+def _usage_canonical(m: Usage, properties_json: str, occurred_at_iso: str) -> str:
     """`_CANONICAL_JSON.encode(m.model_dump())`, character for character, written out.
 
     Usage is nearly every message and its fields are fixed: this skips `model_dump` and the
@@ -56,7 +59,7 @@ def _usage_canonical(m: Usage, properties_json: str) -> str:
     return (
         f'{{"contract_id":{_string(m.contract_id)},"customer_id":{_string(m.customer_id)},'
         f'"id":{_string(m.id)},"metric":{_string(m.metric)},'
-        f'"occurred_at":"{m.occurred_at.isoformat()}",'
+        f'"occurred_at":"{occurred_at_iso}",'
         f'"properties":{properties_json},'
         f'"quantity":"{_canonical(m.quantity)}","type":"usage"}}'
     )

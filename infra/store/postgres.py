@@ -502,9 +502,8 @@ class _PgBatch:
             )
             for key, b in batch.buckets.items()
         ]
-        uniques: list[Row] = [
-            (*row[:5], require_aware(row[5], "bucket_start")) for row in batch.uniques
-        ]
+        # Each unique row's bucket_start is the bucket_start of one of the keys checked above.
+        uniques: list[Row] = list(batch.uniques)
         return cls(buckets, uniques, batch.contracts, batch.messages)
 
 
