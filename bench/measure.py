@@ -55,8 +55,8 @@ def run_child(
     check: bool = True,
 ) -> Child:
     """Run `command` to completion and measure it; stdout is kept, stderr goes to `log`."""
-    servers = {name: pid for name, pid in (servers or {}).items() if pid}
-    before = {name: process_tree_cpu(pid) for name, pid in servers.items()}
+    running: dict[str, int] = {name: pid for name, pid in (servers or {}).items() if pid}
+    before = {name: process_tree_cpu(pid) for name, pid in running.items()}
     load = os.getloadavg()[0]
     with tempfile.TemporaryFile() as out, open(log or os.devnull, "ab") as err:
         started = time.perf_counter()
@@ -74,7 +74,7 @@ def run_child(
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
         peak_rss=peak.bytes,
-        servers_cpu={name: process_tree_cpu(pid) - before[name] for name, pid in servers.items()},
+        servers_cpu={name: process_tree_cpu(pid) - before[name] for name, pid in running.items()},
         load=load,
         stdout=stdout,
     )
@@ -154,7 +154,7 @@ def _stat_cpu(pid: int, with_children: bool) -> float:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:

@@ -2,8 +2,10 @@
 
 `bench.run --profile` runs the billcycle steps under
 `py-spy record --idle --threads --format raw`, so waiting on PostgreSQL or Kafka counts as well
-as computing; only the main thread is summarized (kafka-python's IO thread and the watchdog
-thread mostly sleep). Four views, each as a % of the main thread's samples:
+as computing. The main thread is summarized, and apart from it each writer thread (ingest's
+`ingest-writer`, the run's `billing-save`, the views' `view-writes`: they commit while the main
+thread goes on); kafka-python's IO thread and the watchdog mostly sleep. Four views, each as a
+% of that thread's samples:
 
   inclusive   project functions (domain/, consumers/, projections/, infra/) by samples in which
               they are on the stack: where to look
@@ -28,21 +30,32 @@ from typing import Any
 
 PROJECT = ("domain/", "consumers/", "projections/", "infra/")
 MAIN_THREAD = "MainThread"
+WRITER_THREADS = ("ingest-writer", "billing-save", "view-writes")  # ThreadPoolExecutor prefixes
 VIEWS = ("inclusive", "boundary", "leaf", "self")
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*?)(?::\d+)?\)$")
 _REPO = str(Path(__file__).resolve().parent.parent) + "/"
 
 
-def frames(path: Path) -> Iterator[tuple[list[str], int]]:
-    """(frames as "file:function", root first; samples) of the main thread's stacks."""
+def frames(path: Path, thread: str = MAIN_THREAD) -> Iterator[tuple[list[str], int]]:
+    """(frames as "file:function", root first; samples) of one thread's stacks.
+
+    `thread` is the main thread's name or a writer's prefix (its workers are named prefix_N).
+    """
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         parts = stack.split(";")
-        if not parts[0].startswith("thread (") or not parts[0].endswith(MAIN_THREAD):
+        if not parts[0].startswith("thread (") or _thread(parts[0]) != thread:
             continue
         yield [_name(frame) for frame in parts[1:]], int(count)
+
+
+def _thread(head: str) -> str:
+    """"thread (1279): ingest-writer_0" -> "ingest-writer"; the main thread by its name."""
+    name = head.partition("): ")[2]
+    prefix, _, number = name.rpartition("_")
+    return prefix if prefix in WRITER_THREADS and number.isdigit() else name
 
 
 def _name(frame: str) -> str:
@@ -65,10 +78,18 @@ def is_project(name: str) -> bool:
 
 
 def summarize(path: Path, top: int = 12) -> dict[str, Any]:
-    """The views of one profile (module doc), `top` rows each, as % of samples."""
+    """The views of one profile (module doc), `top` rows each, as % of the main thread's
+    samples; under "threads", the same for each writer thread that ran."""
+    summary = _summarize_thread(path, MAIN_THREAD, top)
+    writers = {name: _summarize_thread(path, name, top) for name in WRITER_THREADS}
+    writers = {name: s for name, s in writers.items() if s["samples"]}
+    return {**summary, "threads": writers} if writers else summary
+
+
+def _summarize_thread(path: Path, thread: str, top: int) -> dict[str, Any]:
     views: dict[str, Counter[str]] = {view: Counter() for view in VIEWS}
     total = 0
-    for stack, count in frames(path):
+    for stack, count in frames(path, thread):
         total += count
         for name in set(stack):
             if is_project(name):
@@ -106,18 +127,18 @@ def statements(log: Iterable[str], wall: float, top: int = 8) -> list[list[Any]]
     Rows: [statement (its first 110 characters), total ms, calls, % of the step's wall time].
     Parse, bind and execute of one statement are logged apart; their times add up.
     """
-    total: Counter[str] = Counter()
+    total: dict[str, float] = {}
     calls: Counter[str] = Counter()
     for line in log:
         match = _DURATION.search(line)
         if match is None:
             continue
         sql = " ".join(match["sql"].split())[:110]
-        total[sql] += float(match["ms"])
+        total[sql] = total.get(sql, 0.0) + float(match["ms"])
         if "execute" in line or "statement:" in line:
             calls[sql] += 1
     return [[sql, round(ms), calls[sql], round(ms / 10 / wall, 1) if wall else 0.0]
-            for sql, ms in total.most_common(top)]
+            for sql, ms in sorted(total.items(), key=lambda item: -item[1])[:top]]
 
 
 def render(name: str, summary: dict[str, Any], top: int = 8) -> str:
@@ -125,14 +146,23 @@ def render(name: str, summary: dict[str, Any], top: int = 8) -> str:
     if not summary.get("samples"):
         return f"{name}: no samples"
     out = [f"{name}: {summary['samples']:,} samples of the main thread (py-spy --idle)"]
-    for view in VIEWS:
-        out.append(f"  {view}:")
-        out.extend(f"    {pct:5.1f}%  {what}" for what, pct in summary[view][:top])
+    out.extend(_views(summary, top))
+    for thread, writer in summary.get("threads", {}).items():
+        out.append(f"  thread {thread}: {writer['samples']:,} samples")
+        out.extend("  " + line for line in _views(writer, top))
     if summary.get("postgres"):
         out.append("  PostgreSQL's time per statement (% of the wall time):")
         out.extend(f"    {pct:5.1f}%  {ms:>8,} ms  {calls:>7,} calls  {sql}"
                    for sql, ms, calls, pct in summary["postgres"][:top])
     return "\n".join(out)
+
+
+def _views(summary: dict[str, Any], top: int) -> list[str]:
+    out = []
+    for view in VIEWS:
+        out.append(f"  {view}:")
+        out.extend(f"    {pct:5.1f}%  {what}" for what, pct in summary[view][:top])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -308,7 +308,9 @@ class Bench:
         runs = {size: self.batch_run(size) for size in sorted({small, large})}
         if small == large:
             return
-        times = runs[large].child.wall / runs[small].child.wall  # type: ignore[union-attr]
+        small_child, large_child = runs[small].child, runs[large].child
+        assert small_child is not None and large_child is not None  # batch figures have one
+        times = large_child.wall / small_child.wall
         scale = large / small
         self.checks += [
             Check(f"batch >= {BATCH_TARGET:,} invoices/s at {ISSUE_LARGE:,} contracts",
@@ -317,8 +319,8 @@ class Bench:
             Check(f"{scale:g}x contracts <= {SCALING_TARGET * scale:g}x time",
                   f"{times:.2f}x time", times <= SCALING_TARGET * scale),
             Check(f"batch peak RSS < 1 GiB at {ISSUE_LARGE:,} contracts",
-                  f"{runs[large].child.peak_rss_mib:,.0f} MiB at {large:,}",  # type: ignore
-                  runs[large].child.peak_rss < RSS_TARGET if large == ISSUE_LARGE else None),
+                  f"{large_child.peak_rss_mib:,.0f} MiB at {large:,}",
+                  large_child.peak_rss < RSS_TARGET if large == ISSUE_LARGE else None),
         ]
         self.figures.append(Figure(
             "batch", f"time ratio {large:,} / {small:,} contracts", f"{scale:g}x contracts",

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: ./bench/run (see docs/benchmarks.md)."""
