@@ -195,10 +195,15 @@ class Contract(Aggregate):
         # The event stores the settlement's record. Parsing that record straight back into
         # the state we already hold cost more than building it, so the mutator takes the
         # state itself when the event is triggered here; replays parse the record.
+        # trigger_event is what the decorated `_invoiced` calls, without the decorator's
+        # per-call argument coercion and filtering (same event class, same fields).
         self._settling = settlement
         try:
-            self._invoiced(invoice_id=invoice_id, number=number, batch_id=batch_id,
-                           settlement=settlement.to_record())
+            self.trigger_event(
+                self.Invoiced,  # type: ignore[attr-defined]
+                invoice_id=invoice_id, number=number, batch_id=batch_id,
+                settlement=settlement.to_record(),
+            )
         finally:
             self.__dict__.pop("_settling", None)
 
