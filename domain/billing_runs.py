@@ -13,7 +13,6 @@ import contextlib
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -314,36 +313,26 @@ class BillingRuns:
                 if progress:
                     progress(min(done, total), total)
             return self._finish(run, report, dry_run)
-        # A chunk's save is written by a thread while the next chunks are decided (contracts
-        # read, meters read, billing rules), two at a time in threads of their own so that one's
-        # reads from PostgreSQL overlap the other's work. Deciding depends on nothing a save
-        # writes: the chunks' contracts are disjoint and a run never changes terms or meters.
-        # Chunks are numbered and settled in order, each only once the save before has
-        # committed, and a save refused by another writer is settled again, alone, as before.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="billing-save") as writer, \
-                ThreadPoolExecutor(max_workers=2, thread_name_prefix="billing-decide") as deciders:
-            current: BillingRun = run
+        # A chunk's save is written by a thread while the next chunk is decided (contracts
+        # read, meters read, billing rules). Deciding depends on nothing the save writes: the
+        # chunks' contracts are disjoint and a run never changes terms or meters. Numbers and
+        # the run's outcomes are taken only once the save before has committed, and a save
+        # refused by another writer is settled again, alone, exactly as before.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="billing-save") as writer:
             saving: _Saving | None = None
-            ahead: deque[Future[_Decided]] = deque()
-
-            def advance(decided: _Decided | None) -> None:
-                """Wait for the save in flight, then number and save the next decided chunk."""
-                nonlocal current, saving, done
+            for chunk in chunks:
+                decided = self._decide_chunk(chunk, ctx)
                 if saving is not None:
-                    current = self._saved(saving, ctx, report)
+                    run = self._saved(saving, ctx, report)
                     done += len(saving.contract_ids)
                     if progress:
                         progress(min(done, total), total)
-                saving = None if decided is None else self._save_async(writer, current, decided)
-
-            for chunk in chunks:
-                ahead.append(deciders.submit(self._decide_chunk, chunk, ctx))
-                if len(ahead) == 2:
-                    advance(ahead.popleft().result())
-            while ahead:
-                advance(ahead.popleft().result())
-            advance(None)
-            run = current
+                saving = self._save_async(writer, run, decided)
+            if saving is not None:
+                run = self._saved(saving, ctx, report)
+                done += len(saving.contract_ids)
+                if progress:
+                    progress(min(done, total), total)
         return self._finish(run, report, dry_run)
 
     def retry(self, batch_id: str, progress: Progress | None = None) -> RunReport:
