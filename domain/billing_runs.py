@@ -77,6 +77,13 @@ class RunReport:
     drafts: list[Invoice] = field(default_factory=list)  # dry run only
     warnings: list[str] = field(default_factory=list)
 
+    def record(self, outcomes: Sequence[ContractOutcome], issued: Sequence[Any]) -> None:
+        """A settled chunk: its outcomes and the `InvoiceIssued` events of its invoices."""
+        for outcome in outcomes:
+            self.outcomes[outcome.contract_id] = outcome
+        for invoice in issued:
+            self.add(invoice)
+
     def add(self, issued: Any) -> None:
         """An invoice issued (or drafted), given as its `InvoiceIssued` event."""
         self.invoices.append(IssuedInvoice(
@@ -306,12 +313,17 @@ class BillingRuns:
         total = self._book_size() if progress else 0  # a walk of the whole index: only to show
         done = len(run.outcomes)
         chunks = self._chunks(skip=set(run.outcomes))
+
+        def settled(contracts: int) -> None:
+            nonlocal done
+            done += contracts
+            if progress:
+                progress(min(done, total), total)
+
         if dry_run:
             for chunk in chunks:
                 run = self._settle(run, chunk, ctx, dry_run, report)
-                done += len(chunk)
-                if progress:
-                    progress(min(done, total), total)
+                settled(len(chunk))
             return self._finish(run, report, dry_run)
         # A chunk's save is written by a thread while the next chunk is decided (contracts
         # read, meters read, billing rules). Deciding depends on nothing the save writes: the
@@ -324,15 +336,11 @@ class BillingRuns:
                 decided = self._decide_chunk(chunk, ctx)
                 if saving is not None:
                     run = self._saved(saving, ctx, report)
-                    done += len(saving.contract_ids)
-                    if progress:
-                        progress(min(done, total), total)
+                    settled(len(saving.contract_ids))
                 saving = self._save_async(writer, run, decided)
             if saving is not None:
                 run = self._saved(saving, ctx, report)
-                done += len(saving.contract_ids)
-                if progress:
-                    progress(min(done, total), total)
+                settled(len(saving.contract_ids))
         return self._finish(run, report, dry_run)
 
     def retry(self, batch_id: str, progress: Progress | None = None) -> RunReport:
@@ -406,14 +414,7 @@ class BillingRuns:
                 self.app.save_tracked(*touched, run, tracking=None,
                                       events=[*events, *run.collect_events()])
             except IntegrityError:
-                self._numbering = None
-                # A little random wait, so two runs racing for the numbers stop colliding.
-                time.sleep(random.uniform(0, 0.05))
-                # Another run billed some of these contracts, took numbers or wrote to this
-                # batch: reload everything and decide again from what is now recorded.
-                run = self.app.repository.get(run.id)
-                contract_ids = [cid for cid in contract_ids if cid not in run.outcomes
-                                or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
+                run, contract_ids = self._refused(run, contract_ids)
                 continue
             break
         else:
@@ -421,11 +422,22 @@ class BillingRuns:
                 f"batch {run.batch_id}: contracts {contract_ids[0]}..{contract_ids[-1]} "
                 f"conflicted {MAX_CHUNK_ATTEMPTS} times with other writers; run it again"
             )
-        for o in outcomes:
-            report.outcomes[o.contract_id] = o
-        for invoice in invoices:
-            report.add(invoice)
+        report.record(outcomes, invoices)
         return run
+
+    def _refused(
+        self, run: BillingRun, contract_ids: list[str]
+    ) -> tuple[BillingRun, list[str]]:
+        """After another writer refused a chunk's save: the run as now recorded, and the
+        chunk's contracts still to settle."""
+        self._numbering = None
+        # A little random wait, so two runs racing for the numbers stop colliding.
+        time.sleep(random.uniform(0, 0.05))
+        # Another run billed some of these contracts, took numbers or wrote to this batch:
+        # reload everything and decide again from what is now recorded.
+        run = self.app.repository.get(run.id)
+        return run, [cid for cid in contract_ids if cid not in run.outcomes
+                     or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
 
     def _save_async(
         self, writer: ThreadPoolExecutor, run: BillingRun, decided: _Decided
@@ -442,16 +454,9 @@ class BillingRuns:
         try:
             saving.future.result()
         except IntegrityError:
-            self._numbering = None
-            time.sleep(random.uniform(0, 0.05))
-            run: BillingRun = self.app.repository.get(saving.run.id)
-            contract_ids = [cid for cid in saving.contract_ids if cid not in run.outcomes
-                            or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
+            run, contract_ids = self._refused(saving.run, saving.contract_ids)
             return self._settle(run, contract_ids, ctx, False, report) if contract_ids else run
-        for o in saving.outcomes:
-            report.outcomes[o.contract_id] = o
-        for invoice in saving.invoices:
-            report.add(invoice)
+        report.record(saving.outcomes, saving.invoices)
         return saving.run
 
     def _bill_chunk(
