@@ -88,15 +88,7 @@ class MeterBucket(NamedTuple):
         return cls(inc.quantity, 1, inc.quantity, inc.occurred_at, inc.event_id, inc.quantity)
 
     def add(self, inc: MeterIncrement) -> MeterBucket:
-        later = (inc.occurred_at, inc.event_id) > (self.latest_at, self.latest_event_id)
-        return MeterBucket(
-            quantity_sum=self.quantity_sum + inc.quantity,
-            event_count=self.event_count + 1,
-            quantity_max=max(self.quantity_max, inc.quantity),
-            latest_at=inc.occurred_at if later else self.latest_at,
-            latest_event_id=inc.event_id if later else self.latest_event_id,
-            latest_quantity=inc.quantity if later else self.latest_quantity,
-        )
+        return self.merge(MeterBucket.of(inc))
 
     def merge(self, other: MeterBucket) -> MeterBucket:
         later = (other.latest_at, other.latest_event_id) > (self.latest_at, self.latest_event_id)

@@ -78,9 +78,9 @@ _CREATE_TABLES = (
 _LATER = "(EXCLUDED.latest_at, EXCLUDED.latest_event_id) > (b.latest_at, b.latest_event_id)"
 
 # The stored events as four plain arrays, sent in binary (%b: psycopg's C dumpers; with %s it
-# builds text arrays, escaping each element in Python); the library's array of composites is
-# built and escaped in Python. RETURNING keeps the rows' order, as the
-# library's own unnest does.
+# builds text arrays, escaping each element in Python; the library's array of composites is
+# built and escaped in Python too). RETURNING keeps the rows' order, as the library's unnest
+# does.
 _INSERT_EVENTS = (
     "INSERT INTO {schema}.{events} (originator_id, originator_version, topic, state)"
     " SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"

@@ -53,17 +53,20 @@ _CREATE_TABLES = (
     # reads it, and its primary key makes an id count once ever.
     "CREATE TABLE IF NOT EXISTS received_messages ("
     " message_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL) WITHOUT ROWID",
-    # As on PostgreSQL (infra/store/postgres.py): message ids of a store written before usage
-    # was batched, copied from the log while the table is empty.
-    "INSERT OR IGNORE INTO received_messages"
-    " SELECT json_extract(CAST(state AS TEXT), '$.message_id'),"
-    " json_extract(CAST(state AS TEXT), '$.fingerprint')"
-    " FROM stored_events WHERE topic IN (" + LEGACY_RECEIPT_TOPICS_SQL + ")"
-    " AND NOT EXISTS (SELECT 1 FROM received_messages)",
     "CREATE TABLE IF NOT EXISTS contract_index ("
     " contract_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
     " ON contract_index (customer_id, contract_id)",
+)
+
+# As on PostgreSQL (infra/store/postgres.py): message ids of a store written before usage was
+# batched, copied from the log while received_messages is empty.
+_COPY_LEGACY_RECEIPTS = (
+    "INSERT OR IGNORE INTO received_messages"
+    " SELECT json_extract(CAST(state AS TEXT), '$.message_id'),"
+    " json_extract(CAST(state AS TEXT), '$.fingerprint')"
+    " FROM {events} WHERE topic IN (" + LEGACY_RECEIPT_TOPICS_SQL + ")"
+    " AND NOT EXISTS (SELECT 1 FROM received_messages)"
 )
 
 _BUCKET_COLUMNS = (
@@ -115,7 +118,8 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
     def construct_create_table_statements(self) -> list[str]:
         # Appended to the library's own statements, so CREATE_TABLE makes a fresh database
         # complete with no migration step.
-        return [*super().construct_create_table_statements(), *_CREATE_TABLES]
+        return [*super().construct_create_table_statements(), *_CREATE_TABLES,
+                _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name)]
 
     # --- writing ----------------------------------------------------------------------------
 
