@@ -1,4 +1,5 @@
-"""Throughput of parse_message and fingerprint on a typical usage line: prints messages/s."""
+"""Throughput of parse_message and fingerprint on a typical usage line, and of the command
+made from it through the models and by the usage fast path: prints messages/s."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import timeit
 from collections.abc import Callable
 
 from consumers.messages import fingerprint, parse_message
+from consumers.messages.usage_fast import usage_command
+from consumers.pipeline import to_command
 
 LINE = (
     b'{"type": "usage", "id": "evt-1234567", "occurred_at": "2026-11-03T10:00:00Z", '
@@ -26,6 +29,9 @@ def main() -> None:
     print(f"fingerprint:   {rate(lambda: fingerprint(message)):,.0f} messages/s")
     both = rate(lambda: fingerprint(parse_message(LINE)))
     print(f"both:          {both:,.0f} messages/s")
+    models = rate(lambda: to_command(parse_message(LINE)))
+    print(f"command, models:    {models:,.0f} messages/s")
+    print(f"command, fast path: {rate(lambda: usage_command(LINE)):,.0f} messages/s")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from consumers.messages import (
     parse_message,
     usage_fingerprint,
 )
+from consumers.messages.usage_fast import usage_command
 from domain.application import BillingApplication, IngestReport
 from domain.commands import (
     AmendContract,
@@ -139,6 +140,11 @@ def parse(batch: Iterable[Origin]) -> Parsed:
     commands: list[tuple[Command, Origin]] = []
     rejected: list[Rejected] = []
     for origin in batch:
+        # Plain usage messages (nearly all) without pydantic; anything else through the models.
+        command = usage_command(origin.raw)
+        if command is not None:
+            commands.append((command, origin))
+            continue
         try:
             commands.append((to_command(parse_message(origin.raw)), origin))
         except MessageRejected as exc:

@@ -166,9 +166,39 @@ def _day(value: Any) -> date:
         ) from None
 
 
+def utc_timestamp(value: str) -> tuple[datetime, str] | None:
+    """The instant and its `isoformat()` of a UTC timestamp written the common way, or None.
+
+    "2026-11-03T10:00:00Z" or "...+00:00", with no fraction or one of six digits (not all
+    zero): the form `isoformat` writes. Nearly every timestamp producers send; checked here
+    without the regex, parsed once, and the text kept. Anything else (other offsets,
+    fractions, "t", "z", errors) is None and goes the full way below, which gives the same
+    instant for these.
+    """
+    if value[-1:] == "Z":
+        body = value[:-1]
+    elif value[-6:] == "+00:00":
+        body = value[:-6]
+    else:
+        return None
+    try:
+        naive = datetime.fromisoformat(body)
+    except ValueError:
+        return None
+    # Written back exactly as read: so the text matched _TIMESTAMP (isoformat writes ASCII
+    # digits in those places only) and the reading is the one fromisoformat gives there.
+    if naive.tzinfo is not None or naive.isoformat() != body:
+        return None
+    return naive.replace(tzinfo=UTC), body + "+00:00"
+
+
 def _timestamp(value: Any) -> datetime:
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return value.astimezone(UTC)
+    if type(value) is str:
+        common = utc_timestamp(value)
+        if common is not None:
+            return common[0]
     if not isinstance(value, str):
         raise _value_error(
             "timestamp_type",

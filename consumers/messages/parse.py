@@ -43,25 +43,36 @@ def usage_fingerprint(message: Usage, properties_json: str, occurred_at_iso: str
     if message.model_extra:
         canonical = _CANONICAL_JSON.encode(message.model_dump())
     else:
-        canonical = _usage_canonical(
-            message, properties_json, occurred_at_iso or message.occurred_at.isoformat()
+        canonical = usage_canonical(
+            message.id, message.customer_id, message.metric, message.contract_id,
+            occurred_at_iso or message.occurred_at.isoformat(), properties_json,
+            message.quantity,
         )
     return sha256(canonical.encode()).hexdigest()
 
 
-def _usage_canonical(m: Usage, properties_json: str, occurred_at_iso: str) -> str:
-    """`_CANONICAL_JSON.encode(m.model_dump())`, character for character, written out.
+def usage_canonical(
+    message_id: str,
+    customer_id: str,
+    metric: str,
+    contract_id: str | None,
+    occurred_at_iso: str,
+    properties_json: str,
+    quantity: Decimal,
+) -> str:
+    """`_CANONICAL_JSON.encode(m.model_dump())` of a usage message without extra fields,
+    character for character, written out.
 
     Usage is nearly every message and its fields are fixed: this skips `model_dump` and the
     encoder's Python hook per Decimal and datetime. Keys in sorted order, as sort_keys puts
     them; tests/unit/test_messages.py checks both forms agree.
     """
     return (
-        f'{{"contract_id":{_string(m.contract_id)},"customer_id":{_string(m.customer_id)},'
-        f'"id":{_string(m.id)},"metric":{_string(m.metric)},'
+        f'{{"contract_id":{_string(contract_id)},"customer_id":{_STRING(customer_id)},'
+        f'"id":{_STRING(message_id)},"metric":{_STRING(metric)},'
         f'"occurred_at":"{occurred_at_iso}",'
         f'"properties":{properties_json},'
-        f'"quantity":"{_canonical(m.quantity)}","type":"usage"}}'
+        f'"quantity":"{format(quantity.normalize(), "f")}","type":"usage"}}'
     )
 
 
