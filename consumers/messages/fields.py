@@ -170,26 +170,28 @@ def utc_timestamp(value: str) -> tuple[datetime, str] | None:
     """The instant and its `isoformat()` of a UTC timestamp written the common way, or None.
 
     "2026-11-03T10:00:00Z" or "...+00:00", with no fraction or one of six digits (not all
-    zero): the form `isoformat` writes. Nearly every timestamp producers send; checked here
-    without the regex, parsed once, and the text kept. Anything else (other offsets,
-    fractions, "t", "z", errors) is None and goes the full way below, which gives the same
-    instant for these.
+    zero): the form `isoformat` writes, so its text is the input's with "+00:00" for "Z".
+    Nearly every timestamp producers send: one regex and fromisoformat on the text itself,
+    where the full check below costs a second regex, upper(), astimezone() and isoformat()
+    (3 us, per message). Anything else (other offsets, fractions, "t", "z", hour 24, errors)
+    is None and goes the full way, which reads these the same.
     """
-    if value[-1:] == "Z":
-        body = value[:-1]
-    elif value[-6:] == "+00:00":
-        body = value[:-6]
-    else:
+    match = _COMMON_UTC.fullmatch(value)
+    if match is None:
         return None
     try:
-        naive = datetime.fromisoformat(body)
-    except ValueError:
+        at = datetime.fromisoformat(value)  # what the full way reads: upper() changes nothing
+    except ValueError:  # not a real date or time: the full way says so
         return None
-    # Written back exactly as read: so the text matched _TIMESTAMP (isoformat writes ASCII
-    # digits in those places only) and the reading is the one fromisoformat gives there.
-    if naive.tzinfo is not None or naive.isoformat() != body:
-        return None
-    return naive.replace(tzinfo=UTC), body + "+00:00"
+    return at, (value[:-1] + "+00:00" if match.group(1) == "Z" else value)
+
+
+# A subset of _TIMESTAMP: upper-case T and Z, six-digit fractions other than zero (isoformat
+# leaves a zero fraction out), hours below 24.
+_COMMON_UTC = re.compile(
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}"
+    r"(?:\.(?!000000)[0-9]{6})?(Z|\+00:00)"
+)
 
 
 def _timestamp(value: Any) -> datetime:

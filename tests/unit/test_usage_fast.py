@@ -211,7 +211,7 @@ def test_rejected_usage_gets_the_models_reason_through_the_pipeline() -> None:
     ]
 
 
-def test_timestamps_written_the_common_way_are_read_without_the_regex() -> None:
+def test_timestamps_written_the_common_way_are_read_directly() -> None:
     for text, iso in [
         ("2026-11-03T10:00:00Z", "2026-11-03T10:00:00+00:00"),
         ("2026-11-03T10:00:00.123456+00:00", "2026-11-03T10:00:00.123456+00:00"),
