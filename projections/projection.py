@@ -75,8 +75,9 @@ documents = _Documents()
 def to_minor(amount: Decimal, currency: str) -> int:
     """An amount as an integer count of the currency's minor units (rounded half-up first)."""
     units = amount.scaleb(minor_units(currency))
-    if units == units.to_integral_value():  # already in minor units: most amounts are
-        return int(units)
+    whole = int(units)  # toward zero; equal when already in minor units, as most amounts are
+    if whole == units:
+        return whole
     return int(round_money(amount, currency).scaleb(minor_units(currency)))
 
 
