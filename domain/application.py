@@ -36,7 +36,12 @@ from domain.commands import (
     Rejected,
     TerminateContract,
 )
-from domain.contract import Contract, ContractRuleViolation, contract_aggregate_id
+from domain.contract import (
+    Contract,
+    ContractRuleViolation,
+    contract_aggregate_id,
+    counted_properties,
+)
 from domain.inbox import (
     WATERMARKS_ID,
     DeadLetter,
@@ -54,7 +59,14 @@ from domain.invoice import (
 )
 from domain.ports import BillingStore
 from domain.transcoding import FastJSONTranscoder
-from domain.usage import MeterIncrement, UsageBatch, UsageRecord, meter_increment, usage_record
+from domain.usage import (
+    COUNTED_PROPERTIES,
+    MeterIncrement,
+    UsageBatch,
+    UsageRecord,
+    meter_increment,
+    usage_record,
+)
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -129,6 +141,15 @@ class BillingApplication(Application[UUID]):
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
+        # Every save, the library's and save_tracked: a contract event that counts a usage
+        # property's distinct values tells the store in the same transaction, which keeps
+        # distinct values only of counted properties (and backfills a newly counted one).
+        counted = counted_properties(processing_event.events)
+        if counted:
+            processing_event.saved_kwargs[COUNTED_PROPERTIES] = sorted(counted)
+        return super()._record(processing_event)
 
     @property
     def store(self) -> BillingStore:

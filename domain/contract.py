@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -235,3 +236,17 @@ class Contract(Aggregate):
                 if isinstance(c, MilestoneComponent) and c.milestone == milestone:
                     return c
         return None
+
+
+def counted_properties(events: Iterable[object]) -> set[str]:
+    """The usage properties whose distinct values these events' contract terms count
+    (components with aggregation unique_count): the store keeps distinct values only of
+    properties some contract counts, and must know of a new one when its contract is saved."""
+    counted: set[str] = set()
+    for e in events:
+        if isinstance(e, Contract.Created | Contract.Amended):  # type: ignore[attr-defined]
+            components: list[dict[str, Any]] = cast(Any, e).components
+            for component in components:
+                if component.get("unique_property"):
+                    counted.add(component["unique_property"])
+    return counted

@@ -254,3 +254,8 @@ def meter_increment(
 
 
 _USAGE_BATCH_TOPIC = get_topic(UsageBatch)
+USAGE_BATCH_RECORDED_TOPIC = get_topic(UsageBatch.Recorded)  # type: ignore[attr-defined]
+
+# The save kwarg naming the usage properties whose distinct values the saved contract events
+# count (unique_count components); BillingApplication adds it to every such save.
+COUNTED_PROPERTIES = "counted_properties"

@@ -10,7 +10,7 @@ runs while the events table is locked against every other writer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from eventsourcing.utils import get_topic
 
 from domain.inbox import MessageReceipt
 from domain.usage import (
+    COUNTED_PROPERTIES,
     LEGACY_USAGE_EVENT_TOPIC,
     MeterBucket,
     MeterIncrement,
@@ -68,13 +69,15 @@ LEGACY_RECEIPT_TOPICS_SQL = ", ".join(
 
 @dataclass(frozen=True)
 class StoreBatch:
-    """One save's meter deltas (one per key), its distinct unique values, contract links and
-    received messages (message id, fingerprint)."""
+    """One save's meter deltas (one per key), its distinct unique values, contract links,
+    received messages (message id, fingerprint), and the properties its contract events count.
+    """
 
     buckets: dict[MeterKey, MeterBucket]
     uniques: list[UniqueRow]
     contracts: list[tuple[str, str]]
     messages: list[tuple[str, str]]
+    counted: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -82,19 +85,33 @@ class StoreBatch:
         meter_increments: Sequence[MeterIncrement],
         contracts: Sequence[tuple[str, str]],
         messages: Sequence[tuple[str, str]] = (),
+        counted: Iterable[str] = (),
     ) -> StoreBatch:
-        uniques: set[UniqueRow] = set()
         for inc in meter_increments:
             if not inc.quantity.is_finite():
                 raise ValueError(
                     f"usage {inc.event_id}: quantity {inc.quantity} is not a finite number"
                 )
-            k = inc.key
-            for name, value in inc.properties:
-                uniques.add((k.customer_id, k.metric, k.contract_tag, name, value, k.bucket_start))
         with exact_decimals():
             buckets = fold_increments(list(meter_increments))
-        return cls(buckets, list(uniques), list(contracts), list(messages))
+        return cls(buckets, unique_rows(meter_increments), list(contracts), list(messages),
+                   frozenset(counted))
+
+
+def unique_rows(
+    increments: Iterable[MeterIncrement], names: Collection[str] | None = None
+) -> list[UniqueRow]:
+    """The distinct usage_unique rows of `increments`: of every property, or of `names`."""
+    uniques: set[UniqueRow] = set()
+    for inc in increments:
+        if inc.properties:
+            k = inc.key
+            for name, value in inc.properties:
+                if names is None or name in names:
+                    uniques.add(
+                        (k.customer_id, k.metric, k.contract_tag, name, value, k.bucket_start)
+                    )
+    return list(uniques)
 
 
 def take_batch(
@@ -108,6 +125,7 @@ def take_batch(
     increments: Sequence[MeterIncrement] = rest.pop("meter_increments", None) or ()
     contracts: Sequence[tuple[str, str]] = rest.pop("contracts", None) or ()
     messages: Sequence[tuple[str, str]] = rest.pop("messages", None) or ()
-    if not stored_event_count or not (increments or contracts or messages):
+    counted: Iterable[str] = rest.pop(COUNTED_PROPERTIES, None) or ()
+    if not stored_event_count or not (increments or contracts or messages or counted):
         return None, rest
-    return StoreBatch.of(increments, contracts, messages), rest
+    return StoreBatch.of(increments, contracts, messages, counted), rest

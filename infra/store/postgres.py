@@ -25,10 +25,19 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.usage import MeterReading, MeterRequest
-from infra.store.batch import LEGACY_RECEIPT_TOPICS_SQL, StoreBatch, require_aware, take_batch
+from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest, RecordedUsage
+from infra.store.batch import (
+    LEGACY_RECEIPT_TOPICS_SQL,
+    StoreBatch,
+    require_aware,
+    take_batch,
+    unique_rows,
+)
 
 P = ParamSpec("P")
+
+# The row of counted_properties that stands for every property.
+ALL_PROPERTIES = "*"
 R = TypeVar("R")
 
 
@@ -69,6 +78,17 @@ _CREATE_TABLES = (
     "  WHERE topic IN (" + LEGACY_RECEIPT_TOPICS_SQL + ")"
     "  AND NOT EXISTS (SELECT FROM {schema}.received_messages)) legacy"
     " ON CONFLICT DO NOTHING",
+    # The usage properties whose distinct values some contract counts (unique_count): only
+    # theirs go into usage_unique. Created with the row "*" (every property, as before) in a
+    # store that already holds events, whose contracts were saved without telling it.
+    "DO $$ BEGIN"
+    " IF to_regclass('{schema}.counted_properties') IS NULL THEN"
+    "  CREATE TABLE {schema}.counted_properties (property text PRIMARY KEY);"
+    "  IF EXISTS (SELECT FROM {schema}.{events}) THEN"
+    "   INSERT INTO {schema}.counted_properties VALUES ('" + ALL_PROPERTIES + "');"
+    "  END IF;"
+    " END IF;"
+    " END $$",
     "CREATE TABLE IF NOT EXISTS {schema}.contract_index ("
     ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
@@ -131,6 +151,12 @@ _INSERT_UNIQUES = (
     "INSERT INTO {schema}.usage_unique SELECT * FROM billcycle_stage_unique"
     " ON CONFLICT DO NOTHING"
 )
+
+_COUNTED = "SELECT property FROM {schema}.counted_properties"
+_ADD_COUNTED = (
+    "INSERT INTO {schema}.counted_properties SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING"
+)
+_USAGE_BATCHES = "SELECT state FROM {schema}.{events} WHERE topic = %s"
 
 _INSERT_CONTRACTS = (
     "INSERT INTO {schema}.contract_index"
@@ -230,6 +256,9 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._upsert_buckets = self._sql(_UPSERT_BUCKETS)
         self._insert_uniques = self._sql(_INSERT_UNIQUES)
         self._insert_contracts = self._sql(_INSERT_CONTRACTS)
+        self._counted = self._sql(_COUNTED)
+        self._add_counted = self._sql(_ADD_COUNTED)
+        self._usage_batches = self._sql(_USAGE_BATCHES)
         self._create_stages = [self._sql(s) for s in _CREATE_STAGES]
         self._copy_stage_buckets = self._sql(_COPY_STAGE_BUCKETS)
         self._copy_stage_uniques = self._sql(_COPY_STAGE_UNIQUES)
@@ -302,14 +331,51 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         if batch.buckets:
             self._copy(curs, self._copy_stage_buckets, _BUCKET_TYPES, batch.buckets)
             curs.execute(self._upsert_buckets)
-        if batch.uniques:
-            self._copy(curs, self._copy_stage_uniques, _UNIQUE_TYPES, batch.uniques)
+        uniques = self._counted_uniques(conn, curs, batch)
+        if uniques:
+            self._copy(curs, self._copy_stage_uniques, _UNIQUE_TYPES, uniques)
             curs.execute(self._insert_uniques)
         if batch.messages:
             self._copy(curs, self._copy_messages, ("text", "text"), batch.messages)
         if batch.contracts:
             curs.execute(self._insert_contracts, [list(c) for c in zip(*batch.contracts,
                                                                       strict=True)])
+
+    def _counted_uniques(self, conn: Connection[DictRow], curs: Cursor[DictRow],
+                         batch: _PgBatch) -> list[Row]:
+        """The batch's usage_unique rows of counted properties, and if its contract events
+        count a property not counted before, every stored usage's rows of that property.
+
+        Read after the events table is locked: a transaction that counted a property earlier
+        has committed (this one writes its rows), one that counts it later reads this one's
+        usage once it commits (and writes them).
+        """
+        if not (batch.uniques or batch.counted):
+            return []
+        curs.execute(self._counted)
+        counted = {row["property"] for row in curs.fetchall()}
+        if ALL_PROPERTIES in counted:
+            return batch.uniques
+        new = batch.counted - counted
+        uniques = [row for row in batch.uniques if row[3] in counted or row[3] in new]
+        if new:
+            curs.execute(self._add_counted, (sorted(new),), binary=True)
+            uniques.extend(self._stored_uniques(conn, new))
+        return uniques
+
+    def _stored_uniques(self, conn: Connection[DictRow], names: frozenset[str]) -> list[Row]:
+        """The usage_unique rows of properties `names` of every stored usage record (this
+        transaction's included), made as ingest makes them. Once per property ever counted."""
+        found: set[Row] = set()
+        # Server-side: a store's usage is read a page of batches at a time.
+        with conn.cursor(name="billcycle_counted_backfill") as stored:
+            stored.itersize = 100
+            stored.execute(self._usage_batches, (USAGE_BATCH_RECORDED_TOPIC,))
+            for row in stored:
+                records = json.loads(bytes(row["state"]))["records"]
+                increments = (RecordedUsage.of(r).increment() for r in records)
+                found.update(unique_rows(increments, names))
+        return list(found)
 
     @staticmethod
     def _copy(curs: Cursor[DictRow], statement: Composed, types: Sequence[str],
@@ -484,6 +550,7 @@ class _PgBatch:
     uniques: list[Row]
     contracts: list[tuple[str, str]]
     messages: list[tuple[str, str]]
+    counted: frozenset[str]
 
     @classmethod
     def of(cls, batch: StoreBatch) -> _PgBatch:
@@ -504,7 +571,7 @@ class _PgBatch:
         ]
         # Each unique row's bucket_start is the bucket_start of one of the keys checked above.
         uniques: list[Row] = list(batch.uniques)
-        return cls(buckets, uniques, batch.contracts, batch.messages)
+        return cls(buckets, uniques, batch.contracts, batch.messages, batch.counted)
 
 
 CREATE_TABLES_LOCK = 0x6269_6C6C_6379  # "billcy": the advisory lock key of table creation

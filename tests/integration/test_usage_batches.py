@@ -22,6 +22,7 @@ from domain.usage import LEGACY_USAGE_EVENT_TOPIC, UsageBatch, usage_batch_id
 from infra.store.url import store_env
 from projections.projection import event_class, topics
 from projections.verify import _LogAsOf
+from tests.unit.message_examples import CONTRACT_AMENDED, CONTRACT_CREATED
 
 RECORDED = topics(event_class(UsageBatch, "Recorded"))[0]
 
@@ -81,6 +82,11 @@ def test_a_batch_of_usage_is_one_event_and_ids_count_once(app: BillingApplicatio
     assert all("conflicting duplicate" in r.reason for r in second.rejected)
 
     assert [UsageBatch.usage(b.records)[0].message_id for b in batches(app)] == ["u-1", "u-4"]
+    # Distinct values are kept for properties a contract counts (on PostgreSQL only those):
+    # one that starts counting "user" now finds the values sent before.
+    seats = {**CONTRACT_AMENDED["components"][1], "unique_property": "user"}
+    contract = {**CONTRACT_CREATED, "components": [*CONTRACT_CREATED["components"], seats]}
+    assert pipeline.process_lines(lines(contract), "third").accepted == 1
     reading = app.store.read_meter("cus_1", "api_calls", [""],
                                    datetime(2026, 10, 1, tzinfo=UTC),
                                    datetime(2026, 11, 1, tzinfo=UTC), "user")

@@ -1,0 +1,118 @@
+"""Distinct usage values are kept (on PostgreSQL) only for properties some contract counts; a
+contract that starts counting a property finds every value of it sent before, in any order."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import psycopg
+import pytest
+
+from consumers.pipeline import IngestPipeline
+from domain.application import BillingApplication
+from infra.store.url import store_env
+from tests.unit.message_examples import CONTRACT_AMENDED, CONTRACT_CREATED
+
+OCTOBER = (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def usage(message_id: str, metric: str = "active_users", **properties: Any) -> dict[str, Any]:
+    return {"type": "usage", "id": message_id, "occurred_at": "2026-10-03T10:00:00Z",
+            "customer_id": "cus_1", "metric": metric, "quantity": "1",
+            "properties": properties}
+
+
+def counting(unique_property: str, message_id: str = "m-1") -> dict[str, Any]:
+    """contract.created of cus_1 whose components count `unique_property`'s values."""
+    seats = {**CONTRACT_AMENDED["components"][1], "unique_property": unique_property}
+    return {**CONTRACT_CREATED, "id": message_id, "contract_id": f"ct_{message_id}",
+            "components": [*CONTRACT_CREATED["components"], seats]}
+
+
+def amended_to_count(unique_property: str, contract_id: str) -> dict[str, Any]:
+    seats = {**CONTRACT_AMENDED["components"][1], "unique_property": unique_property}
+    return {**CONTRACT_AMENDED, "id": f"a-{unique_property}", "contract_id": contract_id,
+            "components": [CONTRACT_AMENDED["components"][0], seats]}
+
+
+def ingest(app: BillingApplication, *messages: dict[str, Any], batch_size: int = 100) -> None:
+    stream = io.BytesIO(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    report = IngestPipeline(app).process_lines(stream, "test", batch_size=batch_size)
+    assert report.rejected == []
+
+
+def unique(app: BillingApplication, prop: str, metric: str = "active_users") -> int:
+    return app.store.read_meter("cus_1", metric, [""], *OCTOBER, prop).unique_count
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'u.db'}"
+    return cast(str, request.getfixturevalue("fresh_pg_url"))
+
+
+@pytest.fixture
+def app(url: str) -> Iterator[BillingApplication]:
+    application = BillingApplication(env=store_env(url))
+    yield application
+    application.close()
+
+
+def test_values_sent_before_and_after_a_contract_counts_them_are_all_counted(
+    app: BillingApplication,
+) -> None:
+    # Before any contract: stored usage only. Then a batch with a contract counting user_id
+    # and more usage; then usage alone. Batches of two messages: several UsageBatch events.
+    ingest(app, usage("u-1", user_id="a"), usage("u-2", user_id="b", region="eu"),
+           usage("u-3", user_id="a", region="us"), batch_size=2)
+    ingest(app, usage("u-4", user_id="c"), counting("user_id"), usage("u-5", user_id="d"),
+           batch_size=10)
+    ingest(app, usage("u-6", user_id="e"), usage("u-7", user_id="a", seat=3), batch_size=2)
+    assert unique(app, "user_id") == 5
+    # A property that a contract starts counting later (by amendment): all its values too.
+    ingest(app, amended_to_count("seat", "ct_m-1"))
+    assert unique(app, "seat") == 1
+    ingest(app, usage("u-8", user_id="f", seat=4))
+    assert (unique(app, "user_id"), unique(app, "seat")) == (6, 2)
+
+
+@pytest.mark.postgres
+def test_postgresql_keeps_values_of_counted_properties_only(fresh_pg_url: str) -> None:
+    url = fresh_pg_url  # SQLite keeps every property's values
+    app = BillingApplication(env=store_env(url))
+    try:
+        ingest(app, usage("u-1", user_id="a", region="eu"), counting("user_id"),
+               usage("u-2", metric="api_calls", user_id="b", region="us"))
+        assert unique(app, "user_id") == 1
+        assert unique(app, "user_id", metric="api_calls") == 1
+    finally:
+        app.close()
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT DISTINCT property FROM usage_unique").fetchall()
+        counted = conn.execute("SELECT property FROM counted_properties").fetchall()
+    assert rows == [("user_id",)] and counted == [("user_id",)]
+
+
+@pytest.mark.postgres
+def test_a_store_that_had_events_before_keeps_every_property(fresh_pg_url: str) -> None:
+    url = fresh_pg_url
+    app = BillingApplication(env=store_env(url))
+    try:
+        ingest(app, usage("u-1", user_id="a"))
+    finally:
+        app.close()
+    with psycopg.connect(url) as conn:  # as a store written before counted_properties
+        conn.execute("DROP TABLE counted_properties")
+    reopened = BillingApplication(env=store_env(url))
+    try:
+        ingest(reopened, usage("u-2", user_id="b", region="eu"))
+        assert unique(reopened, "region") == 1
+    finally:
+        reopened.close()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT property FROM counted_properties").fetchall() == [("*",)]
