@@ -56,6 +56,31 @@ class RecordUsage(Command):
     contract_id: str | None
     occurred_at_iso: str = ""  # occurred_at.isoformat(), when computed already (fingerprint)
 
+    @classmethod
+    def of(
+        cls,
+        message_id: str,
+        fingerprint: str,
+        occurred_at: datetime,
+        customer_id: str,
+        metric: str,
+        quantity: Decimal,
+        properties: dict[str, Any],
+        properties_json: str,
+        contract_id: str | None,
+        occurred_at_iso: str,
+    ) -> RecordUsage:
+        """The same command as the constructor, built in one step: a frozen dataclass's
+        __init__ sets each of the 11 fields through object.__setattr__ (2 us, per message)."""
+        command = object.__new__(cls)
+        object.__setattr__(command, "__dict__", {
+            "message_id": message_id, "message_type": "usage", "fingerprint": fingerprint,
+            "occurred_at": occurred_at, "customer_id": customer_id, "metric": metric,
+            "quantity": quantity, "properties": properties, "properties_json": properties_json,
+            "contract_id": contract_id, "occurred_at_iso": occurred_at_iso,
+        })
+        return command
+
 
 @dataclass(frozen=True)
 class DeclareWatermark(Command):

@@ -45,10 +45,10 @@ _BUCKET_SECONDS = int(BUCKET.total_seconds())
 def bucket_start(instant: datetime) -> datetime:
     """The start of the 15-minute UTC bucket holding `instant`."""
     if instant.tzinfo is UTC:
-        # Parsed usage is already in UTC (nearly every call): truncating the fields is the same
-        # instant as the arithmetic below, without three timedelta objects.
-        return instant.replace(minute=instant.minute - instant.minute % 15, second=0,
-                               microsecond=0)
+        # Parsed usage is already in UTC (nearly every call): the same instant as below, in
+        # two operations in C (exact: timedelta arithmetic is in whole microseconds); four
+        # times cheaper than replace() with keywords.
+        return instant - (instant - _EPOCH) % BUCKET
     seconds = (instant - _EPOCH) // _ONE_SECOND
     return _EPOCH + timedelta(seconds=seconds - seconds % _BUCKET_SECONDS)
 
@@ -232,6 +232,9 @@ class UsageBatch(Aggregate):
         return [RecordedUsage.of(r) for r in records]
 
 
+_SCALAR_PROPERTY = (str, int)  # bool is an int: true and false are counted values too
+
+
 def meter_increment(
     customer_id: str,
     metric: str,
@@ -245,7 +248,7 @@ def meter_increment(
     scalars = tuple([
         (name, value if type(value) is str else str(value))
         for name, value in properties.items()
-        if isinstance(value, str | int | bool)
+        if isinstance(value, _SCALAR_PROPERTY)
     ]) if properties else ()
     return MeterIncrement(
         MeterKey(customer_id, metric, contract_id or "", bucket_start(occurred_at)),

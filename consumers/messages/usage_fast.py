@@ -80,10 +80,9 @@ def usage_command(raw: bytes | str) -> RecordUsage | None:
     canonical = usage_canonical(
         message_id, customer_id, metric, contract_id, occurred_at_iso, properties_json, quantity
     )
-    # Positional, in RecordUsage's field order (keywords cost a third more, per message).
-    return RecordUsage(
-        message_id, "usage", _sha256_hex(canonical), occurred_at, customer_id, metric,
-        quantity, properties, properties_json, contract_id, occurred_at_iso,
+    return RecordUsage.of(
+        message_id, _sha256_hex(canonical), occurred_at, customer_id, metric, quantity,
+        properties, properties_json, contract_id, occurred_at_iso,
     )
 
 

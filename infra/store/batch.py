@@ -69,12 +69,12 @@ LEGACY_RECEIPT_TOPICS_SQL = ", ".join(
 
 @dataclass(frozen=True)
 class StoreBatch:
-    """One save's meter deltas (one per key), its distinct unique values, contract links,
-    received messages (message id, fingerprint), and the properties its contract events count.
-    """
+    """One save's meter deltas (one per key), its increments (for their unique values),
+    contract links, received messages (message id, fingerprint), and the properties its
+    contract events count."""
 
     buckets: dict[MeterKey, MeterBucket]
-    uniques: list[UniqueRow]
+    increments: list[MeterIncrement]
     contracts: list[tuple[str, str]]
     messages: list[tuple[str, str]]
     counted: frozenset[str] = frozenset()
@@ -87,15 +87,20 @@ class StoreBatch:
         messages: Sequence[tuple[str, str]] = (),
         counted: Iterable[str] = (),
     ) -> StoreBatch:
-        for inc in meter_increments:
+        increments = list(meter_increments)
+        for inc in increments:
             if not inc.quantity.is_finite():
                 raise ValueError(
                     f"usage {inc.event_id}: quantity {inc.quantity} is not a finite number"
                 )
         with exact_decimals():
-            buckets = fold_increments(list(meter_increments))
-        return cls(buckets, unique_rows(meter_increments), list(contracts), list(messages),
-                   frozenset(counted))
+            buckets = fold_increments(increments)
+        return cls(buckets, increments, list(contracts), list(messages), frozenset(counted))
+
+    def uniques(self, names: Collection[str] | None = None) -> list[UniqueRow]:
+        """The distinct usage_unique rows of the increments: of every property, or of `names`
+        (PostgreSQL knows which only inside its transaction)."""
+        return unique_rows(self.increments, names)
 
 
 def unique_rows(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
 from weakref import WeakSet
@@ -350,14 +350,16 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         has committed (this one writes its rows), one that counts it later reads this one's
         usage once it commits (and writes them).
         """
-        if not (batch.uniques or batch.counted):
+        if not (batch.with_properties or batch.counted):
             return []
         curs.execute(self._counted)
         counted = {row["property"] for row in curs.fetchall()}
         if ALL_PROPERTIES in counted:
-            return batch.uniques
+            return list(batch.store_batch.uniques())
         new = batch.counted - counted
-        uniques = [row for row in batch.uniques if row[3] in counted or row[3] in new]
+        # Made here, not before the transaction: most properties are counted by no contract,
+        # and a pass over the batch picking the few that are is cheaper than all their rows.
+        uniques: list[Row] = list(batch.store_batch.uniques(counted | new))
         if new:
             curs.execute(self._add_counted, (sorted(new),), binary=True)
             uniques.extend(self._stored_uniques(conn, new))
@@ -547,31 +549,27 @@ class _PgBatch:
     """A batch as rows for COPY, one list per table, built before the transaction."""
 
     buckets: list[Row]
-    uniques: list[Row]
+    store_batch: StoreBatch  # for its unique values, made inside the transaction
+    with_properties: bool  # whether any increment has a property
     contracts: list[tuple[str, str]]
     messages: list[tuple[str, str]]
     counted: frozenset[str]
 
     @classmethod
     def of(cls, batch: StoreBatch) -> _PgBatch:
-        buckets: list[Row] = [
-            (
-                key.customer_id,
-                key.metric,
-                key.contract_tag,
-                require_aware(key.bucket_start, "bucket_start"),
-                b.quantity_sum,
-                b.event_count,
-                b.quantity_max,
-                require_aware(b.latest_at, "latest_at"),
-                b.latest_event_id,
-                b.latest_quantity,
-            )
-            for key, b in batch.buckets.items()
-        ]
+        # MeterKey + MeterBucket is the row, in the table's column order (tuples joined in C).
+        # Both times come from the usage's occurred_at: in UTC as parsed (nearly always), else
+        # checked to be aware.
+        buckets: list[Row] = []
+        for key, b in batch.buckets.items():
+            if key.bucket_start.tzinfo is not UTC or b.latest_at.tzinfo is not UTC:
+                require_aware(key.bucket_start, "bucket_start")
+                require_aware(b.latest_at, "latest_at")
+            buckets.append(key + b)
         # Each unique row's bucket_start is the bucket_start of one of the keys checked above.
-        uniques: list[Row] = list(batch.uniques)
-        return cls(buckets, uniques, batch.contracts, batch.messages, batch.counted)
+        with_properties = any(inc.properties for inc in batch.increments)
+        return cls(buckets, batch, with_properties, batch.contracts, batch.messages,
+                   batch.counted)
 
 
 CREATE_TABLES_LOCK = 0x6269_6C6C_6379  # "billcy": the advisory lock key of table creation

@@ -312,7 +312,7 @@ class _SQLiteBatch:
     @classmethod
     def of(cls, batch: StoreBatch) -> _SQLiteBatch:
         deltas = {_key_row(key): delta for key, delta in batch.buckets.items()}
-        uniques = [(*row[:5], utc_text(row[5], "bucket_start")) for row in batch.uniques]
+        uniques = [(*row[:5], utc_text(row[5], "bucket_start")) for row in batch.uniques()]
         return cls(deltas, json.dumps(list(deltas)), uniques, batch.contracts, batch.messages)
 
 
