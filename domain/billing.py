@@ -25,7 +25,7 @@ from domain.calendar import (
     prorate,
 )
 from domain.contract import Contract
-from domain.invoice_lines import InvoiceLine, LineKind
+from domain.invoice_lines import BasisValue, InvoiceLine, LineKind
 from domain.money import ZERO, round_money
 from domain.pricing import minimum_true_up, price
 from domain.terms import (
@@ -281,7 +281,7 @@ def _add_subscription_lines(
     used = ServicePeriod(start, end)
     days = used.days
     # The terms in effect over these days priced the charge, or (on a credit) changed it.
-    basis = {"period_days": period.days, "days": days,
+    basis: dict[str, BasisValue] = {"period_days": period.days, "days": days,
              "full_period": [period.start.isoformat(), period.end.isoformat()],
              "terms_effective": draft.contract.terms_on(start).effective_date.isoformat()}
     span = f"{start.isoformat()} to {end.isoformat()}"
@@ -457,7 +457,7 @@ def _usage_basis(
     amount: Decimal,
     already_billed: Decimal,
     terms_effective: str,
-) -> dict[str, object]:
+) -> dict[str, BasisValue]:
     """Why a usage line has its amount: the meter read, the price, what was billed before."""
     return {
         "metric": component.metric,

@@ -41,6 +41,7 @@ from domain.invoice_lines import subtotals
 from domain.money import format_money
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
+from domain.transcoding import JSONRecords
 from domain.usage import MeterReading, MeterRequest
 
 CHUNK_SIZE = 200
@@ -557,7 +558,8 @@ class BillingRuns:
             issue_date=due.issue_date,
             due_date=due.due_date,
             document_type="credit_note" if total < 0 else "invoice",
-            lines=[line.to_record() for line in lines],
+            # Records of strings and basis values, JSON-native by their types.
+            lines=JSONRecords(line.to_record() for line in lines),
             subtotals=subtotals(lines),
             total=total,
             contract_version=contract.version,

@@ -8,6 +8,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+# What a line's basis may hold: JSON-native values only (no float, Decimal or date), so that
+# its record can be stored as JSONRecords without a walk over every value.
+BasisValue = str | int | bool | list[str]
+
 
 class LineKind(StrEnum):
     SUBSCRIPTION = "subscription"
@@ -29,7 +33,7 @@ class InvoiceLine:
     period_end: date
     unit_amount: Decimal | None = None
     # Why the line has its amount: usage read, terms version, proration days (for explain).
-    basis: dict[str, Any] = field(default_factory=dict)
+    basis: dict[str, BasisValue] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         return {
