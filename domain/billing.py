@@ -210,33 +210,71 @@ def _bill_subscriptions(draft: _Draft) -> None:
             key = (component_id, period.start)
             billed = contract.billed.subscriptions.get(key, ())
             owed = _owed_segments(contract, component_id, window)
-            timing = {s: t for s, t in owed}
-            cuts = {period.start, period.end}
-            for s in [*billed, *timing]:
-                cuts.update((s.start, s.end))
-            settled: list[Segment] = []
-            changed = False
-            runs: list[tuple[date, date, Segment | None, Segment | None]] = []
-            for start, end in pairwise(sorted(cuts)):
-                was, now = _covering(billed, start), _covering(timing, start)
-                if runs and runs[-1][1] == start and runs[-1][2:] == (was, now):
-                    runs[-1] = (runs[-1][0], end, was, now)
-                else:
-                    runs.append((start, end, was, now))
-            for start, end, was, now in runs:
-                same = (was is None and now is None) or (
-                    was is not None and now is not None and was.rate == now.rate
-                )
-                due = not same and _is_due(now, timing, window, start, cycle_date)
-                keep = now if due else was
-                if keep is not None:
-                    settled.append(Segment(start, end, keep.unit_amount, keep.quantity))
-                if due:
-                    changed = True
-                    _add_subscription_lines(draft, component_id, period, start, end, was, now,
-                                            first_billing=not billed)
-            if changed:
-                draft.settlement.subscriptions[key] = _merged(settled)
+            if not billed and len(owed) == 1:
+                # Never billed, owed at one rate (most of a run): what the comparison of
+                # _bill_segments comes to, without it.
+                _bill_first(draft, key, period, window, *owed[0])
+            elif billed or owed:
+                _bill_segments(draft, key, period, window, billed, owed)
+
+
+def _bill_first(
+    draft: _Draft,
+    key: PeriodKey,
+    period: ServicePeriod,
+    window: ServicePeriod | None,
+    owed: Segment,
+    timing: BillingTiming,
+) -> None:
+    """A period of a component never billed, owed at one rate: the whole segment, if due."""
+    if timing is BillingTiming.IN_ARREARS:
+        due = window is not None and window.end <= draft.ctx.cycle_date
+    else:
+        due = owed.start <= draft.ctx.cycle_date
+    if due:
+        _add_subscription_lines(draft, key[0], period, owed.start, owed.end, None, owed,
+                                first_billing=True)
+        draft.settlement.subscriptions[key] = (owed,)
+
+
+def _bill_segments(
+    draft: _Draft,
+    key: PeriodKey,
+    period: ServicePeriod,
+    window: ServicePeriod | None,
+    billed: tuple[Segment, ...],
+    owed: list[tuple[Segment, BillingTiming]],
+) -> None:
+    """A period of a component: what was billed against what is owed, day by day; the
+    difference billed or credited where it is due."""
+    component_id, cycle_date = key[0], draft.ctx.cycle_date
+    timing = {s: t for s, t in owed}
+    cuts = {period.start, period.end}
+    for s in [*billed, *timing]:
+        cuts.update((s.start, s.end))
+    settled: list[Segment] = []
+    changed = False
+    runs: list[tuple[date, date, Segment | None, Segment | None]] = []
+    for start, end in pairwise(sorted(cuts)):
+        was, now = _covering(billed, start), _covering(timing, start)
+        if runs and runs[-1][1] == start and runs[-1][2:] == (was, now):
+            runs[-1] = (runs[-1][0], end, was, now)
+        else:
+            runs.append((start, end, was, now))
+    for start, end, was, now in runs:
+        same = (was is None and now is None) or (
+            was is not None and now is not None and was.rate == now.rate
+        )
+        due = not same and _is_due(now, timing, window, start, cycle_date)
+        keep = now if due else was
+        if keep is not None:
+            settled.append(Segment(start, end, keep.unit_amount, keep.quantity))
+        if due:
+            changed = True
+            _add_subscription_lines(draft, component_id, period, start, end, was, now,
+                                    first_billing=not billed)
+    if changed:
+        draft.settlement.subscriptions[key] = _merged(settled)
 
 
 def _is_due(
@@ -353,6 +391,8 @@ def _incomplete(draft: _Draft, metric: str, end_at: datetime) -> str | None:
 
 def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
     contract, cycle_date = draft.contract, draft.ctx.cycle_date
+    if not any(isinstance(c, UsageComponent) for v in contract.versions for c in v.components):
+        return  # no usage priced, ever: nothing to read or bill (a third of a typical book)
     tz = contract.timezone
     late_periods = _periods_with_late_usage(draft, usage)
     for period in periods_overlapping(

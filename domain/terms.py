@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 
 class BillingFrequency(StrEnum):
@@ -209,6 +209,11 @@ def component_to_record(component: Component) -> dict[str, Any]:
     }
 
 
+# Enum members by value: calling the enum class to look one up goes through EnumType.__call__.
+_TIMINGS = {t.value: t for t in BillingTiming}
+_AGGREGATIONS = {a.value: a for a in Aggregation}
+
+
 def component_from_record(record: dict[str, Any]) -> Component:
     kind = record["kind"]
     if kind == "subscription":
@@ -216,17 +221,27 @@ def component_from_record(record: dict[str, Any]) -> Component:
             id=record["id"],
             amount=Decimal(record["amount"]),
             quantity=Decimal(record.get("quantity") or 1),
-            billing_timing=BillingTiming(record.get("billing_timing") or "in_advance"),
+            billing_timing=_member(_TIMINGS, BillingTiming, record.get("billing_timing")
+                                   or "in_advance"),
         )
     if kind == "usage":
         return UsageComponent(
             id=record["id"],
             metric=record["metric"],
             pricing=pricing_from_record(record["pricing"]),
-            aggregation=Aggregation(record.get("aggregation") or "sum"),
+            aggregation=_member(_AGGREGATIONS, Aggregation, record.get("aggregation") or "sum"),
             unique_property=record.get("unique_property"),
             minimum_amount=_dec(record.get("minimum_amount")),
         )
     return MilestoneComponent(
         id=record["id"], milestone=record["milestone"], amount=Decimal(record["amount"])
     )
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(members: dict[str, E], kind: type[E], value: str) -> E:
+    """The member of `kind` with this value (an unknown value fails as `kind(value)` does)."""
+    found = members.get(value)
+    return found if found is not None else kind(value)

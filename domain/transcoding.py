@@ -99,13 +99,17 @@ class FastJSONTranscoder(JSONTranscoder):
         for key, value in values.items():
             if type(key) is not str:
                 return None
-            transcoding = types.get(type(value))  # the exact type, as the library's hook
+            kind = type(value)
+            if kind in _SCALARS:
+                out[key] = value
+                continue
+            transcoding = types.get(kind)  # the exact type, as the library's hook
             if transcoding is not None:
                 data = transcoding.encode(value)
                 if not _plain(data):
                     return None
                 value = {"_type_": transcoding.name, "_data_": data}
-            elif deeper and type(value) is dict:
+            elif deeper and kind is dict:
                 value = self._wrapped(value, deeper=False)
                 if value is None:
                     return None
