@@ -65,7 +65,7 @@ INVOICES = Table(
      ("due_date", "TEXT"), ("total", "TEXT"), ("subtotals", "TEXT"),
      ("contract_version", "INTEGER"), ("position", "BIGINT")),
     key=("number",),
-    indexes=(("batch_id",),),
+    report_indexes=(("batch_id",),),
 )
 LINES = Table(
     "audit_lines",

@@ -106,7 +106,7 @@ STEPS = Table(
     (("number", "TEXT"), ("step", "TEXT"), ("kind", "TEXT"), ("due_on", "TEXT"),
      ("recorded_on", "TEXT")),
     key=("number", "step"),
-    indexes=(("due_on",),),
+    report_indexes=(("due_on",),),
 )
 
 

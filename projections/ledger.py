@@ -43,7 +43,8 @@ DOCUMENTS = Table(
      ("issue_date", "TEXT"), ("due_date", "TEXT"), ("total", "BIGINT"), ("applied", "BIGINT"),
      ("position", "BIGINT")),
     key=("number",),
-    indexes=(("invoice_id",), ("issue_date",)),
+    indexes=(("invoice_id",),),
+    report_indexes=(("issue_date",),),
 )
 PAYMENTS = Table(
     "ledger_payments",
@@ -51,7 +52,7 @@ PAYMENTS = Table(
      ("amount", "BIGINT"), ("applied", "BIGINT"), ("excess", "BIGINT"),
      ("received_at", "TEXT"), ("position", "BIGINT")),
     key=("number", "payment_id"),
-    indexes=(("day",),),
+    report_indexes=(("day",),),
 )
 JOURNAL = Table(
     "ledger_journal",
@@ -59,7 +60,7 @@ JOURNAL = Table(
      ("document", "TEXT"), ("customer_id", "TEXT"), ("currency", "TEXT"), ("account", "TEXT"),
      ("amount", "BIGINT"), ("narration", "TEXT")),
     key=("entry_id", "line"),
-    indexes=(("day",),),
+    report_indexes=(("day",),),
 )
 
 

@@ -37,12 +37,18 @@ CREATE_ATTEMPTS = 5
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per table
 class Table:
-    """A view table: columns (name, SQL type), primary key and secondary indexes."""
+    """A view table: columns (name, SQL type), primary key and secondary indexes.
+
+    `indexes` are read while the view is built (a page looks up the rows it continues);
+    `report_indexes` only by the reports, so a rebuild on PostgreSQL makes them after its
+    bulk load, once, instead of inserting every row into them (see PostgresView.drop).
+    """
 
     name: str
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    report_indexes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -50,19 +56,31 @@ class Table:
 
     @property
     def index_names(self) -> list[str]:
-        return [f"{self.name}_{'_'.join(index)}_idx" for index in self.indexes]
+        return [self._index_name(index) for index in (*self.indexes, *self.report_indexes)]
+
+    def _index_name(self, index: tuple[str, ...]) -> str:
+        return f"{self.name}_{'_'.join(index)}_idx"
+
+    def _index_statement(self, index: tuple[str, ...]) -> str:
+        return (f"CREATE INDEX IF NOT EXISTS {self._index_name(index)} ON {self.name} "
+                f"({', '.join(index)})")
 
     def create_statements(self) -> list[str]:
+        """The table and all its indexes."""
+        return [*self.build_statements(), *self.report_index_statements()]
+
+    def build_statements(self) -> list[str]:
+        """The table with what building it reads: its primary key and `indexes`."""
         columns = ", ".join(f"{name} {kind}" for name, kind in self.columns)
         statements = [
             f"CREATE TABLE IF NOT EXISTS {self.name} ({columns}, "
             f"PRIMARY KEY ({', '.join(self.key)}))"
         ]
-        statements.extend(
-            f"CREATE INDEX IF NOT EXISTS {name} ON {self.name} ({', '.join(index)})"
-            for name, index in zip(self.index_names, self.indexes, strict=True)
-        )
+        statements.extend(self._index_statement(index) for index in self.indexes)
         return statements
+
+    def report_index_statements(self) -> list[str]:
+        return [self._index_statement(index) for index in self.report_indexes]
 
     def insert_statement(self) -> str:
         marks = ", ".join("?" for _ in self.columns)
@@ -167,6 +185,11 @@ class View(TrackingRecorder, ABC):
     @abstractmethod
     def drop(self) -> None:
         """Replace the view's tables and tracking with empty ones, in one transaction."""
+
+    def finish_build(self) -> None:
+        """After a rebuild from empty tables: whatever drop() left for later (the reports'
+        indexes on PostgreSQL)."""
+        self.create_tables()
 
     def create_tables(self) -> None:
         """Create the tables and tracking table where missing.

@@ -39,14 +39,14 @@ LINES = Table(
      ("component_id", "TEXT"), ("issue_date", "TEXT"), ("service_start", "TEXT"),
      ("service_end", "TEXT"), ("amount", "BIGINT"), ("position", "BIGINT")),
     key=("number", "line"),
-    indexes=(("issue_date",), ("service_end",)),
+    report_indexes=(("issue_date",), ("service_end",)),
 )
 SCHEDULE = Table(
     "revenue_schedule",
     (("number", "TEXT"), ("line", "INTEGER"), ("day", "TEXT"), ("contract_id", "TEXT"),
      ("currency", "TEXT"), ("amount", "BIGINT")),
     key=("number", "line", "day"),
-    indexes=(("day",),),
+    report_indexes=(("day",),),
 )
 
 

@@ -247,7 +247,10 @@ class Projections:
         """Throw the chosen views away and build them again from the whole log."""
         for projection in self.views.values():
             projection.view.drop()
-        return self.catch_up()
+        counts = self.catch_up()
+        for projection in self.views.values():
+            projection.view.finish_build()
+        return counts
 
     def follow(self, stop: threading.Event, interval: float = 0.5) -> dict[str, int]:
         """Keep catching up until `stop` is set: the events processed meanwhile."""
