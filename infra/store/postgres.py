@@ -152,6 +152,10 @@ _INSERT_UNIQUES = (
     " ON CONFLICT DO NOTHING"
 )
 
+_LZ4_AVAILABLE = (
+    "SELECT 'lz4' = ANY(enumvals) AS available FROM pg_settings"
+    " WHERE name = 'default_toast_compression'"
+)
 _COUNTED = "SELECT property FROM {schema}.counted_properties"
 _ADD_COUNTED = (
     "INSERT INTO {schema}.counted_properties SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING"
@@ -263,8 +267,9 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._copy_stage_buckets = self._sql(_COPY_STAGE_BUCKETS)
         self._copy_stage_uniques = self._sql(_COPY_STAGE_UNIQUES)
         self._copy_messages = self._sql(_COPY_MESSAGES)
-        # Connections (sessions) whose temp tables exist.
+        # Connections (sessions) whose temp tables exist (and TOAST compression is set).
         self._staged: WeakSet[Connection[DictRow]] = WeakSet()
+        self._lz4: bool | None = None  # whether the server knows lz4; asked once
         self._received_messages = self._sql(_RECEIVED_MESSAGES)
         self._read_meter = self._sql(_READ_METER)
         self._changed_buckets = self._sql(_CHANGED_BUCKETS)
@@ -301,6 +306,11 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         notification_ids: list[int] | None = None
         with self.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor() as curs:
+            # Session set-up, in this transaction: undone with it if it rolls back, so the
+            # session counts as set up only once it has committed (below).
+            new_session = rows is not None and bool(stored_events) and conn not in self._staged
+            if new_session:
+                self._set_up_session(curs)
             self._insert_events(curs, stored_events, **rest)
             if stored_events:
                 self._lock_table(curs)
@@ -310,7 +320,26 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 notification_ids = [row["notification_id"] for row in curs.fetchall()]
                 if rows is not None:
                     self._write_batch(conn, curs, rows)
+        if new_session:
+            self._staged.add(conn)
         return notification_ids
+
+    def _set_up_session(self, curs: Cursor[DictRow]) -> None:
+        """The temp tables the batch rows are staged in; lz4 for the events' TOAST.
+
+        A usage batch's event is about 350 kB of JSON, compressed when stored: pglz (the
+        default) costs the server about 16 ms per event, lz4 7 ms for the same size. Stored
+        values keep their own method, so either kind reads back the same. Only where the
+        server was built with lz4.
+        """
+        for statement in self._create_stages:
+            curs.execute(statement)
+        if self._lz4 is None:
+            curs.execute(_LZ4_AVAILABLE)
+            found = curs.fetchone()
+            self._lz4 = bool(found and found["available"])
+        if self._lz4:
+            curs.execute("SET default_toast_compression = 'lz4'")
 
     def _write_batch(self, conn: Connection[DictRow], curs: Cursor[DictRow],
                      batch: _PgBatch) -> None:
@@ -324,10 +353,6 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # Rows go by binary COPY (psycopg formats them in C; arrays are dumped element by
         # element in Python): straight into received_messages, whose primary key must refuse
         # an id committed meanwhile, and through session temp tables for the upserts.
-        if conn not in self._staged:
-            for statement in self._create_stages:
-                curs.execute(statement)
-            self._staged.add(conn)
         if batch.buckets:
             self._copy(curs, self._copy_stage_buckets, _BUCKET_TYPES, batch.buckets)
             curs.execute(self._upsert_buckets)
