@@ -106,7 +106,7 @@ class FastJSONTranscoder(JSONTranscoder):
             transcoding = types.get(kind)  # the exact type, as the library's hook
             if transcoding is not None:
                 data = transcoding.encode(value)
-                if not _plain(data):
+                if type(data) is not str and not _plain(data):
                     return None
                 value = {"_type_": transcoding.name, "_data_": data}
             elif deeper and kind is dict:
