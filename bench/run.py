@@ -249,7 +249,10 @@ class Bench:
                          for name in ("contracts", "usage", "payments", "deadletter")})
         consume, stats = self.billcycle(
             "ingest consume", db, "consume", "--bootstrap", self.kafka,
-            "--group", f"bench-{self.stamp}", "--until-caught-up", env=env, profile=True)
+            "--group", f"bench-{self.stamp}", "--until-caught-up",
+            *(("--batch-size", str(self.args.ingest_batch_size))
+              if self.args.ingest_batch_size else ()),
+            env=env, profile=True)
         stored = count_usage_records(db)
         size = f"{produced:,} records"
         billcycle = Figure(
@@ -622,6 +625,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--usage-events", type=_positive, default=DEFAULT_USAGE_EVENTS,
                         help=f"usage records put on Kafka for the ingest (default "
                         f"{DEFAULT_USAGE_EVENTS})")
+    parser.add_argument("--ingest-batch-size", type=_positive, default=None,
+                        help="`consume --batch-size` of the ingest (default: consume's own)")
     parser.add_argument("--batch-events", type=int, default=book.DEFAULT_EVENTS,
                         help="usage events per contract per month in the batch books "
                         f"(default {book.DEFAULT_EVENTS})")
