@@ -48,11 +48,10 @@ def to_command(message: Message) -> Command:
     """The domain command a validated message asks for."""
     if type(message) is Usage:  # nearly every message: no dict of common fields
         properties_json = canonical_properties(message.properties)
-        # Positional (the field order of RecordUsage): keywords cost a third more, per message.
         # occurred_at's text once, for the fingerprint and the UsageBatch record.
         occurred_at_iso = message.occurred_at.isoformat()
-        return RecordUsage(
-            message.id, message.type, usage_fingerprint(message, properties_json, occurred_at_iso),
+        return RecordUsage.of(
+            message.id, usage_fingerprint(message, properties_json, occurred_at_iso),
             message.occurred_at, message.customer_id, message.metric, message.quantity,
             message.properties, properties_json, message.contract_id, occurred_at_iso,
         )

@@ -14,16 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from json.encoder import (  # type: ignore[attr-defined]
-    c_make_encoder,
-    encode_basestring_ascii,
-)
 from typing import Any
 
 from domain.billing_run import BillingRun, billing_run_id
 from domain.contract import Contract
 from domain.invoice import Invoice
 from domain.money import format_money
+from domain.transcoding import encode_with
 from projections.persistence import Changes, Select, Table
 from projections.projection import Positioned, ViewProjection, event_class, topics
 
@@ -85,22 +82,9 @@ TERMS = Table(
 )
 
 
-# One encoder for every row: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
-# And JSONEncoder.encode builds the C encoder anew on every call (with a dict of the objects
-# seen, against cycles, and a closure for floats): a row's JSON is a few small dicts, so that
-# was half of the time. This is the same C encoder with the same options, made once, without
-# the check for cycles (values decoded from JSON have none); the same text.
-_C_ENCODER = (
-    None if c_make_encoder is None
-    else c_make_encoder(None, str, encode_basestring_ascii, None, ": ", ", ", True, False, True)
-)
-
-
-def _json(value: Any) -> str:
-    if _C_ENCODER is None or type(value) is str:
-        return _ENCODER.encode(value)
-    return "".join(_C_ENCODER(value, 0))
+# One encoder for every row, its C encoder made once (json.dumps with options makes both per
+# call; a row's JSON is a few small dicts decoded from events, which cannot hold themselves).
+_json = encode_with(json.JSONEncoder(sort_keys=True, default=str))
 
 
 def _text(value: Any) -> str | None:

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from consumers.messages.errors import rejection
 from consumers.messages.models import Message, Usage
+from domain.transcoding import encode_with
 
 # One adapter over the tagged union: pydantic-core parses the JSON and dispatches on "type" in
 # one pass, with no Python in between; Python runs only for the few custom field checks.
@@ -34,7 +35,12 @@ def fingerprint(message: Message) -> str:
     """
     if type(message) is Usage:
         return usage_fingerprint(message, canonical_properties(message.properties))
-    return sha256(_CANONICAL_JSON.encode(message.model_dump()).encode()).hexdigest()
+    return fingerprint_of(_CANONICAL_JSON.encode(message.model_dump()))
+
+
+def fingerprint_of(canonical: str) -> str:
+    """The fingerprint of a message's canonical text: sha256, hex."""
+    return sha256(canonical.encode()).hexdigest()
 
 
 def usage_fingerprint(message: Usage, properties_json: str, occurred_at_iso: str = "") -> str:
@@ -48,7 +54,7 @@ def usage_fingerprint(message: Usage, properties_json: str, occurred_at_iso: str
             occurred_at_iso or message.occurred_at.isoformat(), properties_json,
             message.quantity,
         )
-    return sha256(canonical.encode()).hexdigest()
+    return fingerprint_of(canonical)
 
 
 def usage_canonical(
@@ -79,13 +85,7 @@ def usage_canonical(
 def canonical_properties(properties: dict[str, Any]) -> str:
     """`_CANONICAL_JSON.encode(properties)`: sorted keys, no spaces, ASCII. Ingest records
     usage properties in this form too."""
-    if not properties:
-        return "{}"
-    if _C_CANONICAL is not None:
-        # The encoder `_CANONICAL_JSON.encode` runs, called directly: encode() checks its
-        # argument and builds this encoder again on every call, two thirds of its cost here.
-        return "".join(_C_CANONICAL(properties, 0))
-    return _CANONICAL_JSON.encode(properties)
+    return _ENCODE_CANONICAL(properties) if properties else "{}"
 
 
 def _string(value: str | None) -> str:
@@ -105,12 +105,6 @@ def _canonical(value: Any) -> str:
 # Built once: json.dumps with options builds an encoder per call, a third of the cost here.
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_canonical)
 _STRING = json.encoder.encode_basestring_ascii  # as _CANONICAL_JSON writes a str (C)
-# The C encoder JSONEncoder.encode builds for _CANONICAL_JSON's options (json.encoder's own
-# call, same arguments in the same order, without the circular-reference check: properties
-# come from JSON text and cannot hold themselves); None where the C speedups are missing.
-_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
-_C_CANONICAL = (
-    None
-    if _C_MAKE_ENCODER is None
-    else _C_MAKE_ENCODER(None, _canonical, _STRING, None, ":", ",", True, False, True)
-)
+# And its C encoder made once (encode() makes it anew per call, two thirds of the cost of a
+# message's properties): properties come from JSON text and cannot hold themselves.
+_ENCODE_CANONICAL = encode_with(_CANONICAL_JSON)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from hashlib import sha256
 from typing import Any
 
 from pydantic_core import from_json
 
 from consumers.messages.fields import utc_timestamp
-from consumers.messages.parse import canonical_properties, usage_canonical
+from consumers.messages.parse import canonical_properties, fingerprint_of, usage_canonical
 from domain.commands import RecordUsage
 
 # The known fields of Usage (Envelope's and its own); any other field is kept as an extra by
@@ -81,11 +80,7 @@ def usage_command(raw: bytes | str) -> RecordUsage | None:
         message_id, customer_id, metric, contract_id, occurred_at_iso, properties_json, quantity
     )
     return RecordUsage.of(
-        message_id, _sha256_hex(canonical), occurred_at, customer_id, metric, quantity,
+        message_id, fingerprint_of(canonical), occurred_at, customer_id, metric, quantity,
         properties, properties_json, contract_id, occurred_at_iso,
     )
-
-
-def _sha256_hex(text: str) -> str:
-    return sha256(text.encode()).hexdigest()
 
