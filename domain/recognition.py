@@ -98,10 +98,6 @@ class Schedule:
         month end after it within the schedule, and the schedule's last day."""
         return list(close_dates(self.issued_on, self.last_day))
 
-    def closes(self) -> list[tuple[date, Decimal]]:
-        """What is recognized through each of `period_ends()`, cumulatively, in one pass."""
-        return [(day, self.recognized(day)) for day in close_dates(self.issued_on, self.last_day)]
-
 
 # A book has few distinct issue dates and service periods, and a replay asks for the same
 # ones for every line: both functions are pure, so their answers are kept.

@@ -58,6 +58,8 @@ def bucket_start(instant: datetime) -> datetime:
 # value either way. The hot paths below build them with tuple.__new__ directly (_new): the
 # same object as the class call, without the generated __new__'s Python frame (half the cost).
 _new = tuple.__new__
+
+
 class MeterKey(NamedTuple):
     customer_id: str
     metric: str

@@ -64,11 +64,6 @@ JOURNAL = Table(
 )
 
 
-def document_of(issued: Any) -> Document:
-    """The ledger's view of an ISSUED event (made once per event, shared with revenue)."""
-    return documents.of(issued)
-
-
 @dataclass
 class _Open:
     """A document as a payment needs it: who, when, and how much of it is settled."""
@@ -114,7 +109,7 @@ class LedgerProjection(ViewProjection):
                 changes.put(CONTRACTS, (event.contract_id, event.customer_id, event.timezone),
                             new=True)
             elif isinstance(event, ISSUED):
-                doc = document_of(event)
+                doc = documents.of(event)  # made once per event, shared with revenue
                 total = to_minor(doc.total, doc.currency)
                 state = _Open(doc, event.due_date.isoformat(), total, 0, position)
                 invoice_id = str(event.originator_id)

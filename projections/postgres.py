@@ -16,6 +16,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from infra.store.postgres import copy_rows
 from projections.persistence import Changes, Row, Select, Table, View, ViewConflict
 
 
@@ -111,15 +112,11 @@ _PG_TYPES = {"TEXT": "text", "BIGINT": "int8", "INTEGER": "int4"}
 
 
 def _copy(curs: Cursor[DictRow], table: Table, rows: list[Row]) -> None:
-    """New rows by binary COPY: with the column types given, psycopg dumps every value in C
-    instead of choosing a dumper per value and formatting text rows in Python."""
+    """New rows by binary COPY, typed by the table's columns."""
     columns = SQL(", ").join(Identifier(c) for c in table.column_names)
     statement = SQL("COPY {0} ({1}) FROM STDIN (FORMAT BINARY)").format(
         Identifier(table.name), columns)
-    with curs.copy(statement) as copy:
-        copy.set_types([_PG_TYPES[kind] for _, kind in table.columns])
-        for row in rows:
-            copy.write_row(row)
+    copy_rows(curs, statement, [_PG_TYPES[kind] for _, kind in table.columns], rows)
 
 
 def _select(curs: Cursor[DictRow]) -> Select:

@@ -7,7 +7,7 @@ combined in SQL on `numeric` columns, so sums stay exact however many saves add 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
@@ -25,7 +25,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest, RecordedUsage
+from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest, UsageBatch
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
@@ -354,14 +354,14 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # element in Python): straight into received_messages, whose primary key must refuse
         # an id committed meanwhile, and through session temp tables for the upserts.
         if batch.buckets:
-            self._copy(curs, self._copy_stage_buckets, _BUCKET_TYPES, batch.buckets)
+            copy_rows(curs, self._copy_stage_buckets, _BUCKET_TYPES, batch.buckets)
             curs.execute(self._upsert_buckets)
         uniques = self._counted_uniques(conn, curs, batch)
         if uniques:
-            self._copy(curs, self._copy_stage_uniques, _UNIQUE_TYPES, uniques)
+            copy_rows(curs, self._copy_stage_uniques, _UNIQUE_TYPES, uniques)
             curs.execute(self._insert_uniques)
         if batch.messages:
-            self._copy(curs, self._copy_messages, ("text", "text"), batch.messages)
+            copy_rows(curs, self._copy_messages, ("text", "text"), batch.messages)
         if batch.contracts:
             curs.execute(self._insert_contracts, [list(c) for c in zip(*batch.contracts,
                                                                       strict=True)])
@@ -400,17 +400,9 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             stored.execute(self._usage_batches, (USAGE_BATCH_RECORDED_TOPIC,))
             for row in stored:
                 records = json.loads(bytes(row["state"]))["records"]
-                increments = (RecordedUsage.of(r).increment() for r in records)
+                increments = (u.increment() for u in UsageBatch.usage(records))
                 found.update(unique_rows(increments, names))
         return list(found)
-
-    @staticmethod
-    def _copy(curs: Cursor[DictRow], statement: Composed, types: Sequence[str],
-              rows: Sequence[Sequence[Any]]) -> None:
-        with curs.copy(statement) as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -554,6 +546,16 @@ def _reading(row: Any) -> MeterReading:
         unique_count=row["unique_count"],
         revision=row["revision"],
     )
+
+
+def copy_rows(curs: Cursor[Any], statement: Composed, types: Sequence[str],
+              rows: Iterable[Sequence[Any]]) -> None:
+    """Rows by binary COPY, their column types given: psycopg dumps every value in C instead
+    of choosing a dumper per value (and formatting text rows in Python)."""
+    with curs.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def _event_columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:

@@ -73,4 +73,3 @@ def _close_dates_day_by_day(s: Schedule) -> list[date]:
 @given(schedules())
 def test_close_dates_by_month_arithmetic_are_the_day_by_day_ones(s: Schedule) -> None:
     assert s.period_ends() == _close_dates_day_by_day(s)
-    assert s.closes() == [(d, s.recognized(d)) for d in s.period_ends()]
