@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from domain.application import BillingApplication
 from domain.billing_run import BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, text
+from infra.collector import tuned_for_bulk_work
 from infra.store.url import store_env
 from infra.views import batch_view, invoice_view
 
@@ -57,10 +57,11 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
 
     pipeline = IngestPipeline(app)
     if args.file == "-":
-        report = pipeline.process_lines(sys.stdin.buffer, "stdin")
+        with tuned_for_bulk_work():
+            report = pipeline.process_lines(sys.stdin.buffer, "stdin")
     else:
         try:
-            with open(args.file, "rb") as stream:
+            with open(args.file, "rb") as stream, tuned_for_bulk_work():
                 report = pipeline.process_lines(stream, f"file:{os.path.basename(args.file)}")
         except OSError as exc:
             raise UserError(f"cannot read {args.file}: {exc.strerror}") from exc
@@ -87,30 +88,8 @@ def _report_document(app: BillingApplication, report: RunReport) -> dict[str, An
     return document
 
 
-# A run allocates many short-lived objects per contract while what it keeps grows slowly
-# (a row per invoice, the batch's outcomes): with the default first-generation threshold
-# (700) the collector ran often and walked the growing state, so a run took more than 10x
-# the time for 10x the book. Objects alive before the run (modules, the store) are frozen
-# out of collection.
-RUN_GC_THRESHOLD = (50_000, 50, 100)
-
-
-@contextmanager
-def _run_gc() -> Iterator[None]:
-    """The collector tuned for a billing run, and put back afterwards (tests call main())."""
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*RUN_GC_THRESHOLD)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
-
-
 def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
-    with _run_gc():
+    with tuned_for_bulk_work():
         _run(args, app)
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
+from infra.collector import tuned_for_bulk_work
 from infra.store.url import store_env
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
                                       store=store, kafka=kafka)
         ingest = KafkaIngest(app, consumer, topics, deadletters, patience, store=store,
                              kafka=kafka, batch_size=args.batch_size)
-        stats = ingest.run(until_caught_up=args.until_caught_up)
+        with tuned_for_bulk_work():
+            stats = ingest.run(until_caught_up=args.until_caught_up)
     except Stopped:  # before the first poll
         patience.say("stopped before consuming anything")
         return
