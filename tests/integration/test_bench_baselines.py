@@ -1,0 +1,117 @@
+"""The bench's raw-limit baselines store what they claim to: the bare exactly-once consumer
+each message id once with the partitions' offsets, and the bare view rows the replay's rows,
+tables and indexes exactly. Their speed is the bench's business (bench/run.py), never a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from bench.baselines import (
+    VIEW_ROWS_SCHEMA,
+    empty_copies,
+    exactly_once,
+    prepare_view_rows,
+    view_rows,
+)
+from domain.application import BillingApplication
+from infra.store.url import store_env
+from projections.runner import PROJECTIONS, Projections
+from tests.integration.kafka_support import produce
+from tests.integration.test_projections import billing_history
+
+
+def usage(n: int) -> bytes:
+    return json.dumps({"type": "usage", "id": f"evt-{n}", "occurred_at": "2026-11-03T10:00:00Z",
+                       "customer_id": f"cus_{n % 3}", "metric": "api_calls",
+                       "quantity": f"{n}.5", "properties": {}}).encode()
+
+
+@pytest.mark.parametrize("writer_thread", [False, True])
+def test_the_bare_exactly_once_consumer_stores_each_id_once_with_its_offsets(
+    kafka_bootstrap: str, fresh_pg_url: str, writer_thread: bool
+) -> None:
+    topic = f"t{uuid.uuid4().hex[:8]}.usage"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    # Resent messages: one next to its first copy, one at the start of the next batch of 4.
+    values = [usage(n) for n in range(10)]
+    values[4:4] = [values[3]]
+    values[2:2] = [values[1]]
+    sent = produce(kafka_bootstrap, topic, [("k", v) for v in values])
+
+    result = exactly_once(fresh_pg_url, kafka_bootstrap, topic, 4, writer_thread)
+
+    assert result["records"] == sent == 12
+    assert result["stored"] == 10
+    assert result["batches_redone"] <= 1  # only the resend that starts a batch
+    with psycopg.connect(fresh_pg_url) as conn:
+        rows = conn.execute("SELECT message_id, quantity, value FROM bare_usage").fetchall()
+        offsets = conn.execute("SELECT topic, partition, last_offset FROM bare_offsets").fetchall()
+    assert sorted(rows) == sorted((f"evt-{n}", Decimal(f"{n}.5"), usage(n)) for n in range(10))
+    assert offsets == [(topic, 0, 11)]
+    # Positions come from the database: run again, nothing is read twice.
+    again = exactly_once(fresh_pg_url, kafka_bootstrap, topic, 4, writer_thread)
+    assert (again["records"], again["stored"]) == (0, 10)
+
+
+@pytest.fixture
+def replayed(fresh_pg_url: str) -> Iterator[str]:
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    try:
+        billing_history(app)
+        Projections(app).replay()
+    finally:
+        app.close()
+    yield fresh_pg_url
+
+
+def _tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    found = {}
+    for projection in PROJECTIONS.values():
+        for table in projection.tables:
+            rows = conn.execute(
+                f"SELECT * FROM {schema}.{table.name} ORDER BY {', '.join(table.key)}").fetchall()
+            indexes = conn.execute(
+                "SELECT indexdef LIKE 'CREATE UNIQUE %%', regexp_replace(indexdef, '^.* USING ',"
+                " '') FROM pg_indexes"
+                " WHERE schemaname = %s AND tablename = %s ORDER BY 1, 2",
+                (schema, table.name)).fetchall()
+            found[table.name] = (rows, indexes)
+    return found
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_the_bare_view_rows_write_the_replays_rows_tables_and_indexes(
+    replayed: str, tmp_path: Path, connections: int
+) -> None:
+    manifest = prepare_view_rows(replayed, tmp_path, pages=3)
+    with psycopg.connect(replayed) as conn:
+        (schema,) = conn.execute("SELECT current_schema()").fetchone() or ("",)
+        assert all(not rows for rows, _ in _tables(conn, VIEW_ROWS_SCHEMA).values())
+
+    result = view_rows(replayed, manifest, connections)
+
+    assert len(manifest["transactions"]) == 3 * len(PROJECTIONS)
+    assert result["records"] == manifest["rows"] > 0
+    with psycopg.connect(replayed) as conn:
+        original, copied = _tables(conn, schema), _tables(conn, VIEW_ROWS_SCHEMA)
+    assert copied == original
+    assert all(any(unique for unique, _ in indexes) for _, indexes in copied.values())
+    assert sum(len(rows) for rows, _ in copied.values()) == manifest["rows"]
+    # Made empty again for another run.
+    empty_copies(replayed)
+    with psycopg.connect(replayed) as conn:
+        assert all(not rows for rows, _ in _tables(conn, VIEW_ROWS_SCHEMA).values())
