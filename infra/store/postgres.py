@@ -168,9 +168,15 @@ _INSERT_CONTRACTS = (
     " ON CONFLICT DO NOTHING"
 )
 
+# One primary-key probe per id, whatever the table's size and statistics. With
+# `message_id = ANY(ids)` the planner chose a sequential scan (parallel from about 300,000
+# rows) until the table was large enough for the index: a batch of 2,000 new ids took 25 ms
+# at 100,000 rows and up to 90 ms at 300,000, against 4-11 ms probed. LIMIT 1 keeps the
+# subquery from being flattened into a hash join, which scans the table too.
 _RECEIVED_MESSAGES = (
-    "SELECT message_id, fingerprint FROM {schema}.received_messages"
-    " WHERE message_id = ANY(%b::text[])"
+    "SELECT r.message_id, r.fingerprint FROM unnest(%b::text[]) AS i(message_id)"
+    " CROSS JOIN LATERAL (SELECT message_id, fingerprint FROM {schema}.received_messages r"
+    "  WHERE r.message_id = i.message_id LIMIT 1) r"
 )
 
 _BUCKETS_WHERE = (

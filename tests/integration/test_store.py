@@ -15,6 +15,7 @@ import pytest
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Recording, Tracking
+from psycopg import sql
 
 from domain.ports import BillingStore
 from domain.usage import MeterIncrement, MeterReading, MeterRequest, meter_increment
@@ -278,6 +279,30 @@ def test_received_messages_count_once_and_commit_with_the_events(app: StoreApp) 
         app.repository.get(Note.create_id("n2"))
     assert app.store.received_messages(["m-3"]) == {}
     assert read(app).quantity_sum == 1
+
+
+@pytest.mark.postgres
+def test_the_duplicate_check_probes_the_key_whatever_the_table_holds(
+        fresh_pg_url: str) -> None:
+    """At 100,000 to about 1,000,000 received ids the planner scanned the whole table for
+    `message_id = ANY(ids)`; the check must cost one key probe per id at every size."""
+    application = StoreApp(env=store_env(fresh_pg_url))
+    try:
+        recorder = application.store
+        assert isinstance(recorder, PostgresBillingRecorder)
+        with recorder.datastore.get_connection() as conn, conn.transaction():
+            conn.execute(sql.SQL(
+                "INSERT INTO {}.received_messages SELECT 'm-' || g, 'f' FROM"
+                " generate_series(1, 50000) g").format(sql.Identifier(recorder.datastore.schema)))
+            conn.execute("ANALYZE")
+        ids = [f"m-{n}" for n in range(40000, 42000)]
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql.SQL("EXPLAIN ") + recorder._received_messages, (ids,), binary=True)
+            plan = "\n".join(row["QUERY PLAN"] for row in curs.fetchall())
+        assert "Index" in plan and "Seq Scan on received_messages" not in plan, plan
+        assert len(recorder.received_messages(ids)) == 2000
+    finally:
+        application.close()
 
 
 def test_tracking_events_and_meters_commit_together(app: StoreApp) -> None:
