@@ -63,6 +63,7 @@ INVOICES = Table(
      ("contract_version", "INTEGER"), ("position", "BIGINT")),
     key=("number",),
     report_indexes=(("batch_id",),),
+    append_only=True,
 )
 LINES = Table(
     "audit_lines",
@@ -72,6 +73,7 @@ LINES = Table(
      ("usage_quantity", "TEXT"), ("usage_events", "BIGINT"), ("usage_revision", "BIGINT"),
      ("terms_effective", "TEXT"), ("basis", "TEXT")),
     key=("number", "line"),
+    append_only=True,
 )
 TERMS = Table(
     "audit_terms",
@@ -79,6 +81,7 @@ TERMS = Table(
      ("components", "TEXT"), ("usage_threshold_amount", "TEXT"),
      ("payment_terms_days", "INTEGER"), ("position", "BIGINT")),
     key=("contract_uuid", "version"),
+    append_only=True,
 )
 
 

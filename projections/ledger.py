@@ -53,6 +53,7 @@ PAYMENTS = Table(
      ("received_at", "TEXT"), ("position", "BIGINT")),
     key=("number", "payment_id"),
     report_indexes=(("day",),),
+    append_only=True,
 )
 JOURNAL = Table(
     "ledger_journal",
@@ -61,6 +62,7 @@ JOURNAL = Table(
      ("amount", "BIGINT"), ("narration", "TEXT")),
     key=("entry_id", "line"),
     report_indexes=(("day",),),
+    append_only=True,
 )
 
 

@@ -14,7 +14,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from infra.store.postgres import copy_rows
 from projections.persistence import Changes, Row, Select, Table, View, ViewConflict
@@ -44,13 +44,18 @@ class PostgresView(PostgresTrackingRecorder, View):
         super().__init__(datastore, tracking_table_name=self.tracking_table)
         schema, tracking = Identifier(datastore.schema), Identifier(self.tracking_table)
         # What a rebuild starts from (drop()): the tracking table and the view's tables with
-        # the indexes read while building; the reports' indexes come after (finish_build()).
+        # the indexes read while building, append-only tables without their primary key;
+        # those keys and the reports' indexes come after (finish_build()).
+        tracking_statements = list(self.sql_create_statements)
         self._rebuild_statements: list[Composed] = [
-            *self.sql_create_statements,
-            *(SQL(s).format() for table in tables for s in table.build_statements()),
+            *tracking_statements,
+            *(SQL(s).format() for table in tables
+              for s in table.build_statements(keyed=not table.append_only)),
         ]
         self.sql_create_statements = [
-            *self._rebuild_statements,
+            *tracking_statements,
+            *(SQL(s).format() for table in tables for s in table.build_statements()),
+            *(_add_key(table) for table in tables if table.append_only),
             *(SQL(s).format() for table in tables for s in table.report_index_statements()),
         ]
         self._insert_start: Composed = SQL(
@@ -65,6 +70,9 @@ class PostgresView(PostgresTrackingRecorder, View):
         super()._create_table(curs)
         # A row from the start, so every write can lock it (see write()).
         curs.execute(self._insert_start, (self.application_name,))
+
+    def key_index_names(self) -> list[str]:
+        return [f"{table.name}_pkey" for table in self.tables if table.append_only]
 
     def write(self, changes: Changes, tracking: Tracking, after: int) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -86,11 +94,13 @@ class PostgresView(PostgresTrackingRecorder, View):
             yield _select(curs)
 
     def drop(self) -> None:
-        """Empty tables without the reports' indexes: a replay fills them by COPY, page by
-        page, and finish_build() then makes those indexes once, which costs the server less
-        than putting every row into them (a fifth of its CPU in a replay). Until then the
-        reports' queries are slower, never wrong; and a replay killed before the end leaves
-        them to the next opening of the view (create_tables() finds them missing)."""
+        """Empty tables without the reports' indexes, and the append-only ones without their
+        primary key: a replay fills them by COPY, page by page, and finish_build() then
+        makes those indexes and keys once, which costs the server less than putting every
+        row into them (a fifth of its CPU in a replay for the reports' indexes; the keys
+        about as much again). Until then the reports' queries are slower, never wrong; and a
+        replay killed before the end leaves them to the next opening of the view
+        (create_tables() finds them missing), before anything else writes to it."""
         self.forget_tracking_table()
         with self.datastore.transaction(commit=True) as curs:
             for table in self.tables:
@@ -105,6 +115,16 @@ class PostgresView(PostgresTrackingRecorder, View):
                 self._create_table(curs)
             finally:
                 self.sql_create_statements = every
+
+
+def _add_key(table: Table) -> Composed:
+    """The table's primary key where it has none (a rebuild left it for its end); the index
+    gets PostgreSQL's usual name, `<table>_pkey`, as when the table is created with it."""
+    name = Identifier(table.name)
+    return SQL(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_index WHERE indrelid = {0}::regclass"
+        " AND indisprimary) THEN ALTER TABLE {1} ADD PRIMARY KEY ({2}); END IF; END $$"
+    ).format(Literal(table.name), name, SQL(", ").join(Identifier(k) for k in table.key))
 
 
 # The view tables' column types as PostgreSQL names them, for binary COPY.

@@ -40,6 +40,7 @@ LINES = Table(
      ("service_end", "TEXT"), ("amount", "BIGINT"), ("position", "BIGINT")),
     key=("number", "line"),
     report_indexes=(("issue_date",), ("service_end",)),
+    append_only=True,
 )
 SCHEDULE = Table(
     "revenue_schedule",
@@ -47,6 +48,7 @@ SCHEDULE = Table(
      ("currency", "TEXT"), ("amount", "BIGINT")),
     key=("number", "line", "day"),
     report_indexes=(("day",),),
+    append_only=True,
 )
 
 

@@ -140,6 +140,44 @@ def test_replay_equals_the_live_build_row_for_row(app: BillingApplication) -> No
     assert all(p.view._complete() for p in rebuilt.views.values())
 
 
+def _keys_and_indexes(url: str) -> set[tuple[str, str]]:
+    """The view tables' indexes (with their definitions) and constraints, from the catalog."""
+    with psycopg.connect(url) as conn:
+        return set(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            " UNION SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE connamespace = current_schema()::regnamespace").fetchall())
+
+
+def test_a_rebuild_on_postgres_adds_the_keys_and_indexes_after_its_load(
+    app: BillingApplication, url: str
+) -> None:
+    """A replay loads the append-only tables without their primary keys and the reports'
+    indexes, and ends with the very keys and indexes of a view built live; duplicates are
+    refused again once it ends."""
+    if not url.startswith("postgres"):
+        pytest.skip("the embedded store's views keep their keys")
+    live = Projections(app)
+    billing_history(app, live.catch_up)
+    built, catalog = dump(live), _keys_and_indexes(url)
+    append_only = {t.name for p in live.views.values() for t in p.view.tables if t.append_only}
+    assert {"ledger_journal", "revenue_schedule", "audit_lines"} <= append_only
+    during: list[set[tuple[str, str]]] = []
+
+    def look(name: str, position: int, target: int) -> None:
+        if not during:
+            during.append(_keys_and_indexes(url))
+
+    Projections(app, on_page=look).replay()
+    names = {name for name, _ in during[0]}
+    assert not {f"{t}_pkey" for t in append_only} & names
+    assert {"ledger_documents_pkey", "collections_pkey", "audit_batches_pkey"} <= names
+    assert _keys_and_indexes(url) == catalog
+    assert dump(live) == built
+    with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal LIMIT 1")
+
+
 def test_a_page_issuing_and_paying_a_document_finds_its_contract_in_the_view(
     app: BillingApplication,
 ) -> None:
