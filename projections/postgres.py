@@ -36,8 +36,10 @@ class PostgresView(PostgresTrackingRecorder, View):
 
     def __init__(
         self, datastore: PostgresDatastore, name: str, tables: tuple[Table, ...],
-        application_name: str,
+        application_name: str, rebuilding: bool = False,
     ) -> None:
+        """`rebuilding`: the view as drop() just left it, in another process of the same
+        replay; not completed here (the replay does that at its end)."""
         self.name = name
         self.tables = tables
         self.application_name = application_name
@@ -64,7 +66,8 @@ class PostgresView(PostgresTrackingRecorder, View):
         self._lock_position: Composed = SQL(
             "SELECT notification_id FROM {0}.{1} WHERE application_name = %s FOR UPDATE"
         ).format(schema, tracking)
-        self.create_tables()
+        if not rebuilding:
+            self.create_tables()
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         super()._create_table(curs)

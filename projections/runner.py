@@ -24,11 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.sqlite import SQLiteRecorder
 
 from domain.application import BillingApplication
 from domain.collections import CollectionPolicy
+from projections import parallel
 from projections.audit import AuditProjection
 from projections.collections import CollectionsProcess, CollectionsProjection
 from projections.ledger import LedgerProjection
@@ -61,8 +62,10 @@ class UnknownProjection(LookupError):
     """A projection name that is not one of PROJECTIONS."""
 
 
-def open_view(app: BillingApplication, projection: type[ViewProjection]) -> View:
-    """The projection's view, in the database of the application's event store."""
+def open_view(app: BillingApplication, projection: type[ViewProjection],
+              rebuilding: bool = False) -> View:
+    """The projection's view, in the database of the application's event store; when
+    `rebuilding`, as a replay's drop() just left it (see PostgresView)."""
     recorder: Any = app.recorder
     if isinstance(recorder, SQLiteRecorder):
         return SQLiteView(recorder.datastore, projection.name, projection.tables, app.name)
@@ -72,7 +75,8 @@ def open_view(app: BillingApplication, projection: type[ViewProjection]) -> View
     from projections.postgres import PostgresView
 
     if isinstance(recorder, PostgresRecorder):
-        return PostgresView(recorder.datastore, projection.name, projection.tables, app.name)
+        return PostgresView(recorder.datastore, projection.name, projection.tables, app.name,
+                            rebuilding)
     raise TypeError(f"no views for a {type(recorder).__name__} store; use SQLite or PostgreSQL")
 
 
@@ -82,11 +86,11 @@ def catch_up(
     target: int,
     page_size: int = DEFAULT_PAGE_SIZE,
     on_page: Callable[[str, int, int], None] | None = None,
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[Sequence[Notification]], None] | None = None,
 ) -> dict[str, int]:
     """Process the followers' events through log position `target`, reading the log once for
     all of them and decoding each event once; the number of events each one processed.
-    `on_read` is told how many stored events each page read (each once, whoever uses it)."""
+    `on_read` is given the stored events each page read (each once, whoever uses it)."""
     done = {f.name: 0 for f in followers}
     conflicts = dict.fromkeys(done, 0)
     at = {f.name: f.position() for f in followers}  # as if the writes in flight went through
@@ -143,7 +147,7 @@ def catch_up(
             gc.collect(1)  # the last page's objects went by reference counting; the rest now
             through = notifications[-1].id if len(notifications) == page_size else target
             if on_read is not None:
-                on_read(len(notifications))
+                on_read(notifications)
             decoded: dict[int, Any] = {}
             events: list[Positioned] = []
             for f in behind:
@@ -215,6 +219,11 @@ class Projections:
     page_size: int = DEFAULT_PAGE_SIZE
     policy: CollectionPolicy = field(default_factory=CollectionPolicy)
     on_page: Callable[[str, int, int], None] | None = None
+    # A replay on PostgreSQL builds some views in a second process (projections/parallel.py).
+    parallel: bool = True
+    # The second process's views, just emptied by the replay: opened as they are, without
+    # the keys and indexes that the replay makes at its end (finish_build()).
+    rebuilding: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.names) - set(PROJECTIONS))
@@ -225,14 +234,16 @@ class Projections:
             )
         chosen = [PROJECTIONS[n] for n in (self.names or list(PROJECTIONS))]
         self.views: dict[str, ViewProjection] = {
-            cls.name: cls(open_view(self.app, cls)) for cls in chosen
+            cls.name: cls(open_view(self.app, cls, self.rebuilding)) for cls in chosen
         }
         # Collection events come from a process following the log. It runs first on every
         # catch-up, whichever views are chosen: on the embedded store there is no process of
         # its own, and collections should follow their invoices as soon as anything reads.
         self.process = CollectionsProcess(self.app, self.policy)
-        # Stored events read from the log, each counted once however many views use it.
+        # Stored events read from the log, each counted once however many views use it
+        # (a replay's second process counts only those of topics this one does not read).
         self.events_read = 0
+        self.counted_elsewhere: frozenset[str] = frozenset()
 
     def view(self, name: str) -> View:
         return self.views[name].view
@@ -240,14 +251,33 @@ class Projections:
     def catch_up(self) -> dict[str, int]:
         """Bring every chosen projection to the current end of the log: events processed."""
         counts = self._run([self.process])
-        counts.update(self._run(list(self.views.values())))
+        counts.update(self.build())
         return counts
+
+    def build(self) -> dict[str, int]:
+        """Bring the chosen views (not the collections process) to the end of the log."""
+        return self._run(list(self.views.values()))
 
     def replay(self) -> dict[str, int]:
         """Throw the chosen views away and build them again from the whole log."""
         for projection in self.views.values():
             projection.view.drop()
-        counts = self.catch_up()
+        here, there = parallel.split(list(self.views))
+        writes_in_threads = all(p.view.background_writes for p in self.views.values())
+        if self.parallel and there and writes_in_threads:
+            counts = self._run([self.process])  # the Collection events first, as on a catch-up
+            mine = [self.views[name] for name in here]
+            helper = parallel.start(dict(self.app.env), there, self.page_size,
+                                    sorted({t for p in mine for t in p.topics}))
+            try:
+                counts.update(self._run(mine))
+                theirs, events_read = helper.result()
+            finally:
+                helper.stop()
+            counts.update(theirs)
+            self.events_read += events_read
+        else:
+            counts = self.catch_up()
         for projection in self.views.values():
             projection.view.finish_build()
         return counts
@@ -266,5 +296,8 @@ class Projections:
         return catch_up(self.app, followers, target, self.page_size, self.on_page,
                         self._read)
 
-    def _read(self, events: int) -> None:
-        self.events_read += events
+    def _read(self, notifications: Sequence[Notification]) -> None:
+        if self.counted_elsewhere:
+            self.events_read += sum(n.topic not in self.counted_elsewhere for n in notifications)
+        else:
+            self.events_read += len(notifications)

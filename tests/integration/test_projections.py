@@ -36,7 +36,7 @@ from domain.money import format_money
 from domain.usage import UsageBatch
 from infra import sample_book
 from infra.store.url import store_env
-from projections import ledger, revenue
+from projections import ledger, parallel, revenue
 from projections.collections import due_actions, record_actions
 from projections.projection import event_class, to_minor, topics
 from projections.runner import Projections
@@ -176,6 +176,13 @@ def test_a_rebuild_on_postgres_adds_the_keys_and_indexes_after_its_load(
     assert dump(live) == built
     with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal LIMIT 1")
+    # The second process of a replay (projections/parallel.py) opens the emptied views as
+    # they are: the replay makes the keys and indexes at its end.
+    for p in live.views.values():
+        p.view.drop()
+    emptied = _keys_and_indexes(url)
+    Projections(app, ["audit", "collections"], rebuilding=True)
+    assert _keys_and_indexes(url) == emptied
 
 
 def test_a_page_issuing_and_paying_a_document_finds_its_contract_in_the_view(
@@ -238,18 +245,53 @@ def test_a_replay_process_killed_with_sigkill_resumes_to_the_same_tables(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     audit = complete.view("audit")
-    # Kill it once the audit view (replayed third) is part-way.
+    # Kill it once the audit view (built by the second process on PostgreSQL) is part-way.
     while time.monotonic() < deadline and replay.poll() is None:
         if 0 < audit.position() < (app.recorder.max_notification_id() or 0) // 2:
             break
         time.sleep(0.005)
+    # On PostgreSQL the audit and collections views are built by a second process
+    # (projections/parallel.py): it must die with the replay, not go on writing.
+    helpers = _children(replay.pid)
+    assert not url.startswith("postgres") or helpers, "no second process"
     os.kill(replay.pid, signal.SIGKILL)
     assert replay.wait() == -signal.SIGKILL, "replay finished before it could be killed"
+    deadline = time.monotonic() + 2  # the parent-death signal comes at once
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(_alive(pid) for pid in helpers), "the second process outlived the replay"
     head = app.recorder.max_notification_id() or 0
-    assert any(p.view.position() < head for p in complete.views.values())
+    positions = {name: p.view.position() for name, p in complete.views.items()}
+    assert any(at < head for at in positions.values())
+    time.sleep(0.3)
+    assert {name: p.view.position() for name, p in complete.views.items()} == positions
     subprocess.run([sys.executable, "-m", "infra.cli", "--db", url, "project"], check=True,
                    capture_output=True)
     assert dump(complete) == built
+
+
+def test_a_failure_of_the_second_process_is_reported(app: BillingApplication) -> None:
+    helper = parallel.start(dict(app.env), ["no-such-view"], 10, [])
+    with pytest.raises(parallel.SecondProcessFailed, match="no projection no-such-view"):
+        helper.result()
+    helper.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_every_batch_verifies_against_the_log(app: BillingApplication) -> None:
