@@ -104,6 +104,7 @@ class LedgerProjection(ViewProjection):
 
     def changes(self, events: Sequence[Positioned]) -> Changes:
         changes = Changes()
+        journal = changes.inserted(JOURNAL)
         docs, zones = self._load(events)
         for event, position in events:
             if isinstance(event, CREATED):
@@ -118,8 +119,7 @@ class LedgerProjection(ViewProjection):
                 docs[invoice_id] = state
                 changes.put(DOCUMENTS, state.row(invoice_id), new=True)
                 for entry in document_entries(doc):
-                    for row in entry_rows(entry):
-                        changes.insert(JOURNAL, row)
+                    journal.extend(entry_rows(entry))
             elif isinstance(event, PAID):
                 invoice_id = str(event.originator_id)
                 state = docs[invoice_id]
@@ -137,8 +137,7 @@ class LedgerProjection(ViewProjection):
                     to_minor(posted.excess, doc.currency), event.received_at.isoformat(),
                     position,
                 ))
-                for row in entry_rows(posted.entry):
-                    changes.insert(JOURNAL, row)
+                journal.extend(entry_rows(posted.entry))
         return changes
 
     def _load(self, events: Sequence[Positioned]) -> tuple[dict[str, _Open], dict[str, str]]:

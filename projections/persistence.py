@@ -130,6 +130,11 @@ class Changes:
         """A row of an append-only table: its key comes from an event never seen before."""
         self.inserts.setdefault(table, []).append(row)
 
+    def inserted(self, table: Table) -> list[Row]:
+        """The list insert() adds the table's rows to: appending to it is inserting (for
+        loops of many rows, without a call per row)."""
+        return self.inserts.setdefault(table, [])
+
     def put(self, table: Table, row: Row, new: bool) -> None:
         """A row's latest state; `new` when its key was born in this batch (and once new in a
         batch, a key stays new)."""
@@ -143,7 +148,7 @@ class Changes:
             self.upserts.setdefault(table, {})[key] = row
 
     def rows_to_insert(self) -> Iterator[tuple[Table, list[Row]]]:
-        yield from self.inserts.items()
+        yield from ((table, rows) for table, rows in self.inserts.items() if rows)
         for table, keyed in self.new.items():
             yield table, list(keyed.values())
 

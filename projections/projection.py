@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ from eventsourcing.utils import get_topic
 
 from domain.ledger import Document
 from domain.money import minor_units, round_money
-from domain.recognition import schedule_for_line
+from domain.recognition import Schedule, schedule_for_line
 from projections.persistence import Changes, Table, View
 
 # A domain event and its position in the application's log.
@@ -45,6 +46,10 @@ class _Documents:
 
     def __init__(self) -> None:
         self._made: dict[int, tuple[Any, Document]] = {}
+        # Schedules by what they are made of: a book bills the same lines to many contracts
+        # (13,301 distinct of 49,942 lines at 10,000 contracts), and a Schedule is immutable,
+        # so documents share them. Kept across pages; emptied when full.
+        self._schedules: dict[tuple[Any, ...], Schedule] = {}
 
     def of(self, issued: Any) -> Document:
         found = self._made.get(id(issued))
@@ -60,10 +65,25 @@ class _Documents:
             contract_id=issued.contract_id,
             currency=cur,
             issue_date=day,
-            schedules=tuple(schedule_for_line(line, cur, day) for line in issued.lines),
+            schedules=tuple(self._schedule(line, cur, day) for line in issued.lines),
         )
         self._made[id(issued)] = (issued, doc)
         return doc
+
+    def _schedule(self, line: Any, currency: str, issued_on: date) -> Schedule:
+        amount = line["amount"]
+        if not isinstance(amount, str):  # equal Decimals may differ in exponent: not shared
+            return schedule_for_line(line, currency, issued_on)
+        basis = line.get("basis")
+        # Everything schedule_for_line reads from the line.
+        key = (line["kind"], line["period_start"], line["period_end"], amount,
+               basis.get("completed_on") if basis else None, currency, issued_on)
+        found = self._schedules.get(key)
+        if found is None:
+            if len(self._schedules) >= self.LIMIT:
+                self._schedules.clear()
+            found = self._schedules[key] = schedule_for_line(line, currency, issued_on)
+        return found
 
     def forget(self) -> None:
         self._made.clear()
@@ -72,8 +92,26 @@ class _Documents:
 documents = _Documents()
 
 
+# to_minor's answers: a replay converts the same few amounts over and over (a book's prices,
+# line amounts and their schedules' pieces: 22,000 distinct of 238,000 conversions at 10,000
+# contracts), and a dict look-up costs a quarter of the conversion. Keyed by the amount's
+# value (equal Decimals hash alike and convert alike) and currency; emptied when full.
+_MINOR: dict[tuple[Decimal, str], int] = {}
+_MINOR_LIMIT = 100_000
+
+
 def to_minor(amount: Decimal, currency: str) -> int:
     """An amount as an integer count of the currency's minor units (rounded half-up first)."""
+    key = (amount, currency)
+    found = _MINOR.get(key)
+    if found is None:
+        if len(_MINOR) >= _MINOR_LIMIT:
+            _MINOR.clear()
+        found = _MINOR[key] = _to_minor(amount, currency)
+    return found
+
+
+def _to_minor(amount: Decimal, currency: str) -> int:
     units = amount.scaleb(minor_units(currency))
     whole = int(units)  # toward zero; equal when already in minor units, as most amounts are
     if whole == units:

@@ -59,21 +59,44 @@ class RevenueProjection(ViewProjection):
 
     def changes(self, events: Sequence[Positioned]) -> Changes:
         changes = Changes()
+        lines, schedule = changes.inserted(LINES), changes.inserted(SCHEDULE)
         for event, position in events:
-            cur = event.currency
+            # The event's fields once, not per line or piece.
+            number, cur, contract = event.number, event.currency, event.contract_id
+            kind, customer, issued = event.document_type, event.customer_id, event.issue_date
+            issued_on = issued.isoformat()
             schedules = documents.of(event).schedules
             for i, (line, s) in enumerate(zip(event.lines, schedules, strict=True)):
-                changes.insert(LINES, (
-                    event.number, i, event.document_type, event.contract_id, event.customer_id,
-                    cur, line["kind"],
-                    line["component_id"], event.issue_date.isoformat(), s.start.isoformat(),
-                    s.end.isoformat(), to_minor(s.amount, cur), position,
+                start, end, amount, pieces = _recognized(s)
+                lines.append((
+                    number, i, kind, contract, customer, cur, line["kind"],
+                    line["component_id"], issued_on, start, end, amount, position,
                 ))
-                for day, piece in s.pieces(s.period_ends()):
-                    if piece:
-                        changes.insert(SCHEDULE, (event.number, i, day.isoformat(),
-                                                  event.contract_id, cur, to_minor(piece, cur)))
+                for day, piece in pieces:
+                    schedule.append((number, i, day, contract, cur, piece))
         return changes
+
+
+# A schedule's columns in the view: its period, amount and non-zero pieces on its close dates.
+_Recognized = tuple[str, str, int, tuple[tuple[str, int], ...]]
+# Per schedule, by identity (the entry holds it): documents share their lines' schedules
+# (projection.documents), so each is worked out once. Emptied when full.
+_RECOGNIZED: dict[int, tuple[Schedule, _Recognized]] = {}
+_RECOGNIZED_LIMIT = 50_000
+
+
+def _recognized(s: Schedule) -> _Recognized:
+    found = _RECOGNIZED.get(id(s))
+    if found is not None and found[0] is s:
+        return found[1]
+    if len(_RECOGNIZED) >= _RECOGNIZED_LIMIT:
+        _RECOGNIZED.clear()
+    cur = s.currency
+    made = (s.start.isoformat(), s.end.isoformat(), to_minor(s.amount, cur),
+            tuple((day.isoformat(), to_minor(piece, cur))
+                  for day, piece in s.pieces(s.period_ends()) if piece))
+    _RECOGNIZED[id(s)] = (s, made)
+    return made
 
 
 # --- reading ---------------------------------------------------------------------------------
