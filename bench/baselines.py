@@ -278,8 +278,8 @@ def prepare_view_rows(url: str, out: Path, pages: int,
 
 def empty_copies(url: str, schema: str = VIEW_ROWS_SCHEMA) -> list[dict[str, str]]:
     """`schema` made again with an empty copy of every view table (`LIKE ... INCLUDING ALL`)
-    without the reports' indexes, which the replay makes after its load; and a tracking table.
-    Returns those indexes' statements, each with its view."""
+    without the reports' indexes and the append-only tables' keys, which the replay makes
+    after its load; and a tracking table. Returns those statements, each with its view."""
     import psycopg
     from psycopg import sql
 
@@ -301,6 +301,19 @@ def empty_copies(url: str, schema: str = VIEW_ROWS_SCHEMA) -> list[dict[str, str
                 for index in _report_indexes(conn, schema, table.name, table.report_indexes):
                     conn.execute(sql.SQL("DROP INDEX {0}.{1}").format(
                         scratch, sql.Identifier(index)))
+                if table.append_only:  # loaded without its key, as a rebuild loads it
+                    key = conn.execute(
+                        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                        " WHERE conrelid = format('%%I.%%I', %s::text, %s::text)::regclass"
+                        " AND contype = 'p'", (schema, table.name)).fetchone()
+                    if key is None:
+                        raise RuntimeError(f"{schema}.{table.name} has no primary key to drop")
+                    name_, definition = key
+                    conn.execute(sql.SQL("ALTER TABLE {0} DROP CONSTRAINT {1}").format(
+                        copy_of, sql.Identifier(name_)))
+                    finish.append({"view": view, "statement": sql.SQL(
+                        "ALTER TABLE {0} ADD CONSTRAINT {1} " + definition).format(
+                        copy_of, sql.Identifier(name_)).as_string(conn)})
                 finish += [{"view": view, "statement": sql.SQL("CREATE INDEX ON {0} ({1})").format(
                     copy_of, sql.SQL(", ").join(map(sql.Identifier, columns))).as_string(conn)}
                     for columns in table.report_indexes]
