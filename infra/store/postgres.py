@@ -35,10 +35,10 @@ from infra.store.batch import (
 )
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 # The row of counted_properties that stands for every property.
 ALL_PROPERTIES = "*"
-R = TypeVar("R")
 
 
 def _retry(method: Callable[P, R]) -> Callable[P, R]:
