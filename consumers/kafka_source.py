@@ -33,6 +33,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
+from consumers.meter_updates import MeterUpdates
 from consumers.outbound import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
 from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
@@ -293,11 +294,15 @@ class KafkaIngest:
         # batch (psycopg lets go of the GIL while the server works).
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+        # Folds the meter backlog behind the writer (see consumers/meter_updates.py).
+        self._meters = MeterUpdates(app)
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+        self._meters = MeterUpdates(self.app)
+        caught_up = False
         try:
             while not self.patience.stop.is_set():
                 batches = self.patience.call(self.kafka, self._poll, KAFKA_DOWN)
@@ -310,6 +315,7 @@ class KafkaIngest:
                     self._probe()
                 self._report()
                 if until_caught_up and self._caught_up():
+                    caught_up = True
                     break
             self._drain()
         except Stopped:
@@ -317,6 +323,9 @@ class KafkaIngest:
         finally:
             # A batch in flight commits or fails as a whole before the consumer goes.
             self._writer.shutdown(wait=True)
+            self._meters.stop()
+        if caught_up:  # what was consumed is in the meters too
+            self.patience.call(self.store, self._meters.finish, DATABASE_DOWN)
         self._report(force=True)
         return self.stats
 
@@ -460,6 +469,7 @@ class KafkaIngest:
                 return
             parsed = parse(self._origins(tp, records))
         self.positions[tp] = last + 1
+        self._meters.after_batch()
         self.stats.add(len(records), report)
         keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records} if report.rejected else {}
         self.deadletters.publish(tp, report.rejected, keys, settled_through=last)

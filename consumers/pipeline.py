@@ -27,6 +27,7 @@ from consumers.messages import (
     usage_fingerprint,
 )
 from consumers.messages.usage_fast import usage_command
+from consumers.meter_updates import MeterUpdates
 from domain.application import BillingApplication, IngestReport
 from domain.commands import (
     AmendContract,
@@ -119,10 +120,18 @@ class IngestPipeline:
     def process_lines(
         self, stream: BinaryIO, source: str, batch_size: int = DEFAULT_BATCH
     ) -> IngestReport:
-        """Ingest a JSON Lines stream: one message per non-blank line, in batches."""
+        """Ingest a JSON Lines stream: one message per non-blank line, in batches. The meters
+        are up to date with it when this returns."""
         total = IngestReport()
-        for batch in _batches(_lines(stream, source), batch_size):
-            total.add(self.process(batch))
+        meters = MeterUpdates(self.app)
+        try:
+            for batch in _batches(_lines(stream, source), batch_size):
+                total.add(self.process(batch))
+                meters.after_batch()
+        except BaseException:
+            meters.stop()
+            raise
+        meters.finish()
         return total
 
 

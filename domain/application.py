@@ -61,10 +61,8 @@ from domain.ports import BillingStore
 from domain.transcoding import FastJSONTranscoder
 from domain.usage import (
     COUNTED_PROPERTIES,
-    MeterIncrement,
     UsageBatch,
     UsageRecord,
-    meter_increment,
     usage_record,
 )
 
@@ -154,6 +152,10 @@ class BillingApplication(Application[UUID]):
     @property
     def store(self) -> BillingStore:
         return cast(BillingStore, self.recorder)
+
+    def update_meters(self) -> int:
+        """Fold recorded usage still in the store's meter backlog into the meters."""
+        return self.store.update_meters()
 
     # --- ingest -----------------------------------------------------------------------------
 
@@ -287,7 +289,6 @@ class _IngestUnit:
         self.loaded: dict[UUID, Aggregate] = {}  # prefetched in one read
         self.usage: list[UsageRecord] = []  # recorded as one UsageBatch event
         self.received: list[tuple[str, str]] = []  # (message id, fingerprint) accepted
-        self.increments: list[MeterIncrement] = []
         self.new_contracts: list[tuple[str, str]] = []
         self.dead: list[Rejected] = []
 
@@ -340,7 +341,6 @@ class _IngestUnit:
             *self.aggregates.values(),
             tracking=tracking,
             events=[UsageBatch.recorded(self.usage)] if self.usage else (),
-            meter_increments=self.increments,
             contracts=self.new_contracts,
             messages=self.received,
         )
@@ -388,10 +388,6 @@ class _IngestUnit:
                     command.message_id, command.fingerprint, command.customer_id, command.metric,
                     command.quantity, command.occurred_at, command.properties_json,
                     command.contract_id, command.occurred_at_iso,
-                ))
-                self.increments.append(meter_increment(
-                    command.customer_id, command.metric, command.contract_id, command.quantity,
-                    command.occurred_at, command.message_id, command.properties,
                 ))
                 return
             case CreateContract():

@@ -135,6 +135,9 @@ class MeterReads:
     """
 
     def __init__(self, store: BillingStore) -> None:
+        # Usage recorded before the chunk is decided is in its reads, wherever the store
+        # keeps it until then: no invoice is priced from a meter that lags the log.
+        store.update_meters()
         self.store = store
         self.planning = True
         self.wanted: dict[MeterRequest, None] = {}

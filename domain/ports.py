@@ -16,7 +16,15 @@ from domain.usage import MeterReading, MeterRequest
 
 
 class BillingStore(Protocol):
-    """Usage meters and the contract index, kept in the same transactions as the events."""
+    """Usage meters and the contract index, kept in the same transactions as the events.
+
+    Recorded usage reaches the meters either in its own transaction or later, from the meter
+    backlog: meter reads see every usage recorded before the last `update_meters`.
+    """
+
+    def update_meters(self) -> int:
+        """Fold the usage recorded but not yet in the meters (the meter backlog) into them;
+        the usage batches folded. Reads that follow see all usage recorded before the call."""
 
     def read_meter(
         self,

@@ -4,8 +4,9 @@ The usage messages an ingest batch accepts are recorded together, as one `UsageB
 event whose records are plain strings (one stored event per batch, not per message: the event
 store's cost per row is most of ingest's cost). The message ids go into the store's table of
 received messages in the same transaction, whose primary key makes a message id count once
-ever. Billing never scans events: each record folds into a running `MeterBucket` (one per
-customer, metric, contract tag and 15-minute UTC bucket), written in the same transaction.
+ever. Billing never scans events: the store folds each record into a running `MeterBucket`
+(one per customer, metric, contract tag and 15-minute UTC bucket), in the same transaction or
+later from its meter backlog, always before billing reads (`BillingStore.update_meters`).
 15 minutes divides every real UTC offset, so a period that starts at local midnight in any
 timezone starts on a bucket boundary.
 """

@@ -314,6 +314,9 @@ class _Meters:
                 if i.key.contract_tag in tags and i.key.bucket_start < end
                 and (start is None or start <= i.key.bucket_start)]
 
+    def update_meters(self) -> int:
+        return 0  # folded from the log as it stood at the verified position, in `meters`
+
     def read_meter(self, customer_id: str, metric: str, contract_tags: Sequence[str],
                    start: datetime, end: datetime, unique_property: str | None) -> MeterReading:
         found = self._matching(customer_id, metric, contract_tags, start, end)

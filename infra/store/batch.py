@@ -1,5 +1,6 @@
 """What one save writes beside its events: folded meter buckets, unique values, contract links
-and the received message ids.
+and the received message ids. Usage batches among the events are folded too where the store
+folds in the saving transaction (`take_batch(..., fold_usage=True)`: SQLite).
 
 `app.save(*aggregates, meter_increments=[...], contracts=[...], messages=[...])` hands these
 kwargs through
@@ -10,6 +11,7 @@ runs while the events table is locked against every other writer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,15 +19,18 @@ from datetime import UTC, datetime
 from decimal import MAX_PREC, localcontext
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from domain.inbox import MessageReceipt
 from domain.usage import (
     COUNTED_PROPERTIES,
     LEGACY_USAGE_EVENT_TOPIC,
+    USAGE_BATCH_RECORDED_TOPIC,
     MeterBucket,
     MeterIncrement,
     MeterKey,
+    UsageBatch,
     fold_increments,
 )
 
@@ -119,18 +124,38 @@ def unique_rows(
     return list(uniques)
 
 
+def recorded_usage(stored_events: Sequence[StoredEvent]) -> list[int]:
+    """The positions of the usage batches among a save's stored events."""
+    return [i for i, e in enumerate(stored_events) if e.topic == USAGE_BATCH_RECORDED_TOPIC]
+
+
+def usage_increments(usage_batches: Iterable[StoredEvent]) -> list[MeterIncrement]:
+    """The meter increments of every record of these stored usage batches."""
+    return [
+        record.increment()
+        for stored in usage_batches
+        for record in UsageBatch.usage(json.loads(stored.state)["records"])
+    ]
+
+
 def take_batch(
-    stored_event_count: int, kwargs: Mapping[str, Any]
+    stored_events: Sequence[StoredEvent], kwargs: Mapping[str, Any], *, fold_usage: bool = False
 ) -> tuple[StoreBatch | None, dict[str, Any]]:
     """The save kwargs split into the batch to write and the kwargs for the library.
 
-    The batch is None when there is nothing to write, and always for a save without events.
+    With `fold_usage` the batch's increments include those of the usage batches among the
+    stored events (a store that folds them in the saving transaction). The batch is None when
+    there is nothing to write, and always for a save without events.
     """
     rest = dict(kwargs)
     increments: Sequence[MeterIncrement] = rest.pop("meter_increments", None) or ()
     contracts: Sequence[tuple[str, str]] = rest.pop("contracts", None) or ()
     messages: Sequence[tuple[str, str]] = rest.pop("messages", None) or ()
     counted: Iterable[str] = rest.pop(COUNTED_PROPERTIES, None) or ()
-    if not stored_event_count or not (increments or contracts or messages or counted):
+    if fold_usage:
+        usage = recorded_usage(stored_events)
+        if usage:
+            increments = [*increments, *usage_increments(stored_events[i] for i in usage)]
+    if not stored_events or not (increments or contracts or messages or counted):
         return None, rest
     return StoreBatch.of(increments, contracts, messages, counted), rest

@@ -2,6 +2,8 @@
 
 Selected with PERSISTENCE_MODULE=infra.store.postgres (see infra/store/url.py). Meters are
 combined in SQL on `numeric` columns, so sums stay exact however many saves add to a bucket.
+Recorded usage batches wait in the meter backlog and are folded by the server, from the stored
+events, in `update_meters`: not in the saving transaction, which holds the events table's lock.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest,
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
+    recorded_usage,
     require_aware,
     take_batch,
     unique_rows,
+    usage_increments,
 )
 
 P = ParamSpec("P")
@@ -89,6 +93,10 @@ _CREATE_TABLES = (
     "  END IF;"
     " END IF;"
     " END $$",
+    # The meter backlog: usage batches recorded but not yet folded into usage_buckets, each
+    # with the revision its buckets take (see `update_meters`).
+    "CREATE TABLE IF NOT EXISTS {schema}.meter_backlog ("
+    " notification_id bigint PRIMARY KEY, revision bigint NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {schema}.contract_index ("
     ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
@@ -129,13 +137,8 @@ _COPY_MESSAGES = (
     "COPY {schema}.received_messages (message_id, fingerprint) FROM STDIN (FORMAT BINARY)"
 )
 
-_UPSERT_BUCKETS = (
-    "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
-    " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
-    " revision)"
-    " SELECT r.*, (SELECT max(notification_id) FROM {schema}.{events})"
-    " FROM billcycle_stage_buckets AS r"
-    " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET"
+# How a bucket delta combines with the stored bucket (MeterBucket.merge).
+_COMBINE = (
     " quantity_sum = b.quantity_sum + EXCLUDED.quantity_sum,"
     " event_count = b.event_count + EXCLUDED.event_count,"
     " quantity_max = GREATEST(b.quantity_max, EXCLUDED.quantity_max),"
@@ -144,13 +147,62 @@ _UPSERT_BUCKETS = (
     " ELSE b.latest_event_id END,"
     f" latest_quantity = CASE WHEN {_LATER} THEN EXCLUDED.latest_quantity"
     " ELSE b.latest_quantity END,"
-    " revision = EXCLUDED.revision"
+    # The greater: a fold of the backlog may come after a later save wrote the bucket.
+    " revision = GREATEST(b.revision, EXCLUDED.revision)"
+)
+
+_UPSERT_BUCKETS = (
+    "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
+    " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
+    " revision)"
+    " SELECT r.*, (SELECT max(notification_id) FROM {schema}.{events})"
+    " FROM billcycle_stage_buckets AS r"
+    " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET" + _COMBINE
 )
 
 _INSERT_UNIQUES = (
     "INSERT INTO {schema}.usage_unique SELECT * FROM billcycle_stage_unique"
     " ON CONFLICT DO NOTHING"
 )
+
+_ADD_BACKLOG = (
+    "INSERT INTO {schema}.meter_backlog SELECT unnest(%b::bigint[]), %b::bigint"
+)
+# The oldest entries of the backlog, locked in order (two folds never wait on each other in
+# opposite orders) and removed: a concurrent fold waits for them, then skips them.
+_TAKE_BACKLOG = (
+    "DELETE FROM {schema}.meter_backlog WHERE notification_id IN ("
+    " SELECT notification_id FROM {schema}.meter_backlog WHERE notification_id <= %s"
+    " ORDER BY notification_id LIMIT %s FOR UPDATE)"
+    " RETURNING notification_id, revision"
+)
+# Every record of the taken usage batches folded into its bucket, on the server, from the
+# stored events themselves: MeterBucket.merge in SQL. The records are UsageRecord lists:
+# message id, fingerprint, customer, metric, quantity (a Decimal's str), occurred_at (ISO 8601
+# with offset), contract id ("" for none), properties. date_bin is bucket_start; "latest" is
+# the greatest (occurred_at, message id), ids compared byte-wise as Python compares str.
+_FOLD_BACKLOG = (
+    "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
+    " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
+    " revision)"
+    " SELECT DISTINCT ON (customer_id, metric, contract_tag, bucket_start)"
+    " customer_id, metric, contract_tag, bucket_start, sum(quantity) OVER w, count(*) OVER w,"
+    " max(quantity) OVER w, at, event_id, quantity, max(revision) OVER w"
+    " FROM (SELECT t.revision, r ->> 2 AS customer_id, r ->> 3 AS metric,"
+    "  r ->> 6 AS contract_tag,"
+    "  date_bin('15 minutes', (r ->> 5)::timestamptz, timestamptz '1970-01-01 00:00:00+00')"
+    "  AS bucket_start,"
+    '  (r ->> 5)::timestamptz AS at, (r ->> 0) COLLATE "C" AS event_id,'
+    "  (r ->> 4)::numeric AS quantity"
+    "  FROM unnest(%b::bigint[], %b::bigint[]) AS t(notification_id, revision)"
+    "  JOIN {schema}.{events} e ON e.notification_id = t.notification_id"
+    "  CROSS JOIN LATERAL jsonb_array_elements(convert_from(e.state, 'UTF8')::jsonb -> 'records')"
+    "  AS r) AS u"
+    " WINDOW w AS (PARTITION BY customer_id, metric, contract_tag, bucket_start)"
+    " ORDER BY customer_id, metric, contract_tag, bucket_start, at DESC, event_id DESC"
+    " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET" + _COMBINE
+)
+_BACKLOG_HEAD = "SELECT max(notification_id) AS head FROM {schema}.meter_backlog"
 
 _LZ4_AVAILABLE = (
     "SELECT 'lz4' = ANY(enumvals) AS available FROM pg_settings"
@@ -273,6 +325,10 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._copy_stage_buckets = self._sql(_COPY_STAGE_BUCKETS)
         self._copy_stage_uniques = self._sql(_COPY_STAGE_UNIQUES)
         self._copy_messages = self._sql(_COPY_MESSAGES)
+        self._add_backlog = self._sql(_ADD_BACKLOG)
+        self._take_backlog = self._sql(_TAKE_BACKLOG)
+        self._fold_backlog = self._sql(_FOLD_BACKLOG)
+        self._backlog_head = self._sql(_BACKLOG_HEAD)
         # Connections (sessions) whose temp tables exist (and TOAST compression is set).
         self._staged: WeakSet[Connection[DictRow]] = WeakSet()
         self._lz4: bool | None = None  # whether the server knows lz4; asked once
@@ -307,14 +363,15 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         the library's (IntegrityError...) in `get_connection`. Unlike the library's, any
         failure here, in Python or on the server, rolls the whole transaction back.
         """
-        batch, rest = take_batch(len(stored_events), kwargs)
+        batch, rest = take_batch(stored_events, kwargs)
         rows = _PgBatch.of(batch) if batch is not None else None
+        usage = recorded_usage(stored_events)
         notification_ids: list[int] | None = None
         with self.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor() as curs:
             # Session set-up, in this transaction: undone with it if it rolls back, so the
             # session counts as set up only once it has committed (below).
-            new_session = rows is not None and bool(stored_events) and conn not in self._staged
+            new_session = (rows is not None or bool(usage)) and conn not in self._staged
             if new_session:
                 self._set_up_session(curs)
             self._insert_events(curs, stored_events, **rest)
@@ -324,8 +381,14 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 curs.execute(self._insert_events_arrays, _event_columns(stored_events),
                              binary=True)
                 notification_ids = [row["notification_id"] for row in curs.fetchall()]
-                if rows is not None:
-                    self._write_batch(conn, curs, rows)
+                if usage:
+                    # Folded by `update_meters`, with the revision a bucket written in this
+                    # transaction takes: the highest notification id it sees, its own.
+                    curs.execute(self._add_backlog, (
+                        [notification_ids[i] for i in usage], max(notification_ids),
+                    ), binary=True)
+                if rows is not None or usage:
+                    self._write_batch(conn, curs, rows, [stored_events[i] for i in usage])
         if new_session:
             self._staged.add(conn)
         return notification_ids
@@ -348,7 +411,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             curs.execute("SET default_toast_compression = 'lz4'")
 
     def _write_batch(self, conn: Connection[DictRow], curs: Cursor[DictRow],
-                     batch: _PgBatch) -> None:
+                     batch: _PgBatch | None, usage: list[StoredEvent]) -> None:
         # Each bucket's revision is max(notification_id) of the events table as this same
         # transaction sees it after its own insert. Because the table lock serialises writers
         # until commit, every transaction that committed earlier has lower ids and every one
@@ -359,38 +422,45 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # Rows go by binary COPY (psycopg formats them in C; arrays are dumped element by
         # element in Python): straight into received_messages, whose primary key must refuse
         # an id committed meanwhile, and through session temp tables for the upserts.
-        if batch.buckets:
+        if batch is not None and batch.buckets:
             copy_rows(curs, self._copy_stage_buckets, _BUCKET_TYPES, batch.buckets)
             curs.execute(self._upsert_buckets)
-        uniques = self._counted_uniques(conn, curs, batch)
+        uniques = self._counted_uniques(conn, curs, batch, usage)
         if uniques:
             copy_rows(curs, self._copy_stage_uniques, _UNIQUE_TYPES, uniques)
             curs.execute(self._insert_uniques)
-        if batch.messages:
+        if batch is not None and batch.messages:
             copy_rows(curs, self._copy_messages, ("text", "text"), batch.messages)
-        if batch.contracts:
+        if batch is not None and batch.contracts:
             curs.execute(self._insert_contracts, [list(c) for c in zip(*batch.contracts,
                                                                       strict=True)])
 
     def _counted_uniques(self, conn: Connection[DictRow], curs: Cursor[DictRow],
-                         batch: _PgBatch) -> list[Row]:
-        """The batch's usage_unique rows of counted properties, and if its contract events
-        count a property not counted before, every stored usage's rows of that property.
+                         batch: _PgBatch | None, usage: list[StoredEvent]) -> list[Row]:
+        """The usage_unique rows of counted properties of the batch's increments and recorded
+        usage, and if its contract events count a property not counted before, every stored
+        usage's rows of that property.
 
         Read after the events table is locked: a transaction that counted a property earlier
         has committed (this one writes its rows), one that counts it later reads this one's
-        usage once it commits (and writes them).
+        usage once it commits (and writes them). Unique values are written here, not by
+        `update_meters`: they are few (only counted properties), and the backfill above reads
+        the log as this transaction sees it.
         """
-        if not (batch.with_properties or batch.counted):
+        counting = batch.counted if batch is not None else frozenset()
+        if not (usage or counting or (batch is not None and batch.with_properties)):
             return []
         curs.execute(self._counted)
         counted = {row["property"] for row in curs.fetchall()}
-        if ALL_PROPERTIES in counted:
-            return list(batch.store_batch.uniques())
-        new = batch.counted - counted
+        new = counting - counted
+        names = None if ALL_PROPERTIES in counted else counted | new
         # Made here, not before the transaction: most properties are counted by no contract,
         # and a pass over the batch picking the few that are is cheaper than all their rows.
-        uniques: list[Row] = list(batch.store_batch.uniques(counted | new))
+        uniques: list[Row] = []
+        if names is None or names:
+            increments = list(batch.store_batch.increments) if batch is not None else []
+            increments += usage_increments(usage)
+            uniques += unique_rows(increments, names)
         if new:
             curs.execute(self._add_counted, (sorted(new),), binary=True)
             uniques.extend(self._stored_uniques(conn, new))
@@ -409,6 +479,38 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 increments = (u.increment() for u in UsageBatch.usage(records))
                 found.update(unique_rows(increments, names))
         return list(found)
+
+    # --- folding usage into the meters -------------------------------------------------------
+
+    @_retry
+    def update_meters(self) -> int:
+        """Fold every usage batch recorded so far into the meters; the batches folded.
+
+        Ingest leaves its usage batches in the meter backlog instead of folding them in its
+        own transaction, which holds the lock every writer waits for: the server folds them
+        here, from the stored events, a few batches per transaction. Each bucket takes the
+        revision its batch was given when it committed, so revisions keep commit order and
+        late usage stays exact. Reads after this return see every usage recorded before it
+        began; concurrent calls fold each batch once (one waits for the other's batches).
+        """
+        folded = 0
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._backlog_head)
+            found = curs.fetchone()
+            head = found["head"] if found else None
+            while head is not None:
+                with conn.transaction():
+                    curs.execute(self._take_backlog, (head, FOLD_BATCHES))
+                    taken = curs.fetchall()
+                    if taken:
+                        curs.execute(self._fold_backlog, (
+                            [row["notification_id"] for row in taken],
+                            [row["revision"] for row in taken],
+                        ), binary=True)
+                        folded += len(taken)
+                if len(taken) < FOLD_BATCHES:
+                    break
+        return folded
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -604,6 +706,10 @@ class _PgBatch:
         return cls(buckets, batch, with_properties, batch.contracts, batch.messages,
                    batch.counted)
 
+
+# Usage batches folded per transaction by `update_meters`: about 100,000 records at ingest's
+# batch size, a few seconds of the server's work.
+FOLD_BATCHES = 50
 
 CREATE_TABLES_LOCK = 0x6269_6C6C_6379  # "billcy": the advisory lock key of table creation
 
