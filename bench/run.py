@@ -281,7 +281,8 @@ class Bench:
         billcycle = Figure(
             "ingest", "Kafka -> PostgreSQL, exactly once (billcycle consume)", size,
             stats["records"], "events", consume,
-            details={"stored_usage_records": count_usage_records(db), "consume": stats,
+            details={"stored_usage_records": count_usage_records(db),
+                     "metered_usage_records_and_backlog": metered_usage(db), "consume": stats,
                      "in_process_rate": stats.get("records_per_second")})
         baseline = Figure(
             "ingest", "bare kafka-python consumer, json.loads", size, bare_result["records"],
@@ -545,6 +546,13 @@ def count_usage_records(db: str) -> int:
     row = _query(db, f"SELECT coalesce(sum({records}), 0) FROM {{events}} WHERE topic = ?",
                  USAGE_RECORDED)
     return int(row[0])
+
+
+def metered_usage(db: str) -> tuple[int, int]:
+    """Usage events counted in the meters, and usage batches still in the meter backlog
+    (PostgreSQL): consume returns once the last fold is done, so (stored records, 0)."""
+    return (int(_query(db, "SELECT coalesce(sum(event_count), 0) FROM usage_buckets")[0]),
+            int(_query(db, "SELECT count(*) FROM meter_backlog")[0]))
 
 
 def invoice_counts(db: str) -> tuple[int, int, int, int]:

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaProducer, TopicPartition
 
 from consumers.kafka_source import DATABASE_DOWN, KAFKA_DOWN, Patience, process_recorder
-from consumers.outbound import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX, DeadLetter, dead_letter
+from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from domain.application import BillingApplication, dead_letter_record
 from domain.commands import Rejected
+
+if TYPE_CHECKING:  # the outbound models cost a consumer's start 0.1 s: imported when used
+    from consumers.outbound import DeadLetter
 
 FLUSH_TIMEOUT = 30.0
 
@@ -77,6 +80,8 @@ class DeadLetterTopic:
         mark the partition's topic copy complete through the batch's last offset."""
         if rejected:
             entries = [dead_letter_record(r) for r in rejected]
+            from consumers.outbound import dead_letter  # its models only when there are letters
+
             self._send([(dead_letter(e), keys.get(e["at"])) for e in entries])
         self._mark(tp, settled_through)
 
@@ -96,6 +101,8 @@ class DeadLetterTopic:
                 gaps[source] = (tp, -1 if mark is None else mark, position)
         if not gaps:
             return
+        from consumers.outbound import dead_letter  # its models only when there are letters
+
         letters = self.patience.call(self.store, self.app.dead_letters, DATABASE_DOWN)
         missing = []
         for entry in letters:

@@ -34,7 +34,7 @@ from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
 from consumers.meter_updates import MeterUpdates
-from consumers.outbound import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
+from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
 from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
 from domain.commands import Origin
@@ -295,13 +295,13 @@ class KafkaIngest:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
         # Folds the meter backlog behind the writer (see consumers/meter_updates.py).
-        self._meters = MeterUpdates(app)
+        self._meters = MeterUpdates(app, DATABASE_DOWN)
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
-        self._meters = MeterUpdates(self.app)
+        self._meters = MeterUpdates(self.app, DATABASE_DOWN)
         caught_up = False
         try:
             while not self.patience.stop.is_set():

@@ -3,33 +3,68 @@
 A store may leave recorded usage in a backlog instead of folding it into the meters in the
 ingest transaction (PostgreSQL does: the fold is the server's work, and that transaction holds
 the lock every writer waits for). Billing folds whatever is left before it reads, so nothing is
-ever billed from a lagging meter; folding behind ingest keeps what is left small.
+ever billed from a lagging meter; folding behind ingest keeps what is left small, and keeps the
+meters current for anyone reading them while a consumer runs.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Sequence
 
 from domain.application import BillingApplication
 
+RETRY_AFTER = 1.0  # seconds before a failed fold (the database away) is tried again
+
 
 class MeterUpdates:
-    """One fold at a time on a thread of its own; the server works while ingest goes on."""
+    """Folds on a thread of its own, one at a time, until every committed batch is folded.
 
-    def __init__(self, app: BillingApplication) -> None:
+    Each batch that commits asks for a fold; asks that come while one runs are answered by one
+    more fold after it, which starts after their commits: the last batch is always folded,
+    however ingest's batches and the folds interleave.
+    """
+
+    def __init__(
+        self, app: BillingApplication, transient: Sequence[type[Exception]] = ()
+    ) -> None:
         self.app = app
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meter-updates")
-        self._running: Future[int] | None = None
+        self.transient = tuple(transient)  # errors that pass (the database away): retried
+        self._failed: Exception | None = None  # any other, raised by the next after_batch
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def after_batch(self) -> None:
-        """A batch committed: start a fold unless one is running (it takes this batch too,
-        or the next one does). A failed fold is left to the next one and to `finish`."""
-        if self._running is None or self._running.done():
-            self._running = self._thread.submit(self.app.update_meters)
+        """A batch committed: fold it (and whatever else is in the backlog) soon."""
+        if self._failed is not None:
+            raise self._failed
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._fold, name="meter-updates", daemon=True)
+            self._thread.start()
+        self._wanted.set()
+
+    def _fold(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stopping.is_set():
+                return
+            self._wanted.clear()
+            try:
+                self.app.update_meters()
+            except self.transient:  # the backlog is kept: folded on the next try
+                self._wanted.set()
+                self._stopping.wait(RETRY_AFTER)
+            except Exception as error:
+                self._failed = error
+                return
 
     def stop(self) -> None:
-        """Wait for a fold in progress (its failure does not matter: the backlog stays)."""
-        self._thread.shutdown(wait=True)
+        """Wait for a fold in progress; what is left stays in the backlog for the next one."""
+        self._stopping.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def finish(self) -> int:
         """Wait for a fold in progress, then fold what is left: the meters are up to date."""

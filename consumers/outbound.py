@@ -16,16 +16,12 @@ from typing import Annotated, Any, Literal
 from eventsourcing.domain import Aggregate
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, WithJsonSchema
 
+from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from domain.collections import Collection
 from domain.invoice import Invoice
 from domain.invoice_lines import LineKind
 from domain.money import format_money
 from infra.views import invoice_view
-
-# How the Kafka source names a record's origin (domain.commands.Origin): "kafka:<topic>/<p>"
-# at "offset <n>".
-KAFKA_SOURCE_PREFIX = "kafka:"
-OFFSET_PREFIX = "offset "
 
 _DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 

@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumers.messages import (
     MESSAGE_TYPES,
@@ -461,6 +463,9 @@ def test_any_other_value_changes_the_fingerprint(path: str, value: Any) -> None:
         {**USAGE, "occurred_at": "2026-11-03T10:00:00.000250-03:30", "properties": {}},
         {**USAGE, "properties": {"b": "x", "a": "\u00ff", "\u00e9": "\"q\"", "k": "\n"}},
         {**USAGE, "customer_id": "\t<tab>", "metric": "m\\n", "quantity": "1000"},
+        {**USAGE, "properties": {"\u00e9\"k": "v\u2603\n\\"}},
+        {**USAGE, "properties": {"n": 5}},
+        {**USAGE, "properties": {"b": True}},
     ],
 )
 def test_usage_fingerprints_are_the_generic_canonical_form(usage: dict[str, Any]) -> None:
@@ -490,3 +495,12 @@ def test_a_payment_in_fractions_of_the_minor_unit_is_rejected() -> None:
         accepted = parse_message(payment % (amount, currency))
         assert isinstance(accepted, PaymentReceived)
         assert str(accepted.amount) == amount.decode()
+
+
+@given(st.dictionaries(st.text(), st.text() | st.integers() | st.booleans() | st.none(),
+                       max_size=3))
+def test_canonical_properties_are_the_generic_canonical_form(properties: dict[str, Any]) -> None:
+    # One string property is written out by hand (the hot path): the same text as the encoder.
+    from consumers.messages.parse import _CANONICAL_JSON, canonical_properties
+
+    assert canonical_properties(properties) == _CANONICAL_JSON.encode(properties)
