@@ -73,10 +73,11 @@ def encode_with(encoder: json.JSONEncoder) -> Callable[[Any], str]:
     return encode
 
 
-class JSONRecords(list[dict[str, Any]]):
-    """Records that are JSON-native by their types: str, int, bool, None, and lists and dicts of
-    those, never a float, a Decimal or a date. Made where the types say so (invoice lines'
-    `to_record`), so that encoding need not walk every value to know it."""
+class JSONRecords(list[Any]):
+    """Records that are JSON-native by their types: str, int, bool, None, and lists, tuples and
+    dicts of those, never a float, a Decimal or a date. Made where the types say so (invoice
+    lines' `to_record`, usage records), so that encoding need not walk every value to know
+    it."""
 
 
 def _plain(value: Any) -> bool:

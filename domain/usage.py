@@ -24,6 +24,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
+from domain.transcoding import JSONRecords
+
 BUCKET = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
@@ -228,7 +230,7 @@ class UsageBatch(Aggregate):
             originator_version=1,
             originator_topic=_USAGE_BATCH_TOPIC,
             timestamp=cls.Recorded.create_timestamp(),  # type: ignore[attr-defined]
-            records=records,
+            records=JSONRecords(records),  # tuples of str: the encoder need not walk them
         )
 
     @staticmethod
