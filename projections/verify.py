@@ -7,8 +7,9 @@ from the events at or before that position (usage from the UsageBatch events, no
 meters), the billing rules are applied again, and the result must be what the batch recorded:
 the same invoice line for line, or the same hold, failure or nothing due.
 
-One field cannot be recomputed from events alone: a line's `usage_revision` is the commit
-position of the meter write, which is at or after the position of the last usage event read
+One field cannot be recomputed from events alone: a line's `usage_revision` is the meters'
+revision, the commit position of the transaction that recorded the usage (however late the
+store folded it into the meters), which is at or after the position of the last usage event read
 and, for a batch that saw only usage logged before it started, at or before the batch's start.
 Verification checks exactly those bounds. A contract changed while its batch ran (usage or
 terms logged after the attempt started but before its contract was billed) shows up as a
