@@ -29,7 +29,7 @@ class UserError(Exception):
 def open_app(url: str) -> BillingApplication:
     try:
         return BillingApplication(env=store_env(url))
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # a bad URL; settings the stores refuse
         raise UserError(str(exc)) from exc
 
 

@@ -124,6 +124,23 @@ def unique_rows(
     return list(uniques)
 
 
+# The library's settings that make stored event state compressed or enciphered bytes.
+OPAQUE_STATE_SETTINGS = ("COMPRESSOR_TOPIC", "CIPHER_TOPIC")
+
+
+def refuse_opaque_state(env: Mapping[str, Any]) -> None:
+    """OSError if the events would be stored compressed or enciphered: both stores read usage
+    records (and legacy message ids) from the stored events' JSON, PostgreSQL on the server."""
+    for name in OPAQUE_STATE_SETTINGS:
+        if env.get(name):
+            raise OSError(
+                f"{name} is set: billcycle's stores read the usage records of stored events "
+                "as JSON (PostgreSQL folds the meters from them on the server), which "
+                f"compressed or enciphered state would hide; unset {name} (PostgreSQL "
+                "compresses large events itself, with lz4 where the server has it)"
+            )
+
+
 def recorded_usage(stored_events: Sequence[StoredEvent]) -> list[int]:
     """The positions of the usage batches among a save's stored events."""
     return [i for i, e in enumerate(stored_events) if e.topic == USAGE_BATCH_RECORDED_TOPIC]

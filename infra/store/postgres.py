@@ -32,6 +32,7 @@ from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
     recorded_usage,
+    refuse_opaque_state,
     require_aware,
     take_batch,
     unique_rows,
@@ -721,6 +722,11 @@ class PostgresBillingFactory(library.PostgresFactory):
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
+        try:
+            refuse_opaque_state(self.env)
+        except OSError:
+            self.datastore.close()
+            raise
         if self.datastore.enable_db_functions:
             self.datastore.close()
             raise OSError(

@@ -22,6 +22,7 @@ from uuid import UUID
 import eventsourcing.sqlite as library
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from eventsourcing.utils import Environment, EnvType
 
 from domain.ports import BillingStore
 from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
@@ -30,6 +31,7 @@ from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
     exact_decimals,
+    refuse_opaque_state,
     take_batch,
     utc_text,
 )
@@ -362,6 +364,10 @@ class SQLiteBillingFactory(library.SQLiteFactory):
     """The library's SQLite factory, whose application recorder is the billing store."""
 
     process_recorder_class = SQLiteBillingRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        refuse_opaque_state(self.env)
 
     def application_recorder(self) -> SQLiteBillingRecorder:
         recorder = SQLiteBillingRecorder(datastore=self.datastore)

@@ -137,3 +137,14 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
     unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)
     assert unreadable.returncode != 0 and "cannot read" in unreadable.stderr
+
+
+def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The library reads COMPRESSOR_TOPIC from the environment; the stores read usage records
+    # from the stored JSON, so they refuse it rather than fail at the first fold.
+    monkeypatch.setenv("COMPRESSOR_TOPIC", "zlib")
+    refused = billcycle(f"sqlite:///{tmp_path / 'z.db'}", "invoices", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("billcycle: COMPRESSOR_TOPIC is set")
+    assert "unset COMPRESSOR_TOPIC" in refused.stderr

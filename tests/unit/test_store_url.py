@@ -94,3 +94,10 @@ def test_postgres_factory_refuses_db_functions() -> None:
     }
     with pytest.raises(OSError, match="unset POSTGRES_ENABLE_DB_FUNCTIONS"):
         InfrastructureFactory.construct(env)
+
+
+@pytest.mark.parametrize("setting", ["COMPRESSOR_TOPIC", "CIPHER_TOPIC"])
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "postgresql://bill@127.0.0.1:1/billing"])
+def test_factories_refuse_opaque_event_state(setting: str, url: str) -> None:
+    with pytest.raises(OSError, match=f"unset {setting}"):
+        InfrastructureFactory.construct({**store_env(url), setting: "zlib"})
