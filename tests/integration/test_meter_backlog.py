@@ -156,6 +156,34 @@ def test_concurrent_folds_fold_each_batch_once(pg: BillingApplication) -> None:
     assert (reading.quantity_sum, reading.event_count) == (Decimal(600), 600)
 
 
+def test_folds_running_beside_ingest_miss_nothing_and_count_nothing_twice(
+        pg: BillingApplication) -> None:
+    # Three writers (the ingest transactions, the events table locked) and two folders at once.
+    writing = [threading.Thread(target=lambda w=w: [
+        ingest(pg, *(usage(f"u-{w}-{b}-{i}", "1.5", T0 + timedelta(minutes=b % 7))
+                     for i in range(25)))
+        for b in range(12)]) for w in range(3)]
+    done = threading.Event()
+
+    def fold_until_done() -> None:
+        while not done.is_set():
+            pg.update_meters()
+
+    folding = [threading.Thread(target=fold_until_done) for _ in range(2)]
+    for t in writing + folding:
+        t.start()
+    for t in writing:
+        t.join()
+    done.set()
+    for t in folding:
+        t.join()
+    pg.update_meters()
+    assert backlog(pg) == 0
+    reading = read(pg)
+    assert (reading.quantity_sum, reading.event_count) == (Decimal("1350.0"), 900)
+    assert reading.revision == pg.store.max_notification_id()
+
+
 def test_a_batch_without_new_usage_adds_nothing_to_the_backlog(pg: BillingApplication) -> None:
     ingest(pg, usage("u-1"))
     # The same id with other content is a conflicting duplicate: a dead letter, no usage.
