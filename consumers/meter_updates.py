@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from domain.application import BillingApplication
 
 RETRY_AFTER = 1.0  # seconds before a failed fold (the database away) is tried again
+# Usage batches per fold at most (about 100,000 records, a few seconds of the server's work):
+# a stop waits for one fold, however large the backlog.
+STEP = 50
 
 
 class MeterUpdates:
@@ -51,7 +54,8 @@ class MeterUpdates:
                 return
             self._wanted.clear()
             try:
-                self.app.update_meters()
+                if self.app.update_meters(STEP) >= STEP:
+                    self._wanted.set()  # more may be left: go on (a stop may come first)
             except self.transient:  # the backlog is kept: folded on the next try
                 self._wanted.set()
                 self._stopping.wait(RETRY_AFTER)

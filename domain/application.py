@@ -153,9 +153,9 @@ class BillingApplication(Application[UUID]):
     def store(self) -> BillingStore:
         return cast(BillingStore, self.recorder)
 
-    def update_meters(self) -> int:
+    def update_meters(self, most: int | None = None) -> int:
         """Fold recorded usage still in the store's meter backlog into the meters."""
-        return self.store.update_meters()
+        return self.store.update_meters(most)
 
     # --- ingest -----------------------------------------------------------------------------
 

@@ -22,9 +22,11 @@ class BillingStore(Protocol):
     backlog: meter reads see every usage recorded before the last `update_meters`.
     """
 
-    def update_meters(self) -> int:
+    def update_meters(self, most: int | None = None) -> int:
         """Fold the usage recorded but not yet in the meters (the meter backlog) into them;
-        the usage batches folded. Reads that follow see all usage recorded before the call."""
+        the usage batches folded. Reads that follow see all usage recorded before the call
+        (with `most`: only the oldest batches, about that many; for a caller that must be
+        able to stop soon)."""
 
     def read_meter(
         self,

@@ -484,8 +484,9 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
     # --- folding usage into the meters -------------------------------------------------------
 
     @_retry
-    def update_meters(self) -> int:
-        """Fold every usage batch recorded so far into the meters; the batches folded.
+    def update_meters(self, most: int | None = None) -> int:
+        """Fold every usage batch recorded so far into the meters (or the `most` oldest, a
+        transaction's worth at least); the batches folded.
 
         Ingest leaves its usage batches in the meter backlog instead of folding them in its
         own transaction, which holds the lock every writer waits for: the server folds them
@@ -509,7 +510,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                             [row["revision"] for row in taken],
                         ), binary=True)
                         folded += len(taken)
-                if len(taken) < FOLD_BATCHES:
+                if len(taken) < FOLD_BATCHES or (most is not None and folded >= most):
                     break
         return folded
 

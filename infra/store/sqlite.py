@@ -162,7 +162,7 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         if batch.messages:
             c.executemany(_INSERT_MESSAGE, batch.messages)
 
-    def update_meters(self) -> int:
+    def update_meters(self, most: int | None = None) -> int:
         return 0  # usage is folded into the meters in the transaction that records it
 
     # --- reading ----------------------------------------------------------------------------

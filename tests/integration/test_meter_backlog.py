@@ -19,6 +19,7 @@ from domain.application import BillingApplication
 from domain.billing_runs import MeterReads
 from domain.commands import Origin
 from domain.usage import MeterReading, MeterRequest
+from infra.store.postgres import FOLD_BATCHES
 from infra.store.url import store_env
 
 pytestmark = pytest.mark.postgres
@@ -182,6 +183,17 @@ def test_folds_running_beside_ingest_miss_nothing_and_count_nothing_twice(
     reading = read(pg)
     assert (reading.quantity_sum, reading.event_count) == (Decimal("1350.0"), 900)
     assert reading.revision == pg.store.max_notification_id()
+
+
+def test_a_fold_of_the_most_oldest_batches_stops_after_a_transaction(
+        pg: BillingApplication) -> None:
+    for b in range(FOLD_BATCHES + 10):
+        ingest(pg, usage(f"u-{b}", at=T0 + timedelta(minutes=b)))
+    assert pg.update_meters(most=1) == FOLD_BATCHES  # a transaction's worth at least
+    assert backlog(pg) == 10
+    assert read(pg).event_count == FOLD_BATCHES
+    assert pg.update_meters() == 10
+    assert read(pg).event_count == FOLD_BATCHES + 10
 
 
 def test_a_batch_without_new_usage_adds_nothing_to_the_backlog(pg: BillingApplication) -> None:

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from consumers.meter_updates import MeterUpdates
+from consumers.meter_updates import STEP, MeterUpdates
 from domain.application import BillingApplication
 
 
@@ -24,7 +24,7 @@ class Store:
         self.go_on.set()
         self.failures: list[Exception] = []
 
-    def update_meters(self) -> int:
+    def update_meters(self, most: int | None = None) -> int:
         self.folding.set()
         if self.failures:
             raise self.failures.pop(0)
@@ -86,6 +86,29 @@ def test_a_database_away_is_retried_and_any_other_failure_surfaces() -> None:
     meters.stop()
     with pytest.raises(ValueError, match="a bug"):
         meters.after_batch()
+
+
+class Backlog:
+    """A backlog of `left` batches, folded STEP at a time."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.calls = 0
+
+    def update_meters(self, most: int | None = None) -> int:
+        self.calls += 1
+        taken = min(self.left, most if most is not None else self.left)
+        self.left -= taken
+        return taken
+
+
+def test_a_large_backlog_is_folded_a_step_at_a_time_to_the_end() -> None:
+    backlog = Backlog(STEP * 3 + 7)
+    meters = MeterUpdates(cast(BillingApplication, backlog))
+    meters.after_batch()
+    eventually(lambda: backlog.left == 0)  # with no further batch
+    meters.stop()
+    assert backlog.calls == 4
 
 
 def test_nothing_runs_for_an_ingest_without_batches() -> None:
