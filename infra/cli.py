@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
     p.add_argument("--batch-id", help="default: B-<date>-<random>; an existing id resumes it")
     p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
-                   "write nothing")
+                   "write no events (usage waiting in the meter backlog is folded first, as "
+                   "for any run)")
     p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE,
                    help=f"contracts per transaction (default {CHUNK_SIZE})")
     p.set_defaults(handler=cmd_run)
