@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Say = Callable[[str], None]
 
+POLL_TIMEOUT_MS = 500
+FIRST_POLLS_TIMEOUT_MS = 50  # while no partition is assigned yet
+
 # A database that is restarting or unreachable; anything else is a bug and stops the consumer.
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
@@ -347,7 +350,11 @@ class KafkaIngest:
     # --- steps ------------------------------------------------------------------------------
 
     def _poll(self) -> dict[TopicPartition, list[Any]]:
-        return cast(dict[TopicPartition, list[Any]], self.consumer.poll(timeout_ms=500))
+        # Until partitions are assigned and sought, a poll can return nothing (they are paused
+        # on assignment) and would wait its whole timeout: a short one lets the seek follow
+        # the assignment at once (half a second of every start).
+        timeout = POLL_TIMEOUT_MS if self.positions else FIRST_POLLS_TIMEOUT_MS
+        return cast(dict[TopicPartition, list[Any]], self.consumer.poll(timeout_ms=timeout))
 
     def _probe(self) -> None:
         """Nothing fetched for a while: ask the broker for the end offsets and the database for
