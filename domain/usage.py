@@ -242,6 +242,16 @@ class UsageBatch(Aggregate):
 _SCALAR_PROPERTY = (str, int)  # bool is an int: true and false are counted values too
 
 
+def scalar_properties(properties: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The properties whose distinct values can be counted (unique_count), as text."""
+    # Order does not matter: these only become the set of a bucket's unique values.
+    return tuple([
+        (name, value if type(value) is str else str(value))
+        for name, value in properties.items()
+        if isinstance(value, _SCALAR_PROPERTY)
+    ]) if properties else ()
+
+
 def meter_increment(
     customer_id: str,
     metric: str,
@@ -251,15 +261,9 @@ def meter_increment(
     message_id: str,
     properties: dict[str, Any],
 ) -> MeterIncrement:
-    # Order does not matter: these only become the set of a bucket's unique values.
-    scalars = tuple([
-        (name, value if type(value) is str else str(value))
-        for name, value in properties.items()
-        if isinstance(value, _SCALAR_PROPERTY)
-    ]) if properties else ()
     return _new(MeterIncrement, (
         _new(MeterKey, (customer_id, metric, contract_id or "", bucket_start(occurred_at))),
-        quantity, occurred_at, message_id, scalars,
+        quantity, occurred_at, message_id, scalar_properties(properties),
     ))
 
 

@@ -31,7 +31,9 @@ from domain.usage import (
     MeterIncrement,
     MeterKey,
     UsageBatch,
+    bucket_start,
     fold_increments,
+    scalar_properties,
 )
 
 # The kwarg under which a recorder's prepared batch travels from its insert_events to its
@@ -153,6 +155,39 @@ def usage_increments(usage_batches: Iterable[StoredEvent]) -> list[MeterIncremen
         for stored in usage_batches
         for record in UsageBatch.usage(json.loads(stored.state)["records"])
     ]
+
+
+def record_unique_rows(
+    records: Iterable[Sequence[str]], names: Collection[str] | None = None
+) -> set[UniqueRow]:
+    """`unique_rows` of stored usage records (UsageRecord lists), without an increment per
+    record: only records with properties are decoded further, and only their times of those
+    with a counted property. Ingest writes these inside its transaction, the lock held."""
+    rows: set[UniqueRow] = set()
+    # The names as the canonical properties text writes keys (ASCII, escaped): a record
+    # without one of them as a substring has none of them (with one, it is decoded to see).
+    keys = None if names is None else [json.dumps(name) for name in names]
+    for record in records:
+        if record[7] == "{}" or (keys is not None and not any(k in record[7] for k in keys)):
+            continue
+        values = [(name, value) for name, value in scalar_properties(json.loads(record[7]))
+                  if names is None or name in names]
+        if values:
+            start = bucket_start(datetime.fromisoformat(record[5]))
+            customer_id, metric, contract_tag = record[2], record[3], record[6]
+            rows.update((customer_id, metric, contract_tag, name, value, start)
+                        for name, value in values)
+    return rows
+
+
+def usage_unique_rows(
+    usage_batches: Iterable[StoredEvent], names: Collection[str] | None = None
+) -> set[UniqueRow]:
+    """`record_unique_rows` of every record of these stored usage batches."""
+    rows: set[UniqueRow] = set()
+    for stored in usage_batches:
+        rows |= record_unique_rows(json.loads(stored.state)["records"], names)
+    return rows
 
 
 def take_batch(

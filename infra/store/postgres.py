@@ -27,16 +27,17 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest, UsageBatch
+from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
+    record_unique_rows,
     recorded_usage,
     refuse_opaque_state,
     require_aware,
     take_batch,
     unique_rows,
-    usage_increments,
+    usage_unique_rows,
 )
 
 P = ParamSpec("P")
@@ -459,9 +460,10 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # and a pass over the batch picking the few that are is cheaper than all their rows.
         uniques: list[Row] = []
         if names is None or names:
-            increments = list(batch.store_batch.increments) if batch is not None else []
-            increments += usage_increments(usage)
-            uniques += unique_rows(increments, names)
+            found = usage_unique_rows(usage, names)
+            if batch is not None:
+                found.update(unique_rows(batch.store_batch.increments, names))
+            uniques += found
         if new:
             curs.execute(self._add_counted, (sorted(new),), binary=True)
             uniques.extend(self._stored_uniques(conn, new))
@@ -476,9 +478,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             stored.itersize = 100
             stored.execute(self._usage_batches, (USAGE_BATCH_RECORDED_TOPIC,))
             for row in stored:
-                records = json.loads(bytes(row["state"]))["records"]
-                increments = (u.increment() for u in UsageBatch.usage(records))
-                found.update(unique_rows(increments, names))
+                found |= record_unique_rows(json.loads(bytes(row["state"]))["records"], names)
         return list(found)
 
     # --- folding usage into the meters -------------------------------------------------------
