@@ -298,7 +298,7 @@ class KafkaIngest:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
         # Folds the meter backlog behind the writer (see consumers/meter_updates.py).
-        self._meters = MeterUpdates(app, DATABASE_DOWN)
+        self._meters: MeterUpdates | None = None
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
@@ -476,6 +476,7 @@ class KafkaIngest:
                 return
             parsed = parse(self._origins(tp, records))
         self.positions[tp] = last + 1
+        assert self._meters is not None
         self._meters.after_batch()
         self.stats.add(len(records), report)
         keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records} if report.rejected else {}

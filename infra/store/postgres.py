@@ -153,13 +153,21 @@ _COMBINE = (
     " revision = GREATEST(b.revision, EXCLUDED.revision)"
 )
 
-_UPSERT_BUCKETS = (
+# Both writers of buckets: the saving transaction's upsert and the backlog's fold.
+_INTO_BUCKETS = (
     "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
     " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
     " revision)"
-    " SELECT r.*, (SELECT max(notification_id) FROM {schema}.{events})"
-    " FROM billcycle_stage_buckets AS r"
+)
+_COMBINED = (
     " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET" + _COMBINE
+)
+
+_UPSERT_BUCKETS = (
+    _INTO_BUCKETS
+    + " SELECT r.*, (SELECT max(notification_id) FROM {schema}.{events})"
+    " FROM billcycle_stage_buckets AS r"
+    + _COMBINED
 )
 
 _INSERT_UNIQUES = (
@@ -184,10 +192,8 @@ _TAKE_BACKLOG = (
 # with offset), contract id ("" for none), properties. date_bin is bucket_start; "latest" is
 # the greatest (occurred_at, message id), ids compared byte-wise as Python compares str.
 _FOLD_BACKLOG = (
-    "INSERT INTO {schema}.usage_buckets AS b (customer_id, metric, contract_tag, bucket_start,"
-    " quantity_sum, event_count, quantity_max, latest_at, latest_event_id, latest_quantity,"
-    " revision)"
-    " SELECT DISTINCT ON (customer_id, metric, contract_tag, bucket_start)"
+    _INTO_BUCKETS
+    + " SELECT DISTINCT ON (customer_id, metric, contract_tag, bucket_start)"
     " customer_id, metric, contract_tag, bucket_start, sum(quantity) OVER w, count(*) OVER w,"
     " max(quantity) OVER w, at, event_id, quantity, max(revision) OVER w"
     " FROM (SELECT t.revision, r ->> 2 AS customer_id, r ->> 3 AS metric,"
@@ -202,7 +208,7 @@ _FOLD_BACKLOG = (
     "  AS r) AS u"
     " WINDOW w AS (PARTITION BY customer_id, metric, contract_tag, bucket_start)"
     " ORDER BY customer_id, metric, contract_tag, bucket_start, at DESC, event_id DESC"
-    " ON CONFLICT (customer_id, metric, contract_tag, bucket_start) DO UPDATE SET" + _COMBINE
+    + _COMBINED
 )
 _BACKLOG_HEAD = "SELECT max(notification_id) AS head FROM {schema}.meter_backlog"
 
