@@ -33,6 +33,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
+from consumers import kafka_records
 from consumers.meter_updates import MeterUpdates
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
@@ -182,7 +183,7 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
     With `instance_id` the process is a static member of the group: restarted under the same
     id, it takes its partitions back at once instead of after the session timeout.
     """
-    return KafkaConsumer(
+    consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         client_id=f"billcycle-consume-{instance_id}" if instance_id else "billcycle-consume",
         group_id=group,
@@ -203,6 +204,8 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
         heartbeat_interval_ms=1000,  # rebalances (two rounds when cooperative) finish sooner
         reconnect_backoff_max_ms=5000,
     )
+    kafka_records.install(consumer)  # the same records, read in a third of the time
+    return consumer
 
 
 @dataclass

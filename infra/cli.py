@@ -9,13 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from domain.application import BillingApplication
 from domain.billing_run import BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, text
-from infra.collector import tuned_for_bulk_work
+from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import store_env
 from infra.views import batch_view, invoice_view
 
@@ -232,9 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The `billcycle` command: `main()`, then the process's exit (tests call `main()`)."""
+    code = main()
+    freeze_for_exit()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     # Run as `python -m infra.cli`, this file is `__main__`; the command modules import
-    # `infra.cli`. Call that module's main, so its UserError is the one they raise.
-    from infra.cli import main as cli_main
+    # `infra.cli`. Call that module's run, so its UserError is the one they raise.
+    from infra.cli import run as cli_run
 
-    sys.exit(cli_main())
+    cli_run()

@@ -32,3 +32,14 @@ def tuned_for_bulk_work() -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def freeze_for_exit() -> None:
+    """The command is done and the process exits: leave what is alive to the operating system.
+
+    At exit the interpreter runs the collector over every object still alive (the modules,
+    Kafka's client, the store, a run's caches) once more: 0.3 s of a 7 s `consume` of 100,000
+    records. Frozen objects are not walked; everything is still released with the process, and
+    objects without cycles are still finalized as the modules are torn down.
+    """
+    gc.freeze()

@@ -2,6 +2,9 @@
 
 import gc
 
+import pytest
+
+from infra import cli
 from infra.collector import BULK_THRESHOLD, tuned_for_bulk_work
 
 
@@ -20,3 +23,15 @@ def test_cycles_made_during_bulk_work_are_still_collected() -> None:
         cycle.append(cycle)
         del cycle
         assert gc.collect() >= 1
+
+
+def test_the_command_exits_with_mains_status_and_what_is_alive_frozen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.run()
+        assert exited.value.code == 3
+        assert gc.get_freeze_count() > 0  # not walked again by the collections at exit
+    finally:
+        gc.unfreeze()
