@@ -347,6 +347,13 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
+        # The library's lock statements and its NOTIFY, sent as one query (no parameters: the
+        # simple protocol takes several statements): one wait for the server, and for the
+        # interpreter lock after it, instead of three.
+        self._lock_and_notify = SQL("; ").join([
+            *self.lock_table_statements,
+            SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+        ])
 
     def _sql(self, template: str) -> Composed:
         return SQL(template).format(
@@ -384,8 +391,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 self._set_up_session(curs)
             self._insert_events(curs, stored_events, **rest)
             if stored_events:
-                self._lock_table(curs)
-                self._notify_channel(curs)
+                curs.execute(self._lock_and_notify)
                 curs.execute(self._insert_events_arrays, _event_columns(stored_events),
                              binary=True)
                 notification_ids = [row["notification_id"] for row in curs.fetchall()]
