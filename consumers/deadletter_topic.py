@@ -4,8 +4,10 @@ The store's dead letters (`billcycle deadletters`) are written in the same trans
 partition's position: exactly once. The topic copy can only be sent after that commit; it is
 flushed before the partition moves on, and a mark `kafka-deadletter:<topic>:<partition>`
 (a tracking record: the offset up to which the topic copy is complete) is written after the
-flush, after every batch. When a partition is assigned and its mark is behind its stored
-position (only after a crash), the dead letters in between are sent again from the store.
+flush. A batch without rejections has nothing to send: its mark waits (`settle`) until the
+consumer stops or gives the partition up, instead of costing every batch a transaction of its
+own. When a partition is assigned and its mark is behind its stored position (only after a
+crash), the dead letters in between are sent again from the store.
 So the topic is at least once: consumers dedupe on (source_topic, source_partition,
 source_offset), which every dead letter carries in its value and its headers.
 """
@@ -68,6 +70,9 @@ class DeadLetterTopic:
         self.patience = patience
         self.store = store
         self.kafka = kafka
+        # Per partition, the last offset of a batch published since the last mark, which had
+        # no dead letters: complete on the topic, marked by `settle`.
+        self._unmarked: dict[TopicPartition, int] = {}
 
     def publish(
         self,
@@ -78,12 +83,23 @@ class DeadLetterTopic:
     ) -> None:
         """Send a committed batch's rejections (`keys`: the records' keys by position), and
         mark the partition's topic copy complete through the batch's last offset."""
-        if rejected:
-            entries = [dead_letter_record(r) for r in rejected]
-            from consumers.outbound import dead_letter  # its models only when there are letters
+        if not rejected:
+            self._unmarked[tp] = settled_through
+            return
+        entries = [dead_letter_record(r) for r in rejected]
+        from consumers.outbound import dead_letter  # its models only when there are letters
 
-            self._send([(dead_letter(e), keys.get(e["at"])) for e in entries])
+        self._send([(dead_letter(e), keys.get(e["at"])) for e in entries])
         self._mark(tp, settled_through)
+        self._unmarked.pop(tp, None)
+
+    def settle(self, tps: Sequence[TopicPartition] | None = None) -> None:
+        """Mark the partitions (all by default) complete through their last published batch:
+        the next owner then finds no gap to repair."""
+        for tp in list(self._unmarked) if tps is None else tps:
+            offset = self._unmarked.pop(tp, None)
+            if offset is not None:
+                self._mark(tp, offset)
 
     def recover(self, stored: Mapping[TopicPartition, int | None]) -> None:
         """Send again the dead letters of newly assigned partitions the topic may lack."""

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -332,6 +332,8 @@ class KafkaIngest:
             # A batch in flight commits or fails as a whole before the consumer goes.
             self._writer.shutdown(wait=True)
             self._meters.stop()
+        with suppress(Stopped):  # stopped while the database is away: repaired at the next start
+            self.deadletters.settle()
         if caught_up:  # what was consumed is in the meters too
             self.patience.call(self.store, self._meters.finish, DATABASE_DOWN)
         self._report(force=True)
@@ -400,6 +402,7 @@ class KafkaIngest:
                 added |= tps
             else:
                 added -= tps
+                self.deadletters.settle(sorted(tps))  # the next owner finds no gap
                 for tp in tps:
                     self.positions.pop(tp, None)
                     self.ends.pop(tp, None)

@@ -13,9 +13,16 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from kafka import TopicPartition
 
-from consumers.deadletter_topic import DeadLetterTopic
-from consumers.kafka_source import KafkaIngest, Patience, inbound_consumer
+from consumers.deadletter_topic import DeadLetterTopic, deadletter_producer, mark_name
+from consumers.kafka_source import (
+    KafkaIngest,
+    Patience,
+    inbound_consumer,
+    process_recorder,
+    stored_positions,
+)
 from consumers.schemas import SCHEMA_DIR
 from domain.application import BillingApplication
 from infra.kafka_broker import LocalKafka
@@ -173,3 +180,41 @@ def test_dead_letters_a_crash_kept_from_the_topic_are_sent_when_the_partition_co
     letters = [json.loads(r.value) for r in read_topic(kafka_bootstrap, topics.deadletter)]
     assert sorted(letter["source_offset"] for letter in letters) == [0, 1]
 
+
+
+class CountedMarks(DeadLetterTopic):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.marks: list[int] = []
+
+    def _mark(self, tp: TopicPartition, offset: int) -> None:
+        self.marks.append(offset)
+        super()._mark(tp, offset)
+
+
+def test_only_batches_with_dead_letters_are_marked_at_once_and_a_stop_marks_the_rest(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    topics = new_topics(kafka_bootstrap)
+    produce(kafka_bootstrap, topics.usage, POISON[:1] + UsageLedger().make(1, 29))
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    consumer = inbound_consumer(kafka_bootstrap, "marks", batch_size=10)
+    producer = deadletter_producer(kafka_bootstrap)
+    patience = Patience(lambda _: None, threading.Event())
+    deadletters = CountedMarks(app, producer, topics.deadletter, patience)
+    try:
+        KafkaIngest(app, consumer, topics, deadletters, patience, batch_size=10).run(
+            until_caught_up=True)
+        # One key: one partition. The first batch (the poison at offset 0 in it) is marked
+        # after its flush; the clean batches after it (up to offset 29) only at the stop.
+        first, last = deadletters.marks
+        assert first < 29 and last == 29
+        stored = stored_positions(app, [TopicPartition(topics.usage, p) for p in range(3)])
+        ((tp, position),) = [(tp, p) for tp, p in stored.items() if p is not None]
+        mark = process_recorder(app).max_tracking_id(mark_name(tp))
+        assert mark == position == 29  # the next start has no gap to repair
+    finally:
+        consumer.close()
+        producer.close()
+        app.close()
+    assert len(read_topic(kafka_bootstrap, topics.deadletter)) == 1
