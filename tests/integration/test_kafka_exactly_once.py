@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import time
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 
 from kafka import TopicPartition
@@ -22,21 +22,26 @@ from tests.integration.kafka_support import (
     kill,
     mentions,
     meter_totals,
-    more_than,
     new_topics,
     produce,
     start,
     wait_for,
 )
 
-# Enough that the stream outlasts four kill-and-restart rounds at full consuming speed.
-EVENTS = 24000
+# Enough that the stream outlasts four kill-and-restart rounds at full consuming speed (24,000
+# no longer did once consumers started and read faster).
+EVENTS = 48000
 
 
 def applied(app: BillingApplication, topic: str) -> int:
     """Records applied so far, from the stored positions."""
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS["usage"])]
     return sum(0 if p is None else p + 1 for p in stored_positions(app, tps).values())
+
+
+def progress_past(app: BillingApplication, topic: str, n: int) -> Callable[[], bool]:
+    """A check for wait_for: more than `n` records applied, or all of them."""
+    return lambda: (done := applied(app, topic)) > n or done == EVENTS
 
 
 def test_consumers_killed_mid_stream_and_restarted_count_every_usage_event_once(
@@ -63,8 +68,8 @@ def test_consumers_killed_mid_stream_and_restarted_count_every_usage_event_once(
             name = ("c1", "c2")[round_ % 2]
             log = logs[name]
             wait_for(mentions(log, "assigned"), 60, f"{name} to join")
-            progress = partial(applied, app, topics.usage)
-            wait_for(more_than(progress, progress() + 200), 60, "the consumers to make progress")
+            wait_for(progress_past(app, topics.usage, applied(app, topics.usage) + 200), 60,
+                     "the consumers to make progress")
             time.sleep(rng.uniform(0, 0.3))
             kill(consumers[name])
             kills_mid_stream += applied(app, topics.usage) < EVENTS
