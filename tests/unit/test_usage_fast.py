@@ -32,7 +32,10 @@ odd_values = st.one_of(
     st.just(["x"]), st.just({"a": 1}),
 )
 
-_digits = st.text(alphabet="0123456789", min_size=1, max_size=6)
+_digits = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=6),
+    st.text(alphabet="0123456789", min_size=26, max_size=32),  # about the context's 28 digits
+)
 quantities = st.one_of(
     _digits,
     st.builds(lambda sign, whole, frac: f"{sign}{whole}{frac}",
