@@ -38,7 +38,7 @@ FETCH = {
     "max_poll_records": 2000,
     "fetch_min_bytes": 64 * 1024,
     "fetch_max_wait_ms": 100,
-    "max_partition_fetch_bytes": 2 * 1024 * 1024,
+    "max_partition_fetch_bytes": 8 * 1024 * 1024,
     "fetch_max_bytes": 64 * 1024 * 1024,
 }
 PAGE_SIZE = 5000  # the replay's page (projections/runner.py DEFAULT_PAGE_SIZE)
