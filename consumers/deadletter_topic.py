@@ -5,9 +5,10 @@ partition's position: exactly once. The topic copy can only be sent after that c
 flushed before the partition moves on, and a mark `kafka-deadletter:<topic>:<partition>`
 (a tracking record: the offset up to which the topic copy is complete) is written after the
 flush. A batch without rejections has nothing to send: its mark waits (`settle`) until the
-consumer stops or gives the partition up, instead of costing every batch a transaction of its
-own. When a partition is assigned and its mark is behind its stored position (only after a
-crash), the dead letters in between are sent again from the store.
+consumer stops, instead of costing every batch a transaction of its own. When a partition is
+assigned and its mark is behind its stored position (after a crash, or taken from another
+consumer of the group), the dead letters in between are sent again from the store: after a
+clean batch there are none.
 So the topic is at least once: consumers dedupe on (source_topic, source_partition,
 source_offset), which every dead letter carries in its value and its headers.
 """
@@ -93,13 +94,12 @@ class DeadLetterTopic:
         self._mark(tp, settled_through)
         self._unmarked.pop(tp, None)
 
-    def settle(self, tps: Sequence[TopicPartition] | None = None) -> None:
-        """Mark the partitions (all by default) complete through their last published batch:
-        the next owner then finds no gap to repair."""
-        for tp in list(self._unmarked) if tps is None else tps:
-            offset = self._unmarked.pop(tp, None)
-            if offset is not None:
-                self._mark(tp, offset)
+    def settle(self) -> None:
+        """Mark every partition complete through its last published batch: the next start
+        then finds no gap to repair."""
+        while self._unmarked:
+            tp, offset = self._unmarked.popitem()
+            self._mark(tp, offset)
 
     def recover(self, stored: Mapping[TopicPartition, int | None]) -> None:
         """Send again the dead letters of newly assigned partitions the topic may lack."""

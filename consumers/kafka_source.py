@@ -402,7 +402,6 @@ class KafkaIngest:
                 added |= tps
             else:
                 added -= tps
-                self.deadletters.settle(sorted(tps))  # the next owner finds no gap
                 for tp in tps:
                     self.positions.pop(tp, None)
                     self.ends.pop(tp, None)
