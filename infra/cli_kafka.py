@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,7 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
                                       store=store, kafka=kafka)
         ingest = KafkaIngest(app, consumer, topics, deadletters, patience, store=store,
                              kafka=kafka, batch_size=args.batch_size)
-        with tuned_for_bulk_work():
+        with tuned_for_bulk_work(), _prompt_thread_switches():
             stats = ingest.run(until_caught_up=args.until_caught_up)
     except Stopped:  # before the first poll
         patience.say("stopped before consuming anything")
@@ -126,6 +127,23 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         "lag": ingest.lag(),
     }
     _emit(args, document, patience.say)
+
+
+@contextmanager
+def _prompt_thread_switches() -> Iterator[None]:
+    """The interpreter lock handed over every 1 ms instead of 5 while consuming.
+
+    The writer thread's every statement, once answered, waits for the lock that the polling
+    thread holds while it parses the next batch; the writer's transaction is what the polling
+    thread then waits for. Nine alternating pairs of 100,000-record consumes: median 14,328 ->
+    15,266/s, six of the nine faster, for about 0.2 CPU-s more.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
