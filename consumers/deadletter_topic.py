@@ -83,7 +83,8 @@ class DeadLetterTopic:
         settled_through: int,
     ) -> None:
         """Send a committed batch's rejections (`keys`: the records' keys by position), and
-        mark the partition's topic copy complete through the batch's last offset."""
+        mark the partition's topic copy complete through the batch's last offset: at once
+        after rejections, at `settle` after a batch without any."""
         if not rejected:
             self._unmarked[tp] = settled_through
             return

@@ -55,7 +55,7 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                     f"Record batch for partition {self.topic_partition} at offset "
                     f"{batch.base_offset} failed crc check")
             if batch.magic != 2:  # a legacy message set: the library's own loop
-                yield from self._legacy_records(tp, batch, key_deserializer, value_deserializer)
+                yield from self._legacy_records(tp, batch)
                 batch = records.next_batch()
                 continue
             self.leader_epoch = batch.leader_epoch
@@ -83,8 +83,8 @@ class FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
             self.next_fetch_offset = last_batch.next_offset
         self.drain()
 
-    def _legacy_records(self, tp: Any, batch: Any, key_deserializer: Any,
-                        value_deserializer: Any) -> Iterator[Any]:
+    def _legacy_records(self, tp: Any, batch: Any) -> Iterator[Any]:
+        # No deserializers here: `install` leaves consumers that have them to the library.
         for record in batch:
             if self.check_crcs and not record.validate_crc():
                 raise CorruptRecordError(
