@@ -1,17 +1,18 @@
-"""A replay's views built by two processes, so that Python's work uses both cores.
+"""Views built by two processes, so that Python's work uses both cores: in a replay, and in
+a catch-up far behind the log (the first `billcycle project` after a billing run).
 
-One process computes rows at a time (the GIL), and a replay is bound by that: the view
+One process computes rows at a time (the GIL), and building views is bound by that: the view
 writes already run in a thread while the next rows are computed, and the server works on
-the other core. So a replay on PostgreSQL builds the audit and collections views in a
-second process while the replaying one builds the ledger and revenue (which share each
-invoice's schedules, made once per event, and are most of the work).
+the other core. So on PostgreSQL the audit and collections views are built in a second
+process while the first one builds the ledger and revenue (which share each invoice's
+schedules, made once per event, and are most of the work).
 
 It costs CPU (a second interpreter's start, the invoices read and decoded twice: a sixth
 more at 100,000 contracts) for wall time (a fifth less), so it pays where a second core is
 free, and only then: on one core, or on SQLite, everything is built in one process.
 
-The second process opens the views as the replay's drop() left them (no keys or indexes
-made there); the replaying process makes them once both are done (finish_build()).
+In a replay, the second process opens the views as the replay's drop() left them (no keys or
+indexes made there); the replaying process makes them once both are done (finish_build()).
 
 Nothing changes in how a view is written: each process writes its views page by page, each
 page with the view's tracking in one transaction, so a view is always as complete as its
@@ -84,16 +85,17 @@ class Helper:
 
 
 def start(env: dict[str, str], names: Sequence[str], page_size: int,
-          read_here: Sequence[str]) -> Helper:
+          read_here: Sequence[str], rebuilding: bool = True) -> Helper:
     """Start the second process building the views `names` to the end of the log; it counts
-    the events it reads of topics other than `read_here`."""
+    the events it reads of topics other than `read_here`. `rebuilding`: the views are as a
+    replay's drop() left them (False: a catch-up, views complete)."""
     # A new interpreter, not a fork: this process holds a connection pool and a writer
     # thread. It imports only the store and the views (not the CLI, not Kafka).
     process = subprocess.Popen([sys.executable, "-m", "projections.parallel"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdin is not None
     task = {"env": env, "names": list(names), "page_size": page_size,
-            "read_here": sorted(read_here), "parent": os.getpid()}
+            "read_here": sorted(read_here), "rebuilding": rebuilding, "parent": os.getpid()}
     process.stdin.write(json.dumps(task).encode())
     process.stdin.close()
     return Helper(process)
@@ -106,7 +108,7 @@ def _build(task: dict[str, Any]) -> dict[str, Any]:
     app = BillingApplication(env=task["env"])
     try:
         projections = Projections(app, task["names"], page_size=task["page_size"],
-                                  parallel=False, rebuilding=True)
+                                  parallel=False, rebuilding=task["rebuilding"])
         projections.counted_elsewhere = frozenset(task["read_here"])
         counts = projections.build()
         return {"counts": counts, "events_read": projections.events_read, "failure": None}

@@ -219,8 +219,11 @@ class Projections:
     page_size: int = DEFAULT_PAGE_SIZE
     policy: CollectionPolicy = field(default_factory=CollectionPolicy)
     on_page: Callable[[str, int, int], None] | None = None
-    # A replay on PostgreSQL builds some views in a second process (projections/parallel.py).
+    # A replay on PostgreSQL builds some views in a second process (projections/parallel.py),
+    # and so does a catch-up with the views at least `parallel_after` log positions behind
+    # (after a billing run); closer to the end, the second interpreter's start costs more.
     parallel: bool = True
+    parallel_after: int = 20_000
     # The second process's views, just emptied by the replay: opened as they are, without
     # the keys and indexes that the replay makes at its end (finish_build()).
     rebuilding: bool = False
@@ -251,7 +254,11 @@ class Projections:
     def catch_up(self) -> dict[str, int]:
         """Bring every chosen projection to the current end of the log: events processed."""
         counts = self._run([self.process])
-        counts.update(self.build())
+        end = self.app.recorder.max_notification_id() or 0
+        if end - min(p.position() for p in self.views.values()) >= self.parallel_after:
+            counts.update(self._build_in_two_processes(rebuilding=False))
+        else:
+            counts.update(self.build())
         return counts
 
     def build(self) -> dict[str, int]:
@@ -262,24 +269,29 @@ class Projections:
         """Throw the chosen views away and build them again from the whole log."""
         for projection in self.views.values():
             projection.view.drop()
-        here, there = parallel.split(list(self.views))
-        writes_in_threads = all(p.view.background_writes for p in self.views.values())
-        if self.parallel and there and writes_in_threads:
-            counts = self._run([self.process])  # the Collection events first, as on a catch-up
-            mine = [self.views[name] for name in here]
-            helper = parallel.start(dict(self.app.env), there, self.page_size,
-                                    sorted({t for p in mine for t in p.topics}))
-            try:
-                counts.update(self._run(mine))
-                theirs, events_read = helper.result()
-            finally:
-                helper.stop()
-            counts.update(theirs)
-            self.events_read += events_read
-        else:
-            counts = self.catch_up()
+        counts = self._run([self.process])  # the Collection events first, as on a catch-up
+        counts.update(self._build_in_two_processes(rebuilding=True))
         for projection in self.views.values():
             projection.view.finish_build()
+        return counts
+
+    def _build_in_two_processes(self, rebuilding: bool) -> dict[str, int]:
+        """build(), with some views built by a second process where that can be (PostgreSQL,
+        two cores, views on both sides); `rebuilding`: the views were just dropped."""
+        here, there = parallel.split(list(self.views))
+        writes_in_threads = all(p.view.background_writes for p in self.views.values())
+        if not (self.parallel and there and writes_in_threads):
+            return self.build()
+        mine = [self.views[name] for name in here]
+        helper = parallel.start(dict(self.app.env), there, self.page_size,
+                                sorted({t for p in mine for t in p.topics}), rebuilding)
+        try:
+            counts = self._run(mine)
+            theirs, events_read = helper.result()
+        finally:
+            helper.stop()
+        counts.update(theirs)
+        self.events_read += events_read
         return counts
 
     def follow(self, stop: threading.Event, interval: float = 0.5) -> dict[str, int]:

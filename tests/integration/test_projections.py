@@ -140,6 +140,41 @@ def test_replay_equals_the_live_build_row_for_row(app: BillingApplication) -> No
     assert all(p.view._complete() for p in rebuilt.views.values())
 
 
+def test_a_catch_up_far_behind_builds_the_same_views_in_two_processes(
+    app: BillingApplication, url: str
+) -> None:
+    """The first catch-up after a billing run is as far behind as a replay: on PostgreSQL it
+    builds the audit and collections views in a second process, as a replay does, from where
+    each view is (one is ahead of the others here), to the same rows as one process."""
+    billing_history(app)
+    one_process = Projections(app, parallel=False)
+    one_process.catch_up()
+    built = dump(one_process)
+    for p in one_process.views.values():
+        p.view.drop()
+        p.view.finish_build()  # as the views were before they were first caught up
+    Projections(app, ["audit"], parallel=False).build()  # audit ahead of the others
+    second_processes: list[Any] = []
+    started = parallel.start
+
+    def start(*args: Any) -> parallel.Helper:
+        second_processes.append(args)
+        return started(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parallel, "start", start)
+        far_behind = Projections(app, parallel_after=1)
+        counts = far_behind.catch_up()
+    assert dump(far_behind) == built
+    assert counts["audit"] == 0 and counts["ledger"] > 0 and counts["collections"] > 0
+    if url.startswith("postgres"):
+        (args,) = second_processes  # env, views, page size, topics read here, rebuilding
+        assert sorted(args[1]) == ["audit", "collections"] and args[4] is False
+    else:  # the embedded store builds every view in its one process
+        assert not second_processes
+    assert all(p.view._complete() for p in far_behind.views.values())
+
+
 def _keys_and_indexes(url: str) -> set[tuple[str, str]]:
     """The view tables' indexes (with their definitions) and constraints, from the catalog."""
     with psycopg.connect(url) as conn:
