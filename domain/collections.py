@@ -71,6 +71,10 @@ class CollectionPolicy:
             raise InvalidPolicy(f"collection schedule {text!r} repeats a step; list each once")
         return cls(tuple(sorted(steps)))
 
+    def text(self) -> str:
+        """The policy as parse() reads it."""
+        return ",".join(f"{s.kind.value}:{s.days}" for s in self.steps)
+
     def schedule(self, due_date: date) -> list[dict[str, str]]:
         """The actions of a collection for an invoice due on `due_date`, in date order."""
         return [

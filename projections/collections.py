@@ -39,6 +39,7 @@ STARTED = event_class(Collection, "Started")
 NOTED = event_class(Collection, "PaymentNoted")
 ENDED = event_class(Collection, "Ended")
 RECORDED = event_class(Collection, "ActionRecorded")
+WRITTEN = topics(STARTED, NOTED, ENDED)  # by the collections process
 
 
 class CollectionsProcess:
@@ -46,6 +47,7 @@ class CollectionsProcess:
 
     name = "collections-process"
     topics = topics(ISSUED, PAID)
+    writes = WRITTEN  # the views reading these follow it, not beside it
 
     def __init__(self, app: BillingApplication, policy: CollectionPolicy) -> None:
         self.app = app

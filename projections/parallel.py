@@ -4,8 +4,10 @@ a catch-up far behind the log (the first `billcycle project` after a billing run
 One process computes rows at a time (the GIL), and building views is bound by that: the view
 writes already run in a thread while the next rows are computed, and the server works on
 the other core. So on PostgreSQL the audit and collections views are built in a second
-process while the first one builds the ledger and revenue (which share each invoice's
-schedules, made once per event, and are most of the work).
+process, which also runs the collections process (in one pass with the audit view, then the
+collections view through the events it wrote), while the first one builds the ledger and
+revenue (which share each invoice's schedules, made once per event, and are most of the
+work).
 
 It costs CPU (a second interpreter's start, the invoices read and decoded twice: a sixth
 more at 100,000 contracts) for wall time (a fifth less), so it pays where a second core is
@@ -85,17 +87,19 @@ class Helper:
 
 
 def start(env: dict[str, str], names: Sequence[str], page_size: int,
-          read_here: Sequence[str], rebuilding: bool = True) -> Helper:
-    """Start the second process building the views `names` to the end of the log; it counts
-    the events it reads of topics other than `read_here`. `rebuilding`: the views are as a
-    replay's drop() left them (False: a catch-up, views complete)."""
+          read_here: Sequence[str], rebuilding: bool = True, policy: str = "") -> Helper:
+    """Start the second process running the collections process (with the collection
+    `policy`, parse()'s text; the default policy when empty) and building the views `names`
+    to the end of the log; it counts the events it reads of topics other than `read_here`.
+    `rebuilding`: the views are as a replay's drop() left them (False: a catch-up)."""
     # A new interpreter, not a fork: this process holds a connection pool and a writer
     # thread. It imports only the store and the views (not the CLI, not Kafka).
     process = subprocess.Popen([sys.executable, "-m", "projections.parallel"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert process.stdin is not None
     task = {"env": env, "names": list(names), "page_size": page_size,
-            "read_here": sorted(read_here), "rebuilding": rebuilding, "parent": os.getpid()}
+            "read_here": sorted(read_here), "rebuilding": rebuilding, "policy": policy,
+            "parent": os.getpid()}
     process.stdin.write(json.dumps(task).encode())
     process.stdin.close()
     return Helper(process)
@@ -103,14 +107,16 @@ def start(env: dict[str, str], names: Sequence[str], page_size: int,
 
 def _build(task: dict[str, Any]) -> dict[str, Any]:
     from domain.application import BillingApplication
+    from domain.collections import CollectionPolicy
     from projections.runner import Projections
 
     app = BillingApplication(env=task["env"])
     try:
+        policy = CollectionPolicy.parse(task["policy"]) if task["policy"] else CollectionPolicy()
         projections = Projections(app, task["names"], page_size=task["page_size"],
-                                  parallel=False, rebuilding=task["rebuilding"])
+                                  policy=policy, parallel=False, rebuilding=task["rebuilding"])
         projections.counted_elsewhere = frozenset(task["read_here"])
-        counts = projections.build()
+        counts = projections.catch_up_in_one_process()
         return {"counts": counts, "events_read": projections.events_read, "failure": None}
     except BaseException:
         return {"counts": None, "events_read": 0, "failure": traceback.format_exc()}

@@ -239,9 +239,10 @@ class Projections:
         self.views: dict[str, ViewProjection] = {
             cls.name: cls(open_view(self.app, cls, self.rebuilding)) for cls in chosen
         }
-        # Collection events come from a process following the log. It runs first on every
-        # catch-up, whichever views are chosen: on the embedded store there is no process of
-        # its own, and collections should follow their invoices as soon as anything reads.
+        # Collection events come from a process following the log. It runs on every catch-up,
+        # whichever views are chosen (before the views reading its events): on the embedded
+        # store there is no process of its own, and collections should follow their invoices
+        # as soon as anything reads.
         self.process = CollectionsProcess(self.app, self.policy)
         # Stored events read from the log, each counted once however many views use it
         # (a replay's second process counts only those of topics this one does not read).
@@ -253,12 +254,20 @@ class Projections:
 
     def catch_up(self) -> dict[str, int]:
         """Bring every chosen projection to the current end of the log: events processed."""
-        counts = self._run([self.process])
         end = self.app.recorder.max_notification_id() or 0
         if end - min(p.position() for p in self.views.values()) >= self.parallel_after:
-            counts.update(self._build_in_two_processes(rebuilding=False))
-        else:
-            counts.update(self.build())
+            return self._in_two_processes(rebuilding=False)
+        return self.catch_up_in_one_process()
+
+    def catch_up_in_one_process(self) -> dict[str, int]:
+        """catch_up() here: the collections process and the views that do not read its
+        events in one pass over the log (each event read and decoded once for all of them),
+        then the views that do read its events, through the ones it just wrote."""
+        after = [p for p in self.views.values() if set(p.topics) & set(self.process.writes)]
+        beside = [p for p in self.views.values() if p not in after]
+        counts = self._run([self.process, *beside])
+        if after:
+            counts.update(self._run(after))
         return counts
 
     def build(self) -> dict[str, int]:
@@ -269,22 +278,23 @@ class Projections:
         """Throw the chosen views away and build them again from the whole log."""
         for projection in self.views.values():
             projection.view.drop()
-        counts = self._run([self.process])  # the Collection events first, as on a catch-up
-        counts.update(self._build_in_two_processes(rebuilding=True))
+        counts = self._in_two_processes(rebuilding=True)
         for projection in self.views.values():
             projection.view.finish_build()
         return counts
 
-    def _build_in_two_processes(self, rebuilding: bool) -> dict[str, int]:
-        """build(), with some views built by a second process where that can be (PostgreSQL,
-        two cores, views on both sides); `rebuilding`: the views were just dropped."""
+    def _in_two_processes(self, rebuilding: bool) -> dict[str, int]:
+        """catch_up_in_one_process(), in two where that can be (PostgreSQL, two cores, views
+        on both sides): the second process runs the collections process with its views;
+        `rebuilding`: the views were just dropped."""
         here, there = parallel.split(list(self.views))
         writes_in_threads = all(p.view.background_writes for p in self.views.values())
         if not (self.parallel and there and writes_in_threads):
-            return self.build()
+            return self.catch_up_in_one_process()
         mine = [self.views[name] for name in here]
         helper = parallel.start(dict(self.app.env), there, self.page_size,
-                                sorted({t for p in mine for t in p.topics}), rebuilding)
+                                sorted({t for p in mine for t in p.topics}), rebuilding,
+                                self.policy.text())
         try:
             counts = self._run(mine)
             theirs, events_read = helper.result()

@@ -30,6 +30,7 @@ from eventsourcing.persistence import Tracking
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
 from domain.billing_runs import BillingRuns
+from domain.collections import CollectionPolicy
 from domain.invoice import Invoice
 from domain.ledger import Account, as_of_recognition
 from domain.money import format_money
@@ -144,16 +145,12 @@ def test_a_catch_up_far_behind_builds_the_same_views_in_two_processes(
     app: BillingApplication, url: str
 ) -> None:
     """The first catch-up after a billing run is as far behind as a replay: on PostgreSQL it
-    builds the audit and collections views in a second process, as a replay does, from where
-    each view is (one is ahead of the others here), to the same rows as one process."""
+    builds the audit and collections views in a second process, as a replay does, and that
+    process runs the collections process (with the policy given) before the collections
+    view; the views come out as a one-process replay builds them."""
     billing_history(app)
-    one_process = Projections(app, parallel=False)
-    one_process.catch_up()
-    built = dump(one_process)
-    for p in one_process.views.values():
-        p.view.drop()
-        p.view.finish_build()  # as the views were before they were first caught up
-    Projections(app, ["audit"], parallel=False).build()  # audit ahead of the others
+    policy = CollectionPolicy.parse("reminder:3,final_notice:20")
+    Projections(app, ["audit"], parallel=False).build()  # one view ahead of the others
     second_processes: list[Any] = []
     started = parallel.start
 
@@ -163,15 +160,21 @@ def test_a_catch_up_far_behind_builds_the_same_views_in_two_processes(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parallel, "start", start)
-        far_behind = Projections(app, parallel_after=1)
+        far_behind = Projections(app, policy=policy, parallel_after=1)
         counts = far_behind.catch_up()
-    assert dump(far_behind) == built
     assert counts["audit"] == 0 and counts["ledger"] > 0 and counts["collections"] > 0
+    assert counts["collections-process"] > 0
     if url.startswith("postgres"):
-        (args,) = second_processes  # env, views, page size, topics read here, rebuilding
-        assert sorted(args[1]) == ["audit", "collections"] and args[4] is False
+        (args,) = second_processes  # env, views, page size, topics read here, rebuilding, policy
+        assert sorted(args[1]) == ["audit", "collections"] and args[4:] == (False, policy.text())
     else:  # the embedded store builds every view in its one process
         assert not second_processes
+    built = dump(far_behind)
+    steps = {row[1] for row in built["collections"]["collection_steps"]}
+    assert steps == {"reminder+3", "final_notice+20"}
+    one_process = Projections(app, parallel=False)
+    one_process.replay()
+    assert dump(one_process) == built
     assert all(p.view._complete() for p in far_behind.views.values())
 
 

@@ -70,3 +70,8 @@ def test_a_policy_is_read_from_text() -> None:
         CollectionPolicy.parse("reminder:soon")
     with pytest.raises(InvalidPolicy, match="repeats"):
         CollectionPolicy.parse("reminder:3,reminder:3")
+
+
+def test_a_policy_reads_back_from_its_text() -> None:
+    for policy in (CollectionPolicy(), CollectionPolicy.parse("final_notice:30,reminder:3")):
+        assert CollectionPolicy.parse(policy.text()) == policy
