@@ -13,8 +13,9 @@ It costs CPU (a second interpreter's start, the invoices read and decoded twice:
 more at 100,000 contracts) for wall time (a fifth less), so it pays where a second core is
 free, and only then: on one core, or on SQLite, everything is built in one process.
 
-In a replay, the second process opens the views as the replay's drop() left them (no keys or
-indexes made there); the replaying process makes them once both are done (finish_build()).
+In a replay, the second process opens the views as the replay's drop() left them, without
+the keys and indexes that a bulk load is cheaper without, and makes them once its views are
+built (finish_build()), while the replaying process may still be building its own.
 
 Nothing changes in how a view is written: each process writes its views page by page, each
 page with the view's tracking in one transaction, so a view is always as complete as its
@@ -117,6 +118,9 @@ def _build(task: dict[str, Any]) -> dict[str, Any]:
                                   policy=policy, parallel=False, rebuilding=task["rebuilding"])
         projections.counted_elsewhere = frozenset(task["read_here"])
         counts = projections.catch_up_in_one_process()
+        if task["rebuilding"]:  # the keys and indexes that drop() left for the build's end
+            for projection in projections.views.values():
+                projection.view.finish_build()
         return {"counts": counts, "events_read": projections.events_read, "failure": None}
     except BaseException:
         return {"counts": None, "events_read": 0, "failure": traceback.format_exc()}

@@ -279,7 +279,7 @@ class Projections:
         for projection in self.views.values():
             projection.view.drop()
         counts = self._in_two_processes(rebuilding=True)
-        for projection in self.views.values():
+        for projection in self.views.values():  # each process finished its own; here, a check
             projection.view.finish_build()
         return counts
 
@@ -297,6 +297,9 @@ class Projections:
                                 self.policy.text())
         try:
             counts = self._run(mine)
+            if rebuilding:  # the keys and indexes while the other process may still work
+                for projection in mine:
+                    projection.view.finish_build()
             theirs, events_read = helper.result()
         finally:
             helper.stop()
