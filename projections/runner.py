@@ -263,6 +263,9 @@ class Projections:
         """catch_up() here: the collections process and the views that do not read its
         events in one pass over the log (each event read and decoded once for all of them),
         then the views that do read its events, through the ones it just wrote."""
+        if self.process.position() >= (self.app.recorder.max_notification_id() or 0):
+            # Nothing for the process (a replay, usually): every view in the same pass.
+            return {self.process.name: 0, **self.build()}
         after = [p for p in self.views.values() if set(p.topics) & set(self.process.writes)]
         beside = [p for p in self.views.values() if p not in after]
         counts = self._run([self.process, *beside])
