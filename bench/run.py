@@ -9,7 +9,9 @@ It starts a throwaway PostgreSQL (LocalPostgres, fast=True: fsync off) and a Kaf
 Books are generated seeded and streamed (bench/book.py: 3 to 10 lines per invoice). Every
 billcycle step runs as its own child process (`.venv/bin/billcycle --db URL ...`), measured for
 wall time, CPU time and peak RSS (os.wait4), with the CPU the PostgreSQL server and the Kafka
-broker spent meanwhile; what a step did is counted in the database afterwards. The bare
+broker spent meanwhile; what a step did is counted in the database afterwards. After a step's
+bulk writes the database is settled (VACUUM ANALYZE, not measured), so that no step is
+measured beside the autovacuum the one before it set off. The bare
 baselines (bench/baselines.py) run the same way, in the same run, on the same data.
 
   1. ingest  usage events from Kafka into PostgreSQL: `billcycle consume --until-caught-up`
@@ -405,6 +407,18 @@ class Bench:
             report["accepted"] + report["duplicates"] + len(report["rejected"]), "messages",
             child, details={"accepted": report["accepted"], "duplicates": report["duplicates"],
                             "rejected": len(report["rejected"])}))
+        self.settle(db)
+
+    def settle(self, db: str) -> None:
+        """VACUUM (ANALYZE) after a step's bulk writes, not measured: the next step is then
+        measured on a settled database, not beside the autovacuum the last one set off (in
+        20261128T020451Z it doubled the server's CPU in the project and replay steps)."""
+        if not db.startswith("postgres"):
+            return
+        started = time.perf_counter()
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+        say(f"settled: VACUUM (ANALYZE) in {time.perf_counter() - started:.0f} s, not measured")
 
     def bill(self, db: str, contracts: int, store: str, profile: bool) -> Figure:
         child, report = self.billcycle(f"batch {contracts} {store}", db, "run",
@@ -417,6 +431,7 @@ class Bench:
             details={"counts": report["counts"], "lines": lines, "lines_min": fewest,
                      "lines_max": most, "outcome_records": count_events(db, OUTCOMES_RECORDED)})
         self.figures.append(figure)
+        self.settle(db)
         return figure
 
     # --- 3. replay --------------------------------------------------------------------------
@@ -440,6 +455,7 @@ class Bench:
             size, report["events_read"], "events", child,
             note=f"{collections:,} invoices into collections; not a target",
             details={"project": report}))
+        self.settle(db)
         child, report = self.billcycle("replay", db, "replay", profile=True)
         # Each stored event read from the log counts once, however many views use it (an
         # invoice feeds three); the bare SELECT reads the same events once, in the same pages.
