@@ -254,9 +254,10 @@ class Projections:
 
     def catch_up(self) -> dict[str, int]:
         """Bring every chosen projection to the current end of the log: events processed."""
-        end = self.app.recorder.max_notification_id() or 0
-        if end - min(p.position() for p in self.views.values()) >= self.parallel_after:
-            return self._in_two_processes(rebuilding=False)
+        if self.parallel:  # how far behind is asked only where the answer can matter
+            end = self.app.recorder.max_notification_id() or 0
+            if end - min(p.position() for p in self.views.values()) >= self.parallel_after:
+                return self._in_two_processes(rebuilding=False)
         return self.catch_up_in_one_process()
 
     def catch_up_in_one_process(self) -> dict[str, int]:
