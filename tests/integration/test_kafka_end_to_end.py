@@ -8,6 +8,8 @@ import base64
 import json
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -149,6 +151,22 @@ def test_poison_messages_land_on_the_dead_letter_topic_and_the_valid_ones_behind
     assert len(billcycle_json(env, "deadletters")) == 5
 
 
+@contextmanager
+def consuming_here(bootstrap: str, url: str, group: str,
+                   **consumer_options: Any) -> Iterator[tuple[BillingApplication, Any, Patience]]:
+    """The store, an inbound consumer and a patience that never waits, in this process, for
+    the tests that put their own parts into a KafkaIngest; closed afterwards."""
+    app = BillingApplication(env=store_env(url))
+    try:
+        consumer = inbound_consumer(bootstrap, group, **consumer_options)
+        try:
+            yield app, consumer, Patience(lambda _: None, threading.Event())
+        finally:
+            consumer.close()
+    finally:
+        app.close()
+
+
 class CrashAfterCommit(DeadLetterTopic):
     """Dies between the commit of a batch and sending its dead letters."""
 
@@ -161,16 +179,10 @@ def test_dead_letters_a_crash_kept_from_the_topic_are_sent_when_the_partition_co
 ) -> None:
     topics = new_topics(kafka_bootstrap)
     produce(kafka_bootstrap, topics.usage, POISON[:2] + UsageLedger().make(1, 3))
-    app = BillingApplication(env=store_env(fresh_pg_url))
-    consumer = inbound_consumer(kafka_bootstrap, "crashing")
-    patience = Patience(lambda _: None, threading.Event())
-    crashing = CrashAfterCommit(app, None, topics.deadletter, patience)
-    try:
+    with consuming_here(kafka_bootstrap, fresh_pg_url, "crashing") as (app, consumer, patience):
+        crashing = CrashAfterCommit(app, None, topics.deadletter, patience)
         with pytest.raises(RuntimeError, match="crashed after the commit"):
             KafkaIngest(app, consumer, topics, crashing, patience).run(until_caught_up=True)
-    finally:
-        consumer.close()
-        app.close()
     assert read_topic(kafka_bootstrap, topics.deadletter) == []
 
     consumed = billcycle_json(cli_env(fresh_pg_url, kafka_bootstrap, topics), "consume",
@@ -179,7 +191,6 @@ def test_dead_letters_a_crash_kept_from_the_topic_are_sent_when_the_partition_co
     assert consumed["records"] == 0  # all applied before the crash
     letters = [json.loads(r.value) for r in read_topic(kafka_bootstrap, topics.deadletter)]
     assert sorted(letter["source_offset"] for letter in letters) == [0, 1]
-
 
 
 class CountedMarks(DeadLetterTopic):
@@ -197,12 +208,9 @@ def test_only_batches_with_dead_letters_are_marked_at_once_and_a_stop_marks_the_
 ) -> None:
     topics = new_topics(kafka_bootstrap)
     produce(kafka_bootstrap, topics.usage, POISON[:1] + UsageLedger().make(1, 29))
-    app = BillingApplication(env=store_env(fresh_pg_url))
-    consumer = inbound_consumer(kafka_bootstrap, "marks", batch_size=10)
-    producer = deadletter_producer(kafka_bootstrap)
-    patience = Patience(lambda _: None, threading.Event())
-    deadletters = CountedMarks(app, producer, topics.deadletter, patience)
-    try:
+    with consuming_here(kafka_bootstrap, fresh_pg_url, "marks", batch_size=10) as (
+            app, consumer, patience), closing(deadletter_producer(kafka_bootstrap)) as producer:
+        deadletters = CountedMarks(app, producer, topics.deadletter, patience)
         KafkaIngest(app, consumer, topics, deadletters, patience, batch_size=10).run(
             until_caught_up=True)
         # One key: one partition. The first batch (the poison at offset 0 in it) is marked
@@ -213,8 +221,4 @@ def test_only_batches_with_dead_letters_are_marked_at_once_and_a_stop_marks_the_
         ((tp, position),) = [(tp, p) for tp, p in stored.items() if p is not None]
         mark = process_recorder(app).max_tracking_id(mark_name(tp))
         assert mark == position == 29  # the next start has no gap to repair
-    finally:
-        consumer.close()
-        producer.close()
-        app.close()
     assert len(read_topic(kafka_bootstrap, topics.deadletter)) == 1
