@@ -208,7 +208,8 @@ def bare_select(url: str, topic_sets: Sequence[Sequence[str]]) -> dict[str, floa
         for topics in topic_sets:
             after = 0
             while True:
-                rows = conn.execute(
+                # Binary results, as billcycle reads its log (infra/store/postgres.py).
+                rows = conn.cursor(binary=True).execute(
                     "SELECT notification_id, originator_id, originator_version, topic, state"
                     " FROM billcycle_events WHERE notification_id > %s AND topic = ANY(%s)"
                     " ORDER BY notification_id LIMIT %s",

@@ -470,7 +470,7 @@ class Bench:
                              "replay": report, "in_process_rate": round(events / report["seconds"]),
                              "events_per_view_summed": sum(
                                  v["events"] for v in report["projections"].values())})
-        baseline = Figure("replay", "bare SELECT of the same events (psycopg)", size,
+        baseline = Figure("replay", "bare SELECT of the same events (psycopg, binary)", size,
                           bare_result["records"], "events", bare, details={
                               "in_process_rate": round(bare_result["records"]
                                                        / bare_result["seconds"])})

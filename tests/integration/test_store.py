@@ -15,6 +15,7 @@ import pytest
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Recording, Tracking
+from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg import sql
 
 from domain.ports import BillingStore
@@ -389,6 +390,41 @@ def test_events_of_many_aggregates_in_one_read(app: StoreApp) -> None:
     assert {k: [e.originator_version for e in v] for k, v in found.items()} == {
         a: [1, 2], b: [1]}
     assert app.store.events_of([]) == {}
+
+
+@pytest.mark.postgres
+def test_the_log_reads_page_by_page_as_the_library_reads_it(fresh_pg_url: str) -> None:
+    # The recorder reads pages of the log with binary results; the library's reader is the
+    # reference, for every way a page is asked for.
+    app = StoreApp(env=store_env(fresh_pg_url))
+    try:
+        app.write(*(f"note-{i}" for i in range(12)))
+        amended: Note = app.repository.get(Note.create_id("note-3"))
+        amended.amend()
+        app.save(amended)
+        recorder = app.recorder
+        assert isinstance(recorder, PostgresBillingRecorder)
+        written, changed = Note.Written.__qualname__, Note.Amended.__qualname__
+        topics = sorted({n.topic for n in recorder.select_notifications(None, 100)})
+        amended_topic = next(t for t in topics if t.endswith(changed))
+        assert any(t.endswith(written) for t in topics)
+        asked: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            ((None, 100), {}),
+            ((1, 5), {}),
+            ((4, 5), {"inclusive_of_start": False}),
+            ((2, 100), {"stop": 9}),
+            ((0, 100), {"topics": [amended_topic]}),
+            ((3, 4), {"stop": 13, "topics": topics, "inclusive_of_start": False}),
+            ((50, 10), {}),
+        ]
+        for args, kwargs in asked:
+            read = recorder.select_notifications(*args, **kwargs)
+            expected = PostgresProcessRecorder.select_notifications(recorder, *args, **kwargs)
+            assert read == expected, (args, kwargs)
+            assert all(type(n.state) is bytes for n in read)
+        assert len(recorder.select_notifications(None, 100)) == 13
+    finally:
+        app.close()
 
 
 def test_applications_starting_together_on_a_fresh_postgresql_database(fresh_pg_url: str) -> None:
