@@ -20,12 +20,14 @@ from weakref import WeakSet
 # factory class here.
 import eventsourcing.postgres as library
 from eventsourcing.persistence import (
+    AggregateRecorder,
     InterfaceError,
     Notification,
     OperationalError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
     PostgresDatastore,
     PostgresProcessRecorder,
 )
@@ -811,12 +813,26 @@ class PostgresBillingFactory(library.PostgresFactory):
             tracking_table_name=(name or "notification") + "_tracking",
         )
         if self.env_create_table():
-            with self.datastore.get_connection() as conn:
-                # Processes starting together would race in CREATE ... IF NOT EXISTS (the
-                # server reports "tuple concurrently updated"): one creates, the others wait.
-                conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
-                try:
-                    recorder.create_table()
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+            self._create_tables(recorder)
         return recorder
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        """The library's (the snapshot store's), its table created as the application's is."""
+        recorder = PostgresAggregateRecorder(
+            datastore=self.datastore,
+            events_table_name=(self.env.name.lower() or "stored") + "_" + purpose,
+        )
+        if self.env_create_table():
+            self._create_tables(recorder)
+        return recorder
+
+    def _create_tables(self, recorder: PostgresAggregateRecorder) -> None:
+        with self.datastore.get_connection() as conn:
+            # Processes starting together would race in CREATE ... IF NOT EXISTS (the server
+            # reports "tuple concurrently updated", or a duplicate pg_type row of the new
+            # table): one creates, the others wait.
+            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+            try:
+                recorder.create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))

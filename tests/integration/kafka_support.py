@@ -139,11 +139,26 @@ def billcycle_json(env: dict[str, str], *args: str, timeout: float = 120) -> Any
     return json.loads(billcycle(env, "--json", *args, timeout=timeout).stdout)
 
 
+# Every child start() made, so that none outlives its test (stop_children()).
+_children: list[subprocess.Popen[bytes]] = []
+
+
 def start(env: dict[str, str], *args: str, log: str) -> subprocess.Popen[bytes]:
     """The CLI as a child process, its stderr appended to `log`."""
     with open(log, "ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "infra.cli", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        child = subprocess.Popen([sys.executable, "-m", "infra.cli", *args], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=err)
+    _children.append(child)
+    return child
+
+
+def stop_children() -> None:
+    """Kill the children a test left running (it failed before stopping them): a consumer
+    left behind keeps its database in use and retries a stopped broker for ever."""
+    while _children:
+        child = _children.pop()
+        if child.poll() is None:
+            kill(child)
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
