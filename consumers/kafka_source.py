@@ -514,11 +514,15 @@ class KafkaIngest:
         lag = self.lag()
         busiest = sorted(lag.items(), key=lambda kv: -kv[1])[:4]
         lag_text = ", ".join(f"{name} {n:,}" for name, n in busiest if n)
+        # With no partition, a lag of 0 would read as caught up: say what it is instead.
+        where = (f"lag {sum(lag.values()):,}" + (f" ({lag_text})" if lag_text else "")
+                 if self.positions else
+                 f"no partition assigned to this member of group "
+                 f"{self.consumer.config['group_id']} yet")
         self.say(
             f"consumed {s.records:,} records ({rate:,.0f}/s"
             f" lately): {s.accepted:,} accepted, {s.duplicates:,} duplicates, "
-            f"{s.rejected:,} rejected; lag {sum(lag.values()):,}"
-            + (f" ({lag_text})" if lag_text else "")
+            f"{s.rejected:,} rejected; {where}"
         )
 
 

@@ -222,3 +222,17 @@ def test_only_batches_with_dead_letters_are_marked_at_once_and_a_stop_marks_the_
         mark = process_recorder(app).max_tracking_id(mark_name(tp))
         assert mark == position == 29  # the next start has no gap to repair
     assert len(read_topic(kafka_bootstrap, topics.deadletter)) == 1
+
+
+def test_progress_before_any_partition_is_assigned_names_the_group_not_a_lag(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    # A lag of 0 reads as "caught up"; a member still joining (or given no partition) says so.
+    topics = new_topics(kafka_bootstrap)
+    said: list[str] = []
+    with consuming_here(kafka_bootstrap, fresh_pg_url, "joining") as (app, consumer, patience):
+        patience.say = said.append
+        # Nothing polled yet: nothing is assigned (run() would subscribe and poll).
+        KafkaIngest(app, consumer, topics, None, patience)._report(force=True)
+    assert said[-1].endswith("rejected; no partition assigned to this member of group "
+                             "joining yet")
