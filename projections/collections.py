@@ -63,6 +63,9 @@ class CollectionsProcess:
     def process(self, events: Sequence[Positioned], tracking: Tracking, after: int) -> None:
         touched: dict[UUID, Collection] = {}
         numbers = self._numbers(events)
+        # The collections the page's payments settle, in one read (not one per payment).
+        stored = self.app.load_many(sorted({
+            collection_id(numbers[e.originator_id]) for e, _ in events if isinstance(e, PAID)}))
         for event, _ in events:
             if isinstance(event, ISSUED):
                 if event.document_type == "invoice" and event.total > ZERO:
@@ -75,7 +78,7 @@ class CollectionsProcess:
                     touched[c.id] = c
             else:
                 cid = collection_id(numbers[event.originator_id])
-                found = touched.get(cid) or self.app.get_or_none(cid, Collection)
+                found = touched.get(cid) or cast(Collection | None, stored.get(cid))
                 if found is not None:  # credit notes and zero invoices have no collection
                     found.note_payment(event.payment_id, event.amount, event.received_at)
                     touched[cid] = found

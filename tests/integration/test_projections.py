@@ -33,7 +33,7 @@ from domain.billing_runs import BillingRuns
 from domain.collections import CollectionPolicy
 from domain.invoice import Invoice
 from domain.ledger import Account, as_of_recognition
-from domain.money import format_money
+from domain.money import format_money, round_money
 from domain.usage import UsageBatch
 from infra import sample_book
 from infra.store.url import store_env
@@ -504,3 +504,29 @@ def test_a_projection_process_follows_the_log_until_told_to_stop(
     assert follower.returncode == 0, err
     summary = json.loads(out)
     assert summary["projections"]["ledger"]["events"] > 0
+
+
+def test_payments_in_one_page_settle_collections_started_in_earlier_pages(
+    app: BillingApplication
+) -> None:
+    # The collections process reads the collections a page's payments settle in one go: two
+    # payments of one invoice in the same page, on collections started pages before.
+    ingest(app, b"".join(sample_book.generate(  # type: ignore[arg-type]
+        contracts=CONTRACTS, cycle_date=CYCLE, events=6, part="before")))
+    run(app, PREVIOUS)
+    projections = Projections(app, ["collections"], page_size=5)
+    projections.catch_up()
+    paid = [inv for inv in app.invoices() if inv.total > 0][:3]
+    day = PREVIOUS + timedelta(days=3)
+    shares = [(inv, share) for inv in paid
+              for share in (inv.total / 3, inv.total - round_money(inv.total / 3, inv.currency))]
+    shares.append((paid[0], Decimal(1)))  # an over-payment once it is settled
+    ingest(app, [payment(n, inv, share, day) for n, (inv, share) in enumerate(shares)])
+    projections.page_size = 1000
+    projections.catch_up()
+    rows = projections.view("collections").select(
+        "SELECT number, amount, paid, status FROM collections WHERE number IN (?, ?, ?)"
+        " ORDER BY number", [inv.number for inv in paid])
+    expected = sorted((inv.number, to_minor(inv.total, inv.currency)) for inv in paid)
+    assert [(number, amount) for number, amount, _, _ in rows] == expected
+    assert all(paid_units >= amount and status != "open" for _, amount, paid_units, status in rows)
