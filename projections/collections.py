@@ -200,14 +200,13 @@ MAX_RECORD_ATTEMPTS = 10
 def record_actions(app: BillingApplication, actions: Sequence[DueAction], on: date) -> int:
     """Record the actions as sent on `on`, once each; the number newly recorded."""
     for _ in range(MAX_RECORD_ATTEMPTS):
-        touched: dict[UUID, Collection] = {}
+        # The actions' collections in one read, not one per action (again after a conflict).
+        loaded = app.load_many(sorted({collection_id(a.number) for a in actions}))
         for action in actions:
-            cid = collection_id(action.number)
-            c = touched.get(cid) or app.get_or_none(cid, Collection)
+            c = cast(Collection | None, loaded.get(collection_id(action.number)))
             if c is not None:
                 c.record_action(action.step, on)
-                touched[cid] = c
-        pending = [c for c in touched.values() if c.pending_events]
+        pending = [c for c in loaded.values() if c.pending_events]
         recorded = sum(len(c.pending_events) for c in pending)
         try:
             app.save(*pending)
