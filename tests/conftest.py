@@ -11,6 +11,7 @@ Tests using these fixtures get the `postgres` / `kafka` marker, so `-m "not kafk
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,14 @@ def _kafka_disabled() -> bool:
     return os.environ.get("BILLCYCLE_SKIP_KAFKA") == "1"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped by SIGTERM (`timeout`, a CI limit, kill) ends as Ctrl-C does: the session's
+    # fixtures are torn down, so its PostgreSQL cluster and Kafka broker do not outlive it.
+    signal.signal(signal.SIGTERM, _interrupt)
     # kafka-python 3.0.12 loads its protocol schemas with importlib.resources calls that
     # Python 3.11 deprecates: hundreds of warnings that are not ours to fix. These filters
     # only cover imports after this point, so this module imports kafka inside fixtures.
