@@ -55,6 +55,8 @@ KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
 
 # Seconds an assignment must stay unchanged before --until-caught-up may call it caught up.
 SETTLED_AFTER = 2.0
+# Without partitions this long after subscribing, the progress line says the join is slow.
+SLOW_JOIN = 30.0
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ class KafkaIngest:
         self._reported = (time.monotonic(), 0)
         self._last_records = time.monotonic()
         self._assignment_changed = time.monotonic()
+        self._subscribed = time.monotonic()
         # One writer thread applies batches strictly in order, one at a time, each in its own
         # transaction with its own position, while this thread polls and parses the next
         # batch (psycopg lets go of the GIL while the server works).
@@ -308,6 +311,7 @@ class KafkaIngest:
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
+        self._subscribed = time.monotonic()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         self._meters = MeterUpdates(self.app, DATABASE_DOWN)
         caught_up = False
@@ -516,15 +520,29 @@ class KafkaIngest:
         lag_text = ", ".join(f"{name} {n:,}" for name, n in busiest if n)
         # With no partition, a lag of 0 would read as caught up: say what it is instead.
         where = (f"lag {sum(lag.values()):,}" + (f" ({lag_text})" if lag_text else "")
-                 if self.positions else
-                 f"no partition assigned to this member of group "
-                 f"{self.consumer.config['group_id']} yet")
+                 if self.positions else self._membership())
         self.say(
             f"consumed {s.records:,} records ({rate:,.0f}/s"
             f" lately): {s.accepted:,} accepted, {s.duplicates:,} duplicates, "
             f"{s.rejected:,} rejected; {where}"
         )
 
+    def _membership(self) -> str:
+        """Why this member has no partition: still finding its group or joining it, or a
+        member whose group gave it none."""
+        member = self.consumer.group_metadata()
+        group = member.group_id
+        if member.state == MemberState.STABLE:
+            return (f"no partition assigned to this member of group {group} (generation "
+                    f"{member.generation_id}): the group has no partition left for it")
+        waited = time.monotonic() - self._subscribed
+        doing = ("rebalancing" if member.state == MemberState.REBALANCING
+                 else "finding the group's coordinator or joining")
+        text = f"no partition assigned to this member of group {group} yet ({doing}"
+        if waited >= SLOW_JOIN:
+            text += (f", for {waited:,.0f} s where a join takes a second or two: see what "
+                     f"the broker's log says of group {group}")
+        return text + ")"
 
 
 # --- what a billing run records of its input ----------------------------------------------------

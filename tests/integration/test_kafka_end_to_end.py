@@ -235,4 +235,4 @@ def test_progress_before_any_partition_is_assigned_names_the_group_not_a_lag(
         # Nothing polled yet: nothing is assigned (run() would subscribe and poll).
         KafkaIngest(app, consumer, topics, None, patience)._report(force=True)
     assert said[-1].endswith("rejected; no partition assigned to this member of group "
-                             "joining yet")
+                             "joining yet (finding the group's coordinator or joining)")
