@@ -42,7 +42,7 @@ from domain.money import format_money
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
 from domain.transcoding import JSONRecords
-from domain.usage import MeterReading, MeterRequest
+from domain.usage import MeterReading, MeterRequest, UsageWithoutContract
 
 CHUNK_SIZE = 200
 MAX_CHUNK_ATTEMPTS = 100
@@ -119,6 +119,24 @@ class RunReport:
             "failed": listed(Outcome.FAILED),
             "warnings": self.warnings,
         }
+
+
+def usage_without_contract_warning(unclaimed: Sequence[UsageWithoutContract]) -> str:
+    """What a run says of usage no contract bills yet: who, how much, since when."""
+    customers: dict[str, list[UsageWithoutContract]] = {}
+    for u in unclaimed:
+        customers.setdefault(u.customer_id, []).append(u)
+    named = []
+    for customer, usage in list(customers.items())[:3]:
+        metrics = ", ".join(f"{u.metric}: {u.event_count} since {u.since:%Y-%m-%d}"
+                            for u in usage)
+        named.append(f"{customer} ({metrics})")
+    more = f" and {len(customers) - 3} more" if len(customers) > 3 else ""
+    events = sum(u.event_count for u in unclaimed)
+    return (f"usage of {len(customers)} customer{'s' * (len(customers) != 1)} with no contract "
+            f"({events} event{'s' * (events != 1)}) is not billed until a contract of theirs "
+            f"prices it: {'; '.join(named)}{more}; `billcycle report usage-without-contract` "
+            "lists it")
 
 
 def new_batch_id(cycle_date: date) -> str:
@@ -370,13 +388,23 @@ class BillingRuns:
 
     def _manifest(self) -> dict[str, Any]:
         marks = self.app.watermarks()
-        return {
+        manifest = {
             "log_position": self.app.store.max_notification_id() or 0,
             "watermarks": {
                 m: t.isoformat() for m, t in (marks.by_metric() if marks else {}).items()
             },
             **self.input_manifest(),
         }
+        self.app.store.update_meters()  # usage recorded by now is in the meters read below
+        unclaimed = self.app.store.usage_without_contract()
+        if unclaimed:
+            manifest["usage_without_contract"] = {
+                "customers": len({u.customer_id for u in unclaimed}),
+                "events": sum(u.event_count for u in unclaimed),
+            }
+            manifest["warnings"] = [*manifest.get("warnings", []),
+                                    usage_without_contract_warning(unclaimed)]
+        return manifest
 
     def _context(self, cycle_date: date, manifest: dict[str, Any]) -> BillingContext:
         return BillingContext(

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from domain.usage import MeterReading, MeterRequest
+from domain.usage import MeterReading, MeterRequest, UsageWithoutContract
 
 
 class BillingStore(Protocol):
@@ -57,6 +57,10 @@ class BillingStore(Protocol):
 
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         """Ids of each customer's contracts (customers with none are left out)."""
+
+    def usage_without_contract(self) -> list[UsageWithoutContract]:
+        """The meters of customers no contract belongs to, per customer and metric, in that
+        order (usage in the meter backlog is left out: `update_meters` first)."""
 
     def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:
         """The fingerprint of each of these message ids received before (others left out)."""

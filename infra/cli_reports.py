@@ -39,7 +39,8 @@ def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
     from infra.cli import Subcommands, parse_date
 
-    reports = Subcommands(sub.add_parser("report", help="AR aging; revenue").add_subparsers(
+    reports = Subcommands(sub.add_parser(
+        "report", help="AR aging; revenue; usage without a contract").add_subparsers(
         dest="report_command", required=True, metavar="REPORT"), sub.common)
     p = reports.add_parser("ar-aging", help="open receivables by days past due, per currency")
     p.add_argument("--as-of", type=parse_date, required=True, metavar="YYYY-MM-DD",
@@ -52,6 +53,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--by-contract", action="store_true",
                    help="also billed, recognized and deferred per contract")
     p.set_defaults(handler=cmd_revenue)
+    p = reports.add_parser("usage-without-contract",
+                           help="usage of customers with no contract: accepted, not billed yet")
+    p.set_defaults(handler=cmd_usage_without_contract)
 
     p = sub.add_parser("explain", help="why each line of an invoice has its amount")
     p.add_argument("number", metavar="INVOICE_NUMBER")
@@ -233,6 +237,24 @@ def _revenue_text(as_of: date, document: dict[str, Any]) -> str:
                              [[k, v["billed"], v["recognized"], v["deferred"]]
                               for k, v in r["contracts"].items()]))
     return "\n".join(out)
+
+
+def cmd_usage_without_contract(args: argparse.Namespace, app: BillingApplication) -> None:
+    app.update_meters()  # usage still in the meter backlog is listed too
+    usage = [u.to_json() for u in app.store.usage_without_contract()]
+    _emit(args, usage, lambda: _usage_without_contract_text(usage))
+
+
+def _usage_without_contract_text(usage: list[dict[str, Any]]) -> str:
+    if not usage:
+        return "no usage without a contract: every customer's usage has a contract to bill it"
+    customers = len({u["customer_id"] for u in usage})
+    rows = [[u["customer_id"], u["metric"], str(u["events"]), u["quantity"], u["since"],
+             u["latest_at"]] for u in usage]
+    return "\n".join([
+        f"usage of {customers} customer{'s' * (customers != 1)} with no contract: accepted, "
+        "and billed by the first run after a contract of theirs prices it",
+        table(["customer", "metric", "events", "quantity", "since", "latest"], rows)])
 
 
 def cmd_explain(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -110,6 +110,7 @@ def batch_report(view: dict[str, Any]) -> str:
         f"started {view['started_at']}  finished {view['finished_at'] or '-'}",
         f"input of the latest attempt: log position {latest.get('log_position')}, watermarks "
         + (", ".join(f"{m} {t}" for m, t in latest.get("watermarks", {}).items()) or "none"),
+        *_without_contract(latest),
         "attempts: " + ", ".join(f"{a['kind']} at {a['started_at']}" for a in view["attempts"]),
         f"contracts {c['contracts']} = invoiced {c['invoiced']} + held {c['held']} + failed "
         f"{c['failed']} + not due {c['not_due']}",
@@ -128,6 +129,14 @@ def batch_report(view: dict[str, Any]) -> str:
         rows.append([o["contract_id"], o["outcome"], detail])
     out.append(table(["contract", "outcome", "detail"], rows))
     return "\n".join(out)
+
+
+def _without_contract(manifest: dict[str, Any]) -> list[str]:
+    found = manifest.get("usage_without_contract")
+    if not found:
+        return []
+    return [f"usage without a contract, not billed: {plural(found['customers'], 'customer')}, "
+            f"{plural(found['events'], 'event')} (billcycle report usage-without-contract)"]
 
 
 def dead_letter_table(letters: list[dict[str, Any]]) -> str:

@@ -46,6 +46,7 @@ from domain.usage import (
     MeterReading,
     MeterRequest,
     UsageBatch,
+    UsageWithoutContract,
     meter_increment,
 )
 from infra.store.batch import exact_decimals
@@ -347,6 +348,9 @@ class _Meters:
 
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         raise NotImplementedError("verification passes the customer's contracts in")
+
+    def usage_without_contract(self) -> list[UsageWithoutContract]:
+        raise NotImplementedError("verification bills the contracts a batch recorded")
 
     def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         raise NotImplementedError("verification replays the log itself")

@@ -37,7 +37,13 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest
+from domain.usage import (
+    USAGE_BATCH_RECORDED_TOPIC,
+    MeterReading,
+    MeterRequest,
+    UsageWithoutContract,
+    usage_without_contract,
+)
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
@@ -303,6 +309,14 @@ _CUSTOMER_CONTRACTS = (
     " WHERE customer_id = ANY(%s) ORDER BY customer_id, contract_id"
 )
 
+# Meter buckets of customers without a contract (see UsageWithoutContract); as on SQLite.
+_WITHOUT_CONTRACT = (
+    "SELECT customer_id, metric, bucket_start, event_count, quantity_sum, latest_at"
+    " FROM {schema}.usage_buckets b WHERE NOT EXISTS"
+    " (SELECT FROM {schema}.contract_index c WHERE c.customer_id = b.customer_id)"
+    " ORDER BY customer_id, metric, bucket_start"
+)
+
 _FIRST_VERSIONS = (
     "SELECT originator_id, originator_version, topic, state FROM {schema}.{events}"
     " WHERE originator_version = 1 AND originator_id = ANY(%s)"
@@ -361,6 +375,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._changed_buckets = self._sql(_CHANGED_BUCKETS)
         self._read_meters = self._sql(_READ_METERS)
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
+        self._without_contract = self._sql(_WITHOUT_CONTRACT)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
         self._notifications: dict[str, Composed] = {}  # by WHERE clause
@@ -634,6 +649,12 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             for row in curs.fetchall():
                 found.setdefault(row["customer_id"], []).append(row["contract_id"])
         return found
+
+    @_retry
+    def usage_without_contract(self) -> list[UsageWithoutContract]:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._without_contract)
+            return usage_without_contract(curs.fetchall())
 
     @_retry
     def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:

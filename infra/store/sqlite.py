@@ -25,7 +25,14 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 
 from domain.ports import BillingStore
-from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
+from domain.usage import (
+    MeterBucket,
+    MeterKey,
+    MeterReading,
+    MeterRequest,
+    UsageWithoutContract,
+    usage_without_contract,
+)
 from infra.store.batch import (
     BATCH_KWARG,
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -111,6 +118,14 @@ _CHANGED_BUCKETS = (
 _CUSTOMER_CONTRACTS = (
     "SELECT customer_id, contract_id FROM contract_index"
     " WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY customer_id, contract_id"
+)
+
+# Meter buckets of customers without a contract (see UsageWithoutContract); as on PostgreSQL.
+_WITHOUT_CONTRACT = (
+    "SELECT customer_id, metric, bucket_start, event_count, quantity_sum, latest_at"
+    " FROM usage_buckets b WHERE NOT EXISTS"
+    " (SELECT 1 FROM contract_index c WHERE c.customer_id = b.customer_id)"
+    " ORDER BY customer_id, metric, bucket_start"
 )
 
 
@@ -252,6 +267,16 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             for row in c.fetchall():
                 found.setdefault(row[0], []).append(row[1])
         return found
+
+    def usage_without_contract(self) -> list[UsageWithoutContract]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_WITHOUT_CONTRACT)
+            rows = c.fetchall()
+        with exact_decimals():
+            return usage_without_contract(
+                (customer, metric, datetime.fromisoformat(start), events, Decimal(quantity),
+                 datetime.fromisoformat(latest))
+                for customer, metric, start, events, quantity, latest in rows)
 
     def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         statement = (
