@@ -30,6 +30,8 @@ class ContractOutcome:
     total: str | None = None
     currency: str | None = None
     next_due: str | None = None
+    # Usage of the contract's customer that no contract of theirs prices (unbilled_usage.py).
+    unpriced_usage: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None} | {

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,7 +42,12 @@ from domain.money import format_money
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
 from domain.transcoding import JSONRecords
-from domain.usage import MeterReading, MeterRequest, UsageWithoutContract
+from domain.unbilled_usage import (
+    unpriced_usage,
+    unpriced_usage_warning,
+    usage_without_contract_warning,
+)
+from domain.usage import MeterReading, MeterRequest
 
 CHUNK_SIZE = 200
 MAX_CHUNK_ATTEMPTS = 100
@@ -121,22 +126,9 @@ class RunReport:
         }
 
 
-def usage_without_contract_warning(unclaimed: Sequence[UsageWithoutContract]) -> str:
-    """What a run says of usage no contract bills yet: who, how much, since when."""
-    customers: dict[str, list[UsageWithoutContract]] = {}
-    for u in unclaimed:
-        customers.setdefault(u.customer_id, []).append(u)
-    named = []
-    for customer, usage in list(customers.items())[:3]:
-        metrics = ", ".join(f"{u.metric}: {u.event_count} since {u.since:%Y-%m-%d}"
-                            for u in usage)
-        named.append(f"{customer} ({metrics})")
-    more = f" and {len(customers) - 3} more" if len(customers) > 3 else ""
-    events = sum(u.event_count for u in unclaimed)
-    return (f"usage of {len(customers)} customer{'s' * (len(customers) != 1)} with no contract "
-            f"({events} event{'s' * (events != 1)}) is not billed until a contract of theirs "
-            f"prices it: {'; '.join(named)}{more}; `billcycle report usage-without-contract` "
-            "lists it")
+def _noted(outcome: ContractOutcome, unpriced: dict[str, str]) -> ContractOutcome:
+    note = unpriced.get(outcome.contract_id)
+    return outcome if note is None else replace(outcome, unpriced_usage=note)
 
 
 def new_batch_id(cycle_date: date) -> str:
@@ -278,6 +270,7 @@ class _Decided:
     contract_ids: list[str]
     contracts: dict[str, Contract]
     decided: list[tuple[str, ContractOutcome | InvoiceDue]]
+    unpriced: dict[str, str]  # per contract, its customer's usage no contract prices
 
 
 @dataclass
@@ -519,7 +512,13 @@ class BillingRuns:
                                                      reason="contract is indexed but not stored")))
             else:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
-        return _Decided(contract_ids, contracts, decided)
+        events = self.app.store.usage_events(sorted({c.customer_id for c in contracts.values()}))
+        unpriced = {
+            cid: note for cid, contract in contracts.items()
+            if (note := unpriced_usage(contract, siblings.get(cid, []),
+                                       events.get(contract.customer_id, {})))
+        }
+        return _Decided(contract_ids, contracts, decided, unpriced)
 
     def _issue_chunk(
         self, run: BillingRun, chunk: _Decided
@@ -543,7 +542,7 @@ class BillingRuns:
         outcomes: list[ContractOutcome] = []
         for cid, decision in decided:
             if not isinstance(decision, InvoiceDue):
-                outcomes.append(decision)
+                outcomes.append(_noted(decision, chunk.unpriced))
                 continue
             contract = contracts[cid]
             invoice = self._issue(contract, decision, issued[cid], run)
@@ -554,11 +553,11 @@ class BillingRuns:
             events.extend(contract.collect_events())
             events.append(invoice)
             invoices.append(invoice)
-            outcomes.append(ContractOutcome(
+            outcomes.append(_noted(ContractOutcome(
                 cid, Outcome.INVOICED, invoice_id=str(invoice.originator_id),
                 number=invoice.number, total=format_money(invoice.total, invoice.currency),
                 currency=invoice.currency,
-            ))
+            ), chunk.unpriced))
         return outcomes, touched, events, invoices
 
     def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
@@ -597,6 +596,9 @@ class BillingRuns:
         )
 
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
+        unpriced = unpriced_usage_warning(report.outcomes.values(), report.batch_id)
+        if unpriced:
+            report.warnings.append(unpriced)
         if not dry_run:
             for _ in range(MAX_CHUNK_ATTEMPTS):
                 run.finish(self.now(), run.counts())

@@ -12,7 +12,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from domain.usage import MeterReading, MeterRequest, UsageWithoutContract
+from domain.unbilled_usage import UsageWithoutContract
+from domain.usage import MeterReading, MeterRequest
 
 
 class BillingStore(Protocol):
@@ -57,6 +58,9 @@ class BillingStore(Protocol):
 
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         """Ids of each customer's contracts (customers with none are left out)."""
+
+    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per customer, the usage events in the meters per metric (none: left out)."""
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         """The meters of customers no contract belongs to, per customer and metric, in that

@@ -14,7 +14,7 @@ timezone starts on a bucket boundary.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -152,47 +152,6 @@ class MeterRequest:
     start: datetime
     end: datetime
     unique_property: str | None
-
-
-@dataclass(frozen=True)
-class UsageWithoutContract:
-    """A customer's usage of one metric, accepted while no contract of that customer exists:
-    kept, and billed once a contract for the customer prices it (contract.md). Until then
-    every billing run names it, so that no customer's usage goes unbilled unnoticed."""
-
-    customer_id: str
-    metric: str
-    event_count: int
-    quantity_sum: Decimal
-    since: datetime  # the start of its earliest meter bucket
-    latest_at: datetime  # when its latest event occurred
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "metric": self.metric,
-            "events": self.event_count,
-            "quantity": str(self.quantity_sum),
-            "since": self.since.isoformat(),
-            "latest_at": self.latest_at.isoformat(),
-        }
-
-
-def usage_without_contract(
-    buckets: Iterable[tuple[str, str, datetime, int, Decimal, datetime]],
-) -> list[UsageWithoutContract]:
-    """Meter buckets (customer, metric, bucket start, events, quantity, latest occurred_at),
-    ordered by customer and metric, summed per customer and metric."""
-    found: list[UsageWithoutContract] = []
-    for customer_id, metric, start, events, quantity, latest in buckets:
-        last = found[-1] if found else None
-        if last is None or (last.customer_id, last.metric) != (customer_id, metric):
-            found.append(UsageWithoutContract(customer_id, metric, events, quantity, start, latest))
-        else:
-            found[-1] = UsageWithoutContract(
-                customer_id, metric, last.event_count + events, last.quantity_sum + quantity,
-                min(last.since, start), max(last.latest_at, latest))
-    return found
 
 
 # One usage message as a UsageBatch records it: message id, fingerprint, customer id, metric,

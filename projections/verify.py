@@ -39,6 +39,7 @@ from domain.contract import Contract
 from domain.inbox import UsageWatermarks
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
+from domain.unbilled_usage import UsageWithoutContract
 from domain.usage import (
     LEGACY_USAGE_EVENT_TOPIC,
     MeterBucket,
@@ -46,7 +47,6 @@ from domain.usage import (
     MeterReading,
     MeterRequest,
     UsageBatch,
-    UsageWithoutContract,
     meter_increment,
 )
 from infra.store.batch import exact_decimals
@@ -348,6 +348,9 @@ class _Meters:
 
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         raise NotImplementedError("verification passes the customer's contracts in")
+
+    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        raise NotImplementedError("verification compares outcomes, not their notes")
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         raise NotImplementedError("verification bills the contracts a batch recorded")

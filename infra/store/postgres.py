@@ -37,12 +37,11 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
+from domain.unbilled_usage import UsageWithoutContract, usage_without_contract
 from domain.usage import (
     USAGE_BATCH_RECORDED_TOPIC,
     MeterReading,
     MeterRequest,
-    UsageWithoutContract,
-    usage_without_contract,
 )
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -309,6 +308,12 @@ _CUSTOMER_CONTRACTS = (
     " WHERE customer_id = ANY(%s) ORDER BY customer_id, contract_id"
 )
 
+# Usage events per customer and metric (PostgreSQL sums bigint as numeric: cast back).
+_USAGE_EVENTS = (
+    "SELECT customer_id, metric, CAST(SUM(event_count) AS BIGINT) FROM {schema}.usage_buckets"
+    " WHERE customer_id = ANY(%s) GROUP BY customer_id, metric"
+)
+
 # Meter buckets of customers without a contract (see UsageWithoutContract); as on SQLite.
 _WITHOUT_CONTRACT = (
     "SELECT customer_id, metric, bucket_start, event_count, quantity_sum, latest_at"
@@ -376,6 +381,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._read_meters = self._sql(_READ_METERS)
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
         self._without_contract = self._sql(_WITHOUT_CONTRACT)
+        self._usage_events = self._sql(_USAGE_EVENTS)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
         self._notifications: dict[str, Composed] = {}  # by WHERE clause
@@ -648,6 +654,17 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             curs.execute(self._customer_contracts, (list(customer_ids),))
             for row in curs.fetchall():
                 found.setdefault(row["customer_id"], []).append(row["contract_id"])
+        return found
+
+    @_retry
+    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        if not customer_ids:
+            return found
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._usage_events, (list(customer_ids),))
+            for customer_id, metric, events in curs.fetchall():
+                found.setdefault(customer_id, {})[metric] = events
         return found
 
     @_retry

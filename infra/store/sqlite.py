@@ -25,13 +25,12 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 
 from domain.ports import BillingStore
+from domain.unbilled_usage import UsageWithoutContract, usage_without_contract
 from domain.usage import (
     MeterBucket,
     MeterKey,
     MeterReading,
     MeterRequest,
-    UsageWithoutContract,
-    usage_without_contract,
 )
 from infra.store.batch import (
     BATCH_KWARG,
@@ -118,6 +117,11 @@ _CHANGED_BUCKETS = (
 _CUSTOMER_CONTRACTS = (
     "SELECT customer_id, contract_id FROM contract_index"
     " WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY customer_id, contract_id"
+)
+
+_USAGE_EVENTS = (
+    "SELECT customer_id, metric, SUM(event_count) FROM usage_buckets"
+    " WHERE customer_id IN (SELECT value FROM json_each(?)) GROUP BY customer_id, metric"
 )
 
 # Meter buckets of customers without a contract (see UsageWithoutContract); as on PostgreSQL.
@@ -266,6 +270,14 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             c.execute(_CUSTOMER_CONTRACTS, (json.dumps(list(customer_ids)),))
             for row in c.fetchall():
                 found.setdefault(row[0], []).append(row[1])
+        return found
+
+    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_USAGE_EVENTS, (json.dumps(list(customer_ids)),))
+            for customer_id, metric, events in c.fetchall():
+                found.setdefault(customer_id, {})[metric] = events
         return found
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:

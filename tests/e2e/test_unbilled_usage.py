@@ -1,5 +1,6 @@
-"""Usage that arrives before its customer's contract is kept, named by every run until a
-contract bills it, and then billed once."""
+"""Usage no contract bills is named by every run: usage that arrives before its customer's
+contract (kept, and billed once the contract comes) and usage of a metric no contract of its
+customer prices."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
-from tests.e2e.test_cli_billing import API, PLATFORM, contract, usage
+from tests.e2e.test_cli_billing import API, PLATFORM, STORAGE, contract, usage
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -60,3 +61,31 @@ def test_usage_before_its_contract_is_named_by_each_run_then_billed_once(
     assert billcycle_json(db, "report", "usage-without-contract") == []
     assert "no usage without a contract" in billcycle(
         db, "report", "usage-without-contract").stdout
+
+
+def test_usage_of_a_metric_no_contract_of_the_customer_prices_is_named(
+    db: str, tmp_path: Path
+) -> None:
+    # cus_ct_a's contract prices api_calls; its storage_gb usage has no price anywhere, while
+    # cus_ct_b's storage_gb usage is priced by its second contract.
+    ingest(db, tmp_path, "book.jsonl",
+           contract("ct_a", PLATFORM, API),
+           contract("ct_b", PLATFORM),
+           {**contract("ct_b2", STORAGE), "customer_id": "cus_ct_b"},
+           usage("u-1", "cus_ct_a", "api_calls", "10", "2026-10-03T10:00:00Z"),
+           usage("u-2", "cus_ct_a", "storage_gb", "40", "2026-10-04T10:00:00Z"),
+           usage("u-3", "cus_ct_a", "storage_gb", "50", "2026-10-05T10:00:00Z"),
+           usage("u-4", "cus_ct_b", "storage_gb", "70", "2026-10-05T10:00:00Z"))
+
+    run = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    assert run["counts"]["invoiced"] == 3
+    assert run["warnings"] == [
+        "usage of cus_ct_a that no contract of theirs prices is not billed: storage_gb "
+        "(2 events); `billcycle batch show nov` names each contract"]
+    outcomes = {o["contract_id"]: o for o in billcycle_json(db, "batch", "show", "nov")
+                ["contracts"]}
+    assert outcomes["ct_a"]["unpriced_usage"] == (
+        "usage of cus_ct_a that no contract of theirs prices is not billed: storage_gb "
+        "(2 events)")
+    assert "unpriced_usage" not in outcomes["ct_b"] and "unpriced_usage" not in outcomes["ct_b2"]
+    assert "storage_gb (2 events)" in billcycle(db, "batch", "show", "nov").stdout

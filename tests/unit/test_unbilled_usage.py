@@ -1,0 +1,69 @@
+"""Usage no contract bills: summed per customer and metric, and said by a run."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from domain.billing_run import ContractOutcome, Outcome
+from domain.unbilled_usage import (
+    UsageWithoutContract,
+    unpriced_usage,
+    unpriced_usage_warning,
+    usage_without_contract,
+    usage_without_contract_warning,
+)
+from tests.unit.billing_fixtures import contract, subscription, usage
+
+
+def at(day: int, hour: int = 0) -> datetime:
+    return datetime(2026, 10, day, hour, tzinfo=UTC)
+
+
+def test_buckets_sum_per_customer_and_metric_exactly() -> None:
+    buckets = [
+        ("cus_a", "api_calls", at(3, 10), 2, Decimal("0.1"), at(3, 10)),
+        ("cus_a", "api_calls", at(5, 9), 1, Decimal("0.2"), at(5, 9)),
+        ("cus_a", "storage_gb", at(4), 1, Decimal("7"), at(4)),
+        ("cus_b", "api_calls", at(1), 3, Decimal("30"), at(2)),
+    ]
+    assert usage_without_contract(buckets) == [
+        UsageWithoutContract("cus_a", "api_calls", 3, Decimal("0.3"), at(3, 10), at(5, 9)),
+        UsageWithoutContract("cus_a", "storage_gb", 1, Decimal("7"), at(4), at(4)),
+        UsageWithoutContract("cus_b", "api_calls", 3, Decimal("30"), at(1), at(2)),
+    ]
+
+
+def test_the_warning_names_three_customers_and_counts_the_rest() -> None:
+    unclaimed = [UsageWithoutContract(f"cus_{i}", "api_calls", 1, Decimal(1), at(i), at(i))
+                 for i in range(1, 6)]
+    assert usage_without_contract_warning(unclaimed) == (
+        "usage of 5 customers with no contract (5 events) is not billed until a contract of "
+        "theirs prices it: cus_1 (api_calls: 1 since 2026-10-01); cus_2 (api_calls: 1 since "
+        "2026-10-02); cus_3 (api_calls: 1 since 2026-10-03) and 2 more; "
+        "`billcycle report usage-without-contract` lists it")
+
+
+def test_usage_is_unpriced_only_if_no_version_of_any_contract_of_the_customer_prices_it() -> None:
+    api = contract(subscription("100.00"), usage("api_calls"))
+    storage = contract(usage("storage_gb", component_id="storage"), contract_id="ct_2")
+    events = {"api_calls": 10, "storage_gb": 2, "seats": 1}
+    assert unpriced_usage(api, [], events) == (
+        "usage of cus_1 that no contract of theirs prices is not billed: seats (1 event), "
+        "storage_gb (2 events)")
+    # A sibling contract prices storage; only seats is left.
+    assert unpriced_usage(api, [storage], events) == (
+        "usage of cus_1 that no contract of theirs prices is not billed: seats (1 event)")
+    assert unpriced_usage(api, [storage], {"api_calls": 3}) is None
+    # Terms amended away from a metric still price the usage of their time.
+    storage.amend(date(2026, 11, 1), (subscription("5.00"),), None, None, "m-amend")
+    assert unpriced_usage(storage, [], {"storage_gb": 2}) is None
+
+
+def test_the_run_warning_quotes_the_first_note_and_counts_the_others() -> None:
+    notes = [ContractOutcome("ct_1", Outcome.INVOICED, unpriced_usage="usage of cus_1 ..."),
+             ContractOutcome("ct_2", Outcome.NOT_DUE),
+             ContractOutcome("ct_3", Outcome.HELD, unpriced_usage="usage of cus_3 ...")]
+    assert unpriced_usage_warning(notes, "B-1") == (
+        "usage of cus_1 ... (and 1 more); `billcycle batch show B-1` names each contract")
+    assert unpriced_usage_warning(notes[1:2], "B-1") is None
