@@ -51,14 +51,6 @@ BOOK = jsonl(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'billcycle.db'}"
-    url: str = request.getfixturevalue("fresh_pg_url")
-    return url
-
-
 def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
     book = tmp_path / "book.jsonl"
     book.write_bytes(BOOK)

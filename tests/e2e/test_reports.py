@@ -26,14 +26,6 @@ BEAN_CHECK = str(Path(sys.executable).with_name("bean-check"))
 BILLCYCLE = str(Path(sys.executable).with_name("billcycle"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'billcycle.db'}"
-    url: str = request.getfixturevalue("fresh_pg_url")
-    return url
-
-
 def ingest(db: str, tmp_path: Path, name: str, lines: bytes) -> None:
     path = tmp_path / name
     path.write_bytes(lines)

@@ -6,18 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import API, PLATFORM, STORAGE, contract, usage
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'billcycle.db'}"
-    url: str = request.getfixturevalue("fresh_pg_url")
-    return url
 
 
 def ingest(db: str, tmp_path: Path, name: str, *messages: dict[str, object]) -> None:
