@@ -259,7 +259,8 @@ def _run_summary(report: RunReport) -> dict[str, Any]:
     numbers = [i.number for i in report.invoices]
     return {"batch_id": report.batch_id, "cycle_date": report.cycle_date.isoformat(),
             "counts": report.counts(), "invoices": len(numbers),
-            "numbers": [numbers[0], numbers[-1]] if numbers else []}
+            "numbers": [numbers[0], numbers[-1]] if numbers else [],
+            "warnings": report.warnings}
 
 
 def _run_details(report: RunReport) -> dict[str, Any]:
@@ -352,6 +353,7 @@ def _run_text(dry: dict[str, Any], run: dict[str, Any]) -> str:
     if run["not_due"]:
         out.append(f"  not due {len(run['not_due'])}: nothing owed on {run['cycle_date']}; "
                    + _next_due(run["not_due"], date.fromisoformat(run["cycle_date"])))
+    out.extend(_wrapped(f"warning: {w}") for w in run["warnings"])
     return "\n".join(out)
 
 
