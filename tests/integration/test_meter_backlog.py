@@ -160,10 +160,12 @@ def test_concurrent_folds_fold_each_batch_once(pg: BillingApplication) -> None:
 def test_folds_running_beside_ingest_miss_nothing_and_count_nothing_twice(
         pg: BillingApplication) -> None:
     # Three writers (the ingest transactions, the events table locked) and two folders at once.
-    writing = [threading.Thread(target=lambda w=w: [
-        ingest(pg, *(usage(f"u-{w}-{b}-{i}", "1.5", T0 + timedelta(minutes=b % 7))
-                     for i in range(25)))
-        for b in range(12)]) for w in range(3)]
+    def write(w: int) -> None:
+        for b in range(12):
+            ingest(pg, *(usage(f"u-{w}-{b}-{i}", "1.5", T0 + timedelta(minutes=b % 7))
+                         for i in range(25)))
+
+    writing = [threading.Thread(target=write, args=(w,)) for w in range(3)]
     done = threading.Event()
 
     def fold_until_done() -> None:

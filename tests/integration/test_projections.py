@@ -511,7 +511,7 @@ def test_payments_in_one_page_settle_collections_started_in_earlier_pages(
 ) -> None:
     # The collections process reads the collections a page's payments settle in one go: two
     # payments of one invoice in the same page, on collections started pages before.
-    ingest(app, b"".join(sample_book.generate(  # type: ignore[arg-type]
+    ingest(app, b"".join(sample_book.generate(
         contracts=CONTRACTS, cycle_date=CYCLE, events=6, part="before")))
     run(app, PREVIOUS)
     projections = Projections(app, ["collections"], page_size=5)

@@ -137,6 +137,7 @@ def test_a_store_written_before_usage_was_batched_still_knows_its_message_ids(
 
         # batch verify rebuilds usage from the log: the old event's usage counts too.
         end = reopened.store.max_notification_id()
+        assert end is not None
         usage_in_log = _LogAsOf(reopened, end).meters(end, {"cus_1"}).read_meter(
             "cus_1", "api_calls", [""], datetime(2026, 10, 1, tzinfo=UTC),
             datetime(2026, 11, 1, tzinfo=UTC), "user")

@@ -95,7 +95,8 @@ def test_transactional_batches_read_committed(batches: Any) -> None:
 
 
 def test_a_fetch_from_the_middle_of_a_batch_skips_the_records_before_it() -> None:
-    batch = [(1_700_000_000_000 + i, b"k", b"v%d" % i, []) for i in range(100)]
+    batch: list[tuple[int, bytes, bytes, list[Any]]] = [
+        (1_700_000_000_000 + i, b"k", b"v%d" % i, []) for i in range(100)]
     same(build([batch, batch], first_offset=500), fetch_offset=640)
 
 
