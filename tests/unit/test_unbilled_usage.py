@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from domain.billing_run import ContractOutcome, Outcome
 from domain.unbilled_usage import (
     UsageWithoutContract,
@@ -67,3 +70,24 @@ def test_the_run_warning_quotes_the_first_note_and_counts_the_others() -> None:
     assert unpriced_usage_warning(notes, "B-1") == (
         "usage of cus_1 ... (and 1 more); `billcycle batch show B-1` names each contract")
     assert unpriced_usage_warning(notes[1:2], "B-1") is None
+
+
+buckets_strategy = st.lists(
+    st.tuples(st.sampled_from(["cus_a", "cus_b", "cus_c"]), st.sampled_from(["api", "gb"]),
+              st.integers(1, 28), st.integers(1, 1000),
+              st.decimals(min_value=0, max_value=10**6, places=3), st.integers(0, 23)),
+    max_size=40)
+
+
+@given(buckets_strategy)
+def test_the_sums_keep_every_event_and_quantity_of_their_customer_and_metric(
+    drawn: list[tuple[str, str, int, int, Decimal, int]],
+) -> None:
+    buckets = sorted((c, m, at(day), n, q, at(day, hour)) for c, m, day, n, q, hour in drawn)
+    summed = usage_without_contract(buckets)
+    assert [(u.customer_id, u.metric) for u in summed] == sorted({(b[0], b[1]) for b in buckets})
+    for u in summed:
+        mine = [b for b in buckets if (b[0], b[1]) == (u.customer_id, u.metric)]
+        assert u.event_count == sum(b[3] for b in mine)
+        assert u.quantity_sum == sum((b[4] for b in mine), Decimal(0))
+        assert (u.since, u.latest_at) == (min(b[2] for b in mine), max(b[5] for b in mine))
