@@ -203,6 +203,11 @@ def more_than(count: Callable[[], int], n: int) -> Callable[[], bool]:
     return lambda: count() > n
 
 
+# What `consume` says once it owns partitions (its progress line says "no partition assigned"
+# before that, so "assigned" alone matches too soon).
+JOINED = "billcycle consume: assigned "
+
+
 def mentions(path: Path, text: str) -> Callable[[], bool]:
     """A check for wait_for: the file at `path` contains `text`."""
     return lambda: path.exists() and text in path.read_text()
