@@ -126,11 +126,6 @@ class RunReport:
         }
 
 
-def _noted(outcome: ContractOutcome, unpriced: dict[str, str]) -> ContractOutcome:
-    note = unpriced.get(outcome.contract_id)
-    return outcome if note is None else replace(outcome, unpriced_usage=note)
-
-
 def new_batch_id(cycle_date: date) -> str:
     return f"B-{cycle_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
 
@@ -542,7 +537,7 @@ class BillingRuns:
         outcomes: list[ContractOutcome] = []
         for cid, decision in decided:
             if not isinstance(decision, InvoiceDue):
-                outcomes.append(_noted(decision, chunk.unpriced))
+                outcomes.append(decision)
                 continue
             contract = contracts[cid]
             invoice = self._issue(contract, decision, issued[cid], run)
@@ -553,12 +548,14 @@ class BillingRuns:
             events.extend(contract.collect_events())
             events.append(invoice)
             invoices.append(invoice)
-            outcomes.append(_noted(ContractOutcome(
+            outcomes.append(ContractOutcome(
                 cid, Outcome.INVOICED, invoice_id=str(invoice.originator_id),
                 number=invoice.number, total=format_money(invoice.total, invoice.currency),
                 currency=invoice.currency,
-            ), chunk.unpriced))
-        return outcomes, touched, events, invoices
+            ))
+        noted = [replace(o, unpriced_usage=chunk.unpriced[o.contract_id])
+                 if o.contract_id in chunk.unpriced else o for o in outcomes]
+        return noted, touched, events, invoices
 
     def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
         """For each contract, the customer's other contracts (they may share usage)."""

@@ -68,10 +68,14 @@ def usage_without_contract_warning(unclaimed: Sequence[UsageWithoutContract]) ->
         named.append(f"{customer} ({metrics})")
     more = f" and {len(customers) - 3} more" if len(customers) > 3 else ""
     events = sum(u.event_count for u in unclaimed)
-    return (f"usage of {len(customers)} customer{'s' * (len(customers) != 1)} with no contract "
-            f"({events} event{'s' * (events != 1)}) is not billed until a contract of theirs "
+    return (f"usage of {_plural(len(customers), 'customer')} with no contract "
+            f"({_plural(events, 'event')}) is not billed until a contract of theirs "
             f"prices it: {'; '.join(named)}{more}; `billcycle report usage-without-contract` "
             "lists it")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def metrics_priced(contracts: Iterable[Contract]) -> set[str]:
@@ -89,7 +93,7 @@ def unpriced_usage(contract: Contract, siblings: Sequence[Contract],
     unpriced = sorted((metric, n) for metric, n in events.items() if metric not in priced)
     if not unpriced:
         return None
-    listed = ", ".join(f"{metric} ({n} event{'s' * (n != 1)})" for metric, n in unpriced)
+    listed = ", ".join(f"{metric} ({_plural(n, 'event')})" for metric, n in unpriced)
     return (f"usage of {contract.customer_id} that no contract of theirs prices is not billed: "
             f"{listed}")
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
 from domain.collections import CollectionPolicy, InvalidPolicy
-from infra.text import table
+from infra.text import plural, table
 
 # The projections are imported by the commands that read them: every other command (`consume`,
 # `run`) starts 75 ms sooner without them.
@@ -252,7 +252,7 @@ def _usage_without_contract_text(usage: list[dict[str, Any]]) -> str:
     rows = [[u["customer_id"], u["metric"], str(u["events"]), u["quantity"], u["since"],
              u["latest_at"]] for u in usage]
     return "\n".join([
-        f"usage of {customers} customer{'s' * (customers != 1)} with no contract: accepted, "
+        f"usage of {plural(customers, 'customer')} with no contract: accepted, "
         "and billed by the first run after a contract of theirs prices it",
         table(["customer", "metric", "events", "quantity", "since", "latest"], rows)])
 

@@ -38,11 +38,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
 from domain.unbilled_usage import UsageWithoutContract, usage_without_contract
-from domain.usage import (
-    USAGE_BATCH_RECORDED_TOPIC,
-    MeterReading,
-    MeterRequest,
-)
+from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,

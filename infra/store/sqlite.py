@@ -26,12 +26,7 @@ from eventsourcing.utils import Environment, EnvType
 
 from domain.ports import BillingStore
 from domain.unbilled_usage import UsageWithoutContract, usage_without_contract
-from domain.usage import (
-    MeterBucket,
-    MeterKey,
-    MeterReading,
-    MeterRequest,
-)
+from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
 from infra.store.batch import (
     BATCH_KWARG,
     LEGACY_RECEIPT_TOPICS_SQL,
