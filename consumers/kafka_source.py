@@ -57,6 +57,9 @@ KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
 SETTLED_AFTER = 2.0
 # Without partitions this long after subscribing, the progress line says the join is slow.
 SLOW_JOIN = 30.0
+# Still joining, with no partition, this long after subscribing: the member leaves and joins
+# again as a fresh consumer (see `KafkaIngest._rejoin_if_stuck`).
+REJOIN_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,8 @@ class KafkaIngest:
         batch_size: int = DEFAULT_BATCH,
         report_every: float = 5.0,
         probe_after: float = 3.0,
+        fresh_consumer: Callable[[], Any] | None = None,
+        rejoin_after: float = REJOIN_AFTER,
     ) -> None:
         self.app = app
         self.pipeline = IngestPipeline(app)
@@ -288,6 +293,9 @@ class KafkaIngest:
         self.batch_size = batch_size
         self.report_every = report_every
         self.probe_after = probe_after
+        # Makes a consumer to take this one's place when its join is stuck; None: never.
+        self.fresh_consumer = fresh_consumer
+        self.rejoin_after = rejoin_after
         self.stats = ConsumeStats()
         self.rebalances = _Rebalances(consumer)
         # Per owned partition: the next offset to apply (stored position + 1) ...
@@ -310,8 +318,7 @@ class KafkaIngest:
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
-        self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
-        self._subscribed = time.monotonic()
+        self._subscribe()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         self._meters = MeterUpdates(self.app, DATABASE_DOWN)
         caught_up = False
@@ -326,6 +333,7 @@ class KafkaIngest:
                 elif time.monotonic() - self._last_records > self.probe_after:
                     self._probe()
                 self._report()
+                self._rejoin_if_stuck()
                 if until_caught_up and self._caught_up():
                     caught_up = True
                     break
@@ -359,6 +367,36 @@ class KafkaIngest:
         return lag
 
     # --- steps ------------------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        self.rebalances = _Rebalances(self.consumer)
+        self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
+        self._subscribed = time.monotonic()
+
+    def _rejoin_if_stuck(self) -> None:
+        """A member still joining, with no partition, `rejoin_after` seconds after subscribing
+        leaves the group and joins again as a fresh consumer.
+
+        A join takes a second or two. kafka-python waits for a JoinGroup's answer as long as
+        the rebalance timeout allows (`max_poll_interval_ms`, 15 minutes, so that a database
+        outage does not cost the membership): a JoinGroup lost or held once stalled a test's
+        consumer for all of that. A member that owns no partition has nothing to hand over,
+        so a fresh one in its place disturbs no other member. (While another member keeps the
+        group waiting, the fresh one waits too, and this repeats every `rejoin_after`.)
+        """
+        if self.fresh_consumer is None or self.positions:
+            return
+        waited = time.monotonic() - self._subscribed
+        member = self.consumer.group_metadata()
+        if waited < self.rejoin_after or member.state == MemberState.STABLE:
+            return
+        self.say(f"no partition assigned to this member of group {member.group_id} after "
+                 f"{waited:,.0f} s of joining: leaving the group and joining it again")
+        self._drain()
+        with suppress(KafkaError):
+            self.consumer.close(autocommit=False, timeout_ms=5000)
+        self.consumer = self.patience.call(self.kafka, self.fresh_consumer, KAFKA_DOWN)
+        self._subscribe()
 
     def _poll(self) -> dict[TopicPartition, list[Any]]:
         # Until partitions are assigned and sought, a poll can return nothing (they are paused

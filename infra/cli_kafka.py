@@ -92,26 +92,37 @@ def _emit(args: argparse.Namespace, document: dict[str, Any], say: Callable[[str
 
 def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
     from consumers.deadletter_topic import DeadLetterTopic, deadletter_producer
-    from consumers.kafka_source import KAFKA_DOWN, KafkaIngest, Stopped, inbound_consumer
+    from consumers.kafka_source import (
+        KAFKA_DOWN,
+        REJOIN_AFTER,
+        KafkaIngest,
+        Stopped,
+        inbound_consumer,
+    )
 
     bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience("consume")
     store, kafka = store_label(args.db), f"Kafka at {bootstrap}"
-    consumer = producer = None
+    def fresh_consumer() -> Any:
+        return inbound_consumer(bootstrap, args.group, args.batch_size, args.instance_id)
+
+    consumer = producer = ingest = None
     try:
-        consumer = patience.call(
-            kafka, lambda: inbound_consumer(bootstrap, args.group, args.batch_size,
-                                            args.instance_id), KAFKA_DOWN)
+        consumer = patience.call(kafka, fresh_consumer, KAFKA_DOWN)
         producer = patience.call(kafka, lambda: deadletter_producer(bootstrap), KAFKA_DOWN)
         deadletters = DeadLetterTopic(app, producer, topics.deadletter, patience,
                                       store=store, kafka=kafka)
         ingest = KafkaIngest(app, consumer, topics, deadletters, patience, store=store,
-                             kafka=kafka, batch_size=args.batch_size)
+                             kafka=kafka, batch_size=args.batch_size,
+                             fresh_consumer=fresh_consumer,
+                             rejoin_after=args.rejoin_after or REJOIN_AFTER)
         with tuned_for_bulk_work(), _prompt_thread_switches():
             stats = ingest.run(until_caught_up=args.until_caught_up)
     except Stopped:  # before the first poll
         patience.say("stopped before consuming anything")
         return
     finally:
+        if ingest is not None:  # it may have replaced the consumer (a stuck join)
+            consumer = ingest.consumer
         if consumer is not None:
             consumer.close()  # leaves the group: the others take over its partitions now
         if producer is not None:
@@ -216,6 +227,9 @@ def register(sub: Subcommands) -> None:
                    "(default: run until SIGTERM)")
     p.add_argument("--batch-size", type=_positive, default=2000,
                    help="records per poll and per transaction (default 2000)")
+    p.add_argument("--rejoin-after", type=_seconds, metavar="SECONDS",
+                   help="still joining the group with no partition after this long, leave it "
+                   "and join again as a fresh consumer (default: a minute)")
     _add_topic_options(p, "contracts", "usage", "payments", "deadletter")
     p.set_defaults(handler=cmd_consume)
 
@@ -235,6 +249,16 @@ def register(sub: Subcommands) -> None:
             "--kafka", metavar="BOOTSTRAP", default=os.environ.get(KAFKA_ENV),
             help=f"record the Kafka input positions in the batch manifest and warn about input "
             f"not yet consumed; env {KAFKA_ENV}")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
 
 
 def _positive(text: str) -> int:

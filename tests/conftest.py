@@ -11,10 +11,12 @@ Tests using these fixtures get the `postgres` / `kafka` marker, so `-m "not kafk
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -89,7 +91,8 @@ def fresh_pg_url(postgres_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[LocalKafka]:
+def kafka_broker(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """The session's own Kafka broker (for tests that restart or kill it)."""
     if _kafka_disabled():
         pytest.skip("BILLCYCLE_SKIP_KAFKA=1")
@@ -99,6 +102,25 @@ def kafka_broker() -> Iterator[LocalKafka]:
 
     with LocalKafka(tempfile.mkdtemp(prefix="billcycle-kafka-")) as broker:
         yield broker
+        if request.session.testsfailed:
+            _keep_broker_log(request.config, broker, tmp_path_factory.getbasetemp())
+
+
+GROUP_LINES = 150
+
+
+def _keep_broker_log(config: pytest.Config, broker: LocalKafka, basetemp: Path) -> None:
+    """A failed session keeps its broker's log (the broker's files go with it) and shows what
+    the group coordinator said last: where a consumer's join stood is only seen there."""
+    kept = basetemp / "kafka-broker-logs"
+    shutil.copytree(broker.server_log.parent, kept, dirs_exist_ok=True)
+    lines = broker.server_log.read_text(errors="replace").splitlines()
+    groups = [line for line in lines if "[GroupCoordinator " in line][-GROUP_LINES:]
+    write = config.get_terminal_writer().line
+    write(f"\nthe Kafka broker's log of this failed session is kept in {kept}; the group "
+          f"coordinator's last {len(groups)} lines:")
+    for line in groups:
+        write(line)
 
 
 @pytest.fixture(scope="session")

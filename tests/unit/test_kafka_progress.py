@@ -1,4 +1,5 @@
-"""The consumer's progress line before it owns a partition says where its group join stands."""
+"""The consumer's progress line before it owns a partition says where its group join stands,
+and a join stuck for a minute is given up and started again by a fresh consumer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from kafka.structs import ConsumerGroupMetadata, MemberState
 
-from consumers.kafka_source import SLOW_JOIN, KafkaIngest, Patience, Topics
+from consumers.kafka_source import REJOIN_AFTER, SLOW_JOIN, KafkaIngest, Patience, Topics
 from domain.application import BillingApplication
 from infra.store.url import store_env
 
@@ -23,8 +24,21 @@ class MemberOfGroup:
     member: ConsumerGroupMetadata
     config: dict[str, Any] = field(default_factory=dict)
 
+    closed: bool = False
+    topics: list[str] = field(default_factory=list)
+
     def group_metadata(self) -> ConsumerGroupMetadata:
         return self.member
+
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        self.closed = True
+
+    def subscribe(self, topics: list[str], listener: object = None) -> None:
+        self.topics = topics
+
+
+def member(state: str, generation: int = -1) -> MemberOfGroup:
+    return MemberOfGroup(ConsumerGroupMetadata("billcycle", generation, "m-1", None, state))
 
 
 @pytest.fixture
@@ -36,8 +50,8 @@ def app() -> Iterator[BillingApplication]:
 def progress(app: BillingApplication, state: str, generation: int = -1,
              waited: float = 0.0) -> str:
     said: list[str] = []
-    member = ConsumerGroupMetadata("billcycle", generation, "m-1", None, state)
-    ingest = KafkaIngest(app, MemberOfGroup(member), Topics(), None,  # type: ignore[arg-type]
+    ingest = KafkaIngest(app, member(state, generation), Topics(),
+                         None,  # type: ignore[arg-type]
                          Patience(said.append, threading.Event()))
     ingest._subscribed -= waited
     ingest._report(force=True)
@@ -64,3 +78,40 @@ def test_a_member_its_group_gave_nothing_says_so(app: BillingApplication) -> Non
     assert progress(app, MemberState.STABLE, generation=4) == (
         "no partition assigned to this member of group billcycle (generation 4): the group "
         "has no partition left for it")
+
+
+def joining_for(app: BillingApplication, seconds: float, state: str,
+                said: list[str]) -> tuple[KafkaIngest, MemberOfGroup]:
+    stuck = member(state)
+    ingest = KafkaIngest(app, stuck, Topics(), None,  # type: ignore[arg-type]
+                         Patience(said.append, threading.Event()),
+                         fresh_consumer=lambda: member(MemberState.UNJOINED))
+    ingest._subscribed -= seconds
+    return ingest, stuck
+
+
+def test_a_join_stuck_for_a_minute_is_left_and_started_again(app: BillingApplication) -> None:
+    said: list[str] = []
+    ingest, stuck = joining_for(app, REJOIN_AFTER + 1, MemberState.REBALANCING, said)
+    ingest._rejoin_if_stuck()
+    assert stuck.closed
+    fresh = ingest.consumer
+    assert fresh is not stuck and fresh.topics == list(Topics().inbound)
+    assert said == [
+        f"no partition assigned to this member of group billcycle after {REJOIN_AFTER + 1:,.0f}"
+        " s of joining: leaving the group and joining it again"]
+    ingest._rejoin_if_stuck()  # the fresh consumer has its own minute
+    assert ingest.consumer is fresh
+
+
+@pytest.mark.parametrize("state, waited", [
+    (MemberState.REBALANCING, REJOIN_AFTER - 5),  # not stuck yet
+    (MemberState.STABLE, REJOIN_AFTER + 60),  # joined; its group has nothing for it
+])
+def test_a_member_still_in_time_or_in_its_group_is_kept(
+    app: BillingApplication, state: str, waited: float
+) -> None:
+    said: list[str] = []
+    ingest, stuck = joining_for(app, waited, state, said)
+    ingest._rejoin_if_stuck()
+    assert ingest.consumer is stuck and not stuck.closed and said == []
