@@ -206,6 +206,9 @@ def more_than(count: Callable[[], int], n: int) -> Callable[[], bool]:
 # What `consume` says once it owns partitions (its progress line says "no partition assigned"
 # before that, so "assigned" alone matches too soon).
 JOINED = "billcycle consume: assigned "
+# How long a test waits for JOINED: a join takes a second or two, and one that is stuck is
+# started again after a minute (`consume --rejoin-after`).
+JOIN_WAIT = 120.0
 
 
 def mentions(path: Path, text: str) -> Callable[[], bool]:

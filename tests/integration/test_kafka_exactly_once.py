@@ -15,6 +15,7 @@ from consumers.kafka_source import stored_positions
 from domain.application import BillingApplication
 from infra.store.url import store_env
 from tests.integration.kafka_support import (
+    JOIN_WAIT,
     JOINED,
     PARTITIONS,
     UsageLedger,
@@ -74,7 +75,7 @@ def test_consumers_killed_mid_stream_and_restarted_count_every_usage_event_once(
         for round_ in range(4):
             name = ("c1", "c2")[round_ % 2]
             log = logs[name]
-            wait_for(mentions(log, JOINED), 60, f"{name} to join")
+            wait_for(mentions(log, JOINED), JOIN_WAIT, f"{name} to join")
             wait_for(progress_past(app, topics.usage, applied(app, topics.usage) + 200), 60,
                      "the consumers to make progress")
             time.sleep(rng.uniform(0, 0.3))

@@ -11,6 +11,7 @@ from pathlib import Path
 from infra.kafka_broker import LocalKafka
 from infra.postgres import LocalPostgres
 from tests.integration.kafka_support import (
+    JOIN_WAIT,
     JOINED,
     UsageLedger,
     cli_env,
@@ -54,7 +55,7 @@ def test_the_consumer_rides_out_a_broker_restart_and_a_database_restart(
     steady = threading.Thread(target=produce_steadily)
     steady.start()
     try:
-        wait_for(mentions(log, JOINED), 60, "the consumer to join")
+        wait_for(mentions(log, JOINED), JOIN_WAIT, "the consumer to join")
         wait_for(lambda: sum(meter_totals(fresh_pg_url, ledger.totals)[1].values()) > 0, 60,
                  "the consumer to start consuming")
         kafka_broker.restart()  # down while it stops and starts again: several seconds
