@@ -30,8 +30,10 @@ class ContractOutcome:
     total: str | None = None
     currency: str | None = None
     next_due: str | None = None
-    # Usage of the contract's customer that no contract of theirs prices (unbilled_usage.py).
+    # Usage of the contract's customer that no contract of theirs bills (unbilled_usage.py):
+    # of a metric none prices, or outside the service of those that price it.
     unpriced_usage: str | None = None
+    usage_outside_service: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None} | {

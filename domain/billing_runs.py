@@ -43,8 +43,9 @@ from domain.ports import BillingStore
 from domain.terms import UsageComponent
 from domain.transcoding import JSONRecords
 from domain.unbilled_usage import (
+    notes_warning,
     unpriced_usage,
-    unpriced_usage_warning,
+    usage_outside_service,
     usage_without_contract_warning,
 )
 from domain.usage import MeterReading, MeterRequest
@@ -265,7 +266,15 @@ class _Decided:
     contract_ids: list[str]
     contracts: dict[str, Contract]
     decided: list[tuple[str, ContractOutcome | InvoiceDue]]
-    unpriced: dict[str, str]  # per contract, its customer's usage no contract prices
+    # Per contract, notes on its customer's usage that no contract bills (unbilled_usage.py):
+    # unpriced, and outside the service of the contracts pricing it.
+    notes: dict[str, tuple[str | None, str | None]]
+
+    def noted(self, outcome: ContractOutcome) -> ContractOutcome:
+        if outcome.contract_id not in self.notes:
+            return outcome
+        unpriced, outside = self.notes[outcome.contract_id]
+        return replace(outcome, unpriced_usage=unpriced, usage_outside_service=outside)
 
 
 @dataclass
@@ -507,13 +516,16 @@ class BillingRuns:
                                                      reason="contract is indexed but not stored")))
             else:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
-        events = self.app.store.usage_events(sorted({c.customer_id for c in contracts.values()}))
-        unpriced = {
-            cid: note for cid, contract in contracts.items()
-            if (note := unpriced_usage(contract, siblings.get(cid, []),
-                                       events.get(contract.customer_id, {})))
-        }
-        return _Decided(contract_ids, contracts, decided, unpriced)
+        metered = self.app.store.metered_usage(
+            sorted({c.customer_id for c in contracts.values()}))
+        notes = {}
+        for cid, contract in contracts.items():
+            usage, others = metered.get(contract.customer_id, {}), siblings.get(cid, [])
+            unpriced = unpriced_usage(contract, others, usage)
+            outside = usage_outside_service(contract, others, usage)
+            if unpriced or outside:
+                notes[cid] = (unpriced, outside)
+        return _Decided(contract_ids, contracts, decided, notes)
 
     def _issue_chunk(
         self, run: BillingRun, chunk: _Decided
@@ -553,9 +565,7 @@ class BillingRuns:
                 number=invoice.number, total=format_money(invoice.total, invoice.currency),
                 currency=invoice.currency,
             ))
-        noted = [replace(o, unpriced_usage=chunk.unpriced[o.contract_id])
-                 if o.contract_id in chunk.unpriced else o for o in outcomes]
-        return noted, touched, events, invoices
+        return [chunk.noted(o) for o in outcomes], touched, events, invoices
 
     def _siblings(self, contracts: list[Contract]) -> dict[str, list[Contract]]:
         """For each contract, the customer's other contracts (they may share usage)."""
@@ -593,9 +603,11 @@ class BillingRuns:
         )
 
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
-        unpriced = unpriced_usage_warning(report.outcomes.values(), report.batch_id)
-        if unpriced:
-            report.warnings.append(unpriced)
+        for note in ("unpriced_usage", "usage_outside_service"):
+            warning = notes_warning((getattr(o, note) for o in report.outcomes.values()),
+                                    report.batch_id)
+            if warning:
+                report.warnings.append(warning)
         if not dry_run:
             for _ in range(MAX_CHUNK_ATTEMPTS):
                 run.finish(self.now(), run.counts())

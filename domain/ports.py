@@ -12,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from domain.unbilled_usage import UsageWithoutContract
+from domain.unbilled_usage import MeteredUsage, UsageWithoutContract
 from domain.usage import MeterReading, MeterRequest
 
 
@@ -59,8 +59,8 @@ class BillingStore(Protocol):
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         """Ids of each customer's contracts (customers with none are left out)."""
 
-    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Per customer, the usage events in the meters per metric (none: left out)."""
+    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
+        """Per customer, their usage in the meters per metric (none: left out)."""
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         """The meters of customers no contract belongs to, per customer and metric, in that

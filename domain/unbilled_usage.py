@@ -1,6 +1,7 @@
 """Usage the meters hold that no contract bills, said by every billing run instead of left
 silent: usage of customers with no contract yet (billed once a contract of theirs prices it,
-contract.md), and usage of a metric that no contract of its customer prices. Pure."""
+contract.md), usage of a metric that no contract of its customer prices, and usage outside
+the service of every contract that prices its metric. Pure."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
-from domain.billing_run import ContractOutcome
+from domain.calendar import local_midnight
 from domain.contract import Contract
 from domain.terms import UsageComponent
+from domain.usage import BUCKET
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,16 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+@dataclass(frozen=True)
+class MeteredUsage:
+    """A customer's usage of one metric as the meters hold it: how many events, and the
+    starts of its first and last buckets."""
+
+    events: int
+    first_bucket: datetime
+    last_bucket: datetime
+
+
 def metrics_priced(contracts: Iterable[Contract]) -> set[str]:
     """The metrics some version of these contracts prices."""
     return {c.metric for contract in contracts for version in contract.versions
@@ -85,12 +98,11 @@ def metrics_priced(contracts: Iterable[Contract]) -> set[str]:
 
 
 def unpriced_usage(contract: Contract, siblings: Sequence[Contract],
-                   events: Mapping[str, int]) -> str | None:
-    """The note on a contract's outcome naming its customer's usage (`events` per metric)
-    that no contract of the customer prices, so that no run bills it; None when there is none.
-    """
+                   usage: Mapping[str, MeteredUsage]) -> str | None:
+    """The note on a contract's outcome naming its customer's usage (per metric) that no
+    contract of the customer prices, so that no run bills it; None when there is none."""
     priced = metrics_priced([contract, *siblings])
-    unpriced = sorted((metric, n) for metric, n in events.items() if metric not in priced)
+    unpriced = sorted((metric, u.events) for metric, u in usage.items() if metric not in priced)
     if not unpriced:
         return None
     listed = ", ".join(f"{metric} ({_plural(n, 'event')})" for metric, n in unpriced)
@@ -98,10 +110,65 @@ def unpriced_usage(contract: Contract, siblings: Sequence[Contract],
             f"{listed}")
 
 
-def unpriced_usage_warning(outcomes: Iterable[ContractOutcome], batch_id: str) -> str | None:
-    """What a run says of the usage its contracts' customers have and no contract prices."""
-    notes = [o.unpriced_usage for o in outcomes if o.unpriced_usage]
-    if not notes:
+class _Service(NamedTuple):
+    """A contract's service as instants: from local midnight of its start date to local
+    midnight of its end date (None: no end), and the metrics it prices."""
+
+    contract: Contract
+    metrics: set[str]
+    starts: datetime
+    ends: datetime | None
+
+    @classmethod
+    def of(cls, contract: Contract) -> _Service:
+        end = contract.end_date
+        return cls(contract, metrics_priced([contract]),
+                   local_midnight(contract.start_date, contract.timezone),
+                   None if end is None else local_midnight(end, contract.timezone))
+
+
+def usage_outside_service(contract: Contract, siblings: Sequence[Contract],
+                          usage: Mapping[str, MeteredUsage]) -> str | None:
+    """The note on a contract's outcome naming its customer's usage of a priced metric that
+    lies before the earliest start, or from the latest end, of the contracts pricing that
+    metric: no period of theirs holds it, so no run bills it. None when there is none.
+
+    Periods start at local midnight of `start_date` and the last ends at local midnight of
+    `end_date` (contract.md, Periods and Termination); meter buckets are 15 minutes, and every
+    timezone's midnight falls on a bucket's edge.
+    """
+    if not siblings and contract.end_date is None:  # the common case, decided at once
+        starts = local_midnight(contract.start_date, contract.timezone)
+        if all(u.first_bucket >= starts for u in usage.values()):
+            return None
+    services = [_Service.of(c) for c in (contract, *siblings)]
+    found = []
+    for metric, metered in sorted(usage.items()):
+        pricing = [s for s in services if metric in s.metrics]
+        if not pricing:
+            continue  # unpriced: `unpriced_usage` names it
+        first = min(pricing, key=attrgetter("starts"))
+        if metered.first_bucket < first.starts:
+            found.append(f"{metric} from {metered.first_bucket:%Y-%m-%d %H:%M} UTC, before "
+                         f"service starts on {first.contract.start_date} "
+                         f"({first.contract.contract_id})")
+        if any(s.ends is None for s in pricing):
+            continue  # a contract pricing it has no end
+        last = max(pricing, key=attrgetter("ends"))
+        if last.ends is not None and metered.last_bucket >= last.ends:
+            until = metered.last_bucket + BUCKET
+            found.append(f"{metric} until {until:%Y-%m-%d %H:%M} UTC, after service ended on "
+                         f"{last.contract.end_date} ({last.contract.contract_id})")
+    if not found:
         return None
-    more = f" (and {len(notes) - 1} more)" if len(notes) > 1 else ""
-    return f"{notes[0]}{more}; `billcycle batch show {batch_id}` names each contract"
+    return (f"usage of {contract.customer_id} outside the service of the contracts pricing it "
+            f"is not billed: {'; '.join(found)}")
+
+
+def notes_warning(notes: Iterable[str | None], batch_id: str) -> str | None:
+    """What a run says of one kind of note on its outcomes: the first, and how many more."""
+    found = [n for n in notes if n]
+    if not found:
+        return None
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{found[0]}{more}; `billcycle batch show {batch_id}` names each contract"

@@ -126,8 +126,9 @@ def batch_report(view: dict[str, Any]) -> str:
                 detail += f"; {o['reason']}"
         else:
             detail = o.get("reason", "")
-        if o.get("unpriced_usage"):
-            detail += f"; {o['unpriced_usage']}"
+        for note in ("unpriced_usage", "usage_outside_service"):
+            if o.get(note):
+                detail += f"; {o[note]}"
         rows.append([o["contract_id"], o["outcome"], detail])
     out.append(table(["contract", "outcome", "detail"], rows))
     return "\n".join(out)

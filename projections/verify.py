@@ -39,7 +39,7 @@ from domain.contract import Contract
 from domain.inbox import UsageWatermarks
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
-from domain.unbilled_usage import UsageWithoutContract
+from domain.unbilled_usage import MeteredUsage, UsageWithoutContract
 from domain.usage import (
     LEGACY_USAGE_EVENT_TOPIC,
     MeterBucket,
@@ -349,7 +349,7 @@ class _Meters:
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         raise NotImplementedError("verification passes the customer's contracts in")
 
-    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
         raise NotImplementedError("verification compares outcomes, not their notes")
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:

@@ -37,7 +37,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.unbilled_usage import UsageWithoutContract, usage_without_contract
+from domain.unbilled_usage import MeteredUsage, UsageWithoutContract, usage_without_contract
 from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -305,8 +305,9 @@ _CUSTOMER_CONTRACTS = (
 )
 
 # Usage events per customer and metric (PostgreSQL sums bigint as numeric: cast back).
-_USAGE_EVENTS = (
-    "SELECT customer_id, metric, CAST(SUM(event_count) AS BIGINT) FROM {schema}.usage_buckets"
+_METERED_USAGE = (
+    "SELECT customer_id, metric, CAST(SUM(event_count) AS BIGINT), MIN(bucket_start),"
+    " MAX(bucket_start) FROM {schema}.usage_buckets"
     " WHERE customer_id = ANY(%s) GROUP BY customer_id, metric"
 )
 
@@ -377,7 +378,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._read_meters = self._sql(_READ_METERS)
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
         self._without_contract = self._sql(_WITHOUT_CONTRACT)
-        self._usage_events = self._sql(_USAGE_EVENTS)
+        self._metered_usage = self._sql(_METERED_USAGE)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
         self._notifications: dict[str, Composed] = {}  # by WHERE clause
@@ -653,14 +654,14 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         return found
 
     @_retry
-    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        found: dict[str, dict[str, int]] = {}
+    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
+        found: dict[str, dict[str, MeteredUsage]] = {}
         if not customer_ids:
             return found
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self._usage_events, (list(customer_ids),))
-            for customer_id, metric, events in curs.fetchall():
-                found.setdefault(customer_id, {})[metric] = events
+            curs.execute(self._metered_usage, (list(customer_ids),))
+            for customer_id, metric, events, first, last in curs.fetchall():
+                found.setdefault(customer_id, {})[metric] = MeteredUsage(events, first, last)
         return found
 
     @_retry

@@ -25,7 +25,7 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 
 from domain.ports import BillingStore
-from domain.unbilled_usage import UsageWithoutContract, usage_without_contract
+from domain.unbilled_usage import MeteredUsage, UsageWithoutContract, usage_without_contract
 from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
 from infra.store.batch import (
     BATCH_KWARG,
@@ -114,8 +114,9 @@ _CUSTOMER_CONTRACTS = (
     " WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY customer_id, contract_id"
 )
 
-_USAGE_EVENTS = (
-    "SELECT customer_id, metric, SUM(event_count) FROM usage_buckets"
+_METERED_USAGE = (
+    "SELECT customer_id, metric, SUM(event_count), MIN(bucket_start), MAX(bucket_start)"
+    " FROM usage_buckets"
     " WHERE customer_id IN (SELECT value FROM json_each(?)) GROUP BY customer_id, metric"
 )
 
@@ -267,12 +268,13 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
                 found.setdefault(row[0], []).append(row[1])
         return found
 
-    def usage_events(self, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        found: dict[str, dict[str, int]] = {}
+    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
+        found: dict[str, dict[str, MeteredUsage]] = {}
         with self.datastore.transaction(commit=False) as c:
-            c.execute(_USAGE_EVENTS, (json.dumps(list(customer_ids)),))
-            for customer_id, metric, events in c.fetchall():
-                found.setdefault(customer_id, {})[metric] = events
+            c.execute(_METERED_USAGE, (json.dumps(list(customer_ids)),))
+            for customer_id, metric, events, first, last in c.fetchall():
+                found.setdefault(customer_id, {})[metric] = MeteredUsage(
+                    events, datetime.fromisoformat(first), datetime.fromisoformat(last))
         return found
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:

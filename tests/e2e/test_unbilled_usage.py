@@ -1,6 +1,6 @@
 """Usage no contract bills is named by every run: usage that arrives before its customer's
-contract (kept, and billed once the contract comes) and usage of a metric no contract of its
-customer prices."""
+contract (kept, and billed once the contract comes), usage of a metric no contract of its
+customer prices, and usage outside the service of the contracts pricing it."""
 
 from __future__ import annotations
 
@@ -79,3 +79,31 @@ def test_usage_of_a_metric_no_contract_of_the_customer_prices_is_named(
         "(2 events)")
     assert "unpriced_usage" not in outcomes["ct_b"] and "unpriced_usage" not in outcomes["ct_b2"]
     assert "storage_gb (2 events)" in billcycle(db, "batch", "show", "nov").stdout
+
+
+def test_usage_outside_the_service_of_the_contracts_pricing_it_is_named(
+    db: str, tmp_path: Path
+) -> None:
+    # ct_a starts on 2026-10-01 and is terminated from 2026-10-20: usage from before the start
+    # and from the end date on lies in none of its periods.
+    ingest(db, tmp_path, "book.jsonl",
+           contract("ct_a", API),
+           {"type": "contract.terminated", "id": "m-end", "occurred_at": "2026-10-10T00:00:00Z",
+            "contract_id": "ct_a", "end_date": "2026-10-20"},
+           usage("u-1", "cus_ct_a", "api_calls", "5000", "2026-09-29T10:00:00Z"),
+           usage("u-2", "cus_ct_a", "api_calls", "3000", "2026-10-05T10:00:00Z"),
+           usage("u-3", "cus_ct_a", "api_calls", "7000", "2026-10-25T10:05:00Z"))
+
+    run = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    note = ("usage of cus_ct_a outside the service of the contracts pricing it is not billed: "
+            "api_calls from 2026-09-29 10:00 UTC, before service starts on 2026-10-01 (ct_a); "
+            "api_calls until 2026-10-25 10:15 UTC, after service ended on 2026-10-20 (ct_a)")
+    assert run["warnings"] == [f"{note}; `billcycle batch show nov` names each contract"]
+    # Only the usage within the service is billed: 3,000, of which 1,000 free.
+    [invoice] = billcycle_json(db, "invoices", "--contract", "ct_a")
+    assert [(ln["kind"], ln["quantity"], ln["amount"]) for ln in invoice["lines"]] == [
+        ("usage", "3000", "4.00")]
+    [outcome] = billcycle_json(db, "batch", "show", "nov")["contracts"]
+    assert outcome["usage_outside_service"] == note
+    assert "after service ended on 2026-10-20" in billcycle(db, "batch", "show", "nov").stdout
+    billcycle(db, "batch", "verify", "nov")  # the notes are the run's, not its outcomes'

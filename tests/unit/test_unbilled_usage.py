@@ -1,8 +1,9 @@
-"""Usage no contract bills: summed per customer and metric, and said by a run."""
+"""Usage no contract bills: summed per customer and metric, noted per contract (unpriced, or
+outside the service of the contracts pricing it), and said by a run."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given
@@ -10,9 +11,11 @@ from hypothesis import strategies as st
 
 from domain.billing_run import ContractOutcome, Outcome
 from domain.unbilled_usage import (
+    MeteredUsage,
     UsageWithoutContract,
+    notes_warning,
     unpriced_usage,
-    unpriced_usage_warning,
+    usage_outside_service,
     usage_without_contract,
     usage_without_contract_warning,
 )
@@ -21,6 +24,12 @@ from tests.unit.billing_fixtures import contract, subscription, usage
 
 def at(day: int, hour: int = 0) -> datetime:
     return datetime(2026, 10, day, hour, tzinfo=UTC)
+
+
+def metered(events: int, first: datetime | None = None,
+            last: datetime | None = None) -> MeteredUsage:
+    """Usage whose buckets lie within October unless told otherwise."""
+    return MeteredUsage(events, first or at(2), last or at(30))
 
 
 def test_buckets_sum_per_customer_and_metric_exactly() -> None:
@@ -50,26 +59,65 @@ def test_the_warning_names_three_customers_and_counts_the_rest() -> None:
 def test_usage_is_unpriced_only_if_no_version_of_any_contract_of_the_customer_prices_it() -> None:
     api = contract(subscription("100.00"), usage("api_calls"))
     storage = contract(usage("storage_gb", component_id="storage"), contract_id="ct_2")
-    events = {"api_calls": 10, "storage_gb": 2, "seats": 1}
+    events = {"api_calls": metered(10), "storage_gb": metered(2), "seats": metered(1)}
     assert unpriced_usage(api, [], events) == (
         "usage of cus_1 that no contract of theirs prices is not billed: seats (1 event), "
         "storage_gb (2 events)")
     # A sibling contract prices storage; only seats is left.
     assert unpriced_usage(api, [storage], events) == (
         "usage of cus_1 that no contract of theirs prices is not billed: seats (1 event)")
-    assert unpriced_usage(api, [storage], {"api_calls": 3}) is None
+    assert unpriced_usage(api, [storage], {"api_calls": metered(3)}) is None
     # Terms amended away from a metric still price the usage of their time.
     storage.amend(date(2026, 11, 1), (subscription("5.00"),), None, None, "m-amend")
-    assert unpriced_usage(storage, [], {"storage_gb": 2}) is None
+    assert unpriced_usage(storage, [], {"storage_gb": metered(2)}) is None
 
 
 def test_the_run_warning_quotes_the_first_note_and_counts_the_others() -> None:
     notes = [ContractOutcome("ct_1", Outcome.INVOICED, unpriced_usage="usage of cus_1 ..."),
              ContractOutcome("ct_2", Outcome.NOT_DUE),
              ContractOutcome("ct_3", Outcome.HELD, unpriced_usage="usage of cus_3 ...")]
-    assert unpriced_usage_warning(notes, "B-1") == (
+    assert notes_warning((o.unpriced_usage for o in notes), "B-1") == (
         "usage of cus_1 ... (and 1 more); `billcycle batch show B-1` names each contract")
-    assert unpriced_usage_warning(notes[1:2], "B-1") is None
+    assert notes_warning((o.unpriced_usage for o in notes[1:2]), "B-1") is None
+
+
+def test_usage_before_the_service_starts_or_after_it_ends_is_noted() -> None:
+    api = contract(usage("api_calls"), start=date(2026, 10, 1), end=date(2026, 11, 1))
+    within = metered(10, at(1), datetime(2026, 10, 31, 23, 45, tzinfo=UTC))
+    assert usage_outside_service(api, [], {"api_calls": within}) is None
+    early_and_late = metered(12, datetime(2026, 9, 30, 23, 45, tzinfo=UTC),
+                             datetime(2026, 11, 1, tzinfo=UTC))
+    assert usage_outside_service(api, [], {"api_calls": early_and_late}) == (
+        "usage of cus_1 outside the service of the contracts pricing it is not billed: "
+        "api_calls from 2026-09-30 23:45 UTC, before service starts on 2026-10-01 (ct_1); "
+        "api_calls until 2026-11-01 00:15 UTC, after service ended on 2026-11-01 (ct_1)")
+
+
+def test_the_service_is_read_in_each_contracts_timezone() -> None:
+    # Midnight of 2026-10-01 in Tokyo is 15:00 UTC the day before.
+    tokyo = contract(usage("api_calls"), timezone="Asia/Tokyo")
+    first = datetime(2026, 9, 30, 15, tzinfo=UTC)
+    assert usage_outside_service(tokyo, [], {"api_calls": metered(1, first)}) is None
+    assert usage_outside_service(
+        tokyo, [], {"api_calls": metered(1, first - timedelta(minutes=15))}) is not None
+
+
+def test_the_service_of_the_customers_contracts_pricing_the_metric_counts_together() -> None:
+    ended = contract(usage("api_calls"), start=date(2026, 8, 1), end=date(2026, 10, 1))
+    renewal = contract(usage("api_calls"), start=date(2026, 10, 1), contract_id="ct_2")
+    other_metric = contract(usage("storage_gb", component_id="gb"), start=date(2026, 1, 1),
+                            contract_id="ct_3")
+    span = {"api_calls": metered(40, datetime(2026, 8, 3, tzinfo=UTC), at(30))}
+    # The renewal has no end, and the ended contract covers August and September.
+    assert usage_outside_service(ended, [renewal, other_metric], span) is None
+    # Without the renewal, October's usage is after the service; the other contract's
+    # earlier start does not count, as it prices another metric.
+    assert usage_outside_service(ended, [other_metric], span) == (
+        "usage of cus_1 outside the service of the contracts pricing it is not billed: "
+        "api_calls until 2026-10-30 00:15 UTC, after service ended on 2026-10-01 (ct_1)")
+    # Unpriced usage is left to `unpriced_usage`.
+    assert usage_outside_service(renewal, [], {"seats": metered(1, at(1) - timedelta(days=90))}) \
+        is None
 
 
 buckets_strategy = st.lists(
