@@ -307,7 +307,9 @@ class KafkaIngest:
         self._reported = (time.monotonic(), 0)
         self._last_records = time.monotonic()
         self._assignment_changed = time.monotonic()
-        self._subscribed = time.monotonic()
+        # Since when this member has been joining: its subscription, or the last time it was
+        # seen in its group (owning partitions, or a stable member).
+        self._joining_since = time.monotonic()
         # One writer thread applies batches strictly in order, one at a time, each in its own
         # transaction with its own position, while this thread polls and parses the next
         # batch (psycopg lets go of the GIL while the server works).
@@ -371,25 +373,30 @@ class KafkaIngest:
     def _subscribe(self) -> None:
         self.rebalances = _Rebalances(self.consumer)
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
-        self._subscribed = time.monotonic()
+        self._joining_since = time.monotonic()
 
     def _rejoin_if_stuck(self) -> None:
         """A member still joining, with no partition, `rejoin_after` seconds after subscribing
-        leaves the group and joins again as a fresh consumer.
+        (or after it was last seen in its group) leaves the group and joins again as a fresh
+        consumer.
 
         A join takes a second or two. kafka-python waits for a JoinGroup's answer as long as
         the rebalance timeout allows (`max_poll_interval_ms`, 15 minutes, so that a database
         outage does not cost the membership): a JoinGroup lost or held once stalled a test's
         consumer for all of that. A member that owns no partition has nothing to hand over,
-        so a fresh one in its place disturbs no other member. (While another member keeps the
+        so a fresh one in its place takes nothing from the others. (While another member keeps the
         group waiting, the fresh one waits too, and this repeats every `rejoin_after`.)
         """
-        if self.fresh_consumer is None or self.positions:
+        if self.fresh_consumer is None:
             return
-        waited = time.monotonic() - self._subscribed
+        now = time.monotonic()
+        if self.positions or self.consumer.group_metadata().state == MemberState.STABLE:
+            self._joining_since = now  # in the group: a rebalance from here on is timed anew
+            return
+        waited = now - self._joining_since
+        if waited < self.rejoin_after:
+            return
         member = self.consumer.group_metadata()
-        if waited < self.rejoin_after or member.state == MemberState.STABLE:
-            return
         self.say(f"no partition assigned to this member of group {member.group_id} after "
                  f"{waited:,.0f} s of joining: leaving the group and joining it again")
         self._drain()
@@ -573,7 +580,7 @@ class KafkaIngest:
         if member.state == MemberState.STABLE:
             return (f"no partition assigned to this member of group {group} (generation "
                     f"{member.generation_id}): the group has no partition left for it")
-        waited = time.monotonic() - self._subscribed
+        waited = time.monotonic() - self._joining_since
         doing = ("rebalancing" if member.state == MemberState.REBALANCING
                  else "finding the group's coordinator or joining")
         text = f"no partition assigned to this member of group {group} yet ({doing}"

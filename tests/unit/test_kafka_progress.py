@@ -53,7 +53,7 @@ def progress(app: BillingApplication, state: str, generation: int = -1,
     ingest = KafkaIngest(app, member(state, generation), Topics(),
                          None,  # type: ignore[arg-type]
                          Patience(said.append, threading.Event()))
-    ingest._subscribed -= waited
+    ingest._joining_since -= waited
     ingest._report(force=True)
     return said[-1].partition("rejected; ")[2]
 
@@ -86,7 +86,7 @@ def joining_for(app: BillingApplication, seconds: float, state: str,
     ingest = KafkaIngest(app, stuck, Topics(), None,  # type: ignore[arg-type]
                          Patience(said.append, threading.Event()),
                          fresh_consumer=lambda: member(MemberState.UNJOINED))
-    ingest._subscribed -= seconds
+    ingest._joining_since -= seconds
     return ingest, stuck
 
 
@@ -115,3 +115,18 @@ def test_a_member_still_in_time_or_in_its_group_is_kept(
     ingest, stuck = joining_for(app, waited, state, said)
     ingest._rejoin_if_stuck()
     assert ingest.consumer is stuck and not stuck.closed and said == []
+
+
+def test_a_rebalance_of_a_member_long_in_its_group_is_timed_from_when_it_was_last_seen_there(
+    app: BillingApplication
+) -> None:
+    # An idle member (more members than partitions) for long; then its group rebalances.
+    said: list[str] = []
+    ingest, member_of_group = joining_for(app, REJOIN_AFTER + 600, MemberState.STABLE, said)
+    ingest._rejoin_if_stuck()
+    member_of_group.member = member_of_group.member._replace(state=MemberState.REBALANCING)
+    ingest._rejoin_if_stuck()
+    assert ingest.consumer is member_of_group and said == []
+    ingest._joining_since -= REJOIN_AFTER  # ... and the rebalance does not end
+    ingest._rejoin_if_stuck()
+    assert ingest.consumer is not member_of_group and member_of_group.closed
