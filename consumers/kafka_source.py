@@ -33,7 +33,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
-from consumers import kafka_records
+from consumers import kafka_join, kafka_records
 from consumers.meter_updates import MeterUpdates
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
@@ -57,8 +57,8 @@ KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
 SETTLED_AFTER = 2.0
 # Without partitions this long after subscribing, the progress line says the join is slow.
 SLOW_JOIN = 30.0
-# Still joining, with no partition, this long after subscribing: the member leaves and joins
-# again as a fresh consumer (see `KafkaIngest._rejoin_if_stuck`).
+# Still joining, with no partition, this long after subscribing (or after it was last in its
+# group): the member leaves and joins again as a fresh consumer (`KafkaIngest._rejoin_if_stuck`).
 REJOIN_AFTER = 60.0
 
 
@@ -212,6 +212,7 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
         reconnect_backoff_max_ms=5000,
     )
     kafka_records.install(consumer)  # the same records, read at half the CPU
+    kafka_join.install(consumer)  # every join round finished, however short the polls
     return consumer
 
 
@@ -380,12 +381,14 @@ class KafkaIngest:
         (or after it was last seen in its group) leaves the group and joins again as a fresh
         consumer.
 
-        A join takes a second or two. kafka-python waits for a JoinGroup's answer as long as
-        the rebalance timeout allows (`max_poll_interval_ms`, 15 minutes, so that a database
-        outage does not cost the membership): a JoinGroup lost or held once stalled a test's
-        consumer for all of that. A member that owns no partition has nothing to hand over,
-        so a fresh one in its place takes nothing from the others. (While another member keeps the
-        group waiting, the fresh one waits too, and this repeats every `rejoin_after`.)
+        A join takes a second or two. This is the backstop for a join that does not end: a
+        join round kafka-python left unfinished kept a member `rebalancing` for good until
+        `kafka_join` (installed by `inbound_consumer`) made it finish every round, and a
+        JoinGroup lost on the way would be waited for as long as the rebalance timeout
+        (`max_poll_interval_ms`, 15 minutes, so that a database outage does not cost the
+        membership). A member that owns no partition has nothing to hand over, so a fresh one
+        in its place takes nothing from the others. (While another member keeps the group
+        waiting, the fresh one waits too, and this repeats every `rejoin_after`.)
         """
         if self.fresh_consumer is None:
             return

@@ -2,8 +2,7 @@
 lets it in, it consumes everything once.
 
 Here the join is held by another member of the group that has stopped polling: the broker
-waits for it to rejoin before the rebalance can end. (The join that stalled a test's consumer
-for 15 minutes was held by nothing visible; the way out is the same.)
+waits for it to rejoin before the rebalance can end.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
+from consumers import kafka_join
 from tests.integration.kafka_support import (
     JOINED,
     UsageLedger,
@@ -43,6 +43,7 @@ def test_a_consumer_whose_join_is_held_joins_again_and_consumes_everything_once(
         bootstrap_servers=kafka_bootstrap, group_id=env["BILLCYCLE_CONSUMER_GROUP"],
         enable_auto_commit=False, partition_assignment_strategy=(CooperativeStickyAssignor,),
         max_poll_interval_ms=120_000, session_timeout_ms=10_000, heartbeat_interval_ms=1_000)
+    kafka_join.install(holder)  # its brief polls finish every join round (kafka_join.py)
     try:
         holder.subscribe([topics.usage])
         deadline = time.monotonic() + 60
