@@ -135,7 +135,8 @@ def usage_outside_service(contract: Contract, siblings: Sequence[Contract],
 
     Periods start at local midnight of `start_date` and the last ends at local midnight of
     `end_date` (contract.md, Periods and Termination); meter buckets are 15 minutes, and every
-    timezone's midnight falls on a bucket's edge.
+    timezone's offset today is a whole number of quarter hours, so a midnight is a bucket's
+    edge.
     """
     if not siblings and contract.end_date is None:  # the common case, decided at once
         starts = local_midnight(contract.start_date, contract.timezone)
