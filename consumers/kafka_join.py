@@ -44,11 +44,10 @@ def install(consumer: Any) -> bool:
         return coordinator._join_task is not None or bool(needed())
 
     coordinator.need_rejoin = need_rejoin
+    coordinator.finishes_join_rounds = True  # see `installed`
     return True
 
 
 def installed(consumer: Any) -> bool:
     """Whether `install` made this consumer's coordinator finish its join rounds."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    return getattr(getattr(coordinator, "need_rejoin", None), "__qualname__", "") == (
-        f"{install.__qualname__}.<locals>.need_rejoin")
+    return getattr(getattr(consumer, "_coordinator", None), "finishes_join_rounds", False)

@@ -393,13 +393,13 @@ class KafkaIngest:
         if self.fresh_consumer is None:
             return
         now = time.monotonic()
-        if self.positions or self.consumer.group_metadata().state == MemberState.STABLE:
+        member = None if self.positions else self.consumer.group_metadata()
+        if member is None or member.state == MemberState.STABLE:
             self._joining_since = now  # in the group: a rebalance from here on is timed anew
             return
         waited = now - self._joining_since
         if waited < self.rejoin_after:
             return
-        member = self.consumer.group_metadata()
         self.say(f"no partition assigned to this member of group {member.group_id} after "
                  f"{waited:,.0f} s of joining: leaving the group and joining it again")
         self._drain()

@@ -304,7 +304,8 @@ _CUSTOMER_CONTRACTS = (
     " WHERE customer_id = ANY(%s) ORDER BY customer_id, contract_id"
 )
 
-# Usage events per customer and metric (PostgreSQL sums bigint as numeric: cast back).
+# Usage events per customer and metric, with the first and last bucket (PostgreSQL sums bigint
+# as numeric: cast back).
 _METERED_USAGE = (
     "SELECT customer_id, metric, CAST(SUM(event_count) AS BIGINT), MIN(bucket_start),"
     " MAX(bucket_start) FROM {schema}.usage_buckets"
