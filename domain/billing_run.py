@@ -20,6 +20,11 @@ class Outcome(StrEnum):
     NOT_DUE = "not_due"
 
 
+# The notes a contract's outcome may carry on its customer's unbilled usage, in the order a
+# run warns of them and `batch show` lists them.
+USAGE_NOTES = ("unpriced_usage", "usage_outside_service", "misattributed_usage")
+
+
 @dataclass(frozen=True)
 class ContractOutcome:
     contract_id: str
@@ -31,9 +36,11 @@ class ContractOutcome:
     currency: str | None = None
     next_due: str | None = None
     # Usage of the contract's customer that no contract of theirs bills (unbilled_usage.py):
-    # of a metric none prices, or outside the service of those that price it.
+    # of a metric none prices, outside the service of those that price it, or sent with a
+    # contract_id naming no contract that prices it (USAGE_NOTES).
     unpriced_usage: str | None = None
     usage_outside_service: str | None = None
+    misattributed_usage: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None} | {

@@ -34,7 +34,13 @@ from domain.billing import (
     bill_contract,
     plan_usage_reads,
 )
-from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
+from domain.billing_run import (
+    USAGE_NOTES,
+    BillingRun,
+    ContractOutcome,
+    Outcome,
+    billing_run_id,
+)
 from domain.contract import Contract
 from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers
 from domain.invoice_lines import subtotals
@@ -43,6 +49,7 @@ from domain.ports import BillingStore
 from domain.terms import UsageComponent
 from domain.transcoding import JSONRecords
 from domain.unbilled_usage import (
+    misattributed_usage,
     notes_warning,
     unpriced_usage,
     usage_outside_service,
@@ -51,6 +58,12 @@ from domain.unbilled_usage import (
 from domain.usage import MeterReading, MeterRequest
 
 CHUNK_SIZE = 200
+# Each note of USAGE_NOTES and the rule that writes it.
+_USAGE_RULES = (
+    ("unpriced_usage", unpriced_usage),
+    ("usage_outside_service", usage_outside_service),
+    ("misattributed_usage", misattributed_usage),
+)
 MAX_CHUNK_ATTEMPTS = 100
 
 Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
@@ -266,15 +279,17 @@ class _Decided:
     contract_ids: list[str]
     contracts: dict[str, Contract]
     decided: list[tuple[str, ContractOutcome | InvoiceDue]]
-    # Per contract, notes on its customer's usage that no contract bills (unbilled_usage.py):
-    # unpriced, and outside the service of the contracts pricing it.
-    notes: dict[str, tuple[str | None, str | None]]
+    # Per contract, notes on its customer's usage that no contract bills (unbilled_usage.py),
+    # by their fields of ContractOutcome (USAGE_NOTES).
+    notes: dict[str, dict[str, str]]
 
     def noted(self, outcome: ContractOutcome) -> ContractOutcome:
-        if outcome.contract_id not in self.notes:
+        notes = self.notes.get(outcome.contract_id)
+        if not notes:
             return outcome
-        unpriced, outside = self.notes[outcome.contract_id]
-        return replace(outcome, unpriced_usage=unpriced, usage_outside_service=outside)
+        return replace(outcome, unpriced_usage=notes.get("unpriced_usage"),
+                       usage_outside_service=notes.get("usage_outside_service"),
+                       misattributed_usage=notes.get("misattributed_usage"))
 
 
 @dataclass
@@ -518,13 +533,13 @@ class BillingRuns:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
         metered = self.app.store.metered_usage(
             sorted({c.customer_id for c in contracts.values()}))
-        notes = {}
+        notes: dict[str, dict[str, str]] = {}
         for cid, contract in contracts.items():
             usage, others = metered.get(contract.customer_id, {}), siblings.get(cid, [])
-            unpriced = unpriced_usage(contract, others, usage)
-            outside = usage_outside_service(contract, others, usage)
-            if unpriced or outside:
-                notes[cid] = (unpriced, outside)
+            found = {note: text for note, rule in _USAGE_RULES
+                     if (text := rule(contract, others, usage))}
+            if found:
+                notes[cid] = found
         return _Decided(contract_ids, contracts, decided, notes)
 
     def _issue_chunk(
@@ -603,7 +618,7 @@ class BillingRuns:
         )
 
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
-        for note in ("unpriced_usage", "usage_outside_service"):
+        for note in USAGE_NOTES:
             warning = notes_warning((getattr(o, note) for o in report.outcomes.values()),
                                     report.batch_id)
             if warning:

@@ -1,12 +1,13 @@
 """Usage the meters hold that no contract bills, said by every billing run instead of left
 silent: usage of customers with no contract yet (billed once a contract of theirs prices it,
-contract.md), usage of a metric that no contract of its customer prices, and usage outside
-the service of every contract that prices its metric. Pure."""
+contract.md), usage of a metric that no contract of its customer prices, usage outside
+the service of every contract that prices its metric, and usage whose `contract_id` names no
+contract of its customer that prices its metric. Pure."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
@@ -83,12 +84,32 @@ def _plural(count: int, noun: str) -> str:
 
 @dataclass(frozen=True)
 class MeteredUsage:
-    """A customer's usage of one metric as the meters hold it: how many events, and the
-    starts of its first and last buckets."""
+    """A customer's usage of one metric as the meters hold it: how many events, the starts
+    of its first and last buckets, and the events of each `contract_id` it was sent with."""
 
     events: int
     first_bucket: datetime
     last_bucket: datetime
+    tagged: Mapping[str, int] = field(default_factory=dict)  # contract_id -> events ("" left out)
+
+
+def metered_usage(
+    rows: Iterable[tuple[str, str, str, int, datetime, datetime]],
+) -> dict[str, dict[str, MeteredUsage]]:
+    """Per customer and metric, the meters' totals per contract tag (customer, metric,
+    contract_id or "", events, first and last bucket start) combined."""
+    found: dict[str, dict[str, MeteredUsage]] = {}
+    for customer_id, metric, tag, events, first, last in rows:
+        metrics = found.setdefault(customer_id, {})
+        known = metrics.get(metric)
+        tagged = dict(known.tagged) if known else {}
+        if tag:
+            tagged[tag] = tagged.get(tag, 0) + events
+        if known is not None:
+            events += known.events
+            first, last = min(first, known.first_bucket), max(last, known.last_bucket)
+        metrics[metric] = MeteredUsage(events, first, last, tagged)
+    return found
 
 
 def metrics_priced(contracts: Iterable[Contract]) -> set[str]:
@@ -164,6 +185,37 @@ def usage_outside_service(contract: Contract, siblings: Sequence[Contract],
         return None
     return (f"usage of {contract.customer_id} outside the service of the contracts pricing it "
             f"is not billed: {'; '.join(found)}")
+
+
+def misattributed_usage(contract: Contract, siblings: Sequence[Contract],
+                        usage: Mapping[str, MeteredUsage]) -> str | None:
+    """The note on a contract's outcome naming its customer's usage sent with a `contract_id`
+    that names no contract of the customer pricing its metric: only the contract it names
+    reads tagged usage, so no run bills it. None when there is none.
+
+    A metric no contract of the customer prices is `unpriced_usage`'s to name.
+    """
+    if not any(u.tagged for u in usage.values()):  # the common case, decided at once
+        return None
+    contracts = {c.contract_id: c for c in (contract, *siblings)}
+    priced = {cid: metrics_priced([c]) for cid, c in contracts.items()}
+    found = []
+    for metric, metered in sorted(usage.items()):
+        if not any(metric in metrics for metrics in priced.values()):
+            continue
+        for tag, events in sorted(metered.tagged.items()):
+            if tag not in contracts:
+                why = f"no contract {tag} of {contract.customer_id}"
+            elif metric not in priced[tag]:
+                why = f"{tag} does not price {metric}"
+            else:
+                continue
+            found.append(f"{metric} sent with contract_id {tag} ({_plural(events, 'event')}; "
+                         f"{why})")
+    if not found:
+        return None
+    return (f"usage of {contract.customer_id} sent with a contract_id that names no contract "
+            f"pricing it is not billed: {'; '.join(found)}")
 
 
 def notes_warning(notes: Iterable[str | None], batch_id: str) -> str | None:

@@ -143,9 +143,11 @@ class LocalKafka:
             if self.base_dir.exists() and not any(self.base_dir.iterdir()):
                 self.base_dir.rmdir()
 
-    def restart(self, *, hard: bool = False) -> None:
-        """Stop and start on the same log dir; hard=True kills the JVM, as a crash would."""
+    def restart(self, *, hard: bool = False, down_for: float = 0.0) -> None:
+        """Stop and start on the same log dir, `down_for` seconds later; hard=True kills the
+        JVM, as a crash would."""
         self._halt(graceful=not hard)
+        time.sleep(down_for)
         self._launch()
 
     def is_running(self) -> bool:

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
-from domain.billing_run import Outcome
+from domain.billing_run import USAGE_NOTES, Outcome
 from domain.billing_runs import RunReport
 from domain.money import format_money
 
@@ -126,7 +126,7 @@ def batch_report(view: dict[str, Any]) -> str:
                 detail += f"; {o['reason']}"
         else:
             detail = o.get("reason", "")
-        for note in ("unpriced_usage", "usage_outside_service"):
+        for note in USAGE_NOTES:
             if o.get(note):
                 detail += f"; {o[note]}"
         rows.append([o["contract_id"], o["outcome"], detail])

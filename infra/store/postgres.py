@@ -37,7 +37,12 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.ports import BillingStore
-from domain.unbilled_usage import MeteredUsage, UsageWithoutContract, usage_without_contract
+from domain.unbilled_usage import (
+    MeteredUsage,
+    UsageWithoutContract,
+    metered_usage,
+    usage_without_contract,
+)
 from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -304,12 +309,12 @@ _CUSTOMER_CONTRACTS = (
     " WHERE customer_id = ANY(%s) ORDER BY customer_id, contract_id"
 )
 
-# Usage events per customer and metric, with the first and last bucket (PostgreSQL sums bigint
-# as numeric: cast back).
+# Usage events per customer, metric and contract tag, with the first and last bucket
+# (`metered_usage` combines the tags; PostgreSQL sums bigint as numeric: cast back).
 _METERED_USAGE = (
-    "SELECT customer_id, metric, CAST(SUM(event_count) AS BIGINT), MIN(bucket_start),"
-    " MAX(bucket_start) FROM {schema}.usage_buckets"
-    " WHERE customer_id = ANY(%s) GROUP BY customer_id, metric"
+    "SELECT customer_id, metric, contract_tag, CAST(SUM(event_count) AS BIGINT),"
+    " MIN(bucket_start), MAX(bucket_start) FROM {schema}.usage_buckets"
+    " WHERE customer_id = ANY(%s) GROUP BY customer_id, metric, contract_tag"
 )
 
 # Meter buckets of customers without a contract (see UsageWithoutContract); as on SQLite.
@@ -656,14 +661,11 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
 
     @_retry
     def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
-        found: dict[str, dict[str, MeteredUsage]] = {}
         if not customer_ids:
-            return found
+            return {}
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self._metered_usage, (list(customer_ids),))
-            for customer_id, metric, events, first, last in curs.fetchall():
-                found.setdefault(customer_id, {})[metric] = MeteredUsage(events, first, last)
-        return found
+            return metered_usage(curs.fetchall())
 
     @_retry
     def usage_without_contract(self) -> list[UsageWithoutContract]:

@@ -25,7 +25,12 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 
 from domain.ports import BillingStore
-from domain.unbilled_usage import MeteredUsage, UsageWithoutContract, usage_without_contract
+from domain.unbilled_usage import (
+    MeteredUsage,
+    UsageWithoutContract,
+    metered_usage,
+    usage_without_contract,
+)
 from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
 from infra.store.batch import (
     BATCH_KWARG,
@@ -115,9 +120,10 @@ _CUSTOMER_CONTRACTS = (
 )
 
 _METERED_USAGE = (
-    "SELECT customer_id, metric, SUM(event_count), MIN(bucket_start), MAX(bucket_start)"
-    " FROM usage_buckets"
-    " WHERE customer_id IN (SELECT value FROM json_each(?)) GROUP BY customer_id, metric"
+    "SELECT customer_id, metric, contract_tag, SUM(event_count), MIN(bucket_start),"
+    " MAX(bucket_start) FROM usage_buckets"
+    " WHERE customer_id IN (SELECT value FROM json_each(?))"
+    " GROUP BY customer_id, metric, contract_tag"
 )
 
 # Meter buckets of customers without a contract (see UsageWithoutContract); as on PostgreSQL.
@@ -269,13 +275,13 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         return found
 
     def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
-        found: dict[str, dict[str, MeteredUsage]] = {}
         with self.datastore.transaction(commit=False) as c:
             c.execute(_METERED_USAGE, (json.dumps(list(customer_ids)),))
-            for customer_id, metric, events, first, last in c.fetchall():
-                found.setdefault(customer_id, {})[metric] = MeteredUsage(
-                    events, datetime.fromisoformat(first), datetime.fromisoformat(last))
-        return found
+            rows = c.fetchall()
+        return metered_usage(
+            (customer_id, metric, tag, events, datetime.fromisoformat(first),
+             datetime.fromisoformat(last))
+            for customer_id, metric, tag, events, first, last in rows)
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         with self.datastore.transaction(commit=False) as c:

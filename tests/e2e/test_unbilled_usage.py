@@ -1,6 +1,7 @@
 """Usage no contract bills is named by every run: usage that arrives before its customer's
 contract (kept, and billed once the contract comes), usage of a metric no contract of its
-customer prices, and usage outside the service of the contracts pricing it."""
+customer prices, usage outside the service of the contracts pricing it, and usage sent with a
+contract_id naming no contract that prices it."""
 
 from __future__ import annotations
 
@@ -107,3 +108,41 @@ def test_usage_outside_the_service_of_the_contracts_pricing_it_is_named(
     assert outcome["usage_outside_service"] == note
     assert "after service ended on 2026-10-20" in billcycle(db, "batch", "show", "nov").stdout
     billcycle(db, "batch", "verify", "nov")  # the notes are the run's, not its outcomes'
+
+
+def test_usage_sent_with_a_contract_id_naming_no_contract_that_prices_it_is_named(
+    db: str, tmp_path: Path
+) -> None:
+    # cus_ct_a has ct_a (api_calls) and ct_b (storage_gb). Its producers tag api_calls usage
+    # with ct_a (billed), with ct_b (which prices no api_calls) and with ct_old (no such
+    # contract): only ct_a's own and the untagged usage are read.
+    ingest(db, tmp_path, "book.jsonl",
+           contract("ct_a", PLATFORM, API),
+           {**contract("ct_b", STORAGE), "customer_id": "cus_ct_a"},
+           {**usage("u-1", "cus_ct_a", "api_calls", "3000", "2026-10-03T10:00:00Z"),
+            "contract_id": "ct_a"},
+           usage("u-2", "cus_ct_a", "api_calls", "11", "2026-10-06T10:00:00Z"),
+           {**usage("u-3", "cus_ct_a", "api_calls", "7000", "2026-10-05T10:00:00Z"),
+            "contract_id": "ct_b"},
+           {**usage("u-4", "cus_ct_a", "api_calls", "5000", "2026-10-04T10:00:00Z"),
+            "contract_id": "ct_old"},
+           {**usage("u-5", "cus_ct_a", "api_calls", "5000", "2026-10-07T10:00:00Z"),
+            "contract_id": "ct_old"})
+
+    run = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    note = ("usage of cus_ct_a sent with a contract_id that names no contract pricing it is not "
+            "billed: api_calls sent with contract_id ct_b (1 event; ct_b does not price "
+            "api_calls); api_calls sent with contract_id ct_old (2 events; no contract ct_old "
+            "of cus_ct_a)")
+    assert run["warnings"] == [
+        f"{note} (and 1 more); `billcycle batch show nov` names each contract"]
+    invoices = {i["contract_id"]: i for i in billcycle_json(db, "invoices")}
+    assert [(ln["kind"], ln["quantity"]) for ln in invoices["ct_a"]["lines"]
+            if ln["kind"] == "usage"] == [("usage", "3011")]
+    outcomes = {o["contract_id"]: o for o in billcycle_json(db, "batch", "show", "nov")
+                ["contracts"]}
+    assert outcomes["ct_a"]["misattributed_usage"] == note
+    assert outcomes["ct_b"]["misattributed_usage"] == note
+    assert "api_calls sent with contract_id ct_old" in billcycle(
+        db, "batch", "show", "nov").stdout
+    billcycle(db, "batch", "verify", "nov")

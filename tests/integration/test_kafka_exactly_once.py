@@ -52,7 +52,11 @@ def test_consumers_killed_mid_stream_and_restarted_count_every_usage_event_once(
     topics = new_topics(kafka_bootstrap)
     env = cli_env(fresh_pg_url, kafka_bootstrap, topics)
     ledger = UsageLedger()
-    produce(kafka_bootstrap, topics.usage, ledger.make(customers=10, count=EVENTS))
+    # The stream comes in five slices, one now and one at each round, so that at least three
+    # kills land before its end however fast the consumers are.
+    messages = ledger.make(customers=10, count=EVENTS)
+    slices = [messages[i::5] for i in range(5)]
+    produce(kafka_bootstrap, topics.usage, slices[0])
     app = BillingApplication(env=store_env(fresh_pg_url))
     rng = random.Random(7)
     logs: dict[str, Path] = {}
@@ -76,6 +80,7 @@ def test_consumers_killed_mid_stream_and_restarted_count_every_usage_event_once(
             name = ("c1", "c2")[round_ % 2]
             log = logs[name]
             wait_for(mentions(log, JOINED), JOIN_WAIT, f"{name} to join")
+            produce(kafka_bootstrap, topics.usage, slices[round_ + 1])
             wait_for(progress_past(app, topics.usage, applied(app, topics.usage) + 200), 60,
                      "the consumers to make progress")
             time.sleep(rng.uniform(0, 0.3))

@@ -58,7 +58,9 @@ def test_the_consumer_rides_out_a_broker_restart_and_a_database_restart(
         wait_for(mentions(log, JOINED), JOIN_WAIT, "the consumer to join")
         wait_for(lambda: sum(meter_totals(fresh_pg_url, ledger.totals)[1].values()) > 0, 60,
                  "the consumer to start consuming")
-        kafka_broker.restart()  # down while it stops and starts again: several seconds
+        # Down longer than the consumer waits before it asks the broker (`probe_after`, 3 s): a
+        # broker that stops and starts in less goes unnoticed, as it should.
+        kafka_broker.restart(down_for=8)
         wait_for(lambda: log.read_text().count("consumed") >= 3, 60, "consumption to resume")
         stopped_for(pg_cluster, seconds=6)
     finally:

@@ -1,5 +1,6 @@
-"""Usage no contract bills: summed per customer and metric, noted per contract (unpriced, or
-outside the service of the contracts pricing it), and said by a run."""
+"""Usage no contract bills: summed per customer and metric, noted per contract (unpriced,
+outside the service of the contracts pricing it, or sent with a contract_id naming no contract
+that prices it), and said by a run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from domain.billing_run import ContractOutcome, Outcome
 from domain.unbilled_usage import (
     MeteredUsage,
     UsageWithoutContract,
+    metered_usage,
+    misattributed_usage,
     notes_warning,
     unpriced_usage,
     usage_outside_service,
@@ -139,3 +142,46 @@ def test_the_sums_keep_every_event_and_quantity_of_their_customer_and_metric(
         assert u.event_count == sum(b[3] for b in mine)
         assert u.quantity_sum == sum((b[4] for b in mine), Decimal(0))
         assert (u.since, u.latest_at) == (min(b[2] for b in mine), max(b[5] for b in mine))
+
+
+def test_the_meters_tags_combine_per_customer_and_metric() -> None:
+    rows = [
+        ("cus_1", "api_calls", "", 4, at(3), at(9)),
+        ("cus_1", "api_calls", "ct_9", 2, at(1), at(5)),
+        ("cus_1", "api_calls", "ct_1", 1, at(7), at(20)),
+        ("cus_1", "storage_gb", "", 3, at(2), at(2)),
+        ("cus_2", "api_calls", "ct_2", 5, at(4), at(6)),
+    ]
+    assert metered_usage(rows) == {
+        "cus_1": {"api_calls": MeteredUsage(7, at(1), at(20), {"ct_9": 2, "ct_1": 1}),
+                  "storage_gb": MeteredUsage(3, at(2), at(2))},
+        "cus_2": {"api_calls": MeteredUsage(5, at(4), at(6), {"ct_2": 5})},
+    }
+
+
+def test_usage_sent_with_a_contract_id_that_prices_nothing_of_it_is_named() -> None:
+    api = contract(subscription("100.00"), usage("api_calls"))  # ct_1 of cus_1
+    storage = contract(usage("storage_gb", component_id="storage"), contract_id="ct_2")
+    usage_of = {
+        "api_calls": MeteredUsage(9, at(2), at(30), {"ct_1": 3, "ct_2": 2, "ct_9": 1}),
+        "storage_gb": MeteredUsage(4, at(2), at(30), {"ct_2": 4}),
+        "seats": MeteredUsage(1, at(2), at(2), {"ct_7": 1}),  # priced by none: unpriced_usage's
+    }
+    assert misattributed_usage(api, [storage], usage_of) == (
+        "usage of cus_1 sent with a contract_id that names no contract pricing it is not "
+        "billed: api_calls sent with contract_id ct_2 (2 events; ct_2 does not price "
+        "api_calls); api_calls sent with contract_id ct_9 (1 event; no contract ct_9 of cus_1)")
+    # Every contract of the customer carries the same note.
+    assert misattributed_usage(storage, [api], usage_of) == misattributed_usage(
+        api, [storage], usage_of)
+
+
+def test_usage_sent_with_the_contract_id_of_a_contract_pricing_it_is_not_named() -> None:
+    api = contract(subscription("100.00"), usage("api_calls"))
+    assert misattributed_usage(api, [], {"api_calls": metered(5)}) is None  # none tagged
+    assert misattributed_usage(
+        api, [], {"api_calls": MeteredUsage(5, at(2), at(30), {"ct_1": 5})}) is None
+    # Terms amended away from a metric still price the usage of their time.
+    api.amend(date(2026, 11, 1), (subscription("5.00"),), None, None, "m-amend")
+    assert misattributed_usage(
+        api, [], {"api_calls": MeteredUsage(5, at(2), at(30), {"ct_1": 5})}) is None
