@@ -58,13 +58,13 @@ from domain.unbilled_usage import (
 from domain.usage import MeterReading, MeterRequest
 
 CHUNK_SIZE = 200
+MAX_CHUNK_ATTEMPTS = 100
 # Each note of USAGE_NOTES and the rule that writes it.
 _USAGE_RULES = (
     ("unpriced_usage", unpriced_usage),
     ("usage_outside_service", usage_outside_service),
     ("misattributed_usage", misattributed_usage),
 )
-MAX_CHUNK_ATTEMPTS = 100
 
 Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
 

@@ -185,3 +185,11 @@ def test_usage_sent_with_the_contract_id_of_a_contract_pricing_it_is_not_named()
     api.amend(date(2026, 11, 1), (subscription("5.00"),), None, None, "m-amend")
     assert misattributed_usage(
         api, [], {"api_calls": MeteredUsage(5, at(2), at(30), {"ct_1": 5})}) is None
+
+
+def test_every_outcome_note_has_its_rule_in_the_order_a_run_warns_of_them() -> None:
+    from domain.billing_run import USAGE_NOTES
+    from domain.billing_runs import _USAGE_RULES
+
+    assert tuple(note for note, _ in _USAGE_RULES) == USAGE_NOTES
+    assert set(USAGE_NOTES) <= set(ContractOutcome.__dataclass_fields__)
