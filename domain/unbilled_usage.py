@@ -199,9 +199,10 @@ def misattributed_usage(contract: Contract, siblings: Sequence[Contract],
         return None
     contracts = {c.contract_id: c for c in (contract, *siblings)}
     priced = {cid: metrics_priced([c]) for cid, c in contracts.items()}
+    priced_by_any = set().union(*priced.values())
     found = []
     for metric, metered in sorted(usage.items()):
-        if not any(metric in metrics for metrics in priced.values()):
+        if metric not in priced_by_any:
             continue
         for tag, events in sorted(metered.tagged.items()):
             if tag not in contracts:
