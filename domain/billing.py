@@ -8,7 +8,7 @@ with its reasons, or the next date anything falls due. Every amount is rounded o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -377,6 +377,38 @@ def _usage_components(contract: Contract, day: date) -> list[UsageComponent]:
     return [c for c in contract.terms_on(day).components if isinstance(c, UsageComponent)]
 
 
+def _usage_periods(
+    contract: Contract, until: date
+) -> Iterator[tuple[ServicePeriod, ServicePeriod, list[UsageComponent]]]:
+    """Each period up to the one holding `until`, the days of it the contract serves, and the
+    usage components pricing those days: the terms in effect at the period's end price its
+    usage (contract.md, Amendments)."""
+    for period in periods_overlapping(
+        contract.anchor, contract.frequency, contract.start_date, contract.end_date, until
+    ):
+        window = service_window(contract, period)
+        if window is not None:
+            yield period, window, _usage_components(contract, window.end - ONE_DAY)
+
+
+def usage_windows(contract: Contract, metric: str, until: date) -> list[tuple[datetime, datetime]]:
+    """The instants whose usage of `metric` the contract bills, up to the period holding
+    `until`: its service windows whose terms at the period's end price the metric, from local
+    midnight to local midnight, adjacent ones joined. What a contract amended away from a
+    metric, or amended to price it later, leaves out is not in them."""
+    windows: list[tuple[datetime, datetime]] = []
+    tz = contract.timezone
+    for _, window, components in _usage_periods(contract, until):
+        if not any(c.metric == metric for c in components):
+            continue
+        start, end = local_midnight(window.start, tz), local_midnight(window.end, tz)
+        if windows and windows[-1][1] == start:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
+
+
 def _incomplete(draft: _Draft, metric: str, end_at: datetime) -> str | None:
     watermark = draft.ctx.watermarks.get(metric)
     if watermark is None or watermark >= end_at:
@@ -395,17 +427,12 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
         return  # no usage priced, ever: nothing to read or bill (a third of a typical book)
     tz = contract.timezone
     late_periods = _periods_with_late_usage(draft, usage)
-    for period in periods_overlapping(
-        contract.anchor, contract.frequency, contract.start_date, contract.end_date, cycle_date
-    ):
-        window = service_window(contract, period)
-        if window is None:
-            continue
+    for period, window, components in _usage_periods(contract, cycle_date):
         if window.end > cycle_date:
             _bill_progressively(draft, usage, period, window)
             continue
         start_at, end_at = local_midnight(window.start, tz), local_midnight(window.end, tz)
-        for component in _usage_components(contract, window.end - ONE_DAY):
+        for component in components:
             key = (component.id, period.start)
             billed = contract.billed.usage.get(key)
             if billed is not None and billed.final and period.start not in late_periods:

@@ -22,7 +22,8 @@ class Outcome(StrEnum):
 
 # The notes a contract's outcome may carry on its customer's unbilled usage, in the order a
 # run warns of them and `batch show` lists them.
-USAGE_NOTES = ("unpriced_usage", "usage_outside_service", "misattributed_usage")
+USAGE_NOTES = ("unpriced_usage", "usage_outside_service", "usage_in_unbilled_windows",
+               "misattributed_usage")
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,12 @@ class ContractOutcome:
     currency: str | None = None
     next_due: str | None = None
     # Usage of the contract's customer that no contract of theirs bills (unbilled_usage.py):
-    # of a metric none prices, outside the service of those that price it, or sent with a
-    # contract_id naming no contract that prices it (USAGE_NOTES).
+    # of a metric none prices, outside the service of those that price it, in periods between
+    # them that none bills it for, or sent with a contract_id naming no contract that prices
+    # it (USAGE_NOTES).
     unpriced_usage: str | None = None
     usage_outside_service: str | None = None
+    usage_in_unbilled_windows: str | None = None
     misattributed_usage: str | None = None
 
     def to_record(self) -> dict[str, Any]:

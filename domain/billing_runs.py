@@ -49,9 +49,13 @@ from domain.ports import BillingStore
 from domain.terms import UsageComponent
 from domain.transcoding import JSONRecords
 from domain.unbilled_usage import (
+    MeteredUsage,
+    UnbilledWindow,
     misattributed_usage,
     notes_warning,
+    unbilled_windows,
     unpriced_usage,
+    usage_in_unbilled_windows,
     usage_outside_service,
     usage_without_contract_warning,
 )
@@ -63,6 +67,7 @@ MAX_CHUNK_ATTEMPTS = 100
 _USAGE_RULES = (
     ("unpriced_usage", unpriced_usage),
     ("usage_outside_service", usage_outside_service),
+    ("usage_in_unbilled_windows", usage_in_unbilled_windows),
     ("misattributed_usage", misattributed_usage),
 )
 
@@ -287,9 +292,8 @@ class _Decided:
         notes = self.notes.get(outcome.contract_id)
         if not notes:
             return outcome
-        return replace(outcome, unpriced_usage=notes.get("unpriced_usage"),
-                       usage_outside_service=notes.get("usage_outside_service"),
-                       misattributed_usage=notes.get("misattributed_usage"))
+        fields: dict[str, Any] = notes  # the names are USAGE_NOTES, fields of ContractOutcome
+        return replace(outcome, **fields)
 
 
 @dataclass
@@ -531,8 +535,8 @@ class BillingRuns:
                                                      reason="contract is indexed but not stored")))
             else:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
-        metered = self.app.store.metered_usage(
-            sorted({c.customer_id for c in contracts.values()}))
+        metered = self._read_unbilled_windows(self.app.store.metered_usage(
+            sorted({c.customer_id for c in contracts.values()})), contracts, siblings)
         notes: dict[str, dict[str, str]] = {}
         for cid, contract in contracts.items():
             usage, others = metered.get(contract.customer_id, {}), siblings.get(cid, [])
@@ -541,6 +545,31 @@ class BillingRuns:
             if found:
                 notes[cid] = found
         return _Decided(contract_ids, contracts, decided, notes)
+
+    def _read_unbilled_windows(
+        self, metered: dict[str, dict[str, MeteredUsage]], contracts: dict[str, Contract],
+        siblings: dict[str, list[Contract]],
+    ) -> dict[str, dict[str, MeteredUsage]]:
+        """The metered usage with the events found in the windows no contract bills
+        (`unbilled_windows`), read for the whole chunk in one round trip when there are any."""
+        customers = {c.customer_id: c for c in reversed(contracts.values())}
+        windows: list[UnbilledWindow] = []
+        for customer_id, usage in metered.items():
+            contract = customers[customer_id]
+            windows.extend(unbilled_windows(
+                [contract, *siblings.get(contract.contract_id, [])], usage))
+        if not windows:
+            return metered
+        readings = self.app.store.read_meters([
+            MeterRequest(w.customer_id, w.metric, (w.tag,), w.starts, w.ends, None)
+            for w in windows])
+        found: dict[tuple[str, str], list[tuple[UnbilledWindow, int]]] = {}
+        for window, reading in zip(windows, readings, strict=True):
+            found.setdefault((window.customer_id, window.metric), []).append(
+                (window, reading.event_count))
+        return {customer_id: {
+            metric: replace(u, in_unbilled_windows=tuple(found.get((customer_id, metric), ())))
+            for metric, u in usage.items()} for customer_id, usage in metered.items()}
 
     def _issue_chunk(
         self, run: BillingRun, chunk: _Decided

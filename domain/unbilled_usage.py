@@ -1,8 +1,9 @@
 """Usage the meters hold that no contract bills, said by every billing run instead of left
 silent: usage of customers with no contract yet (billed once a contract of theirs prices it,
 contract.md), usage of a metric that no contract of its customer prices, usage outside
-the service of every contract that prices its metric, and usage whose `contract_id` names no
-contract of its customer that prices its metric. Pure."""
+the service of every contract that prices its metric, usage in periods between those that no
+contract bills it for, and usage whose `contract_id` names no contract of its customer that
+prices its metric. Pure."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from domain.calendar import local_midnight
+from domain.billing import usage_windows
+from domain.calendar import local_date, local_midnight
 from domain.contract import Contract
-from domain.terms import UsageComponent
+from domain.terms import TermsVersion, UsageComponent
 from domain.usage import BUCKET
 
 
@@ -91,6 +93,24 @@ class MeteredUsage:
     first_bucket: datetime
     last_bucket: datetime
     tagged: Mapping[str, int] = field(default_factory=dict)  # contract_id -> events ("" left out)
+    # Events found in the windows no contract bills (`unbilled_windows`), once they are read.
+    in_unbilled_windows: tuple[tuple[UnbilledWindow, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class UnbilledWindow:
+    """Instants [starts, ends) in which usage of `metric` sent with contract tag `tag` ("" for
+    none) is billed by no contract of the customer, though some contract of theirs prices the
+    metric before and after: between two contracts' services, in periods whose terms at their
+    end do not price it (amended away, or not yet amended in), or outside the service of the
+    contract the tag names. `why` says which."""
+
+    customer_id: str
+    metric: str
+    tag: str
+    starts: datetime
+    ends: datetime
+    why: str
 
 
 def metered_usage(
@@ -185,6 +205,126 @@ def usage_outside_service(contract: Contract, siblings: Sequence[Contract],
         return None
     return (f"usage of {contract.customer_id} outside the service of the contracts pricing it "
             f"is not billed: {'; '.join(found)}")
+
+
+def _without(extent: tuple[datetime, datetime], covered: Iterable[tuple[datetime, datetime]],
+             ) -> list[tuple[datetime, datetime]]:
+    """The parts of `extent` that no interval of `covered` (sorted, not overlapping) holds."""
+    left, (start, end) = [], extent
+    for s, e in covered:
+        if e <= start or s >= end:
+            continue
+        if s > start:
+            left.append((start, s))
+        start = max(start, e)
+    if start < end:
+        left.append((start, end))
+    return left
+
+
+def _serving(services: Sequence[_Service], instant: datetime) -> list[str]:
+    return [s.contract.contract_id for s in services
+            if s.starts <= instant and (s.ends is None or instant < s.ends)]
+
+
+def unbilled_windows(contracts: Sequence[Contract],
+                     usage: Mapping[str, MeteredUsage]) -> list[UnbilledWindow]:
+    """Where a customer's usage may lie that no contract of theirs bills, inside the span from
+    the earliest start to the latest end of the contracts pricing its metric (usage outside
+    that span is `usage_outside_service`'s to name): the windows to read the meters of.
+
+    Untagged usage is billed in the windows of every contract pricing its metric (where two
+    do, it is held instead, not lost); usage sent with a contract's id only in that contract's.
+    A tag naming no contract pricing the metric is `misattributed_usage`'s to name. Only the
+    span the metered usage reaches is looked at, so most customers ask for no read at all.
+    """
+    if len(contracts) == 1 and len({_usage_metrics(v) for v in contracts[0].versions}) == 1:
+        return []  # the common case: one contract pricing the same metrics all along
+    found: list[UnbilledWindow] = []
+    services = [_Service.of(c) for c in contracts]
+    # Where a contract's service starts or ends, so that each window has one reason.
+    edges = sorted({s.starts for s in services} | {s.ends for s in services if s.ends})
+    for metric, metered in sorted(usage.items()):
+        pricing = [s for s in services if metric in s.metrics]
+        if not pricing:
+            continue
+        if len(pricing) == 1 and all(  # one contract pricing it all along: nothing to find
+                metric in _usage_metrics(v) for v in pricing[0].contract.versions):
+            continue
+        starts = max(metered.first_bucket, min(s.starts for s in pricing))
+        ends = metered.last_bucket + BUCKET
+        if all(s.ends is not None for s in pricing):
+            ends = min(ends, max(s.ends for s in pricing if s.ends is not None))
+        if starts >= ends:
+            continue
+        windows = {
+            s.contract.contract_id: usage_windows(
+                s.contract, metric, local_date(ends - BUCKET, s.contract.timezone))
+            for s in pricing
+        }
+        for tag in ["", *sorted(t for t in metered.tagged if t in windows)]:
+            covered = windows[tag] if tag else sorted(w for ws in windows.values() for w in ws)
+            for hole in _without((starts, ends), _joined(covered)):
+                for hole_starts, hole_ends in _split(hole, edges):
+                    found.append(UnbilledWindow(
+                        contracts[0].customer_id, metric, tag, hole_starts, hole_ends,
+                        _why_unbilled(tag, _serving(services, hole_starts),
+                                      contracts[0].customer_id)))
+    return found
+
+
+def _split(window: tuple[datetime, datetime], edges: Sequence[datetime],
+           ) -> list[tuple[datetime, datetime]]:
+    """`window` cut at the `edges` (sorted) inside it."""
+    start, end = window
+    parts = []
+    for edge in edges:
+        if start < edge < end:
+            parts.append((start, edge))
+            start = edge
+    return [*parts, (start, end)]
+
+
+def _usage_metrics(version: TermsVersion) -> frozenset[str]:
+    return frozenset(c.metric for c in version.components if isinstance(c, UsageComponent))
+
+
+def _joined(windows: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Sorted windows with the overlapping and adjacent ones joined."""
+    joined: list[tuple[datetime, datetime]] = []
+    for s, e in windows:
+        if joined and s <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], e))
+        else:
+            joined.append((s, e))
+    return joined
+
+
+def _why_unbilled(tag: str, serving: Sequence[str], customer_id: str) -> str:
+    if not serving:
+        return f"no contract of {customer_id} serves then"
+    if tag and tag not in serving:
+        return f"{tag} does not serve then ({', '.join(serving)} does)"
+    whose = tag or ", ".join(serving)
+    return f"the terms of {whose} at the end of those periods do not price it"
+
+
+def usage_in_unbilled_windows(contract: Contract, siblings: Sequence[Contract],
+                              usage: Mapping[str, MeteredUsage]) -> str | None:
+    """The note on a contract's outcome naming its customer's usage found in the windows no
+    contract bills (`unbilled_windows`, read into `MeteredUsage.in_unbilled_windows`); None
+    when there is none."""
+    found = [
+        f"{w.metric} from {w.starts:%Y-%m-%d %H:%M} to {w.ends:%Y-%m-%d %H:%M} UTC "
+        f"({_plural(events, 'event')}"
+        + (f" sent with contract_id {w.tag}" if w.tag else "") + f"; {w.why})"
+        for _, metered in sorted(usage.items())
+        for w, events in metered.in_unbilled_windows if events
+    ]
+    if not found:
+        return None
+    return (f"usage of {contract.customer_id} in periods that no contract of theirs bills it "
+            f"for is not billed: {'; '.join(found)}")
 
 
 def misattributed_usage(contract: Contract, siblings: Sequence[Contract],

@@ -1,7 +1,8 @@
 """Usage no contract bills is named by every run: usage that arrives before its customer's
 contract (kept, and billed once the contract comes), usage of a metric no contract of its
-customer prices, usage outside the service of the contracts pricing it, and usage sent with a
-contract_id naming no contract that prices it."""
+customer prices, usage outside the service of the contracts pricing it, usage sent with a
+contract_id naming no contract that prices it, and usage in periods that no contract bills it
+for (between two contracts, or after terms amended away from its metric)."""
 
 from __future__ import annotations
 
@@ -145,4 +146,31 @@ def test_usage_sent_with_a_contract_id_naming_no_contract_that_prices_it_is_name
     assert outcomes["ct_b"]["misattributed_usage"] == note
     assert "api_calls sent with contract_id ct_old" in billcycle(
         db, "batch", "show", "nov").stdout
+    billcycle(db, "batch", "verify", "nov")
+
+
+def test_usage_in_periods_whose_terms_no_longer_price_it_is_named(
+    db: str, tmp_path: Path
+) -> None:
+    # ct_a prices api_calls until an amendment effective 2026-10-15 drops it. October's usage
+    # is priced with the terms at the month's end (contract.md), so none of it is billed:
+    # neither the 5th's, before the amendment, nor the 20th's, after it. The note spans the
+    # buckets the usage reaches within those periods.
+    ingest(db, tmp_path, "book.jsonl",
+           contract("ct_a", PLATFORM, API),
+           {"type": "contract.amended", "id": "m-drop-api", "occurred_at": "2026-10-10T00:00:00Z",
+            "contract_id": "ct_a", "effective_date": "2026-10-15", "components": [PLATFORM]},
+           usage("u-1", "cus_ct_a", "api_calls", "3000", "2026-10-05T10:00:00Z"),
+           usage("u-2", "cus_ct_a", "api_calls", "2000", "2026-10-20T10:00:00Z"))
+
+    run = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    note = ("usage of cus_ct_a in periods that no contract of theirs bills it for is not "
+            "billed: api_calls from 2026-10-05 10:00 to 2026-10-20 10:15 UTC (2 events; the "
+            "terms of ct_a at the end of those periods do not price it)")
+    assert run["warnings"] == [f"{note}; `billcycle batch show nov` names each contract"]
+    [invoice] = billcycle_json(db, "invoices", "--contract", "ct_a")
+    assert [ln["kind"] for ln in invoice["lines"] if "usage" in ln["kind"]] == []
+    [outcome] = billcycle_json(db, "batch", "show", "nov")["contracts"]
+    assert outcome["usage_in_unbilled_windows"] == note
+    assert "do not price it" in billcycle(db, "batch", "show", "nov").stdout
     billcycle(db, "batch", "verify", "nov")

@@ -1,6 +1,6 @@
 """Usage no contract bills: summed per customer and metric, noted per contract (unpriced,
-outside the service of the contracts pricing it, or sent with a contract_id naming no contract
-that prices it), and said by a run."""
+outside the service of the contracts pricing it, in periods between them that none bills it
+for, or sent with a contract_id naming no contract that prices it), and said by a run."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.billing import usage_windows
 from domain.billing_run import ContractOutcome, Outcome
+from domain.terms import PerUnit
 from domain.unbilled_usage import (
     MeteredUsage,
+    UnbilledWindow,
     UsageWithoutContract,
     metered_usage,
     misattributed_usage,
     notes_warning,
+    unbilled_windows,
     unpriced_usage,
+    usage_in_unbilled_windows,
     usage_outside_service,
     usage_without_contract,
     usage_without_contract_warning,
@@ -185,6 +190,74 @@ def test_usage_sent_with_the_contract_id_of_a_contract_pricing_it_is_not_named()
     api.amend(date(2026, 11, 1), (subscription("5.00"),), None, None, "m-amend")
     assert misattributed_usage(
         api, [], {"api_calls": MeteredUsage(5, at(2), at(30), {"ct_1": 5})}) is None
+
+
+def utc(month: int, day: int, year: int = 2026) -> datetime:
+    return datetime(year, month, day, tzinfo=UTC)
+
+
+def test_a_contracts_usage_windows_leave_out_periods_whose_terms_at_their_end_do_not_price_it(
+) -> None:
+    api = contract(usage("api_calls"), start=date(2026, 7, 1), timezone="Europe/Paris")
+    api.amend(date(2026, 9, 15), (subscription("5.00"),), None, None, "m-drop")
+    api.amend(date(2026, 11, 1), (usage("api_calls"),), None, None, "m-again")
+    # July and August priced it; September is priced with the terms of its end, which do
+    # not; October neither; November again. Windows run from local midnight (Paris, UTC+2
+    # in summer, +1 from the end of October).
+    assert usage_windows(api, "api_calls", date(2026, 11, 20)) == [
+        (datetime(2026, 6, 30, 22, tzinfo=UTC), datetime(2026, 8, 31, 22, tzinfo=UTC)),
+        (datetime(2026, 10, 31, 23, tzinfo=UTC), datetime(2026, 11, 30, 23, tzinfo=UTC)),
+    ]
+    assert usage_windows(api, "storage_gb", date(2026, 11, 20)) == []
+
+
+def test_no_window_is_read_for_a_contract_pricing_the_same_metrics_all_along() -> None:
+    api = contract(usage("api_calls"), start=date(2026, 7, 1))
+    api.amend(date(2026, 9, 15), (usage("api_calls", PerUnit(Decimal("0.02"))),), None, None,
+              "m-price")
+    assert unbilled_windows([api], {"api_calls": metered(9, utc(7, 3), utc(10, 2))}) == []
+
+
+def test_usage_in_periods_after_terms_amended_away_from_its_metric_is_to_be_read() -> None:
+    api = contract(subscription("10.00"), usage("api_calls"), start=date(2026, 7, 1))
+    api.amend(date(2026, 9, 15), (subscription("10.00"),), None, None, "m-drop")
+    # September is priced with the terms at its end: its usage before the 15th too is unbilled.
+    assert unbilled_windows([api], {"api_calls": metered(9, utc(7, 3), utc(10, 2))}) == [
+        UnbilledWindow("cus_1", "api_calls", "", utc(9, 1), utc(10, 2, ) + timedelta(minutes=15),
+                       "the terms of ct_1 at the end of those periods do not price it"),
+    ]
+    # Usage that ends with August lies in no such window.
+    assert unbilled_windows([api], {"api_calls": metered(9, utc(7, 3), utc(8, 31))}) == []
+
+
+def test_usage_between_two_contracts_pricing_its_metric_is_to_be_read() -> None:
+    ended = contract(usage("api_calls"), start=date(2026, 6, 1), end=date(2026, 8, 1))
+    renewal = contract(usage("api_calls"), start=date(2026, 9, 1), contract_id="ct_2")
+    usage_of = {"api_calls": MeteredUsage(9, utc(6, 3), utc(9, 20), {"ct_2": 2})}
+    assert unbilled_windows([ended, renewal], usage_of) == [
+        UnbilledWindow("cus_1", "api_calls", "", utc(8, 1), utc(9, 1),
+                       "no contract of cus_1 serves then"),
+        # Usage sent with ct_2's id is ct_2's alone: before its start, ct_1 does not read it.
+        UnbilledWindow("cus_1", "api_calls", "ct_2", utc(6, 3), utc(8, 1),
+                       "ct_2 does not serve then (ct_1 does)"),
+        UnbilledWindow("cus_1", "api_calls", "ct_2", utc(8, 1), utc(9, 1),
+                       "no contract of cus_1 serves then"),
+    ]
+
+
+def test_the_note_names_the_windows_where_events_were_found() -> None:
+    api = contract(usage("api_calls"))
+    window = UnbilledWindow("cus_1", "api_calls", "", utc(8, 1), utc(9, 1),
+                            "no contract of cus_1 serves then")
+    tagged = UnbilledWindow("cus_1", "api_calls", "ct_2", utc(6, 3), utc(8, 1),
+                            "ct_2 does not serve then (ct_1 does)")
+    usage_of = {"api_calls": MeteredUsage(9, utc(6, 3), utc(9, 20), {"ct_2": 2},
+                                          ((window, 3), (tagged, 0)))}
+    assert usage_in_unbilled_windows(api, [], usage_of) == (
+        "usage of cus_1 in periods that no contract of theirs bills it for is not billed: "
+        "api_calls from 2026-08-01 00:00 to 2026-09-01 00:00 UTC (3 events; no contract of "
+        "cus_1 serves then)")
+    assert usage_in_unbilled_windows(api, [], {"api_calls": metered(9)}) is None
 
 
 def test_every_outcome_note_has_its_rule_in_the_order_a_run_warns_of_them() -> None:
