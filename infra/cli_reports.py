@@ -146,11 +146,15 @@ def _projections(app: BillingApplication, names: Sequence[str],
     from projections.runner import Projections, UnknownProjection
 
     try:
-        return Projections(app, names, policy=_policy(),
-                           page_size=getattr(args, "page_size", 5000),
-                           on_page=_progress(args) if args is not None else None)
+        projections = Projections(app, names, policy=_policy(),
+                                  page_size=getattr(args, "page_size", 5000),
+                                  on_page=_progress(args) if args is not None else None)
     except UnknownProjection as exc:
         raise _error(str(exc)) from exc
+    for name, why in projections.rebuilt().items():
+        print(f"billcycle: view {name} was made by another version of billcycle ({why}): "
+              "dropped, and built again from the log", file=sys.stderr)
+    return projections
 
 
 def _caught_up(app: BillingApplication, *names: str) -> Projections:

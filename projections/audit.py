@@ -2,9 +2,10 @@
 
 Follows the billing runs (BillingRun.*), the invoices they issued and the contract terms
 (Contract.Created and Contract.Amended). Per batch: the input manifest of each attempt (log
-position, usage watermarks, input positions), each contract's outcome and reason in each
-attempt, invoices and totals, and timings. Per invoice line: the usage it priced (metric,
-quantity, events, usage revision) and the contract and terms version that priced it.
+position, usage watermarks, input positions), each contract's outcome, reason and notes on
+unbilled usage in each attempt, invoices and totals, and timings. Per invoice line: the usage
+it priced (metric, quantity, events, usage revision) and the contract and terms version that
+priced it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from domain.billing_run import BillingRun, billing_run_id
+from domain.billing_run import USAGE_NOTES, BillingRun, billing_run_id
 from domain.contract import Contract
 from domain.invoice import Invoice
 from domain.money import format_money
@@ -51,7 +52,8 @@ OUTCOMES_TABLE = Table(
     "audit_outcomes",
     (("batch_id", "TEXT"), ("contract_id", "TEXT"), ("attempt", "INTEGER"),
      ("outcome", "TEXT"), ("reason", "TEXT"), ("number", "TEXT"), ("total", "TEXT"),
-     ("currency", "TEXT"), ("next_due", "TEXT"), ("position", "BIGINT")),
+     ("currency", "TEXT"), ("next_due", "TEXT"), ("usage_notes", "TEXT"),
+     ("position", "BIGINT")),
     key=("batch_id", "contract_id", "attempt"),
 )
 INVOICES = Table(
@@ -185,7 +187,7 @@ class AuditProjection(ViewProjection):
                     changes.put(OUTCOMES_TABLE, (
                         b.batch_id, o["contract_id"], b.attempts, o["outcome"], o.get("reason"),
                         o.get("number"), o.get("total"), o.get("currency"), o.get("next_due"),
-                        position), new=(b.batch_id, b.attempts) in begun)
+                        _usage_notes(o), position), new=(b.batch_id, b.attempts) in begun)
             elif isinstance(event, FINISHED):
                 b.finished_at, b.counts = event.finished_at.isoformat(), event.counts
                 key = (b.batch_id, b.attempts)
@@ -342,3 +344,10 @@ def batches(select: Select) -> list[dict[str, Any]]:
          "counts": json.loads(counts)}
         for b, cycle, started, finished, attempts, invoices, totals, counts in rows
     ]
+
+
+def _usage_notes(outcome: dict[str, Any]) -> str | None:
+    """The outcome's notes on its customer's unbilled usage (USAGE_NOTES), as a JSON object
+    by note; None when it has none."""
+    notes = {note: outcome[note] for note in USAGE_NOTES if outcome.get(note)}
+    return _json(notes) if notes else None

@@ -173,6 +173,9 @@ class View(TrackingRecorder, ABC):
     tables: tuple[Table, ...]
     application_name: str  # the application whose log the view follows
     catalog: str  # a query of the names of the database's tables and indexes
+    # Why the view was dropped when opened, to be built again (see `drift`); None: it was not.
+    drifted: str | None = None
+    columns_catalog: str  # a query of (table, column) of the database's tables
     # Whether write() may run in a thread of its own while the runner computes the next
     # view's rows (a server database with a connection pool; not SQLite's connections).
     background_writes: bool = False
@@ -212,6 +215,9 @@ class View(TrackingRecorder, ABC):
         tracking row or table type, or on SQLite a database changed since the transaction
         began), and another look finds everything in place.
         """
+        self.drifted = self.drift()
+        if self.drifted:  # made by another version: built again from the log, from empty
+            self.drop()
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             if self._complete():
                 return  # the usual case, and no write: nothing to collide with
@@ -222,6 +228,32 @@ class View(TrackingRecorder, ABC):
                 if attempt == CREATE_ATTEMPTS:
                     raise
                 time.sleep(0.05 * attempt)
+
+    def drift(self) -> str | None:
+        """How the view's tables in the database differ from the ones this version of
+        billcycle writes (columns added or removed since they were made), or None.
+
+        A view is a projection of the log, so a view made by another version is not
+        migrated: `create_tables()` drops it, and the next catch-up builds it again from the
+        first event (saying so: `drifted`).
+        """
+        found: dict[str, set[str]] = {}
+        try:
+            for table, column in self.select(self.columns_catalog):
+                found.setdefault(table, set()).add(column)
+        except (OperationalError, ProgrammingError):
+            return None  # nothing to compare yet
+        for table in self.tables:
+            have, want = found.get(table.name), set(table.column_names)
+            if have is None or have == want:
+                continue
+            parts = []
+            if want - have:
+                parts.append(f"without {', '.join(sorted(want - have))}")
+            if have - want:
+                parts.append(f"with {', '.join(sorted(have - want))} no longer written")
+            return f"its table {table.name} was made {' and '.join(parts)}"
+        return None
 
     def _complete(self) -> bool:
         """Whether every table, index and the tracking row are there already."""

@@ -33,6 +33,12 @@ class PostgresView(PostgresTrackingRecorder, View):
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         " UNION SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
     )
+    columns_catalog = (
+        "SELECT c.relname, a.attname FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid"
+        " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+        " AND a.attnum > 0 AND NOT a.attisdropped"
+    )
 
     def __init__(
         self, datastore: PostgresDatastore, name: str, tables: tuple[Table, ...],

@@ -252,6 +252,11 @@ class Projections:
     def view(self, name: str) -> View:
         return self.views[name].view
 
+    def rebuilt(self) -> dict[str, str]:
+        """The views dropped when opened, as made by another version of billcycle, and how
+        they differed: the next catch-up builds them from the first event."""
+        return {name: p.view.drifted for name, p in self.views.items() if p.view.drifted}
+
     def catch_up(self) -> dict[str, int]:
         """Bring every chosen projection to the current end of the log: events processed."""
         if self.parallel:  # how far behind is asked only where the answer can matter

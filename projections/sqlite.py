@@ -16,6 +16,10 @@ class SQLiteView(SQLiteTrackingRecorder, View):
     """A view in the SQLite database of the event store; tracking in `<name>_tracking`."""
 
     catalog = "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+    columns_catalog = (
+        "SELECT m.name, c.name FROM sqlite_master m, pragma_table_info(m.name) c"
+        " WHERE m.type = 'table'"
+    )
 
     def __init__(
         self, datastore: SQLiteDatastore, name: str, tables: tuple[Table, ...],

@@ -6,8 +6,12 @@ for (between two contracts, or after terms amended away from its metric)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from domain.application import BillingApplication
+from infra.store.url import store_env
+from projections.runner import Projections
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import API, PLATFORM, STORAGE, contract, usage
 
@@ -174,3 +178,12 @@ def test_usage_in_periods_whose_terms_no_longer_price_it_is_named(
     assert outcome["usage_in_unbilled_windows"] == note
     assert "do not price it" in billcycle(db, "batch", "show", "nov").stdout
     billcycle(db, "batch", "verify", "nov")
+    # The audit view keeps the note with the outcome, for whoever reads the batch there.
+    billcycle(db, "project", "--projection", "audit")
+    app = BillingApplication(env=store_env(db))
+    try:
+        [(notes,)] = Projections(app, ["audit"]).view("audit").select(
+            "SELECT usage_notes FROM audit_outcomes WHERE contract_id = 'ct_a'")
+    finally:
+        app.close()
+    assert json.loads(notes) == {"usage_in_unbilled_windows": note}
