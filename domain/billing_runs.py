@@ -44,9 +44,8 @@ from domain.billing_run import (
 from domain.contract import Contract
 from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers
 from domain.invoice_lines import subtotals
+from domain.meter_reads import MeterReads, StoreUsage
 from domain.money import format_money
-from domain.ports import BillingStore
-from domain.terms import UsageComponent
 from domain.transcoding import JSONRecords
 from domain.unbilled_usage import (
     MeteredUsage,
@@ -59,7 +58,7 @@ from domain.unbilled_usage import (
     usage_outside_service,
     usage_without_contract_warning,
 )
-from domain.usage import MeterReading, MeterRequest
+from domain.usage import MeterRequest
 
 CHUNK_SIZE = 200
 MAX_CHUNK_ATTEMPTS = 100
@@ -147,107 +146,6 @@ class RunReport:
 
 def new_batch_id(cycle_date: date) -> str:
     return f"B-{cycle_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
-
-
-class MeterReads:
-    """The meter reads of a chunk of contracts, fetched together in one round trip.
-
-    A chunk is decided twice: first while planning, when every read is noted and answered with
-    an empty reading, then after one `read_meters` has fetched them all. Billing is pure, so
-    the second pass asks for the same reads; anything it asks that was not planned (late
-    usage found only now) is read on its own.
-    """
-
-    def __init__(self, store: BillingStore) -> None:
-        # Usage recorded before the chunk is decided is in its reads, wherever the store
-        # keeps it until then: no invoice is priced from a meter that lags the log.
-        store.update_meters()
-        self.store = store
-        self.planning = True
-        self.wanted: dict[MeterRequest, None] = {}
-        self.readings: dict[MeterRequest, MeterReading] = {}
-        self.changes: dict[tuple[str, str, tuple[str, ...], int, datetime], list[datetime]] = {}
-
-    def read(self, request: MeterRequest) -> MeterReading:
-        found = self.readings.get(request)
-        if found is not None:
-            return found
-        if self.planning:
-            self.wanted[request] = None
-            return MeterReading()
-        return self.store.read_meter(
-            request.customer_id, request.metric, request.contract_tags, request.start,
-            request.end, request.unique_property)
-
-    def changed(
-        self, customer_id: str, metric: str, tags: tuple[str, ...], revision: int,
-        before: datetime,
-    ) -> list[datetime]:
-        key = (customer_id, metric, tags, revision, before)
-        if key not in self.changes:
-            self.changes[key] = self.store.changed_buckets(
-                customer_id, metric, tags, revision, before)
-        return self.changes[key]
-
-    def fetch(self) -> None:
-        """Read everything planned, and answer from it from now on."""
-        wanted = list(self.wanted)
-        self.readings.update(zip(wanted, self.store.read_meters(wanted), strict=True))
-        self.planning = False
-
-
-class StoreUsage:
-    """The usage one contract prices, read from the running meters."""
-
-    def __init__(
-        self,
-        store: BillingStore,
-        contract: Contract,
-        siblings: Sequence[Contract],
-        reads: MeterReads | None = None,
-    ) -> None:
-        self.contract = contract
-        self.siblings = siblings
-        self.reads = reads or MeterReads(store)
-        if reads is None:
-            self.reads.planning = False  # on its own: read each meter when asked
-
-    def _rivals(self, metric: str) -> list[str]:
-        """Other contracts of the customer pricing the same metric: untagged usage is theirs too."""
-        return sorted(
-            s.contract_id for s in self.siblings
-            if s.contract_id != self.contract.contract_id
-            and any(
-                isinstance(c, UsageComponent) and c.metric == metric
-                for v in s.versions for c in v.components
-            )
-        )
-
-    def _tags(self, metric: str) -> tuple[str, ...]:
-        return (self.contract.contract_id,) if self._rivals(metric) else (
-            self.contract.contract_id, "")
-
-    def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
-        c = self.contract
-        rivals = self._rivals(component.metric)
-        if rivals:
-            untagged = self.reads.read(
-                MeterRequest(c.customer_id, component.metric, ("",), start, end, None))
-            if untagged.event_count:
-                raise UsageNotBillable(
-                    f"{untagged.event_count} usage events of {component.metric} for customer "
-                    f"{c.customer_id} carry no contract_id, and contracts "
-                    f"{', '.join([c.contract_id, *rivals])} all price {component.metric}; "
-                    "producers must send contract_id for this customer's usage"
-                )
-        return self.reads.read(MeterRequest(
-            c.customer_id, component.metric, self._tags(component.metric), start, end,
-            component.unique_property,
-        ))
-
-    def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
-        return self.reads.changed(
-            self.contract.customer_id, metric, self._tags(metric), revision, before)
 
 
 def decide(

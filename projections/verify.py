@@ -34,11 +34,12 @@ from domain.billing import (
     InvoiceDue,
 )
 from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
-from domain.billing_runs import StoreUsage, decide
+from domain.billing_runs import decide
 from domain.contract import Contract
 from domain.inbox import UsageWatermarks
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
+from domain.meter_reads import StoreUsage
 from domain.unbilled_usage import MeteredUsage, UsageWithoutContract
 from domain.usage import (
     LEGACY_USAGE_EVENT_TOPIC,

@@ -16,8 +16,8 @@ import pytest
 
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
-from domain.billing_runs import MeterReads
 from domain.commands import Origin
+from domain.meter_reads import MeterReads
 from domain.usage import MeterReading, MeterRequest
 from infra.store.postgres import FOLD_BATCHES
 from infra.store.url import store_env
