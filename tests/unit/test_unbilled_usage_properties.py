@@ -1,4 +1,4 @@
-"""Every usage event of a priced metric is billed or named: the windows a contract bills
+"""Every usage event of a priced metric is billed (or held) or named: the windows a contract bills
 (`usage_windows`) are the ones billing prices, and what lies between them is found by
 `unbilled_windows`, whatever the frequency, timezone, end and amendments."""
 
@@ -91,3 +91,52 @@ def test_every_event_is_billed_named_in_a_window_or_outside_the_service(
         assert [inside(t, billed), inside(t, unbilled), outside].count(True) == 1, t
         event("billed" if inside(t, billed) else "named" if inside(t, unbilled) else "outside")
     assert all(e - s >= BUCKET for s, e in unbilled)
+
+
+@st.composite
+def renewals(draw: st.DrawFn) -> tuple[Contract, Contract]:
+    """Two contracts of one customer pricing the metric, one after the other, with or without
+    a gap, each maybe amended away from it."""
+    first_start = draw(st.dates(date(2026, 1, 1), date(2026, 3, 31)))
+    first_end = draw(st.dates(first_start + timedelta(days=1), date(2026, 8, 31)))
+    second_start = draw(st.dates(first_end, date(2026, 9, 30)))
+    pair = []
+    for n, (start, end) in enumerate([(first_start, first_end), (second_start, None)], 1):
+        c = contract(PLATFORM, API, start=start, end=end, contract_id=f"ct_{n}",
+                     timezone=draw(st.sampled_from(["UTC", "Asia/Kathmandu"])))
+        last = (end or date(2027, 1, 31)) - timedelta(days=1)
+        if draw(st.booleans()) and start < last:
+            c.amend(draw(st.dates(start, last)), (PLATFORM,), None, None, f"m-drop-{n}")
+        pair.append(c)
+    return pair[0], pair[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(renewals(), st.lists(st.tuples(instants, st.sampled_from(["", "ct_1", "ct_2"])),
+                            min_size=1, max_size=12))
+def test_every_event_of_two_contracts_is_read_named_or_outside_both_services(
+    pair: tuple[Contract, Contract], sent: list[tuple[datetime, str]]
+) -> None:
+    buckets = [bucket_start(t) for t, _ in sent]
+    tagged: dict[str, int] = {}
+    for _, tag in sent:
+        if tag:
+            tagged[tag] = tagged.get(tag, 0) + 1
+    metered = {"api_calls": MeteredUsage(len(sent), min(buckets), max(buckets), tagged)}
+    found = unbilled_windows(list(pair), metered)
+    read = {c.contract_id: usage_windows(c, "api_calls", LAST_DAY) for c in pair}
+    read[""] = read["ct_1"] + read["ct_2"]  # untagged: either's (held where both price it)
+    # Outside the span of the contracts pricing the metric: `usage_outside_service`'s to name.
+    pricing = [c for c in pair if any(API in v.components for v in c.versions)]
+    if not pricing:
+        return
+    span_starts = min(local_midnight(c.start_date, c.timezone) for c in pricing)
+    ends = [c.end_date and local_midnight(c.end_date, c.timezone) for c in pricing]
+    span_ends = None if None in ends else max(e for e in ends if e is not None)
+    for t, tag in sent:
+        if tag and tag not in {c.contract_id for c in pricing}:
+            continue  # a contract pricing none of it: `misattributed_usage`'s to name
+        named = inside(t, [(w.starts, w.ends) for w in found if w.tag == tag])
+        outside = t < span_starts or (span_ends is not None and t >= span_ends)
+        assert [inside(t, read[tag]), named, outside].count(True) == 1, (t, tag)
+        event("read" if inside(t, read[tag]) else "named" if named else "outside")
