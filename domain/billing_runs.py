@@ -459,7 +459,8 @@ class BillingRuns:
         if not windows:
             return metered
         readings = self.app.store.read_meters([
-            MeterRequest(w.customer_id, w.metric, (w.tag,), w.starts, w.ends, None)
+            MeterRequest(w.customer_id, w.metric, (w.tag,) if w.tag is not None else (
+                "", *sorted(metered[w.customer_id][w.metric].tagged)), w.starts, w.ends, None)
             for w in windows])
         found: dict[tuple[str, str], list[tuple[UnbilledWindow, int]]] = {}
         for window, reading in zip(windows, readings, strict=True):

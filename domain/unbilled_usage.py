@@ -103,11 +103,13 @@ class UnbilledWindow:
     none) is billed by no contract of the customer, though some contract of theirs prices the
     metric before and after: between two contracts' services, in periods whose terms at their
     end do not price it (amended away, or not yet amended in), or outside the service of the
-    contract the tag names. `why` says which."""
+    contract the tag names. `why` says which. The spans before and after the service of
+    every contract pricing the metric (`usage_outside_service`'s to name) are windows too,
+    read for all of the metric's usage (`tag` None), so that its note can count them."""
 
     customer_id: str
     metric: str
-    tag: str
+    tag: str | None  # None: every tag, for the spans outside the service (read for counting)
     starts: datetime
     ends: datetime
     why: str
@@ -168,39 +170,71 @@ class _Service(NamedTuple):
                    None if end is None else local_midnight(end, contract.timezone))
 
 
+class _Outside(NamedTuple):
+    """Where a metric's usage lies outside the service of every contract pricing it: before
+    the earliest start (`before`), or from the latest end; `contract` is that start's or end's."""
+
+    before: bool
+    starts: datetime
+    ends: datetime
+    contract: Contract
+
+
+def _outside_service(services: Sequence[_Service], metered: MeteredUsage,
+                     metric: str) -> list[_Outside]:
+    pricing = [s for s in services if metric in s.metrics]
+    if not pricing:
+        return []  # unpriced: `unpriced_usage` names it
+    found = []
+    first = min(pricing, key=attrgetter("starts"))
+    if metered.first_bucket < first.starts:
+        found.append(_Outside(True, metered.first_bucket, first.starts, first.contract))
+    ends = [s for s in pricing if s.ends is not None]
+    if len(ends) == len(pricing):  # no contract pricing it is without an end
+        last = max(ends, key=attrgetter("ends"))
+        if last.ends is not None and metered.last_bucket >= last.ends:
+            found.append(_Outside(False, last.ends, metered.last_bucket + BUCKET, last.contract))
+    return found
+
+
+def _inside_service(contracts: Sequence[Contract], usage: Mapping[str, MeteredUsage]) -> bool:
+    """The common case, decided at once: one contract without an end, no usage before it."""
+    if len(contracts) > 1 or contracts[0].end_date is not None:
+        return False
+    starts = local_midnight(contracts[0].start_date, contracts[0].timezone)
+    return all(u.first_bucket >= starts for u in usage.values())
+
+
 def usage_outside_service(contract: Contract, siblings: Sequence[Contract],
                           usage: Mapping[str, MeteredUsage]) -> str | None:
     """The note on a contract's outcome naming its customer's usage of a priced metric that
     lies before the earliest start, or from the latest end, of the contracts pricing that
-    metric: no period of theirs holds it, so no run bills it. None when there is none.
+    metric: no period of theirs holds it, so no run bills it. None when there is none. With
+    the events found there when the run has read them (`unbilled_windows`, every tag).
 
     Periods start at local midnight of `start_date` and the last ends at local midnight of
     `end_date` (contract.md, Periods and Termination); meter buckets are 15 minutes, and every
     timezone's offset today is a whole number of quarter hours, so a midnight is a bucket's
     edge.
     """
-    if not siblings and contract.end_date is None:  # the common case, decided at once
-        starts = local_midnight(contract.start_date, contract.timezone)
-        if all(u.first_bucket >= starts for u in usage.values()):
-            return None
-    services = [_Service.of(c) for c in (contract, *siblings)]
+    contracts = [contract, *siblings]
+    if _inside_service(contracts, usage):
+        return None
+    services = [_Service.of(c) for c in contracts]
     found = []
     for metric, metered in sorted(usage.items()):
-        pricing = [s for s in services if metric in s.metrics]
-        if not pricing:
-            continue  # unpriced: `unpriced_usage` names it
-        first = min(pricing, key=attrgetter("starts"))
-        if metered.first_bucket < first.starts:
-            found.append(f"{metric} from {metered.first_bucket:%Y-%m-%d %H:%M} UTC, before "
-                         f"service starts on {first.contract.start_date} "
-                         f"({first.contract.contract_id})")
-        if any(s.ends is None for s in pricing):
-            continue  # a contract pricing it has no end
-        last = max(pricing, key=attrgetter("ends"))
-        if last.ends is not None and metered.last_bucket >= last.ends:
-            until = metered.last_bucket + BUCKET
-            found.append(f"{metric} until {until:%Y-%m-%d %H:%M} UTC, after service ended on "
-                         f"{last.contract.end_date} ({last.contract.contract_id})")
+        read = {(w.starts, w.ends): n for w, n in metered.in_unbilled_windows if w.tag is None}
+        for o in _outside_service(services, metered, metric):
+            events = read.get((o.starts, o.ends))
+            counted = "" if events is None else f" ({_plural(events, 'event')})"
+            if o.before:
+                found.append(f"{metric} from {o.starts:%Y-%m-%d %H:%M} UTC{counted}, before "
+                             f"service starts on {o.contract.start_date} "
+                             f"({o.contract.contract_id})")
+            else:
+                found.append(f"{metric} until {o.ends:%Y-%m-%d %H:%M} UTC{counted}, after "
+                             f"service ended on {o.contract.end_date} "
+                             f"({o.contract.contract_id})")
     if not found:
         return None
     return (f"usage of {contract.customer_id} outside the service of the contracts pricing it "
@@ -238,15 +272,21 @@ def unbilled_windows(contracts: Sequence[Contract],
     A tag naming no contract pricing the metric is `misattributed_usage`'s to name. Only the
     span the metered usage reaches is looked at, so most customers ask for no read at all.
     """
-    if len(contracts) == 1 and len({_usage_metrics(v) for v in contracts[0].versions}) == 1:
+    alike = len(contracts) == 1 and len({_usage_metrics(v) for v in contracts[0].versions}) == 1
+    if alike and _inside_service(contracts, usage):
         return []  # the common case: one contract pricing the same metrics all along
     found: list[UnbilledWindow] = []
     services = [_Service.of(c) for c in contracts]
+    customer_id = contracts[0].customer_id
     # Where a contract's service starts or ends, so that each window has one reason.
     edges = sorted({s.starts for s in services} | {s.ends for s in services if s.ends})
     for metric, metered in sorted(usage.items()):
+        for o in _outside_service(services, metered, metric):
+            found.append(UnbilledWindow(customer_id, metric, None, o.starts, o.ends, (
+                f"before service starts on {o.contract.start_date}" if o.before
+                else f"after service ended on {o.contract.end_date}")))
         pricing = [s for s in services if metric in s.metrics]
-        if not pricing:
+        if not pricing or alike:
             continue
         if len(pricing) == 1 and all(  # one contract pricing it all along: nothing to find
                 metric in _usage_metrics(v) for v in pricing[0].contract.versions):
@@ -267,9 +307,8 @@ def unbilled_windows(contracts: Sequence[Contract],
             for hole in _without((starts, ends), _joined(covered)):
                 for hole_starts, hole_ends in _split(hole, edges):
                     found.append(UnbilledWindow(
-                        contracts[0].customer_id, metric, tag, hole_starts, hole_ends,
-                        _why_unbilled(tag, _serving(services, hole_starts),
-                                      contracts[0].customer_id)))
+                        customer_id, metric, tag, hole_starts, hole_ends,
+                        _why_unbilled(tag, _serving(services, hole_starts), customer_id)))
     return found
 
 
@@ -319,7 +358,7 @@ def usage_in_unbilled_windows(contract: Contract, siblings: Sequence[Contract],
         f"({_plural(events, 'event')}"
         + (f" sent with contract_id {w.tag}" if w.tag else "") + f"; {w.why})"
         for _, metered in sorted(usage.items())
-        for w, events in metered.in_unbilled_windows if events
+        for w, events in metered.in_unbilled_windows if events and w.tag is not None
     ]
     if not found:
         return None

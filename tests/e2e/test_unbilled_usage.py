@@ -102,8 +102,9 @@ def test_usage_outside_the_service_of_the_contracts_pricing_it_is_named(
 
     run = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
     note = ("usage of cus_ct_a outside the service of the contracts pricing it is not billed: "
-            "api_calls from 2026-09-29 10:00 UTC, before service starts on 2026-10-01 (ct_a); "
-            "api_calls until 2026-10-25 10:15 UTC, after service ended on 2026-10-20 (ct_a)")
+            "api_calls from 2026-09-29 10:00 UTC (1 event), before service starts on "
+            "2026-10-01 (ct_a); api_calls until 2026-10-25 10:15 UTC (1 event), after service "
+            "ended on 2026-10-20 (ct_a)")
     assert run["warnings"] == [f"{note}; `billcycle batch show nov` names each contract"]
     # Only the usage within the service is billed: 3,000, of which 1,000 free.
     [invoice] = billcycle_json(db, "invoices", "--contract", "ct_a")

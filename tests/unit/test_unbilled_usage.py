@@ -245,6 +245,25 @@ def test_usage_between_two_contracts_pricing_its_metric_is_to_be_read() -> None:
     ]
 
 
+def test_usage_outside_the_service_is_read_for_every_tag_and_counted_in_its_note() -> None:
+    ended = contract(usage("api_calls"), start=date(2026, 10, 1), end=date(2026, 10, 20))
+    usage_of = {"api_calls": MeteredUsage(9, at(1) - timedelta(days=2), at(25), {"ct_9": 1})}
+    before = UnbilledWindow("cus_1", "api_calls", None, at(1) - timedelta(days=2), at(1),
+                            "before service starts on 2026-10-01")
+    after = UnbilledWindow("cus_1", "api_calls", None, at(20), at(25) + timedelta(minutes=15),
+                           "after service ended on 2026-10-20")
+    assert unbilled_windows([ended], usage_of) == [before, after]
+    # What the run read there (every tag: None) is counted; the windows' note leaves it out.
+    read = {"api_calls": MeteredUsage(9, at(1) - timedelta(days=2), at(25), {"ct_9": 1},
+                                      ((before, 2), (after, 1)))}
+    assert usage_outside_service(ended, [], read) == (
+        "usage of cus_1 outside the service of the contracts pricing it is not billed: "
+        "api_calls from 2026-09-29 00:00 UTC (2 events), before service starts on 2026-10-01 "
+        "(ct_1); api_calls until 2026-10-25 00:15 UTC (1 event), after service ended on "
+        "2026-10-20 (ct_1)")
+    assert usage_in_unbilled_windows(ended, [], read) is None
+
+
 def test_the_note_names_the_windows_where_events_were_found() -> None:
     api = contract(usage("api_calls"))
     window = UnbilledWindow("cus_1", "api_calls", "", utc(8, 1), utc(9, 1),

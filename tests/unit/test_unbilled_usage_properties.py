@@ -80,15 +80,18 @@ def test_every_event_is_billed_named_in_a_window_or_outside_the_service(
         return  # no version prices the metric: `unpriced_usage` names all of it
     buckets = [bucket_start(t) for t in when]
     metered = {"api_calls": MeteredUsage(len(when), min(buckets), max(buckets))}
-    unbilled = [(w.starts, w.ends) for w in unbilled_windows([c], metered)]
+    found = unbilled_windows([c], metered)
+    unbilled = [(w.starts, w.ends) for w in found if w.tag == ""]
+    counted_outside = [(w.starts, w.ends) for w in found if w.tag is None]
     billed = usage_windows(c, "api_calls", LAST_DAY)
     starts = local_midnight(c.start_date, c.timezone)
     ends = None if c.end_date is None else local_midnight(c.end_date, c.timezone)
     for t in when:
         outside = t < starts or (ends is not None and t >= ends)
         # Exactly one holds: billed, in a window a run reads and names, or outside the
-        # service (named by `usage_outside_service` from the first or last bucket).
+        # service (named by `usage_outside_service`, and counted in its windows).
         assert [inside(t, billed), inside(t, unbilled), outside].count(True) == 1, t
+        assert inside(t, counted_outside) == outside, t
         event("billed" if inside(t, billed) else "named" if inside(t, unbilled) else "outside")
     assert all(e - s >= BUCKET for s, e in unbilled)
 
@@ -139,4 +142,5 @@ def test_every_event_of_two_contracts_is_read_named_or_outside_both_services(
         named = inside(t, [(w.starts, w.ends) for w in found if w.tag == tag])
         outside = t < span_starts or (span_ends is not None and t >= span_ends)
         assert [inside(t, read[tag]), named, outside].count(True) == 1, (t, tag)
+        assert inside(t, [(w.starts, w.ends) for w in found if w.tag is None]) == outside
         event("read" if inside(t, read[tag]) else "named" if named else "outside")
