@@ -423,7 +423,7 @@ def _incomplete(draft: _Draft, metric: str, end_at: datetime) -> str | None:
 
 def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
     contract, cycle_date = draft.contract, draft.ctx.cycle_date
-    if not any(isinstance(c, UsageComponent) for v in contract.versions for c in v.components):
+    if not contract.usage_metrics():
         return  # no usage priced, ever: nothing to read or bill (a third of a typical book)
     tz = contract.timezone
     late_periods = _periods_with_late_usage(draft, usage)
@@ -458,8 +458,7 @@ def _periods_with_late_usage(draft: _Draft, usage: UsageReader) -> set[date]:
     if not contract.billed.usage:
         return set()
     before = local_midnight(draft.ctx.cycle_date, contract.timezone)
-    metrics = {c.metric for v in contract.versions for c in v.components
-               if isinstance(c, UsageComponent)}
+    metrics = contract.usage_metrics()
     late: set[date] = set()
     for metric in sorted(metrics):
         for bucket in usage.changed_since(metric, contract.billed.usage_revision, before):

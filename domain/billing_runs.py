@@ -57,8 +57,8 @@ from domain.unbilled_usage import (
     usage_in_unbilled_windows,
     usage_outside_service,
     usage_without_contract_warning,
+    window_reads,
 )
-from domain.usage import MeterRequest
 
 CHUNK_SIZE = 200
 MAX_CHUNK_ATTEMPTS = 100
@@ -458,10 +458,7 @@ class BillingRuns:
                 [contract, *siblings.get(contract.contract_id, [])], usage))
         if not windows:
             return metered
-        readings = self.app.store.read_meters([
-            MeterRequest(w.customer_id, w.metric, (w.tag,) if w.tag is not None else (
-                "", *sorted(metered[w.customer_id][w.metric].tagged)), w.starts, w.ends, None)
-            for w in windows])
+        readings = self.app.store.read_meters(window_reads(windows, metered))
         found: dict[tuple[str, str], list[tuple[UnbilledWindow, int]]] = {}
         for window, reading in zip(windows, readings, strict=True):
             found.setdefault((window.customer_id, window.metric), []).append(

@@ -164,6 +164,10 @@ class Contract(Aggregate):
     def _terminated(self, end_date: date, message_id: str) -> None:
         self.end_date = end_date
 
+    def usage_metrics(self) -> frozenset[str]:
+        """The metrics some version of the terms prices usage of."""
+        return frozenset().union(*(v.usage_metrics for v in self.versions))
+
     def complete_milestone(self, milestone: str, completed_on: date, message_id: str) -> None:
         if self.milestone_component(milestone) is None:
             known = sorted({

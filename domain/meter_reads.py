@@ -82,10 +82,7 @@ class StoreUsage:
         return sorted(
             s.contract_id for s in self.siblings
             if s.contract_id != self.contract.contract_id
-            and any(
-                isinstance(c, UsageComponent) and c.metric == metric
-                for v in s.versions for c in v.components
-            )
+            and metric in s.usage_metrics()
         )
 
     def _tags(self, metric: str) -> tuple[str, ...]:

@@ -112,6 +112,11 @@ class TermsVersion:
     def component(self, component_id: str) -> Component | None:
         return next((c for c in self.components if c.id == component_id), None)
 
+    @property
+    def usage_metrics(self) -> frozenset[str]:
+        """The metrics these terms price usage of."""
+        return frozenset(c.metric for c in self.components if isinstance(c, UsageComponent))
+
 
 @dataclass(frozen=True)
 class ContractTerms:

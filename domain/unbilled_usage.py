@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 from domain.billing import usage_windows
 from domain.calendar import local_date, local_midnight
 from domain.contract import Contract
-from domain.terms import TermsVersion, UsageComponent
-from domain.usage import BUCKET
+from domain.usage import BUCKET, MeterRequest
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,9 @@ def metered_usage(
     return found
 
 
-def metrics_priced(contracts: Iterable[Contract]) -> set[str]:
+def metrics_priced(contracts: Iterable[Contract]) -> frozenset[str]:
     """The metrics some version of these contracts prices."""
-    return {c.metric for contract in contracts for version in contract.versions
-            for c in version.components if isinstance(c, UsageComponent)}
+    return frozenset().union(*(c.usage_metrics() for c in contracts))
 
 
 def unpriced_usage(contract: Contract, siblings: Sequence[Contract],
@@ -158,7 +156,7 @@ class _Service(NamedTuple):
     midnight of its end date (None: no end), and the metrics it prices."""
 
     contract: Contract
-    metrics: set[str]
+    metrics: frozenset[str]
     starts: datetime
     ends: datetime | None
 
@@ -272,7 +270,7 @@ def unbilled_windows(contracts: Sequence[Contract],
     A tag naming no contract pricing the metric is `misattributed_usage`'s to name. Only the
     span the metered usage reaches is looked at, so most customers ask for no read at all.
     """
-    alike = len(contracts) == 1 and len({_usage_metrics(v) for v in contracts[0].versions}) == 1
+    alike = len(contracts) == 1 and len({v.usage_metrics for v in contracts[0].versions}) == 1
     if alike and _inside_service(contracts, usage):
         return []  # the common case: one contract pricing the same metrics all along
     found: list[UnbilledWindow] = []
@@ -289,7 +287,7 @@ def unbilled_windows(contracts: Sequence[Contract],
         if not pricing or alike:
             continue
         if len(pricing) == 1 and all(  # one contract pricing it all along: nothing to find
-                metric in _usage_metrics(v) for v in pricing[0].contract.versions):
+                metric in v.usage_metrics for v in pricing[0].contract.versions):
             continue
         starts = max(metered.first_bucket, min(s.starts for s in pricing))
         ends = metered.last_bucket + BUCKET
@@ -312,6 +310,15 @@ def unbilled_windows(contracts: Sequence[Contract],
     return found
 
 
+def window_reads(windows: Sequence[UnbilledWindow],
+                 usage: Mapping[str, Mapping[str, MeteredUsage]]) -> list[MeterRequest]:
+    """The meter read of each window: its tag's usage, or for a span outside the service
+    (`tag` None) every tag its metric was sent with (`usage`: per customer, as metered)."""
+    return [MeterRequest(w.customer_id, w.metric, (w.tag,) if w.tag is not None else (
+        "", *sorted(usage[w.customer_id][w.metric].tagged)), w.starts, w.ends, None)
+        for w in windows]
+
+
 def _split(window: tuple[datetime, datetime], edges: Sequence[datetime],
            ) -> list[tuple[datetime, datetime]]:
     """`window` cut at the `edges` (sorted) inside it."""
@@ -322,10 +329,6 @@ def _split(window: tuple[datetime, datetime], edges: Sequence[datetime],
             parts.append((start, edge))
             start = edge
     return [*parts, (start, end)]
-
-
-def _usage_metrics(version: TermsVersion) -> frozenset[str]:
-    return frozenset(c.metric for c in version.components if isinstance(c, UsageComponent))
 
 
 def _joined(windows: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
