@@ -178,20 +178,25 @@ class _Outside(NamedTuple):
     contract: Contract
 
 
+def _span(pricing: Sequence[_Service]) -> tuple[_Service, _Service | None]:
+    """Of the contracts pricing a metric, the one starting first and the one ending last
+    (None when one of them has no end)."""
+    first = min(pricing, key=attrgetter("starts"))
+    ends = [s for s in pricing if s.ends is not None]
+    return first, max(ends, key=attrgetter("ends")) if len(ends) == len(pricing) else None
+
+
 def _outside_service(services: Sequence[_Service], metered: MeteredUsage,
                      metric: str) -> list[_Outside]:
     pricing = [s for s in services if metric in s.metrics]
     if not pricing:
         return []  # unpriced: `unpriced_usage` names it
     found = []
-    first = min(pricing, key=attrgetter("starts"))
+    first, last = _span(pricing)
     if metered.first_bucket < first.starts:
         found.append(_Outside(True, metered.first_bucket, first.starts, first.contract))
-    ends = [s for s in pricing if s.ends is not None]
-    if len(ends) == len(pricing):  # no contract pricing it is without an end
-        last = max(ends, key=attrgetter("ends"))
-        if last.ends is not None and metered.last_bucket >= last.ends:
-            found.append(_Outside(False, last.ends, metered.last_bucket + BUCKET, last.contract))
+    if last is not None and last.ends is not None and metered.last_bucket >= last.ends:
+        found.append(_Outside(False, last.ends, metered.last_bucket + BUCKET, last.contract))
     return found
 
 
@@ -261,9 +266,11 @@ def _serving(services: Sequence[_Service], instant: datetime) -> list[str]:
 
 def unbilled_windows(contracts: Sequence[Contract],
                      usage: Mapping[str, MeteredUsage]) -> list[UnbilledWindow]:
-    """Where a customer's usage may lie that no contract of theirs bills, inside the span from
-    the earliest start to the latest end of the contracts pricing its metric (usage outside
-    that span is `usage_outside_service`'s to name): the windows to read the meters of.
+    """Where a customer's usage may lie that no contract of theirs bills: the windows to read
+    the meters of. Inside the span from the earliest start to the latest end of the contracts
+    pricing its metric, the holes between their windows, per tag (named by
+    `usage_in_unbilled_windows`); outside that span, the spans the usage reaches before and
+    after it, every tag at once (`tag` None: counted in `usage_outside_service`'s note).
 
     Untagged usage is billed in the windows of every contract pricing its metric (where two
     do, it is held instead, not lost); usage sent with a contract's id only in that contract's.
@@ -272,7 +279,7 @@ def unbilled_windows(contracts: Sequence[Contract],
     """
     alike = len(contracts) == 1 and len({v.usage_metrics for v in contracts[0].versions}) == 1
     if alike and _inside_service(contracts, usage):
-        return []  # the common case: one contract pricing the same metrics all along
+        return []  # the common case: one contract, the same metrics all along, no usage outside
     found: list[UnbilledWindow] = []
     services = [_Service.of(c) for c in contracts]
     customer_id = contracts[0].customer_id
@@ -289,10 +296,11 @@ def unbilled_windows(contracts: Sequence[Contract],
         if len(pricing) == 1 and all(  # one contract pricing it all along: nothing to find
                 metric in v.usage_metrics for v in pricing[0].contract.versions):
             continue
-        starts = max(metered.first_bucket, min(s.starts for s in pricing))
+        first, last = _span(pricing)
+        starts = max(metered.first_bucket, first.starts)
         ends = metered.last_bucket + BUCKET
-        if all(s.ends is not None for s in pricing):
-            ends = min(ends, max(s.ends for s in pricing if s.ends is not None))
+        if last is not None and last.ends is not None:
+            ends = min(ends, last.ends)
         if starts >= ends:
             continue
         windows = {

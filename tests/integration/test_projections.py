@@ -124,6 +124,16 @@ def dump(projections: Projections) -> dict[str, dict[str, list[tuple[Any, ...]]]
     return {name: dict(p.view.dump()) for name, p in projections.views.items()}
 
 
+def built_views(
+    app: BillingApplication,
+) -> tuple[Projections, dict[str, dict[str, list[tuple[Any, ...]]]]]:
+    """The billing history, every view caught up with it, and their rows."""
+    billing_history(app)
+    complete = Projections(app)
+    complete.catch_up()
+    return complete, dump(complete)
+
+
 def test_replay_equals_the_live_build_row_for_row(app: BillingApplication) -> None:
     live = Projections(app, page_size=7)
     billing_history(app, live.catch_up)
@@ -153,10 +163,7 @@ def _alter(url: str, statement: str) -> None:
 def test_a_view_made_by_another_version_is_dropped_and_built_again(
     app: BillingApplication, url: str
 ) -> None:
-    billing_history(app)
-    first = Projections(app)
-    first.catch_up()
-    built = dump(first)
+    _, built = built_views(app)
     # As an older billcycle made them: a column the audit view writes now is missing, and
     # the ledger has one it no longer writes.
     _alter(url, "ALTER TABLE audit_outcomes DROP COLUMN next_due")
@@ -276,10 +283,7 @@ def test_a_page_issuing_and_paying_a_document_finds_its_contract_in_the_view(
 
 
 def test_a_replay_killed_midway_resumes_to_the_same_tables(app: BillingApplication) -> None:
-    billing_history(app)
-    complete = Projections(app)
-    complete.catch_up()
-    built = dump(complete)
+    complete, built = built_views(app)
 
     class Killed(Exception):
         pass
@@ -305,10 +309,7 @@ def test_a_replay_killed_midway_resumes_to_the_same_tables(app: BillingApplicati
 def test_a_replay_process_killed_with_sigkill_resumes_to_the_same_tables(
     app: BillingApplication, url: str
 ) -> None:
-    billing_history(app)
-    complete = Projections(app)
-    complete.catch_up()
-    built = dump(complete)
+    complete, built = built_views(app)
     replay = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "--db", url, "replay", "--page-size", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
