@@ -191,16 +191,20 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
         consumer.close()
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str,
+             log: str | Path | None = None, every: float = 0.5) -> None:
+    """Wait until `check()`, asked `every` seconds; on timeout, fail with the end of `log`
+    (a child's stderr)."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
+        if time.monotonic() >= deadline:
+            said = Path(log).read_text(errors="replace")[-LOG_TAIL:] if log else ""
+            raise AssertionError(f"timed out waiting for {what}"
+                                 + (f"; the end of {log}:\n{said}" if log else ""))
+        time.sleep(every)
 
 
-def more_than(count: Callable[[], int], n: int) -> Callable[[], bool]:
-    """A check for wait_for: `count()` has grown past `n`."""
-    return lambda: count() > n
+LOG_TAIL = 4000
 
 
 # What `consume` says once it owns partitions (its progress line says "no partition assigned"

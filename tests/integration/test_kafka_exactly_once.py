@@ -75,11 +75,11 @@ def test_consumers_killed_mid_stream_and_restarted_count_every_usage_event_once(
         # assigned to no one (seen once, with consumers that start fast: a Kafka-side case
         # this test is not about).
         for name in ("c1", "c2"):
-            wait_for(mentions(logs[name], "assigned"), 60, f"{name} to join")
+            wait_for(mentions(logs[name], "assigned"), 60, f"{name} to join", logs[name])
         for round_ in range(4):
             name = ("c1", "c2")[round_ % 2]
             log = logs[name]
-            wait_for(mentions(log, JOINED), JOIN_WAIT, f"{name} to join")
+            wait_for(mentions(log, JOINED), JOIN_WAIT, f"{name} to join", log)
             produce(kafka_bootstrap, topics.usage, slices[round_ + 1])
             wait_for(progress_past(app, topics.usage, applied(app, topics.usage) + 200), 60,
                      "the consumers to make progress")

@@ -55,7 +55,7 @@ def test_the_consumer_rides_out_a_broker_restart_and_a_database_restart(
     steady = threading.Thread(target=produce_steadily)
     steady.start()
     try:
-        wait_for(mentions(log, JOINED), JOIN_WAIT, "the consumer to join")
+        wait_for(mentions(log, JOINED), JOIN_WAIT, "the consumer to join", log)
         wait_for(lambda: sum(meter_totals(fresh_pg_url, ledger.totals)[1].values()) > 0, 60,
                  "the consumer to start consuming")
         # Down longer than the consumer waits before it asks the broker (`probe_after`, 3 s): a

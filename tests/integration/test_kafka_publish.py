@@ -7,6 +7,7 @@ import io
 import json
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,43 +25,53 @@ from tests.integration.kafka_support import (
     billcycle_json,
     cli_env,
     kill,
-    more_than,
     new_topics,
     read_topic,
     start,
     wait_for,
 )
 
-CONTRACTS = 120
+CONTRACTS = 450
+ROUNDS = 3
+# What a publisher says once it has fenced the one before and read where to resume.
+RESUMING = "billcycle publish: publishing to "
+_INVOICE: Any = Invoice
+PUBLISHED = [get_topic(_INVOICE.InvoiceIssued), get_topic(_INVOICE.PaymentApplied)]
 
 
-def bill_a_book(db: str) -> list[str]:
-    """Invoices for a book of contracts, a payment on every third; the event ids, in log order."""
-    app = BillingApplication(env=store_env(db))
-    try:
-        pipeline = IngestPipeline(app)
-        pipeline.process_lines(io.BytesIO(many_contracts(CONTRACTS)), "book")
-        run = BillingRuns(app, lambda: datetime(2026, 11, 1, tzinfo=UTC)).run(date(2026, 11, 1))
-        payments = b"".join(
-            json.dumps({"type": "payment.received", "id": f"pay-{i.number}",
-                        "occurred_at": "2026-11-20T09:00:00Z", "invoice_number": i.number,
-                        "amount": str(i.total), "currency": "USD"}).encode() + b"\n"
-            for i in run.invoices[::3]
-        )
-        pipeline.process_lines(io.BytesIO(payments), "payments")
-        events: Any = Invoice
-        topics = [get_topic(events.InvoiceIssued), get_topic(events.PaymentApplied)]
-        notifications = app.recorder.select_notifications(1, 10_000, topics=topics)
-        return [f"{n.originator_id}:{n.originator_version}" for n in notifications]
-    finally:
-        app.close()
+def book_slices() -> list[bytes]:
+    """The book's contracts and usage, in one slice per round."""
+    slices: list[list[bytes]] = [[] for _ in range(ROUNDS)]
+    for line in many_contracts(CONTRACTS).splitlines(keepends=True):
+        customer = int(json.loads(line)["customer_id"].removeprefix("cus_"))
+        slices[customer % ROUNDS].append(line)
+    return [b"".join(lines) for lines in slices]
+
+
+def bill_a_slice(app: BillingApplication, book: bytes, name: str) -> None:
+    """The slice's contracts billed for October, and a payment of every third invoice."""
+    pipeline = IngestPipeline(app)
+    pipeline.process_lines(io.BytesIO(book), name)
+    run = BillingRuns(app, lambda: datetime(2026, 11, 1, tzinfo=UTC)).run(date(2026, 11, 1))
+    payments = b"".join(
+        json.dumps({"type": "payment.received", "id": f"pay-{i.number}",
+                    "occurred_at": "2026-11-20T09:00:00Z", "invoice_number": i.number,
+                    "amount": str(i.total), "currency": "USD"}).encode() + b"\n"
+        for i in run.invoices[::3]
+    )
+    pipeline.process_lines(io.BytesIO(payments), f"{name}-payments")
+
+
+def published_events(app: BillingApplication) -> list[str]:
+    """The ids of the events the publisher publishes, in log order."""
+    notifications = app.recorder.select_notifications(1, 10_000, topics=PUBLISHED)
+    return [f"{n.originator_id}:{n.originator_version}" for n in notifications]
 
 
 def test_a_publisher_killed_mid_stream_and_restarted_publishes_every_event_once_in_order(
     kafka_bootstrap: str, fresh_pg_url: str, tmp_path: Path
 ) -> None:
-    expected = bill_a_book(fresh_pg_url)
-    assert len(expected) == CONTRACTS + CONTRACTS // 3
+    app = BillingApplication(env=store_env(fresh_pg_url))
     topics = new_topics(kafka_bootstrap)
     env = cli_env(fresh_pg_url, kafka_bootstrap, topics)
     log = str(tmp_path / "publish.log")
@@ -69,15 +80,26 @@ def test_a_publisher_killed_mid_stream_and_restarted_publishes_every_event_once_
     def on_topic() -> int:
         return len(read_topic(kafka_bootstrap, topics.invoices))
 
-    mid_stream = 0
-    for _ in range(3):
-        before = on_topic()
-        # Small transactions, so that a kill lands between and inside them.
-        publisher = start(env, "publish", "--page-size", "3", log=log)
-        wait_for(more_than(on_topic, before), 60, "the publisher to publish")
-        time.sleep(rng.uniform(0, 0.5))
-        kill(publisher)
-        mid_stream += on_topic() < len(expected)
+    def started(publishers: int) -> Callable[[], bool]:
+        """A check for wait_for: that many publishers have said where they resume."""
+        return lambda: Path(log).exists() and Path(log).read_text().count(RESUMING) >= publishers
+
+    try:
+        # The log grows by a slice of the book at each round, so that every round's publisher
+        # has a stretch of its own to publish however fast the one before it was.
+        mid_stream = 0
+        for round_, book in enumerate(book_slices()):
+            bill_a_slice(app, book, f"book-{round_}")
+            # Transactions of one event, so that a kill lands between and inside them.
+            publisher = start(env, "publish", "--page-size", "1", log=log)
+            wait_for(started(round_ + 1), 60, "the publisher to start", log, every=0.02)
+            time.sleep(rng.uniform(0, 0.3))
+            kill(publisher)
+            mid_stream += on_topic() < len(published_events(app))
+        expected = published_events(app)
+    finally:
+        app.close()
+    assert len(expected) == CONTRACTS + CONTRACTS // 3
     finished = billcycle_json(env, "publish", "--until-caught-up")
 
     assert mid_stream >= 2

@@ -53,12 +53,12 @@ def test_a_consumer_whose_join_is_held_joins_again_and_consumes_everything_once(
 
         log = tmp_path / "consume.log"
         consumer = start(env, "consume", "--rejoin-after", "4", log=str(log))
-        wait_for(mentions(log, REJOINING), 60, "the consumer to give up its held join")
+        wait_for(mentions(log, REJOINING), 60, "the consumer to give up its held join", log)
         assert not mentions(log, JOINED)()
     finally:
         holder.close()  # leaves the group: the rebalance ends without it
 
-    wait_for(mentions(log, JOINED), 60, "the consumer to join")
+    wait_for(mentions(log, JOINED), 60, "the consumer to join", log)
     wait_for(lambda: meter_totals(fresh_pg_url, ledger.totals)[1] == ledger.counts, 60,
              "the consumer to consume everything")
     assert terminate(consumer) == 0
