@@ -401,7 +401,9 @@ def _month_end(c: ContractDraft) -> None:
 
 
 def _amended(c: ContractDraft) -> None:
-    """Seats changed mid-period: proration credit and charge on the next invoice."""
+    """Seats changed mid-period: proration credit and charge on the next invoice. One in three
+    also leaves the API plan while its integration still sends api_calls: that period's usage
+    is priced by no terms at its end, so each run names it as unbilled."""
     c.start = c.cycle_day(2) + timedelta(days=c.rng.choice((0, 0, 9, 14, 19)))
     seats = c.rng.randint(5, 20)
     c.components = [c.subscription("seats", "40", seats),
@@ -410,7 +412,9 @@ def _amended(c: ContractDraft) -> None:
     billed = period_containing(c.start, BillingFrequency.MONTHLY, c.previous)
     effective = c.day_between(c.previous + timedelta(days=3), billed.end - timedelta(days=3))
     more = max(1, seats + c.rng.choice((-4, 5, 10)))
-    c.amend(effective, [c.subscription("seats", "40", more), c.components[1]])
+    leaves_api = (c.index // len(KINDS)) % 3 == 1
+    c.amend(effective, [c.subscription("seats", "40", more),
+                        *(() if leaves_api else (c.components[1],))])
 
 
 def _terminated(c: ContractDraft) -> None:

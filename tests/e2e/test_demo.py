@@ -62,6 +62,14 @@ def test_contracts_of_the_lagging_metric_are_held_with_a_reason_naming_it(
         assert "watermark" in outcome["reason"]
 
 
+def test_usage_no_contract_bills_is_named_not_dropped(report: dict[str, Any]) -> None:
+    # ct_0015 was terminated; ct_0024 left the API plan mid-period while still sending usage.
+    warnings = " | ".join(report["run"]["warnings"])
+    assert "cus_0015 outside the service" in warnings
+    assert "cus_0024 in periods that no contract of theirs bills it for" in warnings
+    assert "the terms of ct_0024 at the end of those periods do not price it" in warnings
+
+
 def test_rejected_messages_come_with_reasons(report: dict[str, Any]) -> None:
     ingest = report["ingest"]
     rejected = ingest["rejected"]
