@@ -33,6 +33,10 @@ from eventsourcing.persistence import (
 
 Row = tuple[Any, ...]
 CREATE_ATTEMPTS = 5
+# Which version of its projection's rules built each view (see View.drift); a view built
+# before this table existed was built by version 1.
+RULES_TABLE = "billcycle_view_rules"
+FIRST_RULES = 1
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per table
@@ -171,6 +175,7 @@ class View(TrackingRecorder, ABC):
 
     name: str
     tables: tuple[Table, ...]
+    rules: int  # the version of the projection's rules this billcycle builds the view by
     application_name: str  # the application whose log the view follows
     catalog: str  # a query of the names of the database's tables and indexes
     # Why the view was dropped when opened, to be built again (see `drift`); None: it was not.
@@ -230,8 +235,10 @@ class View(TrackingRecorder, ABC):
                 time.sleep(0.05 * attempt)
 
     def drift(self) -> str | None:
-        """How the view's tables in the database differ from the ones this version of
-        billcycle writes (columns added or removed since they were made), or None.
+        """How the view in the database differs from the one this version of billcycle
+        builds, or None: columns added or removed since its tables were made, or rows
+        written by another version of the projection's rules (`rules`: raised by a release
+        that changes what a projection writes for the same events, its columns unchanged).
 
         A view is a projection of the log, so a view made by another version is not
         migrated: `create_tables()` drops it, and the next catch-up builds it again from the
@@ -253,7 +260,31 @@ class View(TrackingRecorder, ABC):
             if have - want:
                 parts.append(f"with {', '.join(sorted(have - want))} no longer written")
             return f"its table {table.name} was made {' and '.join(parts)}"
+        if self.tracking_table not in found:
+            return None  # not built yet
+        built_by = self.built_by() or FIRST_RULES
+        if built_by != self.rules:
+            return (f"it was built by version {built_by} of the {self.name} rules; this "
+                    f"billcycle builds version {self.rules}")
         return None
+
+    def built_by(self) -> int | None:
+        """The version of the rules that built the view, as recorded (None: not recorded)."""
+        try:
+            rows = self.select(f"SELECT rules FROM {RULES_TABLE} WHERE name = ?", (self.name,))
+        except (OperationalError, ProgrammingError):
+            return None
+        return int(rows[0][0]) if rows else None
+
+    def rules_statements(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """(portable SQL, parameters) recording that this version's rules build the view: run
+        in the transaction that creates the view's tables or replaces them with empty ones."""
+        return [
+            (f"CREATE TABLE IF NOT EXISTS {RULES_TABLE} (name TEXT PRIMARY KEY, "
+             "rules INTEGER NOT NULL)", ()),
+            (f"INSERT INTO {RULES_TABLE} (name, rules) VALUES (?, ?) ON CONFLICT (name) "
+             "DO UPDATE SET rules = excluded.rules", (self.name, self.rules)),
+        ]
 
     def _complete(self) -> bool:
         """Whether every table, index and the tracking row are there already."""
@@ -262,7 +293,8 @@ class View(TrackingRecorder, ABC):
             wanted.update([table.name, *table.index_names])
         try:
             found = {name for (name,) in self.select(self.catalog)}
-            return wanted <= found and self.max_tracking_id(self.application_name) is not None
+            return (wanted <= found and self.max_tracking_id(self.application_name) is not None
+                    and self.built_by() == self.rules)
         except (OperationalError, ProgrammingError):
             return False
 

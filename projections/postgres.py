@@ -42,12 +42,13 @@ class PostgresView(PostgresTrackingRecorder, View):
 
     def __init__(
         self, datastore: PostgresDatastore, name: str, tables: tuple[Table, ...],
-        application_name: str, rebuilding: bool = False,
+        application_name: str, rules: int, rebuilding: bool = False,
     ) -> None:
         """`rebuilding`: the view as drop() just left it, in another process of the same
         replay; not completed here (the replay does that at its end)."""
         self.name = name
         self.tables = tables
+        self.rules = rules
         self.application_name = application_name
         super().__init__(datastore, tracking_table_name=self.tracking_table)
         schema, tracking = Identifier(datastore.schema), Identifier(self.tracking_table)
@@ -79,6 +80,8 @@ class PostgresView(PostgresTrackingRecorder, View):
         super()._create_table(curs)
         # A row from the start, so every write can lock it (see write()).
         curs.execute(self._insert_start, (self.application_name,))
+        for statement, params in self.rules_statements():
+            curs.execute(_pg(statement), params)
 
     def key_index_names(self) -> list[str]:
         return [f"{table.name}_pkey" for table in self.tables if table.append_only]

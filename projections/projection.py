@@ -15,7 +15,7 @@ from eventsourcing.utils import get_topic
 from domain.ledger import Document
 from domain.money import minor_units, round_money
 from domain.recognition import Schedule, schedule_for_line
-from projections.persistence import Changes, Table, View
+from projections.persistence import FIRST_RULES, Changes, Table, View
 
 # A domain event and its position in the application's log.
 Positioned = tuple[Any, int]
@@ -132,6 +132,11 @@ class ViewProjection(Projection[View], ABC):
     """
 
     tables: ClassVar[tuple[Table, ...]]
+    # The version of the rules by which the projection turns events into rows. Raise it in a
+    # release that changes the rows written for the same events without changing the
+    # tables' columns: views built by the older rules are then dropped when opened and built
+    # again from the log (View.drift), as views whose columns changed are.
+    rules: ClassVar[int] = FIRST_RULES
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """The library's one-event interface: a batch of one."""

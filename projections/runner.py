@@ -68,7 +68,8 @@ def open_view(app: BillingApplication, projection: type[ViewProjection],
     `rebuilding`, as a replay's drop() just left it (see PostgresView)."""
     recorder: Any = app.recorder
     if isinstance(recorder, SQLiteRecorder):
-        return SQLiteView(recorder.datastore, projection.name, projection.tables, app.name)
+        return SQLiteView(recorder.datastore, projection.name, projection.tables, app.name,
+                          projection.rules)
     # Imported here: psycopg takes a while to import and the embedded store never needs it.
     from eventsourcing.postgres import PostgresRecorder
 
@@ -76,7 +77,7 @@ def open_view(app: BillingApplication, projection: type[ViewProjection],
 
     if isinstance(recorder, PostgresRecorder):
         return PostgresView(recorder.datastore, projection.name, projection.tables, app.name,
-                            rebuilding)
+                            projection.rules, rebuilding)
     raise TypeError(f"no views for a {type(recorder).__name__} store; use SQLite or PostgreSQL")
 
 

@@ -23,10 +23,11 @@ class SQLiteView(SQLiteTrackingRecorder, View):
 
     def __init__(
         self, datastore: SQLiteDatastore, name: str, tables: tuple[Table, ...],
-        application_name: str,
+        application_name: str, rules: int,
     ) -> None:
         self.name = name
         self.tables = tables
+        self.rules = rules
         self.application_name = application_name
         super().__init__(datastore)
         # The library's statements name the shared `tracking` table; this view has its own.
@@ -54,6 +55,8 @@ class SQLiteView(SQLiteTrackingRecorder, View):
         # A row from the start, so every write can check and lock it (see write()).
         c.execute(f"INSERT OR IGNORE INTO {self.tracking_table} VALUES (?, 0)",
                   (self.application_name,))
+        for statement, params in self.rules_statements():
+            c.execute(statement, params)
 
     def write(self, changes: Changes, tracking: Tracking, after: int) -> None:
         with self.datastore.transaction(commit=True) as c:

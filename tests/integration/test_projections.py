@@ -39,6 +39,7 @@ from infra import sample_book
 from infra.store.url import store_env
 from projections import ledger, parallel, revenue
 from projections.collections import due_actions, record_actions
+from projections.persistence import RULES_TABLE
 from projections.projection import event_class, to_minor, topics
 from projections.runner import Projections
 from projections.verify import verify_batch
@@ -177,6 +178,32 @@ def test_a_view_made_by_another_version_is_dropped_and_built_again(
     again.catch_up()
     assert dump(again) == built
     assert Projections(app).rebuilt() == {}  # as this version makes them, from now on
+
+
+def test_a_view_built_by_other_rules_is_dropped_and_built_again(
+    app: BillingApplication, url: str
+) -> None:
+    _, built = built_views(app)
+    # As an older billcycle's revenue rules wrote it (the same columns, other amounts), in a
+    # store from before views recorded their rules (so built by version 1).
+    _alter(url, "UPDATE revenue_schedule SET amount = amount + 1")
+    _alter(url, f"DROP TABLE {RULES_TABLE}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(revenue.RevenueProjection, "rules", 2)  # this release's rules
+        again = Projections(app)
+        assert again.rebuilt() == {
+            "revenue": "it was built by version 1 of the revenue rules; this billcycle builds "
+                       "version 2",
+        }
+        again.catch_up()
+        assert dump(again) == built
+        assert Projections(app).rebuilt() == {}  # recorded as built by version 2
+    # The same store opened by a billcycle of the older rules is rebuilt by them in turn.
+    assert Projections(app).rebuilt() == {
+        "revenue": "it was built by version 2 of the revenue rules; this billcycle builds "
+                   "version 1",
+    }
 
 
 def test_a_catch_up_far_behind_builds_the_same_views_in_two_processes(
