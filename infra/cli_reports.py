@@ -328,9 +328,10 @@ def cmd_batch_verify(args: argparse.Namespace, app: BillingApplication) -> None:
 
 
 def _verify_text(result: Verification) -> str:
-    head = (f"batch {result.batch_id} (cycle date {result.cycle_date}): {result.contracts} "
-            f"contract outcomes in {result.attempts} attempts recomputed from the log, "
-            f"{result.invoices} invoices")
+    head = (f"batch {result.batch_id} (cycle date {result.cycle_date}): "
+            f"{plural(result.contracts, 'contract outcome')} in "
+            f"{plural(result.attempts, 'attempt')} recomputed from the log, "
+            f"{plural(result.invoices, 'invoice')}")
     if result.identical:
         return f"{head}: all identical"
     rows = [[d.contract_id, d.number or "-", d.what, str(d.to_json()["recorded"]),
