@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -12,7 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from domain.application import BillingApplication
-from domain.billing_run import BillingRun, billing_run_id
+from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, text
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
@@ -42,6 +43,19 @@ def parse_date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+
+# Batch ids appear in commands the reports suggest, in Kafka messages and in file names:
+# letters, digits and . _ : - only, so that they never need quoting.
+BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+
+
+def parse_batch_id(value: str) -> str:
+    if not BATCH_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a batch id; use 1 to 100 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit (e.g. B-2026-12-eu)")
+    return value
 
 
 def emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> None:
@@ -96,7 +110,10 @@ def cmd_run(args: argparse.Namespace, app: BillingApplication) -> None:
 def _run(args: argparse.Namespace, app: BillingApplication) -> None:
     runs = BillingRuns(app, now, chunk_size=args.chunk_size,
                        input_manifest=cli_kafka.input_manifest(args, app))
-    report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args))
+    try:
+        report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args))
+    except BatchConflict as exc:  # a batch id reused for another cycle date
+        raise UserError(str(exc)) from exc
     document = _report_document(app, report)
     if args.dry_run:
         document["drafts"] = [invoice_view(i) for i in report.drafts]
@@ -173,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="one billing run for a cycle date")
     p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
-    p.add_argument("--batch-id", help="default: B-<date>-<random>; an existing id resumes it")
+    p.add_argument("--batch-id", type=parse_batch_id,
+                   help="default: B-<date>-<random>; an existing id resumes it")
     p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
                    "write no events (usage waiting in the meter backlog is folded first, as "
                    "for any run)")

@@ -117,6 +117,14 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
     numbers = [i["number"] for i in billcycle_json(db, "invoices")]
     assert numbers == [f"INV-{n:06d}" for n in range(1, len(numbers) + 1)]
 
+    # A batch id is one batch's: reused for another cycle date, the run is refused in a line.
+    reused = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "nov")
+    assert reused.returncode == 1 and "Traceback" not in reused.stderr
+    assert reused.stderr.strip() == ("billcycle: batch nov already exists for cycle date "
+                                     "2026-11-01; choose another --batch-id for 2026-12-01")
+    assert billcycle_json(db, "invoices") == billcycle_json(db, "invoices", "--batch", "oct") \
+        + billcycle_json(db, "invoices", "--batch", "nov")
+
 
 def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'b.db'}"
@@ -129,6 +137,9 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
     unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)
     assert unreadable.returncode != 0 and "cannot read" in unreadable.stderr
+    # Batch ids are quoted in suggested commands and Kafka messages: no spaces or slashes.
+    spaced = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "a b/c")
+    assert spaced.returncode == 2 and "'a b/c' is not a batch id" in spaced.stderr
 
 
 def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
