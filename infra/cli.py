@@ -12,12 +12,14 @@ from contextlib import closing
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
+from eventsourcing.persistence import InterfaceError, OperationalError
+
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, text
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
-from infra.store.url import store_env
+from infra.store.url import redacted, store_env
 from infra.views import batch_view, invoice_view
 
 DEFAULT_DB = "sqlite:///billcycle.db"
@@ -32,6 +34,11 @@ def open_app(url: str) -> BillingApplication:
         return BillingApplication(env=store_env(url))
     except (ValueError, OSError) as exc:  # a bad URL; settings the stores refuse
         raise UserError(str(exc)) from exc
+    except (InterfaceError, OperationalError) as exc:  # no database there to open
+        hint = ("is PostgreSQL running there, and may this user connect to that database?"
+                if url.startswith("postgres") else
+                "does its directory exist, and may this user write in it?")
+        raise UserError(f"cannot open the store {redacted(url)}: {exc}; {hint}") from exc
 
 
 def now() -> datetime:

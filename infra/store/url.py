@@ -31,7 +31,7 @@ def store_env(url: str) -> dict[str, str]:
         return _sqlite_env(url)
     if scheme in ("postgresql", "postgres"):
         return _postgres_env(url)
-    raise ValueError(f'unsupported store URL "{_redacted(url)}"; {_USAGE}')
+    raise ValueError(f'unsupported store URL "{redacted(url)}"; {_USAGE}')
 
 
 def _sqlite_env(url: str) -> dict[str, str]:
@@ -62,14 +62,14 @@ def _postgres_env(url: str) -> dict[str, str]:
     unknown = sorted(set(query) - {"host"})
     if unknown:
         raise ValueError(
-            f'store URL "{_redacted(url)}": unknown parameter(s) {", ".join(unknown)}; '
+            f'store URL "{redacted(url)}": unknown parameter(s) {", ".join(unknown)}; '
             "only host=/socket/dir is understood"
         )
     host = parts.hostname or query.get("host", [""])[0]
     dbname = unquote(parts.path.lstrip("/"))
     if not (parts.username and host and dbname):
         raise ValueError(
-            f'store URL "{_redacted(url)}" needs a user, a host and a database name; {_USAGE}'
+            f'store URL "{redacted(url)}" needs a user, a host and a database name; {_USAGE}'
         )
     # Deliberately no POSTGRES_ENABLE_DB_FUNCTIONS: with it the library inserts through a
     # database function that skips tracking, meter and contract writes (the factory refuses it).
@@ -90,7 +90,7 @@ def _postgres_env(url: str) -> dict[str, str]:
     }
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password, for error messages."""
     parts = urlsplit(url)
     if parts.password is None:

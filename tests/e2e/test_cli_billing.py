@@ -126,7 +126,9 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
         + billcycle_json(db, "invoices", "--batch", "nov")
 
 
-def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> None:
+def test_errors_are_one_line_reasons_with_a_non_zero_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = f"sqlite:///{tmp_path / 'b.db'}"
     missing = billcycle_process(db, "batch", "show", "nope")
     assert missing.returncode != 0 and missing.stdout == ""
@@ -140,6 +142,17 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     # Batch ids are quoted in suggested commands and Kafka messages: no spaces or slashes.
     spaced = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "a b/c")
     assert spaced.returncode == 2 and "'a b/c' is not a batch id" in spaced.stderr
+    # A store that cannot be opened is named, its password hidden, with what to check.
+    nowhere = billcycle_process(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "invoices")
+    assert nowhere.returncode == 1 and nowhere.stderr.count("\n") == 1
+    assert "cannot open the store" in nowhere.stderr
+    assert "does its directory exist" in nowhere.stderr
+    monkeypatch.setenv("POSTGRES_CONNECT_TIMEOUT", "1")
+    closed = billcycle("postgresql://billing:secret@127.0.0.1:1/books", "invoices", check=False)
+    assert closed.returncode == 1 and closed.stderr.count("\n") == 1
+    assert closed.stderr.startswith(
+        "billcycle: cannot open the store postgresql://billing:***@127.0.0.1:1/books: ")
+    assert "is PostgreSQL running there" in closed.stderr
 
 
 def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
