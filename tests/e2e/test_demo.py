@@ -130,3 +130,18 @@ def test_a_store_named_with_db_must_be_empty_and_billcycle_db_is_ignored(
     # The everyday store of BILLCYCLE_DB is left alone: the demo makes its own.
     demo(tmp_path, "--contracts", "5", "--events", "2", store=store)
     assert (tmp_path / "billcycle-demo.db").exists()
+
+
+def test_the_demo_runs_on_postgresql_as_on_the_embedded_store(
+    tmp_path: Path, fresh_pg_url: str, report: dict[str, Any]
+) -> None:
+    on_postgres = json.loads(demo(tmp_path, "--json", "--db", fresh_pg_url, "--contracts",
+                                  str(CONTRACTS), "--events", "10").stdout)
+    assert not (tmp_path / "billcycle-demo.db").exists()
+    for part in ("previous_run", "run", "rerun"):
+        assert on_postgres[part]["counts"] == report[part]["counts"]
+    assert on_postgres["run"]["totals"] == report["run"]["totals"]
+    assert on_postgres["run"]["warnings"] == [
+        w.replace(report["run"]["batch_id"], on_postgres["run"]["batch_id"])
+        for w in report["run"]["warnings"]]
+    assert on_postgres["rerun"]["issued_after"] == on_postgres["rerun"]["issued_before"]
