@@ -538,6 +538,8 @@ class KafkaIngest:
         assert self._meters is not None
         self._meters.after_batch()
         self.stats.add(len(records), report)
+        for note in report.notes:  # accepted, but for an operator to look at
+            self.say(f"{partition_label(tp)}: {note}")
         keys = {f"{OFFSET_PREFIX}{r.offset}": r.key for r in records} if report.rejected else {}
         self.deadletters.publish(tp, report.rejected, keys, settled_through=last)
 

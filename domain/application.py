@@ -91,11 +91,14 @@ class IngestReport:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    # Accepted messages an operator should look at (a payment beyond what it settles).
+    notes: list[str] = field(default_factory=list)
 
     def add(self, other: IngestReport) -> None:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.rejected.extend(other.rejected)
+        self.notes.extend(other.notes)
 
 
 class BillingApplication(Application[UUID]):
@@ -291,6 +294,7 @@ class _IngestUnit:
         self.received: list[tuple[str, str]] = []  # (message id, fingerprint) accepted
         self.new_contracts: list[tuple[str, str]] = []
         self.dead: list[Rejected] = []
+        self.notes: list[str] = []  # on accepted messages (IngestReport.notes)
 
     def apply(
         self, commands: Sequence[tuple[Command, Origin]], rejected: Sequence[Rejected]
@@ -323,6 +327,7 @@ class _IngestUnit:
             report.accepted += 1
         self._keep_dead_letters()
         report.rejected = list(self.dead)
+        report.notes = list(self.notes)
         return report
 
     def _keep_dead_letters(self) -> None:
@@ -427,9 +432,11 @@ class _IngestUnit:
                         f"payment.received {command.message_id}: no invoice "
                         f"{command.invoice_number}; check the invoice number"
                     )
-                invoice.apply_payment(
+                note = invoice.apply_payment(
                     command.message_id, command.amount, command.currency, command.occurred_at
                 )
+                if note:
+                    self.notes.append(note)
             case _:
                 raise TypeError(f"unknown command {type(command).__name__}")
         self._receipt(command)

@@ -10,7 +10,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
-from domain.money import ZERO
+from domain.money import ZERO, format_money, round_money
 from domain.usage import BILLCYCLE_NS
 
 INVOICE_NUMBER_PREFIX = "INV-"
@@ -117,22 +117,46 @@ class Invoice(Aggregate):
 
     def apply_payment(
         self, payment_id: str, amount: Decimal, currency: str, received_at: datetime
-    ) -> None:
+    ) -> str | None:
+        """Apply the payment (once per payment id); a note when it pays more than the
+        document still owes, the excess being customer credit (docs/accounting.md)."""
         if currency != self.currency:
             raise PaymentRejected(
                 f"payment {payment_id}: currency {currency} does not match invoice "
                 f"{self.number} in {self.currency}; send the payment in {self.currency}"
             )
-        if payment_id not in self.payments:
-            self._payment_applied(
-                payment_id=payment_id, amount=amount, currency=currency, received_at=received_at
-            )
+        if payment_id in self.payments:
+            return None
+        owed = self.open_amount()
+        self._payment_applied(
+            payment_id=payment_id, amount=amount, currency=currency, received_at=received_at
+        )
+        beyond = round_money(amount, currency) - owed
+        if beyond <= 0:
+            return None
+        return overpayment_note(self.number, payment_id, amount, owed, beyond, currency)
+
+    def open_amount(self) -> Decimal:
+        """What the document still owes, in the ledger's terms (payments rounded half-up to
+        the currency's minor units); never below zero: a credit note owes nothing."""
+        paid = sum((round_money(p, self.currency) for p in self.payments.values()), ZERO)
+        return max(self.total - paid, ZERO)
 
     @event("PaymentApplied")
     def _payment_applied(
         self, payment_id: str, amount: Decimal, currency: str, received_at: datetime
     ) -> None:
         self.payments[payment_id] = amount
+
+
+def overpayment_note(number: str, payment_id: str, amount: Decimal, owed: Decimal,
+                     beyond: Decimal, currency: str) -> str:
+    """What an operator is told of a payment beyond what its document owed."""
+    owes = (f"which still owed {format_money(owed, currency)} {currency}" if owed > 0
+            else "which owed nothing")
+    return (f"payment {payment_id} of {amount} {currency} on {number}, {owes}: "
+            f"{format_money(beyond, currency)} {currency} is held as the customer's credit; "
+            "check the invoice number and the amount")
 
 
 _INVOICE_TOPIC = get_topic(Invoice)

@@ -93,6 +93,7 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
             {"source": r.origin.source, "position": r.origin.position, "reason": r.reason}
             for r in report.rejected
         ],
+        "notes": report.notes,
     }
     emit(args, document, lambda: text.ingest_summary(document))
 

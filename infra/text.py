@@ -60,6 +60,7 @@ def ingest_summary(doc: dict[str, Any]) -> str:
              f"rejected {len(doc['rejected'])}"]
     for r in doc["rejected"]:
         lines.append(f"  rejected {r['source']} {r['position']}: {r['reason']}")
+    lines.extend(f"  note: {note}" for note in doc.get("notes", ()))
     return "\n".join(lines)
 
 

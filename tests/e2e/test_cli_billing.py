@@ -117,6 +117,20 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
     numbers = [i["number"] for i in billcycle_json(db, "invoices")]
     assert numbers == [f"INV-{n:06d}" for n in range(1, len(numbers) + 1)]
 
+    # Payments: up to what an invoice owes, nothing to say; beyond it, the customer's credit
+    # is named, in the text and the JSON (and the same payment again is a duplicate).
+    def payment(pid: str, amount: str) -> dict[str, str]:
+        return {"type": "payment.received", "id": pid, "occurred_at": "2026-11-20T09:00:00Z",
+                "invoice_number": "INV-000002", "amount": amount, "currency": "USD"}
+
+    settled = billcycle_json(db, "ingest", "-", stdin=jsonl(payment("pay-1", "1000.00")))
+    assert (settled["accepted"], settled["notes"]) == (1, [])
+    over = billcycle(db, "ingest", "-", stdin=jsonl(payment("pay-2", "25.00"))).stdout
+    assert ("note: payment pay-2 of 25.00 USD on INV-000002, which still owed 5.00 USD: 20.00 "
+            "USD is held as the customer's credit") in over
+    again = billcycle_json(db, "ingest", "-", stdin=jsonl(payment("pay-2", "25.00")))
+    assert (again["duplicates"], again["notes"]) == (1, [])
+
     # A batch id is one batch's: reused for another cycle date, the run is refused in a line.
     reused = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "nov")
     assert reused.returncode == 1 and "Traceback" not in reused.stderr

@@ -32,6 +32,7 @@ from infra.store.url import store_env
 from tests.integration.kafka_support import (
     UsageLedger,
     as_json,
+    billcycle,
     billcycle_json,
     cli_env,
     contract,
@@ -83,26 +84,36 @@ def test_messages_from_kafka_become_invoices_whose_events_reach_billing_invoices
     dry = billcycle_json(env, "run", "--cycle-date", "2026-12-01", "--dry-run")
     assert any(topics.usage in w and "usage still waiting" in w for w in dry["warnings"])
 
-    # A payment from Kafka is applied; then everything goes out.
-    first = invoices["cus_0"]
-    produce(bootstrap, topics.payments, [("cus_0", as_json({
-        "type": "payment.received", "id": "pay-1", "occurred_at": "2026-11-20T09:00:00Z",
-        "invoice_number": first["number"], "amount": first["total"], "currency": "USD"}))])
-    billcycle_json(env, "consume", "--until-caught-up")
+    # Payments from Kafka are applied, one of them beyond what its invoice owed (said on
+    # stderr); then everything goes out.
+    first, second = invoices["cus_0"], invoices["cus_1"]
+    over = str(Decimal(second["total"]) + Decimal("1.00"))
+    produce(bootstrap, topics.payments, [
+        (customer, as_json({
+            "type": "payment.received", "id": pid, "occurred_at": "2026-11-20T09:00:00Z",
+            "invoice_number": invoice["number"], "amount": amount, "currency": "USD"}))
+        for customer, pid, invoice, amount in (("cus_0", "pay-1", first, first["total"]),
+                                               ("cus_1", "pay-2", second, over))])
+    paid = billcycle(env, "--json", "consume", "--until-caught-up")
+    assert json.loads(paid.stdout)["accepted"] == 5 + 2  # the waiting usage and the payments
+    assert (f"payment pay-2 of {over} USD on {second['number']}, which still owed "
+            f"{second['total']} USD: 1.00 USD is held as the customer's credit") in paid.stderr
+    assert "pay-1" not in paid.stderr
     published = billcycle_json(env, "publish", "--until-caught-up")
 
-    assert published["published"] == 4
+    assert published["published"] == 5
     read = subprocess.run(
-        kafka_broker.console_consumer_cmd(topics.invoices, max_messages=4, timeout_ms=30000),
+        kafka_broker.console_consumer_cmd(topics.invoices, max_messages=5, timeout_ms=30000),
         capture_output=True, text=True, timeout=120, check=True)
     messages = [json.loads(line) for line in read.stdout.splitlines() if line.strip()]
-    assert sorted(m["type"] for m in messages) == ["invoice.issued"] * 3 + ["payment.applied"]
+    assert sorted(m["type"] for m in messages) == (["invoice.issued"] * 3
+                                                   + ["payment.applied"] * 2)
     for message in messages:
         validator(message["type"]).validate(message)
         validator("invoice-event").validate(message)
     assert {m["number"] for m in messages} == {i["number"] for i in invoices.values()}
-    payment = next(m for m in messages if m["type"] == "payment.applied")
-    assert (payment["number"], payment["balance"]) == (first["number"], "0.00")
+    balances = {m["number"]: m["balance"] for m in messages if m["type"] == "payment.applied"}
+    assert balances == {first["number"]: "0.00", second["number"]: "-1.00"}
 
 
 POISON: list[tuple[str, bytes]] = [

@@ -1,0 +1,49 @@
+"""Payments on a document: each applied once, and what pays beyond the open amount is said."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from domain.invoice import Invoice, PaymentRejected
+
+PAID_ON = datetime(2026, 12, 5, tzinfo=UTC)
+
+
+def document(total: str, currency: str = "USD") -> Invoice:
+    kind = "credit_note" if Decimal(total) < 0 else "invoice"
+    issued = Invoice.issued("INV-000007", "B1", date(2026, 12, 1), "ct_1", "cus_1", currency,
+                            date(2026, 12, 1), date(2026, 12, 31), kind, [], {},
+                            Decimal(total), 1)
+    invoice: Invoice = issued.mutate(None)
+    return invoice
+
+
+def test_payments_up_to_the_open_amount_say_nothing() -> None:
+    invoice = document("1005.00")
+    assert invoice.apply_payment("p1", Decimal("1000.00"), "USD", PAID_ON) is None
+    assert invoice.apply_payment("p2", Decimal("5.00"), "USD", PAID_ON) is None
+    assert invoice.balance == 0 and invoice.open_amount() == 0
+
+
+def test_a_payment_beyond_the_open_amount_is_named_with_the_credit_it_leaves() -> None:
+    invoice = document("1005.00")
+    invoice.apply_payment("p1", Decimal("1000.00"), "USD", PAID_ON)
+    note = invoice.apply_payment("p2", Decimal("25.00"), "USD", PAID_ON)
+    assert note == ("payment p2 of 25.00 USD on INV-000007, which still owed 5.00 USD: 20.00 "
+                    "USD is held as the customer's credit; check the invoice number and the "
+                    "amount")
+    assert invoice.balance == Decimal("-20.00")  # the ledger keeps it as customer credit
+    assert invoice.apply_payment("p2", Decimal("25.00"), "USD", PAID_ON) is None  # once
+
+
+def test_a_payment_on_a_credit_note_is_all_credit() -> None:
+    note = document("-600", "JPY").apply_payment("p1", Decimal("5"), "JPY", PAID_ON)
+    assert note is not None and "INV-000007, which owed nothing: 5 JPY is held" in note
+
+
+def test_a_payment_in_another_currency_is_refused() -> None:
+    with pytest.raises(PaymentRejected, match="send the payment in USD"):
+        document("10.00").apply_payment("p1", Decimal("10.00"), "EUR", PAID_ON)
