@@ -61,6 +61,9 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
 
 
 def format_money(amount: Decimal, currency: str) -> str:
-    """The amount as a string with exactly the currency's minor units ("1005.00")."""
+    """The amount as a string with exactly the currency's minor units ("1005.00").
+
+    Amounts come here rounded already; one that is not is rounded by round_money (half-up),
+    never by the string format (half-even), so that a displayed amount is the rule's."""
     places = minor_units(currency)
-    return f"{amount:.{places}f}"
+    return f"{round_money(amount, currency):.{places}f}"

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.billing import Held, NothingDue
+from domain.money import format_money
 from domain.terms import Package, PerUnit, Volume
 from tests.unit.billing_fixtures import (
     FakeUsage,
@@ -219,6 +220,13 @@ def test_rounding_half_up_per_line_to_the_currency_minor_units() -> None:
     meter = FakeUsage()
     meter.add(at(date(2026, 10, 5)), "3")
     assert amounts(bill(kwd, date(2026, 11, 1), meter)) == [("usage", "api", "0.002")]
+
+
+def test_amounts_are_shown_as_rounded_by_the_one_rounding_rule() -> None:
+    # Half-up everywhere, the string format's half-even never: 2.5 JPY shows as 3, not 2.
+    assert [format_money(Decimal(a), c) for a, c in (("2.5", "JPY"), ("0.125", "USD"),
+                                                    ("-0.0005", "KWD"), ("7", "EUR"))] == [
+        "3", "0.13", "-0.001", "7.00"]
 
 
 def test_usage_periods_follow_the_contract_timezone() -> None:
