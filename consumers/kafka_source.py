@@ -222,6 +222,7 @@ class ConsumeStats:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    notes: int = 0
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -230,6 +231,7 @@ class ConsumeStats:
         self.accepted += report.accepted
         self.duplicates += report.duplicates
         self.rejected += len(report.rejected)
+        self.notes += len(report.notes)
         self.batches += 1
 
     def rate(self) -> float:

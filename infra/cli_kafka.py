@@ -132,6 +132,7 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         "accepted": stats.accepted,
         "duplicates": stats.duplicates,
         "rejected": stats.rejected,
+        "notes": stats.notes,  # accepted messages named on stderr (e.g. an overpayment)
         "batches": stats.batches,
         "records_per_second": round(stats.rate()),
         "positions": {f"{tp.topic}/{tp.partition}": p - 1 for tp, p in ingest.positions.items()},

@@ -95,7 +95,8 @@ def test_messages_from_kafka_become_invoices_whose_events_reach_billing_invoices
         for customer, pid, invoice, amount in (("cus_0", "pay-1", first, first["total"]),
                                                ("cus_1", "pay-2", second, over))])
     paid = billcycle(env, "--json", "consume", "--until-caught-up")
-    assert json.loads(paid.stdout)["accepted"] == 5 + 2  # the waiting usage and the payments
+    consumed = json.loads(paid.stdout)
+    assert (consumed["accepted"], consumed["notes"]) == (5 + 2, 1)  # usage waiting, payments
     assert (f"payment pay-2 of {over} USD on {second['number']}, which still owed "
             f"{second['total']} USD: 1.00 USD is held as the customer's credit") in paid.stderr
     assert "pay-1" not in paid.stderr
