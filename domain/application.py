@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
@@ -24,6 +24,11 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
+from domain.acknowledgements import (
+    ACKNOWLEDGEMENTS_ID,
+    Acknowledgement,
+    UsageAcknowledgements,
+)
 from domain.commands import (
     AmendContract,
     Command,
@@ -264,6 +269,21 @@ class BillingApplication(Application[UUID]):
 
     def watermarks(self) -> UsageWatermarks | None:
         return self.get_or_none(WATERMARKS_ID, UsageWatermarks)
+
+    def usage_acknowledgements(self) -> list[Acknowledgement]:
+        """The acknowledgements of unbilled usage in force (domain/acknowledgements.py)."""
+        given = self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
+        return given.in_force() if given else []
+
+    def acknowledge_usage(self, customer_id: str, metric: str, through: datetime, reason: str,
+                          by: str, at: datetime) -> Acknowledgement:
+        """Record that the customer's usage of the metric before `through` is not to be
+        billed, and why: runs stop naming it (their notes read the meters from there on)."""
+        given = (self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
+                 or UsageAcknowledgements())
+        acknowledgement = given.acknowledge(customer_id, metric, through, reason, by, at)
+        self.save(given)
+        return acknowledgement
 
 
 def dead_letter_record(rejection: Rejected) -> dict[str, Any]:

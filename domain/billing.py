@@ -58,6 +58,9 @@ class BillingContext:
     cycle_date: date
     watermarks: Mapping[str, datetime]  # metric -> usage complete before this instant
     log_position: int  # the log position at the start of the billing run
+    # (customer, metric) -> the first meter bucket the run's notes on unbilled usage read, the
+    # usage before acknowledged (domain/acknowledgements.py); billing itself never reads it.
+    notes_from: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from domain.acknowledgements import notes_from
 from domain.application import BillingApplication, ConcurrentUpdate
 from domain.billing import (
     BillingContext,
@@ -309,6 +310,9 @@ class BillingRuns:
             },
             **self.input_manifest(),
         }
+        acknowledged = self.app.usage_acknowledgements()
+        if acknowledged:  # in force at the start, recorded with what the run saw
+            manifest["acknowledged_usage"] = [a.to_json() for a in acknowledged]
         self.app.store.update_meters()  # usage recorded by now is in the meters read below
         unclaimed = self.app.store.usage_without_contract()
         if unclaimed:
@@ -325,6 +329,7 @@ class BillingRuns:
             cycle_date=cycle_date,
             watermarks={m: datetime.fromisoformat(t) for m, t in manifest["watermarks"].items()},
             log_position=int(manifest["log_position"]),
+            notes_from=notes_from(manifest.get("acknowledged_usage", ())),
         )
 
     def _book_size(self) -> int:
@@ -434,7 +439,8 @@ class BillingRuns:
             else:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
         metered = self._read_unbilled_windows(self.app.store.metered_usage(
-            sorted({c.customer_id for c in contracts.values()})), contracts, siblings)
+            sorted({c.customer_id for c in contracts.values()}), ctx.notes_from),
+            contracts, siblings)
         notes: dict[str, dict[str, str]] = {}
         for cid, contract in contracts.items():
             usage, others = metered.get(contract.customer_id, {}), siblings.get(cid, [])

@@ -5,7 +5,7 @@ The adapters are in infra/store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -59,8 +59,13 @@ class BillingStore(Protocol):
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         """Ids of each customer's contracts (customers with none are left out)."""
 
-    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
-        """Per customer, their usage in the meters per metric (none: left out)."""
+    def metered_usage(
+        self, customer_ids: Sequence[str],
+        since: Mapping[tuple[str, str], datetime] | None = None,
+    ) -> dict[str, dict[str, MeteredUsage]]:
+        """Per customer, their usage in the meters per metric (none: left out); of a
+        (customer, metric) in `since`, only the buckets starting at or after its instant
+        (the rest acknowledged: domain/acknowledgements.py)."""
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         """The meters of customers no contract belongs to, per customer and metric, in that

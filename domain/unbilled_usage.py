@@ -133,6 +133,15 @@ def metered_usage(
     return found
 
 
+def bounded_to(customer_ids: Iterable[str], since: Mapping[tuple[str, str], datetime] | None,
+               ) -> dict[tuple[str, str], datetime]:
+    """Of `since` (customer, metric -> the first bucket still read), these customers'."""
+    if not since:
+        return {}
+    customers = set(customer_ids)
+    return {key: instant for key, instant in since.items() if key[0] in customers}
+
+
 def metrics_priced(contracts: Iterable[Contract]) -> frozenset[str]:
     """The metrics some version of these contracts prices."""
     return frozenset().union(*(c.usage_metrics() for c in contracts))
@@ -196,7 +205,10 @@ def _outside_service(services: Sequence[_Service], metered: MeteredUsage,
     if metered.first_bucket < first.starts:
         found.append(_Outside(True, metered.first_bucket, first.starts, first.contract))
     if last is not None and last.ends is not None and metered.last_bucket >= last.ends:
-        found.append(_Outside(False, last.ends, metered.last_bucket + BUCKET, last.contract))
+        # From the end, or from the first bucket read when that is later (the usage before
+        # it acknowledged: domain/acknowledgements.py).
+        found.append(_Outside(False, max(last.ends, metered.first_bucket),
+                              metered.last_bucket + BUCKET, last.contract))
     return found
 
 

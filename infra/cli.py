@@ -17,7 +17,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
-from infra import cli_demo, cli_kafka, cli_reports, text
+from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import redacted, store_env
 from infra.views import batch_view, invoice_view
@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deadletters", help="rejected input with reasons")
     p.set_defaults(handler=cmd_deadletters)
 
-    for register in (cli_demo.register, cli_kafka.register, cli_reports.register):
+    for register in (cli_demo.register, cli_kafka.register, cli_reports.register,
+                     cli_usage.register):
         register(sub)
     return parser
 

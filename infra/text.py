@@ -112,6 +112,7 @@ def batch_report(view: dict[str, Any]) -> str:
         f"input of the latest attempt: log position {latest.get('log_position')}, watermarks "
         + (", ".join(f"{m} {t}" for m, t in latest.get("watermarks", {}).items()) or "none"),
         *_without_contract(latest),
+        *_acknowledged(latest),
         "attempts: " + ", ".join(f"{a['kind']} at {a['started_at']}" for a in view["attempts"]),
         f"contracts {c['contracts']} = invoiced {c['invoiced']} + held {c['held']} + failed "
         f"{c['failed']} + not due {c['not_due']}",
@@ -141,6 +142,15 @@ def _without_contract(manifest: dict[str, Any]) -> list[str]:
         return []
     return [f"usage without a contract, not billed: {plural(found['customers'], 'customer')}, "
             f"{plural(found['events'], 'event')} (billcycle report usage-without-contract)"]
+
+
+def _acknowledged(manifest: dict[str, Any]) -> list[str]:
+    found = manifest.get("acknowledged_usage")
+    if not found:
+        return []
+    return ["usage acknowledged as not to be billed, left out of the notes: " + "; ".join(
+        f"{a['customer_id']} {a['metric']} before {a['through']} ({a['reason']}; by {a['by']})"
+        for a in found)]
 
 
 def dead_letter_table(letters: list[dict[str, Any]]) -> str:

@@ -19,7 +19,7 @@ difference too: the batch then did not bill from the log as it stood at its star
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -350,7 +350,10 @@ class _Meters:
     def customer_contract_ids(self, customer_ids: Sequence[str]) -> dict[str, list[str]]:
         raise NotImplementedError("verification passes the customer's contracts in")
 
-    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
+    def metered_usage(
+        self, customer_ids: Sequence[str],
+        since: Mapping[tuple[str, str], datetime] | None = None,
+    ) -> dict[str, dict[str, MeteredUsage]]:
         raise NotImplementedError("verification compares outcomes, not their notes")
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:

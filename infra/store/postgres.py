@@ -9,7 +9,7 @@ events, in `update_meters`: not in the saving transaction, which holds the event
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
@@ -40,6 +40,7 @@ from domain.ports import BillingStore
 from domain.unbilled_usage import (
     MeteredUsage,
     UsageWithoutContract,
+    bounded_to,
     metered_usage,
     usage_without_contract,
 )
@@ -317,6 +318,15 @@ _METERED_USAGE = (
     " WHERE customer_id = ANY(%s) GROUP BY customer_id, metric, contract_tag"
 )
 
+# The same, from an instant per customer and metric on (the usage before it acknowledged).
+_METERED_USAGE_SINCE = (
+    "SELECT b.customer_id, b.metric, b.contract_tag, CAST(SUM(b.event_count) AS BIGINT),"
+    " MIN(b.bucket_start), MAX(b.bucket_start) FROM {schema}.usage_buckets b"
+    " JOIN unnest(%s::text[], %s::text[], %s::timestamptz[]) AS a(customer_id, metric, since)"
+    " ON b.customer_id = a.customer_id AND b.metric = a.metric AND b.bucket_start >= a.since"
+    " GROUP BY b.customer_id, b.metric, b.contract_tag"
+)
+
 # Meter buckets of customers without a contract (see UsageWithoutContract); as on SQLite.
 _WITHOUT_CONTRACT = (
     "SELECT customer_id, metric, bucket_start, event_count, quantity_sum, latest_at"
@@ -385,6 +395,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._customer_contracts = self._sql(_CUSTOMER_CONTRACTS)
         self._without_contract = self._sql(_WITHOUT_CONTRACT)
         self._metered_usage = self._sql(_METERED_USAGE)
+        self._metered_usage_since = self._sql(_METERED_USAGE_SINCE)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
         self._notifications: dict[str, Composed] = {}  # by WHERE clause
@@ -660,12 +671,23 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         return found
 
     @_retry
-    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
+    def metered_usage(
+        self, customer_ids: Sequence[str],
+        since: Mapping[tuple[str, str], datetime] | None = None,
+    ) -> dict[str, dict[str, MeteredUsage]]:
         if not customer_ids:
             return {}
+        bounded = bounded_to(customer_ids, since)
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self._metered_usage, (list(customer_ids),))
-            return metered_usage(curs.fetchall())
+            rows = [row for row in curs.fetchall() if (row[0], row[1]) not in bounded]
+            if bounded:
+                keys = list(bounded)
+                curs.execute(self._metered_usage_since, (
+                    [k[0] for k in keys], [k[1] for k in keys],
+                    [require_aware(bounded[k], "acknowledged through") for k in keys]))
+                rows.extend(curs.fetchall())
+            return metered_usage(rows)
 
     @_retry
     def usage_without_contract(self) -> list[UsageWithoutContract]:

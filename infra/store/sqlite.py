@@ -10,7 +10,7 @@ a single statement whatever the number of SQLite variables allowed.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -28,6 +28,7 @@ from domain.ports import BillingStore
 from domain.unbilled_usage import (
     MeteredUsage,
     UsageWithoutContract,
+    bounded_to,
     metered_usage,
     usage_without_contract,
 )
@@ -124,6 +125,16 @@ _METERED_USAGE = (
     " MAX(bucket_start) FROM usage_buckets"
     " WHERE customer_id IN (SELECT value FROM json_each(?))"
     " GROUP BY customer_id, metric, contract_tag"
+)
+
+# The same, from an instant per customer and metric on (the usage before it acknowledged).
+_METERED_USAGE_SINCE = (
+    "SELECT b.customer_id, b.metric, b.contract_tag, SUM(b.event_count), MIN(b.bucket_start),"
+    " MAX(b.bucket_start) FROM usage_buckets b JOIN json_each(?) a"
+    " ON b.customer_id = json_extract(a.value, '$[0]')"
+    " AND b.metric = json_extract(a.value, '$[1]')"
+    " AND b.bucket_start >= json_extract(a.value, '$[2]')"
+    " GROUP BY b.customer_id, b.metric, b.contract_tag"
 )
 
 # Meter buckets of customers without a contract (see UsageWithoutContract); as on PostgreSQL.
@@ -274,10 +285,19 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
                 found.setdefault(row[0], []).append(row[1])
         return found
 
-    def metered_usage(self, customer_ids: Sequence[str]) -> dict[str, dict[str, MeteredUsage]]:
+    def metered_usage(
+        self, customer_ids: Sequence[str],
+        since: Mapping[tuple[str, str], datetime] | None = None,
+    ) -> dict[str, dict[str, MeteredUsage]]:
+        bounded = bounded_to(customer_ids, since)
         with self.datastore.transaction(commit=False) as c:
             c.execute(_METERED_USAGE, (json.dumps(list(customer_ids)),))
-            rows = c.fetchall()
+            rows = [row for row in c.fetchall() if (row[0], row[1]) not in bounded]
+            if bounded:
+                c.execute(_METERED_USAGE_SINCE, (json.dumps([
+                    [customer, metric, utc_text(instant, "acknowledged through")]
+                    for (customer, metric), instant in bounded.items()]),))
+                rows.extend(c.fetchall())
         return metered_usage(
             (customer_id, metric, tag, events, datetime.fromisoformat(first),
              datetime.fromisoformat(last))

@@ -188,3 +188,63 @@ def test_usage_in_periods_whose_terms_no_longer_price_it_is_named(
     finally:
         app.close()
     assert json.loads(notes) == {"usage_in_unbilled_windows": note}
+
+
+def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
+    db: str, tmp_path: Path
+) -> None:
+    # ct_a is terminated from 2026-10-20 and ct_b (amended away from api_calls on the 15th)
+    # leaves October's api_calls unbilled: each run names both, until an operator
+    # acknowledges them as not to be billed.
+    ingest(db, tmp_path, "book.jsonl",
+           contract("ct_a", API),
+           {"type": "contract.terminated", "id": "m-end", "occurred_at": "2026-10-10T00:00:00Z",
+            "contract_id": "ct_a", "end_date": "2026-10-20"},
+           contract("ct_b", PLATFORM, API),
+           {"type": "contract.amended", "id": "m-drop-api", "occurred_at": "2026-10-10T00:00:00Z",
+            "contract_id": "ct_b", "effective_date": "2026-10-15", "components": [PLATFORM]},
+           usage("u-1", "cus_ct_a", "api_calls", "7000", "2026-10-25T10:05:00Z"),
+           usage("u-2", "cus_ct_b", "api_calls", "3000", "2026-10-05T10:00:00Z"),
+           usage("u-3", "cus_ct_b", "api_calls", "2000", "2026-10-20T10:00:00Z"))
+    named = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    assert len(named["warnings"]) == 2
+    invoiced = billcycle_json(db, "invoices")
+
+    given = billcycle_json(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
+                           "api_calls", "--through", "2026-10-31", "--reason",
+                           "terminated; usage after the end written off", "--by", "finance")
+    assert given["through"] == "2026-11-01T00:00:00+00:00" and given["by"] == "finance"
+    said = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_b", "--metric",
+                     "api_calls", "--through", "2026-10-20T10:07:00Z", "--reason",
+                     "moved off the API plan").stdout
+    assert "usage of cus_ct_b's api_calls before 2026-10-20 10:07 UTC is not to be billed" in said
+    listed = billcycle_json(db, "usage", "acknowledged")
+    assert [(a["customer_id"], a["through"]) for a in listed] == [
+        ("cus_ct_a", "2026-11-01T00:00:00+00:00"), ("cus_ct_b", "2026-10-20T10:07:00+00:00")]
+
+    # The next run names nothing but the bucket holding ct_b's instant (10:00 to 10:15: it
+    # may hold usage from after it), records what was acknowledged, and bills the same.
+    quiet = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov-2")
+    assert quiet["warnings"] == [
+        "usage of cus_ct_b in periods that no contract of theirs bills it for is not billed: "
+        "api_calls from 2026-10-20 10:00 to 2026-10-20 10:15 UTC (1 event; the terms of ct_b "
+        "at the end of those periods do not price it); `billcycle batch show nov-2` names each "
+        "contract"]
+    assert billcycle_json(db, "invoices") == invoiced
+    manifest = billcycle_json(db, "batch", "show", "nov-2")["manifest"]
+    assert [a["reason"] for a in manifest["acknowledged_usage"]] == [
+        "terminated; usage after the end written off", "moved off the API plan"]
+    assert "usage acknowledged as not to be billed" in billcycle(
+        db, "batch", "show", "nov-2").stdout
+
+    # Usage after an acknowledged instant is named again: only it.
+    ingest(db, tmp_path, "more.jsonl",
+           usage("u-4", "cus_ct_a", "api_calls", "10", "2026-11-02T09:00:00Z"))
+    again = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov-3")
+    assert any(w.startswith("usage of cus_ct_a outside the service of the contracts pricing it "
+                            "is not billed: api_calls until 2026-11-02 09:15 UTC (1 event), "
+                            "after service ended on 2026-10-20 (ct_a)")
+               for w in again["warnings"])
+    refused = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
+                        "api_calls", "--through", "2026-11-30", "--reason", " ", check=False)
+    assert refused.returncode == 1 and "give the reason" in refused.stderr

@@ -1,0 +1,50 @@
+"""Acknowledged unbilled usage: what an acknowledgement needs, which one is in force, and from
+which meter bucket the runs' notes read again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from domain.acknowledgements import AcknowledgementRejected, UsageAcknowledgements, notes_from
+
+AT = datetime(2026, 12, 2, 9, tzinfo=UTC)
+
+
+def test_the_latest_acknowledgement_of_a_customer_and_metric_is_in_force() -> None:
+    given = UsageAcknowledgements()
+    given.acknowledge("cus_b", "api_calls", datetime(2026, 11, 1, tzinfo=UTC), "plan ended",
+                      "ops", AT)
+    given.acknowledge("cus_a", "storage", datetime(2026, 10, 1, tzinfo=UTC), "trial", "ops", AT)
+    later = given.acknowledge("cus_b", "api_calls", datetime(2026, 12, 1, tzinfo=UTC),
+                              " still off ", "", AT)
+    assert (later.reason, later.by) == ("still off", "unknown")
+    assert [(a.customer_id, a.metric, a.through.month) for a in given.in_force()] == [
+        ("cus_a", "storage", 10), ("cus_b", "api_calls", 12)]
+    assert [a.customer_id for a in given.in_force(["cus_b", "cus_z"])] == ["cus_b"]
+    assert len(given.collect_events()) == 4  # opened, and each acknowledgement kept
+
+
+def test_an_acknowledgement_names_its_reason_and_an_instant_with_an_offset() -> None:
+    given = UsageAcknowledgements()
+    with pytest.raises(AcknowledgementRejected, match="give the reason"):
+        given.acknowledge("cus_a", "api_calls", AT, "  ", "ops", AT)
+    with pytest.raises(AcknowledgementRejected, match="has no offset"):
+        given.acknowledge("cus_a", "api_calls", datetime(2026, 11, 1), "r", "ops", AT)
+    with pytest.raises(AcknowledgementRejected, match="name the customer and the metric"):
+        given.acknowledge("cus_a", " ", AT, "r", "ops", AT)
+    tokyo = given.acknowledge("cus_a", "api_calls",
+                              datetime(2026, 11, 1, 9, tzinfo=timezone(timedelta(hours=9))),
+                              "r", "ops", AT)
+    assert tokyo.through == datetime(2026, 11, 1, tzinfo=UTC)  # kept in UTC
+
+
+def test_notes_read_again_from_the_bucket_holding_the_instant() -> None:
+    given = UsageAcknowledgements()
+    for through in (datetime(2026, 11, 1, 10, 7, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)):
+        given.acknowledge(f"cus_{through.day}", "api_calls", through, "r", "ops", AT)
+    assert notes_from(a.to_json() for a in given.in_force()) == {
+        ("cus_1", "api_calls"): datetime(2026, 11, 1, 10, tzinfo=UTC),  # 10:00-10:15 named
+        ("cus_2", "api_calls"): datetime(2026, 11, 2, tzinfo=UTC),
+    }
