@@ -109,7 +109,7 @@ class IngestReport:
 class BillingApplication(Application[UUID]):
     name = "billcycle"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
-        InvoiceNumbers: 100, UsageWatermarks: 100,
+        InvoiceNumbers: 100, UsageWatermarks: 100, UsageAcknowledgements: 100,
     }
 
     def construct_transcoder(self) -> Transcoder:

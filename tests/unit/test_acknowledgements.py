@@ -4,10 +4,18 @@ which meter bucket the runs' notes read again."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from domain.acknowledgements import AcknowledgementRejected, UsageAcknowledgements, notes_from
+from domain.acknowledgements import (
+    ACKNOWLEDGEMENTS_ID,
+    AcknowledgementRejected,
+    UsageAcknowledgements,
+    notes_from,
+)
+from domain.application import BillingApplication
+from infra.store.url import store_env
 
 AT = datetime(2026, 12, 2, 9, tzinfo=UTC)
 
@@ -48,3 +56,23 @@ def test_notes_read_again_from_the_bucket_holding_the_instant() -> None:
         ("cus_1", "api_calls"): datetime(2026, 11, 1, 10, tzinfo=UTC),  # 10:00-10:15 named
         ("cus_2", "api_calls"): datetime(2026, 11, 2, tzinfo=UTC),
     }
+
+
+def test_many_acknowledgements_come_back_whole_through_the_store(tmp_path: Path) -> None:
+    # Snapshotted every 100 events, as the watermarks are: the snapshot keeps every one.
+    app = BillingApplication(env=store_env(f"sqlite:///{tmp_path / 'b.db'}"))
+    try:
+        for n in range(130):
+            app.acknowledge_usage(f"cus_{n:03d}", "api_calls",
+                                  datetime(2026, 11, 1, tzinfo=UTC), f"reason {n}", "ops", AT)
+    finally:
+        app.close()
+    again = BillingApplication(env=store_env(f"sqlite:///{tmp_path / 'b.db'}"))
+    try:
+        given = again.usage_acknowledgements()
+        assert again.snapshots is not None and again.snapshots.get(ACKNOWLEDGEMENTS_ID)
+    finally:
+        again.close()
+    assert [(a.customer_id, a.reason) for a in given] == [
+        (f"cus_{n:03d}", f"reason {n}") for n in range(130)]
+    assert all(a.through == datetime(2026, 11, 1, tzinfo=UTC) and a.at == AT for a in given)
