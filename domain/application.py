@@ -279,11 +279,18 @@ class BillingApplication(Application[UUID]):
                           by: str, at: datetime) -> Acknowledgement:
         """Record that the customer's usage of the metric before `through` is not to be
         billed, and why: runs stop naming it (their notes read the meters from there on)."""
-        given = (self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
-                 or UsageAcknowledgements())
-        acknowledgement = given.acknowledge(customer_id, metric, through, reason, by, at)
-        self.save(given)
-        return acknowledgement
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            given = (self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
+                     or UsageAcknowledgements())
+            acknowledgement = given.acknowledge(customer_id, metric, through, reason, by, at)
+            try:
+                self.save(given)
+            except IntegrityError:  # another acknowledgement saved meanwhile: read it, again
+                continue
+            return acknowledgement
+        raise ConcurrentUpdate(
+            f"the acknowledgement conflicted {MAX_SAVE_ATTEMPTS} times with others given at "
+            "the same moment; it was not recorded, try again")
 
 
 def dead_letter_record(rejection: Rejected) -> dict[str, Any]:

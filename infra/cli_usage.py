@@ -10,7 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from domain.acknowledgements import AcknowledgementRejected
-from domain.application import BillingApplication
+from domain.application import BillingApplication, ConcurrentUpdate
 from infra.text import table
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     try:
         given = app.acknowledge_usage(args.customer, args.metric, args.through, args.reason,
                                       by, datetime.now(UTC))
-    except AcknowledgementRejected as exc:
+    except (AcknowledgementRejected, ConcurrentUpdate) as exc:
         raise UserError(str(exc)) from exc
     emit(args, given.to_json(), lambda: (
         f"acknowledged: usage of {given.customer_id}'s {given.metric} before "

@@ -76,3 +76,23 @@ def test_many_acknowledgements_come_back_whole_through_the_store(tmp_path: Path)
     assert [(a.customer_id, a.reason) for a in given] == [
         (f"cus_{n:03d}", f"reason {n}") for n in range(130)]
     assert all(a.through == datetime(2026, 11, 1, tzinfo=UTC) and a.at == AT for a in given)
+
+
+def test_an_acknowledgement_that_loses_a_race_reads_the_winner_and_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    mine, theirs = (BillingApplication(env=store_env(url)) for _ in range(2))
+    try:
+        mine.acknowledge_usage("cus_a", "api_calls", AT, "first", "ops", AT)
+        stale = [mine.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)]
+        theirs.acknowledge_usage("cus_b", "api_calls", AT, "theirs", "ops", AT)  # meanwhile
+        read = mine.get_or_none
+        monkeypatch.setattr(mine, "get_or_none", lambda aggregate_id, kind: (
+            stale.pop() if stale else read(aggregate_id, kind)))
+        mine.acknowledge_usage("cus_c", "api_calls", AT, "mine", "ops", AT)
+        assert not stale  # the first save went from the stale read, and conflicted
+        assert [a.reason for a in theirs.usage_acknowledgements()] == ["first", "theirs", "mine"]
+    finally:
+        mine.close()
+        theirs.close()
