@@ -29,6 +29,7 @@ from domain.billing_run import Outcome
 from domain.billing_runs import BillingRuns, Progress, RunReport
 from domain.calendar import boundary
 from domain.commands import Origin
+from domain.contract import Contract
 from domain.invoice import Invoice
 from domain.invoice_lines import LineKind
 from domain.money import format_money
@@ -113,6 +114,7 @@ class Demo:
         self.previous = sample_book.previous_cycle_date(self.cycle)
         self.started = time.monotonic()
         self.invoices: list[Invoice] = []
+        self.after_service: Contract | None = None  # one whose usage after its end is named
         self.doc: dict[str, Any] = {
             "store": url,
             "book": {"contracts": args.contracts, "seed": args.seed,
@@ -188,6 +190,9 @@ class Demo:
         self.doc["run"] = {**_run_summary(report), **_run_details(report)}
         self.invoices = [i for i in map(self.app.invoice, (r.number for r in report.invoices))
                          if i is not None]
+        noted = sorted(o.contract_id for o in report.outcomes.values()
+                       if o.usage_outside_service)
+        self.after_service = self.app.contract(noted[0]) if noted else None
         self._say(_run_text(self.doc["dry_run"], self.doc["run"]))
 
     def _examples(self) -> None:
@@ -219,6 +224,13 @@ class Demo:
                 "complete_through": (self.cycle + timedelta(days=1)).isoformat()})
             commands.append(f"echo '{mark}' | {db} ingest -")
             commands.append(f"{db} retry {batch}")
+        if self.after_service and self.after_service.usage_metrics():
+            # Seen, and not to be billed: the next runs name only usage after it.
+            ended = self.after_service
+            commands.append(
+                f"{db} usage acknowledge --customer {ended.customer_id} --metric "
+                f"{sorted(ended.usage_metrics())[0]} --through {self.cycle} --reason "
+                "'terminated; usage after the end written off'")
         b = self.doc["book"]
         commands.append(f"{_venv_command('python')} -m infra.sample_book --contracts "
                         f"{b['contracts']} --seed {b['seed']} --cycle-date {b['cycle_date']} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,19 @@ def test_the_demo_runs_on_postgresql_as_on_the_embedded_store(
         w.replace(report["run"]["batch_id"], on_postgres["run"]["batch_id"])
         for w in report["run"]["warnings"]]
     assert on_postgres["rerun"]["issued_after"] == on_postgres["rerun"]["issued_before"]
+
+
+def test_the_suggested_acknowledgement_quiets_the_usage_after_a_termination(
+    tmp_path: Path
+) -> None:
+    document = json.loads(demo(tmp_path, "--json", "--contracts", "20", "--events", "4").stdout)
+    [command] = [c for c in document["explore"] if " usage acknowledge " in c]
+    args = shlex.split(command)
+    assert args[0].endswith("billcycle") and "cus_0015" in args
+    subprocess.run([sys.executable, "-m", "infra.cli", *args[1:]], cwd=tmp_path, check=True,
+                   capture_output=True)
+    assert any("cus_0015 outside the service" in w for w in document["run"]["warnings"])
+    dry = subprocess.run([sys.executable, "-m", "infra.cli", "--db", "sqlite:///billcycle-demo.db",
+                          "--json", "run", "--cycle-date", "2026-12-01", "--dry-run"],
+                         cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert not any("cus_0015" in w for w in json.loads(dry.stdout)["warnings"])
