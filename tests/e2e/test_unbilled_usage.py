@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from domain.application import BillingApplication
 from infra.store.url import store_env
@@ -20,6 +21,18 @@ def ingest(db: str, tmp_path: Path, name: str, *messages: dict[str, object]) -> 
     path = tmp_path / name
     path.write_bytes(jsonl(*messages))
     assert billcycle_json(db, "ingest", str(path))["rejected"] == []
+
+
+def terminated(contract_id: str, end_date: str) -> dict[str, object]:
+    return {"type": "contract.terminated", "id": f"m-end-{contract_id}",
+            "occurred_at": "2026-10-10T00:00:00Z", "contract_id": contract_id,
+            "end_date": end_date}
+
+
+def amended_to(contract_id: str, effective: str, *components: dict[str, Any]) -> dict[str, object]:
+    return {"type": "contract.amended", "id": f"m-amend-{contract_id}",
+            "occurred_at": "2026-10-10T00:00:00Z", "contract_id": contract_id,
+            "effective_date": effective, "components": list(components)}
 
 
 def test_usage_before_its_contract_is_named_by_each_run_then_billed_once(
@@ -94,8 +107,7 @@ def test_usage_outside_the_service_of_the_contracts_pricing_it_is_named(
     # and from the end date on lies in none of its periods.
     ingest(db, tmp_path, "book.jsonl",
            contract("ct_a", API),
-           {"type": "contract.terminated", "id": "m-end", "occurred_at": "2026-10-10T00:00:00Z",
-            "contract_id": "ct_a", "end_date": "2026-10-20"},
+           terminated("ct_a", "2026-10-20"),
            usage("u-1", "cus_ct_a", "api_calls", "5000", "2026-09-29T10:00:00Z"),
            usage("u-2", "cus_ct_a", "api_calls", "3000", "2026-10-05T10:00:00Z"),
            usage("u-3", "cus_ct_a", "api_calls", "7000", "2026-10-25T10:05:00Z"))
@@ -163,8 +175,7 @@ def test_usage_in_periods_whose_terms_no_longer_price_it_is_named(
     # buckets the usage reaches within those periods.
     ingest(db, tmp_path, "book.jsonl",
            contract("ct_a", PLATFORM, API),
-           {"type": "contract.amended", "id": "m-drop-api", "occurred_at": "2026-10-10T00:00:00Z",
-            "contract_id": "ct_a", "effective_date": "2026-10-15", "components": [PLATFORM]},
+           amended_to("ct_a", "2026-10-15", PLATFORM),
            usage("u-1", "cus_ct_a", "api_calls", "3000", "2026-10-05T10:00:00Z"),
            usage("u-2", "cus_ct_a", "api_calls", "2000", "2026-10-20T10:00:00Z"))
 
@@ -198,11 +209,9 @@ def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
     # acknowledges them as not to be billed.
     ingest(db, tmp_path, "book.jsonl",
            contract("ct_a", API),
-           {"type": "contract.terminated", "id": "m-end", "occurred_at": "2026-10-10T00:00:00Z",
-            "contract_id": "ct_a", "end_date": "2026-10-20"},
+           terminated("ct_a", "2026-10-20"),
            contract("ct_b", PLATFORM, API),
-           {"type": "contract.amended", "id": "m-drop-api", "occurred_at": "2026-10-10T00:00:00Z",
-            "contract_id": "ct_b", "effective_date": "2026-10-15", "components": [PLATFORM]},
+           amended_to("ct_b", "2026-10-15", PLATFORM),
            usage("u-1", "cus_ct_a", "api_calls", "7000", "2026-10-25T10:05:00Z"),
            usage("u-2", "cus_ct_b", "api_calls", "3000", "2026-10-05T10:00:00Z"),
            usage("u-3", "cus_ct_b", "api_calls", "2000", "2026-10-20T10:00:00Z"))
