@@ -144,3 +144,28 @@ def test_every_event_of_two_contracts_is_read_named_or_outside_both_services(
         assert [inside(t, read[tag]), named, outside].count(True) == 1, (t, tag)
         assert inside(t, [(w.starts, w.ends) for w in found if w.tag is None]) == outside
         event("read" if inside(t, read[tag]) else "named" if named else "outside")
+
+
+@settings(max_examples=150, deadline=None)
+@given(contracts(), st.lists(instants, min_size=1, max_size=12), instants)
+def test_after_an_acknowledgement_every_later_event_is_still_accounted_for_and_no_earlier_one(
+    c: Contract, when: list[datetime], acknowledged: datetime
+) -> None:
+    """The store reads the meters from the bucket holding the acknowledged instant on
+    (domain/acknowledgements.py): what the windows then name starts there."""
+    if not any(API in v.components for v in c.versions):
+        return
+    first_read = bucket_start(acknowledged)
+    later = [t for t in when if t >= first_read]
+    if not later:
+        return  # nothing left to name: no read at all
+    buckets = [bucket_start(t) for t in later]
+    found = unbilled_windows([c], {"api_calls": MeteredUsage(len(later), min(buckets),
+                                                             max(buckets))})
+    assert all(w.starts >= first_read for w in found)
+    unbilled = [(w.starts, w.ends) for w in found if w.tag == ""]
+    counted_outside = [(w.starts, w.ends) for w in found if w.tag is None]
+    billed = usage_windows(c, "api_calls", LAST_DAY)
+    for t in later:
+        assert [inside(t, billed), inside(t, unbilled), inside(t, counted_outside)].count(
+            True) == 1, t
