@@ -94,6 +94,15 @@ class MeteredUsage:
     tagged: Mapping[str, int] = field(default_factory=dict)  # contract_id -> events ("" left out)
     # Events found in the windows no contract bills (`unbilled_windows`), once they are read.
     in_unbilled_windows: tuple[tuple[UnbilledWindow, int], ...] = ()
+    # The first bucket read when the usage before it was acknowledged as not to be billed
+    # (domain/acknowledgements.py); the notes say so.
+    read_from: datetime | None = None
+
+    def acknowledged(self) -> str:
+        """What a note adds of the usage left out as acknowledged ("" if none)."""
+        if self.read_from is None:
+            return ""
+        return f"; usage before {self.read_from:%Y-%m-%d %H:%M} UTC acknowledged"
 
 
 @dataclass(frozen=True)
@@ -152,10 +161,11 @@ def unpriced_usage(contract: Contract, siblings: Sequence[Contract],
     """The note on a contract's outcome naming its customer's usage (per metric) that no
     contract of the customer prices, so that no run bills it; None when there is none."""
     priced = metrics_priced([contract, *siblings])
-    unpriced = sorted((metric, u.events) for metric, u in usage.items() if metric not in priced)
+    unpriced = sorted((metric, u) for metric, u in usage.items() if metric not in priced)
     if not unpriced:
         return None
-    listed = ", ".join(f"{metric} ({_plural(n, 'event')})" for metric, n in unpriced)
+    listed = ", ".join(f"{metric} ({_plural(u.events, 'event')}{u.acknowledged()})"
+                       for metric, u in unpriced)
     return (f"usage of {contract.customer_id} that no contract of theirs prices is not billed: "
             f"{listed}")
 
@@ -241,7 +251,8 @@ def usage_outside_service(contract: Contract, siblings: Sequence[Contract],
         read = {(w.starts, w.ends): n for w, n in metered.in_unbilled_windows if w.tag is None}
         for o in _outside_service(services, metered, metric):
             events = read.get((o.starts, o.ends))
-            counted = "" if events is None else f" ({_plural(events, 'event')})"
+            counted = "" if events is None else (
+                f" ({_plural(events, 'event')}{metered.acknowledged()})")
             if o.before:
                 found.append(f"{metric} from {o.starts:%Y-%m-%d %H:%M} UTC{counted}, before "
                              f"service starts on {o.contract.start_date} "
@@ -379,7 +390,8 @@ def usage_in_unbilled_windows(contract: Contract, siblings: Sequence[Contract],
     found = [
         f"{w.metric} from {w.starts:%Y-%m-%d %H:%M} to {w.ends:%Y-%m-%d %H:%M} UTC "
         f"({_plural(events, 'event')}"
-        + (f" sent with contract_id {w.tag}" if w.tag else "") + f"; {w.why})"
+        + (f" sent with contract_id {w.tag}" if w.tag else "")
+        + f"; {w.why}{metered.acknowledged()})"
         for _, metered in sorted(usage.items())
         for w, events in metered.in_unbilled_windows if events and w.tag is not None
     ]
@@ -414,7 +426,7 @@ def misattributed_usage(contract: Contract, siblings: Sequence[Contract],
             else:
                 continue
             found.append(f"{metric} sent with contract_id {tag} ({_plural(events, 'event')}; "
-                         f"{why})")
+                         f"{why}{metered.acknowledged()})")
     if not found:
         return None
     return (f"usage of {contract.customer_id} sent with a contract_id that names no contract "

@@ -237,8 +237,8 @@ def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
     assert quiet["warnings"] == [
         "usage of cus_ct_b in periods that no contract of theirs bills it for is not billed: "
         "api_calls from 2026-10-20 10:00 to 2026-10-20 10:15 UTC (1 event; the terms of ct_b "
-        "at the end of those periods do not price it); `billcycle batch show nov-2` names each "
-        "contract"]
+        "at the end of those periods do not price it; usage before 2026-10-20 10:00 UTC "
+        "acknowledged); `billcycle batch show nov-2` names each contract"]
     assert billcycle_json(db, "invoices") == invoiced
     manifest = billcycle_json(db, "batch", "show", "nov-2")["manifest"]
     assert [a["reason"] for a in manifest["acknowledged_usage"]] == [
@@ -251,8 +251,9 @@ def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
            usage("u-4", "cus_ct_a", "api_calls", "10", "2026-11-02T09:00:00Z"))
     again = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov-3")
     assert any(w.startswith("usage of cus_ct_a outside the service of the contracts pricing it "
-                            "is not billed: api_calls until 2026-11-02 09:15 UTC (1 event), "
-                            "after service ended on 2026-10-20 (ct_a)")
+                            "is not billed: api_calls until 2026-11-02 09:15 UTC (1 event; "
+                            "usage before 2026-11-01 00:00 UTC acknowledged), after service "
+                            "ended on 2026-10-20 (ct_a)")
                for w in again["warnings"])
     refused = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
                         "api_calls", "--through", "2026-11-30", "--reason", " ", check=False)

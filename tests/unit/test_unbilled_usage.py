@@ -181,6 +181,23 @@ def test_usage_sent_with_a_contract_id_that_prices_nothing_of_it_is_named() -> N
         api, [storage], usage_of)
 
 
+def test_a_note_on_usage_read_after_an_acknowledgement_says_so() -> None:
+    api = contract(subscription("100.00"), usage("api_calls"))
+    read_from = at(10, 9)  # the bucket holding the acknowledged instant
+    usage_of = {
+        "api_calls": MeteredUsage(2, at(12), at(20), {"ct_9": 2}, read_from=read_from),
+        "seats": MeteredUsage(1, at(12), at(12), read_from=read_from),
+    }
+    acknowledged = "; usage before 2026-10-10 09:00 UTC acknowledged"
+    assert misattributed_usage(api, [], usage_of) == (
+        "usage of cus_1 sent with a contract_id that names no contract pricing it is not "
+        f"billed: api_calls sent with contract_id ct_9 (2 events; no contract ct_9 of cus_1"
+        f"{acknowledged})")
+    assert unpriced_usage(api, [], usage_of) == (
+        f"usage of cus_1 that no contract of theirs prices is not billed: seats (1 event"
+        f"{acknowledged})")
+
+
 def test_usage_sent_with_the_contract_id_of_a_contract_pricing_it_is_not_named() -> None:
     api = contract(subscription("100.00"), usage("api_calls"))
     assert misattributed_usage(api, [], {"api_calls": metered(5)}) is None  # none tagged
