@@ -204,8 +204,11 @@ class View(TrackingRecorder, ABC):
         """A read transaction: every query in it sees the same state of the view."""
 
     @abstractmethod
-    def drop(self) -> None:
-        """Replace the view's tables and tracking with empty ones, in one transaction."""
+    def drop(self, unless_current: bool = False) -> bool:
+        """Replace the view's tables and tracking with empty ones, in one transaction; whether
+        it did. With `unless_current`, only if the view still drifts once this process holds
+        it: another process that opened the drifted view at the same moment may have dropped
+        it first (its build is not thrown away again)."""
 
     def finish_build(self) -> None:
         """After a rebuild from empty tables: whatever drop() left for later (on PostgreSQL
@@ -221,8 +224,9 @@ class View(TrackingRecorder, ABC):
         began), and another look finds everything in place.
         """
         self.drifted = self.drift()
-        if self.drifted:  # made by another version: built again from the log, from empty
-            self.drop()
+        # Made by another version: built again from the log, from empty.
+        if self.drifted and not self.drop(unless_current=True):
+            self.drifted = None  # another process dropped it first
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             if self._complete():
                 return  # the usual case, and no write: nothing to collide with
@@ -234,7 +238,7 @@ class View(TrackingRecorder, ABC):
                     raise
                 time.sleep(0.05 * attempt)
 
-    def drift(self) -> str | None:
+    def drift(self, select: Select | None = None) -> str | None:
         """How the view in the database differs from the one this version of billcycle
         builds, or None: columns added or removed since its tables were made, or rows
         written by another version of the projection's rules (`rules`: raised by a release
@@ -242,11 +246,12 @@ class View(TrackingRecorder, ABC):
 
         A view is a projection of the log, so a view made by another version is not
         migrated: `create_tables()` drops it, and the next catch-up builds it again from the
-        first event (saying so: `drifted`).
+        first event (saying so: `drifted`). `select`: in a transaction of the caller's.
         """
+        select = select or self.select
         found: dict[str, set[str]] = {}
         try:
-            for table, column in self.select(self.columns_catalog):
+            for table, column in select(self.columns_catalog):
                 found.setdefault(table, set()).add(column)
         except (OperationalError, ProgrammingError):
             return None  # nothing to compare yet
@@ -262,16 +267,18 @@ class View(TrackingRecorder, ABC):
             return f"its table {table.name} was made {' and '.join(parts)}"
         if self.tracking_table not in found:
             return None  # not built yet
-        built_by = self.built_by() or FIRST_RULES
+        # Asked only where the table is: a failed query would end a PostgreSQL transaction.
+        built_by = (self.built_by(select) if RULES_TABLE in found else None) or FIRST_RULES
         if built_by != self.rules:
             return (f"it was built by version {built_by} of the {self.name} rules; this "
                     f"billcycle builds version {self.rules}")
         return None
 
-    def built_by(self) -> int | None:
+    def built_by(self, select: Select | None = None) -> int | None:
         """The version of the rules that built the view, as recorded (None: not recorded)."""
         try:
-            rows = self.select(f"SELECT rules FROM {RULES_TABLE} WHERE name = ?", (self.name,))
+            rows = (select or self.select)(
+                f"SELECT rules FROM {RULES_TABLE} WHERE name = ?", (self.name,))
         except (OperationalError, ProgrammingError):
             return None
         return int(rows[0][0]) if rows else None

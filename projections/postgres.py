@@ -6,6 +6,7 @@ REPEATABLE READ so that a report's queries all see one state of the view.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -70,6 +71,7 @@ class PostgresView(PostgresTrackingRecorder, View):
         self._insert_start: Composed = SQL(
             "INSERT INTO {0}.{1} VALUES (%s, 0) ON CONFLICT DO NOTHING"
         ).format(schema, tracking)
+        self._lock_key = zlib.crc32(f"billcycle view {name}".encode())  # an advisory lock's
         self._lock_position: Composed = SQL(
             "SELECT notification_id FROM {0}.{1} WHERE application_name = %s FOR UPDATE"
         ).format(schema, tracking)
@@ -105,7 +107,7 @@ class PostgresView(PostgresTrackingRecorder, View):
             curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             yield _select(curs)
 
-    def drop(self) -> None:
+    def drop(self, unless_current: bool = False) -> bool:
         """Empty tables without the reports' indexes, and the append-only ones without their
         primary key: a replay fills them by COPY, page by page, and finish_build() then
         makes those indexes and keys once, which costs the server less than putting every
@@ -113,8 +115,13 @@ class PostgresView(PostgresTrackingRecorder, View):
         about as much again). Until then the reports' queries are slower, never wrong; and a
         replay killed before the end leaves them to the next opening of the view
         (create_tables() finds them missing), before anything else writes to it."""
-        self.forget_tracking_table()
         with self.datastore.transaction(commit=True) as curs:
+            # One process at a time replaces a view: the look that follows sees what another
+            # that got there first committed.
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            if unless_current and self.drift(_select(curs)) is None:
+                return False
+            self.forget_tracking_table()
             for table in self.tables:
                 curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(Identifier(table.name)))
             curs.execute(SQL("DROP TABLE {0}.{1}").format(
@@ -127,6 +134,7 @@ class PostgresView(PostgresTrackingRecorder, View):
                 self._create_table(curs)
             finally:
                 self.sql_create_statements = every
+        return True
 
 
 def _add_key(table: Table) -> Composed:

@@ -80,12 +80,19 @@ class SQLiteView(SQLiteTrackingRecorder, View):
         with self.datastore.transaction(commit=False) as c:
             yield _select(c)
 
-    def drop(self) -> None:
-        self.forget_tracking_table()
+    def drop(self, unless_current: bool = False) -> bool:
         with self.datastore.transaction(commit=True) as c:
+            if unless_current:
+                # A write first: it takes the database's write lock, so the look that follows
+                # sees what another process that got there first committed.
+                c.execute(f"UPDATE {self.tracking_table} SET notification_id = notification_id")
+                if self.drift(_select(c)) is None:
+                    return False
+            self.forget_tracking_table()
             for table in (*(t.name for t in self.tables), self.tracking_table):
                 c.execute(f"DROP TABLE IF EXISTS {table}")
             self._create_table(c)
+        return True
 
 
 def _select(c: SQLiteCursor) -> Select:

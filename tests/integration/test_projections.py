@@ -180,6 +180,25 @@ def test_a_view_made_by_another_version_is_dropped_and_built_again(
     assert Projections(app).rebuilt() == {}  # as this version makes them, from now on
 
 
+def test_a_drifted_view_another_process_rebuilt_meanwhile_is_not_dropped_again(
+    app: BillingApplication, url: str
+) -> None:
+    _, built = built_views(app)
+    _alter(url, "ALTER TABLE audit_outcomes DROP COLUMN next_due")
+    # Two processes open the drifted view at the same moment and both find it drifted; one
+    # drops it first and builds it again...
+    first = Projections(app, ["audit"])
+    assert first.rebuilt() == {"audit": "its table audit_outcomes was made without next_due"}
+    first.catch_up()
+    # ... and the other's drop, coming after, finds it current and leaves the build alone.
+    late = first.view("audit")
+    assert late.drop(unless_current=True) is False
+    assert dump(first)["audit"] == built["audit"]
+    _alter(url, "ALTER TABLE audit_outcomes ADD COLUMN legacy TEXT")
+    assert late.drop(unless_current=True) is True  # drifted again: dropped
+    assert late.position() == 0
+
+
 def test_a_view_built_by_other_rules_is_dropped_and_built_again(
     app: BillingApplication, url: str
 ) -> None:
