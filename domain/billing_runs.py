@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -204,17 +204,6 @@ class _Saving:
     future: Future[None]
     outcomes: list[ContractOutcome]
     invoices: list[Any]
-
-
-def _acknowledged(metered: dict[str, dict[str, MeteredUsage]],
-                  notes_from: Mapping[tuple[str, str], datetime],
-                  ) -> dict[str, dict[str, MeteredUsage]]:
-    """The metered usage with where each acknowledged one was read from, for its notes."""
-    if not notes_from:
-        return metered
-    return {customer_id: {
-        metric: replace(u, read_from=notes_from.get((customer_id, metric)))
-        for metric, u in usage.items()} for customer_id, usage in metered.items()}
 
 
 class BillingRuns:
@@ -449,9 +438,9 @@ class BillingRuns:
                                                      reason="contract is indexed but not stored")))
             else:
                 decided.append((cid, decide(stored, ctx, usages[cid])))
-        metered = self._read_unbilled_windows(_acknowledged(self.app.store.metered_usage(
+        metered = self._read_unbilled_windows(self.app.store.metered_usage(
             sorted({c.customer_id for c in contracts.values()}), ctx.notes_from),
-            ctx.notes_from), contracts, siblings)
+            contracts, siblings)
         notes: dict[str, dict[str, str]] = {}
         for cid, contract in contracts.items():
             usage, others = metered.get(contract.customer_id, {}), siblings.get(cid, [])

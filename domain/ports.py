@@ -65,7 +65,7 @@ class BillingStore(Protocol):
     ) -> dict[str, dict[str, MeteredUsage]]:
         """Per customer, their usage in the meters per metric (none: left out); of a
         (customer, metric) in `since`, only the buckets starting at or after its instant
-        (the rest acknowledged: domain/acknowledgements.py)."""
+        (the rest acknowledged: domain/acknowledgements.py), said by `read_from`."""
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         """The meters of customers no contract belongs to, per customer and metric, in that

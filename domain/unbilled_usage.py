@@ -125,9 +125,12 @@ class UnbilledWindow:
 
 def metered_usage(
     rows: Iterable[tuple[str, str, str, int, datetime, datetime]],
+    read_from: Mapping[tuple[str, str], datetime] | None = None,
 ) -> dict[str, dict[str, MeteredUsage]]:
     """Per customer and metric, the meters' totals per contract tag (customer, metric,
-    contract_id or "", events, first and last bucket start) combined."""
+    contract_id or "", events, first and last bucket start) combined; `read_from`: where the
+    rows of an acknowledged customer and metric were read from (`MeteredUsage.read_from`)."""
+    read_from = read_from or {}
     found: dict[str, dict[str, MeteredUsage]] = {}
     for customer_id, metric, tag, events, first, last in rows:
         metrics = found.setdefault(customer_id, {})
@@ -138,7 +141,8 @@ def metered_usage(
         if known is not None:
             events += known.events
             first, last = min(first, known.first_bucket), max(last, known.last_bucket)
-        metrics[metric] = MeteredUsage(events, first, last, tagged)
+        metrics[metric] = MeteredUsage(events, first, last, tagged,
+                                       read_from=read_from.get((customer_id, metric)))
     return found
 
 

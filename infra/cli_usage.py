@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import re
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from domain.acknowledgements import AcknowledgementRejected
@@ -23,9 +23,9 @@ def parse_through(value: str) -> datetime:
     """An instant with an offset, or a date: through the end of that day, UTC."""
     try:
         if _DATE.fullmatch(value):
-            day = datetime.fromisoformat(value).date()
+            day = date.fromisoformat(value)
             return datetime.combine(day + timedelta(days=1), time(), UTC)
-        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        instant = datetime.fromisoformat(value)  # Python 3.11 reads a "Z" offset too
     except ValueError:
         instant = None
     if instant is None or instant.tzinfo is None:

@@ -687,7 +687,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                     [k[0] for k in keys], [k[1] for k in keys],
                     [require_aware(bounded[k], "acknowledged through") for k in keys]))
                 rows.extend(curs.fetchall())
-            return metered_usage(rows)
+            return metered_usage(rows, bounded)
 
     @_retry
     def usage_without_contract(self) -> list[UsageWithoutContract]:

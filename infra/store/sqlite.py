@@ -299,9 +299,9 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
                     for (customer, metric), instant in bounded.items()]),))
                 rows.extend(c.fetchall())
         return metered_usage(
-            (customer_id, metric, tag, events, datetime.fromisoformat(first),
-             datetime.fromisoformat(last))
-            for customer_id, metric, tag, events, first, last in rows)
+            [(customer_id, metric, tag, events, datetime.fromisoformat(first),
+              datetime.fromisoformat(last))
+             for customer_id, metric, tag, events, first, last in rows], bounded)
 
     def usage_without_contract(self) -> list[UsageWithoutContract]:
         with self.datastore.transaction(commit=False) as c:
