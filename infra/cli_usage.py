@@ -65,7 +65,7 @@ def register(sub: Subcommands) -> None:
 def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
-    by = args.by if args.by is not None else getpass.getuser()
+    by = args.by if args.by is not None else _os_user()
     try:
         given = app.acknowledge_usage(args.customer, args.metric, args.through, args.reason,
                                       by, datetime.now(UTC))
@@ -75,6 +75,15 @@ def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
         f"acknowledged: usage of {given.customer_id}'s {given.metric} before "
         f"{given.through:%Y-%m-%d %H:%M} UTC is not to be billed ({given.reason}; by "
         f"{given.by}); runs name only the usage after it"))
+
+
+def _os_user() -> str:
+    """Who runs the command, as the OS knows them; "" (recorded as unknown) where it does not
+    (a container's user with no passwd entry and no USER or LOGNAME)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
 
 
 def cmd_acknowledged(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -6,9 +6,12 @@ for (between two contracts, or after terms amended away from its metric)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from domain.application import BillingApplication
 from infra.store.url import store_env
@@ -202,7 +205,7 @@ def test_usage_in_periods_whose_terms_no_longer_price_it_is_named(
 
 
 def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
-    db: str, tmp_path: Path
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # ct_a is terminated from 2026-10-20 and ct_b (amended away from api_calls on the 15th)
     # leaves October's api_calls unbilled: each run names both, until an operator
@@ -255,6 +258,11 @@ def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
                             "usage before 2026-11-01 00:00 UTC acknowledged), after service "
                             "ended on 2026-10-20 (ct_a)")
                for w in again["warnings"])
+    # Without --by, the OS user; where the OS knows none, "unknown".
+    monkeypatch.setattr(getpass, "getuser", lambda: (_ for _ in ()).throw(KeyError("uid 1000")))
+    nobody = billcycle_json(db, "usage", "acknowledge", "--customer", "cus_ct_c", "--metric",
+                            "api_calls", "--through", "2026-10-31", "--reason", "test account")
+    assert nobody["by"] == "unknown"
     refused = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
                         "api_calls", "--through", "2026-11-30", "--reason", " ", check=False)
     assert refused.returncode == 1 and "give the reason" in refused.stderr
