@@ -65,6 +65,11 @@ def rejection(raw: bytes | str, error: ValidationError) -> MessageRejected:
                 f"not UTF-8 (byte 0x{raw[bad.start]:02x} at position {bad.start}); "
                 "encode messages as UTF-8"
             )
+    if not raw.strip():  # a Kafka record with no value (a tombstone) reads as b""
+        return MessageRejected(
+            "empty: the message has no content (a Kafka tombstone has none); "
+            "send one JSON object per message"
+        )
     errors = error.errors(include_url=False)
     first = errors[0]
     if first["type"] == "json_invalid":

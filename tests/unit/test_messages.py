@@ -240,6 +240,10 @@ REJECTIONS = [
         "line in a file)",
     ),
     ("[1, 2]", "an array is not a message; send one JSON object per message (per line in a file)"),
+    (b"", "empty: the message has no content (a Kafka tombstone has none); send one JSON object "
+     "per message"),
+    (" \n", "empty: the message has no content (a Kafka tombstone has none); send one JSON "
+     "object per message"),
     (
         changed(USAGE, "type", "usage.v2"),
         f'message evt-123: unknown message type "usage.v2"; known types: {TYPES}',
