@@ -575,10 +575,11 @@ def test_a_projection_process_follows_the_log_until_told_to_stop(
         while time.monotonic() < deadline and any(
                 p.view.position() < head for p in views.views.values()):
             time.sleep(0.05)
-        assert all(p.view.position() >= head for p in views.views.values())
+        caught_up = all(p.view.position() >= head for p in views.views.values())
     finally:
         follower.send_signal(signal.SIGTERM)
         out, err = follower.communicate(timeout=60)
+    assert caught_up, f"the follower did not catch up to {head}; its stderr:\n{err}"
     assert follower.returncode == 0, err
     summary = json.loads(out)
     assert summary["projections"]["ledger"]["events"] > 0
