@@ -157,6 +157,13 @@ def parse(batch: Iterable[Origin]) -> Parsed:
             commands.append((to_command(parse_message(origin.raw)), origin))
         except MessageRejected as exc:
             rejected.append(Rejected(origin, exc.reason, exc.message_id))
+        except Exception as exc:  # a validator's own failure
+            # Dead-lettered with its bytes, not raised: raised, it would stop ingest at this
+            # message on every restart, and every valid message behind it with it.
+            rejected.append(Rejected(origin, (
+                f"billcycle could not validate this message ({type(exc).__name__}: {exc}); "
+                "that is a billcycle bug: report it with this dead letter, and send the message "
+                "again once fixed")))
     return Parsed(commands, rejected)
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, getcontext
 
 ZERO = Decimal(0)
+
+# The decimals billcycle takes in (quantities, prices, amounts): below 10^15, to at most 12
+# decimal places. A line's amount is computed with Decimal's 28 significant digits; values in
+# these bounds keep it well inside them for any real book, and a producer's unit mistake (bytes
+# for gigabytes, nanoseconds for seconds) is refused at the door instead of failing every run.
+MAX_INTEGER_DIGITS = 15
+MAX_FRACTION_DIGITS = 12
 
 # ISO 4217 active currencies by their minor units. Anything absent is unknown and rejected.
 _CODES_BY_MINOR_UNITS = {
@@ -28,6 +35,30 @@ _MINOR_UNITS: dict[str, int] = {
 
 class UnknownCurrency(ValueError):
     """A currency code that is not an active ISO 4217 code."""
+
+
+class AmountOutOfRange(ArithmeticError):
+    """An amount with more digits than billcycle keeps to the minor unit."""
+
+
+def digits_beyond_range(value: Decimal) -> str | None:
+    """What is out of range in `value` (a finite decimal from a message), or None.
+
+    Digits are counted on the value, so "0012.50" has 2 integer and 1 fraction digits; exactly,
+    never through normalize(), which rounds to the context's 28 digits first."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    if not any(digits):
+        return None
+    size = len(digits)
+    while exponent < 0 and digits[size - 1] == 0:  # trailing zeros of the fraction
+        size -= 1
+        exponent += 1
+    if size + exponent > MAX_INTEGER_DIGITS:
+        return f"has more than {MAX_INTEGER_DIGITS} digits before the decimal point"
+    if -exponent > MAX_FRACTION_DIGITS:
+        return f"has more than {MAX_FRACTION_DIGITS} digits after the decimal point"
+    return None
 
 
 def is_known_currency(code: str) -> bool:
@@ -57,7 +88,14 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     except KeyError:
         minor_units(currency)  # raises UnknownCurrency with its explanation
         raise
-    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
+    try:
+        return amount.quantize(quantum, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the context's precision: refused, not rounded
+        raise AmountOutOfRange(
+            f"{amount:.6E} {currency} has more digits than billcycle computes to the minor unit "
+            f"({getcontext().prec} significant digits); check the quantities and prices that "
+            "make it"
+        ) from None
 
 
 def format_money(amount: Decimal, currency: str) -> str:

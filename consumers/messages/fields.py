@@ -28,7 +28,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from domain.money import is_known_currency
+from domain.money import (
+    MAX_FRACTION_DIGITS,
+    MAX_INTEGER_DIGITS,
+    digits_beyond_range,
+    is_known_currency,
+)
 
 
 class MessagePart(BaseModel):
@@ -69,7 +74,7 @@ _DECIMAL_EXAMPLE = '"12.5"'
 def _decimal(value: Any) -> Decimal:
     if isinstance(value, str):
         if _PLAIN_DECIMAL.fullmatch(value):
-            return Decimal(value)
+            return _in_range(Decimal(value), value)
         raise _value_error(
             "decimal_format",
             "{value} is not a plain decimal; write digits with an optional fraction such as "
@@ -86,6 +91,18 @@ def _decimal(value: Any) -> Decimal:
     )
 
 
+def _in_range(number: Decimal, value: str) -> Decimal:
+    problem = digits_beyond_range(number)
+    if problem is not None:
+        raise _value_error(
+            "decimal_range",
+            f"{{value}} {problem}; billcycle takes values below 10^{MAX_INTEGER_DIGITS} with at "
+            f"most {MAX_FRACTION_DIGITS} decimal places (is the unit right?)",
+            value,
+        )
+    return number
+
+
 def _non_negative(value: Any) -> Decimal:
     number = _decimal(value)
     if number.is_signed():  # "-0" too: the schema's pattern has no sign
@@ -100,6 +117,17 @@ def _positive(value: Any) -> Decimal:
     return number
 
 
+# The schemas' patterns say the range too: digits counted without leading zeros before the
+# point and trailing zeros after it, as `digits_beyond_range` counts them.
+_INTEGER_DIGITS = f"0*[0-9]{{1,{MAX_INTEGER_DIGITS}}}"
+_FRACTION_DIGITS = f"\\.[0-9]{{1,{MAX_FRACTION_DIGITS}}}0*"
+_NON_NEGATIVE_PATTERN = f"^{_INTEGER_DIGITS}({_FRACTION_DIGITS})?$"
+# Without look-ahead, so that RE2-based validators (Go, Rust) compile it.
+_POSITIVE_PATTERN = (
+    f"^(0*[1-9][0-9]{{0,{MAX_INTEGER_DIGITS - 1}}}({_FRACTION_DIGITS})?"
+    f"|0+\\.[0-9]{{0,{MAX_FRACTION_DIGITS - 1}}}[1-9]0*)$"
+)
+
 # Written back as the JSON string it was read from (said explicitly: see _AS_ISO).
 _AS_STRING = PlainSerializer(str, return_type=str, when_used="json")
 
@@ -107,7 +135,7 @@ NonNegativeDecimal = Annotated[
     Decimal,
     PlainValidator(_non_negative),
     _AS_STRING,
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["12.5"]}),
+    WithJsonSchema({"type": "string", "pattern": _NON_NEGATIVE_PATTERN, "examples": ["12.5"]}),
 ]
 """A JSON string holding a decimal >= 0, e.g. "0.002"."""
 
@@ -115,11 +143,10 @@ PositiveDecimal = Annotated[
     Decimal,
     PlainValidator(_positive),
     _AS_STRING,
-    # Without look-ahead, so that RE2-based validators (Go, Rust) compile it.
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$",
+            "pattern": _POSITIVE_PATTERN,
             "examples": ["12.5"],
         }
     ),
@@ -229,6 +256,12 @@ def _timestamp(value: Any) -> datetime:
     except ValueError as error:
         raise _value_error(
             "timestamp_invalid", f"{{value}} is not a real time ({error})", value
+        ) from None
+    except OverflowError:  # "0001-01-01T00:00:00+01:00" is in year 0 in UTC
+        raise _value_error(
+            "timestamp_range",
+            "{value} is outside the years 0001 to 9999 once in UTC; check the date and offset",
+            value,
         ) from None
 
 

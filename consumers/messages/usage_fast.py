@@ -22,6 +22,7 @@ from pydantic_core import from_json
 from consumers.messages.fields import utc_timestamp
 from consumers.messages.parse import canonical_properties, fingerprint_of, usage_canonical
 from domain.commands import RecordUsage
+from domain.money import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS
 
 # The known fields of Usage (Envelope's and its own); any other field is kept as an extra by
 # the model and changes the fingerprint: the model's way.
@@ -29,8 +30,11 @@ _FIELDS = frozenset(
     ("type", "id", "occurred_at", "customer_id", "metric", "quantity", "properties",
      "contract_id")
 )
-# NonNegativeDecimal's plain notation without the sign: "-0" and negatives go the long way.
-_PLAIN_UNSIGNED = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# NonNegativeDecimal's plain notation without the sign, in range (domain/money.py) however it
+# is written: "-0", negatives and longer spellings ("0012.50") go the long way.
+_PLAIN_UNSIGNED = re.compile(
+    rf"[0-9]{{1,{MAX_INTEGER_DIGITS}}}(?:\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?"
+)
 # Property values taken as they are: the JSON scalars whose Python values compare equal to
 # themselves (floats do not all: NaN) and need no checking.
 _SCALARS = (str, int, bool, type(None))

@@ -6,8 +6,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from domain.billing import Held, NothingDue
-from domain.money import format_money
+from domain.money import AmountOutOfRange, digits_beyond_range, format_money, round_money
 from domain.terms import Package, PerUnit, Volume
 from tests.unit.billing_fixtures import (
     FakeUsage,
@@ -227,6 +229,32 @@ def test_amounts_are_shown_as_rounded_by_the_one_rounding_rule() -> None:
     assert [format_money(Decimal(a), c) for a, c in (("2.5", "JPY"), ("0.125", "USD"),
                                                     ("-0.0005", "KWD"), ("7", "EUR"))] == [
         "3", "0.13", "-0.001", "7.00"]
+
+
+def test_decimals_in_range_are_below_10_to_the_15_with_at_most_12_places() -> None:
+    # Counted on the value, however it is written.
+    for fine in ("0", "0.000", "0012.50", "100", "999999999999999.999999999999",
+                 "1.000000000000000000", "0.000000000001"):
+        assert digits_beyond_range(Decimal(fine)) is None, fine
+    assert digits_beyond_range(Decimal("1000000000000000")) == (
+        "has more than 15 digits before the decimal point")
+    assert digits_beyond_range(Decimal("0.0000000000001")) == (
+        "has more than 12 digits after the decimal point")
+
+
+def test_an_amount_beyond_the_precision_is_refused_not_rounded() -> None:
+    # Inputs in range whose product has more digits than Decimal's 28: the contract fails its
+    # run with the reason, never an amount rounded somewhere other than round_money.
+    c = contract(usage(pricing=PerUnit(Decimal("999999999999999.999999999999"))))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "999999999999999")
+    with pytest.raises(AmountOutOfRange, match=r"^1\.000000E\+30 USD has more digits than "
+                       r"billcycle computes to the minor unit \(28 significant digits\)"):
+        bill(c, date(2026, 11, 1), meter)
+    assert round_money(Decimal("1234567890123456789012345.6785"), "KWD") == Decimal(
+        "1234567890123456789012345.679")  # 28 digits: still rounded
+    with pytest.raises(AmountOutOfRange):
+        round_money(Decimal("1234567890123456789012345678.9"), "USD")
 
 
 def test_usage_periods_follow_the_contract_timezone() -> None:

@@ -254,9 +254,26 @@ REJECTIONS = [
     (changed(USAGE, "id", ""), "usage: id is empty; give a non-empty string"),
     (changed(USAGE, "id", 7), "usage: id must be a string, not 7"),
     (
+        changed(USAGE, "quantity", "1000000000000000"),
+        'usage evt-123: quantity "1000000000000000" has more than 15 digits before the decimal '
+        "point; billcycle takes values below 10^15 with at most 12 decimal places (is the unit "
+        "right?)",
+    ),
+    (
+        changed(USAGE, "quantity", "0.0000000000001"),
+        'usage evt-123: quantity "0.0000000000001" has more than 12 digits after the decimal '
+        "point; billcycle takes values below 10^15 with at most 12 decimal places (is the unit "
+        "right?)",
+    ),
+    (
         changed(USAGE, "occurred_at", "2026-11-03T10:00:00"),
         'usage evt-123: occurred_at "2026-11-03T10:00:00" has no offset; add one, e.g. '
         '"2026-11-03T10:00:00Z"',
+    ),
+    (
+        changed(USAGE, "occurred_at", "0001-01-01T00:30:00+01:00"),
+        'usage evt-123: occurred_at "0001-01-01T00:30:00+01:00" is outside the years 0001 to '
+        "9999 once in UTC; check the date and offset",
     ),
     (
         changed(USAGE, "occurred_at", "1700000000"),

@@ -4,14 +4,20 @@ other languages send by contract.md, and refuse the commonest mistakes the model
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from consumers.messages import MESSAGE_TYPES, MessageRejected, parse_message
+from consumers.messages.fields import NonNegativeDecimal, PositiveDecimal
 from consumers.schemas import SCHEMA_DIR, SCHEMAS, main, schema, stale_files, write
+from domain.money import digits_beyond_range
 from tests.unit.message_examples import (
     CONTRACT_AMENDED,
     CONTRACT_CREATED,
@@ -59,6 +65,8 @@ def test_defaults_and_extra_fields_are_valid_too() -> None:
         changed(USAGE, "quantity", 12.5),
         changed(USAGE, "quantity", "-3"),
         changed(USAGE, "quantity", "1e3"),
+        changed(USAGE, "quantity", "1000000000000000"),  # 10^15: a unit mistake, surely
+        changed(CONTRACT_CREATED, "components.1.pricing.tiers.1.unit_amount", "0.0000000000001"),
         changed(USAGE, "customer_id", ...),
         changed(USAGE, "type", "usage.v2"),
         changed(USAGE, "occurred_at", "2026-11-03T10:00:00"),
@@ -85,3 +93,17 @@ def test_regenerating_writes_every_file_once(tmp_path: Path) -> None:
     assert {path.name for path in SCHEMA_DIR.glob("*.json")} == {
         path.name for path in tmp_path.iterdir()
     }
+
+
+def _pattern(annotated: Any) -> re.Pattern[str]:
+    (json_schema,) = [m.json_schema for m in annotated.__metadata__ if hasattr(m, "json_schema")]
+    return re.compile(json_schema["pattern"])
+
+
+@given(st.from_regex(r"[0-9]{1,18}(\.[0-9]{1,16})?", fullmatch=True))
+def test_the_decimal_patterns_say_the_range_the_models_apply(text: str) -> None:
+    # Producers validating by the schemas are refused what ingest refuses, however the value is
+    # written (leading and trailing zeros do not count).
+    in_range = digits_beyond_range(Decimal(text)) is None
+    assert bool(_pattern(NonNegativeDecimal).fullmatch(text)) == in_range
+    assert bool(_pattern(PositiveDecimal).fullmatch(text)) == (in_range and Decimal(text) > 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -212,6 +213,29 @@ def test_rejected_usage_gets_the_models_reason_through_the_pipeline() -> None:
     assert [r.reason for r in parsed.rejected] == [
         'usage evt-1: quantity "-3" is negative; it must be >= 0'
     ]
+
+
+def test_a_message_the_validation_fails_on_is_dead_lettered_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A validator's own failure (a bug) on one message must not stop ingest at it for good.
+    import consumers.pipeline
+
+    def broken(raw: bytes | str) -> Any:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(consumers.pipeline, "parse_message", broken)
+    good = (b'{"type":"usage","id":"evt-1","occurred_at":"2026-11-03T10:00:00Z",'
+            b'"customer_id":"c","metric":"m","quantity":"3"}')
+    odd = b'{"type":"usage.watermark","id":"w-1"}'  # not usage: the models' way
+    parsed = parse([Origin("file:x", "line 1", odd), Origin("file:x", "line 2", good)])
+    assert [o.position for _, o in parsed.commands] == ["line 2"]
+    assert [(r.origin.position, r.reason) for r in parsed.rejected] == [(
+        "line 1",
+        "billcycle could not validate this message (OverflowError: date value out of range); "
+        "that is a billcycle bug: report it with this dead letter, and send the message again "
+        "once fixed",
+    )]
 
 
 def test_timestamps_written_the_common_way_are_read_directly() -> None:
