@@ -18,6 +18,7 @@ from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
+from infra.cli_args import positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import redacted, store_env
 from infra.views import batch_view, invoice_view
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
                    "write no events (usage waiting in the meter backlog is folded first, as "
                    "for any run)")
-    p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE,
+    p.add_argument("--chunk-size", type=positive_int, default=CHUNK_SIZE,
                    help=f"contracts per transaction (default {CHUNK_SIZE})")
     p.set_defaults(handler=cmd_run)
 

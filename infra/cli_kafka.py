@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
+from infra.cli_args import positive_int, positive_seconds
 from infra.collector import tuned_for_bulk_work
 from infra.store.url import store_env
 
@@ -226,9 +227,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--until-caught-up", action="store_true",
                    help="stop once every assigned partition reaches its end offset "
                    "(default: run until SIGTERM)")
-    p.add_argument("--batch-size", type=_positive, default=2000,
+    p.add_argument("--batch-size", type=positive_int, default=2000,
                    help="records per poll and per transaction (default 2000)")
-    p.add_argument("--rejoin-after", type=_seconds, metavar="SECONDS",
+    p.add_argument("--rejoin-after", type=positive_seconds, metavar="SECONDS",
                    help="still joining the group with no partition after this long, leave it "
                    "and join again as a fresh consumer (default: a minute)")
     _add_topic_options(p, "contracts", "usage", "payments", "deadletter")
@@ -238,7 +239,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
     p.add_argument("--until-caught-up", action="store_true",
                    help="stop at the end of the event log (default: follow it until SIGTERM)")
-    p.add_argument("--page-size", type=_positive, default=500,
+    p.add_argument("--page-size", type=positive_int, default=500,
                    help="events per Kafka transaction at most (default 500)")
     p.add_argument("--transactional-id",
                    help="default billcycle-publisher-<invoices topic>; one publisher per id")
@@ -250,23 +251,3 @@ def register(sub: Subcommands) -> None:
             "--kafka", metavar="BOOTSTRAP", default=os.environ.get(KAFKA_ENV),
             help=f"record the Kafka input positions in the batch manifest and warn about input "
             f"not yet consumed; env {KAFKA_ENV}")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
 from domain.collections import CollectionPolicy, InvalidPolicy
+from infra.cli_args import positive_int, positive_seconds
 from infra.text import plural, table
 
 # The projections are imported by the commands that read them: every other command (`consume`,
@@ -80,16 +81,16 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
                    metavar="NAME", help=f"only this one (repeatable): {names}")
     p.add_argument("--follow", action="store_true", help="keep following the log")
-    p.add_argument("--interval", type=float, default=0.5,
+    p.add_argument("--interval", type=positive_seconds, default=0.5,
                    help="seconds between looks at the log when following (default 0.5)")
-    p.add_argument("--page-size", type=int, default=5000, help="events per transaction")
+    p.add_argument("--page-size", type=positive_int, default=5000, help="events per transaction")
     p.set_defaults(handler=cmd_project)
 
     p = sub.add_parser("replay", help="rebuild projections from the whole log",
                        description="Drop the views and build them again from the log.")
     p.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
                    metavar="NAME", help=f"only this one (repeatable): {names}")
-    p.add_argument("--page-size", type=int, default=5000, help="events per transaction")
+    p.add_argument("--page-size", type=positive_int, default=5000, help="events per transaction")
     p.set_defaults(handler=cmd_replay)
 
     exports = Subcommands(sub.add_parser("export", help="the journal for other tools")

@@ -156,6 +156,16 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
     # Batch ids are quoted in suggested commands and Kafka messages: no spaces or slashes.
     spaced = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "a b/c")
     assert spaced.returncode == 2 and "'a b/c' is not a batch id" in spaced.stderr
+    # Sizes and intervals are positive: a page of 0 read nothing and called the views rebuilt,
+    # an interval of -1 spun a core for good, a chunk of 0 billed no contract.
+    for args, said in (
+        (("project", "--follow", "--interval", "-1"), "'-1' is not a number of seconds > 0"),
+        (("replay", "--page-size", "0"), "'0' is not a whole number >= 1"),
+        (("run", "--cycle-date", "2026-12-01", "--chunk-size", "-5"),
+         "'-5' is not a whole number >= 1"),
+    ):
+        refused = billcycle_process(db, *args)
+        assert refused.returncode == 2 and said in refused.stderr, args
     # A store that cannot be opened is named, its password hidden, with what to check.
     nowhere = billcycle_process(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "invoices")
     assert nowhere.returncode == 1 and nowhere.stderr.count("\n") == 1
