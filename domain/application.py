@@ -358,10 +358,10 @@ class _IngestUnit:
         return report
 
     def _keep_dead_letters(self) -> None:
-        records = {r["position"]: r for r in map(dead_letter_record, self.dead)}
-        ids = {dead_letter_id(position): position for position in records}
-        for kept in self.app.store.first_versions(list(ids)):
-            records.pop(ids[kept])  # the same input rejected before: kept once
+        records = {dead_letter_id(r["position"], r["raw"]): r
+                   for r in map(dead_letter_record, self.dead)}
+        for kept in self.app.store.first_versions(list(records)):
+            records.pop(kept)  # the same input rejected before: kept once
         for record in records.values():
             self._keep(DeadLetter(**record))
 

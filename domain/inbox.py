@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -25,20 +26,22 @@ class MessageReceipt(Aggregate):
         self.fingerprint = fingerprint
 
 
-def dead_letter_id(position: str) -> UUID:
-    return uuid5(BILLCYCLE_NS, f"dead-letter:{position}")
+def dead_letter_id(position: str, raw: str) -> UUID:
+    """The same input at the same position is one dead letter; other input at a position
+    already used (another file of the same name, stdin again) is another."""
+    return uuid5(BILLCYCLE_NS, f"dead-letter:{position}:{sha256(raw.encode()).hexdigest()}")
 
 
 class DeadLetter(Aggregate):
     """Rejected input, with where it came from and why, kept so nothing is silently lost.
 
-    One aggregate per source position: the same input rejected again is kept once, and
-    writers rejecting different input never contend.
+    One aggregate per source position and input: the same input rejected again is kept once,
+    and writers rejecting different input never contend.
     """
 
     @staticmethod
-    def create_id(position: str) -> UUID:
-        return dead_letter_id(position)
+    def create_id(position: str, raw: str) -> UUID:
+        return dead_letter_id(position, raw)
 
     @event("Rejected")
     def __init__(

@@ -63,6 +63,22 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
     assert any("negative" in r for r in reasons)
     letters = billcycle_json(db, "deadletters")
     assert len(letters) == 2 and all(d["raw"] and d["reason"] for d in letters)
+    # The same file again: its rejected lines are kept once. Other bad input at the same
+    # position (stdin twice, another file of the same name) is kept too, each with its bytes.
+    billcycle_json(db, "ingest", str(book))
+    assert billcycle_json(db, "deadletters") == letters
+    for quantity in ("-3", "-7"):
+        line = usage(f"u-stdin{quantity}", "cus_ct_hybrid", "api_calls", quantity,
+                     "2026-10-03T10:00:00Z")
+        billcycle(db, "ingest", "-", stdin=jsonl(line))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "book.jsonl").write_bytes(b"also not json\n")
+    billcycle_json(db, "ingest", str(other / "book.jsonl"))
+    kept = billcycle_json(db, "deadletters")
+    assert len(kept) == 5 and kept[:2] == letters
+    assert sorted(d["message_id"] or d["raw"] for d in kept[2:]) == [
+        "also not json", "u-stdin-3", "u-stdin-7"]
 
     # October: the in-advance subscription only.
     october = billcycle_json(db, "run", "--cycle-date", "2026-10-01", "--batch-id", "oct")
