@@ -38,6 +38,8 @@ def open_app(url: str) -> BillingApplication:
     except (InterfaceError, OperationalError) as exc:  # no database there to open
         hint = ("is PostgreSQL running there, and may this user connect to that database?"
                 if url.startswith("postgres") else
+                "another command has held it for longer than the lock timeout; try again when "
+                "it is done" if "locked" in str(exc) else
                 "does its directory exist, and may this user write in it?")
         raise UserError(f"cannot open the store {redacted(url)}: {exc}; {hint}") from exc
 

@@ -10,6 +10,8 @@ a single statement whatever the number of SQLite variables allowed.
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +22,7 @@ from uuid import UUID
 # The module, not the class: PERSISTENCE_MODULE=infra.store.sqlite must find exactly one
 # factory class here.
 import eventsourcing.sqlite as library
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 
@@ -42,6 +44,7 @@ from infra.store.batch import (
     take_batch,
     utc_text,
 )
+from infra.store.url import LOCK_TIMEOUT_SECONDS
 
 _CREATE_TABLES = (
     "CREATE TABLE IF NOT EXISTS usage_buckets ("
@@ -154,6 +157,26 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         # complete with no migration step.
         return [*super().construct_create_table_statements(), *_CREATE_TABLES,
                 _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name)]
+
+    def create_table(self) -> None:
+        """The library's, tried again while other processes open the same store.
+
+        Its schema transaction begins deferred, reads, then writes (the tracking migration row,
+        the legacy receipts' copy): when another connection wrote meanwhile, SQLite refuses
+        that upgrade at once rather than wait ("database is locked" in 0.4 s, not the lock
+        timeout), and two processes making a new store race on the migration row. Every
+        statement is idempotent, so the whole is tried again until the lock timeout.
+        """
+        deadline = time.monotonic() + float(LOCK_TIMEOUT_SECONDS)
+        while True:
+            try:
+                super().create_table()
+                return
+            except (OperationalError, IntegrityError) as error:
+                contended = isinstance(error, IntegrityError) or "locked" in str(error)
+                if not contended or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.02, 0.1))
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,20 @@ def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
     assert refused.returncode == 1
     assert refused.stderr.startswith("billcycle: COMPRESSOR_TOPIC is set")
     assert "unset COMPRESSOR_TOPIC" in refused.stderr
+
+
+def test_commands_at_once_on_a_new_embedded_store_all_open_it(tmp_path: Path) -> None:
+    # Each opening makes or checks the schema in a transaction that reads, then writes: SQLite
+    # refused the second process at once ("database is locked"), or two making a new store
+    # collided on the tracking migration row (an IntegrityError traceback).
+    db = f"sqlite:///{tmp_path / 'new.db'}"
+    book = tmp_path / "book.jsonl"
+    book.write_bytes(BOOK)
+    script = f"{sys.prefix}/bin/billcycle"
+    commands = [["ingest", str(book)], *[["batch", "list"]] * 3, ["deadletters"], ["invoices"]]
+    processes = [subprocess.Popen([script, "--db", db, *c], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for c in commands]
+    failed = [(c, p.communicate(timeout=120)[1]) for c, p in zip(commands, processes, strict=True)
+              if p.wait() != 0]
+    assert failed == []
+    assert billcycle_json(db, "ingest", str(book))["duplicates"] == 9  # all in, once
