@@ -70,7 +70,8 @@ class UsageAcknowledgements(Aggregate):
         self._acknowledged(customer_id=customer_id, metric=metric,
                            through=through.astimezone(UTC), reason=reason.strip(),
                            by=by.strip() or "unknown", at=at)
-        return self.in_force([customer_id])[0]
+        (given,) = (a for a in self.in_force([customer_id]) if a.metric == metric)
+        return given
 
     @event("Acknowledged")
     def _acknowledged(self, customer_id: str, metric: str, through: datetime, reason: str,

@@ -34,6 +34,14 @@ def test_the_latest_acknowledgement_of_a_customer_and_metric_is_in_force() -> No
     assert len(given.collect_events()) == 4  # opened, and each acknowledgement kept
 
 
+def test_an_acknowledgement_answers_with_itself_beside_others_of_the_customer() -> None:
+    given = UsageAcknowledgements()
+    given.acknowledge("cus_a", "api_calls", datetime(2026, 11, 1, tzinfo=UTC), "one", "ops", AT)
+    second = given.acknowledge("cus_a", "zzz_metric", datetime(2026, 10, 1, tzinfo=UTC), "two",
+                               "ops", AT)
+    assert (second.metric, second.reason) == ("zzz_metric", "two")
+
+
 def test_an_acknowledgement_names_its_reason_and_an_instant_with_an_offset() -> None:
     given = UsageAcknowledgements()
     with pytest.raises(AcknowledgementRejected, match="give the reason"):
