@@ -551,7 +551,7 @@ class BillingRuns:
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
         for note in USAGE_NOTES:
             warning = notes_warning((getattr(o, note) for o in report.outcomes.values()),
-                                    report.batch_id)
+                                    report.batch_id, dry_run)
             if warning:
                 report.warnings.append(warning)
         if not dry_run:

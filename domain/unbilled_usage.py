@@ -437,10 +437,14 @@ def misattributed_usage(contract: Contract, siblings: Sequence[Contract],
             f"pricing it is not billed: {'; '.join(found)}")
 
 
-def notes_warning(notes: Iterable[str | None], batch_id: str) -> str | None:
+def notes_warning(notes: Iterable[str | None], batch_id: str, dry_run: bool = False
+                  ) -> str | None:
     """What a run says of one kind of note on its outcomes: the first, and how many more."""
     found = [n for n in notes if n]
     if not found:
         return None
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return f"{found[0]}{more}; `billcycle batch show {batch_id}` names each contract"
+    # A dry run keeps no batch to show.
+    where = ("the real run's `billcycle batch show` names each contract" if dry_run else
+             f"`billcycle batch show {batch_id}` names each contract")
+    return f"{found[0]}{more}; {where}"

@@ -91,7 +91,10 @@ def run_summary(report: RunReport) -> str:
             out.append(f"  ... and {len(listed) - SHOWN} more {kind.value}")
     for warning in report.warnings:
         out.append(f"  warning: {warning}")
-    out.append(f"  explain it: billcycle batch show {report.batch_id}")
+    if report.dry_run:  # nothing kept to show
+        out.append("  nothing was written: run it without --dry-run to bill and keep the batch")
+    else:
+        out.append(f"  explain it: billcycle batch show {report.batch_id}")
     return "\n".join(out)
 
 

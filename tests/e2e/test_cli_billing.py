@@ -89,6 +89,8 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
 
     # A dry run reports exactly what the real run then issues, and writes nothing.
     dry = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--dry-run")
+    dry_text = billcycle(db, "run", "--cycle-date", "2026-11-01", "--dry-run").stdout
+    assert "batch show" not in dry_text and "run it without --dry-run" in dry_text
     assert billcycle_json(db, "invoices") == billcycle_json(db, "invoices", "--batch", "oct")
     real = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
     assert dry["invoices"] == real["invoices"]

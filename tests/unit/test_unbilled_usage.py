@@ -87,6 +87,10 @@ def test_the_run_warning_quotes_the_first_note_and_counts_the_others() -> None:
     assert notes_warning((o.unpriced_usage for o in notes), "B-1") == (
         "usage of cus_1 ... (and 1 more); `billcycle batch show B-1` names each contract")
     assert notes_warning((o.unpriced_usage for o in notes[1:2]), "B-1") is None
+    # A dry run keeps no batch: its warning points at the real run's.
+    assert notes_warning((o.unpriced_usage for o in notes), "B-1", dry_run=True) == (
+        "usage of cus_1 ... (and 1 more); the real run's `billcycle batch show` names each "
+        "contract")
 
 
 def test_usage_before_the_service_starts_or_after_it_ends_is_noted() -> None:
