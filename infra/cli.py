@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -18,7 +18,7 @@ from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
-from infra.cli_args import positive_int
+from infra.cli_args import parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import redacted, store_env
 from infra.views import batch_view, invoice_view
@@ -46,13 +46,6 @@ def open_app(url: str) -> BillingApplication:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def parse_date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from None
 
 
 # Batch ids appear in commands the reports suggest, in Kafka messages and in file names:

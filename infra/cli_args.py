@@ -1,4 +1,4 @@
-"""Argument types the subcommands share: sizes and intervals that must be positive.
+"""Argument types the subcommands share: dates, and sizes and intervals that must be positive.
 
 argparse turns an ArgumentTypeError into `billcycle X: error: argument --flag: ...`, exit 2: a
 page size of 0 read nothing and called the views rebuilt, and an interval of -1 spun a core.
@@ -7,6 +7,20 @@ page size of 0 read nothing and called the views rebuilt, and an interval of -1 
 from __future__ import annotations
 
 import argparse
+import re
+from datetime import date
+
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_date(value: str) -> date:
+    """YYYY-MM-DD only: fromisoformat alone also reads 20261201 and 2026-W48-1."""
+    try:
+        if DATE.fullmatch(value):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD")
 
 
 def positive_int(text: str) -> int:

@@ -49,7 +49,7 @@ WIDTH = 100  # of the example invoices; longer descriptions push their amount ri
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
-    from infra.cli import parse_date
+    from infra.cli_args import parse_date
 
     p = sub.add_parser(
         "demo", help="bill a generated sample book on a fresh SQLite store and explain it",

@@ -38,7 +38,8 @@ PROJECTION_NAMES = ("ledger", "revenue", "audit", "collections")
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
-    from infra.cli import Subcommands, parse_date
+    from infra.cli import Subcommands
+    from infra.cli_args import parse_date
 
     reports = Subcommands(sub.add_parser(
         "report", help="AR aging; revenue; usage without a contract").add_subparsers(

@@ -5,24 +5,23 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from domain.acknowledgements import AcknowledgementRejected
 from domain.application import BillingApplication, ConcurrentUpdate
+from infra.cli_args import DATE
 from infra.text import table
 
 if TYPE_CHECKING:
     from infra.cli import Subcommands
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_through(value: str) -> datetime:
     """An instant with an offset, or a date: through the end of that day, UTC."""
     try:
-        if _DATE.fullmatch(value):
+        if DATE.fullmatch(value):
             day = date.fromisoformat(value)
             return datetime.combine(day + timedelta(days=1), time(), UTC)
         instant = datetime.fromisoformat(value)  # Python 3.11 reads a "Z" offset too

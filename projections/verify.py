@@ -118,7 +118,7 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
     """Recompute every outcome the batch recorded from the log as each attempt found it."""
     run_events: list[Any] = list(app.events.get(billing_run_id(batch_id)))
     if not run_events:
-        raise LookupError(f"no batch {batch_id}; `billcycle batch show` names the batches")
+        raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
     attempts: list[_Attempt] = []
     for e in run_events:
         if isinstance(e, STARTED | RESUMED):

@@ -167,6 +167,8 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
     missing = billcycle_process(db, "batch", "show", "nope")
     assert missing.returncode != 0 and missing.stdout == ""
     assert missing.stderr.strip().count("\n") == 0 and "no batch nope" in missing.stderr
+    unverified = billcycle_process(db, "batch", "verify", "nope")
+    assert unverified.returncode != 0 and "`billcycle batch list` shows them" in unverified.stderr
     listed = billcycle_process(db, "--json", "invoices")
     assert listed.returncode == 0 and listed.stdout.strip() == "[]"
     bad_db = billcycle("mysql://x", "invoices", check=False)
@@ -181,6 +183,7 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
     for args, said in (
         (("project", "--follow", "--interval", "-1"), "'-1' is not a number of seconds > 0"),
         (("replay", "--page-size", "0"), "'0' is not a whole number >= 1"),
+        (("run", "--cycle-date", "20261201"), "'20261201' is not a date; use YYYY-MM-DD"),
         (("run", "--cycle-date", "2026-12-01", "--chunk-size", "-5"),
          "'-5' is not a whole number >= 1"),
     ):
