@@ -170,6 +170,8 @@ def parse(batch: Iterable[Origin]) -> Parsed:
 def _lines(stream: BinaryIO, source: str) -> Iterator[Origin]:
     for number, line in enumerate(stream, start=1):
         raw = line.rstrip(b"\r\n")
+        if number == 1:  # a UTF-8 byte order mark (editors on Windows write one) is no content
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
         if raw.strip():
             yield Origin(source, f"line {number}", raw)
 

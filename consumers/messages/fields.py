@@ -254,6 +254,12 @@ def _timestamp(value: Any) -> datetime:
         # fromisoformat knows neither "t" nor "z"; upper() leaves the digits alone.
         return datetime.fromisoformat(value.upper()).astimezone(UTC)
     except ValueError as error:
+        if "offset must be a timedelta" in str(error):
+            raise _value_error(
+                "timestamp_offset_range",
+                "{value} has an offset beyond -23:59 to +23:59; check the offset",
+                value,
+            ) from None
         raise _value_error(
             "timestamp_invalid", f"{{value}} is not a real time ({error})", value
         ) from None

@@ -73,6 +73,12 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
         line = usage(f"u-stdin{quantity}", "cus_ct_hybrid", "api_calls", quantity,
                      "2026-10-03T10:00:00Z")
         billcycle(db, "ingest", "-", stdin=jsonl(line))
+    # A file saved with a byte order mark (as editors on Windows do) is read as it is meant.
+    marked = tmp_path / "marked.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + jsonl(usage(
+        "u-marked", "cus_ct_hybrid", "api_calls", "1", "2026-10-03T10:00:00Z")).replace(
+        b"\n", b"\r\n"))
+    assert billcycle_json(db, "ingest", str(marked))["accepted"] == 1
     other = tmp_path / "other"
     other.mkdir()
     (other / "book.jsonl").write_bytes(b"also not json\n")

@@ -276,6 +276,11 @@ REJECTIONS = [
         "9999 once in UTC; check the date and offset",
     ),
     (
+        changed(USAGE, "occurred_at", "2026-11-01T00:00:00+25:00"),
+        'usage evt-123: occurred_at "2026-11-01T00:00:00+25:00" has an offset beyond -23:59 to '
+        "+23:59; check the offset",
+    ),
+    (
         changed(USAGE, "occurred_at", "1700000000"),
         'usage evt-123: occurred_at "1700000000" is not an RFC 3339 timestamp; write one with '
         'offset such as "2026-11-03T10:00:00Z"',
