@@ -65,15 +65,24 @@ def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
     by = args.by if args.by is not None else _os_user()
+    replaced = next((a for a in app.usage_acknowledgements()
+                     if (a.customer_id, a.metric) == (args.customer, args.metric)), None)
+    now = datetime.now(UTC)
     try:
         given = app.acknowledge_usage(args.customer, args.metric, args.through, args.reason,
-                                      by, datetime.now(UTC))
+                                      by, now)
     except (AcknowledgementRejected, ConcurrentUpdate) as exc:
         raise UserError(str(exc)) from exc
-    emit(args, given.to_json(), lambda: (
-        f"acknowledged: usage of {given.customer_id}'s {given.metric} before "
-        f"{given.through:%Y-%m-%d %H:%M} UTC is not to be billed ({given.reason}; by "
-        f"{given.by}); runs name only the usage after it"))
+    said = [f"acknowledged: usage of {given.customer_id}'s {given.metric} before "
+            f"{given.through:%Y-%m-%d %H:%M} UTC is not to be billed ({given.reason}; by "
+            f"{given.by}); runs name only the usage after it"]
+    if replaced is not None:  # the latest is in force, wider or narrower
+        said.append(f"  it replaces the one before {replaced.through:%Y-%m-%d %H:%M} UTC "
+                    f"({replaced.reason}; by {replaced.by})")
+    if given.through > now:
+        said.append("  its instant is in the future: usage sent until then will not be named "
+                    "either")
+    emit(args, given.to_json(), lambda: "\n".join(said))
 
 
 def _os_user() -> str:

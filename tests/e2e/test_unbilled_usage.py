@@ -266,3 +266,12 @@ def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
     refused = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
                         "api_calls", "--through", "2026-11-30", "--reason", " ", check=False)
     assert refused.returncode == 1 and "give the reason" in refused.stderr
+    # A later acknowledgement replaces the one in force, narrower or wider: said, as is an
+    # instant still to come.
+    narrowed = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
+                         "api_calls", "--through", "2026-10-25", "--reason", "partly").stdout
+    assert ("it replaces the one before 2026-11-01 00:00 UTC (terminated; usage after the end "
+            "written off; by finance)") in narrowed and "future" not in narrowed
+    ahead = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
+                      "api_calls", "--through", "2999-01-01", "--reason", "all of it").stdout
+    assert "its instant is in the future" in ahead
