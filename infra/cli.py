@@ -44,6 +44,21 @@ def open_app(url: str) -> BillingApplication:
         raise UserError(f"cannot open the store {redacted(url)}: {exc}; {hint}") from exc
 
 
+def _refuse_missing_store(url: str) -> None:
+    """A store is made by the commands that bring input (ingest, consume, the demo): a mistyped
+    path given to any other made an empty store there and answered from it ("no invoices")."""
+    try:
+        path = store_env(url).get("SQLITE_DBNAME", "")
+    except ValueError:  # a bad URL: open_app says why
+        return
+    if path.startswith("file:billcycle-"):  # sqlite:///:memory:, private to this command
+        raise UserError(f"the store {url} is in memory: it would be empty and gone when this "
+                        "command ends; give a file, e.g. sqlite:///billcycle.db")
+    if path and not os.path.exists(path):
+        raise UserError(f"no store at {path}; check the path (`billcycle ingest` or "
+                        "`billcycle consume` makes a store with the first input)")
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -190,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="read JSON Lines messages (- = stdin)")
     p.add_argument("file")
-    p.set_defaults(handler=cmd_ingest)
+    p.set_defaults(handler=cmd_ingest, creates_store=True)
 
     p = sub.add_parser("run", help="one billing run for a cycle date")
     p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
@@ -240,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "own_store", False):
             args.handler(args, None)
         else:
+            if not getattr(args, "creates_store", False):
+                _refuse_missing_store(args.db)
             with closing(open_app(args.db)) as app:
                 args.handler(args, app)
     except BrokenPipeError:

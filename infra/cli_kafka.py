@@ -233,7 +233,7 @@ def register(sub: Subcommands) -> None:
                    help="still joining the group with no partition after this long, leave it "
                    "and join again as a fresh consumer (default: a minute)")
     _add_topic_options(p, "contracts", "usage", "payments", "deadletter")
-    p.set_defaults(handler=cmd_consume)
+    p.set_defaults(handler=cmd_consume, creates_store=True)
 
     p = sub.add_parser("publish", help="publish invoice events to Kafka, each exactly once")
     p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)

@@ -170,6 +170,15 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = f"sqlite:///{tmp_path / 'b.db'}"
+    # Only commands that bring input make a store: a mistyped path is not answered from an
+    # empty store made there; nor is a store in memory, gone with the command.
+    for url, said in ((db, f"no store at {tmp_path / 'b.db'}; check the path"),
+                      ("sqlite:///:memory:", "is in memory: it would be empty and gone")):
+        unmade = billcycle_process(url, "invoices")
+        assert unmade.returncode == 1 and unmade.stderr.count("\n") == 1
+        assert said in unmade.stderr
+    assert not (tmp_path / "b.db").exists()
+    billcycle(db, "ingest", "-", stdin=b"")
     missing = billcycle_process(db, "batch", "show", "nope")
     assert missing.returncode != 0 and missing.stdout == ""
     assert missing.stderr.strip().count("\n") == 0 and "no batch nope" in missing.stderr
@@ -196,7 +205,8 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
         refused = billcycle_process(db, *args)
         assert refused.returncode == 2 and said in refused.stderr, args
     # A store that cannot be opened is named, its password hidden, with what to check.
-    nowhere = billcycle_process(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "invoices")
+    nowhere = billcycle(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "ingest", "-",
+                        stdin=b"", check=False)
     assert nowhere.returncode == 1 and nowhere.stderr.count("\n") == 1
     assert "cannot open the store" in nowhere.stderr
     assert "does its directory exist" in nowhere.stderr
@@ -213,7 +223,8 @@ def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
     # The library reads COMPRESSOR_TOPIC from the environment; the stores read usage records
     # from the stored JSON, so they refuse it rather than fail at the first fold.
     monkeypatch.setenv("COMPRESSOR_TOPIC", "zlib")
-    refused = billcycle(f"sqlite:///{tmp_path / 'z.db'}", "invoices", check=False)
+    refused = billcycle(f"sqlite:///{tmp_path / 'z.db'}", "ingest", "-", stdin=b"",
+                        check=False)
     assert refused.returncode == 1
     assert refused.stderr.startswith("billcycle: COMPRESSOR_TOPIC is set")
     assert "unset COMPRESSOR_TOPIC" in refused.stderr
@@ -227,10 +238,13 @@ def test_commands_at_once_on_a_new_embedded_store_all_open_it(tmp_path: Path) ->
     book = tmp_path / "book.jsonl"
     book.write_bytes(BOOK)
     script = f"{sys.prefix}/bin/billcycle"
-    commands = [["ingest", str(book)], *[["batch", "list"]] * 3, ["deadletters"], ["invoices"]]
-    processes = [subprocess.Popen([script, "--db", db, *c], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for c in commands]
-    failed = [(c, p.communicate(timeout=120)[1]) for c, p in zip(commands, processes, strict=True)
-              if p.wait() != 0]
-    assert failed == []
+    def at_once(*commands: list[str]) -> list[tuple[list[str], str]]:
+        processes = [subprocess.Popen([script, "--db", db, *c], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for c in commands]
+        return [(c, p.communicate(timeout=120)[1])
+                for c, p in zip(commands, processes, strict=True) if p.wait() != 0]
+
+    assert at_once(*[["ingest", str(book)]] * 3) == []  # three making the store
+    assert at_once(["ingest", str(book)], *[["batch", "list"]] * 3, ["deadletters"],
+                   ["invoices"]) == []
     assert billcycle_json(db, "ingest", str(book))["duplicates"] == 9  # all in, once
