@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from consumers.messages.errors import rejection
+from consumers.messages.errors import MESSAGE_TYPES, MessageRejected, rejection
 from consumers.messages.models import Message, Usage
 from domain.transcoding import encode_with
 
@@ -21,10 +21,42 @@ _MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
 
 def parse_message(raw: bytes | str) -> Message:
     """The validated message in `raw` (UTF-8 JSON); MessageRejected with a reason if invalid."""
+    repeated_key(raw)
     try:
         return _MESSAGE.validate_json(raw)
     except ValidationError as error:
         raise rejection(raw, error) from error
+
+
+def repeated_key(raw: bytes | str) -> None:
+    """MessageRejected if an object in `raw` names a key twice.
+
+    Every JSON parser here keeps the last value silently: "quantity": "1", "quantity": "1000"
+    would be billed as 1000. Which one the producer meant is not ours to guess. Anything that
+    is not JSON is left to the validation, which says why."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                found.append(key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        head = json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return
+    if found:
+        kind = head.get("type") if isinstance(head, dict) else None
+        message_id = head.get("id") if isinstance(head, dict) else None
+        message_id = message_id if isinstance(message_id, str) and message_id else None
+        subject = " ".join(str(part) for part in (
+            kind if kind in MESSAGE_TYPES else "message", message_id) if part)
+        raise MessageRejected(
+            f'{subject}: the key "{found[0]}" appears more than once in an object; write each '
+            "key once (which value was meant cannot be told)", message_id)
 
 
 def fingerprint(message: Message) -> str:

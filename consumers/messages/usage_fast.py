@@ -76,6 +76,14 @@ def usage_command(raw: bytes | str) -> RecordUsage | None:
         type(value) in _SCALARS for value in properties.values()
     ):
         return None
+    # No key written twice (the parser keeps the last value; the models refuse it): every ':'
+    # of the text ends one of the keys read, written '":', or is in occurred_at. Any other
+    # (in an id or a property, after a space) goes the models' way, as a key written twice.
+    text = raw if isinstance(raw, bytes) else raw.encode()
+    key_colons = text.count(b'":')
+    if (key_colons != len(data) + len(properties)
+            or text.count(b":") != key_colons + occurred_at_text.count(":")):
+        return None
     at = utc_timestamp(occurred_at_text)
     if at is None:
         return None

@@ -254,6 +254,11 @@ REJECTIONS = [
     (changed(USAGE, "id", ""), "usage: id is empty; give a non-empty string"),
     (changed(USAGE, "id", 7), "usage: id must be a string, not 7"),
     (
+        json.dumps(USAGE).replace('"quantity": ', '"quantity": "1", "quantity": ', 1),
+        'usage evt-123: the key "quantity" appears more than once in an object; write each key '
+        "once (which value was meant cannot be told)",
+    ),
+    (
         changed(USAGE, "quantity", "1000000000000000"),
         'usage evt-123: quantity "1000000000000000" has more than 15 digits before the decimal '
         "point; billcycle takes values below 10^15 with at most 12 decimal places (is the unit "

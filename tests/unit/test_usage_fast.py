@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from consumers.messages import MessageRejected, parse_message
@@ -194,6 +194,11 @@ def plain_usage(draw: st.DrawFn) -> bytes:
                                            st.none()), max_size=3))
     if draw(st.booleans()):
         message["contract_id"] = draw(st.one_of(st.none(), st.text(min_size=1, max_size=6)))
+    # A ':' right after a quote inside a value reads as one more key to the check for keys
+    # written twice: such a message goes the models' way (same command, more slowly).
+    texts = [v for k, v in message.items() if k != "occurred_at"] + [
+        *message.get("properties", {}), *message.get("properties", {}).values()]
+    assume(not any(isinstance(t, str) and ":" in t for t in texts))
     return json.dumps(message, ensure_ascii=draw(st.booleans())).encode()
 
 
@@ -236,6 +241,19 @@ def test_a_message_the_validation_fails_on_is_dead_lettered_and_the_batch_goes_o
         "that is a billcycle bug: report it with this dead letter, and send the message again "
         "once fixed",
     )]
+
+
+@given(st.sampled_from(["quantity", "customer_id", "metric", "id", "occurred_at"]),
+       st.sampled_from([":", " :", ": ", "\t:"]))
+def test_a_key_written_twice_is_never_taken_fast(key: str, colon: str) -> None:
+    # The parser keeps the last value: "quantity": "1", "quantity": "1000" would bill 1000.
+    plain = {"type": "usage", "id": "evt-1", "occurred_at": "2026-11-03T10:00:00Z",
+             "customer_id": "c", "metric": "m", "quantity": "3"}
+    raw = json.dumps(plain, separators=(",", ":"))[:-1] + f',"{key}"{colon}"9"}}'
+    assert usage_command(raw.encode()) is None
+    parsed = parse([Origin("file:x", "line 1", raw.encode())])
+    assert parsed.commands == []
+    assert f'the key "{key}" appears more than once' in parsed.rejected[0].reason
 
 
 def test_timestamps_written_the_common_way_are_read_directly() -> None:
