@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from domain.billing import UsageNotBillable
+from domain.calendar import local_midnight
 from domain.contract import Contract
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
@@ -77,21 +78,21 @@ class StoreUsage:
         if reads is None:
             self.reads.planning = False  # on its own: read each meter when asked
 
-    def _rivals(self, metric: str) -> list[str]:
-        """Other contracts of the customer pricing the same metric: untagged usage is theirs too."""
+    def _rivals(self, metric: str, start: datetime, end: datetime) -> list[str]:
+        """The customer's other contracts pricing the same metric and in service at some time
+        in [start, end): untagged usage of then is theirs too. A renewal that starts later, or
+        a contract that ended before, is not active then (contract.md: "two active
+        contracts")."""
         return sorted(
             s.contract_id for s in self.siblings
             if s.contract_id != self.contract.contract_id
             and metric in s.usage_metrics()
+            and _in_service_within(s, start, end)
         )
-
-    def _tags(self, metric: str) -> tuple[str, ...]:
-        return (self.contract.contract_id,) if self._rivals(metric) else (
-            self.contract.contract_id, "")
 
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
         c = self.contract
-        rivals = self._rivals(component.metric)
+        rivals = self._rivals(component.metric, start, end)
         if rivals:
             untagged = self.reads.read(
                 MeterRequest(c.customer_id, component.metric, ("",), start, end, None))
@@ -102,11 +103,23 @@ class StoreUsage:
                     f"{', '.join([c.contract_id, *rivals])} all price {component.metric}; "
                     "producers must send contract_id for this customer's usage"
                 )
+        tags = (c.contract_id,) if rivals else (c.contract_id, "")
         return self.reads.read(MeterRequest(
-            c.customer_id, component.metric, self._tags(component.metric), start, end,
-            component.unique_property,
+            c.customer_id, component.metric, tags, start, end, component.unique_property,
         ))
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
+        # Untagged usage always counts as a change: whether it is this contract's depends on
+        # the period (see _rivals), and `read` of that period decides, or holds it.
         return self.reads.changed(
-            self.contract.customer_id, metric, self._tags(metric), revision, before)
+            self.contract.customer_id, metric, (self.contract.contract_id, ""), revision,
+            before)
+
+
+def _in_service_within(contract: Contract, start: datetime, end: datetime) -> bool:
+    """Whether the contract's service, from the local midnight of its start date to that of
+    its end date, overlaps [start, end)."""
+    starts = local_midnight(contract.start_date, contract.timezone)
+    ends = (None if contract.end_date is None
+            else local_midnight(contract.end_date, contract.timezone))
+    return starts < end and (ends is None or ends > start)

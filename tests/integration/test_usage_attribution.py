@@ -74,6 +74,24 @@ def test_untagged_usage_is_held_when_two_contracts_price_the_metric(
     assert "contract_id" in held["ct_1"] and "ct_1, ct_2" in held["ct_1"]
 
 
+def test_untagged_usage_is_the_contract_active_then_when_the_other_is_not(
+    app: BillingApplication,
+) -> None:
+    # contract.md asks for contract_id only where two *active* contracts price the metric: a
+    # renewal starting later, or a contract ended before, does not hold the usage.
+    renewal = {**contract("ct_2"), "start_date": "2027-01-01"}
+    feed(app, contract("ct_1"), renewal, usage("u-1", "7"))
+    assert totals(bill(app)) == {"ct_1": "7.00"}
+    # Back to back on the 10th: each bills the untagged usage of its own days.
+    feed(app, {**contract("ct_a", "cus_2"), "end_date": "2026-10-10"},
+         {**contract("ct_b", "cus_2"), "start_date": "2026-10-10",
+          "billing_anchor_date": "2026-10-01"},
+         {**usage("u-2", "3"), "customer_id": "cus_2", "occurred_at": "2026-10-05T10:00:00Z"},
+         {**usage("u-3", "4"), "customer_id": "cus_2", "occurred_at": "2026-10-20T10:00:00Z"})
+    assert {cid: total for cid, total in totals(bill(app)).items() if cid != "ct_1"} == {
+        "ct_a": "3.00", "ct_b": "4.00"}
+
+
 def test_tagged_usage_goes_to_the_contract_it_names(app: BillingApplication) -> None:
     feed(app, contract("ct_1"), contract("ct_2"),
          usage("u-1", "7", "ct_1"), usage("u-2", "5", "ct_2"), usage("u-3", "1", "ct_2"))
