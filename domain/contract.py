@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID, uuid5
@@ -11,6 +11,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.billed import BilledState
+from domain.calendar import local_midnight
 from domain.terms import (
     BillingFrequency,
     Component,
@@ -163,6 +164,13 @@ class Contract(Aggregate):
     @event("Terminated")
     def _terminated(self, end_date: date, message_id: str) -> None:
         self.end_date = end_date
+
+    def service(self) -> tuple[datetime, datetime | None]:
+        """The service as instants: from local midnight of the start date to local midnight of
+        the end date (None: no end), where periods begin and the last one ends."""
+        ends = self.end_date
+        return (local_midnight(self.start_date, self.timezone),
+                None if ends is None else local_midnight(ends, self.timezone))
 
     def usage_metrics(self) -> frozenset[str]:
         """The metrics some version of the terms prices usage of."""

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from domain.billing import UsageNotBillable
-from domain.calendar import local_midnight
 from domain.contract import Contract
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
@@ -117,9 +116,6 @@ class StoreUsage:
 
 
 def _in_service_within(contract: Contract, start: datetime, end: datetime) -> bool:
-    """Whether the contract's service, from the local midnight of its start date to that of
-    its end date, overlaps [start, end)."""
-    starts = local_midnight(contract.start_date, contract.timezone)
-    ends = (None if contract.end_date is None
-            else local_midnight(contract.end_date, contract.timezone))
+    """Whether the contract's service (`Contract.service`) overlaps [start, end)."""
+    starts, ends = contract.service()
     return starts < end and (ends is None or ends > start)

@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from domain.billing import usage_windows
-from domain.calendar import local_date, local_midnight
+from domain.calendar import local_date
 from domain.contract import Contract
 from domain.usage import BUCKET, MeterRequest
 
@@ -185,10 +185,7 @@ class _Service(NamedTuple):
 
     @classmethod
     def of(cls, contract: Contract) -> _Service:
-        end = contract.end_date
-        return cls(contract, metrics_priced([contract]),
-                   local_midnight(contract.start_date, contract.timezone),
-                   None if end is None else local_midnight(end, contract.timezone))
+        return cls(contract, metrics_priced([contract]), *contract.service())
 
 
 class _Outside(NamedTuple):
@@ -230,7 +227,7 @@ def _inside_service(contracts: Sequence[Contract], usage: Mapping[str, MeteredUs
     """The common case, decided at once: one contract without an end, no usage before it."""
     if len(contracts) > 1 or contracts[0].end_date is not None:
         return False
-    starts = local_midnight(contracts[0].start_date, contracts[0].timezone)
+    starts, _ = contracts[0].service()
     return all(u.first_bucket >= starts for u in usage.values())
 
 

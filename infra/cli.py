@@ -20,7 +20,7 @@ from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
 from infra.cli_args import parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
-from infra.store.url import redacted, store_env
+from infra.store.url import IN_MEMORY, redacted, store_env
 from infra.views import batch_view, invoice_view
 
 DEFAULT_DB = "sqlite:///billcycle.db"
@@ -51,7 +51,7 @@ def _refuse_missing_store(url: str) -> None:
         path = store_env(url).get("SQLITE_DBNAME", "")
     except ValueError:  # a bad URL: open_app says why
         return
-    if path.startswith("file:billcycle-"):  # sqlite:///:memory:, private to this command
+    if path.startswith(IN_MEMORY):  # sqlite:///:memory:, private to this command
         raise UserError(f"the store {url} is in memory: it would be empty and gone when this "
                         "command ends; give a file, e.g. sqlite:///billcycle.db")
     if path and not os.path.exists(path):

@@ -35,6 +35,7 @@ from domain.invoice_lines import LineKind
 from domain.money import format_money
 from domain.terms import BillingFrequency
 from infra import sample_book
+from infra.cli_args import parse_date
 from infra.views import invoice_view
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ WIDTH = 100  # of the example invoices; longer descriptions push their amount ri
 
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
-    from infra.cli_args import parse_date
 
     p = sub.add_parser(
         "demo", help="bill a generated sample book on a fresh SQLite store and explain it",

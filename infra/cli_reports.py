@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
 from domain.collections import CollectionPolicy, InvalidPolicy
-from infra.cli_args import positive_int, positive_seconds
+from infra.cli_args import parse_date, positive_int, positive_seconds
 from infra.text import plural, table
 
 # The projections are imported by the commands that read them: every other command (`consume`,
@@ -39,7 +39,6 @@ PROJECTION_NAMES = ("ledger", "revenue", "audit", "collections")
 def register(sub: Subcommands) -> None:
     """Add this module's commands to the CLI."""
     from infra.cli import Subcommands
-    from infra.cli_args import parse_date
 
     reports = Subcommands(sub.add_parser(
         "report", help="AR aging; revenue; usage without a contract").add_subparsers(

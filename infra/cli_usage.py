@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from infra.cli import Subcommands
 
 
-
 def parse_through(value: str) -> datetime:
     """An instant with an offset, or a date: through the end of that day, UTC."""
     try:

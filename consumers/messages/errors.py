@@ -85,12 +85,17 @@ def rejection(raw: bytes | str, error: ValidationError) -> MessageRejected:
         return MessageRejected(
             f"{shown(head)} is not a message; send one JSON object per message (per line in a file)"
         )
-    kind, message_id = head.get("type"), _text(head.get("id"))
-    subject = kind if kind in MESSAGE_TYPES else "message"
-    subject = f"{subject} {message_id}" if message_id else subject
+    subject, message_id = subject_of(head)
     more = len(errors) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return MessageRejected(f"{subject}: {_problem(first, head)}{tail}", message_id)
+
+
+def subject_of(head: dict[str, Any]) -> tuple[str, str | None]:
+    """How a reason names a message ("usage evt-1", "message"), and its id if it has one."""
+    kind, message_id = head.get("type"), _text(head.get("id"))
+    subject = kind if kind in MESSAGE_TYPES else "message"
+    return (f"{subject} {message_id}" if message_id else subject), message_id
 
 
 def _problem(error: ErrorDetails, head: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from consumers.messages.errors import MESSAGE_TYPES, MessageRejected, rejection
+from consumers.messages.errors import MessageRejected, rejection, subject_of
 from consumers.messages.models import Message, Usage
 from domain.transcoding import encode_with
 
@@ -49,11 +49,7 @@ def repeated_key(raw: bytes | str) -> None:
     except (ValueError, RecursionError):
         return
     if found:
-        kind = head.get("type") if isinstance(head, dict) else None
-        message_id = head.get("id") if isinstance(head, dict) else None
-        message_id = message_id if isinstance(message_id, str) and message_id else None
-        subject = " ".join(str(part) for part in (
-            kind if kind in MESSAGE_TYPES else "message", message_id) if part)
+        subject, message_id = subject_of(head if isinstance(head, dict) else {})
         raise MessageRejected(
             f'{subject}: the key "{found[0]}" appears more than once in an object; write each '
             "key once (which value was meant cannot be told)", message_id)

@@ -34,6 +34,10 @@ def store_env(url: str) -> dict[str, str]:
     raise ValueError(f'unsupported store URL "{redacted(url)}"; {_USAGE}')
 
 
+# How SQLITE_DBNAME begins for sqlite:///:memory: (a private shared-cache database).
+IN_MEMORY = "file:billcycle-"
+
+
 def _sqlite_env(url: str) -> dict[str, str]:
     if not url.startswith("sqlite:///"):
         raise ValueError(f'store URL "{url}" has a host part; {_USAGE} (three slashes)')
@@ -44,7 +48,7 @@ def _sqlite_env(url: str) -> dict[str, str]:
         # A plain ":memory:" is a different empty database on every pooled connection.
         # A named shared-cache database is one database for all of them; the random name
         # keeps each store_env() call's database private, as ":memory:" promises.
-        dbname = f"file:billcycle-{uuid4().hex}?mode=memory&cache=shared"
+        dbname = f"{IN_MEMORY}{uuid4().hex}?mode=memory&cache=shared"
     else:
         # Absolute now, so a later change of working directory cannot move the database.
         dbname = os.path.abspath(path)
