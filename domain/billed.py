@@ -7,6 +7,7 @@ changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -35,6 +36,7 @@ class UsageBilled:
     amount: Decimal
     through: date  # usage before this local date is billed; the period end once final
     final: bool
+    metric: str  # "" in settlements stored before metrics were kept, where no terms name it
 
 
 PeriodKey = tuple[str, date]  # (component id, start of the full service period)
@@ -69,7 +71,7 @@ class BilledState:
             ],
             "usage": [
                 [cid, ps.isoformat(), str(u.quantity), str(u.amount), u.through.isoformat(),
-                 u.final]
+                 u.final, u.metric]
                 for (cid, ps), u in self.usage.items()
             ],
             "true_ups": [[cid, ps.isoformat(), str(a)] for (cid, ps), a in self.true_ups.items()],
@@ -78,7 +80,11 @@ class BilledState:
         }
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> BilledState:
+    def from_record(
+        cls, record: dict[str, Any], metric_of: Callable[[str], str] = lambda _: ""
+    ) -> BilledState:
+        """`metric_of` names the metric of a usage component id, for records stored before
+        usage entries kept their metric."""
         d = date.fromisoformat
         return cls(
             subscriptions={
@@ -88,8 +94,9 @@ class BilledState:
                 for cid, ps, segs in record["subscriptions"]
             },
             usage={
-                (cid, d(ps)): UsageBilled(Decimal(q), Decimal(a), d(t), bool(f))
-                for cid, ps, q, a, t, f in record["usage"]
+                (u[0], d(u[1])): UsageBilled(Decimal(u[2]), Decimal(u[3]), d(u[4]), bool(u[5]),
+                                             u[6] if len(u) > 6 else metric_of(u[0]))
+                for u in record["usage"]
             },
             true_ups={(cid, d(ps)): Decimal(a) for cid, ps, a in record["true_ups"]},
             milestones={cid: Decimal(a) for cid, a in record["milestones"].items()},

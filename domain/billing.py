@@ -16,6 +16,13 @@ from itertools import pairwise
 from typing import Protocol
 
 from domain.billed import BilledState, PeriodKey, Segment, UsageBilled
+from domain.billed_usage import (
+    PeriodUsageBilled,
+    UsageAccount,
+    WithdrawnUsage,
+    usage_billed_by_period,
+    usage_billed_for_period,
+)
 from domain.calendar import (
     ServicePeriod,
     local_date,
@@ -430,15 +437,19 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
         return  # no usage priced, ever: nothing to read or bill (a third of a typical book)
     tz = contract.timezone
     late_periods = _periods_with_late_usage(draft, usage)
+    billed_ids = usage_billed_by_period(contract.billed)
     for period, window, components in _usage_periods(contract, cycle_date):
+        period_billed = usage_billed_for_period(
+            contract.billed, period.start, billed_ids.get(period.start, ()), components)
         if window.end > cycle_date:
-            _bill_progressively(draft, usage, period, window)
+            _bill_progressively(draft, usage, period, window, period_billed)
             continue
+        revisit = period.start in late_periods
         start_at, end_at = local_midnight(window.start, tz), local_midnight(window.end, tz)
         for component in components:
-            key = (component.id, period.start)
-            billed = contract.billed.usage.get(key)
-            if billed is not None and billed.final and period.start not in late_periods:
+            account = period_billed.of(component)
+            billed = account.billed
+            if billed is not None and billed.final and not revisit:
                 continue
             reason = _incomplete(draft, component.metric, end_at)
             if reason is not None:
@@ -452,7 +463,11 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
                 continue
             if draft.planning:
                 continue
-            _add_usage_lines(draft, component, key, window, reading, billed)
+            _add_usage_lines(draft, component, period.start, window, reading, account)
+        if not draft.planning:
+            for withdrawn in period_billed.withdrawn:
+                if revisit or not withdrawn.billed.final:
+                    _credit_withdrawn_usage(draft, period.start, window, withdrawn)
 
 
 def _periods_with_late_usage(draft: _Draft, usage: UsageReader) -> set[date]:
@@ -473,21 +488,20 @@ def _periods_with_late_usage(draft: _Draft, usage: UsageReader) -> set[date]:
 def _add_usage_lines(
     draft: _Draft,
     component: UsageComponent,
-    key: PeriodKey,
+    period_start: date,
     window: ServicePeriod,
     reading: MeterReading,
-    billed: UsageBilled | None,
+    account: UsageAccount,
 ) -> None:
     quantity = usage_quantity(component, reading)
     amount = _priced(draft, component, quantity)
-    billed_amount = billed.amount if billed else ZERO
-    billed_quantity = billed.quantity if billed else ZERO
+    billed = account.billed
     late = billed is not None and billed.final
-    if late and quantity == billed_quantity and amount == billed_amount:
+    if late and quantity == account.quantity and amount == account.amount:
         return
     # Usage is priced with the terms in effect at the period's end.
     terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
-    basis = _usage_basis(component, quantity, reading, amount, billed_amount, terms_effective)
+    basis = _usage_basis(component, quantity, reading, amount, account, terms_effective)
     span = f"{window.start.isoformat()} to {window.end.isoformat()}"
     kind = LineKind.LATE_USAGE if late else LineKind.USAGE
     label = "late usage" if late else "usage"
@@ -495,28 +509,84 @@ def _add_usage_lines(
         component_id=component.id,
         kind=kind,
         description=f"{component.id}: {label} of {component.metric} {span}",
-        quantity=quantity - billed_quantity if _is_additive(component) else quantity,
-        amount=amount - billed_amount,
+        quantity=quantity - account.quantity if _is_additive(component) else quantity,
+        amount=amount - account.amount,
         period_start=window.start,
         period_end=window.end,
         basis=basis,
     ))
-    draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, final=True)
+    key = (component.id, period_start)
+    draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, True, component.metric)
     owed_true_up = draft.money(minimum_true_up(amount, component.minimum_amount))
-    billed_true_up = draft.contract.billed.true_ups.get(key, ZERO)
-    if owed_true_up != billed_true_up:
+    if owed_true_up != account.true_up:
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.MINIMUM_TRUE_UP,
             description=f"{component.id}: minimum {component.minimum_amount} for {span}",
             quantity=Decimal(1),
-            amount=owed_true_up - billed_true_up,
+            amount=owed_true_up - account.true_up,
             period_start=window.start,
             period_end=window.end,
             basis={"minimum_amount": str(component.minimum_amount), "usage_amount": str(amount),
                    "terms_effective": terms_effective},
         ))
+    if owed_true_up != account.true_up or account.carried_from:
         draft.settlement.true_ups[key] = owed_true_up
+        for carried in account.carried_from:
+            if (carried, period_start) in draft.contract.billed.true_ups:
+                draft.settlement.true_ups[(carried, period_start)] = ZERO
+    _settle_carried(draft, period_start, account, window.end)
+
+
+def _settle_carried(
+    draft: _Draft, period_start: date, account: UsageAccount, through: date
+) -> None:
+    """The ids a component carried usage billed over from now hold nothing: it holds it all."""
+    for carried in account.carried_from:
+        key = (carried, period_start)
+        was = draft.contract.billed.usage[key]
+        draft.settlement.usage[key] = UsageBilled(ZERO, ZERO, through, True, was.metric)
+
+
+def _credit_withdrawn_usage(
+    draft: _Draft, period_start: date, window: ServicePeriod, withdrawn: WithdrawnUsage
+) -> None:
+    """Usage billed under a component the period-end terms no longer price is owed nothing."""
+    billed, cid = withdrawn.billed, withdrawn.component_id
+    span = f"{window.start.isoformat()} to {window.end.isoformat()}"
+    terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
+    why = f"the terms effective {terms_effective} do not price it with {cid}"
+    basis: dict[str, BasisValue] = {
+        "metric": billed.metric, "already_billed": str(billed.amount),
+        "priced_amount": "0", "terms_effective": terms_effective, "withdrawn": True,
+    }
+    kind = LineKind.LATE_USAGE if billed.final else LineKind.USAGE
+    if billed.amount or billed.quantity:
+        draft.lines.append(InvoiceLine(
+            component_id=cid,
+            kind=kind,
+            description=f"{cid}: usage of {billed.metric} {span} credited: {why}",
+            quantity=-billed.quantity,
+            amount=-billed.amount,
+            period_start=window.start,
+            period_end=window.end,
+            basis=basis,
+        ))
+    if withdrawn.true_up:
+        draft.lines.append(InvoiceLine(
+            component_id=cid,
+            kind=LineKind.MINIMUM_TRUE_UP,
+            description=f"{cid}: minimum for {span} credited: {why}",
+            quantity=Decimal(1),
+            amount=-withdrawn.true_up,
+            period_start=window.start,
+            period_end=window.end,
+            basis={**basis, "already_billed": str(withdrawn.true_up)},
+        ))
+    key = (cid, period_start)
+    draft.settlement.usage[key] = UsageBilled(ZERO, ZERO, window.end, True, billed.metric)
+    if withdrawn.true_up:
+        draft.settlement.true_ups[key] = ZERO
 
 
 def _usage_basis(
@@ -524,20 +594,24 @@ def _usage_basis(
     quantity: Decimal,
     reading: MeterReading,
     amount: Decimal,
-    already_billed: Decimal,
+    account: UsageAccount,
     terms_effective: str,
 ) -> dict[str, BasisValue]:
-    """Why a usage line has its amount: the meter read, the price, what was billed before."""
-    return {
+    """Why a usage line has its amount: the meter read, the price, what was billed before
+    (and under which earlier component ids, where an amendment renamed the component)."""
+    basis: dict[str, BasisValue] = {
         "metric": component.metric,
         "aggregation": component.aggregation.value,
         "quantity": str(quantity),
         "events": reading.event_count,
         "usage_revision": reading.revision,
         "priced_amount": str(amount),
-        "already_billed": str(already_billed),
+        "already_billed": str(account.amount),
         "terms_effective": terms_effective,
     }
+    if account.carried_from:
+        basis["billed_as"] = list(account.carried_from)
+    return basis
 
 
 def _priced(draft: _Draft, component: UsageComponent, quantity: Decimal) -> Decimal:
@@ -550,7 +624,11 @@ def _is_additive(component: UsageComponent) -> bool:
 
 
 def _bill_progressively(
-    draft: _Draft, usage: UsageReader, period: ServicePeriod, window: ServicePeriod
+    draft: _Draft,
+    usage: UsageReader,
+    period: ServicePeriod,
+    window: ServicePeriod,
+    period_billed: PeriodUsageBilled,
 ) -> None:
     """Progressive billing: bill usage to date once its unbilled amount reaches the threshold."""
     contract, cycle_date = draft.contract, draft.ctx.cycle_date
@@ -562,7 +640,7 @@ def _bill_progressively(
         return
     tz = contract.timezone
     start_at, to_date_at = local_midnight(window.start, tz), local_midnight(cycle_date, tz)
-    priced: list[tuple[UsageComponent, MeterReading, Decimal, Decimal]] = []
+    priced: list[tuple[UsageComponent, MeterReading, Decimal, Decimal, UsageAccount]] = []
     for component in _usage_components(contract, cycle_date - ONE_DAY):
         if _incomplete(draft, component.metric, to_date_at) is not None:
             return  # usage to date is not known to be complete: wait, do not hold the invoice
@@ -572,21 +650,13 @@ def _bill_progressively(
             return
         quantity = usage_quantity(component, reading)
         amount = _priced(draft, component, quantity)
-        priced.append((component, reading, quantity, amount))
-    unbilled = sum(
-        (amount - _billed_amount(contract.billed.usage.get((c.id, period.start)))
-         for c, _, _, amount in priced),
-        ZERO,
-    )
+        priced.append((component, reading, quantity, amount, period_billed.of(component)))
+    unbilled = sum((amount - account.amount for _, _, _, amount, account in priced), ZERO)
     if unbilled <= ZERO or unbilled < threshold:
         return
-    for component, reading, quantity, amount in priced:
-        key = (component.id, period.start)
-        billed = contract.billed.usage.get(key)
-        already = _billed_amount(billed)
-        if amount == already:
+    for component, reading, quantity, amount, account in priced:
+        if amount == account.amount:
             continue
-        billed_quantity = billed.quantity if billed else ZERO
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.USAGE,
@@ -594,22 +664,20 @@ def _bill_progressively(
                 f"{component.id}: usage of {component.metric} {window.start.isoformat()} to "
                 f"{cycle_date.isoformat()} (threshold {threshold} reached)"
             ),
-            quantity=quantity - billed_quantity if _is_additive(component) else quantity,
-            amount=amount - already,
+            quantity=quantity - account.quantity if _is_additive(component) else quantity,
+            amount=amount - account.amount,
             period_start=window.start,
             period_end=cycle_date,
             basis={
-                **_usage_basis(component, quantity, reading, amount, already,
+                **_usage_basis(component, quantity, reading, amount, account,
                                terms.effective_date.isoformat()),
                 "threshold": str(threshold),
                 "progressive": True,
             },
         ))
-        draft.settlement.usage[key] = UsageBilled(quantity, amount, cycle_date, final=False)
-
-
-def _billed_amount(billed: UsageBilled | None) -> Decimal:
-    return billed.amount if billed is not None else ZERO
+        draft.settlement.usage[(component.id, period.start)] = UsageBilled(
+            quantity, amount, cycle_date, False, component.metric)
+        _settle_carried(draft, period.start, account, cycle_date)
 
 
 # --- milestones -------------------------------------------------------------------------------

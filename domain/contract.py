@@ -18,6 +18,7 @@ from domain.terms import (
     ContractTerms,
     MilestoneComponent,
     TermsVersion,
+    UsageComponent,
     component_from_record,
     component_to_record,
 )
@@ -225,7 +226,10 @@ class Contract(Aggregate):
         self, invoice_id: UUID, number: str, batch_id: str, settlement: dict[str, Any]
     ) -> None:
         local: BilledState | None = self.__dict__.pop("_settling", None)
-        self.billed.apply(local if local is not None else BilledState.from_record(settlement))
+        self.billed.apply(
+            local if local is not None
+            else BilledState.from_record(settlement, metric_of=self._usage_metric_of)
+        )
         self.invoice_ids.append(invoice_id)
         self.last_invoice = (number, batch_id)
 
@@ -239,6 +243,15 @@ class Contract(Aggregate):
                 break
             current = version
         return current
+
+    def _usage_metric_of(self, component_id: str) -> str:
+        """The metric the latest terms naming a usage component `component_id` price ("" if
+        none do): for settlements stored before usage entries kept their metric."""
+        for version in reversed(self.versions):
+            for c in version.components:
+                if isinstance(c, UsageComponent) and c.id == component_id:
+                    return c.metric
+        return ""
 
     def milestone_component(self, milestone: str) -> MilestoneComponent | None:
         completed_on = self.milestones.get(milestone)

@@ -230,7 +230,7 @@ def test_an_invoice_issued_is_stored_as_the_library_stores_it(
 @given(st.dictionaries(st.tuples(text, days), st.lists(
     st.builds(Segment, days, days, money, money), min_size=1, max_size=3), max_size=3),
     st.dictionaries(st.tuples(text, days), st.builds(UsageBilled, money, money, days,
-                                                      st.booleans()), max_size=3),
+                                                      st.booleans(), text), max_size=3),
     st.dictionaries(text, money, max_size=3), st.integers(min_value=0, max_value=2**40))
 def test_a_contract_invoiced_is_stored_as_the_library_stores_it(
     subscriptions: dict[tuple[str, date], list[Segment]],
