@@ -7,7 +7,7 @@ billing run itself lives in `domain.billing_runs`.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar, cast
@@ -29,6 +29,7 @@ from domain.acknowledgements import (
     Acknowledgement,
     UsageAcknowledgements,
 )
+from domain.calendar import local_midnight
 from domain.commands import (
     AmendContract,
     Command,
@@ -70,8 +71,16 @@ from domain.usage import (
     UsageRecord,
     usage_record,
 )
+from domain.usage_assignments import (
+    ASSIGNMENTS_ID,
+    AssignmentRejected,
+    UsageAssignment,
+    UsageAssignments,
+)
 
 A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R", UsageAcknowledgements, UsageAssignments)  # the operator's registers
+T = TypeVar("T")
 
 MAX_SAVE_ATTEMPTS = 8
 
@@ -279,19 +288,55 @@ class BillingApplication(Application[UUID]):
                           by: str, at: datetime) -> Acknowledgement:
         """Record that the customer's usage of the metric before `through` is not to be
         billed, and why: runs stop naming it (their notes read the meters from there on)."""
-        for _ in range(MAX_SAVE_ATTEMPTS):
-            given = (self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
-                     or UsageAcknowledgements())
-            acknowledgement = given.acknowledge(customer_id, metric, through, reason, by, at)
-            try:
-                self.save(given)
-            except IntegrityError:  # another acknowledgement saved meanwhile: read it, again
-                continue
-            return acknowledgement
-        raise ConcurrentUpdate(
-            f"the acknowledgement conflicted {MAX_SAVE_ATTEMPTS} times with others given at "
-            "the same moment; it was not recorded, try again")
+        return self._change_register(
+            ACKNOWLEDGEMENTS_ID, UsageAcknowledgements, "acknowledgement",
+            lambda given: given.acknowledge(customer_id, metric, through, reason, by, at))
 
+    def usage_assignments(self) -> list[UsageAssignment]:
+        """Untagged usage assigned to a contract (domain/usage_assignments.py)."""
+        given = self.get_or_none(ASSIGNMENTS_ID, UsageAssignments)
+        return given.in_force() if given else []
+
+    def assign_usage(self, customer_id: str, metric: str, contract_id: str,
+                     start: date | datetime, end: date | datetime, reason: str, by: str,
+                     at: datetime) -> UsageAssignment:
+        """Record that the customer's untagged usage of the metric in [start, end) is the
+        contract's (a date: local midnight in the contract's timezone)."""
+        contract = self.contract(contract_id)
+        if contract is None:
+            raise AssignmentRejected(
+                f"no contract {contract_id} in this store; check the id (the held outcome in "
+                "`billcycle batch show` names the contracts pricing the usage)")
+        if contract.customer_id != customer_id:
+            raise AssignmentRejected(
+                f"contract {contract_id} is customer {contract.customer_id}'s, not "
+                f"{customer_id}'s; assign usage to one of the customer's own contracts")
+
+        def instant(value: date | datetime) -> datetime:
+            if isinstance(value, datetime):
+                return value
+            return local_midnight(value, contract.timezone)
+
+        return self._change_register(
+            ASSIGNMENTS_ID, UsageAssignments, "assignment",
+            lambda given: given.assign(contract, metric, instant(start), instant(end), reason,
+                                       by, at))
+
+    def _change_register(self, register_id: UUID, kind: type[R], what: str,
+                         change: Callable[[R], T]) -> T:
+        """Change one of the operator's registers (one aggregate each: acknowledgements,
+        assignments), read again and changed again where another was saved meanwhile."""
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            register = self.get_or_none(register_id, kind) or kind()
+            result = change(register)
+            try:
+                self.save(register)
+            except IntegrityError:  # another saved meanwhile: read it, again
+                continue
+            return result
+        raise ConcurrentUpdate(
+            f"the {what} conflicted {MAX_SAVE_ATTEMPTS} times with others given at the same "
+            "moment; it was not recorded, try again")
 
 def dead_letter_record(rejection: Rejected) -> dict[str, Any]:
     raw = rejection.origin.raw

@@ -42,6 +42,7 @@ from domain.terms import (
     UsageComponent,
 )
 from domain.usage import MeterReading
+from domain.usage_assignments import AssignedUsage
 
 ONE_DAY = timedelta(days=1)
 
@@ -68,6 +69,9 @@ class BillingContext:
     # (customer, metric) -> the first meter bucket the run's notes on unbilled usage read, the
     # usage before acknowledged (domain/acknowledgements.py); billing itself never reads it.
     notes_from: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    # Untagged usage the operator assigned to a contract (domain/usage_assignments.py): read
+    # by the run's meter reads, never by billing itself.
+    assigned_usage: AssignedUsage = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from domain.unbilled_usage import (
     usage_without_contract_warning,
     window_reads,
 )
+from domain.usage_assignments import assigned_usage
 
 CHUNK_SIZE = 200
 MAX_CHUNK_ATTEMPTS = 100
@@ -313,6 +314,9 @@ class BillingRuns:
         acknowledged = self.app.usage_acknowledgements()
         if acknowledged:  # in force at the start, recorded with what the run saw
             manifest["acknowledged_usage"] = [a.to_json() for a in acknowledged]
+        assigned = self.app.usage_assignments()
+        if assigned:  # likewise: `batch verify` decides again with the same ones
+            manifest["assigned_usage"] = [a.to_json() for a in assigned]
         self.app.store.update_meters()  # usage recorded by now is in the meters read below
         unclaimed = self.app.store.usage_without_contract()
         if unclaimed:
@@ -330,6 +334,7 @@ class BillingRuns:
             watermarks={m: datetime.fromisoformat(t) for m, t in manifest["watermarks"].items()},
             log_position=int(manifest["log_position"]),
             notes_from=notes_from(manifest.get("acknowledged_usage", ())),
+            assigned_usage=assigned_usage(manifest.get("assigned_usage", ())),
         )
 
     def _book_size(self) -> int:
@@ -425,7 +430,8 @@ class BillingRuns:
         contracts = self.app.contracts(contract_ids)
         siblings = self._siblings(list(contracts.values()))
         reads = MeterReads(self.app.store)
-        usages = {cid: StoreUsage(self.app.store, contract, siblings.get(cid, []), reads)
+        usages = {cid: StoreUsage(self.app.store, contract, siblings.get(cid, []), reads,
+                                  ctx.assigned_usage)
                   for cid, contract in contracts.items()}
         for cid, contract in contracts.items():
             plan(contract, ctx, usages[cid])

@@ -12,6 +12,7 @@ from domain.contract import Contract
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
 from domain.usage import MeterReading, MeterRequest
+from domain.usage_assignments import AssignedUsage
 
 
 class MeterReads:
@@ -70,9 +71,11 @@ class StoreUsage:
         contract: Contract,
         siblings: Sequence[Contract],
         reads: MeterReads | None = None,
+        assigned: AssignedUsage | None = None,
     ) -> None:
         self.contract = contract
         self.siblings = siblings
+        self.assigned = assigned or {}
         self.reads = reads or MeterReads(store)
         if reads is None:
             self.reads.planning = False  # on its own: read each meter when asked
@@ -92,20 +95,53 @@ class StoreUsage:
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
         c = self.contract
         rivals = self._rivals(component.metric, start, end)
+        untagged_is_mine = not rivals
         if rivals:
-            untagged = self.reads.read(
-                MeterRequest(c.customer_id, component.metric, ("",), start, end, None))
-            if untagged.event_count:
-                raise UsageNotBillable(
-                    f"{untagged.event_count} usage events of {component.metric} for customer "
-                    f"{c.customer_id} carry no contract_id, and contracts "
-                    f"{', '.join([c.contract_id, *rivals])} all price {component.metric}; "
-                    "producers must send contract_id for this customer's usage"
-                )
-        tags = (c.contract_id,) if rivals else (c.contract_id, "")
+            untagged = self._untagged(component.metric, start, end)
+            if untagged:
+                untagged_is_mine = self._assigned_to_me(component.metric, start, end, untagged,
+                                                        rivals)
+        tags = (c.contract_id, "") if untagged_is_mine else (c.contract_id,)
         return self.reads.read(MeterRequest(
             c.customer_id, component.metric, tags, start, end, component.unique_property,
         ))
+
+    def _untagged(self, metric: str, start: datetime, end: datetime) -> int:
+        return self.reads.read(MeterRequest(
+            self.contract.customer_id, metric, ("",), start, end, None)).event_count
+
+    def _assigned_to_me(
+        self, metric: str, start: datetime, end: datetime, untagged: int, rivals: list[str]
+    ) -> bool:
+        """Whether the untagged usage of [start, end), which rival contracts price too, is
+        this contract's by the operator's assignments (domain/usage_assignments.py): all of
+        it (True) or none (False). Any left unassigned, or split between contracts within
+        the period read, cannot be billed: it holds the invoice."""
+        c = self.contract
+        owners: dict[str, int] = {}
+        for a in self.assigned.get((c.customer_id, metric), ()):
+            lo, hi = max(a.start, start), min(a.end, end)
+            if lo < hi and (n := self._untagged(metric, lo, hi)):
+                owners[a.contract_id] = owners.get(a.contract_id, 0) + n
+        span = f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+        unassigned = untagged - sum(owners.values())
+        if unassigned:
+            raise UsageNotBillable(
+                f"{unassigned} usage events of {metric} for customer {c.customer_id} {span} "
+                f"carry no contract_id, and contracts {', '.join([c.contract_id, *rivals])} "
+                f"all price {metric}; producers must send contract_id for this customer's "
+                f"usage, and `billcycle usage assign --customer {c.customer_id} --metric "
+                f"{metric} --contract CONTRACT_ID --from ... --to ... --reason ...` says whose "
+                "the usage already sent is"
+            )
+        if len(owners) > 1:
+            raise UsageNotBillable(
+                f"the untagged usage of {metric} for customer {c.customer_id} {span} is "
+                f"assigned to {', '.join(sorted(owners))}: one period's untagged usage is "
+                "billed by one contract; give the whole period to one of them "
+                "(`billcycle usage assign` with the same window replaces an assignment)"
+            )
+        return c.contract_id in owners
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
         # Untagged usage always counts as a change: whether it is this contract's depends on

@@ -1,5 +1,7 @@
 """`billcycle usage acknowledge` and `usage acknowledged`: unbilled usage an operator has
-looked at and acknowledged as not to be billed (domain/acknowledgements.py)."""
+looked at and acknowledged as not to be billed (domain/acknowledgements.py); `usage assign`
+and `usage assigned`: untagged usage two contracts price, assigned to one of them
+(domain/usage_assignments.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from domain.acknowledgements import AcknowledgementRejected
 from domain.application import BillingApplication, ConcurrentUpdate
+from domain.usage_assignments import AssignmentRejected
 from infra.cli_args import DATE
 from infra.text import table
 
@@ -17,20 +20,32 @@ if TYPE_CHECKING:
     from infra.cli import Subcommands
 
 
-def parse_through(value: str) -> datetime:
-    """An instant with an offset, or a date: through the end of that day, UTC."""
+def _date_or_instant(value: str, date_means: str, example: str) -> date | datetime:
     try:
         if DATE.fullmatch(value):
-            day = date.fromisoformat(value)
-            return datetime.combine(day + timedelta(days=1), time(), UTC)
+            return date.fromisoformat(value)
         instant = datetime.fromisoformat(value)  # Python 3.11 reads a "Z" offset too
     except ValueError:
         instant = None
     if instant is None or instant.tzinfo is None:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is neither a date (YYYY-MM-DD: through the end of that day, UTC) nor "
-            "an instant with an offset (e.g. 2026-11-01T00:00:00Z)")
-    return instant.astimezone(UTC)
+            f"{value!r} is neither a date (YYYY-MM-DD: {date_means}) nor an instant with an "
+            f"offset (e.g. {example})")
+    return instant
+
+
+def parse_through(value: str) -> datetime:
+    """An instant with an offset, or a date: through the end of that day, UTC."""
+    found = _date_or_instant(value, "through the end of that day, UTC", "2026-11-01T00:00:00Z")
+    if not isinstance(found, datetime):
+        return datetime.combine(found + timedelta(days=1), time(), UTC)
+    return found.astimezone(UTC)
+
+
+def parse_bound(value: str) -> date | datetime:
+    """A date (local midnight in the contract's timezone) or an instant with an offset."""
+    return _date_or_instant(value, "local midnight in the contract's timezone",
+                            "2026-10-01T00:00:00Z")
 
 
 def register(sub: Subcommands) -> None:
@@ -38,7 +53,8 @@ def register(sub: Subcommands) -> None:
     from infra.cli import Subcommands
 
     usage = Subcommands(sub.add_parser(
-        "usage", help="acknowledge unbilled usage that is not to be billed").add_subparsers(
+        "usage", help="acknowledge unbilled usage, or assign untagged usage to a contract"
+    ).add_subparsers(
         dest="usage_command", required=True, metavar="SUBCOMMAND"), sub.common)
     p = usage.add_parser(
         "acknowledge", help="a customer's unbilled usage of a metric, through an instant, "
@@ -58,6 +74,26 @@ def register(sub: Subcommands) -> None:
     p.set_defaults(handler=cmd_acknowledge)
     p = usage.add_parser("acknowledged", help="the acknowledgements in force")
     p.set_defaults(handler=cmd_acknowledged)
+    p = usage.add_parser(
+        "assign", help="untagged usage two contracts price is one contract's, from..to",
+        description="Where a customer has two active contracts pricing a metric, usage sent "
+        "without contract_id holds both invoices. Say whose it is: runs then bill the "
+        "customer's untagged usage of the metric in [--from, --to) to --contract and leave "
+        "it out of the others. Windows of one customer and metric may not overlap; the same "
+        "window again replaces its assignment. Then `billcycle retry BATCH_ID`.")
+    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
+    p.add_argument("--metric", required=True)
+    p.add_argument("--contract", required=True, metavar="CONTRACT_ID")
+    p.add_argument("--from", dest="start", required=True, type=parse_bound,
+                   metavar="YYYY-MM-DD|INSTANT", help="first instant (a date: local midnight "
+                   "in the contract's timezone)")
+    p.add_argument("--to", dest="end", required=True, type=parse_bound,
+                   metavar="YYYY-MM-DD|INSTANT", help="end, excluded (a date: as --from)")
+    p.add_argument("--reason", required=True, help="why the usage is this contract's")
+    p.add_argument("--by", default=None, help="who assigns it (default: the OS user)")
+    p.set_defaults(handler=cmd_assign)
+    p = usage.add_parser("assigned", help="untagged usage assigned to contracts")
+    p.set_defaults(handler=cmd_assigned)
 
 
 def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -101,3 +137,29 @@ def cmd_acknowledged(args: argparse.Namespace, app: BillingApplication) -> None:
         ["customer", "metric", "through", "reason", "by", "at"],
         [[a["customer_id"], a["metric"], a["through"], a["reason"], a["by"], a["at"]]
          for a in given]) if given else "no acknowledgements")
+
+
+def cmd_assign(args: argparse.Namespace, app: BillingApplication) -> None:
+    from infra.cli import UserError, emit
+
+    by = args.by if args.by is not None else _os_user()
+    try:
+        given = app.assign_usage(args.customer, args.metric, args.contract, args.start,
+                                 args.end, args.reason, by, datetime.now(UTC))
+    except (AssignmentRejected, ConcurrentUpdate) as exc:
+        raise UserError(str(exc)) from exc
+    emit(args, given.to_json(), lambda: (
+        f"assigned: untagged usage of {given.customer_id}'s {given.metric} from "
+        f"{given.start:%Y-%m-%d %H:%M} to {given.end:%Y-%m-%d %H:%M} UTC is "
+        f"{given.contract_id}'s ({given.reason}; by {given.by}); held invoices bill it on "
+        "`billcycle retry BATCH_ID`, later runs as they go"))
+
+
+def cmd_assigned(args: argparse.Namespace, app: BillingApplication) -> None:
+    from infra.cli import emit
+
+    given = [a.to_json() for a in app.usage_assignments()]
+    emit(args, given, lambda: table(
+        ["customer", "metric", "from", "to", "contract", "reason", "by", "at"],
+        [[a["customer_id"], a["metric"], a["start"], a["end"], a["contract_id"], a["reason"],
+          a["by"], a["at"]] for a in given]) if given else "no assignments")

@@ -116,6 +116,7 @@ def batch_report(view: dict[str, Any]) -> str:
         + (", ".join(f"{m} {t}" for m, t in latest.get("watermarks", {}).items()) or "none"),
         *_without_contract(latest),
         *_acknowledged(latest),
+        *_assigned(latest),
         "attempts: " + ", ".join(f"{a['kind']} at {a['started_at']}" for a in view["attempts"]),
         f"contracts {c['contracts']} = invoiced {c['invoiced']} + held {c['held']} + failed "
         f"{c['failed']} + not due {c['not_due']}",
@@ -154,6 +155,15 @@ def _acknowledged(manifest: dict[str, Any]) -> list[str]:
     return ["usage acknowledged as not to be billed, left out of the notes: " + "; ".join(
         f"{a['customer_id']} {a['metric']} before {a['through']} ({a['reason']}; by {a['by']})"
         for a in found)]
+
+
+def _assigned(manifest: dict[str, Any]) -> list[str]:
+    found = manifest.get("assigned_usage")
+    if not found:
+        return []
+    return ["untagged usage assigned to a contract: " + "; ".join(
+        f"{a['customer_id']} {a['metric']} from {a['start']} to {a['end']} to "
+        f"{a['contract_id']} ({a['reason']}; by {a['by']})" for a in found)]
 
 
 def dead_letter_table(letters: list[dict[str, Any]]) -> str:

@@ -50,6 +50,7 @@ from domain.usage import (
     UsageBatch,
     meter_increment,
 )
+from domain.usage_assignments import assigned_usage
 from infra.store.batch import exact_decimals
 from projections.projection import event_class, topics
 
@@ -146,7 +147,8 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
         result.differences.append(Difference(
             "*", None, f"watermarks at log position {position}", recorded_marks, marks))
     ctx = BillingContext(cycle_date, {m: datetime.fromisoformat(t) for m, t in marks.items()},
-                         position)
+                         position, assigned_usage=assigned_usage(
+                             attempt.manifest.get("assigned_usage", ())))
     customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
     meters = log.meters(position, customers)
     for cid, recorded in sorted(attempt.outcomes.items()):
@@ -158,7 +160,8 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
             continue
         siblings = [c for c in contracts.values()
                     if c.customer_id == contract.customer_id and c.contract_id != cid]
-        decided = decide(contract, ctx, StoreUsage(meters, contract, siblings))
+        decided = decide(contract, ctx, StoreUsage(meters, contract, siblings,
+                                                   assigned=ctx.assigned_usage))
         if recorded.outcome is Outcome.INVOICED:
             result.invoices += 1
         result.differences.extend(_compare(app, recorded, decided, contract, position))

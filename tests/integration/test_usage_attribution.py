@@ -101,3 +101,41 @@ def test_tagged_usage_goes_to_the_contract_it_names(app: BillingApplication) -> 
 def test_another_customers_usage_is_never_billed_here(app: BillingApplication) -> None:
     feed(app, contract("ct_1"), contract("ct_9", customer="cus_9"), usage("u-1", "7"))
     assert totals(bill(app)) == {"ct_1": "7.00", "ct_9": "0.00"}
+
+
+def assign(app: BillingApplication, contract_id: str, start: str, end: str) -> None:
+    app.assign_usage("cus_1", "api_calls", contract_id, date.fromisoformat(start),
+                     date.fromisoformat(end), "per the account manager", "ops",
+                     datetime.now(UTC))
+
+
+def retry(app: BillingApplication, report: RunReport) -> RunReport:
+    return BillingRuns(app, lambda: datetime.now(UTC)).retry(report.batch_id)
+
+
+def test_untagged_usage_assigned_to_one_contract_is_billed_there_and_nowhere_else(
+    app: BillingApplication,
+) -> None:
+    feed(app, contract("ct_1"), contract("ct_2"), usage("u-1", "7"), usage("u-2", "2", "ct_2"))
+    held = bill(app)
+    assert totals(held) == {}
+    assign(app, "ct_1", "2026-10-01", "2026-11-01")
+    assert totals(retry(app, held)) == {"ct_1": "7.00", "ct_2": "2.00"}
+
+
+def test_untagged_usage_left_unassigned_or_split_within_a_period_still_holds(
+    app: BillingApplication,
+) -> None:
+    feed(app, contract("ct_1"), contract("ct_2"), usage("u-1", "7"),
+         {**usage("u-2", "1"), "occurred_at": "2026-10-20T10:00:00Z"})
+    held = bill(app)
+    assign(app, "ct_1", "2026-10-01", "2026-10-15")  # u-2 on the 20th is nobody's yet
+    again = retry(app, held)
+    reasons = {cid: o.reason or "" for cid, o in again.outcomes.items()}
+    assert "1 usage events of api_calls" in reasons["ct_1"]
+    assert "billcycle usage assign" in reasons["ct_1"]
+    assign(app, "ct_2", "2026-10-15", "2026-11-01")  # October's usage split between the two
+    split = retry(app, held)
+    assert all("assigned to ct_1, ct_2" in (o.reason or "") for o in split.outcomes.values())
+    assign(app, "ct_1", "2026-10-15", "2026-11-01")  # the same window again: a correction
+    assert totals(retry(app, held)) == {"ct_1": "8.00", "ct_2": "0.00"}

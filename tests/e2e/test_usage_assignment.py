@@ -1,0 +1,43 @@
+"""An operator unblocks invoices held by untagged usage two contracts price: `usage assign`
+says whose it is, `retry` bills it, `batch verify` decides the same again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.cli import billcycle, billcycle_json
+from tests.e2e.test_cli_billing import API, contract, usage
+from tests.e2e.test_unbilled_usage import ingest
+
+
+def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
+    db: str, tmp_path: Path
+) -> None:
+    ny = {"customer_id": "cus_1", "timezone": "America/New_York"}
+    ingest(db, tmp_path, "book.jsonl", contract("ct_a", API, **ny), contract("ct_b", API, **ny),
+           usage("u-1", "cus_1", "api_calls", "5000", "2026-10-10T10:00:00Z"),
+           {**usage("u-2", "cus_1", "api_calls", "3000", "2026-10-11T10:00:00Z"),
+            "contract_id": "ct_b"})
+    held = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    assert [h["contract_id"] for h in held["held"]] == ["ct_a", "ct_b"]
+    assert "billcycle usage assign --customer cus_1" in held["held"][0]["reason"]
+
+    said = billcycle(db, "usage", "assign", "--customer", "cus_1", "--metric", "api_calls",
+                     "--contract", "ct_a", "--from", "2026-10-01", "--to", "2026-11-01",
+                     "--reason", "sandbox project of ct_a", "--by", "ops").stdout
+    # Dates are local midnights in the contract's timezone (New York: UTC-4 in October).
+    assert ("untagged usage of cus_1's api_calls from 2026-10-01 04:00 to 2026-11-01 04:00 "
+            "UTC is ct_a's") in said
+    assert [(a["contract_id"], a["start"]) for a in billcycle_json(db, "usage", "assigned")] == [
+        ("ct_a", "2026-10-01T04:00:00+00:00")]
+    refused = billcycle(db, "usage", "assign", "--customer", "cus_1", "--metric", "api_calls",
+                        "--contract", "ct_b", "--from", "2026-10-15", "--to", "2026-12-01",
+                        "--reason", "r", check=False)
+    assert refused.returncode == 1 and "already assigned to ct_a" in refused.stderr
+
+    billcycle(db, "retry", "nov")
+    totals = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")}
+    assert totals == {"ct_a": "8.00", "ct_b": "4.00"}  # 4000 and 2000 above 1000 free, at 0.002
+    retried = billcycle_json(db, "batch", "show", "nov")["attempts"][-1]["manifest"]
+    assert [a["contract_id"] for a in retried["assigned_usage"]] == ["ct_a"]
+    assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
