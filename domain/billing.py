@@ -246,8 +246,7 @@ def _bill_first(
     else:
         due = owed.start <= draft.ctx.cycle_date
     if due:
-        _add_subscription_lines(draft, key[0], period, owed.start, owed.end, None, owed,
-                                first_billing=True)
+        _charge_line(draft, key[0], period, owed.start, owed.end, owed, first_billing=True)
         draft.settlement.subscriptions[key] = (owed,)
 
 
@@ -260,14 +259,19 @@ def _bill_segments(
     owed: list[tuple[Segment, BillingTiming]],
 ) -> None:
     """A period of a component: what was billed against what is owed, day by day; the
-    difference billed or credited where it is due."""
+    difference billed or credited where it is due.
+
+    Credits and charges are made per stretch: a run of due days under one billed segment
+    (credited) or one owed segment (charged), however many amendments cut it. A credit is
+    the billed segment's amount less what its days kept are worth, each rounded: so each
+    segment left billed is worth exactly its rounded price, and a period's lines add up
+    to the cent however often it is amended (`_credited`).
+    """
     component_id, cycle_date = key[0], draft.ctx.cycle_date
     timing = {s: t for s, t in owed}
     cuts = {period.start, period.end}
     for s in [*billed, *timing]:
         cuts.update((s.start, s.end))
-    settled: list[Segment] = []
-    changed = False
     runs: list[tuple[date, date, Segment | None, Segment | None]] = []
     for start, end in pairwise(sorted(cuts)):
         was, now = _covering(billed, start), _covering(timing, start)
@@ -275,6 +279,9 @@ def _bill_segments(
             runs[-1] = (runs[-1][0], end, was, now)
         else:
             runs.append((start, end, was, now))
+    credits: list[_Stretch] = []
+    charges: list[_Stretch] = []
+    settled: list[_Stretch] = []  # what stays billed, by the segment it comes from
     for start, end, was, now in runs:
         same = (was is None and now is None) or (
             was is not None and now is not None and was.rate == now.rate
@@ -282,13 +289,90 @@ def _bill_segments(
         due = not same and _is_due(now, timing, window, start, cycle_date)
         keep = now if due else was
         if keep is not None:
-            settled.append(Segment(start, end, keep.unit_amount, keep.quantity))
-        if due:
-            changed = True
-            _add_subscription_lines(draft, component_id, period, start, end, was, now,
-                                    first_billing=not billed)
-    if changed:
-        draft.settlement.subscriptions[key] = _merged(settled)
+            _extend(settled, start, end, keep)
+        if due and was is not None:
+            _extend(credits, start, end, was)
+        if due and now is not None:
+            _extend(charges, start, end, now)
+    if not (credits or charges):
+        return
+    for stretch in credits:
+        _credit_line(draft, component_id, period, stretch, credits)
+    for stretch in charges:
+        _charge_line(draft, component_id, period, stretch.start, stretch.end, stretch.segment,
+                     first_billing=not billed)
+    draft.settlement.subscriptions[key] = tuple(
+        Segment(s.start, s.end, s.segment.unit_amount, s.segment.quantity) for s in settled)
+
+
+@dataclass(frozen=True)
+class _Stretch:
+    """Adjacent days under one segment (billed or owed)."""
+
+    start: date
+    end: date
+    segment: Segment
+
+
+def _extend(stretches: list[_Stretch], start: date, end: date, segment: Segment) -> None:
+    last = stretches[-1] if stretches else None
+    if last is not None and last.end == start and last.segment == segment:
+        stretches[-1] = _Stretch(last.start, end, segment)
+    else:
+        stretches.append(_Stretch(start, end, segment))
+
+
+def _credited(
+    draft: _Draft, period: ServicePeriod, stretch: _Stretch, credits: list[_Stretch]
+) -> tuple[Decimal, date]:
+    """The credit for a stretch of a billed segment, and where the part of the segment it is
+    taken from starts: the segment's amount, or what was left of it by the credits before in
+    it, less the rounded worth of the days on either side that stay billed."""
+    billed = stretch.segment
+    since = max((c.end for c in credits if c.segment == billed and c.end <= stretch.start),
+                default=billed.start)
+
+    def worth(start: date, end: date) -> Decimal:
+        if start >= end:
+            return ZERO
+        return draft.money(prorate(billed.rate, ServicePeriod(start, end), period))
+
+    amount = (worth(since, billed.end) - worth(since, stretch.start)
+              - worth(stretch.end, billed.end))
+    return amount, since
+
+
+def _credit_line(
+    draft: _Draft,
+    component_id: str,
+    period: ServicePeriod,
+    stretch: _Stretch,
+    credits: list[_Stretch],
+) -> None:
+    was, start, end = stretch.segment, stretch.start, stretch.end
+    amount, since = _credited(draft, period, stretch, credits)
+    used = ServicePeriod(start, end)
+    span = f"{start.isoformat()} to {end.isoformat()}"
+    partial = "" if used.days == period.days else f", {used.days}/{period.days} days"
+    draft.lines.append(InvoiceLine(
+        component_id=component_id,
+        kind=LineKind.PRORATION,
+        description=f"{component_id}: credit for unused {span} at {was.rate} per period"
+                    f"{partial}",
+        quantity=was.quantity,
+        unit_amount=was.unit_amount,
+        amount=-amount,
+        period_start=start,
+        period_end=end,
+        basis={"period_days": period.days, "days": used.days,
+               "full_period": [period.start.isoformat(), period.end.isoformat()],
+               "terms_effective": draft.contract.terms_on(start).effective_date.isoformat(),
+               "rate": str(was.rate), "credit": True,
+               # the credit is this billed stretch's rounded worth less its days kept
+               "billed_stretch": [since.isoformat(), was.end.isoformat()],
+               "ended": draft.contract.end_date is not None
+               and start >= draft.contract.end_date},
+    ))
 
 
 def _is_due(
@@ -304,69 +388,36 @@ def _is_due(
     return start <= cycle_date
 
 
-def _merged(segments: list[Segment]) -> tuple[Segment, ...]:
-    merged: list[Segment] = []
-    for s in segments:
-        last = merged[-1] if merged else None
-        if (
-            last is not None
-            and last.end == s.start
-            and (last.unit_amount, last.quantity) == (s.unit_amount, s.quantity)
-        ):
-            merged[-1] = Segment(last.start, s.end, s.unit_amount, s.quantity)
-        else:
-            merged.append(s)
-    return tuple(merged)
-
-
-def _add_subscription_lines(
+def _charge_line(
     draft: _Draft,
     component_id: str,
     period: ServicePeriod,
     start: date,
     end: date,
-    was: Segment | None,
-    now: Segment | None,
+    now: Segment,
     *,
     first_billing: bool,
 ) -> None:
     used = ServicePeriod(start, end)
-    days = used.days
-    # The terms in effect over these days priced the charge, or (on a credit) changed it.
-    basis: dict[str, BasisValue] = {"period_days": period.days, "days": days,
-             "full_period": [period.start.isoformat(), period.end.isoformat()],
-             "terms_effective": draft.contract.terms_on(start).effective_date.isoformat()}
     span = f"{start.isoformat()} to {end.isoformat()}"
-    partial = "" if days == period.days else f", {days}/{period.days} days"
-    if was is not None:
-        draft.lines.append(InvoiceLine(
-            component_id=component_id,
-            kind=LineKind.PRORATION,
-            description=f"{component_id}: credit for unused {span} at {was.rate} per period"
-                        f"{partial}",
-            quantity=was.quantity,
-            unit_amount=was.unit_amount,
-            amount=-draft.money(prorate(was.rate, used, period)),
-            period_start=start,
-            period_end=end,
-            basis={**basis, "rate": str(was.rate), "credit": True,
-                   "ended": draft.contract.end_date is not None
-                   and start >= draft.contract.end_date},
-        ))
-    if now is not None:
-        kind = LineKind.SUBSCRIPTION if first_billing else LineKind.PRORATION
-        label = "subscription" if first_billing else "charge for"
-        draft.lines.append(InvoiceLine(
-            component_id=component_id,
-            kind=kind,
-            description=f"{component_id}: {label} {span} at {now.rate} per period{partial}",
-            quantity=now.quantity,
-            unit_amount=now.unit_amount,
-            amount=draft.money(prorate(now.rate, used, period)),
-            period_start=start,
-            period_end=end,
-            basis={**basis, "rate": str(now.rate)},
-        ))
+    partial = "" if used.days == period.days else f", {used.days}/{period.days} days"
+    kind = LineKind.SUBSCRIPTION if first_billing else LineKind.PRORATION
+    label = "subscription" if first_billing else "charge for"
+    draft.lines.append(InvoiceLine(
+        component_id=component_id,
+        kind=kind,
+        description=f"{component_id}: {label} {span} at {now.rate} per period{partial}",
+        quantity=now.quantity,
+        unit_amount=now.unit_amount,
+        amount=draft.money(prorate(now.rate, used, period)),
+        period_start=start,
+        period_end=end,
+        # The terms in effect over these days priced the charge.
+        basis={"period_days": period.days, "days": used.days,
+               "full_period": [period.start.isoformat(), period.end.isoformat()],
+               "terms_effective": draft.contract.terms_on(start).effective_date.isoformat(),
+               "rate": str(now.rate)},
+    ))
 
 
 # --- usage ------------------------------------------------------------------------------------

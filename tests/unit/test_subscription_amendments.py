@@ -1,0 +1,96 @@
+"""Amendments of a billed in-advance period: credits and charges that add up to the cent
+(domain/billing.py: `_bill_segments`, `_credited`)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.billing import InvoiceDue
+from domain.calendar import ServicePeriod, prorate
+from domain.contract import Contract
+from domain.money import round_money
+from domain.terms import SubscriptionComponent
+from tests.unit.billing_fixtures import amounts, bill, contract, run, subscription
+
+NOVEMBER = ServicePeriod(date(2026, 11, 1), date(2026, 12, 1))
+
+
+def test_two_amendments_in_one_period_credit_the_old_amount_once() -> None:
+    c = contract(subscription("100.00"), start=date(2026, 11, 1))
+    bill(c, date(2026, 11, 1))
+    c.amend(date(2026, 11, 11), (subscription("200.00"),), None, None, "m-1")
+    c.amend(date(2026, 11, 21), (subscription("300.00"),), None, None, "m-2")
+    due = bill(c, date(2026, 12, 1))
+    assert amounts(due) == [
+        ("subscription", "platform", "300.00"),  # December
+        ("proration", "platform", "-66.67"),  # 20 unused days of 30 at 100, one credit
+        ("proration", "platform", "66.67"),  # 10 days at 200
+        ("proration", "platform", "100.00"),  # 10 days at 300
+    ]
+    assert due.total == Decimal("400.00")
+
+
+def test_a_credit_is_what_was_billed_less_the_rounded_worth_of_the_days_kept() -> None:
+    # Amended twice, invoiced after each: 100.00, then 133.33 for 20 days at 200 less 66.67,
+    # then 10 of those days credited as 133.33 less 66.67 kept: 66.66, not 66.67.
+    c = contract(subscription("100.00"), start=date(2026, 11, 1))
+    bill(c, date(2026, 11, 1))
+    c.amend(date(2026, 11, 11), (subscription("200.00"),), None, None, "m-1")
+    first = bill(c, date(2026, 11, 12))
+    assert amounts(first) == [("proration", "platform", "-66.67"),
+                              ("proration", "platform", "133.33")]
+    c.amend(date(2026, 11, 21), (subscription("300.00"),), None, None, "m-2")
+    second = bill(c, date(2026, 11, 22))
+    assert amounts(second) == [("proration", "platform", "-66.66"),
+                               ("proration", "platform", "100.00")]
+    assert second.lines[0].basis["billed_stretch"] == ["2026-11-11", "2026-12-01"]
+    assert Decimal("100.00") + first.total + second.total == Decimal("200.00")
+
+
+AMOUNTS = st.sampled_from(["100.00", "200.00", "333.33", "0.07", "1000.00", "99.99"])
+DAY = st.integers(min_value=0, max_value=29).map(lambda n: date(2026, 11, 1) + timedelta(n))
+
+
+@settings(max_examples=200, deadline=None)
+@given(AMOUNTS, st.lists(st.tuples(DAY, AMOUNTS, st.booleans()), max_size=6),
+       st.one_of(st.none(), DAY.filter(lambda d: d > date(2026, 11, 1))))
+def test_a_periods_lines_add_up_to_the_rounded_worth_of_what_stays_billed(
+    first: str, amendments: list[tuple[date, str, bool]], end: date | None
+) -> None:
+    """However amendments (and a termination) arrive and are invoiced, what November's lines
+    add up to is each segment left billed at its rounded worth: no cent gained or lost."""
+    c: Contract = contract(subscription(first), start=date(2026, 11, 1))
+    issued = [bill(c, date(2026, 11, 1))]
+    for i, (effective, amount, invoice_now) in enumerate(amendments):
+        if c.end_date is not None and effective >= c.end_date:
+            continue
+        c.amend(effective, (subscription(amount),), None, None, f"m-{i}")
+        if invoice_now:
+            _bill_if_due(c, date(2026, 11, 2) + timedelta(days=i), issued)
+    if end is not None:
+        c.terminate(end, "m-end")
+    _bill_if_due(c, date(2026, 11, 30), issued)
+    lines = [ln for due in issued for ln in due.lines if ln.period_start < NOVEMBER.end]
+    kept = c.billed.subscriptions[("platform", NOVEMBER.start)]
+    worth = sum((round_money(prorate(s.rate, ServicePeriod(s.start, s.end), NOVEMBER), "USD")
+                 for s in kept), Decimal(0))
+    assert sum((ln.amount for ln in lines), Decimal(0)) == worth
+    served_until = end or NOVEMBER.end
+    assert kept[0].start == NOVEMBER.start and kept[-1].end == served_until
+    for s in kept:  # billed at what the terms say, on its first and last day
+        for day in (s.start, s.end - timedelta(days=1)):
+            owed = c.terms_on(day).component("platform")
+            assert isinstance(owed, SubscriptionComponent)
+            assert s.rate == owed.amount * owed.quantity
+
+
+def _bill_if_due(c: Contract, day: date, issued: list[InvoiceDue]) -> None:
+    outcome = run(c, day)
+    if isinstance(outcome, InvoiceDue):
+        c.record_invoice(invoice_id=c.id, number="INV-TEST", batch_id="B-TEST",
+                         settlement=outcome.settlement)
+        issued.append(outcome)
