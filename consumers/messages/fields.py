@@ -12,7 +12,7 @@ import re
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from zoneinfo import available_timezones
 
 from pydantic import (
@@ -25,6 +25,7 @@ from pydantic import (
     Strict,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -36,10 +37,47 @@ from domain.money import (
 )
 
 
+def _null_allowed_in_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    properties = schema.get("properties", {})
+    for name in _null_is_default(cls):
+        field = cls.model_fields[name]
+        key = field.alias or name
+        if key in properties:
+            was = properties[key]
+            described = {k: was.pop(k) for k in ("description", "default", "title")
+                         if k in was}
+            said = described.get("description")
+            described["description"] = f"{said} Null = the default." if said else (
+                "Null = the default.")
+            properties[key] = {"anyOf": [was, {"type": "null"}], **described}
+
+
 class MessagePart(BaseModel):
     """Base of every inbound model: strict JSON types; unknown fields kept (contract.md §1)."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True,
+                              json_schema_extra=_null_allowed_in_schema)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_as_absent(cls, data: Any) -> Any:
+        """An optional field sent as null takes its default, as if absent: serializers in
+        many languages write null for a field not set. Where null has a meaning of its own
+        (an amendment's null usage_threshold_amount: no threshold), the field accepts it."""
+        if isinstance(data, dict):
+            defaulted = _null_is_default(cls)
+            if defaulted and any(data.get(name, 0) is None for name in defaulted):
+                return {k: v for k, v in data.items() if not (v is None and k in defaulted)}
+        return data
+
+
+@cache
+def _null_is_default(cls: type[BaseModel]) -> frozenset[str]:
+    """The fields of a model that have a default and do not take null themselves."""
+    return frozenset(
+        name for name, field in cls.model_fields.items()
+        if not field.is_required() and type(None) not in get_args(field.annotation)
+    )
 
 
 def rule_error(kind: str, message: str, at: str = "") -> PydanticCustomError:

@@ -123,6 +123,25 @@ def test_a_minimal_contract_gets_the_documented_defaults() -> None:
     )
 
 
+def test_an_optional_field_sent_as_null_takes_its_default() -> None:
+    # Serializers in many languages write null for a field not set.
+    nulls = changed(CONTRACT_CREATED, "timezone", None)
+    nulls = changed(nulls, "payment_terms_days", None)
+    nulls = changed(nulls, "components.0.quantity", None)
+    nulls = changed(nulls, "components.0.billing_timing", None)
+    nulls = changed(nulls, "components.1.aggregation", None)
+    terms = parse(nulls).to_terms()
+    assert terms.timezone == "UTC" and terms.payment_terms_days == 30
+    platform = terms.components[0]
+    assert isinstance(platform, SubscriptionComponent)
+    assert (platform.quantity, platform.billing_timing) == (Decimal(1), BillingTiming.IN_ADVANCE)
+    assert parse(changed(USAGE, "properties", None)).properties == {}
+    # A required field is still required, and null keeps its meaning where it has one.
+    assert reason(changed(CONTRACT_CREATED, "currency", None)).startswith(
+        "contract.created m-1: currency ")
+    assert parse(changed(CONTRACT_AMENDED, "usage_threshold_amount", None)).sets_usage_threshold
+
+
 def test_an_amendment_gives_the_new_component_list() -> None:
     message = parse(CONTRACT_AMENDED)
     assert isinstance(message, ContractAmended)
