@@ -207,6 +207,10 @@ _TIMESTAMP_SCHEMA = {
     "pattern": f"^{_DATE_SYNTAX}{_TIME_SYNTAX}{_OFFSET_SYNTAX}$",
 }
 _DATE_EXAMPLE = '"2026-10-01"'
+# The calendar a contract lives in: a year outside it is a typo ("0026-10-01" would bill two
+# thousand years of subscription on the next run), not a contract.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+_DAY_SCHEMA = {**_DATE_SCHEMA, "pattern": "^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}$"}
 _TIMESTAMP_EXAMPLE = '"2026-11-03T10:00:00Z"'
 
 
@@ -224,11 +228,19 @@ def _day(value: Any) -> date:
             value,
         )
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError as error:
         raise _value_error(
             "date_invalid", f"{{value}} is not a real date ({error})", value
         ) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise _value_error(
+            "date_range",
+            f"{{value}} is outside the years {FIRST_DAY.year} to {LAST_DAY.year}; check the "
+            "year",
+            value,
+        )
+    return day
 
 
 def utc_timestamp(value: str) -> tuple[datetime, str] | None:
@@ -328,9 +340,9 @@ Day = Annotated[
     date,
     PlainValidator(_day),
     _AS_ISO,
-    WithJsonSchema({**_DATE_SCHEMA, "examples": ["2026-10-01"]}),
+    WithJsonSchema({**_DAY_SCHEMA, "examples": ["2026-10-01"]}),
 ]
-"""A calendar date, YYYY-MM-DD."""
+"""A calendar date, YYYY-MM-DD, in the years 1900 to 2999."""
 
 Timestamp = Annotated[
     datetime,
@@ -346,7 +358,7 @@ TimestampOrDate = Annotated[
     _AS_ISO,
     WithJsonSchema(
         {
-            "anyOf": [_TIMESTAMP_SCHEMA, _DATE_SCHEMA],
+            "anyOf": [_TIMESTAMP_SCHEMA, _DAY_SCHEMA],
             "examples": ["2026-11-03T10:00:00Z", "2026-11-01"],
         }
     ),

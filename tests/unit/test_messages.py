@@ -438,6 +438,15 @@ REJECTIONS = [
     (
         changed(CONTRACT_AMENDED, "effective_date", ...),
         "contract.amended m-2: effective_date is missing; add it",
+    ),    (
+        changed(CONTRACT_CREATED, "start_date", "0026-10-01"),
+        'contract.created m-1: start_date "0026-10-01" is outside the years 1900 to 2999; '
+        "check the year",
+    ),
+    (
+        changed(CONTRACT_TERMINATED, "end_date", "9999-12-15"),
+        'contract.terminated m-3: end_date "9999-12-15" is outside the years 1900 to 2999; '
+        "check the year",
     ),
 ]
 
