@@ -322,6 +322,23 @@ class BillingApplication(Application[UUID]):
             lambda given: given.assign(contract, metric, instant(start), instant(end), reason,
                                        by, at))
 
+    def withdraw_usage_assignment(self, customer_id: str, metric: str, start: date | datetime
+                                  ) -> UsageAssignment:
+        """Take back an assignment, named by the start of its window (a date: local midnight
+        in its contract's timezone)."""
+        def instant(found: list[UsageAssignment]) -> datetime:
+            if isinstance(start, datetime):
+                return start
+            contracts = self.contracts(sorted({a.contract_id for a in found}))
+            return next((a.start for a in found if a.contract_id in contracts and a.start
+                         == local_midnight(start, contracts[a.contract_id].timezone)),
+                        local_midnight(start, "UTC"))
+
+        return self._change_register(
+            ASSIGNMENTS_ID, UsageAssignments, "withdrawal",
+            lambda given: given.withdraw(customer_id, metric,
+                                         instant(given.of(customer_id, metric))))
+
     def _change_register(self, register_id: UUID, kind: type[R], what: str,
                          change: Callable[[R], T]) -> T:
         """Change one of the operator's registers (one aggregate each: acknowledgements,

@@ -60,7 +60,7 @@ AssignedUsage = Mapping[tuple[str, str], tuple[UsageAssignment, ...]]  # (custom
 
 class UsageAssignments(Aggregate):
     """Every assignment given. Windows of one customer and metric do not overlap; giving the
-    same window again replaces its assignment (a correction)."""
+    same window again replaces its assignment, and one can be withdrawn (corrections)."""
 
     @staticmethod
     def create_id() -> UUID:
@@ -116,6 +116,24 @@ class UsageAssignments(Aggregate):
                   contract_id: str, reason: str, by: str, at: datetime) -> None:
         self.given.setdefault(customer_id, {}).setdefault(metric, {})[start.isoformat()] = {
             "end": end, "contract_id": contract_id, "reason": reason, "by": by, "at": at}
+
+    def withdraw(self, customer_id: str, metric: str, start: datetime) -> UsageAssignment:
+        """Take back the assignment of the window starting at `start`: its untagged usage
+        holds the invoices again until assigned anew."""
+        found = next((a for a in self.of(customer_id, metric) if a.start == start), None)
+        if found is None:
+            given = ", ".join(f"{a.start.isoformat()} to {a.end.isoformat()}"
+                              for a in self.of(customer_id, metric)) or "none"
+            raise AssignmentRejected(
+                f"no assignment of {customer_id}'s untagged {metric} starts at "
+                f"{start.astimezone(UTC).isoformat()} (its windows: {given}); "
+                "`billcycle usage assigned` lists them")
+        self._withdrawn(customer_id=customer_id, metric=metric, start=found.start)
+        return found
+
+    @event("Withdrawn")
+    def _withdrawn(self, customer_id: str, metric: str, start: datetime) -> None:
+        del self.given[customer_id][metric][start.isoformat()]
 
     def of(self, customer_id: str, metric: str) -> list[UsageAssignment]:
         windows = self.given.get(customer_id, {}).get(metric, {})

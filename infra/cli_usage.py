@@ -94,6 +94,15 @@ def register(sub: Subcommands) -> None:
     p.set_defaults(handler=cmd_assign)
     p = usage.add_parser("assigned", help="untagged usage assigned to contracts")
     p.set_defaults(handler=cmd_assigned)
+    p = usage.add_parser(
+        "unassign", help="take back an assignment: its untagged usage holds invoices again",
+        description="Withdraw the assignment of a customer's untagged usage of a metric whose "
+        "window starts at --from. What runs already billed stays billed.")
+    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
+    p.add_argument("--metric", required=True)
+    p.add_argument("--from", dest="start", required=True, type=parse_bound,
+                   metavar="YYYY-MM-DD|INSTANT", help="the start of the window, as assigned")
+    p.set_defaults(handler=cmd_unassign)
 
 
 def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -163,3 +172,16 @@ def cmd_assigned(args: argparse.Namespace, app: BillingApplication) -> None:
         ["customer", "metric", "from", "to", "contract", "reason", "by", "at"],
         [[a["customer_id"], a["metric"], a["start"], a["end"], a["contract_id"], a["reason"],
           a["by"], a["at"]] for a in given]) if given else "no assignments")
+
+
+def cmd_unassign(args: argparse.Namespace, app: BillingApplication) -> None:
+    from infra.cli import UserError, emit
+
+    try:
+        taken = app.withdraw_usage_assignment(args.customer, args.metric, args.start)
+    except (AssignmentRejected, ConcurrentUpdate) as exc:
+        raise UserError(str(exc)) from exc
+    emit(args, taken.to_json(), lambda: (
+        f"withdrawn: untagged usage of {taken.customer_id}'s {taken.metric} from "
+        f"{taken.start:%Y-%m-%d %H:%M} to {taken.end:%Y-%m-%d %H:%M} UTC is no longer "
+        f"{taken.contract_id}'s; what runs already billed stays billed"))

@@ -41,3 +41,9 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     retried = billcycle_json(db, "batch", "show", "nov")["attempts"][-1]["manifest"]
     assert [a["contract_id"] for a in retried["assigned_usage"]] == ["ct_a"]
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
+
+    # Withdrawn, by the start of its window as given: later runs hold again.
+    taken = billcycle(db, "usage", "unassign", "--customer", "cus_1", "--metric", "api_calls",
+                      "--from", "2026-10-01").stdout
+    assert "is no longer ct_a's" in taken
+    assert billcycle_json(db, "usage", "assigned") == []

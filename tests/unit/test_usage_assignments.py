@@ -50,3 +50,13 @@ def test_windows_do_not_overlap_but_the_same_window_again_replaces_it() -> None:
         given.assign(other, "api_calls", datetime(2026, 10, 15, tzinfo=UTC), NOV, "r", "o", NOW)
     given.assign(other, "api_calls", OCT, NOV, "corrected", "ops", NOW)
     assert [(a.contract_id, a.reason) for a in given.in_force()] == [("ct_2", "corrected")]
+
+
+def test_an_assignment_withdrawn_is_no_longer_in_force() -> None:
+    given = UsageAssignments()
+    given.assign(contract(usage()), "api_calls", OCT, NOV, "first", "ops", NOW)
+    with pytest.raises(AssignmentRejected, match="no assignment of cus_1's untagged api_calls "
+                       "starts at 2026-11-01T00:00:00"):
+        given.withdraw("cus_1", "api_calls", NOV)
+    assert given.withdraw("cus_1", "api_calls", OCT).contract_id == "ct_1"
+    assert given.in_force() == []
