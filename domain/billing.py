@@ -518,7 +518,7 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
                 continue
             if draft.planning:
                 continue
-            _add_usage_lines(draft, component, period.start, window, reading, account)
+            _add_usage_lines(draft, component, period, window, reading, account)
         if not draft.planning:
             for withdrawn in period_billed.withdrawn:
                 if revisit or not withdrawn.billed.final:
@@ -543,7 +543,7 @@ def _periods_with_late_usage(draft: _Draft, usage: UsageReader) -> set[date]:
 def _add_usage_lines(
     draft: _Draft,
     component: UsageComponent,
-    period_start: date,
+    period: ServicePeriod,
     window: ServicePeriod,
     reading: MeterReading,
     account: UsageAccount,
@@ -570,20 +570,29 @@ def _add_usage_lines(
         period_end=window.end,
         basis=basis,
     ))
+    period_start = period.start
     key = (component.id, period_start)
     draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, True, component.metric)
-    owed_true_up = draft.money(minimum_true_up(amount, component.minimum_amount))
+    minimum = _period_minimum(component, period, window)
+    owed_true_up = draft.money(minimum_true_up(amount, minimum))
     if owed_true_up != account.true_up:
+        basis_minimum: dict[str, BasisValue] = {
+            "minimum_amount": str(component.minimum_amount), "usage_amount": str(amount),
+            "terms_effective": terms_effective}
+        if minimum != component.minimum_amount:
+            basis_minimum.update(prorated_minimum=str(minimum), days=window.days,
+                                 period_days=period.days)
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.MINIMUM_TRUE_UP,
-            description=f"{component.id}: minimum {component.minimum_amount} for {span}",
+            description=f"{component.id}: minimum {component.minimum_amount} for {span}"
+                        + ("" if minimum == component.minimum_amount
+                           else f", {window.days}/{period.days} days"),
             quantity=Decimal(1),
             amount=owed_true_up - account.true_up,
             period_start=window.start,
             period_end=window.end,
-            basis={"minimum_amount": str(component.minimum_amount), "usage_amount": str(amount),
-                   "terms_effective": terms_effective},
+            basis=basis_minimum,
         ))
     if owed_true_up != account.true_up or account.carried_from:
         draft.settlement.true_ups[key] = owed_true_up
@@ -591,6 +600,17 @@ def _add_usage_lines(
             if (carried, period_start) in draft.contract.billed.true_ups:
                 draft.settlement.true_ups[(carried, period_start)] = ZERO
     _settle_carried(draft, period_start, account, window.end)
+
+
+def _period_minimum(
+    component: UsageComponent, period: ServicePeriod, window: ServicePeriod
+) -> Decimal | None:
+    """The usage minimum of a period, prorated by calendar days where the contract's start
+    or end cuts the period short (contract.md, Periods), unrounded: the true-up is rounded."""
+    minimum = component.minimum_amount
+    if minimum is None or window == period:
+        return minimum
+    return prorate(minimum, window, period)
 
 
 def _settle_carried(

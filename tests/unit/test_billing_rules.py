@@ -152,6 +152,22 @@ def test_minimum_true_up_adds_the_difference() -> None:
         ("usage", "api", "10.00"), ("minimum_true_up", "api", "40.00")]
 
 
+def test_a_minimum_is_prorated_for_a_period_cut_short_like_any_period_amount() -> None:
+    # contract.md, Periods: a period cut short by start_date or end_date is prorated by
+    # calendar days; the minimum is a period's amount too.
+    c = contract(usage(minimum="31.00"), start=date(2026, 10, 11), anchor=date(2026, 10, 1),
+                 end=date(2026, 11, 11))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 15)), "500")  # 5.00 of usage
+    october = bill(c, date(2026, 11, 1), meter)
+    assert amounts(october) == [
+        ("usage", "api", "5.00"), ("minimum_true_up", "api", "16.00")]  # 31 x 21/31 - 5
+    assert october.lines[1].basis["prorated_minimum"] == "21.00"
+    november = bill(c, date(2026, 11, 11), meter)  # ends on the 11th: 10 of 30 days
+    assert amounts(november) == [
+        ("usage", "api", "0.00"), ("minimum_true_up", "api", "10.33")]
+
+
 def test_late_usage_is_billed_on_the_next_invoice_as_the_price_difference() -> None:
     api = usage(pricing=graduated(("1000", "0", "0"), (None, "0.01", "0")))
     c = contract(subscription("100.00"), api)
