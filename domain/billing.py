@@ -492,6 +492,7 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
         return  # no usage priced, ever: nothing to read or bill (a third of a typical book)
     tz = contract.timezone
     late_periods = _periods_with_late_usage(draft, usage)
+    changed_from = contract.changed_from
     billed_ids = usage_billed_by_period(contract.billed)
     for period, window, components in _usage_periods(contract, cycle_date):
         period_billed = usage_billed_for_period(
@@ -499,7 +500,11 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
         if window.end > cycle_date:
             _bill_progressively(draft, usage, period, window, period_billed)
             continue
-        revisit = period.start in late_periods
+        late = period.start in late_periods
+        # Terms amended, or service ended, on or before the period's end since it was invoiced:
+        # priced again with the terms now in effect at its end, over the days now served.
+        repriced = not late and changed_from is not None and window.end >= changed_from
+        revisit = late or repriced
         start_at, end_at = local_midnight(window.start, tz), local_midnight(window.end, tz)
         for component in components:
             account = period_billed.of(component)
@@ -518,11 +523,32 @@ def _bill_usage(draft: _Draft, usage: UsageReader) -> None:
                 continue
             if draft.planning:
                 continue
-            _add_usage_lines(draft, component, period, window, reading, account)
+            _add_usage_lines(draft, component, period, window, reading, account,
+                             changed_from if repriced else None)
         if not draft.planning:
             for withdrawn in period_billed.withdrawn:
                 if revisit or not withdrawn.billed.final:
                     _credit_withdrawn_usage(draft, period.start, window, withdrawn)
+    if contract.end_date is not None and not draft.planning:
+        _credit_usage_after_end(draft, billed_ids, contract.end_date)
+
+
+def _credit_usage_after_end(
+    draft: _Draft, billed_ids: Mapping[date, list[str]], end_date: date
+) -> None:
+    """Usage billed for periods starting on or after the end date (a termination received
+    after they were invoiced) is owed nothing: contract.md, Termination."""
+    contract = draft.contract
+    for period_start in sorted(p for p in billed_ids if p >= end_date):
+        period = period_containing(contract.anchor, contract.frequency, period_start)
+        for cid in billed_ids[period_start]:
+            key = (cid, period_start)
+            billed = contract.billed.usage[key]
+            true_up = contract.billed.true_ups.get(key, ZERO)
+            if billed.amount or billed.quantity or true_up:
+                _credit_withdrawn_usage(
+                    draft, period_start, period, WithdrawnUsage(cid, billed, true_up),
+                    f"service ended on {end_date.isoformat()}, before this period")
 
 
 def _periods_with_late_usage(draft: _Draft, usage: UsageReader) -> set[date]:
@@ -547,29 +573,39 @@ def _add_usage_lines(
     window: ServicePeriod,
     reading: MeterReading,
     account: UsageAccount,
+    changed_from: date | None = None,
 ) -> None:
+    """`changed_from`: the period is priced again because the contract changed from that
+    date after it was invoiced (not because usage arrived late)."""
     quantity = usage_quantity(component, reading)
     amount = _priced(draft, component, quantity)
     billed = account.billed
     late = billed is not None and billed.final
-    if late and quantity == account.quantity and amount == account.amount:
+    unchanged = late and quantity == account.quantity and amount == account.amount
+    if unchanged and changed_from is None:
         return
     # Usage is priced with the terms in effect at the period's end.
     terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
     basis = _usage_basis(component, quantity, reading, amount, account, terms_effective)
     span = f"{window.start.isoformat()} to {window.end.isoformat()}"
-    kind = LineKind.LATE_USAGE if late else LineKind.USAGE
-    label = "late usage" if late else "usage"
-    draft.lines.append(InvoiceLine(
-        component_id=component.id,
-        kind=kind,
-        description=f"{component.id}: {label} of {component.metric} {span}",
-        quantity=quantity - account.quantity if _is_additive(component) else quantity,
-        amount=amount - account.amount,
-        period_start=window.start,
-        period_end=window.end,
-        basis=basis,
-    ))
+    kind = LineKind.LATE_USAGE if late and changed_from is None else LineKind.USAGE
+    label = "late usage" if kind is LineKind.LATE_USAGE else "usage"
+    said = f"{component.id}: {label} of {component.metric} {span}"
+    if late and changed_from is not None:
+        said += (f" priced again: the contract changed from {changed_from.isoformat()} "
+                 "after it was invoiced")
+        basis["contract_changed_from"] = changed_from.isoformat()
+    if not unchanged:  # priced again for a change of terms, only a minimum may differ
+        draft.lines.append(InvoiceLine(
+            component_id=component.id,
+            kind=kind,
+            description=said,
+            quantity=quantity - account.quantity if _is_additive(component) else quantity,
+            amount=amount - account.amount,
+            period_start=window.start,
+            period_end=window.end,
+            basis=basis,
+        ))
     period_start = period.start
     key = (component.id, period_start)
     draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, True, component.metric)
@@ -624,22 +660,26 @@ def _settle_carried(
 
 
 def _credit_withdrawn_usage(
-    draft: _Draft, period_start: date, window: ServicePeriod, withdrawn: WithdrawnUsage
+    draft: _Draft,
+    period_start: date,
+    window: ServicePeriod,
+    withdrawn: WithdrawnUsage,
+    why: str | None = None,
 ) -> None:
-    """Usage billed under a component the period-end terms no longer price is owed nothing."""
+    """Usage billed that is owed nothing now: under a component the period-end terms no
+    longer price, or in a period the contract no longer serves."""
     billed, cid = withdrawn.billed, withdrawn.component_id
     span = f"{window.start.isoformat()} to {window.end.isoformat()}"
     terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
-    why = f"the terms effective {terms_effective} do not price it with {cid}"
+    why = why or f"the terms effective {terms_effective} do not price it with {cid}"
     basis: dict[str, BasisValue] = {
         "metric": billed.metric, "already_billed": str(billed.amount),
         "priced_amount": "0", "terms_effective": terms_effective, "withdrawn": True,
     }
-    kind = LineKind.LATE_USAGE if billed.final else LineKind.USAGE
     if billed.amount or billed.quantity:
         draft.lines.append(InvoiceLine(
             component_id=cid,
-            kind=kind,
+            kind=LineKind.USAGE,
             description=f"{cid}: usage of {billed.metric} {span} credited: {why}",
             quantity=-billed.quantity,
             amount=-billed.amount,

@@ -36,6 +36,12 @@ def contract_aggregate_id(contract_id: str) -> UUID:
 class Contract(Aggregate):
     """A customer's contract. Its version number guards billing: two runs cannot both bill it."""
 
+    # The earliest day whose terms or service changed since the contract was last invoiced
+    # (an amendment's effective date, a termination's end date): billing prices the usage of
+    # invoiced periods ending on or after it again. A class default: snapshots taken before
+    # it was kept load without it.
+    changed_from: date | None = None
+
     @staticmethod
     def create_id(contract_id: str) -> UUID:
         return contract_aggregate_id(contract_id)
@@ -153,6 +159,7 @@ class Contract(Aggregate):
         # Later-received terms for the same date replace earlier ones; order by date.
         kept = [v for v in self.versions if v.effective_date != effective_date]
         self.versions = sorted([*kept, version], key=lambda v: v.effective_date)
+        self._changed(effective_date)
 
     def terminate(self, end_date: date, message_id: str) -> None:
         if end_date < self.start_date:
@@ -165,6 +172,11 @@ class Contract(Aggregate):
     @event("Terminated")
     def _terminated(self, end_date: date, message_id: str) -> None:
         self.end_date = end_date
+        self._changed(end_date)
+
+    def _changed(self, day: date) -> None:
+        if self.invoice_ids:  # before the first invoice, every period is priced anyway
+            self.changed_from = day if self.changed_from is None else min(self.changed_from, day)
 
     def service(self) -> tuple[datetime, datetime | None]:
         """The service as instants: from local midnight of the start date to local midnight of
@@ -232,6 +244,7 @@ class Contract(Aggregate):
         )
         self.invoice_ids.append(invoice_id)
         self.last_invoice = (number, batch_id)
+        self.changed_from = None  # the invoice priced every period the change reached
 
     # --- queries ----------------------------------------------------------------------------
 
