@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from domain.billed import BilledState
@@ -127,6 +127,10 @@ STEPS = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(STEPS, st.sampled_from([None, "15.00"]), st.sampled_from([None, "12.00"]))
+# Found by this test: a progressive bill under the terms of the day before, then a rename in
+# force at the period's end, then the same cycle date again billed the usage twice.
+@example([("usage", date(2027, 1, 1), 15), ("rename", date(2027, 1, 2), 0),
+          ("run", date(2027, 1, 2), 0), ("run", date(2027, 1, 2), 0)], "15.00", None)
 def test_renames_never_change_what_a_period_bills(
     steps: list[tuple[str, date, int]], threshold: str | None, minimum: str | None
 ) -> None:

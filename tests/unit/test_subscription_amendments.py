@@ -1,5 +1,5 @@
 """Amendments of a billed in-advance period: credits and charges that add up to the cent
-(domain/billing.py: `_bill_segments`, `_credited`)."""
+(domain/subscription_billing.py: `_bill_segments`, `_credited`)."""
 
 from __future__ import annotations
 
