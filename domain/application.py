@@ -47,6 +47,8 @@ from domain.contract import (
     ContractRuleViolation,
     contract_aggregate_id,
     counted_properties,
+    later_end_note,
+    retroactive_change_note,
 )
 from domain.inbox import (
     WATERMARKS_ID,
@@ -385,6 +387,10 @@ class _IngestUnit:
         self.dead: list[Rejected] = []
         self.notes: list[str] = []  # on accepted messages (IngestReport.notes)
 
+    def _note(self, note: str | None) -> None:
+        if note:
+            self.notes.append(note)
+
     def apply(
         self, commands: Sequence[tuple[Command, Origin]], rejected: Sequence[Rejected]
     ) -> IngestReport:
@@ -494,7 +500,8 @@ class _IngestUnit:
                 self._keep(Contract.open(terms, command.message_id))
                 self.new_contracts.append((terms.contract_id, terms.customer_id))
             case AmendContract():
-                self._contract(command.contract_id, command).amend(
+                contract = self._contract(command.contract_id, command)
+                contract.amend(
                     command.effective_date,
                     command.components,
                     command.usage_threshold_amount,
@@ -502,10 +509,15 @@ class _IngestUnit:
                     command.message_id,
                     sets_usage_threshold=command.sets_usage_threshold,
                 )
+                self._note(retroactive_change_note(contract, "amended from",
+                                                   command.effective_date))
             case TerminateContract():
-                self._contract(command.contract_id, command).terminate(
-                    command.end_date, command.message_id
-                )
+                contract = self._contract(command.contract_id, command)
+                ended = contract.end_date
+                contract.terminate(command.end_date, command.message_id)
+                self._note(later_end_note(contract, ended)
+                           or retroactive_change_note(contract, "terminated on",
+                                                      command.end_date))
             case CompleteMilestone():
                 self._contract(command.contract_id, command).complete_milestone(
                     command.milestone, command.completed_on, command.message_id
@@ -524,8 +536,7 @@ class _IngestUnit:
                 note = invoice.apply_payment(
                     command.message_id, command.amount, command.currency, command.occurred_at
                 )
-                if note:
-                    self.notes.append(note)
+                self._note(note)
             case _:
                 raise TypeError(f"unknown command {type(command).__name__}")
         self._receipt(command)

@@ -276,6 +276,27 @@ class Contract(Aggregate):
         return None
 
 
+def retroactive_change_note(contract: Contract, change: str, day: date) -> str | None:
+    """Said on ingest when a change reaches periods already invoiced: the operator learns
+    that the contract's next invoice carries credits and charges for them."""
+    billed = contract.billed
+    ends = [u.through for u in billed.usage.values()]
+    ends += [s.end for segments in billed.subscriptions.values() for s in segments]
+    if not any(end > day for end in ends):
+        return None
+    return (f"contract {contract.contract_id} {change} {day.isoformat()}, within periods "
+            "already invoiced: its next invoice credits and charges the difference for them")
+
+
+def later_end_note(contract: Contract, ended: date | None) -> str | None:
+    """Said on ingest when a termination moves a set end date later: it extends service."""
+    if ended is None or contract.end_date is None or contract.end_date <= ended:
+        return None
+    return (f"contract {contract.contract_id}: the termination moves its end from "
+            f"{ended.isoformat()} to {contract.end_date.isoformat()}, later: service is "
+            "extended and billed to the new end; check the end date")
+
+
 def counted_properties(events: Iterable[object]) -> set[str]:
     """The usage properties whose distinct values these events' contract terms count
     (components with aggregation unique_count): the store keeps distinct values only of

@@ -47,3 +47,4 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
                       "--from", "2026-10-01").stdout
     assert "is no longer ct_a's" in taken
     assert billcycle_json(db, "usage", "assigned") == []
+

@@ -1,0 +1,33 @@
+"""What ingest says about accepted messages an operator should look at: changes that reach
+periods already invoiced, a termination that extends service."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.cli import billcycle, billcycle_json
+from tests.e2e.test_cli_billing import API, contract
+from tests.e2e.test_unbilled_usage import ingest
+
+
+def test_ingest_says_when_a_change_reaches_invoiced_periods_or_extends_service(
+    db: str, tmp_path: Path
+) -> None:
+    ingest(db, tmp_path, "book.jsonl", contract("ct_a", API, end_date="2026-12-01"))
+    billcycle(db, "run", "--cycle-date", "2026-11-01")
+    amended = tmp_path / "amended.jsonl"
+    amended.write_text(json.dumps({
+        "type": "contract.amended", "id": "m-am", "occurred_at": "2026-11-05T00:00:00Z",
+        "contract_id": "ct_a", "effective_date": "2026-10-15", "components": [API]}) + "\n")
+    said = billcycle_json(db, "ingest", str(amended))
+    assert said["notes"] == [
+        "contract ct_a amended from 2026-10-15, within periods already invoiced: its next "
+        "invoice credits and charges the difference for them"]
+    later = tmp_path / "later.jsonl"
+    later.write_text(json.dumps({
+        "type": "contract.terminated", "id": "m-end", "occurred_at": "2026-11-06T00:00:00Z",
+        "contract_id": "ct_a", "end_date": "2026-12-15"}) + "\n")
+    assert billcycle_json(db, "ingest", str(later))["notes"] == [
+        "contract ct_a: the termination moves its end from 2026-12-01 to 2026-12-15, later: "
+        "service is extended and billed to the new end; check the end date"]
