@@ -171,8 +171,10 @@ class Contract(Aggregate):
 
     @event("Terminated")
     def _terminated(self, end_date: date, message_id: str) -> None:
+        ended = self.end_date
         self.end_date = end_date
-        self._changed(end_date)
+        # Service changes from the earlier of the two ends (a later one extends it).
+        self._changed(end_date if ended is None else min(ended, end_date))
 
     def _changed(self, day: date) -> None:
         if self.invoice_ids:  # before the first invoice, every period is priced anyway

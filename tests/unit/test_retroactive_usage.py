@@ -100,6 +100,14 @@ def test_a_termination_after_a_period_was_invoiced_credits_that_whole_period() -
     assert isinstance(run(c, date(2027, 1, 1), meter), NothingDue)
 
 
+def test_a_termination_moved_later_bills_again_what_the_earlier_end_credited() -> None:
+    c, meter = october_invoiced((5, "10"), (20, "5"))
+    c.terminate(date(2026, 10, 16), "m-t")
+    bill(c, date(2026, 11, 5), meter)  # credits the 5 units after the 16th
+    c.terminate(date(2026, 10, 25), "m-t2")  # the end moved later: the 20th is served again
+    assert amounts(bill(c, date(2026, 11, 6), meter)) == [("usage", "api", "5.00")]
+
+
 def test_a_termination_received_before_billing_bills_up_to_the_end_as_before() -> None:
     c = contract(usage(pricing=per_unit("1")))
     meter = FakeUsage()
@@ -165,7 +173,7 @@ def test_every_period_bills_its_served_usage_at_the_terms_of_its_end(
             meter.add(at(day), value)
         elif kind == "amend" and (c.end_date is None or day < c.end_date):
             c.amend(day, (usage(pricing=per_unit(value)),), None, None, f"m-{i}")
-        elif kind == "end" and c.end_date is None:
+        elif kind == "end":  # a second one moves the end, earlier or later
             c.terminate(day, f"m-{i}")
         elif kind == "run":
             last = max(last, day)
