@@ -49,6 +49,7 @@ class BilledState:
     true_ups: dict[PeriodKey, Decimal] = field(default_factory=dict)
     milestones: dict[str, Decimal] = field(default_factory=dict)
     usage_revision: int = 0  # log position through which usage was read when last billed
+    cycle_date: date | None = None  # the latest cycle date billed (None in older records)
 
     def apply(self, settlement: BilledState) -> None:
         self.subscriptions.update(settlement.subscriptions)
@@ -56,6 +57,9 @@ class BilledState:
         self.true_ups.update(settlement.true_ups)
         self.milestones.update(settlement.milestones)
         self.usage_revision = max(self.usage_revision, settlement.usage_revision)
+        if self.cycle_date is None or (
+                settlement.cycle_date is not None and settlement.cycle_date > self.cycle_date):
+            self.cycle_date = settlement.cycle_date
 
     def is_empty(self) -> bool:
         return not (self.subscriptions or self.usage or self.true_ups or self.milestones)
@@ -77,6 +81,7 @@ class BilledState:
             "true_ups": [[cid, ps.isoformat(), str(a)] for (cid, ps), a in self.true_ups.items()],
             "milestones": {cid: str(a) for cid, a in self.milestones.items()},
             "usage_revision": self.usage_revision,
+            **({} if self.cycle_date is None else {"cycle_date": self.cycle_date.isoformat()}),
         }
 
     @classmethod
@@ -101,4 +106,5 @@ class BilledState:
             true_ups={(cid, d(ps)): Decimal(a) for cid, ps, a in record["true_ups"]},
             milestones={cid: Decimal(a) for cid, a in record["milestones"].items()},
             usage_revision=int(record["usage_revision"]),
+            cycle_date=d(record["cycle_date"]) if "cycle_date" in record else None,
         )

@@ -79,6 +79,7 @@ def bill_contract(contract: Contract, ctx: BillingContext, usage: UsageReader) -
     if not draft.lines:
         return NothingDue(next_due_date(contract, ctx.cycle_date))
     draft.settlement.usage_revision = ctx.log_position
+    draft.settlement.cycle_date = ctx.cycle_date
     terms = contract.terms_on(ctx.cycle_date)
     lines = sorted(
         draft.lines, key=lambda ln: (_KIND_ORDER[ln.kind], ln.period_start, ln.component_id)

@@ -240,13 +240,16 @@ class Contract(Aggregate):
         self, invoice_id: UUID, number: str, batch_id: str, settlement: dict[str, Any]
     ) -> None:
         local: BilledState | None = self.__dict__.pop("_settling", None)
-        self.billed.apply(
-            local if local is not None
-            else BilledState.from_record(settlement, metric_of=self._usage_metric_of)
-        )
+        settled = (local if local is not None
+                   else BilledState.from_record(settlement, metric_of=self._usage_metric_of))
+        latest = self.billed.cycle_date
+        self.billed.apply(settled)
         self.invoice_ids.append(invoice_id)
         self.last_invoice = (number, batch_id)
-        self.changed_from = None  # the invoice priced every period the change reached
+        if latest is None or settled.cycle_date is None or settled.cycle_date >= latest:
+            # The invoice priced every invoiced period the change reached; one for an
+            # earlier cycle date than already billed did not reach the periods after it.
+            self.changed_from = None
 
     # --- queries ----------------------------------------------------------------------------
 

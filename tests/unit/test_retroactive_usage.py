@@ -21,6 +21,7 @@ from tests.unit.billing_fixtures import (
     at,
     bill,
     contract,
+    milestone,
     run,
     subscription,
     usage,
@@ -127,6 +128,19 @@ def test_a_held_invoice_keeps_the_change_to_price_again() -> None:
     due = bill(c, date(2026, 12, 1), meter)
     assert ("usage", "api", "10.00") in amounts(due)
     assert c.changed_from is None
+
+
+def test_a_run_for_an_earlier_cycle_date_keeps_the_change_for_the_periods_after_it() -> None:
+    c = contract(usage(pricing=per_unit("1")), milestone())
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "10")
+    bill(c, date(2026, 11, 1), meter)
+    c.amend(date(2026, 10, 15), (usage(pricing=per_unit("2")), milestone()), None, None, "m-a")
+    c.complete_milestone("go_live", date(2026, 9, 30), "m-ms")  # due by an earlier date
+    early = bill(c, date(2026, 10, 1), meter)  # October is after this cycle date: not reached
+    assert amounts(early) == [("milestone", "golive", "5000.00")]
+    assert c.changed_from == date(2026, 10, 15)
+    assert ("usage", "api", "10.00") in amounts(bill(c, date(2026, 11, 2), meter))
 
 
 def test_a_replayed_contract_has_the_same_change_marker() -> None:
