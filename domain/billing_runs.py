@@ -223,6 +223,8 @@ class BillingRuns:
         self.input_manifest = input_manifest or dict
         # Kept between chunks so a dry run numbers its drafts as the real run would.
         self._numbering: InvoiceNumbers | None = None
+        # Contracts already billed for a later cycle date than the run's: said once, at the end.
+        self._billed_later: dict[str, date] = {}
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class BillingRuns:
     ) -> RunReport:
         batch_id = batch_id or new_batch_id(cycle_date)
         self._numbering = None  # never carry a dry run's numbers into a real run
+        self._billed_later = {}
         manifest = self._manifest()
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
@@ -285,6 +288,7 @@ class BillingRuns:
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
             raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
+        self._billed_later = {}
         self._numbering = None
         manifest = self._manifest()
         run.resume("retry", self.now(), manifest)
@@ -428,6 +432,10 @@ class BillingRuns:
     def _decide_chunk(self, contract_ids: list[str], ctx: BillingContext) -> _Decided:
         """What is due from each contract of a chunk (no numbers taken, nothing changed)."""
         contracts = self.app.contracts(contract_ids)
+        for cid, contract in contracts.items():
+            latest = contract.billed.cycle_date
+            if latest is not None and latest > ctx.cycle_date:
+                self._billed_later[cid] = latest
         siblings = self._siblings(list(contracts.values()))
         reads = MeterReads(self.app.store)
         usages = {cid: StoreUsage(self.app.store, contract, siblings.get(cid, []), reads,
@@ -555,6 +563,9 @@ class BillingRuns:
         )
 
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
+        if self._billed_later:
+            report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later))
+            self._billed_later = {}
         for note in USAGE_NOTES:
             warning = notes_warning((getattr(o, note) for o in report.outcomes.values()),
                                     report.batch_id, dry_run)
@@ -570,3 +581,13 @@ class BillingRuns:
                     run = self.app.repository.get(run.id)
         return report
 
+
+def billed_later_warning(cycle_date: date, later: dict[str, date]) -> str:
+    """Said when a run's cycle date is before one its contracts were already billed for: it
+    bills only what was due by its date and not yet billed, likely little or nothing."""
+    latest = max(later.values())
+    first = min(later)
+    return (f"{len(later)} contract(s) were already billed for a later cycle date, up to "
+            f"{latest.isoformat()} (e.g. {first}, {later[first].isoformat()}): a run bills "
+            f"what was due by its cycle date {cycle_date.isoformat()} and not yet billed, so "
+            "this one bills little or nothing for them; check --cycle-date")

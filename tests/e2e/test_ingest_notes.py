@@ -1,5 +1,6 @@
 """What ingest says about accepted messages an operator should look at: changes that reach
-periods already invoiced, a termination that extends service."""
+periods already invoiced, a termination that extends service; and what a run says of a cycle
+date earlier than one already billed."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def test_ingest_says_when_a_change_reaches_invoiced_periods_or_extends_service(
     assert billcycle_json(db, "ingest", str(later))["notes"] == [
         "contract ct_a: the termination moves its end from 2026-12-01 to 2026-12-15, later: "
         "service is extended and billed to the new end; check the end date"]
+
+
+def test_a_run_for_an_earlier_cycle_date_than_already_billed_says_so(
+    db: str, tmp_path: Path
+) -> None:
+    ingest(db, tmp_path, "book.jsonl", contract("ct_a", API))
+    billcycle(db, "run", "--cycle-date", "2026-11-01")
+    earlier = billcycle_json(db, "run", "--cycle-date", "2026-10-15")
+    assert earlier["warnings"] == [
+        "1 contract(s) were already billed for a later cycle date, up to 2026-11-01 (e.g. "
+        "ct_a, 2026-11-01): a run bills what was due by its cycle date 2026-10-15 and not yet "
+        "billed, so this one bills little or nothing for them; check --cycle-date"]
+    assert billcycle_json(db, "run", "--cycle-date", "2026-11-01")["warnings"] == []
