@@ -186,22 +186,30 @@ def cmd_ar_aging(args: argparse.Namespace, app: BillingApplication) -> None:
     view = _caught_up(app, "ledger").view("ledger")
     with view.reading() as select:
         items = ledger.open_items(select, args.as_of)
+        credit = ledger.customer_credit(select, args.as_of)
     document: dict[str, Any] = ledger.ar_aging(items)
+    for currency, held in credit.items():  # beside the buckets: owed to customers, not aged
+        if currency in document:
+            document[currency]["customer_credit"] = held
     if args.detail:
         for currency in document:
             document[currency]["items"] = [i.to_json() for i in items if i.currency == currency]
-    _emit(args, document, lambda: _aging_text(args.as_of, document, items, args.detail))
+    _emit(args, document, lambda: _aging_text(args.as_of, document, items, args.detail, credit))
 
 
 def _aging_text(as_of: date, document: dict[str, Any], items: list[OpenItem],
-                detail: bool) -> str:
+                detail: bool, credit: dict[str, str]) -> str:
     from projections.ledger import AGING_BUCKETS
 
+    held = ("customer credit held (payments beyond what their documents owed; not receivable, "
+            "not aged): " + ", ".join(f"{c} {a}" for c, a in credit.items())) if credit else ""
     if not document:
-        return f"no open receivables at the end of {as_of}"
+        return "\n".join([f"no open receivables at the end of {as_of}", *[held][:bool(held)]])
     head = ["currency", *AGING_BUCKETS, "total"]
     out = [f"AR aging at the end of {as_of} (days past due)",
            table(head, [[c, *(b[k] for k in head[1:])] for c, b in document.items()])]
+    if held:
+        out.append(held)
     if detail:
         rows = [[i.number, i.document_type, i.customer_id, i.due_date, str(i.days_past_due),
                  f"{i.to_json()['open']} {i.currency}"] for i in items]

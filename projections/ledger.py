@@ -14,7 +14,7 @@ from typing import Any
 from domain.calendar import local_date
 from domain.contract import Contract
 from domain.invoice import Invoice
-from domain.ledger import Document, JournalEntry, document_entries, payment_entry
+from domain.ledger import Account, Document, JournalEntry, document_entries, payment_entry
 from domain.money import format_money, round_money
 from projections.persistence import Changes, Select, Table
 from projections.projection import (
@@ -242,6 +242,16 @@ def ar_aging(items: list[OpenItem]) -> dict[str, dict[str, str]]:
         currency: {k: format_money(from_minor(v, currency), currency) for k, v in buckets.items()}
         for currency, buckets in sorted(sums.items())
     }
+
+
+def customer_credit(select: Select, as_of: date) -> dict[str, str]:
+    """Per currency, the customer credit held at the end of `as_of` (payments beyond what
+    their documents owed): owed to customers, so not receivable and not aged."""
+    rows = select("SELECT currency, CAST(SUM(amount) AS BIGINT) FROM ledger_journal"
+                  " WHERE account = ? AND day <= ? GROUP BY currency ORDER BY currency",
+                  (Account.CUSTOMER_CREDIT.value, as_of.isoformat()))
+    return {currency: format_money(from_minor(-int(total), currency), currency)
+            for currency, total in rows if total}
 
 
 def journal_rows(select: Select, as_of: date | None) -> list[tuple[Any, ...]]:
