@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import pairwise
 
 from domain.billing import BillingContext, BillingOutcome, InvoiceDue, bill_contract
 from domain.contract import Contract
@@ -161,3 +162,30 @@ def bill(
 
 def amounts(due: InvoiceDue) -> list[tuple[str, str, str]]:
     return [(line.kind.value, line.component_id, str(line.amount)) for line in due.lines]
+
+
+def bill_if_due(
+    c: Contract, cycle_date: date, issued: list[InvoiceDue], meter: FakeUsage | None = None
+) -> None:
+    """A run in a generated history: bill and record the invoice when anything is due."""
+    outcome = run(c, cycle_date, meter)
+    if isinstance(outcome, InvoiceDue):
+        c.record_invoice(invoice_id=c.id, number="INV-TEST", batch_id="B-TEST",
+                         settlement=outcome.settlement)
+        issued.append(outcome)
+
+
+def billed_by_period(issued: list[InvoiceDue]) -> dict[date, Decimal]:
+    """What the invoices' lines add up to, per the period (start) they bill."""
+    billed: dict[date, Decimal] = {}
+    for due in issued:
+        for line in due.lines:
+            billed[line.period_start] = billed.get(line.period_start, D(0)) + line.amount
+    return billed
+
+
+def months(first: date, count: int) -> list[tuple[date, date]]:
+    """`count` calendar months from the month of `first`: (start, end) each."""
+    starts = [date(first.year + (first.month - 1 + k) // 12, (first.month - 1 + k) % 12 + 1, 1)
+              for k in range(count + 1)]
+    return list(pairwise(starts))

@@ -20,7 +20,10 @@ from tests.unit.billing_fixtures import (
     amounts,
     at,
     bill,
+    bill_if_due,
+    billed_by_period,
     contract,
+    months,
     run,
     subscription,
     usage,
@@ -148,23 +151,11 @@ def test_renames_never_change_what_a_period_bills(
             c.amend(day, (renamed,), None, None, f"m-{i}")
         else:
             last_run = max(last_run, day)  # a run bills by its cycle date; dates never go back
-            _bill_if_due(c, last_run, meter, issued)
-    _bill_if_due(c, date(2027, 3, 1), meter, issued)
-    billed: dict[date, Decimal] = {}
-    for due in issued:
-        for line in due.lines:
-            billed[line.period_start] = billed.get(line.period_start, Decimal(0)) + line.amount
-    for month in range(5):  # October to February: all final by the last run
-        start = date(2026 + (9 + month) // 12, (9 + month) % 12 + 1, 1)
-        end = date(2026 + (10 + month) // 12, (10 + month) % 12 + 1, 1)
+            bill_if_due(c, last_run, issued, meter)
+    bill_if_due(c, date(2027, 3, 1), issued, meter)
+    billed = billed_by_period(issued)
+    for start, end in months(date(2026, 10, 1), 5):  # October to February: final
         used = sum((q for t, q, _ in meter.events if start <= t.date() < end), Decimal(0))
         owed = max(used, Decimal(minimum)) if minimum else used
         assert billed.get(start, Decimal(0)) == owed, (start, billed)
 
-
-def _bill_if_due(c: Contract, day: date, meter: FakeUsage, issued: list[InvoiceDue]) -> None:
-    outcome = run(c, day, meter)
-    if isinstance(outcome, InvoiceDue):
-        c.record_invoice(invoice_id=c.id, number="INV-TEST", batch_id="B-TEST",
-                         settlement=outcome.settlement)
-        issued.append(outcome)

@@ -20,8 +20,11 @@ from tests.unit.billing_fixtures import (
     amounts,
     at,
     bill,
+    bill_if_due,
+    billed_by_period,
     contract,
     milestone,
+    months,
     run,
     subscription,
     usage,
@@ -191,15 +194,10 @@ def test_every_period_bills_its_served_usage_at_the_terms_of_its_end(
             c.terminate(day, f"m-{i}")
         elif kind == "run":
             last = max(last, day)
-            _bill_if_due(c, last, meter, issued)
-    _bill_if_due(c, date(2027, 3, 1), meter, issued)
-    billed: dict[date, Decimal] = {}
-    for due in issued:
-        for line in due.lines:
-            billed[line.period_start] = billed.get(line.period_start, Decimal(0)) + line.amount
-    for month in range(5):  # October to February, all final by the last run
-        start = date(2026 + (9 + month) // 12, (9 + month) % 12 + 1, 1)
-        end = date(2026 + (10 + month) // 12, (10 + month) % 12 + 1, 1)
+            bill_if_due(c, last, issued, meter)
+    bill_if_due(c, date(2027, 3, 1), issued, meter)
+    billed = billed_by_period(issued)
+    for start, end in months(date(2026, 10, 1), 5):  # October to February: final
         served_until = min(end, c.end_date) if c.end_date else end
         used = sum((q for t, q, _ in meter.events if start <= t.date() < served_until),
                    Decimal(0))
@@ -211,10 +209,3 @@ def test_every_period_bills_its_served_usage_at_the_terms_of_its_end(
             owed = round_money(used * component.pricing.unit_amount, "USD")
         assert billed.get(start, Decimal(0)) == owed, (start, billed)
 
-
-def _bill_if_due(c: Contract, day: date, meter: FakeUsage, issued: list[InvoiceDue]) -> None:
-    outcome = run(c, day, meter)
-    if isinstance(outcome, InvoiceDue):
-        c.record_invoice(invoice_id=c.id, number="INV-TEST", batch_id="B-TEST",
-                         settlement=outcome.settlement)
-        issued.append(outcome)

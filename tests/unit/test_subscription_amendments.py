@@ -9,12 +9,17 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.billing import InvoiceDue
 from domain.calendar import ServicePeriod, prorate
 from domain.contract import Contract
 from domain.money import round_money
 from domain.terms import SubscriptionComponent
-from tests.unit.billing_fixtures import amounts, bill, contract, run, subscription
+from tests.unit.billing_fixtures import (
+    amounts,
+    bill,
+    bill_if_due,
+    contract,
+    subscription,
+)
 
 NOVEMBER = ServicePeriod(date(2026, 11, 1), date(2026, 12, 1))
 
@@ -70,10 +75,10 @@ def test_a_periods_lines_add_up_to_the_rounded_worth_of_what_stays_billed(
             continue
         c.amend(effective, (subscription(amount),), None, None, f"m-{i}")
         if invoice_now:
-            _bill_if_due(c, date(2026, 11, 2) + timedelta(days=i), issued)
+            bill_if_due(c, date(2026, 11, 2) + timedelta(days=i), issued)
     if end is not None:
         c.terminate(end, "m-end")
-    _bill_if_due(c, date(2026, 11, 30), issued)
+    bill_if_due(c, date(2026, 11, 30), issued)
     lines = [ln for due in issued for ln in due.lines if ln.period_start < NOVEMBER.end]
     kept = c.billed.subscriptions[("platform", NOVEMBER.start)]
     worth = sum((round_money(prorate(s.rate, ServicePeriod(s.start, s.end), NOVEMBER), "USD")
@@ -87,10 +92,3 @@ def test_a_periods_lines_add_up_to_the_rounded_worth_of_what_stays_billed(
             assert isinstance(owed, SubscriptionComponent)
             assert s.rate == owed.amount * owed.quantity
 
-
-def _bill_if_due(c: Contract, day: date, issued: list[InvoiceDue]) -> None:
-    outcome = run(c, day)
-    if isinstance(outcome, InvoiceDue):
-        c.record_invoice(invoice_id=c.id, number="INV-TEST", batch_id="B-TEST",
-                         settlement=outcome.settlement)
-        issued.append(outcome)
