@@ -120,6 +120,9 @@ def _problem(error: ErrorDetails, head: dict[str, Any]) -> str:
     return f"{path} {phrase.format(input=shown(error['input']), **values)}"
 
 
+_TAG = "<tag>"
+
+
 def _path(loc: Sequence[int | str]) -> str:
     path = ""
     after: int | str = ""
@@ -129,6 +132,7 @@ def _path(loc: Sequence[int | str]) -> str:
             (isinstance(after, int) and part in _TAGS["kind"])
             or (after == "pricing" and part in _TAGS["model"])
         ):
+            after = _TAG  # the next part is a field, even one named like the tag (milestone)
             continue
         path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
         after = part

@@ -123,7 +123,8 @@ def _decimal(value: Any) -> Decimal:
     # From Python code (model_validate(model_dump()), tests): a Decimal is taken as it is.
     if isinstance(value, Decimal) and value.is_finite():
         return value
-    kind = "the JSON number {value}" if isinstance(value, int | float) else "{value}"
+    kind = ("the JSON boolean {value}" if isinstance(value, bool)
+            else "the JSON number {value}" if isinstance(value, int | float) else "{value}")
     raise _value_error(
         "decimal_type", f"must be a decimal string such as {_DECIMAL_EXAMPLE}, not {kind}", value
     )
@@ -144,6 +145,9 @@ def _in_range(number: Decimal, value: str) -> Decimal:
 def _non_negative(value: Any) -> Decimal:
     number = _decimal(value)
     if number.is_signed():  # "-0" too: the schema's pattern has no sign
+        if not number:
+            raise _value_error("decimal_signed_zero", "{value} has a minus sign; write 0",
+                               value)
         raise _value_error("decimal_negative", "{value} is negative; it must be >= 0", value)
     return number
 

@@ -438,7 +438,18 @@ REJECTIONS = [
     (
         changed(CONTRACT_AMENDED, "effective_date", ...),
         "contract.amended m-2: effective_date is missing; add it",
-    ),    (
+    ),
+    (changed(USAGE, "quantity", "-0"), 'usage evt-123: quantity "-0" has a minus sign; write 0'),
+    (
+        changed(USAGE, "quantity", True),
+        'usage evt-123: quantity must be a decimal string such as "12.5", not the JSON boolean '
+        "true",
+    ),
+    (
+        changed(CONTRACT_CREATED, "components.2.milestone", ""),
+        "contract.created m-1: components[2].milestone is empty; give a non-empty string",
+    ),
+    (
         changed(CONTRACT_CREATED, "start_date", "0026-10-01"),
         'contract.created m-1: start_date "0026-10-01" is outside the years 1900 to 2999; '
         "check the year",
