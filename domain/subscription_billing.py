@@ -228,7 +228,7 @@ def _credit_line(
         component_id=component_id,
         kind=LineKind.PRORATION,
         description=f"{component_id}: credit for unused {span} at {was.rate} per period"
-                    f"{partial}",
+                    f"{partial} (of {since.isoformat()} to {was.end.isoformat()} as billed)",
         quantity=was.quantity,
         unit_amount=was.unit_amount,
         amount=-amount,

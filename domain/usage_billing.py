@@ -124,6 +124,12 @@ def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
         repriced = not late and changed_from is not None and window.end >= changed_from
         revisit = late or repriced
         start_at, end_at = local_midnight(window.start, tz), local_midnight(window.end, tz)
+        if not draft.planning:
+            # First: a component that kept its id but prices another metric now settles the
+            # same key after its credit, not before (the credit would erase its billing).
+            for withdrawn in period_billed.withdrawn:
+                if revisit or not withdrawn.billed.final:
+                    _credit_withdrawn_usage(draft, period.start, window, withdrawn)
         for component in components:
             account = period_billed.of(component)
             billed = account.billed
@@ -143,10 +149,6 @@ def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
                 continue
             _add_usage_lines(draft, component, period, window, reading, account,
                              changed_from if repriced else None)
-        if not draft.planning:
-            for withdrawn in period_billed.withdrawn:
-                if revisit or not withdrawn.billed.final:
-                    _credit_withdrawn_usage(draft, period.start, window, withdrawn)
     if contract.end_date is not None and not draft.planning:
         _credit_usage_after_end(draft, billed_ids, contract.end_date)
 
@@ -391,9 +393,12 @@ def _bill_progressively(
     unbilled = sum((amount - account.amount for _, _, _, amount, account in priced), ZERO)
     if unbilled <= ZERO or unbilled < threshold:
         return
+    withdrawn_here = {w.component_id: w for w in period_billed.withdrawn}
     for component, reading, quantity, amount, account in priced:
         if amount == account.amount:
             continue
+        if component.id in withdrawn_here:  # its id billed another metric: credit that first
+            _credit_withdrawn_usage(draft, period.start, window, withdrawn_here[component.id])
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.USAGE,

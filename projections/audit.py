@@ -309,6 +309,15 @@ def _effective_on(terms: dict[str, dict[str, Any]], day: str) -> str | None:
 def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currency: str) -> str:
     """Why the line has its amount, in one sentence."""
     b, amount, kind = line["basis"], line["amount"], line["kind"]
+    if b.get("withdrawn"):  # usage (or its true-up) billed before and owed no more
+        return (f"{b['already_billed']} billed for the period is owed no more: "
+                f"{line['description']}; line {amount} {currency}")
+    if kind == "proration" and b.get("credit") and "billed_stretch" in b:
+        start, end = b["billed_stretch"]
+        return (f"{amount} {currency} = minus (the rounded worth of {start} to {end} at "
+                f"{b['rate']} per period of {b['period_days']} days, as billed, less the "
+                "rounded worth of its days kept on either side of "
+                f"{line['period_start']} to {line['period_end']})")
     if kind in ("subscription", "proration") and "rate" in b:
         sign = "-" if b.get("credit") else ""
         return (f"{amount} {currency} = {sign}{b['rate']} per period x {b['days']}/"

@@ -1,6 +1,6 @@
-"""What ingest says about accepted messages an operator should look at: changes that reach
-periods already invoiced, a termination that extends service; and what a run says of a cycle
-date earlier than one already billed."""
+"""What the operator is told of changes after invoicing: ingest notes on changes that reach
+invoiced periods or extend service, a run's warning for a cycle date earlier than one already
+billed, and what explain says of the credits such changes make."""
 
 from __future__ import annotations
 
@@ -45,3 +45,26 @@ def test_a_run_for_an_earlier_cycle_date_than_already_billed_says_so(
         "ct_a, 2026-11-01): a run bills what was due by its cycle date 2026-10-15 and not yet "
         "billed, so this one bills little or nothing for them; check --cycle-date"]
     assert billcycle_json(db, "run", "--cycle-date", "2026-11-01")["warnings"] == []
+
+
+def test_explain_says_why_a_withdrawn_usage_credit_and_a_proration_credit_have_their_amounts(
+    db: str, tmp_path: Path
+) -> None:
+    platform = {"id": "platform", "kind": "subscription", "amount": "310.00"}
+    api = {"id": "api", "kind": "usage", "metric": "api_calls", "minimum_amount": "50.00",
+           "pricing": {"model": "per_unit", "unit_amount": "1"}}
+    ingest(db, tmp_path, "book.jsonl", contract("ct_e", platform, api),
+           {"type": "usage", "id": "u-1", "occurred_at": "2026-10-05T10:00:00Z",
+            "customer_id": "cus_ct_e", "metric": "api_calls", "quantity": "7"})
+    billcycle(db, "run", "--cycle-date", "2026-11-01")  # October: 7.00, true-up 43.00
+    amended = tmp_path / "amended.jsonl"
+    amended.write_text(json.dumps({
+        "type": "contract.amended", "id": "m-am", "occurred_at": "2026-11-05T00:00:00Z",
+        "contract_id": "ct_e", "effective_date": "2026-10-21",
+        "components": [{**platform, "amount": "620.00"}]}) + "\n")
+    billcycle(db, "ingest", str(amended))
+    billcycle(db, "run", "--cycle-date", "2026-11-05")
+    said = billcycle(db, "explain", "INV-000002").stdout
+    assert "7.00 billed for the period is owed no more" in said
+    assert "43.00 billed for the period is owed no more" in said
+    assert "as billed, less the rounded worth of its days kept" in said

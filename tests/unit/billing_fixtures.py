@@ -96,17 +96,25 @@ class FakeUsage:
     events: list[tuple[datetime, Decimal, dict[str, str]]] = field(default_factory=list)
     revisions: list[int] = field(default_factory=list)
     position: int = 0
+    metrics: list[str | None] = field(default_factory=list)  # None: any metric's
 
     def add(self, when: datetime, quantity: str, **properties: str) -> None:
+        self.add_of(None, when, quantity, **properties)
+
+    def add_of(self, metric: str | None, when: datetime, quantity: str, **properties: str
+               ) -> None:
+        """Usage of one metric only (`add`: usage every component's metric reads)."""
         self.position += 1
         self.events.append((when, D(quantity), properties))
         self.revisions.append(self.position)
+        self.metrics.append(metric)
+
+    def _of(self, metric: str) -> list[tuple[tuple[datetime, Decimal, dict[str, str]], int]]:
+        return [(e, r) for e, r, m in zip(self.events, self.revisions, self.metrics, strict=True)
+                if m is None or m == metric]
 
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
-        inside = [
-            (e, r) for e, r in zip(self.events, self.revisions, strict=True)
-            if start <= e[0] < end
-        ]
+        inside = [(e, r) for e, r in self._of(component.metric) if start <= e[0] < end]
         if not inside:
             return MeterReading()
         quantities = [e[1] for e, _ in inside]
@@ -124,8 +132,7 @@ class FakeUsage:
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
         return sorted({
-            bucket_start(e[0]) for e, r in zip(self.events, self.revisions, strict=True)
-            if r > revision and e[0] < before
+            bucket_start(e[0]) for e, r in self._of(metric) if r > revision and e[0] < before
         })
 
 

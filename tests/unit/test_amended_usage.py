@@ -94,6 +94,37 @@ def test_usage_billed_under_a_component_amended_away_is_credited_at_the_period_e
     assert not any(line.component_id == "api" for line in bill(c, date(2026, 12, 1)).lines)
 
 
+def test_a_component_that_keeps_its_id_but_prices_another_metric_bills_it_once() -> None:
+    # QA: the credit of the old metric settled the component's key after its new billing,
+    # erasing it, so the next run billed the new metric's usage again.
+    cents = PerUnit(Decimal("0.01"))
+    c = contract(usage(pricing=cents), threshold="50.00")
+    meter = FakeUsage()
+    meter.add_of("api_calls", at(date(2026, 10, 5)), "6000")
+    assert amounts(bill(c, date(2026, 10, 10), meter)) == [("usage", "api", "60.00")]
+    c.amend(date(2026, 10, 15), (usage("api_requests", cents),), None, None, "m-a")
+    meter.add_of("api_requests", at(date(2026, 10, 20)), "2000")
+    assert sorted(amounts(bill(c, date(2026, 11, 1), meter))) == [
+        ("usage", "api", "-60.00"), ("usage", "api", "20.00")]
+    assert isinstance(run(c, date(2026, 12, 1), meter), InvoiceDue) is False or all(
+        line.period_start != date(2026, 10, 1) for line in bill(c, date(2026, 12, 1), meter).lines)
+
+
+def test_a_progressive_bill_over_an_id_that_priced_another_metric_credits_that_first() -> None:
+    cents = PerUnit(Decimal("0.01"))
+    c = contract(usage(pricing=cents), threshold="10.00")
+    meter = FakeUsage()
+    meter.add_of("api_calls", at(date(2026, 10, 5)), "6000")
+    bill(c, date(2026, 10, 10), meter)  # 60.00 of api_calls to date
+    c.amend(date(2026, 10, 11), (usage("api_requests", cents),), None, None, "m-a")
+    meter.add_of("api_requests", at(date(2026, 10, 12)), "2000")
+    assert sorted(amounts(bill(c, date(2026, 10, 15), meter))) == [
+        ("usage", "api", "-60.00"), ("usage", "api", "20.00")]
+    final = run(c, date(2026, 11, 1), meter)
+    assert not isinstance(final, InvoiceDue) or all(
+        line.amount == 0 for line in final.lines)
+
+
 def test_a_settlement_stored_before_metrics_were_kept_learns_them_from_the_terms() -> None:
     record: dict[str, Any] = {
         "subscriptions": [], "true_ups": [], "milestones": {}, "usage_revision": 1,
