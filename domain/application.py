@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
@@ -319,10 +319,15 @@ class BillingApplication(Application[UUID]):
                 return value
             return local_midnight(value, contract.timezone)
 
-        return self._change_register(
-            ASSIGNMENTS_ID, UsageAssignments, "assignment",
-            lambda given: given.assign(contract, metric, instant(start), instant(end), reason,
-                                       by, at))
+        def assign(given: UsageAssignments) -> UsageAssignment:
+            window = (instant(start).astimezone(UTC), instant(end).astimezone(UTC))
+            for replaced in given.of(customer_id, metric):
+                if (replaced.start, replaced.end) == window \
+                        and replaced.contract_id != contract_id:
+                    self._refuse_moving_billed(replaced, "replaced")
+            return given.assign(contract, metric, instant(start), instant(end), reason, by, at)
+
+        return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "assignment", assign)
 
     def withdraw_usage_assignment(self, customer_id: str, metric: str, start: date | datetime
                                   ) -> UsageAssignment:
@@ -336,10 +341,35 @@ class BillingApplication(Application[UUID]):
                          == local_midnight(start, contracts[a.contract_id].timezone)),
                         local_midnight(start, "UTC"))
 
-        return self._change_register(
-            ASSIGNMENTS_ID, UsageAssignments, "withdrawal",
-            lambda given: given.withdraw(customer_id, metric,
-                                         instant(given.of(customer_id, metric))))
+        def withdraw(given: UsageAssignments) -> UsageAssignment:
+            at = instant(given.of(customer_id, metric))
+            for found in given.of(customer_id, metric):
+                if found.start == at:
+                    self._refuse_moving_billed(found, "withdrawn")
+            return given.withdraw(customer_id, metric, at)
+
+        return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "withdrawal", withdraw)
+
+    def _refuse_moving_billed(self, assignment: UsageAssignment, change: str) -> None:
+        """An assignment whose usage its contract has billed cannot be moved: the other
+        contract would bill it again while the first keeps it billed."""
+        contract = self.contract(assignment.contract_id)
+        if contract is None:
+            return
+        tz = contract.timezone
+        for (_, period_start), billed in contract.billed.usage.items():
+            if billed.metric != assignment.metric or not (billed.amount or billed.quantity):
+                continue
+            if (local_midnight(period_start, tz) < assignment.end
+                    and assignment.start < local_midnight(billed.through, tz)):
+                raise AssignmentRejected(
+                    f"the untagged {assignment.metric} of {assignment.customer_id} from "
+                    f"{assignment.start.isoformat()} to {assignment.end.isoformat()} is "
+                    f"{assignment.contract_id}'s, which has invoiced {assignment.metric} "
+                    f"from {period_start.isoformat()} to {billed.through.isoformat()}; an "
+                    f"assignment whose usage was invoiced cannot be {change}: another "
+                    f"contract would bill it again while {assignment.contract_id} keeps it "
+                    "billed")
 
     def _change_register(self, register_id: UUID, kind: type[R], what: str,
                          change: Callable[[R], T]) -> T:

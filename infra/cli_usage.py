@@ -97,7 +97,8 @@ def register(sub: Subcommands) -> None:
     p = usage.add_parser(
         "unassign", help="take back an assignment: its untagged usage holds invoices again",
         description="Withdraw the assignment of a customer's untagged usage of a metric whose "
-        "window starts at --from. What runs already billed stays billed.")
+        "window starts at --from, before its contract has invoiced usage in it (after, it is "
+        "refused: another contract would bill the usage again).")
     p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
     p.add_argument("--metric", required=True)
     p.add_argument("--from", dest="start", required=True, type=parse_bound,
@@ -184,4 +185,4 @@ def cmd_unassign(args: argparse.Namespace, app: BillingApplication) -> None:
     emit(args, taken.to_json(), lambda: (
         f"withdrawn: untagged usage of {taken.customer_id}'s {taken.metric} from "
         f"{taken.start:%Y-%m-%d %H:%M} to {taken.end:%Y-%m-%d %H:%M} UTC is no longer "
-        f"{taken.contract_id}'s; what runs already billed stays billed"))
+        f"{taken.contract_id}'s; runs hold it again until it is assigned"))

@@ -35,6 +35,14 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
                         "--reason", "r", check=False)
     assert refused.returncode == 1 and "already assigned to ct_a" in refused.stderr
 
+    # Taken back before anything is billed, and given again.
+    assign = ("usage", "assign", "--customer", "cus_1", "--metric", "api_calls", "--contract",
+              "ct_a", "--from", "2026-10-01", "--to", "2026-11-01", "--reason",
+              "sandbox project of ct_a", "--by", "ops")
+    unassign = ("usage", "unassign", "--customer", "cus_1", "--metric", "api_calls", "--from",
+                "2026-10-01")
+    assert "is no longer ct_a's" in billcycle(db, *unassign).stdout
+    billcycle(db, *assign)
     billcycle(db, "retry", "nov")
     totals = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")}
     assert totals == {"ct_a": "8.00", "ct_b": "4.00"}  # 4000 and 2000 above 1000 free, at 0.002
@@ -42,9 +50,10 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     assert [a["contract_id"] for a in retried["assigned_usage"]] == ["ct_a"]
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
 
-    # Withdrawn, by the start of its window as given: later runs hold again.
-    taken = billcycle(db, "usage", "unassign", "--customer", "cus_1", "--metric", "api_calls",
-                      "--from", "2026-10-01").stdout
-    assert "is no longer ct_a's" in taken
-    assert billcycle_json(db, "usage", "assigned") == []
+    # Once its usage is invoiced, an assignment stays: moving it would bill the usage twice.
+    for change in (unassign, (*assign[:7], "ct_b", *assign[8:])):
+        refused = billcycle(db, *change, check=False)
+        assert refused.returncode == 1, change
+        assert "an assignment whose usage was invoiced cannot be" in refused.stderr
+    assert len(billcycle_json(db, "usage", "assigned")) == 1
 
