@@ -127,8 +127,9 @@ class StoreUsage:
         unassigned = untagged - sum(owners.values())
         if unassigned:
             raise UsageNotBillable(
-                f"{unassigned} usage events of {metric} for customer {c.customer_id} {span} "
-                f"carry no contract_id, and contracts {', '.join([c.contract_id, *rivals])} "
+                f"{unassigned} usage event{' carries' if unassigned == 1 else 's carry'} no "
+                f"contract_id: {metric} for customer {c.customer_id} {span}, and contracts "
+                f"{', '.join([c.contract_id, *rivals])} "
                 f"all price {metric}; producers must send contract_id for this customer's "
                 f"usage, and `billcycle usage assign --customer {c.customer_id} --metric "
                 f"{metric} --contract CONTRACT_ID --from ... --to ... --reason ...` says whose "

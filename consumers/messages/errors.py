@@ -109,7 +109,10 @@ def _problem(error: ErrorDetails, head: dict[str, Any]) -> str:
     path = _path(loc[1:])  # loc[0] is the message type
     if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
         field = str(ctx["discriminator"]).strip("'")
-        found = f'"{ctx["tag"]}" is not one of' if "tag" in ctx else "is missing; use one of"
+        given = error["input"].get(field) if isinstance(error["input"], dict) else None
+        found = ("is null; use one of" if "tag" in ctx and given is None
+                 else f'"{ctx["tag"]}" is not one of' if "tag" in ctx
+                 else "is missing; use one of")
         return f"{_join(path, field)} {found} {_listed(_TAGS[field])}"
     if "at" in ctx:  # a rule about how values fit together: "components[2].id: ..."
         return f"{path}{ctx['at']}: {error['msg']}".lstrip(".")

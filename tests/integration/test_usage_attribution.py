@@ -132,7 +132,7 @@ def test_untagged_usage_left_unassigned_or_split_within_a_period_still_holds(
     assign(app, "ct_1", "2026-10-01", "2026-10-15")  # u-2 on the 20th is nobody's yet
     again = retry(app, held)
     reasons = {cid: o.reason or "" for cid, o in again.outcomes.items()}
-    assert "1 usage events of api_calls" in reasons["ct_1"]
+    assert "1 usage event carries no contract_id: api_calls" in reasons["ct_1"]
     assert "billcycle usage assign" in reasons["ct_1"]
     assign(app, "ct_2", "2026-10-15", "2026-11-01")  # October's usage split between the two
     split = retry(app, held)

@@ -441,6 +441,11 @@ REJECTIONS = [
     ),
     (changed(USAGE, "quantity", "-0"), 'usage evt-123: quantity "-0" has a minus sign; write 0'),
     (
+        changed(CONTRACT_CREATED, "components.0.kind", None),
+        "contract.created m-1: components[0].kind is null; use one of subscription, usage, "
+        "milestone",
+    ),
+    (
         changed(USAGE, "quantity", True),
         'usage evt-123: quantity must be a decimal string such as "12.5", not the JSON boolean '
         "true",
