@@ -319,13 +319,15 @@ class BillingApplication(Application[UUID]):
                 return value
             return local_midnight(value, contract.timezone)
 
+        first, last = instant(start), instant(end)
+
         def assign(given: UsageAssignments) -> UsageAssignment:
-            window = (instant(start).astimezone(UTC), instant(end).astimezone(UTC))
+            window = (first.astimezone(UTC), last.astimezone(UTC))
             for replaced in given.of(customer_id, metric):
                 if (replaced.start, replaced.end) == window \
                         and replaced.contract_id != contract_id:
                     self._refuse_moving_billed(replaced, "replaced")
-            return given.assign(contract, metric, instant(start), instant(end), reason, by, at)
+            return given.assign(contract, metric, first, last, reason, by, at)
 
         return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "assignment", assign)
 
@@ -342,8 +344,9 @@ class BillingApplication(Application[UUID]):
                         local_midnight(start, "UTC"))
 
         def withdraw(given: UsageAssignments) -> UsageAssignment:
-            at = instant(given.of(customer_id, metric))
-            for found in given.of(customer_id, metric):
+            windows = given.of(customer_id, metric)
+            at = instant(windows)
+            for found in windows:
                 if found.start == at:
                     self._refuse_moving_billed(found, "withdrawn")
             return given.withdraw(customer_id, metric, at)
@@ -386,6 +389,7 @@ class BillingApplication(Application[UUID]):
         raise ConcurrentUpdate(
             f"the {what} conflicted {MAX_SAVE_ATTEMPTS} times with others given at the same "
             "moment; it was not recorded, try again")
+
 
 def dead_letter_record(rejection: Rejected) -> dict[str, Any]:
     raw = rejection.origin.raw

@@ -565,7 +565,6 @@ class BillingRuns:
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
         if self._billed_later:
             report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later))
-            self._billed_later = {}
         for note in USAGE_NOTES:
             warning = notes_warning((getattr(o, note) for o in report.outcomes.values()),
                                     report.batch_id, dry_run)

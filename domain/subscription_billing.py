@@ -22,7 +22,7 @@ from domain.invoice_draft import (
     InvoiceDraft,
     service_window,
 )
-from domain.invoice_lines import InvoiceLine, LineKind
+from domain.invoice_lines import BasisValue, InvoiceLine, LineKind
 from domain.money import ZERO
 from domain.terms import (
     BillingTiming,
@@ -222,27 +222,40 @@ def _credit_line(
     was, start, end = stretch.segment, stretch.start, stretch.end
     amount, since = _credited(draft, period, stretch, credits)
     used = ServicePeriod(start, end)
-    span = f"{start.isoformat()} to {end.isoformat()}"
-    partial = "" if used.days == period.days else f", {used.days}/{period.days} days"
     draft.lines.append(InvoiceLine(
         component_id=component_id,
         kind=LineKind.PRORATION,
-        description=f"{component_id}: credit for unused {span} at {was.rate} per period"
-                    f"{partial} (of {since.isoformat()} to {was.end.isoformat()} as billed)",
+        description=f"{component_id}: credit for unused {_days_at(period, used, was)} (of "
+                    f"{since.isoformat()} to {was.end.isoformat()} as billed)",
         quantity=was.quantity,
         unit_amount=was.unit_amount,
         amount=-amount,
         period_start=start,
         period_end=end,
-        basis={"period_days": period.days, "days": used.days,
-               "full_period": [period.start.isoformat(), period.end.isoformat()],
-               "terms_effective": draft.contract.terms_on(start).effective_date.isoformat(),
-               "rate": str(was.rate), "credit": True,
+        basis={**_days_basis(draft, period, used, was), "credit": True,
                # the credit is this billed stretch's rounded worth less its days kept
                "billed_stretch": [since.isoformat(), was.end.isoformat()],
                "ended": draft.contract.end_date is not None
                and start >= draft.contract.end_date},
     ))
+
+
+def _days_at(period: ServicePeriod, used: ServicePeriod, segment: Segment) -> str:
+    """The days a credit or charge covers and its rate, as its description says them."""
+    partial = "" if used.days == period.days else f", {used.days}/{period.days} days"
+    return (f"{used.start.isoformat()} to {used.end.isoformat()} at {segment.rate} per period"
+            f"{partial}")
+
+
+def _days_basis(
+    draft: InvoiceDraft, period: ServicePeriod, used: ServicePeriod, segment: Segment
+) -> dict[str, BasisValue]:
+    """Why a credit or charge has its amount: its days of the period, the rate, and the terms
+    in effect over those days (which priced the charge, or changed it on a credit)."""
+    return {"period_days": period.days, "days": used.days,
+            "full_period": [period.start.isoformat(), period.end.isoformat()],
+            "terms_effective": draft.contract.terms_on(used.start).effective_date.isoformat(),
+            "rate": str(segment.rate)}
 
 
 def _is_due(
@@ -269,24 +282,18 @@ def _charge_line(
     first_billing: bool,
 ) -> None:
     used = ServicePeriod(start, end)
-    span = f"{start.isoformat()} to {end.isoformat()}"
-    partial = "" if used.days == period.days else f", {used.days}/{period.days} days"
     kind = LineKind.SUBSCRIPTION if first_billing else LineKind.PRORATION
     label = "subscription" if first_billing else "charge for"
     draft.lines.append(InvoiceLine(
         component_id=component_id,
         kind=kind,
-        description=f"{component_id}: {label} {span} at {now.rate} per period{partial}",
+        description=f"{component_id}: {label} {_days_at(period, used, now)}",
         quantity=now.quantity,
         unit_amount=now.unit_amount,
         amount=draft.money(prorate(now.rate, used, period)),
         period_start=start,
         period_end=end,
-        # The terms in effect over these days priced the charge.
-        basis={"period_days": period.days, "days": used.days,
-               "full_period": [period.start.isoformat(), period.end.isoformat()],
-               "terms_effective": draft.contract.terms_on(start).effective_date.isoformat(),
-               "rate": str(now.rate)},
+        basis=_days_basis(draft, period, used, now),
     ))
 
 

@@ -226,8 +226,7 @@ def _add_usage_lines(
             period_end=window.end,
             basis=basis,
         ))
-    period_start = period.start
-    key = (component.id, period_start)
+    key = (component.id, period.start)
     draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, True, component.metric)
     minimum = _period_minimum(component, period, window)
     owed_true_up = draft.money(minimum_true_up(amount, minimum))
@@ -251,11 +250,8 @@ def _add_usage_lines(
             basis=basis_minimum,
         ))
     if owed_true_up != account.true_up or account.carried_from:
-        draft.settlement.true_ups[key] = owed_true_up
-        for carried in account.carried_from:
-            if (carried, period_start) in draft.contract.billed.true_ups:
-                draft.settlement.true_ups[(carried, period_start)] = ZERO
-    _settle_carried(draft, period_start, account, window.end)
+        draft.settlement.true_ups[key] = owed_true_up  # the true-ups carried over too
+    _settle_carried(draft, period.start, account, window.end, true_ups=True)
 
 
 def _period_minimum(
@@ -270,13 +266,17 @@ def _period_minimum(
 
 
 def _settle_carried(
-    draft: InvoiceDraft, period_start: date, account: UsageAccount, through: date
+    draft: InvoiceDraft, period_start: date, account: UsageAccount, through: date,
+    true_ups: bool = False,
 ) -> None:
-    """The ids a component carried usage billed over from now hold nothing: it holds it all."""
+    """The ids a component carried usage billed over from now hold nothing: it holds it all
+    (and their true-ups, when it settles its own: a period's final billing)."""
     for carried in account.carried_from:
         key = (carried, period_start)
         was = draft.contract.billed.usage[key]
         draft.settlement.usage[key] = UsageBilled(ZERO, ZERO, through, True, was.metric)
+        if true_ups and key in draft.contract.billed.true_ups:
+            draft.settlement.true_ups[key] = ZERO
 
 
 def _credit_withdrawn_usage(

@@ -204,7 +204,7 @@ def _aging_text(as_of: date, document: dict[str, Any], items: list[OpenItem],
     held = ("customer credit held (payments beyond what their documents owed; not receivable, "
             "not aged): " + ", ".join(f"{c} {a}" for c, a in credit.items())) if credit else ""
     if not document:
-        return "\n".join([f"no open receivables at the end of {as_of}", *[held][:bool(held)]])
+        return "\n".join([f"no open receivables at the end of {as_of}"] + ([held] if held else []))
     head = ["currency", *AGING_BUCKETS, "total"]
     out = [f"AR aging at the end of {as_of} (days past due)",
            table(head, [[c, *(b[k] for k in head[1:])] for c, b in document.items()])]

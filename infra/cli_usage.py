@@ -64,8 +64,7 @@ def register(sub: Subcommands) -> None:
         "prices none of it). Acknowledge what you have looked at: runs then name only the "
         "customer's usage of the metric from the meter bucket holding --through on. Nothing "
         "is deleted or billed differently, and the acknowledgement stays in the log.")
-    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
-    p.add_argument("--metric", required=True)
+    _customer_and_metric(p)
     p.add_argument("--through", required=True, type=parse_through,
                    metavar="YYYY-MM-DD|INSTANT",
                    help="usage before this instant (a date: through the end of that day, UTC)")
@@ -81,8 +80,7 @@ def register(sub: Subcommands) -> None:
         "customer's untagged usage of the metric in [--from, --to) to --contract and leave "
         "it out of the others. Windows of one customer and metric may not overlap; the same "
         "window again replaces its assignment. Then `billcycle retry BATCH_ID`.")
-    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
-    p.add_argument("--metric", required=True)
+    _customer_and_metric(p)
     p.add_argument("--contract", required=True, metavar="CONTRACT_ID")
     p.add_argument("--from", dest="start", required=True, type=parse_bound,
                    metavar="YYYY-MM-DD|INSTANT", help="first instant (a date: local midnight "
@@ -99,11 +97,16 @@ def register(sub: Subcommands) -> None:
         description="Withdraw the assignment of a customer's untagged usage of a metric whose "
         "window starts at --from, before its contract has invoiced usage in it (after, it is "
         "refused: another contract would bill the usage again).")
-    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
-    p.add_argument("--metric", required=True)
+    _customer_and_metric(p)
     p.add_argument("--from", dest="start", required=True, type=parse_bound,
                    metavar="YYYY-MM-DD|INSTANT", help="the start of the window, as assigned")
     p.set_defaults(handler=cmd_unassign)
+
+
+def _customer_and_metric(p: argparse.ArgumentParser) -> None:
+    """The usage a subcommand is about: one customer's, of one metric."""
+    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
+    p.add_argument("--metric", required=True)
 
 
 def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -47,8 +47,8 @@ def _null_allowed_in_schema(schema: dict[str, Any], cls: type[BaseModel]) -> Non
             described = {k: was.pop(k) for k in ("description", "default", "title")
                          if k in was}
             said = described.get("description")
-            described["description"] = f"{said} Null = the default." if said else (
-                "Null = the default.")
+            described["description"] = f"{said} Null = the default." if said \
+                else "Null = the default."
             properties[key] = {"anyOf": [was, {"type": "null"}], **described}
 
 
