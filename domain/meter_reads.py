@@ -43,7 +43,7 @@ class MeterReads:
             return MeterReading()
         return self.store.read_meter(
             request.customer_id, request.metric, request.contract_tags, request.start,
-            request.end, request.unique_property)
+            request.end, request.unique_property, request.untagged_within)
 
     def changed(
         self, customer_id: str, metric: str, tags: tuple[str, ...], revision: int,
@@ -94,16 +94,17 @@ class StoreUsage:
 
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
         c = self.contract
+        tags: tuple[str, ...] = (c.contract_id, "")
+        within: tuple[tuple[datetime, datetime], ...] = ()
         rivals = self._rivals(component.metric, start, end)
-        untagged_is_mine = not rivals
-        if rivals:
-            untagged = self._untagged(component.metric, start, end)
-            if untagged:
-                untagged_is_mine = self._assigned_to_me(component.metric, start, end, untagged,
-                                                        rivals)
-        tags = (c.contract_id, "") if untagged_is_mine else (c.contract_id,)
+        if rivals and (untagged := self._untagged(component.metric, start, end)):
+            tags = (c.contract_id,)
+            within = self._assigned_to_me(component.metric, start, end, untagged, rivals)
+            if within == ((start, end),):
+                tags, within = (c.contract_id, ""), ()  # all of it: one plain read
         return self.reads.read(MeterRequest(
             c.customer_id, component.metric, tags, start, end, component.unique_property,
+            within,
         ))
 
     def _untagged(self, metric: str, start: datetime, end: datetime) -> int:
@@ -112,37 +113,57 @@ class StoreUsage:
 
     def _assigned_to_me(
         self, metric: str, start: datetime, end: datetime, untagged: int, rivals: list[str]
-    ) -> bool:
-        """Whether the untagged usage of [start, end), which rival contracts price too, is
-        this contract's by the operator's assignments (domain/usage_assignments.py): all of
-        it (True) or none (False). Any left unassigned, or split between contracts within
-        the period read, cannot be billed: it holds the invoice."""
+    ) -> tuple[tuple[datetime, datetime], ...]:
+        """The windows of [start, end) whose untagged usage, which rival contracts price too,
+        is this contract's by the operator's assignments (domain/usage_assignments.py):
+        ((start, end),) when all of it is, () when none. A period may be shared (contracts in
+        different timezones cut their periods at different instants): each contract bills the
+        untagged usage of its own windows. Any left unassigned cannot be billed: it holds the
+        invoice, naming where it lies."""
         c = self.contract
-        owners: dict[str, int] = {}
-        for a in self.assigned.get((c.customer_id, metric), ()):
+        mine: list[tuple[datetime, datetime]] = []
+        others = 0
+        assignments = self.assigned.get((c.customer_id, metric), ())
+        for a in assignments:
             lo, hi = max(a.start, start), min(a.end, end)
             if lo < hi and (n := self._untagged(metric, lo, hi)):
-                owners[a.contract_id] = owners.get(a.contract_id, 0) + n
-        span = f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
-        unassigned = untagged - sum(owners.values())
-        if unassigned:
-            raise UsageNotBillable(
-                f"{unassigned} usage event{' carries' if unassigned == 1 else 's carry'} no "
-                f"contract_id: {metric} for customer {c.customer_id} {span}, and contracts "
-                f"{', '.join([c.contract_id, *rivals])} "
-                f"all price {metric}; producers must send contract_id for this customer's "
-                f"usage, and `billcycle usage assign --customer {c.customer_id} --metric "
-                f"{metric} --contract CONTRACT_ID --from ... --to ... --reason ...` says whose "
-                "the usage already sent is"
-            )
-        if len(owners) > 1:
-            raise UsageNotBillable(
-                f"the untagged usage of {metric} for customer {c.customer_id} {span} is "
-                f"assigned to {', '.join(sorted(owners))}: one period's untagged usage is "
-                "billed by one contract; give the whole period to one of them "
-                "(`billcycle usage assign` with the same window replaces an assignment)"
-            )
-        return c.contract_id in owners
+                if a.contract_id == c.contract_id:
+                    mine.append((lo, hi))
+                    untagged -= n
+                else:
+                    others += n
+        if untagged - others:
+            raise UsageNotBillable(self._unassigned(
+                metric, untagged - others, self._unassigned_spans(metric, start, end), rivals))
+        if not others:
+            return ((start, end),)
+        return tuple(mine)
+
+    def _unassigned_spans(
+        self, metric: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, datetime]]:
+        """The spans of [start, end) outside every assignment that hold untagged usage."""
+        spans, at = [], start
+        for a in self.assigned.get((self.contract.customer_id, metric), ()):
+            if a.start > at and at < end:
+                spans.append((at, min(a.start, end)))
+            at = max(at, a.end)
+        if at < end:
+            spans.append((at, end))
+        return [(lo, hi) for lo, hi in spans if self._untagged(metric, lo, hi)]
+
+    def _unassigned(self, metric: str, count: int, spans: list[tuple[datetime, datetime]],
+                    rivals: list[str]) -> str:
+        c = self.contract
+        where = ", ".join(f"from {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M}" for lo, hi in spans)
+        return (
+            f"{count} usage event{' carries' if count == 1 else 's carry'} no contract_id: "
+            f"{metric} for customer {c.customer_id} {where} UTC, and contracts "
+            f"{', '.join([c.contract_id, *rivals])} all price {metric}; producers must send "
+            f"contract_id for this customer's usage, and `billcycle usage assign --customer "
+            f"{c.customer_id} --metric {metric} --contract CONTRACT_ID --from ... --to ... "
+            "--reason ...` says whose the usage already sent is"
+        )
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
         # Untagged usage always counts as a change: whether it is this contract's depends on

@@ -37,8 +37,10 @@ class BillingStore(Protocol):
         start: datetime,
         end: datetime,
         unique_property: str | None,
+        untagged_within: Sequence[tuple[datetime, datetime]] = (),
     ) -> MeterReading:
-        """Aggregates of buckets in [start, end) for these contract tags ("" = untagged)."""
+        """Aggregates of buckets in [start, end) for these contract tags ("" = untagged),
+        with the untagged buckets within `untagged_within`'s windows besides."""
 
     def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
         """Many `read_meter`s in one round trip, in the order asked."""

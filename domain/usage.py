@@ -144,7 +144,9 @@ class MeterReading:
 
 @dataclass(frozen=True)
 class MeterRequest:
-    """One meter read: a customer's metric over [start, end) for some contract tags."""
+    """One meter read: a customer's metric over [start, end) for some contract tags, and
+    untagged usage within the windows of `untagged_within` besides (the windows of a period
+    whose untagged usage an operator assigned to the contract reading it)."""
 
     customer_id: str
     metric: str
@@ -152,6 +154,7 @@ class MeterRequest:
     start: datetime
     end: datetime
     unique_property: str | None
+    untagged_within: tuple[tuple[datetime, datetime], ...] = ()
 
 
 # One usage message as a UsageBatch records it: message id, fingerprint, customer id, metric,

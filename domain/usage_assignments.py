@@ -5,8 +5,9 @@ Where a customer has two active contracts pricing the same metric, usage sent wi
 (domain/meter_reads.py). The usage stays in the log as sent, and sending it again with the tag
 is a conflicting duplicate, so without a way to say whose it is the invoices would be held for
 good. An assignment says it: the customer's untagged usage of the metric in [start, end) is
-the named contract's. Runs then bill it there and leave it out of the other contracts; untagged
-usage outside every assignment still holds them. Each run records the assignments in force in
+the named contract's. Runs then bill it there and leave it out of the other contracts (one
+period may be shared between contracts, each billing its own windows); untagged usage outside
+every assignment still holds them. Each run records the assignments in force in
 its manifest, so `batch verify` decides again with the same ones.
 """
 

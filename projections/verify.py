@@ -315,17 +315,21 @@ class _Meters:
         self.increments.setdefault(key, []).append((position, increment))
 
     def _matching(self, customer_id: str, metric: str, tags: Sequence[str], start: datetime | None,
-                  end: datetime) -> list[tuple[int, MeterIncrement]]:
+                  end: datetime, untagged_within: Sequence[tuple[datetime, datetime]] = (),
+                  ) -> list[tuple[int, MeterIncrement]]:
         return [(at, i) for at, i in self.increments.get((customer_id, metric), [])
-                if i.key.contract_tag in tags and i.key.bucket_start < end
+                if (i.key.contract_tag in tags or (i.key.contract_tag == "" and any(
+                    lo <= i.key.bucket_start < hi for lo, hi in untagged_within)))
+                and i.key.bucket_start < end
                 and (start is None or start <= i.key.bucket_start)]
 
     def update_meters(self, most: int | None = None) -> int:
         return 0  # folded from the log as it stood at the verified position, in `meters`
 
     def read_meter(self, customer_id: str, metric: str, contract_tags: Sequence[str],
-                   start: datetime, end: datetime, unique_property: str | None) -> MeterReading:
-        found = self._matching(customer_id, metric, contract_tags, start, end)
+                   start: datetime, end: datetime, unique_property: str | None,
+                   untagged_within: Sequence[tuple[datetime, datetime]] = ()) -> MeterReading:
+        found = self._matching(customer_id, metric, contract_tags, start, end, untagged_within)
         if not found:
             return MeterReading()
         with exact_decimals():
@@ -340,7 +344,7 @@ class _Meters:
 
     def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
         return [self.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,
-                                r.unique_property) for r in requests]
+                                r.unique_property, r.untagged_within) for r in requests]
 
     def changed_buckets(self, customer_id: str, metric: str, contract_tags: Sequence[str],
                         since_revision: int, before: datetime) -> list[datetime]:

@@ -109,8 +109,22 @@ _IN_RANGE = (
     " AND contract_tag IN (SELECT value FROM json_each(?))"
     " AND bucket_start >= ? AND bucket_start < ?"
 )
+# The same with the untagged buckets within some windows besides (a JSON array of [start,
+# end] pairs, after the tags).
+_IN_RANGE_WITHIN = (
+    " WHERE customer_id = ? AND metric = ?"
+    " AND (contract_tag IN (SELECT value FROM json_each(?))"
+    "  OR contract_tag = '' AND EXISTS (SELECT 1 FROM json_each(?) AS w"
+    "  WHERE bucket_start >= json_extract(w.value, '$[0]')"
+    "  AND bucket_start < json_extract(w.value, '$[1]')))"
+    " AND bucket_start >= ? AND bucket_start < ?"
+)
 _READ_BUCKETS = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE
 _COUNT_UNIQUE = "SELECT COUNT(DISTINCT value) FROM usage_unique" + _IN_RANGE + " AND property = ?"
+_READ_BUCKETS_WITHIN = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE_WITHIN
+_COUNT_UNIQUE_WITHIN = (
+    "SELECT COUNT(DISTINCT value) FROM usage_unique" + _IN_RANGE_WITHIN + " AND property = ?"
+)
 
 _CHANGED_BUCKETS = (
     "SELECT DISTINCT bucket_start FROM usage_buckets"
@@ -230,21 +244,24 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         start: datetime,
         end: datetime,
         unique_property: str | None,
+        untagged_within: Sequence[tuple[datetime, datetime]] = (),
     ) -> MeterReading:
-        params = (
-            customer_id,
-            metric,
-            json.dumps(list(contract_tags)),
-            utc_text(start, "meter start"),
-            utc_text(end, "meter end"),
-        )
+        tags = json.dumps(list(contract_tags))
+        span = (utc_text(start, "meter start"), utc_text(end, "meter end"))
+        read, count_unique = _READ_BUCKETS, _COUNT_UNIQUE
+        params: tuple[str, ...] = (customer_id, metric, tags, *span)
+        if untagged_within:
+            read, count_unique = _READ_BUCKETS_WITHIN, _COUNT_UNIQUE_WITHIN
+            windows = json.dumps([[utc_text(lo, "window start"), utc_text(hi, "window end")]
+                                  for lo, hi in untagged_within])
+            params = (customer_id, metric, tags, windows, *span)
         # One read transaction: both queries see the same snapshot.
         with self.datastore.transaction(commit=False) as c:
-            c.execute(_READ_BUCKETS, params)
+            c.execute(read, params)
             rows = c.fetchall()
             unique_count = 0
             if unique_property is not None:
-                c.execute(_COUNT_UNIQUE, (*params, unique_property))
+                c.execute(count_unique, (*params, unique_property))
                 unique_count = c.fetchone()[0]
         if not rows:
             return MeterReading()
@@ -265,7 +282,7 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         # A local file: a read costs no round trip, so one at a time is as good.
         return [
             self.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,
-                            r.unique_property)
+                            r.unique_property, r.untagged_within)
             for r in requests
         ]
 

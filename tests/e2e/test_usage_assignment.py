@@ -57,3 +57,36 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
         assert "an assignment whose usage was invoiced cannot be" in refused.stderr
     assert len(billcycle_json(db, "usage", "assigned")) == 1
 
+
+
+def test_a_period_shared_by_contracts_in_two_timezones_bills_each_its_windows(
+    db: str, tmp_path: Path
+) -> None:
+    # Active users, counted per contract: ct_ta's October is Tokyo's, ct_tb's is UTC's. The
+    # evening of 10-31 UTC is ct_tb's October and ct_ta's November; the operator gives each
+    # contract its own hours, and each counts the users of its own windows only.
+    users = {"id": "users", "kind": "usage", "metric": "active_users",
+             "aggregation": "unique_count", "unique_property": "user",
+             "pricing": {"model": "per_unit", "unit_amount": "3.00"}}
+    seen = [("u-1", "alice", "2026-10-05T00:00:00Z"), ("u-2", "alice", "2026-10-31T20:00:00Z"),
+            ("u-3", "bob", "2026-10-31T21:00:00Z")]
+    ingest(db, tmp_path, "book.jsonl",
+           contract("ct_ta", users, customer_id="cus_1", timezone="Asia/Tokyo"),
+           contract("ct_tb", users, customer_id="cus_1"),
+           *({**usage(mid, "cus_1", "active_users", "1", at), "properties": {"user": who}}
+             for mid, who, at in seen))
+    held = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    assert [h["contract_id"] for h in held["held"]] == ["ct_ta", "ct_tb"]
+
+    def assign(contract_id: str, start: str, end: str) -> None:
+        billcycle(db, "usage", "assign", "--customer", "cus_1", "--metric", "active_users",
+                  "--contract", contract_id, "--from", start, "--to", end,
+                  "--reason", "by project", "--by", "ops")
+
+    assign("ct_ta", "2026-10-01", "2026-11-01")
+    assign("ct_tb", "2026-10-31T15:00:00Z", "2026-11-01")
+    retried = billcycle_json(db, "retry", "nov")
+    assert retried["held"] == []
+    totals = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")}
+    assert totals == {"ct_ta": "3.00", "ct_tb": "6.00"}  # alice; alice and bob
+    assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout

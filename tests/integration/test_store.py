@@ -186,6 +186,36 @@ def test_latest_max_and_unique_count(app: StoreApp) -> None:
     assert app.store.read_meters([]) == []
 
 
+def test_untagged_usage_within_windows_is_read_besides_the_tags(app: StoreApp) -> None:
+    # An operator gave [T0+15m, T0+45m) of the untagged usage to ct_1: its reads take the
+    # untagged buckets of that window with its own, and every aggregate sees exactly those.
+    app.write("n1", meter_increments=[
+        usage("5", T0 + timedelta(minutes=1), "e1", user="u1"),
+        usage("9", T0 + timedelta(minutes=20), "e2", user="u2"),
+        usage("2", T0 + timedelta(minutes=50), "e3", user="u3"),
+        usage("4", T0 + timedelta(minutes=25), "e4", contract="ct_1", user="u2"),
+        usage("1", T0 + timedelta(minutes=55), "e5", contract="ct_2", user="u4"),
+    ])  # fmt: skip
+    window = ((T0 + timedelta(minutes=15), T0 + timedelta(minutes=45)),)
+    within = app.store.read_meter("cus_1", "api_calls", ["ct_1"], T0, DAY_LATER, "user",
+                                  window)
+    assert (within.quantity_sum, within.event_count, within.quantity_max,
+            within.latest_quantity, within.unique_count) == (Decimal(13), 2, Decimal(9),
+                                                             Decimal(4), 1)
+    two = ((T0, T0 + timedelta(minutes=15)), (T0 + timedelta(minutes=45), DAY_LATER))
+    rest = app.store.read_meter("cus_1", "api_calls", ["ct_1"], T0, DAY_LATER, "user", two)
+    assert (rest.quantity_sum, rest.event_count, rest.unique_count) == (Decimal(11), 3, 3)
+    # Batched with plain reads, each answers as on its own.
+    requests = [MeterRequest("cus_1", "api_calls", ("ct_1",), T0, DAY_LATER, "user", window),
+                MeterRequest("cus_1", "api_calls", ("",), T0, DAY_LATER, "user"),
+                MeterRequest("cus_1", "api_calls", ("ct_2",), T0, DAY_LATER, None, two)]
+    assert app.store.read_meters(requests) == [
+        app.store.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,
+                             r.unique_property, r.untagged_within)
+        for r in requests
+    ]
+
+
 def test_naive_times_are_refused(app: StoreApp) -> None:
     # The database would read a naive time in whatever zone it assumes.
     with pytest.raises(ValueError, match="no timezone"):

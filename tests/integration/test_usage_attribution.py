@@ -123,7 +123,7 @@ def test_untagged_usage_assigned_to_one_contract_is_billed_there_and_nowhere_els
     assert totals(retry(app, held)) == {"ct_1": "7.00", "ct_2": "2.00"}
 
 
-def test_untagged_usage_left_unassigned_or_split_within_a_period_still_holds(
+def test_untagged_usage_left_unassigned_holds_naming_where_it_lies(
     app: BillingApplication,
 ) -> None:
     feed(app, contract("ct_1"), contract("ct_2"), usage("u-1", "7"),
@@ -132,10 +132,32 @@ def test_untagged_usage_left_unassigned_or_split_within_a_period_still_holds(
     assign(app, "ct_1", "2026-10-01", "2026-10-15")  # u-2 on the 20th is nobody's yet
     again = retry(app, held)
     reasons = {cid: o.reason or "" for cid, o in again.outcomes.items()}
-    assert "1 usage event carries no contract_id: api_calls" in reasons["ct_1"]
+    assert ("1 usage event carries no contract_id: api_calls for customer cus_1 from "
+            "2026-10-15 00:00 to 2026-11-01 00:00 UTC") in reasons["ct_1"]
     assert "billcycle usage assign" in reasons["ct_1"]
     assign(app, "ct_2", "2026-10-15", "2026-11-01")  # October's usage split between the two
-    split = retry(app, held)
-    assert all("assigned to ct_1, ct_2" in (o.reason or "") for o in split.outcomes.values())
-    assign(app, "ct_1", "2026-10-15", "2026-11-01")  # the same window again: a correction
-    assert totals(retry(app, held)) == {"ct_1": "8.00", "ct_2": "0.00"}
+    assert totals(retry(app, held)) == {"ct_1": "7.00", "ct_2": "1.00"}
+
+
+def test_a_period_split_between_contracts_in_two_timezones_bills_each_its_own_windows(
+    app: BillingApplication,
+) -> None:
+    # ct_ta's October in Tokyo is [09-30 15:00Z, 10-31 15:00Z), ct_tb's in UTC [10-01, 11-01):
+    # an event of 10-31 20:00Z is in ct_tb's October and in ct_ta's November.
+    feed(app, {**contract("ct_ta"), "timezone": "Asia/Tokyo",
+               "components": [{**contract("ct_ta")["components"][0],
+                               "pricing": {"model": "per_unit", "unit_amount": "0.01"}}]},
+         {**contract("ct_tb"), "components": [{**contract("ct_tb")["components"][0],
+                                               "pricing": {"model": "per_unit",
+                                                           "unit_amount": "0.02"}}]},
+         {**usage("t-1", "1000"), "occurred_at": "2026-10-05T00:00:00Z"},
+         {**usage("t-2", "200"), "occurred_at": "2026-10-31T20:00:00Z"})
+    held = bill(app)
+    assert totals(held) == {}
+    assign(app, "ct_ta", "2026-10-01", "2026-11-01")  # Tokyo's October
+    app.assign_usage("cus_1", "api_calls", "ct_tb", datetime(2026, 10, 31, 15, tzinfo=UTC),
+                     date(2026, 11, 1), "the evening's jobs", "ops", datetime.now(UTC))
+    assert totals(retry(app, held)) == {"ct_ta": "10.00", "ct_tb": "4.00"}
+    # ct_ta's November run does not bill the event of ct_tb's window again.
+    later = BillingRuns(app, lambda: datetime.now(UTC)).run(date(2026, 12, 1))
+    assert totals(later) == {"ct_ta": "0.00", "ct_tb": "0.00"}
