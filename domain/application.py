@@ -75,6 +75,7 @@ from domain.usage import (
 )
 from domain.usage_assignments import (
     ASSIGNMENTS_ID,
+    AssignmentChange,
     AssignmentRejected,
     UsageAssignment,
     UsageAssignments,
@@ -292,7 +293,7 @@ class BillingApplication(Application[UUID]):
         billed, and why: runs stop naming it (their notes read the meters from there on)."""
         return self._change_register(
             ACKNOWLEDGEMENTS_ID, UsageAcknowledgements, "acknowledgement",
-            lambda given: given.acknowledge(customer_id, metric, through, reason, by, at))
+            lambda given: (given.acknowledge(customer_id, metric, through, reason, by, at), []))
 
     def usage_assignments(self) -> list[UsageAssignment]:
         """Untagged usage assigned to a contract (domain/usage_assignments.py)."""
@@ -301,9 +302,10 @@ class BillingApplication(Application[UUID]):
 
     def assign_usage(self, customer_id: str, metric: str, contract_id: str,
                      start: date | datetime, end: date | datetime, reason: str, by: str,
-                     at: datetime) -> UsageAssignment:
+                     at: datetime) -> AssignmentChange:
         """Record that the customer's untagged usage of the metric in [start, end) is the
-        contract's (a date: local midnight in the contract's timezone)."""
+        contract's (a date: local midnight in the contract's timezone). Given again to another
+        contract after either invoiced it: both price those periods again."""
         contract = self.contract(contract_id)
         if contract is None:
             raise AssignmentRejected(
@@ -321,20 +323,20 @@ class BillingApplication(Application[UUID]):
 
         first, last = instant(start), instant(end)
 
-        def assign(given: UsageAssignments) -> UsageAssignment:
+        def assign(given: UsageAssignments) -> tuple[AssignmentChange, list[Contract]]:
             window = (first.astimezone(UTC), last.astimezone(UTC))
-            for replaced in given.of(customer_id, metric):
-                if (replaced.start, replaced.end) == window \
-                        and replaced.contract_id != contract_id:
-                    self._refuse_moving_billed(replaced, "replaced")
-            return given.assign(contract, metric, first, last, reason, by, at)
+            replaced = [a.contract_id for a in given.of(customer_id, metric)
+                        if (a.start, a.end) == window]
+            assigned = given.assign(contract, metric, first, last, reason, by, at)
+            return self._reprice(assigned, [contract_id, *replaced])
 
         return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "assignment", assign)
 
     def withdraw_usage_assignment(self, customer_id: str, metric: str, start: date | datetime
-                                  ) -> UsageAssignment:
+                                  ) -> AssignmentChange:
         """Take back an assignment, named by the start of its window (a date: local midnight
-        in its contract's timezone)."""
+        in its contract's timezone). Where its contract invoiced the usage, it prices those
+        periods again: held until the usage is assigned anew."""
         def instant(found: list[UsageAssignment]) -> datetime:
             if isinstance(start, datetime):
                 return start
@@ -343,46 +345,35 @@ class BillingApplication(Application[UUID]):
                          == local_midnight(start, contracts[a.contract_id].timezone)),
                         local_midnight(start, "UTC"))
 
-        def withdraw(given: UsageAssignments) -> UsageAssignment:
-            windows = given.of(customer_id, metric)
-            at = instant(windows)
-            for found in windows:
-                if found.start == at:
-                    self._refuse_moving_billed(found, "withdrawn")
-            return given.withdraw(customer_id, metric, at)
+        def withdraw(given: UsageAssignments) -> tuple[AssignmentChange, list[Contract]]:
+            taken = given.withdraw(customer_id, metric, instant(given.of(customer_id, metric)))
+            return self._reprice(taken, [taken.contract_id], withdrawn=True)
 
         return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "withdrawal", withdraw)
 
-    def _refuse_moving_billed(self, assignment: UsageAssignment, change: str) -> None:
-        """An assignment whose usage its contract has billed cannot be moved: the other
-        contract would bill it again while the first keeps it billed."""
-        contract = self.contract(assignment.contract_id)
-        if contract is None:
-            return
-        tz = contract.timezone
-        for (_, period_start), billed in contract.billed.usage.items():
-            if billed.metric != assignment.metric or not (billed.amount or billed.quantity):
-                continue
-            if (local_midnight(period_start, tz) < assignment.end
-                    and assignment.start < local_midnight(billed.through, tz)):
-                raise AssignmentRejected(
-                    f"the untagged {assignment.metric} of {assignment.customer_id} from "
-                    f"{assignment.start.isoformat()} to {assignment.end.isoformat()} is "
-                    f"{assignment.contract_id}'s, which has invoiced {assignment.metric} "
-                    f"from {period_start.isoformat()} to {billed.through.isoformat()}; an "
-                    f"assignment whose usage was invoiced cannot be {change}: another "
-                    f"contract would bill it again while {assignment.contract_id} keeps it "
-                    "billed")
+    def _reprice(self, change: UsageAssignment, contract_ids: list[str],
+                 withdrawn: bool = False) -> tuple[AssignmentChange, list[Contract]]:
+        """The contracts an assignment change reaches, each told of it: what they invoiced of
+        the window is priced again at their next run (the one that billed it is credited, the
+        one it is given to bills it). Saved with the change, so a run that decided them with
+        the assignments before it cannot save its invoices (their versions moved on)."""
+        found = self.contracts(sorted(set(contract_ids)))
+        for contract in found.values():
+            contract.assignment_changed(change.metric, change.start,
+                                        None if withdrawn else change.contract_id, change.reason)
+        repriced = tuple(sorted(cid for cid, c in found.items() if c.changed_from is not None))
+        return AssignmentChange(change, repriced), list(found.values())
 
     def _change_register(self, register_id: UUID, kind: type[R], what: str,
-                         change: Callable[[R], T]) -> T:
+                         change: Callable[[R], tuple[T, list[Contract]]]) -> T:
         """Change one of the operator's registers (one aggregate each: acknowledgements,
-        assignments), read again and changed again where another was saved meanwhile."""
+        assignments), read again and changed again where another was saved meanwhile; with
+        the contracts the change reached, in the same transaction."""
         for _ in range(MAX_SAVE_ATTEMPTS):
             register = self.get_or_none(register_id, kind) or kind()
-            result = change(register)
+            result, reached = change(register)
             try:
-                self.save(register)
+                self.save(register, *reached)
             except IntegrityError:  # another saved meanwhile: read it, again
                 continue
             return result

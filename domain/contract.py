@@ -11,7 +11,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.billed import BilledState
-from domain.calendar import local_midnight
+from domain.calendar import local_date, local_midnight
 from domain.terms import (
     BillingFrequency,
     Component,
@@ -36,8 +36,9 @@ def contract_aggregate_id(contract_id: str) -> UUID:
 class Contract(Aggregate):
     """A customer's contract. Its version number guards billing: two runs cannot both bill it."""
 
-    # The earliest day whose terms or service changed since the contract was last invoiced
-    # (an amendment's effective date, a termination's end date): billing prices the usage of
+    # The earliest day whose terms, service or assigned usage changed since the contract was
+    # last invoiced (an amendment's effective date, a termination's end date, the start of a
+    # window of untagged usage given to or taken from it): billing prices the usage of
     # invoiced periods ending on or after it again. A class default: snapshots taken before
     # it was kept load without it.
     changed_from: date | None = None
@@ -175,6 +176,20 @@ class Contract(Aggregate):
         self.end_date = end_date
         # Service changes from the earlier of the two ends (a later one extends it).
         self._changed(end_date if ended is None else min(ended, end_date))
+
+    def assignment_changed(self, metric: str, start: datetime, contract_id: str | None,
+                           reason: str) -> None:
+        """An operator assigned the customer's untagged usage of `metric` from `start` on to
+        `contract_id` (None: to nobody, withdrawn), where this contract may have billed it or
+        may now bill it: its invoiced periods from that day on are priced again, so a wrong
+        assignment found after billing is credited here and billed there."""
+        self._assignment_changed(metric=metric, start=start, contract_id=contract_id,
+                                 reason=reason)
+
+    @event("AssignmentChanged")
+    def _assignment_changed(self, metric: str, start: datetime, contract_id: str | None,
+                            reason: str) -> None:
+        self._changed(local_date(start, self.timezone))
 
     def _changed(self, day: date) -> None:
         if self.invoice_ids:  # before the first invoice, every period is priced anyway

@@ -7,8 +7,10 @@ is a conflicting duplicate, so without a way to say whose it is the invoices wou
 good. An assignment says it: the customer's untagged usage of the metric in [start, end) is
 the named contract's. Runs then bill it there and leave it out of the other contracts (one
 period may be shared between contracts, each billing its own windows); untagged usage outside
-every assignment still holds them. Each run records the assignments in force in
-its manifest, so `batch verify` decides again with the same ones.
+every assignment still holds them. Given to another contract, or withdrawn, after billing, the
+contracts it reaches price those periods again (`Contract.assignment_changed`). Each run
+records the assignments in force in its manifest, so `batch verify` decides again with the
+same ones.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ class UsageAssignment:
         return cls(record["customer_id"], record["metric"], instant(record["start"]),
                    instant(record["end"]), record["contract_id"], record["reason"],
                    record["by"], instant(record["at"]))
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """An assignment given or withdrawn, and the contracts that invoiced periods it reaches:
+    each prices them again at its next run (credited where the usage was, billed where it
+    goes)."""
+
+    assignment: UsageAssignment
+    repriced: tuple[str, ...]
 
 
 AssignedUsage = Mapping[tuple[str, str], tuple[UsageAssignment, ...]]  # (customer, metric)

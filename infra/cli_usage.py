@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from domain.acknowledgements import AcknowledgementRejected
 from domain.application import BillingApplication, ConcurrentUpdate
-from domain.usage_assignments import AssignmentRejected
+from domain.usage_assignments import AssignmentChange, AssignmentRejected
 from infra.cli_args import DATE
 from infra.text import table
 
@@ -157,15 +157,16 @@ def cmd_assign(args: argparse.Namespace, app: BillingApplication) -> None:
 
     by = args.by if args.by is not None else _os_user()
     try:
-        given = app.assign_usage(args.customer, args.metric, args.contract, args.start,
-                                 args.end, args.reason, by, datetime.now(UTC))
+        change = app.assign_usage(args.customer, args.metric, args.contract, args.start,
+                                  args.end, args.reason, by, datetime.now(UTC))
     except (AssignmentRejected, ConcurrentUpdate) as exc:
         raise UserError(str(exc)) from exc
-    emit(args, given.to_json(), lambda: (
+    given = change.assignment
+    emit(args, {**given.to_json(), "repriced": list(change.repriced)}, lambda: (
         f"assigned: untagged usage of {given.customer_id}'s {given.metric} from "
         f"{given.start:%Y-%m-%d %H:%M} to {given.end:%Y-%m-%d %H:%M} UTC is "
         f"{given.contract_id}'s ({given.reason}; by {given.by}); held invoices bill it on "
-        "`billcycle retry BATCH_ID`, later runs as they go"))
+        "`billcycle retry BATCH_ID`, later runs as they go" + _repriced(change)))
 
 
 def cmd_assigned(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -182,10 +183,19 @@ def cmd_unassign(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
     try:
-        taken = app.withdraw_usage_assignment(args.customer, args.metric, args.start)
+        change = app.withdraw_usage_assignment(args.customer, args.metric, args.start)
     except (AssignmentRejected, ConcurrentUpdate) as exc:
         raise UserError(str(exc)) from exc
-    emit(args, taken.to_json(), lambda: (
+    taken = change.assignment
+    emit(args, {**taken.to_json(), "repriced": list(change.repriced)}, lambda: (
         f"withdrawn: untagged usage of {taken.customer_id}'s {taken.metric} from "
         f"{taken.start:%Y-%m-%d %H:%M} to {taken.end:%Y-%m-%d %H:%M} UTC is no longer "
-        f"{taken.contract_id}'s; runs hold it again until it is assigned"))
+        f"{taken.contract_id}'s; runs hold it again until it is assigned" + _repriced(change)))
+
+
+def _repriced(change: AssignmentChange) -> str:
+    if not change.repriced:
+        return ""
+    return (f"; {' and '.join(change.repriced)} invoiced periods it reaches: "
+            f"{'each prices them' if len(change.repriced) > 1 else 'it prices them'} again "
+            "at its next run, crediting usage no longer its own and billing usage now its own")

@@ -50,12 +50,18 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     assert [a["contract_id"] for a in retried["assigned_usage"]] == ["ct_a"]
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
 
-    # Once its usage is invoiced, an assignment stays: moving it would bill the usage twice.
-    for change in (unassign, (*assign[:7], "ct_b", *assign[8:])):
-        refused = billcycle(db, *change, check=False)
-        assert refused.returncode == 1, change
-        assert "an assignment whose usage was invoiced cannot be" in refused.stderr
-    assert len(billcycle_json(db, "usage", "assigned")) == 1
+    # Found wrong after billing: given to ct_b, the window is priced again by both at their
+    # next run, credited where it was billed and billed where it belongs.
+    to_b = (*assign[:7], "ct_b", *assign[8:12], "--reason", "ct_b's batch jobs, found later")
+    moved = billcycle(db, *to_b).stdout
+    assert "ct_a and ct_b invoiced periods it reaches: each prices them again" in moved
+    billcycle_json(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "dec")
+    december = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")
+                if i["batch_id"] == "dec"}
+    assert december == {"ct_a": "-8.00", "ct_b": "10.00"}  # ct_b: 8000 above 1000 is 14.00
+    assert "all identical" in billcycle(db, "batch", "verify", "dec").stdout
+    taken = billcycle_json(db, *unassign)
+    assert taken["contract_id"] == "ct_b" and taken["repriced"] == ["ct_b"]
 
 
 

@@ -161,3 +161,61 @@ def test_a_period_split_between_contracts_in_two_timezones_bills_each_its_own_wi
     # ct_ta's November run does not bill the event of ct_tb's window again.
     later = BillingRuns(app, lambda: datetime.now(UTC)).run(date(2026, 12, 1))
     assert totals(later) == {"ct_ta": "0.00", "ct_tb": "0.00"}
+
+
+def priced(cid: str, unit_amount: str) -> dict[str, Any]:
+    created = contract(cid)
+    return {**created, "components": [
+        {**created["components"][0], "pricing": {"model": "per_unit",
+                                                 "unit_amount": unit_amount}}]}
+
+
+def run_on(app: BillingApplication, day: str) -> RunReport:
+    return BillingRuns(app, lambda: datetime.now(UTC)).run(date.fromisoformat(day))
+
+
+def lines_of(app: BillingApplication, report: RunReport, contract_id: str,
+             ) -> list[dict[str, Any]]:
+    number = next(i.number for i in report.invoices if i.contract_id == contract_id)
+    invoice = app.invoice(number)
+    assert invoice is not None
+    return invoice.lines
+
+
+def test_a_wrong_assignment_corrected_after_billing_is_credited_there_and_billed_here(
+    app: BillingApplication,
+) -> None:
+    feed(app, priced("ct_1", "1"), priced("ct_2", "2"), usage("u-1", "7"),
+         usage("u-2", "5", "ct_2"))
+    held = bill(app)
+    assign(app, "ct_1", "2026-10-01", "2026-11-01")
+    assert totals(retry(app, held)) == {"ct_1": "7.00", "ct_2": "10.00"}
+    assign(app, "ct_2", "2026-10-01", "2026-11-01")  # it was ct_2's all along
+    december = run_on(app, "2026-12-01")
+    assert totals(december) == {"ct_1": "-7.00", "ct_2": "14.00"}
+    credit, november = lines_of(app, december, "ct_1")  # October priced again, November
+    charge, _ = lines_of(app, december, "ct_2")
+    assert november["amount"] == "0.00"
+    assert (credit["kind"], credit["quantity"], credit["amount"]) == ("usage", "-7", "-7.00")
+    assert (charge["kind"], charge["quantity"], charge["amount"]) == ("usage", "7", "14.00")
+    assert "priced again: the contract changed from 2026-10-01" in charge["description"]
+    # Settled: nothing moves again, and later usage of the window is ct_2's alone.
+    feed(app, {**usage("u-3", "1"), "occurred_at": "2026-10-28T10:00:00Z"})
+    assert totals(run_on(app, "2027-01-01")) == {"ct_1": "0.00", "ct_2": "2.00"}
+
+
+def test_an_assignment_withdrawn_after_billing_holds_until_given_again(
+    app: BillingApplication,
+) -> None:
+    feed(app, priced("ct_1", "1"), priced("ct_2", "2"), usage("u-1", "7"))
+    assign(app, "ct_1", "2026-10-01", "2026-11-01")
+    assert totals(bill(app)) == {"ct_1": "7.00", "ct_2": "0.00"}
+    app.withdraw_usage_assignment("cus_1", "api_calls", date(2026, 10, 1))
+    december = run_on(app, "2026-12-01")
+    assert totals(december) == {"ct_2": "0.00"}  # ct_1's October is read again: nobody's
+    assert "1 usage event carries no contract_id" in (december.outcomes["ct_1"].reason or "")
+    assign(app, "ct_2", "2026-10-01", "2026-11-01")
+    assert totals(retry(app, december)) == {"ct_1": "-7.00"}
+    # ct_2 was invoiced for December before it was given the usage: its next run bills it.
+    assert totals(run_on(app, "2027-01-01")) == {"ct_1": "0.00", "ct_2": "14.00"}
+    assert totals(run_on(app, "2027-02-01")) == {"ct_1": "0.00", "ct_2": "0.00"}
