@@ -137,8 +137,10 @@ def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
                 continue
             reason = _incomplete(draft, component.metric, end_at)
             if reason is not None:
-                if billed is None or not billed.final:
-                    draft.holds.append(f"{component.id}: {reason}")
+                # Also when revisiting an invoiced period (a source whose watermark is behind
+                # appeared since): an invoice issued without its late usage would move the
+                # usage revision past it, and it would never be billed.
+                draft.holds.append(f"{component.id}: {reason}")
                 continue
             try:
                 reading = usage.read(component, start_at, end_at)

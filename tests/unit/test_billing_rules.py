@@ -207,6 +207,23 @@ def test_incomplete_usage_holds_the_whole_invoice_with_a_reason() -> None:
     assert len(bill(c, date(2026, 11, 1), watermarks={"api_calls": complete}).lines) == 3
 
 
+def test_late_usage_of_an_invoiced_period_waits_for_an_incomplete_watermark() -> None:
+    # A new source declares usage complete only through 10-15 after October was invoiced, and
+    # the terms price no usage from November: a run that skipped October's late usage would
+    # still issue an invoice, moving the usage revision past it, and it would never be billed.
+    c = contract(subscription("100.00", timing="in_arrears"), usage(pricing=PerUnit(Decimal(1))))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "7")
+    bill(c, date(2026, 11, 1), meter)
+    c.amend(date(2026, 11, 1), (subscription("100.00", timing="in_arrears"),), None, None, "m-a")
+    meter.add(at(date(2026, 10, 20)), "3")  # late
+    behind = {"api_calls": datetime(2026, 10, 15, tzinfo=UTC)}
+    outcome = run(c, date(2026, 12, 1), meter, behind)
+    assert isinstance(outcome, Held) and "watermark 2026-10-15" in outcome.reason
+    complete = {"api_calls": datetime(2026, 12, 1, tzinfo=UTC)}
+    assert ("late_usage", "api", "3.00") in amounts(bill(c, date(2026, 12, 1), meter, complete))
+
+
 def test_progressive_billing_bills_usage_to_date_when_the_threshold_is_reached() -> None:
     c = contract(usage(pricing=PerUnit(Decimal(1))), threshold="500.00")
     meter = FakeUsage()
