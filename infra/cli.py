@@ -17,6 +17,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
+from domain.commands import Rejected
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
 from infra.cli_args import parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
@@ -44,14 +45,25 @@ def open_app(url: str) -> BillingApplication:
         raise UserError(f"cannot open the store {redacted(url)}: {exc}; {hint}") from exc
 
 
+def _sqlite_path(url: str) -> str | None:
+    try:
+        return store_env(url).get("SQLITE_DBNAME", "")
+    except ValueError:  # a bad URL: open_app says why
+        return None
+
+
+def _in_memory(url: str) -> bool:
+    """sqlite:///:memory:, private to this command and gone when it ends."""
+    return (_sqlite_path(url) or "").startswith(IN_MEMORY)
+
+
 def _refuse_missing_store(url: str) -> None:
     """A store is made by the commands that bring input (ingest, consume, the demo): a mistyped
     path given to any other made an empty store there and answered from it ("no invoices")."""
-    try:
-        path = store_env(url).get("SQLITE_DBNAME", "")
-    except ValueError:  # a bad URL: open_app says why
+    path = _sqlite_path(url)
+    if path is None:
         return
-    if path.startswith(IN_MEMORY):  # sqlite:///:memory:, private to this command
+    if _in_memory(url):
         raise UserError(f"the store {url} is in memory: it would be empty and gone when this "
                         "command ends; give a file, e.g. sqlite:///billcycle.db")
     if path and not os.path.exists(path):
@@ -102,11 +114,22 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
         "duplicates": report.duplicates,
         "rejected": [
             {"source": r.origin.source, "position": r.origin.position, "reason": r.reason}
-            for r in report.rejected
+            for r in sorted(report.rejected, key=_input_order)
         ],
         "notes": report.notes,
     }
+    if _in_memory(args.db):
+        document["notes"] = [*report.notes, (
+            f"the store {args.db} is in memory: nothing was kept (a check of the input); give "
+            "a file to keep it, e.g. --db sqlite:///billcycle.db")]
     emit(args, document, lambda: text.ingest_summary(document))
+
+
+def _input_order(rejected: Rejected) -> tuple[str, int]:
+    """Rejections as the input had them: "line 9" before "line 10" (each stage of ingest
+    rejects its own, so they are found out of order)."""
+    _, _, number = rejected.origin.position.rpartition(" ")
+    return rejected.origin.source, int(number) if number.isdigit() else -1
 
 
 def progress_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:

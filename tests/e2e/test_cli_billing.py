@@ -248,3 +248,17 @@ def test_commands_at_once_on_a_new_embedded_store_all_open_it(tmp_path: Path) ->
     assert at_once(["ingest", str(book)], *[["batch", "list"]] * 3, ["deadletters"],
                    ["invoices"]) == []
     assert billcycle_json(db, "ingest", str(book))["duplicates"] == 9  # all in, once
+
+
+def test_ingest_lists_rejected_lines_in_input_order(tmp_path: Path) -> None:
+    # Line 1 is refused when applied (no such contract), line 2 when parsed: each stage finds
+    # its own, and the report puts them back in the file's order.
+    book = tmp_path / "book.jsonl"
+    amended = {"type": "contract.amended", "id": "m-a", "occurred_at": "2026-10-01T00:00:00Z",
+               "contract_id": "ct_none", "effective_date": "2026-10-15",
+               "components": [API]}
+    book.write_bytes(jsonl(amended) + b"nonsense\n")
+    db = "sqlite:///:memory:"
+    ingested = billcycle_json(db, "ingest", str(book))
+    assert [r["position"] for r in ingested["rejected"]] == ["line 1", "line 2"]
+    assert "nothing was kept" in ingested["notes"][-1]
