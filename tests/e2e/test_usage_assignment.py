@@ -56,9 +56,12 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     moved = billcycle(db, *to_b).stdout
     assert "ct_a and ct_b invoiced periods it reaches: each prices them again" in moved
     billcycle_json(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "dec")
-    december = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")
+    december = {i["contract_id"]: i for i in billcycle_json(db, "invoices")
                 if i["batch_id"] == "dec"}
-    assert december == {"ct_a": "-8.00", "ct_b": "10.00"}  # ct_b: 8000 above 1000 is 14.00
+    assert {cid: i["total"] for cid, i in december.items()} == {
+        "ct_a": "-8.00", "ct_b": "10.00"}  # ct_b: 8000 above 1000 is 14.00
+    explained = billcycle(db, "explain", december["ct_a"]["number"]).stdout
+    assert "priced again because the contract changed from 2026-10-01" in explained
     assert "all identical" in billcycle(db, "batch", "verify", "dec").stdout
     taken = billcycle_json(db, *unassign)
     assert taken["contract_id"] == "ct_b" and taken["repriced"] == ["ct_b"]
