@@ -16,6 +16,8 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Recording, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
 from domain.ports import BillingStore
@@ -214,6 +216,48 @@ def test_untagged_usage_within_windows_is_read_besides_the_tags(app: StoreApp) -
                              r.unique_property, r.untagged_within)
         for r in requests
     ]
+
+
+QUARTER = timedelta(minutes=15)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(  # eight hours: events often share a quarter with a window's or the span's bounds
+    events=st.lists(st.tuples(st.integers(0, 32 * 15 - 1), st.integers(1, 9),
+                              st.sampled_from(["", "ct_1", "ct_2"]),
+                              st.sampled_from(["u1", "u2", "u3"])), max_size=12),
+    tags=st.sampled_from([("ct_1",), ("ct_1", ""), ("",)]),
+    windows=st.lists(st.tuples(st.integers(0, 31), st.integers(1, 8)), max_size=3),
+    span=st.tuples(st.integers(0, 10), st.integers(11, 32)),
+)
+@example(events=[(75, 1, "", "u1")], tags=("ct_1",), windows=[(0, 5)], span=(0, 11))
+@example(events=[(75, 1, "", "u1")], tags=("ct_1",), windows=[(5, 5)], span=(0, 11))
+def test_a_meter_read_is_exactly_its_buckets_with_the_windows_untagged_ones(
+    app: StoreApp, events: list[tuple[int, int, str, str]], tags: tuple[str, ...],
+    windows: list[tuple[int, int]], span: tuple[int, int],
+) -> None:
+    customer = f"cus_{uuid4().hex[:12]}"  # a customer of its own: the store is shared
+    increments = [usage(str(q), T0 + timedelta(minutes=m), f"e{i:02}", customer=customer,
+                        contract=tag or None, user=user)
+                  for i, (m, q, tag, user) in enumerate(events)]
+    if increments:
+        app.write(customer, meter_increments=increments)
+    # Bounds on quarters, as every read's are: an event counts with its bucket.
+    within = tuple((T0 + lo * QUARTER, T0 + (lo + n) * QUARTER) for lo, n in windows)
+    start, end = T0 + span[0] * QUARTER, T0 + span[1] * QUARTER
+    read = app.store.read_meter(customer, "api_calls", tags, start, end, "user", within)
+    counted = sorted(
+        (T0 + timedelta(minutes=m), f"e{i:02}", Decimal(q), user)
+        for i, (m, q, tag, user) in enumerate(events)
+        if start <= T0 + timedelta(minutes=m) < end
+        and (tag in tags or (tag == "" and any(lo <= T0 + timedelta(minutes=m) < hi
+                                               for lo, hi in within))))
+    assert (read.quantity_sum, read.event_count, read.quantity_max, read.latest_quantity,
+            read.unique_count) == (
+        sum((c[2] for c in counted), Decimal(0)), len(counted),
+        max((c[2] for c in counted), default=Decimal(0)),
+        counted[-1][2] if counted else Decimal(0), len({c[3] for c in counted}))
 
 
 def test_naive_times_are_refused(app: StoreApp) -> None:
