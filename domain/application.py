@@ -499,6 +499,23 @@ class _IngestUnit:
             )
         return contract
 
+    def _tell_rivals(self, contract: Contract, day: date) -> None:
+        """The customer's other contracts pricing a metric of `contract`, whose service changed
+        from `day`: untagged usage of then may now be theirs (only one contract active) or
+        contested (two), so each prices its invoiced periods from that day again."""
+        metrics = contract.usage_metrics()
+        ids = self.app.store.customer_contract_ids([contract.customer_id]).get(
+            contract.customer_id, [])
+        others = [contract_aggregate_id(cid) for cid in ids if cid != contract.contract_id]
+        if not metrics or not others:
+            return
+        missing = [i for i in others if i not in self.aggregates and i not in self.loaded]
+        self.loaded.update(self.app.load_many(missing))
+        for aggregate_id in others:
+            rival = self._get(aggregate_id, Contract)
+            if rival is not None and rival.usage_metrics() & metrics:
+                rival.rival_service_changed(contract.contract_id, day)
+
     def _receipt(self, command: Command) -> None:
         self._keep(MessageReceipt(
             message_id=command.message_id,
@@ -540,6 +557,8 @@ class _IngestUnit:
                 contract = self._contract(command.contract_id, command)
                 ended = contract.end_date
                 contract.terminate(command.end_date, command.message_id)
+                self._tell_rivals(contract, command.end_date if ended is None
+                                  else min(ended, command.end_date))
                 self._note(later_end_note(contract, ended)
                            or retroactive_change_note(contract, "terminated on",
                                                       command.end_date))

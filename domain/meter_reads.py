@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 
 from domain.billing import UsageNotBillable
 from domain.contract import Contract
@@ -80,16 +81,17 @@ class StoreUsage:
         if reads is None:
             self.reads.planning = False  # on its own: read each meter when asked
 
-    def _rivals(self, metric: str, start: datetime, end: datetime) -> list[str]:
+    def _rivals(self, metric: str, start: datetime, end: datetime) -> list[Contract]:
         """The customer's other contracts pricing the same metric and in service at some time
-        in [start, end): untagged usage of then is theirs too. A renewal that starts later, or
-        a contract that ended before, is not active then (contract.md: "two active
+        in [start, end): untagged usage of then may be theirs too. A renewal that starts
+        later, or a contract that ended before, is not active then (contract.md: "two active
         contracts")."""
         return sorted(
-            s.contract_id for s in self.siblings
-            if s.contract_id != self.contract.contract_id
-            and metric in s.usage_metrics()
-            and _in_service_within(s, start, end)
+            (s for s in self.siblings
+             if s.contract_id != self.contract.contract_id
+             and metric in s.usage_metrics()
+             and _in_service_within(s, start, end)),
+            key=lambda s: s.contract_id,
         )
 
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
@@ -97,11 +99,12 @@ class StoreUsage:
         tags: tuple[str, ...] = (c.contract_id, "")
         within: tuple[tuple[datetime, datetime], ...] = ()
         rivals = self._rivals(component.metric, start, end)
-        if rivals and (untagged := self._untagged(component.metric, start, end)):
-            tags = (c.contract_id,)
-            within = self._assigned_to_me(component.metric, start, end, untagged, rivals)
-            if within == ((start, end),):
-                tags, within = (c.contract_id, ""), ()  # all of it: one plain read
+        if rivals and self._untagged(component.metric, start, end):
+            pieces = self._owners(component.metric, start, end, rivals)
+            self._hold_unassigned(component.metric, pieces, rivals)
+            mine = _joined([(lo, hi) for lo, hi, owner in pieces if owner == c.contract_id])
+            if mine != [(start, end)]:
+                tags, within = (c.contract_id,), tuple(mine)
         return self.reads.read(MeterRequest(
             c.customer_id, component.metric, tags, start, end, component.unique_property,
             within,
@@ -111,58 +114,50 @@ class StoreUsage:
         return self.reads.read(MeterRequest(
             self.contract.customer_id, metric, ("",), start, end, None)).event_count
 
-    def _assigned_to_me(
-        self, metric: str, start: datetime, end: datetime, untagged: int, rivals: list[str]
-    ) -> tuple[tuple[datetime, datetime], ...]:
-        """The windows of [start, end) whose untagged usage, which rival contracts price too,
-        is this contract's by the operator's assignments (domain/usage_assignments.py):
-        ((start, end),) when all of it is, () when none. A period may be shared (contracts in
-        different timezones cut their periods at different instants): each contract bills the
-        untagged usage of its own windows. Any left unassigned cannot be billed: it holds the
-        invoice, naming where it lies."""
+    def _owners(
+        self, metric: str, start: datetime, end: datetime, rivals: list[Contract]
+    ) -> list[tuple[datetime, datetime, str | None]]:
+        """[start, end) in pieces, each with the contract whose untagged usage it is: this
+        contract where no rival is in service (the only active one), else the contract the
+        operator assigned it to (domain/usage_assignments.py) if that one is in service then;
+        None where none is (the usage holds). A period may so be shared: contracts in
+        different timezones cut their periods at different instants, and a rival's service
+        may start or end within it."""
         c = self.contract
-        mine: list[tuple[datetime, datetime]] = []
-        others = 0
-        assignments = self.assigned.get((c.customer_id, metric), ())
-        for a in assignments:
-            lo, hi = max(a.start, start), min(a.end, end)
-            if lo < hi and (n := self._untagged(metric, lo, hi)):
-                if a.contract_id == c.contract_id:
-                    mine.append((lo, hi))
-                    untagged -= n
-                else:
-                    others += n
-        if untagged - others:
-            raise UsageNotBillable(self._unassigned(
-                metric, untagged - others, self._unassigned_spans(metric, start, end), rivals))
-        if not others:
-            return ((start, end),)
-        return tuple(mine)
+        assignments = [a for a in self.assigned.get((c.customer_id, metric), ())
+                       if a.start < end and start < a.end]
+        services = [(r.contract_id, *r.service()) for r in rivals]
+        cuts = sorted({start, end}
+                      | {t for _, s, e in services for t in (s, e) if t and start < t < end}
+                      | {t for a in assignments for t in (a.start, a.end) if start < t < end})
+        pieces: list[tuple[datetime, datetime, str | None]] = []
+        for lo, hi in pairwise(cuts):
+            serving = {c.contract_id} | {
+                cid for cid, s, e in services if s <= lo and (e is None or lo < e)}
+            owner: str | None = c.contract_id
+            if len(serving) > 1:
+                given = next((a.contract_id for a in assignments if a.start <= lo < a.end), None)
+                owner = given if given in serving else None
+            pieces.append((lo, hi, owner))
+        return pieces
 
-    def _unassigned_spans(
-        self, metric: str, start: datetime, end: datetime
-    ) -> list[tuple[datetime, datetime]]:
-        """The spans of [start, end) outside every assignment that hold untagged usage."""
-        spans, at = [], start
-        for a in self.assigned.get((self.contract.customer_id, metric), ()):
-            if a.start > at and at < end:
-                spans.append((at, min(a.start, end)))
-            at = max(at, a.end)
-        if at < end:
-            spans.append((at, end))
-        return [(lo, hi) for lo, hi in spans if self._untagged(metric, lo, hi)]
-
-    def _unassigned(self, metric: str, count: int, spans: list[tuple[datetime, datetime]],
-                    rivals: list[str]) -> str:
-        c = self.contract
-        where = ", ".join(f"from {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M}" for lo, hi in spans)
-        return (
+    def _hold_unassigned(self, metric: str, pieces: list[tuple[datetime, datetime, str | None]],
+                         rivals: list[Contract]) -> None:
+        """Untagged usage where two contracts are active and none is assigned it cannot be
+        billed: it holds the invoice, naming where it lies."""
+        spans = [(lo, hi, n) for lo, hi in _joined([(lo, hi) for lo, hi, o in pieces if o is None])
+                 if (n := self._untagged(metric, lo, hi))]
+        if not spans:
+            return
+        c, count = self.contract, sum(n for _, _, n in spans)
+        where = ", ".join(f"from {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M}" for lo, hi, _ in spans)
+        raise UsageNotBillable(
             f"{count} usage event{' carries' if count == 1 else 's carry'} no contract_id: "
             f"{metric} for customer {c.customer_id} {where} UTC, and contracts "
-            f"{', '.join([c.contract_id, *rivals])} all price {metric}; producers must send "
-            f"contract_id for this customer's usage, and `billcycle usage assign --customer "
-            f"{c.customer_id} --metric {metric} --contract CONTRACT_ID --from ... --to ... "
-            "--reason ...` says whose the usage already sent is"
+            f"{', '.join([c.contract_id, *(r.contract_id for r in rivals)])} all price "
+            f"{metric}; producers must send contract_id for this customer's usage, and "
+            f"`billcycle usage assign --customer {c.customer_id} --metric {metric} --contract "
+            "CONTRACT_ID --from ... --to ... --reason ...` says whose the usage already sent is"
         )
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:
@@ -177,3 +172,14 @@ def _in_service_within(contract: Contract, start: datetime, end: datetime) -> bo
     """Whether the contract's service (`Contract.service`) overlaps [start, end)."""
     starts, ends = contract.service()
     return starts < end and (ends is None or ends > start)
+
+
+def _joined(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Sorted spans with the adjacent ones joined."""
+    joined: list[tuple[datetime, datetime]] = []
+    for lo, hi in spans:
+        if joined and lo <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], hi))
+        else:
+            joined.append((lo, hi))
+    return joined

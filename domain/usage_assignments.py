@@ -6,11 +6,11 @@ Where a customer has two active contracts pricing the same metric, usage sent wi
 is a conflicting duplicate, so without a way to say whose it is the invoices would be held for
 good. An assignment says it: the customer's untagged usage of the metric in [start, end) is
 the named contract's. Runs then bill it there and leave it out of the other contracts (one
-period may be shared between contracts, each billing its own windows); untagged usage outside
-every assignment still holds them. Given to another contract, or withdrawn, after billing, the
-contracts it reaches price those periods again (`Contract.assignment_changed`). Each run
-records the assignments in force in its manifest, so `batch verify` decides again with the
-same ones.
+period may be shared between contracts, each billing its own windows); untagged usage of a
+time when both are active and neither is assigned it still holds them. Given to another
+contract, or withdrawn, after billing, the contracts it reaches price those periods again
+(`Contract.assignment_changed`). Each run records the assignments in force in its manifest,
+so `batch verify` decides again with the same ones.
 """
 
 from __future__ import annotations

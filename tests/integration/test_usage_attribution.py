@@ -219,3 +219,46 @@ def test_an_assignment_withdrawn_after_billing_holds_until_given_again(
     # ct_2 was invoiced for December before it was given the usage: its next run bills it.
     assert totals(run_on(app, "2027-01-01")) == {"ct_1": "0.00", "ct_2": "14.00"}
     assert totals(run_on(app, "2027-02-01")) == {"ct_1": "0.00", "ct_2": "0.00"}
+
+
+def test_untagged_usage_after_a_rival_ended_is_the_only_active_contracts(
+    app: BillingApplication,
+) -> None:
+    # ct_1 ends on 10-15: the usage of 10-20 has one active contract to go to, ct_2, and needs
+    # no assignment; the usage of 10-05 has two, and waits for one.
+    feed(app, {**priced("ct_1", "1"), "end_date": "2026-10-15"}, priced("ct_2", "2"),
+         {**usage("u-1", "7"), "occurred_at": "2026-10-05T10:00:00Z"},
+         {**usage("u-2", "3"), "occurred_at": "2026-10-20T10:00:00Z"})
+    held = bill(app)
+    assert totals(held) == {}
+    assert "from 2026-10-01 00:00 to 2026-10-15 00:00 UTC" in (
+        held.outcomes["ct_2"].reason or "")
+    assign(app, "ct_1", "2026-10-01", "2026-10-15")
+    assert totals(retry(app, held)) == {"ct_1": "7.00", "ct_2": "6.00"}
+
+
+def test_usage_assigned_to_a_contract_outside_its_service_goes_to_the_active_one(
+    app: BillingApplication,
+) -> None:
+    # October was given to ct_1, which serves only until 10-15: it cannot bill 10-20, where
+    # ct_2 is the only active contract (before, neither billed it).
+    feed(app, {**priced("ct_1", "1"), "end_date": "2026-10-15"}, priced("ct_2", "2"),
+         {**usage("u-1", "7"), "occurred_at": "2026-10-05T10:00:00Z"},
+         {**usage("u-2", "3"), "occurred_at": "2026-10-20T10:00:00Z"})
+    assign(app, "ct_1", "2026-10-01", "2026-11-01")
+    assert totals(bill(app)) == {"ct_1": "7.00", "ct_2": "6.00"}
+
+
+def test_a_rival_terminated_after_billing_hands_its_later_untagged_usage_over(
+    app: BillingApplication,
+) -> None:
+    feed(app, priced("ct_1", "1"), priced("ct_2", "2"),
+         {**usage("u-1", "7"), "occurred_at": "2026-10-05T10:00:00Z"},
+         {**usage("u-2", "3"), "occurred_at": "2026-10-20T10:00:00Z"})
+    assign(app, "ct_1", "2026-10-01", "2026-11-01")
+    assert totals(bill(app)) == {"ct_1": "10.00", "ct_2": "0.00"}
+    # ct_1 ended on 10-15 after all: the usage of 10-20 had one active contract, ct_2.
+    feed(app, {"type": "contract.terminated", "id": "t-1", "occurred_at": "2026-11-20T00:00:00Z",
+               "contract_id": "ct_1", "end_date": "2026-10-15"})
+    assert totals(run_on(app, "2026-12-01")) == {"ct_1": "-3.00", "ct_2": "6.00"}
+    assert totals(run_on(app, "2027-01-01")) == {"ct_2": "0.00"}

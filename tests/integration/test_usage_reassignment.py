@@ -1,6 +1,8 @@
 """Untagged usage two contracts price, assigned, corrected and withdrawn around billing runs
-in any order: once every window has its final owner, each event is billed once, by that
-owner, at its price (domain/usage_assignments.py, Contract.assignment_changed)."""
+and a termination of one, in any order: once every window has its final owner, each event is
+billed once, by that owner if it was in service then, else by the only active contract, at
+its price (domain/meter_reads.py, StoreUsage._owners; Contract.assignment_changed and
+rival_service_changed)."""
 
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ ACTION = st.one_of(
     st.tuples(st.just("unassign"), st.integers(0, 1), st.just("")),
     st.tuples(st.just("run"), st.just(0), st.just("")),
     st.tuples(st.just("usage"), USAGE, st.just("")),
+    st.tuples(st.just("terminate"), st.integers(1, 60), st.just("")),  # ct_1, from 10-02
 )
 
 
@@ -88,6 +91,7 @@ def test_each_untagged_event_ends_billed_once_by_its_final_owner(
         runs = BillingRuns(app, lambda: datetime.now(UTC))
         cycles = iter(CYCLES)
         numbers: list[str] = []
+        ended: list[datetime] = []  # ct_1's end dates, the last in force
 
         def assign(month: int, owner: str) -> None:
             app.assign_usage("cus_1", "api_calls", owner, MONTHS[month], MONTHS[month + 1],
@@ -105,6 +109,12 @@ def test_each_untagged_event_ends_billed_once_by_its_final_owner(
             elif kind == "usage":
                 feed(app, untagged(len(events), *arg))
                 events.append(arg)
+            elif kind == "terminate":
+                end = MONTHS[0] + timedelta(days=arg)
+                feed(app, {"type": "contract.terminated", "id": f"t-{len(ended)}",
+                           "occurred_at": "2026-12-15T00:00:00Z", "contract_id": "ct_1",
+                           "end_date": end.date().isoformat()})
+                ended.append(end)
             elif (cycle := next(cycles, None)) is not None:
                 bill(cycle)
         for month, owner in enumerate(final):
@@ -122,5 +132,7 @@ def test_each_untagged_event_ends_billed_once_by_its_final_owner(
         owed = {cid: Decimal(0) for cid in PRICES}
         for hour, quantity in events:
             owner = final[hour // (24 * 31)]  # October has 31 days
+            if ended and MONTHS[0] + timedelta(hours=hour) >= ended[-1]:
+                owner = "ct_2"  # ct_1 no longer serves: the only active contract's
             owed[owner] += quantity * PRICES[owner]
         assert billed == owed
