@@ -127,9 +127,9 @@ class StoreUsage:
         assignments = [a for a in self.assigned.get((c.customer_id, metric), ())
                        if a.start < end and start < a.end]
         services = [(r.contract_id, *r.service()) for r in rivals]
-        cuts = sorted({start, end}
-                      | {t for _, s, e in services for t in (s, e) if t and start < t < end}
-                      | {t for a in assignments for t in (a.start, a.end) if start < t < end})
+        edges = [t for _, s, e in services for t in (s, e) if t is not None]
+        edges += [t for a in assignments for t in (a.start, a.end)]
+        cuts = sorted({start, end} | {t for t in edges if start < t < end})
         pieces: list[tuple[datetime, datetime, str | None]] = []
         for lo, hi in pairwise(cuts):
             serving = {c.contract_id} | {

@@ -145,8 +145,8 @@ class MeterReading:
 @dataclass(frozen=True)
 class MeterRequest:
     """One meter read: a customer's metric over [start, end) for some contract tags, and
-    untagged usage within the windows of `untagged_within` besides (the windows of a period
-    whose untagged usage an operator assigned to the contract reading it)."""
+    untagged usage within the windows of `untagged_within` besides (the spans of a shared
+    period whose untagged usage is the reading contract's: domain/meter_reads.py)."""
 
     customer_id: str
     metric: str

@@ -63,7 +63,7 @@ def _refuse_missing_store(url: str) -> None:
     path = _sqlite_path(url)
     if path is None:
         return
-    if _in_memory(url):
+    if path.startswith(IN_MEMORY):
         raise UserError(f"the store {url} is in memory: it would be empty and gone when this "
                         "command ends; give a file, e.g. sqlite:///billcycle.db")
     if path and not os.path.exists(path):
