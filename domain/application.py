@@ -29,7 +29,7 @@ from domain.acknowledgements import (
     Acknowledgement,
     UsageAcknowledgements,
 )
-from domain.calendar import local_midnight
+from domain.calendar import local_midnight, period_containing
 from domain.commands import (
     AmendContract,
     Command,
@@ -499,10 +499,11 @@ class _IngestUnit:
             )
         return contract
 
-    def _tell_rivals(self, contract: Contract, day: date) -> None:
-        """The customer's other contracts pricing a metric of `contract`, whose service changed
-        from `day`: untagged usage of then may now be theirs (only one contract active) or
-        contested (two), so each prices its invoiced periods from that day again."""
+    def _tell_rivals(self, contract: Contract, since: datetime) -> None:
+        """The customer's other contracts pricing a metric of `contract`, whose service or
+        terms changed from `since`: untagged usage of then may now be theirs (only one
+        contract active) or contested (two), so each prices its invoiced periods from that
+        day again."""
         metrics = contract.usage_metrics()
         ids = self.app.store.customer_contract_ids([contract.customer_id]).get(
             contract.customer_id, [])
@@ -514,7 +515,7 @@ class _IngestUnit:
         for aggregate_id in others:
             rival = self._get(aggregate_id, Contract)
             if rival is not None and rival.usage_metrics() & metrics:
-                rival.rival_service_changed(contract.contract_id, day)
+                rival.rival_changed(contract.contract_id, since)
 
     def _receipt(self, command: Command) -> None:
         self._keep(MessageReceipt(
@@ -551,14 +552,20 @@ class _IngestUnit:
                     command.message_id,
                     sets_usage_threshold=command.sets_usage_threshold,
                 )
+                # Usage is priced by the terms at a period's end: what the contract prices
+                # may change from the start of the period holding the effective date.
+                self._tell_rivals(contract, local_midnight(period_containing(
+                    contract.anchor, contract.frequency, command.effective_date).start,
+                    contract.timezone))
                 self._note(retroactive_change_note(contract, "amended from",
                                                    command.effective_date))
             case TerminateContract():
                 contract = self._contract(command.contract_id, command)
                 ended = contract.end_date
                 contract.terminate(command.end_date, command.message_id)
-                self._tell_rivals(contract, command.end_date if ended is None
-                                  else min(ended, command.end_date))
+                self._tell_rivals(contract, local_midnight(
+                    command.end_date if ended is None else min(ended, command.end_date),
+                    contract.timezone))
                 self._note(later_end_note(contract, ended)
                            or retroactive_change_note(contract, "terminated on",
                                                       command.end_date))

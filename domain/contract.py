@@ -37,10 +37,10 @@ class Contract(Aggregate):
     """A customer's contract. Its version number guards billing: two runs cannot both bill it."""
 
     # The earliest day whose terms, service or untagged usage changed since the contract was
-    # last invoiced (an amendment's effective date; its own or a rival's termination's end
-    # date; the start of a window of untagged usage given to or taken from it): billing
-    # prices the usage of invoiced periods ending on or after it again. A class default:
-    # snapshots taken before it was kept load without it.
+    # last invoiced (an amendment's effective date; its own termination's end date; a rival's
+    # amendment or termination; the start of a window of untagged usage given to or taken
+    # from it): billing prices the usage of invoiced periods ending on or after it again. A
+    # class default: snapshots taken before it was kept load without it.
     changed_from: date | None = None
 
     @staticmethod
@@ -191,15 +191,16 @@ class Contract(Aggregate):
                             reason: str) -> None:
         self._changed(local_date(start, self.timezone))
 
-    def rival_service_changed(self, contract_id: str, day: date) -> None:
-        """Another contract of the customer pricing a metric of this one was terminated, its
-        service changing from `day`: untagged usage of then may now be this contract's alone,
-        or no longer, so invoiced periods from that day on are priced again."""
-        self._rival_service_changed(contract_id=contract_id, day=day)
+    def rival_changed(self, contract_id: str, since: datetime) -> None:
+        """Another contract of the customer pricing a metric of this one was amended or
+        terminated, what it prices changing from `since`: untagged usage of then may now be
+        this contract's alone, or no longer, so invoiced periods from that day on are priced
+        again."""
+        self._rival_changed(contract_id=contract_id, since=since)
 
-    @event("RivalServiceChanged")
-    def _rival_service_changed(self, contract_id: str, day: date) -> None:
-        self._changed(day)
+    @event("RivalChanged")
+    def _rival_changed(self, contract_id: str, since: datetime) -> None:
+        self._changed(local_date(since, self.timezone))
 
     def _changed(self, day: date) -> None:
         if self.invoice_ids:  # before the first invoice, every period is priced anyway

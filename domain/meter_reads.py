@@ -5,10 +5,12 @@ untagged usage shared by several contracts held rather than guessed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 
-from domain.billing import UsageNotBillable
+from domain.billing import UsageNotBillable, usage_windows
+from domain.calendar import local_date
 from domain.contract import Contract
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
@@ -81,18 +83,23 @@ class StoreUsage:
         if reads is None:
             self.reads.planning = False  # on its own: read each meter when asked
 
-    def _rivals(self, metric: str, start: datetime, end: datetime) -> list[Contract]:
-        """The customer's other contracts pricing the same metric and in service at some time
-        in [start, end): untagged usage of then may be theirs too. A renewal that starts
-        later, or a contract that ended before, is not active then (contract.md: "two active
-        contracts")."""
-        return sorted(
-            (s for s in self.siblings
-             if s.contract_id != self.contract.contract_id
-             and metric in s.usage_metrics()
-             and _in_service_within(s, start, end)),
-            key=lambda s: s.contract_id,
-        )
+    def _rivals(self, metric: str, start: datetime, end: datetime) -> list[Rival]:
+        """The customer's other contracts pricing the same metric at some time in [start,
+        end), each with the spans it bills the metric's usage of (`usage_windows`: in service,
+        and priced by the terms at its period's end): untagged usage of then may be theirs
+        too. A renewal that starts later, a contract that ended before, or one amended to
+        price the metric only later is not active then (contract.md: "two active contracts
+        pricing the same metric")."""
+        found = []
+        for s in self.siblings:
+            if (s.contract_id == self.contract.contract_id or metric not in s.usage_metrics()
+                    or not _in_service_within(s, start, end)):
+                continue
+            spans = [(lo, hi) for lo, hi in usage_windows(s, metric, local_date(end, s.timezone))
+                     if lo < end and start < hi]
+            if spans:
+                found.append(Rival(s.contract_id, spans))
+        return sorted(found, key=lambda r: r.contract_id)
 
     def read(self, component: UsageComponent, start: datetime, end: datetime) -> MeterReading:
         c = self.contract
@@ -115,34 +122,33 @@ class StoreUsage:
             self.contract.customer_id, metric, ("",), start, end, None)).event_count
 
     def _owners(
-        self, metric: str, start: datetime, end: datetime, rivals: list[Contract]
+        self, metric: str, start: datetime, end: datetime, rivals: list[Rival]
     ) -> list[tuple[datetime, datetime, str | None]]:
         """[start, end) in pieces, each with the contract whose untagged usage it is: this
-        contract where no rival is in service (the only active one), else the contract the
-        operator assigned it to (domain/usage_assignments.py) if that one is in service then;
+        contract where no rival prices the metric (the only active one), else the contract
+        the operator assigned it to (domain/usage_assignments.py) if that one prices it then;
         None where none is (the usage holds). A period may so be shared: contracts in
         different timezones cut their periods at different instants, and a rival's service
-        may start or end within it."""
+        or pricing of the metric may start or end within it."""
         c = self.contract
         assignments = [a for a in self.assigned.get((c.customer_id, metric), ())
                        if a.start < end and start < a.end]
-        services = [(r.contract_id, *r.service()) for r in rivals]
-        edges = [t for _, s, e in services for t in (s, e) if t is not None]
+        edges = [t for r in rivals for span in r.spans for t in span]
         edges += [t for a in assignments for t in (a.start, a.end)]
         cuts = sorted({start, end} | {t for t in edges if start < t < end})
         pieces: list[tuple[datetime, datetime, str | None]] = []
         for lo, hi in pairwise(cuts):
-            serving = {c.contract_id} | {
-                cid for cid, s, e in services if s <= lo and (e is None or lo < e)}
+            active = {c.contract_id} | {r.contract_id for r in rivals
+                                        if any(s <= lo < e for s, e in r.spans)}
             owner: str | None = c.contract_id
-            if len(serving) > 1:
+            if len(active) > 1:
                 given = next((a.contract_id for a in assignments if a.start <= lo < a.end), None)
-                owner = given if given in serving else None
+                owner = given if given in active else None
             pieces.append((lo, hi, owner))
         return pieces
 
     def _hold_unassigned(self, metric: str, pieces: list[tuple[datetime, datetime, str | None]],
-                         rivals: list[Contract]) -> None:
+                         rivals: list[Rival]) -> None:
         """Untagged usage where two contracts are active and none is assigned it cannot be
         billed: it holds the invoice, naming where it lies."""
         spans = [(lo, hi, n) for lo, hi in _joined([(lo, hi) for lo, hi, o in pieces if o is None])
@@ -168,10 +174,13 @@ class StoreUsage:
             before)
 
 
-def _in_service_within(contract: Contract, start: datetime, end: datetime) -> bool:
-    """Whether the contract's service (`Contract.service`) overlaps [start, end)."""
-    starts, ends = contract.service()
-    return starts < end and (ends is None or ends > start)
+@dataclass(frozen=True)
+class Rival:
+    """Another contract of the customer pricing a metric, and the spans it bills that
+    metric's usage of."""
+
+    contract_id: str
+    spans: list[tuple[datetime, datetime]]
 
 
 def _joined(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -183,3 +192,9 @@ def _joined(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
         else:
             joined.append((lo, hi))
     return joined
+
+
+def _in_service_within(contract: Contract, start: datetime, end: datetime) -> bool:
+    """Whether the contract's service (`Contract.service`) overlaps [start, end)."""
+    starts, ends = contract.service()
+    return starts < end and (ends is None or ends > start)

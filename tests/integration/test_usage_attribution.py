@@ -262,3 +262,31 @@ def test_a_rival_terminated_after_billing_hands_its_later_untagged_usage_over(
                "contract_id": "ct_1", "end_date": "2026-10-15"})
     assert totals(run_on(app, "2026-12-01")) == {"ct_1": "-3.00", "ct_2": "6.00"}
     assert totals(run_on(app, "2027-01-01")) == {"ct_2": "0.00"}
+
+
+def test_a_contract_pricing_the_metric_only_later_is_no_rival_before(
+    app: BillingApplication,
+) -> None:
+    # ct_1 bills a platform fee and is amended to price api_calls from 2027-01-01: October's
+    # untagged usage has one contract pricing it, ct_2 (before, both were held).
+    platform = {"id": "platform", "kind": "subscription", "amount": "10.00"}
+    feed(app, {**priced("ct_1", "1"), "components": [platform]}, priced("ct_2", "2"),
+         {"type": "contract.amended", "id": "a-1", "occurred_at": "2026-10-20T00:00:00Z",
+          "contract_id": "ct_1", "effective_date": "2027-01-01",
+          "components": [platform, priced("ct_1", "1")["components"][0]]},
+         usage("u-1", "7"))
+    assert totals(bill(app)) == {"ct_1": "20.00", "ct_2": "14.00"}  # October and November
+
+
+def test_a_rival_amended_to_stop_pricing_the_metric_hands_its_usage_over(
+    app: BillingApplication,
+) -> None:
+    feed(app, priced("ct_1", "1"), priced("ct_2", "2"), usage("u-1", "7"))
+    assign(app, "ct_1", "2026-10-01", "2026-11-01")
+    assert totals(bill(app)) == {"ct_1": "7.00", "ct_2": "0.00"}
+    # From 10-20 ct_1 bills a platform fee only: October's usage is priced by the terms at
+    # its end, so ct_1 prices no api_calls in October, and ct_2 is the only one that does.
+    feed(app, {"type": "contract.amended", "id": "a-1", "occurred_at": "2026-11-20T00:00:00Z",
+               "contract_id": "ct_1", "effective_date": "2026-10-20",
+               "components": [{"id": "platform", "kind": "subscription", "amount": "0"}]})
+    assert totals(run_on(app, "2026-12-01")) == {"ct_1": "-7.00", "ct_2": "14.00"}
