@@ -409,6 +409,7 @@ class _IngestUnit:
         self.usage: list[UsageRecord] = []  # recorded as one UsageBatch event
         self.received: list[tuple[str, str]] = []  # (message id, fingerprint) accepted
         self.new_contracts: list[tuple[str, str]] = []
+        self.changed: list[tuple[Contract, datetime]] = []  # pricing changed from (rivals)
         self.dead: list[Rejected] = []
         self.notes: list[str] = []  # on accepted messages (IngestReport.notes)
 
@@ -445,6 +446,7 @@ class _IngestUnit:
             known[command.message_id] = command.fingerprint
             self.received.append((command.message_id, command.fingerprint))
             report.accepted += 1
+        self._tell_rivals()
         self._keep_dead_letters()
         report.rejected = list(self.dead)
         report.notes = list(self.notes)
@@ -499,23 +501,30 @@ class _IngestUnit:
             )
         return contract
 
-    def _tell_rivals(self, contract: Contract, since: datetime) -> None:
-        """The customer's other contracts pricing a metric of `contract`, whose service or
-        terms changed from `since`: untagged usage of then may now be theirs (only one
-        contract active) or contested (two), so each prices its invoiced periods from that
-        day again."""
-        metrics = contract.usage_metrics()
-        ids = self.app.store.customer_contract_ids([contract.customer_id]).get(
-            contract.customer_id, [])
-        others = [contract_aggregate_id(cid) for cid in ids if cid != contract.contract_id]
-        if not metrics or not others:
+    def _tell_rivals(self) -> None:
+        """Each contract amended or terminated in the batch tells the customer's other
+        contracts pricing one of its metrics: what it prices changed from an instant, so
+        untagged usage of then may now be theirs (only one contract prices it) or contested
+        (two), and each prices its invoiced periods from that day again. In one read of the
+        customers' contracts for the whole batch."""
+        earliest: dict[str, tuple[Contract, datetime]] = {}
+        for c, since in self.changed:
+            if c.usage_metrics() and (c.contract_id not in earliest
+                                      or since < earliest[c.contract_id][1]):
+                earliest[c.contract_id] = (c, since)
+        changed = list(earliest.values())
+        if not changed:
             return
+        ids = self.app.store.customer_contract_ids(sorted({c.customer_id for c, _ in changed}))
+        others = {contract_aggregate_id(cid) for cids in ids.values() for cid in cids}
         missing = [i for i in others if i not in self.aggregates and i not in self.loaded]
         self.loaded.update(self.app.load_many(missing))
-        for aggregate_id in others:
-            rival = self._get(aggregate_id, Contract)
-            if rival is not None and rival.usage_metrics() & metrics:
-                rival.rival_changed(contract.contract_id, since)
+        for contract, since in changed:
+            for cid in ids.get(contract.customer_id, []):
+                rival = self._get(contract_aggregate_id(cid), Contract)
+                if (rival is not None and rival.contract_id != contract.contract_id
+                        and rival.usage_metrics() & contract.usage_metrics()):
+                    rival.rival_changed(contract.contract_id, since)
 
     def _receipt(self, command: Command) -> None:
         self._keep(MessageReceipt(
@@ -554,18 +563,18 @@ class _IngestUnit:
                 )
                 # Usage is priced by the terms at a period's end: what the contract prices
                 # may change from the start of the period holding the effective date.
-                self._tell_rivals(contract, local_midnight(period_containing(
+                self.changed.append((contract, local_midnight(period_containing(
                     contract.anchor, contract.frequency, command.effective_date).start,
-                    contract.timezone))
+                    contract.timezone)))
                 self._note(retroactive_change_note(contract, "amended from",
                                                    command.effective_date))
             case TerminateContract():
                 contract = self._contract(command.contract_id, command)
                 ended = contract.end_date
                 contract.terminate(command.end_date, command.message_id)
-                self._tell_rivals(contract, local_midnight(
+                self.changed.append((contract, local_midnight(
                     command.end_date if ended is None else min(ended, command.end_date),
-                    contract.timezone))
+                    contract.timezone)))
                 self._note(later_end_note(contract, ended)
                            or retroactive_change_note(contract, "terminated on",
                                                       command.end_date))
