@@ -7,7 +7,7 @@ the contract's timezone; `local_midnight` turns a local date into the instant it
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -177,3 +177,14 @@ def local_midnight(day: date, timezone: str) -> datetime:
         else:
             low = middle
     return high
+
+
+def joined_spans(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Spans of instants, sorted by start, with the overlapping and adjacent ones joined."""
+    joined: list[tuple[datetime, datetime]] = []
+    for start, end in spans:
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined

@@ -10,7 +10,7 @@ from datetime import datetime
 from itertools import pairwise
 
 from domain.billing import UsageNotBillable, usage_windows
-from domain.calendar import local_date
+from domain.calendar import joined_spans, local_date
 from domain.contract import Contract
 from domain.ports import BillingStore
 from domain.terms import UsageComponent
@@ -109,7 +109,7 @@ class StoreUsage:
         if rivals and self._untagged(component.metric, start, end):
             pieces = self._owners(component.metric, start, end, rivals)
             self._hold_unassigned(component.metric, pieces, rivals)
-            mine = _joined([(lo, hi) for lo, hi, owner in pieces if owner == c.contract_id])
+            mine = joined_spans((lo, hi) for lo, hi, owner in pieces if owner == c.contract_id)
             if mine != [(start, end)]:
                 tags, within = (c.contract_id,), tuple(mine)
         return self.reads.read(MeterRequest(
@@ -151,8 +151,8 @@ class StoreUsage:
                          rivals: list[Rival]) -> None:
         """Untagged usage where two contracts are active and none is assigned it cannot be
         billed: it holds the invoice, naming where it lies."""
-        spans = [(lo, hi, n) for lo, hi in _joined([(lo, hi) for lo, hi, o in pieces if o is None])
-                 if (n := self._untagged(metric, lo, hi))]
+        nobodys = joined_spans((lo, hi) for lo, hi, owner in pieces if owner is None)
+        spans = [(lo, hi, n) for lo, hi in nobodys if (n := self._untagged(metric, lo, hi))]
         if not spans:
             return
         c, count = self.contract, sum(n for _, _, n in spans)
@@ -181,17 +181,6 @@ class Rival:
 
     contract_id: str
     spans: list[tuple[datetime, datetime]]
-
-
-def _joined(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    """Sorted spans with the adjacent ones joined."""
-    joined: list[tuple[datetime, datetime]] = []
-    for lo, hi in spans:
-        if joined and lo <= joined[-1][1]:
-            joined[-1] = (joined[-1][0], max(joined[-1][1], hi))
-        else:
-            joined.append((lo, hi))
-    return joined
 
 
 def _in_service_within(contract: Contract, start: datetime, end: datetime) -> bool:

@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from domain.billing import usage_windows
-from domain.calendar import local_date
+from domain.calendar import joined_spans, local_date
 from domain.contract import Contract
 from domain.usage import BUCKET, MeterRequest
 
@@ -334,7 +334,7 @@ def unbilled_windows(contracts: Sequence[Contract],
         }
         for tag in ["", *sorted(t for t in metered.tagged if t in windows)]:
             covered = windows[tag] if tag else sorted(w for ws in windows.values() for w in ws)
-            for hole in _without((starts, ends), _joined(covered)):
+            for hole in _without((starts, ends), joined_spans(covered)):
                 for hole_starts, hole_ends in _split(hole, edges):
                     found.append(UnbilledWindow(
                         customer_id, metric, tag, hole_starts, hole_ends,
@@ -361,17 +361,6 @@ def _split(window: tuple[datetime, datetime], edges: Sequence[datetime],
             parts.append((start, edge))
             start = edge
     return [*parts, (start, end)]
-
-
-def _joined(windows: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    """Sorted windows with the overlapping and adjacent ones joined."""
-    joined: list[tuple[datetime, datetime]] = []
-    for s, e in windows:
-        if joined and s <= joined[-1][1]:
-            joined[-1] = (joined[-1][0], max(joined[-1][1], e))
-        else:
-            joined.append((s, e))
-    return joined
 
 
 def _why_unbilled(tag: str, serving: Sequence[str], customer_id: str) -> str:
