@@ -68,6 +68,10 @@ class AssignmentChange:
     repriced: tuple[str, ...]
 
 
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 AssignedUsage = Mapping[tuple[str, str], tuple[UsageAssignment, ...]]  # (customer, metric)
 
 
@@ -115,9 +119,11 @@ class UsageAssignments(Aggregate):
             if other.start < end and start < other.end and not same_window:
                 raise AssignmentRejected(
                     f"untagged {metric} of {customer} from {other.start.isoformat()} to "
-                    f"{other.end.isoformat()} is already assigned to {other.contract_id}; "
-                    "windows may not overlap: assign the rest around it, or give that same "
-                    "window again to replace its assignment")
+                    f"{other.end.isoformat()} is already assigned to {other.contract_id}, and "
+                    f"the window asked, {start.isoformat()} to {end.isoformat()} (dates are "
+                    f"local midnights of {contract.contract_id}), overlaps it; windows may not "
+                    "overlap: assign the rest around it, or give that same window again to "
+                    f"replace its assignment: --from {_utc(other.start)} --to {_utc(other.end)}")
         self._assigned(customer_id=customer, metric=metric, start=start, end=end,
                        contract_id=contract.contract_id, reason=reason.strip(),
                        by=by.strip() or "unknown", at=at)

@@ -46,8 +46,11 @@ def test_windows_do_not_overlap_but_the_same_window_again_replaces_it() -> None:
     given = UsageAssignments()
     given.assign(contract(usage()), "api_calls", OCT, NOV, "first", "ops", NOW)
     other = contract(usage(), contract_id="ct_2")
-    with pytest.raises(AssignmentRejected, match="already assigned to ct_1"):
+    with pytest.raises(AssignmentRejected, match="already assigned to ct_1") as refused:
         given.assign(other, "api_calls", datetime(2026, 10, 15, tzinfo=UTC), NOV, "r", "o", NOW)
+    # Dates are read in each contract's timezone, so the instants to give are named.
+    assert "replace its assignment: --from 2026-10-01T00:00:00Z --to 2026-11-01T00:00:00Z" in (
+        str(refused.value))
     given.assign(other, "api_calls", OCT, NOV, "corrected", "ops", NOW)
     assert [(a.contract_id, a.reason) for a in given.in_force()] == [("ct_2", "corrected")]
 
