@@ -357,7 +357,12 @@ class BillingApplication(Application[UUID]):
         the window is priced again at their next run (the one that billed it is credited, the
         one it is given to bills it). Saved with the change, so a run that decided them with
         the assignments before it cannot save its invoices (their versions moved on)."""
-        found = self.contracts(sorted(set(contract_ids)))
+        # Every contract of the customer pricing the metric: one may have billed the window's
+        # untagged usage as the only one pricing it then (before a rival was created).
+        customer = self.store.customer_contract_ids([change.customer_id]).get(
+            change.customer_id, [])
+        found = {cid: c for cid, c in self.contracts(sorted({*contract_ids, *customer})).items()
+                 if cid in contract_ids or change.metric in c.usage_metrics()}
         for contract in found.values():
             contract.assignment_changed(change.metric, change.start,
                                         None if withdrawn else change.contract_id, change.reason)

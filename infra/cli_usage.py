@@ -95,8 +95,8 @@ def register(sub: Subcommands) -> None:
     p = usage.add_parser(
         "unassign", help="take back an assignment: its untagged usage holds invoices again",
         description="Withdraw the assignment of a customer's untagged usage of a metric whose "
-        "window starts at --from, before its contract has invoiced usage in it (after, it is "
-        "refused: another contract would bill the usage again).")
+        "window starts at --from. Its untagged usage holds invoices again until assigned anew; "
+        "contracts that invoiced it price those periods again at their next run.")
     _customer_and_metric(p)
     p.add_argument("--from", dest="start", required=True, type=parse_bound,
                    metavar="YYYY-MM-DD|INSTANT", help="the start of the window, as assigned")

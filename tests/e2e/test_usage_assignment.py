@@ -64,7 +64,7 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     assert "priced again because the contract changed from 2026-10-01" in explained
     assert "all identical" in billcycle(db, "batch", "verify", "dec").stdout
     taken = billcycle_json(db, *unassign)
-    assert taken["contract_id"] == "ct_b" and taken["repriced"] == ["ct_b"]
+    assert taken["contract_id"] == "ct_b" and taken["repriced"] == ["ct_a", "ct_b"]
 
 
 
