@@ -332,21 +332,32 @@ class BillingApplication(Application[UUID]):
 
         return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "assignment", assign)
 
-    def withdraw_usage_assignment(self, customer_id: str, metric: str, start: date | datetime
-                                  ) -> AssignmentChange:
+    def withdraw_usage_assignment(self, customer_id: str, metric: str, start: date | datetime,
+                                  contract_id: str | None = None) -> AssignmentChange:
         """Take back an assignment, named by the start of its window (a date: local midnight
-        in its contract's timezone). Where its contract invoiced the usage, it prices those
-        periods again: held until the usage is assigned anew."""
+        in its contract's timezone) and, where that is not enough, by its contract. Where its
+        contract invoiced the usage, it prices those periods again: held until the usage is
+        assigned anew."""
         def instant(found: list[UsageAssignment]) -> datetime:
+            if contract_id is not None:
+                found = [a for a in found if a.contract_id == contract_id]
             if isinstance(start, datetime):
                 return start
             contracts = self.contracts(sorted({a.contract_id for a in found}))
-            return next((a.start for a in found if a.contract_id in contracts and a.start
-                         == local_midnight(start, contracts[a.contract_id].timezone)),
-                        local_midnight(start, "UTC"))
+            starting = [a for a in found if a.contract_id in contracts and a.start
+                        == local_midnight(start, contracts[a.contract_id].timezone)]
+            if len(starting) > 1:  # the same date is another instant in another timezone
+                raise AssignmentRejected(
+                    f"{len(starting)} assignments of {customer_id}'s untagged {metric} start "
+                    f"on {start.isoformat()}, each at its contract's local midnight: "
+                    + ", ".join(f"{a.contract_id}'s from {a.start.astimezone(UTC).isoformat()}"
+                                for a in starting)
+                    + "; say which with --contract CONTRACT_ID, or give --from as an instant")
+            return starting[0].start if starting else local_midnight(start, "UTC")
 
         def withdraw(given: UsageAssignments) -> tuple[AssignmentChange, list[Contract]]:
-            taken = given.withdraw(customer_id, metric, instant(given.of(customer_id, metric)))
+            taken = given.withdraw(customer_id, metric, instant(given.of(customer_id, metric)),
+                                   contract_id)
             return self._reprice(taken, [taken.contract_id], withdrawn=True)
 
         return self._change_register(ASSIGNMENTS_ID, UsageAssignments, "withdrawal", withdraw)
@@ -366,7 +377,10 @@ class BillingApplication(Application[UUID]):
         for contract in found.values():
             contract.assignment_changed(change.metric, change.start,
                                         None if withdrawn else change.contract_id, change.reason)
-        repriced = tuple(sorted(cid for cid, c in found.items() if c.changed_from is not None))
+        # Named: those whose invoices billed usage of the window, priced again with a change.
+        repriced = tuple(sorted(
+            cid for cid, c in found.items()
+            if c.invoiced_usage_within(change.metric, change.start, change.end)))
         return AssignmentChange(change, repriced), list(found.values())
 
     def _change_register(self, register_id: UUID, kind: type[R], what: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID, uuid5
@@ -42,6 +42,9 @@ class Contract(Aggregate):
     # from it): billing prices the usage of invoiced periods ending on or after it again. A
     # class default: snapshots taken before it was kept load without it.
     changed_from: date | None = None
+    # What changed since then, in words, from the day it reaches: a line priced again says
+    # why (an amendment, a termination, a rival's change, an assignment given or withdrawn).
+    changes: tuple[tuple[date, str], ...] = ()
 
     @staticmethod
     def create_id(contract_id: str) -> UUID:
@@ -160,7 +163,7 @@ class Contract(Aggregate):
         # Later-received terms for the same date replace earlier ones; order by date.
         kept = [v for v in self.versions if v.effective_date != effective_date]
         self.versions = sorted([*kept, version], key=lambda v: v.effective_date)
-        self._changed(effective_date)
+        self._changed(effective_date, f"terms amended from {effective_date.isoformat()}")
 
     def terminate(self, end_date: date, message_id: str) -> None:
         if end_date < self.start_date:
@@ -175,7 +178,9 @@ class Contract(Aggregate):
         ended = self.end_date
         self.end_date = end_date
         # Service changes from the earlier of the two ends (a later one extends it).
-        self._changed(end_date if ended is None else min(ended, end_date))
+        self._changed(end_date if ended is None else min(ended, end_date),
+                      f"service ended on {end_date.isoformat()}" if ended is None else
+                      f"end date moved from {ended.isoformat()} to {end_date.isoformat()}")
 
     def assignment_changed(self, metric: str, start: datetime, contract_id: str | None,
                            reason: str) -> None:
@@ -189,7 +194,10 @@ class Contract(Aggregate):
     @event("AssignmentChanged")
     def _assignment_changed(self, metric: str, start: datetime, contract_id: str | None,
                             reason: str) -> None:
-        self._changed(local_date(start, self.timezone))
+        given = (f"assigned to {contract_id} ({reason})" if contract_id is not None
+                 else "withdrawn from its assignment")
+        self._changed(local_date(start, self.timezone), f"untagged {metric} usage from "
+                      f"{start.astimezone(UTC):%Y-%m-%d %H:%M} UTC {given}")
 
     def rival_changed(self, contract_id: str, since: datetime) -> None:
         """Another contract of the customer pricing a metric of this one was amended or
@@ -200,11 +208,14 @@ class Contract(Aggregate):
 
     @event("RivalChanged")
     def _rival_changed(self, contract_id: str, since: datetime) -> None:
-        self._changed(local_date(since, self.timezone))
+        self._changed(local_date(since, self.timezone),
+                      f"contract {contract_id}, pricing its usage too, changed from "
+                      f"{since.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
 
-    def _changed(self, day: date) -> None:
+    def _changed(self, day: date, why: str) -> None:
         if self.invoice_ids:  # before the first invoice, every period is priced anyway
             self.changed_from = day if self.changed_from is None else min(self.changed_from, day)
+            self.changes = (*self.changes, (day, why))
 
     def service(self) -> tuple[datetime, datetime | None]:
         """The service as instants: from local midnight of the start date to local midnight of
@@ -212,6 +223,15 @@ class Contract(Aggregate):
         ends = self.end_date
         return (local_midnight(self.start_date, self.timezone),
                 None if ends is None else local_midnight(ends, self.timezone))
+
+    def invoiced_usage_within(self, metric: str, start: datetime, end: datetime) -> bool:
+        """Whether an invoice billed usage of `metric` (or of a metric not recorded, in older
+        settlements) for some of [start, end)."""
+        return any(
+            u.metric in (metric, "")
+            and local_midnight(period_start, self.timezone) < end
+            and local_midnight(u.through, self.timezone) > start
+            for (_, period_start), u in self.billed.usage.items())
 
     def usage_metrics(self) -> frozenset[str]:
         """The metrics some version of the terms prices usage of."""
@@ -276,6 +296,7 @@ class Contract(Aggregate):
             # The invoice priced every invoiced period the change reached; one for an
             # earlier cycle date than already billed did not reach the periods after it.
             self.changed_from = None
+            self.changes = ()
 
     # --- queries ----------------------------------------------------------------------------
 

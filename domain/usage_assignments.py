@@ -60,9 +60,9 @@ class UsageAssignment:
 
 @dataclass(frozen=True)
 class AssignmentChange:
-    """An assignment given or withdrawn, and the contracts that invoiced periods it reaches:
-    each prices them again at its next run (credited where the usage was, billed where it
-    goes)."""
+    """An assignment given or withdrawn, and the contracts whose invoices billed usage of its
+    window: each prices those periods again at its next run (credited where the usage was,
+    billed where it goes)."""
 
     assignment: UsageAssignment
     repriced: tuple[str, ...]
@@ -136,15 +136,19 @@ class UsageAssignments(Aggregate):
         self.given.setdefault(customer_id, {}).setdefault(metric, {})[start.isoformat()] = {
             "end": end, "contract_id": contract_id, "reason": reason, "by": by, "at": at}
 
-    def withdraw(self, customer_id: str, metric: str, start: datetime) -> UsageAssignment:
-        """Take back the assignment of the window starting at `start`: its untagged usage
-        holds the invoices again until assigned anew."""
-        found = next((a for a in self.of(customer_id, metric) if a.start == start), None)
+    def withdraw(self, customer_id: str, metric: str, start: datetime,
+                 contract_id: str | None = None) -> UsageAssignment:
+        """Take back the assignment of the window starting at `start` (and given to
+        `contract_id`, where named): its untagged usage holds the invoices again until
+        assigned anew."""
+        found = next((a for a in self.of(customer_id, metric) if a.start == start
+                      and contract_id in (None, a.contract_id)), None)
         if found is None:
-            given = ", ".join(f"{a.start.isoformat()} to {a.end.isoformat()}"
+            given = ", ".join(f"{a.start.isoformat()} to {a.end.isoformat()} ({a.contract_id})"
                               for a in self.of(customer_id, metric)) or "none"
+            to = "" if contract_id is None else f" given to {contract_id}"
             raise AssignmentRejected(
-                f"no assignment of {customer_id}'s untagged {metric} starts at "
+                f"no assignment of {customer_id}'s untagged {metric}{to} starts at "
                 f"{start.astimezone(UTC).isoformat()} (its windows: {given}); "
                 "`billcycle usage assigned` lists them")
         self._withdrawn(customer_id=customer_id, metric=metric, start=found.start)

@@ -5,6 +5,7 @@ billing at a threshold, minimum true-ups, and holds for usage not known to be co
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -39,6 +40,14 @@ from domain.terms import (
     UsageComponent,
 )
 from domain.usage import MeterReading
+
+
+@dataclass(frozen=True)
+class ContractChanges:
+    """Why an invoiced period is priced again: the contract changed from `since`."""
+
+    since: date
+    said: list[str]
 
 
 def usage_quantity(component: UsageComponent, reading: MeterReading) -> Decimal:
@@ -121,7 +130,7 @@ def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
         late = period.start in late_periods
         # Terms amended, or service ended, on or before the period's end since it was invoiced:
         # priced again with the terms now in effect at its end, over the days now served.
-        repriced = not late and changed_from is not None and window.end >= changed_from
+        repriced = changed_from is not None and window.end >= changed_from
         revisit = late or repriced
         start_at, end_at = local_midnight(window.start, tz), local_midnight(window.end, tz)
         if not draft.planning:
@@ -149,8 +158,8 @@ def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
                 continue
             if draft.planning:
                 continue
-            _add_usage_lines(draft, component, period, window, reading, account,
-                             changed_from if repriced else None)
+            _add_usage_lines(draft, component, period, window, reading, account, late,
+                             _changes_reaching(contract, window) if repriced else None)
     if contract.end_date is not None and not draft.planning:
         _credit_usage_after_end(draft, billed_ids, contract.end_date)
 
@@ -188,6 +197,14 @@ def _periods_with_late_usage(draft: InvoiceDraft, usage: UsageReader) -> set[dat
     return late
 
 
+def _changes_reaching(contract: Contract, window: ServicePeriod) -> ContractChanges:
+    """Since the contract was last invoiced, the changes from a day within the window or
+    before it: why its usage is priced again."""
+    reaching = [(day, why) for day, why in contract.changes if day <= window.end]
+    since = min((day for day, _ in reaching), default=contract.changed_from or window.end)
+    return ContractChanges(since, [why for _, why in reaching])
+
+
 def _add_usage_lines(
     draft: InvoiceDraft,
     component: UsageComponent,
@@ -195,28 +212,33 @@ def _add_usage_lines(
     window: ServicePeriod,
     reading: MeterReading,
     account: UsageAccount,
-    changed_from: date | None = None,
+    arrived_late: bool = False,
+    changes: ContractChanges | None = None,
 ) -> None:
-    """`changed_from`: the period is priced again because the contract changed from that
-    date after it was invoiced (not because usage arrived late)."""
+    """`arrived_late`: usage of the period arrived after it was invoiced. `changes`: the
+    period is priced again because the contract changed after it was invoiced."""
     quantity = usage_quantity(component, reading)
     amount = _priced(draft, component, quantity)
     billed = account.billed
-    late = billed is not None and billed.final
-    unchanged = late and quantity == account.quantity and amount == account.amount
-    if unchanged and changed_from is None:
+    invoiced = billed is not None and billed.final
+    unchanged = invoiced and quantity == account.quantity and amount == account.amount
+    if unchanged and changes is None:
         return
     # Usage is priced with the terms in effect at the period's end.
     terms_effective = draft.contract.terms_on(window.end - ONE_DAY).effective_date.isoformat()
     basis = _usage_basis(component, quantity, reading, amount, account, terms_effective)
     span = f"{window.start.isoformat()} to {window.end.isoformat()}"
-    kind = LineKind.LATE_USAGE if late and changed_from is None else LineKind.USAGE
+    # Usage arriving for an invoiced period is late usage (contract.md), also where the
+    # contract changed too: the description and basis then say both.
+    late = invoiced and (arrived_late or changes is None)
+    kind = LineKind.LATE_USAGE if late else LineKind.USAGE
     label = "late usage" if kind is LineKind.LATE_USAGE else "usage"
     said = f"{component.id}: {label} of {component.metric} {span}"
-    if late and changed_from is not None:
-        said += (f" priced again: the contract changed from {changed_from.isoformat()} "
-                 "after it was invoiced")
-        basis["contract_changed_from"] = changed_from.isoformat()
+    if invoiced and changes is not None:
+        said += (f"{',' if late else ''} priced again: the contract changed from "
+                 f"{changes.since.isoformat()} after it was invoiced")
+        basis["contract_changed_from"] = changes.since.isoformat()
+        basis["contract_changes"] = changes.said
     if not unchanged:  # priced again for a change of terms, only a minimum may differ
         draft.lines.append(InvoiceLine(
             component_id=component.id,

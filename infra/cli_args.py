@@ -10,6 +10,8 @@ import argparse
 import re
 from datetime import date
 
+from consumers.messages.fields import FIRST_DAY, LAST_DAY
+
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -17,10 +19,19 @@ def parse_date(value: str) -> date:
     """YYYY-MM-DD only: fromisoformat alone also reads 20261201 and 2026-W48-1."""
     try:
         if DATE.fullmatch(value):
-            return date.fromisoformat(value)
+            return in_calendar(date.fromisoformat(value), value)
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD")
+
+
+def in_calendar(day: date, value: str) -> date:
+    """The day, if within the years contracts live in (the messages' own bound): beyond them a
+    date is a typo, and computing periods or local midnights near year 1 or 9999 overflows."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is outside the years {FIRST_DAY.year} to {LAST_DAY.year}; check the year")
+    return day
 
 
 def positive_int(text: str) -> int:

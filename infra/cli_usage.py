@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from domain.acknowledgements import AcknowledgementRejected
 from domain.application import BillingApplication, ConcurrentUpdate
 from domain.usage_assignments import AssignmentChange, AssignmentRejected
-from infra.cli_args import DATE
+from infra.cli_args import DATE, in_calendar
 from infra.text import table
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def _date_or_instant(value: str, date_means: str, example: str) -> date | datetime:
     try:
         if DATE.fullmatch(value):
-            return date.fromisoformat(value)
+            return in_calendar(date.fromisoformat(value), value)
         instant = datetime.fromisoformat(value)  # Python 3.11 reads a "Z" offset too
     except ValueError:
         instant = None
@@ -31,6 +31,7 @@ def _date_or_instant(value: str, date_means: str, example: str) -> date | dateti
         raise argparse.ArgumentTypeError(
             f"{value!r} is neither a date (YYYY-MM-DD: {date_means}) nor an instant with an "
             f"offset (e.g. {example})")
+    in_calendar(instant.date(), value)
     return instant
 
 
@@ -100,6 +101,9 @@ def register(sub: Subcommands) -> None:
     _customer_and_metric(p)
     p.add_argument("--from", dest="start", required=True, type=parse_bound,
                    metavar="YYYY-MM-DD|INSTANT", help="the start of the window, as assigned")
+    p.add_argument("--contract", default=None, metavar="CONTRACT_ID",
+                   help="the contract the window was given to: needed where a date is local "
+                   "midnight of two windows' contracts in different timezones")
     p.set_defaults(handler=cmd_unassign)
 
 
@@ -165,8 +169,8 @@ def cmd_assign(args: argparse.Namespace, app: BillingApplication) -> None:
     emit(args, {**given.to_json(), "repriced": list(change.repriced)}, lambda: (
         f"assigned: untagged usage of {given.customer_id}'s {given.metric} from "
         f"{given.start:%Y-%m-%d %H:%M} to {given.end:%Y-%m-%d %H:%M} UTC is "
-        f"{given.contract_id}'s ({given.reason}; by {given.by}); held invoices bill it on "
-        "`billcycle retry BATCH_ID`, later runs as they go" + _repriced(change)))
+        f"{given.contract_id}'s ({given.reason}; by {given.by}); invoices held for it bill it "
+        "on `billcycle retry BATCH_ID`, later runs as they go" + _repriced(change)))
 
 
 def cmd_assigned(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -183,7 +187,8 @@ def cmd_unassign(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
     try:
-        change = app.withdraw_usage_assignment(args.customer, args.metric, args.start)
+        change = app.withdraw_usage_assignment(args.customer, args.metric, args.start,
+                                               args.contract)
     except (AssignmentRejected, ConcurrentUpdate) as exc:
         raise UserError(str(exc)) from exc
     taken = change.assignment
@@ -196,6 +201,7 @@ def cmd_unassign(args: argparse.Namespace, app: BillingApplication) -> None:
 def _repriced(change: AssignmentChange) -> str:
     if not change.repriced:
         return ""
-    return (f"; {' and '.join(change.repriced)} invoiced periods it reaches: "
-            f"{'each prices them' if len(change.repriced) > 1 else 'it prices them'} again "
-            "at its next run, crediting usage no longer its own and billing usage now its own")
+    return (f"; {' and '.join(change.repriced)} invoiced usage of it: "
+            f"{'each prices' if len(change.repriced) > 1 else 'it prices'} those periods again "
+            "at its next run for a later cycle date (a retry of the batch that invoiced them "
+            "does not), crediting usage no longer its own and billing usage now its own")

@@ -334,9 +334,10 @@ def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currenc
         if Decimal(b.get("already_billed") or 0):
             text += f"; less {b['already_billed']} already billed for the period"
         if b.get("contract_changed_from"):
+            why = "; ".join(b.get("contract_changes") or []) or (
+                "terms amended, service ended or untagged usage assigned anew since")
             text += (f"; priced again because the contract changed from "
-                     f"{b['contract_changed_from']} after the period was invoiced (terms "
-                     "amended, service ended or untagged usage assigned anew since)")
+                     f"{b['contract_changed_from']} after the period was invoiced ({why})")
         return f"{text}; line {amount} {currency}"
     if kind == "minimum_true_up":
         return (f"usage amount {b['usage_amount']} is below the minimum {b['minimum_amount']}: "

@@ -201,6 +201,12 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
         (("run", "--cycle-date", "20261201"), "'20261201' is not a date; use YYYY-MM-DD"),
         (("run", "--cycle-date", "2026-12-01", "--chunk-size", "-5"),
          "'-5' is not a whole number >= 1"),
+        # Near year 1 or 9999 local midnights and periods overflowed: a traceback.
+        (("report", "revenue", "--as-of", "9999-12-31"),
+         "'9999-12-31' is outside the years 1900 to 2999; check the year"),
+        (("usage", "assign", "--customer", "c", "--metric", "m", "--contract", "k", "--from",
+          "0001-01-01T00:00:00+09:00", "--to", "2026-10-01", "--reason", "r"),
+         "'0001-01-01T00:00:00+09:00' is outside the years 1900 to 2999"),
     ):
         refused = billcycle_process(db, *args)
         assert refused.returncode == 2 and said in refused.stderr, args

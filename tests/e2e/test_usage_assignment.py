@@ -54,17 +54,24 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     # next run, credited where it was billed and billed where it belongs.
     to_b = (*assign[:7], "ct_b", *assign[8:12], "--reason", "ct_b's batch jobs, found later")
     moved = billcycle(db, *to_b).stdout
-    assert "ct_a and ct_b invoiced periods it reaches: each prices them again" in moved
+    assert ("ct_a and ct_b invoiced usage of it: each prices those periods again at its next "
+            "run for a later cycle date (a retry of the batch that invoiced them does not)"
+            ) in moved
     billcycle_json(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "dec")
     december = {i["contract_id"]: i for i in billcycle_json(db, "invoices")
                 if i["batch_id"] == "dec"}
     assert {cid: i["total"] for cid, i in december.items()} == {
         "ct_a": "-8.00", "ct_b": "10.00"}  # ct_b: 8000 above 1000 is 14.00
     explained = billcycle(db, "explain", december["ct_a"]["number"]).stdout
-    assert "priced again because the contract changed from 2026-10-01" in explained
+    assert ("priced again because the contract changed from 2026-10-01 after the period was "
+            "invoiced (untagged api_calls usage from 2026-10-01 04:00 UTC assigned to ct_b "
+            "(ct_b's batch jobs, found later))") in explained
     assert "all identical" in billcycle(db, "batch", "verify", "dec").stdout
     taken = billcycle_json(db, *unassign)
     assert taken["contract_id"] == "ct_b" and taken["repriced"] == ["ct_a", "ct_b"]
+    # A window no invoice has billed usage of names no contract as pricing it again.
+    december_window = (*assign[:9], "2026-12-01", "--to", "2027-01-01", *assign[12:])
+    assert billcycle_json(db, *december_window)["repriced"] == []
 
 
 
@@ -99,3 +106,19 @@ def test_a_period_shared_by_contracts_in_two_timezones_bills_each_its_windows(
     totals = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")}
     assert totals == {"ct_ta": "3.00", "ct_tb": "6.00"}  # alice; alice and bob
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
+
+    # A date that is local midnight of two windows (Tokyo's and UTC's 12-01) names neither.
+    assign("ct_ta", "2026-12-01", "2026-12-01T00:00:00Z")
+    assign("ct_tb", "2026-12-01", "2026-12-02")
+    unassign = ("usage", "unassign", "--customer", "cus_1", "--metric", "active_users",
+                "--from", "2026-12-01")
+    refused = billcycle(db, *unassign, check=False)
+    assert refused.returncode == 1 and (
+        "2 assignments of cus_1's untagged active_users start on 2026-12-01, each at its "
+        "contract's local midnight: ct_ta's from 2026-11-30T15:00:00+00:00, ct_tb's from "
+        "2026-12-01T00:00:00+00:00; say which with --contract") in refused.stderr
+    taken = billcycle_json(db, *unassign, "--contract", "ct_tb")
+    assert (taken["contract_id"], taken["start"]) == ("ct_tb", "2026-12-01T00:00:00+00:00")
+    wrong = billcycle(db, *unassign, "--contract", "ct_tb", check=False)
+    assert wrong.returncode == 1 and "no assignment of cus_1's untagged active_users given to "\
+        "ct_tb starts at 2026-12-01T00:00:00+00:00" in wrong.stderr

@@ -57,6 +57,25 @@ def test_late_usage_after_a_rename_bills_only_the_difference_under_the_new_id() 
     assert ("late_usage", "api_v2", "1.00") in amounts(bill(c, date(2027, 1, 1), meter))
 
 
+def test_late_usage_in_a_period_repriced_by_an_amendment_says_both() -> None:
+    # QA: the line priced again by the amendment was labelled late usage and said nothing of
+    # the amendment. Usage arriving late is still a late_usage line (contract.md); it now
+    # also names the change, which explain quotes.
+    c = contract(usage(pricing=ONE))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "10")
+    bill(c, date(2026, 11, 1), meter)
+    c.amend(date(2026, 10, 15), (usage(pricing=PerUnit(Decimal(2))),), None, None, "m-a")
+    meter.add(at(date(2026, 10, 20)), "3")  # late
+    line = next(line for line in bill(c, date(2026, 12, 1), meter).lines
+                if line.period_start == date(2026, 10, 1))
+    assert (line.kind, line.amount) == ("late_usage", Decimal("16.00"))  # 13 at 2.00 - 10.00
+    assert line.description == ("api: late usage of api_calls 2026-10-01 to 2026-11-01, priced "
+                                "again: the contract changed from 2026-10-15 after it was "
+                                "invoiced")
+    assert line.basis["contract_changes"] == ["terms amended from 2026-10-15"]
+
+
 def test_the_final_invoice_after_a_progressive_bill_and_a_rename_bills_only_the_rest() -> None:
     c = contract(usage(pricing=ONE), threshold="10.00")
     meter = FakeUsage()
