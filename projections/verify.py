@@ -198,6 +198,11 @@ def _compare(app: BillingApplication, recorded: ContractOutcome,
     return diffs + _compare_lines(cid, number, issued.lines, lines, position)
 
 
+# Basis keys that only explain a line (no amount follows from them), added after batches
+# were issued without them.
+EXPLANATIONS_ADDED_LATER = frozenset({"contract_changes"})
+
+
 def _compare_lines(cid: str, number: str, was: list[dict[str, Any]],
                    now: list[dict[str, Any]], position: int) -> list[Difference]:
     diffs = []
@@ -206,6 +211,8 @@ def _compare_lines(cid: str, number: str, was: list[dict[str, Any]],
     for i, (a, b) in enumerate(zip(was, now, strict=False)):
         a_basis, b_basis = dict(a.get("basis") or {}), dict(b.get("basis") or {})
         a_rev, b_rev = a_basis.pop("usage_revision", None), b_basis.pop("usage_revision", None)
+        for said in EXPLANATIONS_ADDED_LATER - a_basis.keys():
+            b_basis.pop(said, None)  # a batch issued before a line said it decides the same
         for key in sorted(set(a) | set(b)):
             a_value = a_basis if key == "basis" else a.get(key)
             b_value = b_basis if key == "basis" else b.get(key)
