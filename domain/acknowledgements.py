@@ -79,6 +79,29 @@ class UsageAcknowledgements(Aggregate):
         self.given.setdefault(customer_id, {})[metric] = {
             "through": through, "reason": reason, "by": by, "at": at}
 
+    def withdraw(self, customer_id: str, metric: str, reason: str, by: str,
+                 at: datetime) -> Acknowledgement:
+        """Take back the acknowledgement in force of the customer's usage of the metric (one
+        given by mistake): runs name all of that usage again. The log keeps both."""
+        found = next((a for a in self.in_force([customer_id]) if a.metric == metric), None)
+        if found is None:
+            given = ", ".join(a.metric for a in self.in_force([customer_id])) or "none"
+            raise AcknowledgementRejected(
+                f"no acknowledgement of {customer_id}'s {metric} is in force (the customer's: "
+                f"{given}); `billcycle usage acknowledged` lists them")
+        if not reason.strip():
+            raise AcknowledgementRejected("give the reason the acknowledgement is taken back")
+        self._withdrawn(customer_id=customer_id, metric=metric, reason=reason.strip(),
+                        by=by.strip() or "unknown", at=at)
+        return found
+
+    @event("Withdrawn")
+    def _withdrawn(self, customer_id: str, metric: str, reason: str, by: str,
+                   at: datetime) -> None:
+        del self.given[customer_id][metric]
+        if not self.given[customer_id]:
+            del self.given[customer_id]
+
     def in_force(self, customer_ids: Iterable[str] | None = None) -> list[Acknowledgement]:
         """The acknowledgements in force, of these customers (None: of all), in order."""
         customers = sorted(self.given if customer_ids is None else

@@ -295,6 +295,14 @@ class BillingApplication(Application[UUID]):
             ACKNOWLEDGEMENTS_ID, UsageAcknowledgements, "acknowledgement",
             lambda given: (given.acknowledge(customer_id, metric, through, reason, by, at), []))
 
+    def withdraw_usage_acknowledgement(self, customer_id: str, metric: str, reason: str,
+                                       by: str, at: datetime) -> Acknowledgement:
+        """Take back the acknowledgement of the customer's usage of the metric: runs name all
+        of that usage again."""
+        return self._change_register(
+            ACKNOWLEDGEMENTS_ID, UsageAcknowledgements, "withdrawal",
+            lambda given: (given.withdraw(customer_id, metric, reason, by, at), []))
+
     def usage_assignments(self) -> list[UsageAssignment]:
         """Untagged usage assigned to a contract (domain/usage_assignments.py)."""
         given = self.get_or_none(ASSIGNMENTS_ID, UsageAssignments)

@@ -1,7 +1,7 @@
-"""`billcycle usage acknowledge` and `usage acknowledged`: unbilled usage an operator has
-looked at and acknowledged as not to be billed (domain/acknowledgements.py); `usage assign`
-and `usage assigned`: untagged usage two contracts price, assigned to one of them
-(domain/usage_assignments.py)."""
+"""`billcycle usage acknowledge`, `usage acknowledged` and `usage unacknowledge`: unbilled
+usage an operator has looked at and acknowledged as not to be billed
+(domain/acknowledgements.py); `usage assign`, `usage assigned` and `usage unassign`: untagged
+usage two contracts price, assigned to one of them (domain/usage_assignments.py)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,16 @@ def register(sub: Subcommands) -> None:
     p.set_defaults(handler=cmd_acknowledge)
     p = usage.add_parser("acknowledged", help="the acknowledgements in force")
     p.set_defaults(handler=cmd_acknowledged)
+    p = usage.add_parser(
+        "unacknowledge", help="take back an acknowledgement: runs name that usage again",
+        description="Withdraw the acknowledgement in force of a customer's usage of a metric "
+        "(given by mistake, or too wide: to narrow one, acknowledge again with an earlier "
+        "--through). Runs then name all of that usage again. Billing is unchanged, and the log "
+        "keeps the acknowledgement and its withdrawal.")
+    _customer_and_metric(p)
+    p.add_argument("--reason", required=True, help="why it is taken back")
+    p.add_argument("--by", default=None, help="who takes it back (default: the OS user)")
+    p.set_defaults(handler=cmd_unacknowledge)
     p = usage.add_parser(
         "assign", help="untagged usage two contracts price is one contract's, from..to",
         description="Where a customer has two active contracts pricing a metric, usage sent "
@@ -154,6 +164,21 @@ def cmd_acknowledged(args: argparse.Namespace, app: BillingApplication) -> None:
         ["customer", "metric", "through", "reason", "by", "at"],
         [[a["customer_id"], a["metric"], a["through"], a["reason"], a["by"], a["at"]]
          for a in given]) if given else "no acknowledgements")
+
+
+def cmd_unacknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
+    from infra.cli import UserError, emit
+
+    by = args.by if args.by is not None else _os_user()
+    try:
+        taken = app.withdraw_usage_acknowledgement(args.customer, args.metric, args.reason, by,
+                                                   datetime.now(UTC))
+    except (AcknowledgementRejected, ConcurrentUpdate) as exc:
+        raise UserError(str(exc)) from exc
+    emit(args, taken.to_json(), lambda: (
+        f"withdrawn: usage of {taken.customer_id}'s {taken.metric} before "
+        f"{taken.through:%Y-%m-%d %H:%M} UTC is no longer acknowledged ({taken.reason}; by "
+        f"{taken.by}); runs name it again"))
 
 
 def cmd_assign(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -275,3 +275,20 @@ def test_acknowledged_usage_is_left_out_of_the_notes_until_more_comes(
     ahead = billcycle(db, "usage", "acknowledge", "--customer", "cus_ct_a", "--metric",
                       "api_calls", "--through", "2999-01-01", "--reason", "all of it").stdout
     assert "its instant is in the future" in ahead
+
+    # Given by mistake: taken back, the next run names all of that usage again.
+    taken = billcycle_json(db, "usage", "unacknowledge", "--customer", "cus_ct_b", "--metric",
+                           "api_calls", "--reason", "ct_b's usage is billable after all",
+                           "--by", "finance")
+    assert (taken["customer_id"], taken["reason"]) == ("cus_ct_b", "moved off the API plan")
+    assert [a["customer_id"] for a in billcycle_json(db, "usage", "acknowledged")] == [
+        "cus_ct_a", "cus_ct_c"]
+    named_again = billcycle_json(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov-4")
+    assert ("usage of cus_ct_b in periods that no contract of theirs bills it for is not "
+            "billed: api_calls from 2026-10-05 10:00 to 2026-10-20 10:15 UTC (2 events;"
+            ) in " ".join(named_again["warnings"])
+    again = billcycle(db, "usage", "unacknowledge", "--customer", "cus_ct_b", "--metric",
+                      "api_calls", "--reason", "twice", check=False)
+    assert again.returncode == 1 and (
+        "no acknowledgement of cus_ct_b's api_calls is in force (the customer's: none)"
+        ) in again.stderr

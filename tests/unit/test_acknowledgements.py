@@ -34,6 +34,24 @@ def test_the_latest_acknowledgement_of_a_customer_and_metric_is_in_force() -> No
     assert len(given.collect_events()) == 4  # opened, and each acknowledgement kept
 
 
+def test_an_acknowledgement_taken_back_is_no_longer_in_force_and_stays_in_the_log() -> None:
+    given = UsageAcknowledgements()
+    given.acknowledge("cus_a", "api_calls", datetime(2026, 11, 1, tzinfo=UTC), "one", "ops", AT)
+    given.acknowledge("cus_a", "storage", datetime(2026, 10, 1, tzinfo=UTC), "two", "ops", AT)
+    with pytest.raises(AcknowledgementRejected, match="give the reason"):
+        given.withdraw("cus_a", "api_calls", " ", "ops", AT)
+    taken = given.withdraw("cus_a", "api_calls", "billable after all", "ops", AT)
+    assert (taken.metric, taken.reason) == ("api_calls", "one")
+    assert [a.metric for a in given.in_force()] == ["storage"]
+    with pytest.raises(AcknowledgementRejected,
+                       match=r"no acknowledgement of cus_a's api_calls is in force \(the "
+                             r"customer's: storage\)"):
+        given.withdraw("cus_a", "api_calls", "again", "ops", AT)
+    given.withdraw("cus_a", "storage", "also", "ops", AT)
+    assert given.in_force() == [] and given.given == {}
+    assert len(given.collect_events()) == 5  # opened, two given, two taken back
+
+
 def test_an_acknowledgement_answers_with_itself_beside_others_of_the_customer() -> None:
     given = UsageAcknowledgements()
     given.acknowledge("cus_a", "api_calls", datetime(2026, 11, 1, tzinfo=UTC), "one", "ops", AT)
