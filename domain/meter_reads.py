@@ -5,7 +5,7 @@ untagged usage shared by several contracts held rather than guessed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import pairwise
 
@@ -112,10 +112,12 @@ class StoreUsage:
             mine = joined_spans((lo, hi) for lo, hi, owner in pieces if owner == c.contract_id)
             if mine != [(start, end)]:
                 tags, within = (c.contract_id,), tuple(mine)
-        return self.reads.read(MeterRequest(
+        reading = self.reads.read(MeterRequest(
             c.customer_id, component.metric, tags, start, end, component.unique_property,
             within,
         ))
+        # Said on the line (its basis), so that a shared period's reads can be explained.
+        return reading if "" in tags else replace(reading, untagged_within=within)
 
     def _untagged(self, metric: str, start: datetime, end: datetime) -> int:
         return self.reads.read(MeterRequest(

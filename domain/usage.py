@@ -140,6 +140,9 @@ class MeterReading:
     latest_quantity: Decimal = Decimal(0)
     unique_count: int = 0
     revision: int = 0  # the highest log position that changed any bucket read
+    # Where a period is shared: the spans whose untagged usage was read (the rest is another
+    # contract's); None where all of the period's untagged usage was.
+    untagged_within: tuple[tuple[datetime, datetime], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from domain.billed import UsageBilled
@@ -370,6 +370,10 @@ def _usage_basis(
     }
     if account.carried_from:
         basis["billed_as"] = list(account.carried_from)
+    if reading.untagged_within is not None:  # a shared period: only these spans' is its own
+        basis["untagged_usage_within"] = [
+            f"{lo.astimezone(UTC):%Y-%m-%d %H:%M} to {hi.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+            for lo, hi in reading.untagged_within]
     return basis
 
 

@@ -331,6 +331,12 @@ def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currenc
                 f"{model} = {b['priced_amount']}")
         if b.get("threshold"):
             text += f"; billed early because usage reached the threshold {b['threshold']}"
+        if "untagged_usage_within" in b:
+            spans = b["untagged_usage_within"]
+            text += (f"; of the usage sent without contract_id, only that of {', '.join(spans)}"
+                     " is this contract's, the rest another's" if spans else
+                     "; none of the usage sent without contract_id is this contract's") + (
+                " (the only contract pricing it at that instant, or the one assigned it)")
         if Decimal(b.get("already_billed") or 0):
             text += f"; less {b['already_billed']} already billed for the period"
         if b.get("contract_changed_from"):

@@ -200,7 +200,7 @@ def _compare(app: BillingApplication, recorded: ContractOutcome,
 
 # Basis keys that only explain a line (no amount follows from them), added after batches
 # were issued without them.
-EXPLANATIONS_ADDED_LATER = frozenset({"contract_changes"})
+EXPLANATIONS_ADDED_LATER = frozenset({"contract_changes", "untagged_usage_within"})
 
 
 def _compare_lines(cid: str, number: str, was: list[dict[str, Any]],

@@ -66,6 +66,10 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
     assert ("priced again because the contract changed from 2026-10-01 after the period was "
             "invoiced (untagged api_calls usage from 2026-10-01 04:00 UTC assigned to ct_b "
             "(ct_b's batch jobs, found later))") in explained
+    assert ("none of the usage sent without contract_id is this contract's (the only "
+            "contract pricing it at that instant, or the one assigned it)") in explained
+    explained_b = billcycle(db, "explain", december["ct_b"]["number"]).stdout
+    assert "usage sent without contract_id" not in explained_b  # all of it is ct_b's
     assert "all identical" in billcycle(db, "batch", "verify", "dec").stdout
     taken = billcycle_json(db, *unassign)
     assert taken["contract_id"] == "ct_b" and taken["repriced"] == ["ct_a", "ct_b"]
@@ -105,6 +109,10 @@ def test_a_period_shared_by_contracts_in_two_timezones_bills_each_its_windows(
     assert retried["held"] == []
     totals = {i["contract_id"]: i["total"] for i in billcycle_json(db, "invoices")}
     assert totals == {"ct_ta": "3.00", "ct_tb": "6.00"}  # alice; alice and bob
+    [tb] = [i for i in billcycle_json(db, "invoices") if i["contract_id"] == "ct_tb"]
+    assert ("of the usage sent without contract_id, only that of 2026-10-31 15:00 to "
+            "2026-11-01 00:00 UTC is this contract's, the rest another's"
+            ) in billcycle(db, "explain", tb["number"]).stdout
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
 
     # A date that is local midnight of two windows (Tokyo's and UTC's 12-01) names neither.
