@@ -436,7 +436,9 @@ class _IngestUnit:
         self.usage: list[UsageRecord] = []  # recorded as one UsageBatch event
         self.received: list[tuple[str, str]] = []  # (message id, fingerprint) accepted
         self.new_contracts: list[tuple[str, str]] = []
-        self.changed: list[tuple[Contract, datetime]] = []  # pricing changed from (rivals)
+        # Contracts whose pricing changed, from when, and the metrics they priced before or
+        # after (an amendment may replace the only terms that priced one): for their rivals.
+        self.changed: list[tuple[Contract, datetime, frozenset[str]]] = []
         self.dead: list[Rejected] = []
         self.notes: list[str] = []  # on accepted messages (IngestReport.notes)
 
@@ -534,23 +536,26 @@ class _IngestUnit:
         untagged usage of then may now be theirs (only one contract prices it) or contested
         (two), and each prices its invoiced periods from that day again. In one read of the
         customers' contracts for the whole batch."""
-        earliest: dict[str, tuple[Contract, datetime]] = {}
-        for c, since in self.changed:
-            if c.usage_metrics() and (c.contract_id not in earliest
-                                      or since < earliest[c.contract_id][1]):
-                earliest[c.contract_id] = (c, since)
+        earliest: dict[str, tuple[Contract, datetime, frozenset[str]]] = {}
+        for c, since, metrics in self.changed:
+            if c.contract_id in earliest:
+                _, was, priced = earliest[c.contract_id]
+                since, metrics = min(since, was), metrics | priced
+            if metrics:
+                earliest[c.contract_id] = (c, since, metrics)
         changed = list(earliest.values())
         if not changed:
             return
-        ids = self.app.store.customer_contract_ids(sorted({c.customer_id for c, _ in changed}))
+        ids = self.app.store.customer_contract_ids(
+            sorted({c.customer_id for c, _, _ in changed}))
         others = {contract_aggregate_id(cid) for cids in ids.values() for cid in cids}
         missing = [i for i in others if i not in self.aggregates and i not in self.loaded]
         self.loaded.update(self.app.load_many(missing))
-        for contract, since in changed:
+        for contract, since, metrics in changed:
             for cid in ids.get(contract.customer_id, []):
                 rival = self._get(contract_aggregate_id(cid), Contract)
                 if (rival is not None and rival.contract_id != contract.contract_id
-                        and rival.usage_metrics() & contract.usage_metrics()):
+                        and rival.usage_metrics() & metrics):
                     rival.rival_changed(contract.contract_id, since)
 
     def _receipt(self, command: Command) -> None:
@@ -580,6 +585,7 @@ class _IngestUnit:
                 self.new_contracts.append((terms.contract_id, terms.customer_id))
             case AmendContract():
                 contract = self._contract(command.contract_id, command)
+                priced = contract.usage_metrics()
                 contract.amend(
                     command.effective_date,
                     command.components,
@@ -592,7 +598,7 @@ class _IngestUnit:
                 # may change from the start of the period holding the effective date.
                 self.changed.append((contract, local_midnight(period_containing(
                     contract.anchor, contract.frequency, command.effective_date).start,
-                    contract.timezone)))
+                    contract.timezone), priced | contract.usage_metrics()))
                 self._note(retroactive_change_note(contract, "amended from",
                                                    command.effective_date))
             case TerminateContract():
@@ -601,7 +607,7 @@ class _IngestUnit:
                 contract.terminate(command.end_date, command.message_id)
                 self.changed.append((contract, local_midnight(
                     command.end_date if ended is None else min(ended, command.end_date),
-                    contract.timezone)))
+                    contract.timezone), contract.usage_metrics()))
                 self._note(later_end_note(contract, ended)
                            or retroactive_change_note(contract, "terminated on",
                                                       command.end_date))

@@ -115,8 +115,11 @@ def _incomplete(draft: InvoiceDraft, metric: str, end_at: datetime) -> str | Non
 
 def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
     contract, cycle_date = draft.contract, draft.ctx.cycle_date
-    if not contract.usage_metrics():
-        return  # no usage priced, ever: nothing to read or bill (a third of a typical book)
+    if not contract.usage_metrics() and not contract.billed.usage:
+        # No usage priced, ever, nor billed (terms amended from the start may leave no version
+        # pricing what was billed: credited below): nothing to read or bill (a third of a
+        # typical book).
+        return
     tz = contract.timezone
     late_periods = _periods_with_late_usage(draft, usage)
     changed_from = contract.changed_from

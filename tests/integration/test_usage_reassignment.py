@@ -104,6 +104,10 @@ def ct_1_prices(at: datetime, terms: list[tuple[date, str]], end: date | None) -
          actions=[("run", 0, ""), ("amend", 5, "platform"), ("run", 0, "")])
 @example(timezone="Asia/Tokyo", first=[(300, 2)], final=("ct_1", "ct_2"), settled=True,
          actions=[("run", 0, ""), ("terminate", 3, ""), ("run", 0, "")])
+# Amended from its start to price no usage: no version prices what it billed (found by this
+# property: the contract was neither credited nor its rival told).
+@example(timezone="UTC", first=[(0, 1)], final=("ct_1", "ct_1"), settled=True,
+         actions=[("run", 0, ""), ("amend", 0, "platform")])
 def test_each_untagged_event_ends_billed_once_by_its_final_owner(
     timezone: str, first: list[tuple[int, int]], actions: list[tuple[str, Any, str]],
     final: tuple[str, str], settled: bool,

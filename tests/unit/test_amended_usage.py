@@ -113,6 +113,19 @@ def test_usage_billed_under_a_component_amended_away_is_credited_at_the_period_e
     assert not any(line.component_id == "api" for line in bill(c, date(2026, 12, 1)).lines)
 
 
+def test_usage_billed_before_terms_replaced_from_the_start_to_price_none_is_credited() -> None:
+    # QA (the reassignment property): the amendment for the start date replaces the only
+    # terms that priced usage, so no version prices any and billing skipped usage altogether.
+    c = contract(subscription("100.00"), usage(pricing=ONE))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "20")
+    bill(c, date(2026, 11, 1), meter)
+    c.amend(date(2026, 10, 1), (subscription("100.00"),), None, None, "m-a")
+    assert c.usage_metrics() == frozenset()
+    assert ("usage", "api", "-20.00") in amounts(bill(c, date(2026, 12, 1), meter))
+    assert not any(line.component_id == "api" for line in bill(c, date(2027, 1, 1)).lines)
+
+
 def test_a_component_that_keeps_its_id_but_prices_another_metric_bills_it_once() -> None:
     # QA: the credit of the old metric settled the component's key after its new billing,
     # erasing it, so the next run billed the new metric's usage again.
