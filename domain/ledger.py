@@ -8,7 +8,9 @@ deferred revenue with the rest. A credit note is the same entry with the signs r
 negative amounts. A periodic close moves deferred revenue to revenue at every month end and on
 the last day of each schedule. A payment debits cash; the part that settles the document's
 open amount credits the receivable and any excess credits a customer credit liability, so a
-payment never takes a document's open amount below zero.
+payment never takes a document's open amount below zero. Payments settle a document in the
+order of their days: one dated before a payment already applied is applied first, and the
+later one's settling part is reapplied on its own day.
 """
 
 from __future__ import annotations
@@ -194,6 +196,46 @@ def payment_entry(
         ],
     )
     return PaymentPosting(entry, applied, excess)
+
+
+@dataclass(frozen=True)
+class DocumentPayment:
+    """A payment as applied to a document: its cash, and the part of it settling the document
+    (the rest is customer credit)."""
+
+    payment_id: str
+    day: date  # posted on: received, or the issue date if received earlier
+    position: int  # in the log: orders payments of the same day
+    amount: Decimal
+    applied: Decimal
+
+
+def applied_by_date(total: Decimal, payments: Iterable[DocumentPayment]) -> dict[str, Decimal]:
+    """The part of each payment that settles the document when payments are taken in the order
+    of their days (log order within a day): a payment dated before another settles what the
+    document owed first, whichever arrived first, so the reports of any day agree with the
+    payments dated by then."""
+    owed = total
+    applied: dict[str, Decimal] = {}
+    for p in sorted(payments, key=lambda p: (p.day, p.position)):
+        applied[p.payment_id] = min(p.amount, max(owed, ZERO))
+        owed -= applied[p.payment_id]
+    return applied
+
+
+def reapplication_entry(doc: Document, payment: DocumentPayment, applied: Decimal,
+                        because: str) -> JournalEntry:
+    """A payment's settling part changed from `payment.applied` to `applied`, because a payment
+    dated earlier arrived after it (`because`): posted on the payment's own day, the difference
+    moves between the receivable and customer credit."""
+    change = applied - payment.applied
+    return _entry(
+        doc, f"{doc.number}/payment/{payment.payment_id}/reapplied/{because}", payment.day,
+        EntryKind.PAYMENT,
+        f"payment {payment.payment_id} from {doc.customer_id} on {doc.number} reapplied: "
+        f"{because}, dated earlier, settles the document first",
+        [Posting(Account.RECEIVABLE, -change), Posting(Account.CUSTOMER_CREDIT, change)],
+    )
 
 
 def balances(entries: Sequence[JournalEntry], as_of: date) -> dict[tuple[str, Account], Decimal]:

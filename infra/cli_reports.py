@@ -189,8 +189,8 @@ def cmd_ar_aging(args: argparse.Namespace, app: BillingApplication) -> None:
         credit = ledger.customer_credit(select, args.as_of)
     document: dict[str, Any] = ledger.ar_aging(items)
     for currency, held in credit.items():  # beside the buckets: owed to customers, not aged
-        if currency in document:
-            document[currency]["customer_credit"] = held
+        document.setdefault(currency, ledger.nothing_open(currency))["customer_credit"] = held
+    document = dict(sorted(document.items()))
     if args.detail:
         for currency in document:
             document[currency]["items"] = [i.to_json() for i in items if i.currency == currency]

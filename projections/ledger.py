@@ -6,16 +6,27 @@ Invoice.InvoiceIssued and Invoice.PaymentApplied. The accounting is domain/ledge
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from domain.calendar import local_date
 from domain.contract import Contract
 from domain.invoice import Invoice
-from domain.ledger import Account, Document, JournalEntry, document_entries, payment_entry
-from domain.money import format_money, round_money
+from domain.ledger import (
+    Account,
+    Document,
+    DocumentPayment,
+    JournalEntry,
+    applied_by_date,
+    document_entries,
+    payment_entry,
+    reapplication_entry,
+)
+from domain.money import ZERO, format_money, round_money
 from projections.persistence import Changes, Select, Table
 from projections.projection import (
     Positioned,
@@ -41,7 +52,7 @@ DOCUMENTS = Table(
     (("number", "TEXT"), ("invoice_id", "TEXT"), ("document_type", "TEXT"),
      ("contract_id", "TEXT"), ("customer_id", "TEXT"), ("currency", "TEXT"),
      ("issue_date", "TEXT"), ("due_date", "TEXT"), ("total", "BIGINT"), ("applied", "BIGINT"),
-     ("position", "BIGINT")),
+     ("position", "BIGINT"), ("payments", "TEXT")),
     key=("number",),
     indexes=(("invoice_id",),),
     report_indexes=(("issue_date",),),
@@ -66,21 +77,28 @@ JOURNAL = Table(
 )
 
 
+# A payment applied to a document, as its row keeps it: (day posted, log position, payment
+# id, amount, the part settling the document), amounts in minor units.
+_Paid = tuple[str, int, str, int, int]
+
+
 @dataclass
 class _Open:
-    """A document as a payment needs it: who, when, and how much of it is settled."""
+    """A document as a payment needs it: who, when, how much of it is settled, and by which
+    payments (a payment dated before them is applied first)."""
 
     doc: Document
     due_date: str
     total: int
     applied: int
     position: int
+    payments: list[_Paid] = field(default_factory=list)
 
     def row(self, invoice_id: str) -> tuple[Any, ...]:
         d = self.doc
         return (d.number, invoice_id, d.document_type, d.contract_id, d.customer_id, d.currency,
                 d.issue_date.isoformat(), self.due_date, self.total, self.applied,
-                self.position)
+                self.position, json.dumps(self.payments) if self.payments else None)
 
 
 def entry_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
@@ -125,20 +143,54 @@ class LedgerProjection(ViewProjection):
                 state = docs[invoice_id]
                 doc = state.doc
                 amount = round_money(event.amount, doc.currency)
-                day = local_date(event.received_at, zones.get(doc.contract_id, "UTC"))
-                posted = payment_entry(doc, event.payment_id, amount, day,
-                                       from_minor(state.total - state.applied, doc.currency))
+                # Posted on the day received, or on the issue date if received earlier.
+                day = max(local_date(event.received_at, zones.get(doc.contract_id, "UTC")),
+                          doc.issue_date).isoformat()
+                owed = from_minor(state.total - state.applied, doc.currency)
+                if any((p[0], p[1]) > (day, position) for p in state.payments):
+                    owed = self._dated_before(state, event, day, amount, position, changes)
+                posted = payment_entry(doc, event.payment_id, amount, date.fromisoformat(day),
+                                       owed)
                 applied = to_minor(posted.applied, doc.currency)
                 state.applied += applied
+                state.payments.append((day, position, event.payment_id,
+                                       to_minor(amount, doc.currency), applied))
                 changes.put(DOCUMENTS, state.row(invoice_id), new=False)
                 changes.insert(PAYMENTS, (
-                    doc.number, event.payment_id, posted.entry.day.isoformat(), doc.currency,
+                    doc.number, event.payment_id, day, doc.currency,
                     to_minor(amount, doc.currency), applied,
                     to_minor(posted.excess, doc.currency), event.received_at.isoformat(),
                     position,
                 ))
                 journal.extend(entry_rows(posted.entry))
         return changes
+
+    def _dated_before(self, state: _Open, event: Any, day: str, amount: Decimal,
+                      position: int, changes: Changes) -> Decimal:
+        """A payment dated before payments already applied to the document (it arrived
+        later): it settles what the document owed first, and each payment after it whose
+        settling part shrinks is reapplied on its own day (domain/ledger.py). What the
+        document still owes the new payment, in the order of their days."""
+        doc, currency = state.doc, state.doc.currency
+        paid = [DocumentPayment(pid, date.fromisoformat(d), pos, from_minor(a, currency),
+                                from_minor(ap, currency))
+                for d, pos, pid, a, ap in state.payments]
+        new = DocumentPayment(event.payment_id, date.fromisoformat(day), position, amount, ZERO)
+        split = applied_by_date(from_minor(state.total, currency), [*paid, new])
+        for i, p in enumerate(paid):
+            if split[p.payment_id] == p.applied:
+                continue
+            entry = reapplication_entry(doc, p, split[p.payment_id], event.payment_id)
+            change = to_minor(split[p.payment_id] - p.applied, currency)
+            state.applied += change
+            d, pos, pid, a, ap = state.payments[i]
+            state.payments[i] = (d, pos, pid, a, ap + change)
+            changes.insert(PAYMENTS, (
+                doc.number, f"{p.payment_id}/reapplied/{event.payment_id}", d, currency, 0,
+                change, -change, event.received_at.isoformat(), position))
+            changes.inserted(JOURNAL).extend(entry_rows(entry))
+        # payment_entry settles min(amount, owed): the new payment's part in date order.
+        return split[event.payment_id]
 
     def _load(self, events: Sequence[Positioned]) -> tuple[dict[str, _Open], dict[str, str]]:
         """What the payments of this batch need from before it: the documents they pay (unless
@@ -148,13 +200,14 @@ class LedgerProjection(ViewProjection):
         paid = {str(e.originator_id) for e, _ in events if isinstance(e, PAID)}
         docs: dict[str, _Open] = {}
         for (invoice_id, number, kind, customer, contract, currency, issued_on, due, total,
-             applied, position) in self._select_in(
+             applied, position, payments) in self._select_in(
                 "SELECT invoice_id, number, document_type, customer_id, contract_id, currency,"
-                " issue_date, due_date, total, applied, position FROM ledger_documents"
-                " WHERE invoice_id IN ({})", paid - set(issued)):
+                " issue_date, due_date, total, applied, position, payments FROM"
+                " ledger_documents WHERE invoice_id IN ({})", paid - set(issued)):
             doc = Document(number, kind, customer, contract, currency,
                            date.fromisoformat(issued_on), ())
-            docs[invoice_id] = _Open(doc, due, total, applied, position)
+            docs[invoice_id] = _Open(doc, due, total, applied, position,
+                                     [tuple(p) for p in json.loads(payments or "[]")])
         contracts = {d.doc.contract_id for d in docs.values()}
         contracts |= {issued[i] for i in paid & set(issued)}
         zones = dict(self._select_in(
@@ -242,6 +295,11 @@ def ar_aging(items: list[OpenItem]) -> dict[str, dict[str, str]]:
         currency: {k: format_money(from_minor(v, currency), currency) for k, v in buckets.items()}
         for currency, buckets in sorted(sums.items())
     }
+
+
+def nothing_open(currency: str) -> dict[str, str]:
+    """The aging of a currency with no open amounts (one with customer credit only)."""
+    return {k: format_money(from_minor(0, currency), currency) for k in (*AGING_BUCKETS, "total")}
 
 
 def customer_credit(select: Select, as_of: date) -> dict[str, str]:

@@ -7,7 +7,8 @@ After every billing run the views catch up, and at many dates:
 - every journal entry balances;
 - billed = recognized + deferred, per contract and currency, and each figure is what the
   invoices' lines give by the recognition rules and what the journal's balances show;
-- the AR total is the sum of the open amounts of the documents, and the receivable balance.
+- the AR total is the sum of the open amounts of the documents, and the receivable balance,
+  with payments settling documents in the order of their dates, whatever order they arrive in.
 """
 
 from __future__ import annotations
@@ -150,9 +151,12 @@ def bill(app: BillingApplication, book: Book) -> None:
 PAID = event_class(Invoice, "PaymentApplied")
 
 
-def expected_open(app: BillingApplication, as_of: date) -> dict[str, int]:
-    """Per currency, what the invoices say is open at the end of `as_of`."""
+def expected_open(app: BillingApplication, as_of: date) -> tuple[dict[str, int], dict[str, int]]:
+    """Per currency, what the invoices say is open at the end of `as_of`, and held as customer
+    credit: payments settle an invoice in the order of their days (log order within a day),
+    however they arrived."""
     open_: dict[str, int] = {}
+    credit: dict[str, int] = {}  # paid beyond what the invoices owed, by `as_of`
     for inv in app.invoices():
         if inv.issue_date > as_of:
             continue
@@ -160,15 +164,18 @@ def expected_open(app: BillingApplication, as_of: date) -> dict[str, int]:
         zone = contract.timezone if contract else "UTC"
         remaining = to_minor(inv.total, inv.currency)
         settled = 0
-        for e in app.events.get(inv.id):
-            if isinstance(e, PAID):
-                applied = min(to_minor(e.amount, inv.currency), max(remaining, 0))
-                remaining -= applied
-                if max(local_date(e.received_at, zone), inv.issue_date) <= as_of:
-                    settled += applied
+        for paid_on, _, amount in sorted(
+                (max(local_date(e.received_at, zone), inv.issue_date), n,
+                 to_minor(e.amount, inv.currency))
+                for n, e in enumerate(app.events.get(inv.id)) if isinstance(e, PAID)):
+            applied = min(amount, max(remaining, 0))
+            remaining -= applied
+            if paid_on <= as_of:
+                settled += applied
+                credit[inv.currency] = credit.get(inv.currency, 0) + amount - applied
         open_[inv.currency] = open_.get(inv.currency, 0) + to_minor(inv.total, inv.currency) \
             - settled
-    return open_
+    return open_, credit
 
 
 def expected_revenue(app: BillingApplication, as_of: date) -> dict[tuple[str, str], int]:
@@ -230,7 +237,10 @@ def check_date(app: BillingApplication, projections: Projections, as_of: date) -
     for currency, (recognized, deferred) in totals.items():
         assert -balances.get((currency, Account.REVENUE.value), 0) == recognized
         assert -balances.get((currency, Account.DEFERRED_REVENUE.value), 0) == deferred
-    open_ = expected_open(app, as_of)
+    open_, credit = expected_open(app, as_of)
+    for currency in set(credit) | {c for c, a in balances if a == Account.CUSTOMER_CREDIT.value}:
+        held = -balances.get((currency, Account.CUSTOMER_CREDIT.value), 0)
+        assert held == credit.get(currency, 0)
     for currency in set(open_) | set(aging):
         total = to_minor(Decimal(aging[currency]["total"]), currency) if currency in aging else 0
         assert total == sum(i.open for i in items if i.currency == currency)

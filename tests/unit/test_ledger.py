@@ -10,14 +10,17 @@ import pytest
 from domain.ledger import (
     Account,
     Document,
+    DocumentPayment,
     JournalEntry,
     Posting,
     UnbalancedEntry,
+    applied_by_date,
     as_of_recognition,
     balances,
     document_entries,
     issue_entry,
     payment_entry,
+    reapplication_entry,
 )
 from domain.recognition import Schedule
 
@@ -87,6 +90,26 @@ def test_a_payment_dated_before_the_invoice_is_posted_on_the_issue_date() -> Non
     d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
     paid = payment_entry(d, "pay-1", D("10.00"), date(2026, 10, 20), open_before=D("100.00"))
     assert paid.entry.day == NOV1
+
+
+def test_payments_settle_a_document_in_the_order_of_their_days_however_they_arrive() -> None:
+    late = DocumentPayment("pay-late", date(2026, 11, 20), 7, D("80.00"), D("80.00"))
+    early = DocumentPayment("pay-early", date(2026, 11, 5), 9, D("50.00"), D(0))
+    same_day = DocumentPayment("pay-same", date(2026, 11, 20), 8, D("40.00"), D(0))
+    assert applied_by_date(D("100.00"), [late, early, same_day]) == {
+        "pay-early": D("50.00"), "pay-late": D("50.00"), "pay-same": D(0)}
+    # A credit note owes nothing: every payment on it is customer credit.
+    assert applied_by_date(D("-20.00"), [late]) == {"pay-late": D(0)}
+
+
+def test_a_reapplication_moves_the_difference_to_customer_credit_on_the_payments_day() -> None:
+    d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
+    late = DocumentPayment("pay-late", date(2026, 11, 20), 7, D("80.00"), D("80.00"))
+    entry = reapplication_entry(d, late, D("50.00"), "pay-early")
+    assert entry.day == date(2026, 11, 20)
+    assert dict((p.account, p.amount) for p in entry.postings) == {
+        Account.RECEIVABLE: D("30.00"), Account.CUSTOMER_CREDIT: D("-30.00")}
+    assert entry.entry_id == "INV-000001/payment/pay-late/reapplied/pay-early"
 
 
 def test_an_unbalanced_entry_cannot_exist() -> None:
