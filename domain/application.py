@@ -476,6 +476,9 @@ class _IngestUnit:
             self.received.append((command.message_id, command.fingerprint))
             report.accepted += 1
         self._tell_rivals()
+        # As the input had them (each stage of ingest rejects its own, so they are found out
+        # of order): the dead letters are kept, and listed, in that order.
+        self.dead.sort(key=lambda r: r.origin.order)
         self._keep_dead_letters()
         report.rejected = list(self.dead)
         report.notes = list(self.notes)

@@ -110,6 +110,12 @@ class Origin(NamedTuple):
     def key(self) -> str:
         return f"{self.source}@{self.position}"
 
+    @property
+    def order(self) -> tuple[str, int]:
+        """Where it was in its input, to sort by: "line 9" before "line 10"."""
+        _, _, number = self.position.rpartition(" ")
+        return self.source, int(number) if number.isdigit() else -1
+
 
 @dataclass(frozen=True)
 class Rejected:

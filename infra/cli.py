@@ -17,7 +17,6 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
-from domain.commands import Rejected
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
 from infra.cli_args import parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
@@ -114,7 +113,7 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
         "duplicates": report.duplicates,
         "rejected": [
             {"source": r.origin.source, "position": r.origin.position, "reason": r.reason}
-            for r in sorted(report.rejected, key=_input_order)
+            for r in report.rejected
         ],
         "notes": report.notes,
     }
@@ -125,11 +124,6 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
     emit(args, document, lambda: text.ingest_summary(document))
 
 
-def _input_order(rejected: Rejected) -> tuple[str, int]:
-    """Rejections as the input had them: "line 9" before "line 10" (each stage of ingest
-    rejects its own, so they are found out of order)."""
-    _, _, number = rejected.origin.position.rpartition(" ")
-    return rejected.origin.source, int(number) if number.isdigit() else -1
 
 
 def progress_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:

@@ -144,10 +144,22 @@ def _policy() -> CollectionPolicy:
 
 def _projections(app: BillingApplication, names: Sequence[str],
                  args: argparse.Namespace | None = None) -> Projections:
-    from projections.runner import Projections, UnknownProjection
+    from infra.cli import UserError
+    from projections.runner import PROJECTIONS, Projections, UnknownProjection
 
+    policy, process = CollectionPolicy(), True
     try:
-        projections = Projections(app, names, policy=_policy(),
+        policy = _policy()
+    except UserError as exc:
+        if "collections" in (names or PROJECTIONS):
+            raise
+        # A typo in the dunning schedule must not stop the month-end reports, which do not
+        # read collections: they are brought up to date without starting any.
+        print(f"billcycle: {exc}; collections are not started or ended until it is fixed "
+              "(this command does not read them)", file=sys.stderr)
+        process = False
+    try:
+        projections = Projections(app, names, policy=policy, collections_process=process,
                                   page_size=getattr(args, "page_size", 5000),
                                   on_page=_progress(args) if args is not None else None)
     except UnknownProjection as exc:
@@ -211,7 +223,8 @@ def _aging_text(as_of: date, document: dict[str, Any], items: list[OpenItem],
     if held:
         out.append(held)
     if detail:
-        rows = [[i.number, i.document_type, i.customer_id, i.due_date, str(i.days_past_due),
+        rows = [[i.number, i.document_type, i.customer_id, i.due_date,
+                 str(max(i.days_past_due, 0)),  # not yet due: 0, as in --json
                  f"{i.to_json()['open']} {i.currency}"] for i in items]
         out += ["", table(["document", "type", "customer", "due", "days past due", "open"],
                           rows)]

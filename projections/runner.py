@@ -228,6 +228,9 @@ class Projections:
     # The second process's views, just emptied by the replay: opened as they are, without
     # the keys and indexes that the replay makes at its end (finish_build()).
     rebuilding: bool = False
+    # False: the collections process does not run (its schedule is not usable), only views
+    # that do not read its events may be chosen.
+    collections_process: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.names) - set(PROJECTIONS))
@@ -237,6 +240,9 @@ class Projections:
                 f"{', '.join(PROJECTIONS)}"
             )
         chosen = [PROJECTIONS[n] for n in (self.names or list(PROJECTIONS))]
+        if not self.collections_process and any(
+                set(cls.topics) & set(CollectionsProcess.writes) for cls in chosen):
+            raise ValueError("views reading Collection events need the collections process")
         self.views: dict[str, ViewProjection] = {
             cls.name: cls(open_view(self.app, cls, self.rebuilding)) for cls in chosen
         }
@@ -270,6 +276,8 @@ class Projections:
         """catch_up() here: the collections process and the views that do not read its
         events in one pass over the log (each event read and decoded once for all of them),
         then the views that do read its events, through the ones it just wrote."""
+        if not self.collections_process:
+            return self.build()
         if self.process.position() >= (self.app.recorder.max_notification_id() or 0):
             # Nothing for the process (a replay, usually): every view in the same pass.
             return {self.process.name: 0, **self.build()}
@@ -299,7 +307,7 @@ class Projections:
         `rebuilding`: the views were just dropped."""
         here, there = parallel.split(list(self.views))
         writes_in_threads = all(p.view.background_writes for p in self.views.values())
-        if not (self.parallel and there and writes_in_threads):
+        if not (self.parallel and there and writes_in_threads and self.collections_process):
             return self.catch_up_in_one_process()
         mine = [self.views[name] for name in here]
         helper = parallel.start(dict(self.app.env), there, self.page_size,

@@ -264,7 +264,10 @@ def test_ingest_lists_rejected_lines_in_input_order(tmp_path: Path) -> None:
                "contract_id": "ct_none", "effective_date": "2026-10-15",
                "components": [API]}
     book.write_bytes(jsonl(amended) + b"nonsense\n")
-    db = "sqlite:///:memory:"
-    ingested = billcycle_json(db, "ingest", str(book))
+    ingested = billcycle_json("sqlite:///:memory:", "ingest", str(book))
     assert [r["position"] for r in ingested["rejected"]] == ["line 1", "line 2"]
     assert "nothing was kept" in ingested["notes"][-1]
+    # And so are the dead letters kept (QA: `deadletters` listed them by stage).
+    db = f"sqlite:///{tmp_path / 'kept.db'}"
+    billcycle(db, "ingest", str(book))
+    assert [d["at"] for d in billcycle_json(db, "deadletters")] == ["line 1", "line 2"]
