@@ -354,11 +354,18 @@ def _verify_text(result: Verification) -> str:
             f"{plural(result.contracts, 'contract outcome')} in "
             f"{plural(result.attempts, 'attempt')} recomputed from the log, "
             f"{plural(result.invoices, 'invoice')}")
+    elsewhere = ""
+    if result.billed_elsewhere:
+        batches = sorted({b.batch_id for b in result.billed_elsewhere})
+        elsewhere = (f"\n{plural(len(result.billed_elsewhere), 'contract')} found nothing due "
+                     f"because batch {', '.join(batches)} of the same cycle date invoiced them "
+                     "after this one started (two runs at once; `billcycle batch verify` of "
+                     "that batch checks those invoices)")
     if result.identical:
-        return f"{head}: all identical"
+        return f"{head}: all identical{elsewhere}"
     rows = [[d.contract_id, d.number or "-", d.what, str(d.to_json()["recorded"]),
              str(d.to_json()["recomputed"])] for d in result.differences]
-    return "\n".join([f"{head}: DIFFERENT", table(
+    return "\n".join([f"{head}: DIFFERENT{elsewhere}", table(
         ["contract", "invoice", "what", "recorded", "recomputed"], rows)])
 
 

@@ -13,7 +13,10 @@ store folded it into the meters), which is at or after the position of the last 
 and, for a batch that saw only usage logged before it started, at or before the batch's start.
 Verification checks exactly those bounds. A contract changed while its batch ran (usage or
 terms logged after the attempt started but before its contract was billed) shows up as a
-difference too: the batch then did not bill from the log as it stood at its start.
+difference too: the batch then did not bill from the log as it stood at its start. One such
+change is not a difference: another batch of the same cycle date invoicing the contract
+meanwhile (two runs at once), for which the batch recorded nothing due; it is listed apart
+(`billed_elsewhere`), and that batch's own verification checks the invoice.
 """
 
 from __future__ import annotations
@@ -83,6 +86,19 @@ class Difference:
         return {k: _plain(v) for k, v in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class BilledElsewhere:
+    """A contract the batch found nothing due for because another batch of the same cycle
+    date invoiced it after this one started (two runs at once): not a difference."""
+
+    contract_id: str
+    number: str
+    batch_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass
 class Verification:
     batch_id: str
@@ -91,6 +107,7 @@ class Verification:
     contracts: int = 0
     invoices: int = 0
     differences: list[Difference] = field(default_factory=list)
+    billed_elsewhere: list[BilledElsewhere] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -102,6 +119,7 @@ class Verification:
             "identical": self.identical, "attempts": self.attempts,
             "contracts": self.contracts, "invoices": self.invoices,
             "differences": [d.to_json() for d in self.differences],
+            "billed_elsewhere": [b.to_json() for b in self.billed_elsewhere],
         }
 
 
@@ -164,7 +182,28 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
                                                    assigned=ctx.assigned_usage))
         if recorded.outcome is Outcome.INVOICED:
             result.invoices += 1
+        elif recorded.outcome is Outcome.NOT_DUE and isinstance(decided, InvoiceDue):
+            elsewhere = _billed_elsewhere(app, contract, result)
+            if elsewhere is not None:
+                result.billed_elsewhere.append(elsewhere)
+                continue
         result.differences.extend(_compare(app, recorded, decided, contract, position))
+
+
+def _billed_elsewhere(app: BillingApplication, as_of_start: Contract,
+                      result: Verification) -> BilledElsewhere | None:
+    """The invoice another batch of the same cycle date issued the contract after this
+    attempt started (the log as of its start does not show it), if any: why this batch found
+    nothing due where the log as of its start has an invoice due."""
+    now = app.contract(as_of_start.contract_id)
+    seen = set(as_of_start.invoice_ids)
+    for invoice_id in (now.invoice_ids if now is not None else []):
+        if invoice_id in seen:
+            continue
+        issued: Any = next(app.events.get(invoice_id, lte=1))
+        if issued.batch_id != result.batch_id and issued.cycle_date == result.cycle_date:
+            return BilledElsewhere(as_of_start.contract_id, issued.number, issued.batch_id)
+    return None
 
 
 def _compare(app: BillingApplication, recorded: ContractOutcome,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from domain.application import BillingApplication
 from infra.store.url import store_env
@@ -60,6 +62,26 @@ def test_two_runs_started_together_bill_every_invoice_once(
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err.decode()
     assert_billed_exactly_once(fresh_pg_url)
+    # Each batch verifies: what one found nothing due for because the other invoiced it
+    # meanwhile is listed apart, not as a difference (QA: verify said DIFFERENT, exit 1).
+    verified = [verify(fresh_pg_url, batch["batch_id"]) for batch in cli_json(
+        fresh_pg_url, "batch", "list")]
+    assert len(verified) == 2 and all(v["identical"] for v in verified), verified
+    assert sum(v["invoices"] for v in verified) == CONTRACTS
+    for v, other in zip(verified, reversed(verified), strict=True):
+        assert {b["batch_id"] for b in v["billed_elsewhere"]} <= {other["batch_id"]}
+
+
+def cli_json(db: str, *args: str) -> Any:
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "--db", db, "--json", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def verify(db: str, batch_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = cli_json(db, "batch", "verify", batch_id)
+    return found
 
 
 def test_a_run_killed_halfway_then_run_again_bills_everything_once(
