@@ -373,29 +373,39 @@ def _verify_text(result: Verification) -> str:
 
 
 def cmd_collections(args: argparse.Namespace, app: BillingApplication) -> None:
-    from projections import collections
+    from projections import collections, ledger
 
-    projections = _caught_up(app, "collections")
-    view = projections.view("collections")
-    with view.reading() as select:
-        due = collections.due_actions(select, args.as_of)
+    projections = _caught_up(app, "collections", "ledger")
+    with projections.view("collections").reading() as select:
+        listed = collections.due_actions(select, args.as_of)
+    with projections.view("ledger").reading() as select:
+        owe = ledger.customers_owe(select, args.as_of)
+    due, withheld = collections.covered_by_credit(listed, owe)
     recorded = 0
     if args.record and due:
         recorded = collections.record_actions(app, due, args.as_of)
         projections.catch_up()
     document = {"as_of": args.as_of.isoformat(), "recorded": recorded if args.record else None,
-                "actions": [a.to_json(args.as_of) for a in due]}
+                "actions": [a.to_json(args.as_of) for a in due],
+                "withheld": [a.to_json(args.as_of) for a in withheld]}
     _emit(args, document, lambda: _collections_text(document))
 
 
 def _collections_text(doc: dict[str, Any]) -> str:
-    if not doc["actions"]:
-        return f"no collection actions due by {doc['as_of']}"
-    rows = [[a["due_on"], a["kind"], a["number"], a["customer_id"],
-             f"{a['outstanding']} {a['currency']}", str(a["days_overdue"])]
-            for a in doc["actions"]]
-    out = [table(["due on", "action", "invoice", "customer", "outstanding", "days overdue"],
-                 rows)]
+    out = []
+    if doc["actions"]:
+        rows = [[a["due_on"], a["kind"], a["number"], a["customer_id"],
+                 f"{a['outstanding']} {a['currency']}", f"{a['customer_owes']} {a['currency']}",
+                 str(a["days_overdue"])] for a in doc["actions"]]
+        out.append(table(["due on", "action", "invoice", "customer", "outstanding",
+                          "customer owes net", "days overdue"], rows))
+    else:
+        out.append(f"no collection actions due by {doc['as_of']}")
+    if doc["withheld"]:
+        out.append("withheld, the customer owing nothing net (its credit notes and credit "
+                   "cover its open invoices): " + ", ".join(
+                       f"{a['kind']} on {a['number']} ({a['customer_id']}, owes "
+                       f"{a['customer_owes']} {a['currency']} net)" for a in doc["withheld"]))
     if doc["recorded"] is not None:
         out.append(f"recorded {doc['recorded']} actions as sent on {doc['as_of']}")
     return "\n".join(out)

@@ -10,8 +10,8 @@ events. The view then follows those Collection events like any other projection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, cast
 from uuid import UUID
@@ -172,14 +172,30 @@ class DueAction:
     step: str
     kind: str
     due_on: str
+    customer_owes: int | None = None  # net, minor units: see projections.ledger.customers_owe
 
     def to_json(self, as_of: date) -> dict[str, Any]:
+        money = {k: format_money(from_minor(getattr(self, k), self.currency), self.currency)
+                 for k in ("outstanding", "customer_owes") if getattr(self, k) is not None}
         return {
             **self.__dict__,
-            "outstanding": format_money(from_minor(self.outstanding, self.currency),
-                                        self.currency),
+            **money,
             "days_overdue": (as_of - date.fromisoformat(self.due_date)).days,
         }
+
+
+def covered_by_credit(actions: Sequence[DueAction], owe: Mapping[tuple[str, str], int]
+                      ) -> tuple[list[DueAction], list[DueAction]]:
+    """The actions to send, and those withheld because the customer owes nothing net in the
+    currency (its credit notes and customer credit cover its open invoices), each with what
+    the customer owes net: a reminder must not chase money the customer does not owe."""
+    send: list[DueAction] = []
+    withheld: list[DueAction] = []
+    for action in actions:
+        net = owe.get((action.customer_id, action.currency), 0)
+        told = replace(action, customer_owes=net)
+        (send if net > 0 else withheld).append(told)
+    return send, withheld
 
 
 def due_actions(select: Select, as_of: date) -> list[DueAction]:

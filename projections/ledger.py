@@ -302,6 +302,23 @@ def nothing_open(currency: str) -> dict[str, str]:
     return {k: format_money(from_minor(0, currency), currency) for k in (*AGING_BUCKETS, "total")}
 
 
+def customers_owe(select: Select, as_of: date) -> dict[tuple[str, str], int]:
+    """Per customer and currency, what the customer owes net at the end of `as_of` (minor
+    units): its open invoices, less its open credit notes and the customer credit it holds.
+    Credit notes are not applied to invoices (a document's open amount is its own), so this is
+    what dunning checks before chasing one of them."""
+    net: dict[tuple[str, str], int] = {}
+    for item in open_items(select, as_of):
+        key = (item.customer_id, item.currency)
+        net[key] = net.get(key, 0) + item.open
+    for customer, currency, held in select(
+            "SELECT customer_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_journal"
+            " WHERE account = ? AND day <= ? GROUP BY customer_id, currency",
+            (Account.CUSTOMER_CREDIT.value, as_of.isoformat())):
+        net[(customer, currency)] = net.get((customer, currency), 0) + int(held or 0)
+    return net
+
+
 def customer_credit(select: Select, as_of: date) -> dict[str, str]:
     """Per currency, the customer credit held at the end of `as_of` (payments beyond what
     their documents owed): owed to customers, so not receivable and not aged."""

@@ -42,3 +42,30 @@ def test_a_document_not_yet_due_is_zero_days_past_due_in_the_text_too(billed: st
     [item] = billcycle_json(billed, "report", "ar-aging", "--as-of", "2026-10-05",
                             "--detail")["USD"]["items"]
     assert item["days_past_due"] == 0
+
+
+def test_dunning_withholds_reminders_the_customers_credit_notes_cover(db: str) -> None:
+    # QA (helper-24, F3): credit notes are not applied to invoices, and reminders and a final
+    # notice went out for invoices of a customer owed more than they owed by its credit notes.
+    big = {**PLATFORM, "amount": "3000.00"}
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        contract("ct_x", PLATFORM, customer_id="cus_1"), contract("ct_y", big, customer_id="cus_1"),
+        contract("ct_z", PLATFORM)))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000002: ct_y's 3000.00
+    billcycle(db, "ingest", "-", stdin=jsonl({
+        "type": "payment.received", "id": "p-y", "occurred_at": "2026-10-10T00:00:00Z",
+        "invoice_number": "INV-000002", "amount": "3000.00", "currency": "USD"}, {
+        "type": "contract.terminated", "id": "t-y", "occurred_at": "2026-10-20T00:00:00Z",
+        "contract_id": "ct_y", "end_date": "2026-10-01"}))
+    billcycle(db, "run", "--cycle-date", "2026-11-01")  # ct_y's 3000.00 back: a credit note
+    found = billcycle_json(db, "collections", "--as-of", "2026-12-15")
+    # cus_1 owes 1000.00 (October) + 1000.00 (November) - 3000.00 (paid, credited) net.
+    assert {a["customer_id"] for a in found["withheld"]} == {"cus_1"}
+    assert {a["customer_owes"] for a in found["withheld"]} == {"-1000.00"}
+    assert {(a["customer_id"], a["customer_owes"]) for a in found["actions"]} == {
+        ("cus_ct_z", "2000.00")}
+    recorded = billcycle_json(db, "collections", "--as-of", "2026-12-15", "--record")
+    assert recorded["recorded"] == len(found["actions"])  # the withheld are not sent
+    text = billcycle(db, "collections", "--as-of", "2026-12-15").stdout
+    assert "withheld, the customer owing nothing net" in text and "cus_1, owes -1000.00 USD net" \
+        in text
