@@ -32,7 +32,9 @@ class UserError(Exception):
 
 def open_app(url: str) -> BillingApplication:
     try:
-        return BillingApplication(env=store_env(url))
+        env = store_env(url)
+        _reachable(env)
+        return BillingApplication(env=env)
     except (ValueError, OSError) as exc:  # a bad URL; settings the stores refuse
         raise UserError(str(exc)) from exc
     except (InterfaceError, OperationalError) as exc:  # no database there to open
@@ -42,6 +44,28 @@ def open_app(url: str) -> BillingApplication:
                 "it is done" if "locked" in str(exc) else
                 "does its directory exist, and may this user write in it?")
         raise UserError(f"cannot open the store {redacted(url)}: {exc}; {hint}") from exc
+
+
+# How long one attempt to reach PostgreSQL may take before a command gives up: the library's
+# pool retries for its own timeout (30 s) however soon the server refuses.
+CONNECT_SECONDS = 10
+
+
+def _reachable(env: dict[str, str]) -> None:
+    """Fail at once where PostgreSQL refuses the connection (stopped, wrong port, unknown
+    database or user), with its reason, rather than after the pool's retries."""
+    if "POSTGRES_HOST" not in env:
+        return
+    import psycopg
+
+    try:
+        psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"], connect_timeout=CONNECT_SECONDS).close()
+    except psycopg.OperationalError as exc:
+        said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise OperationalError(" ".join(said)) from exc
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -166,6 +190,12 @@ def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:
 
 
 def cmd_invoices(args: argparse.Namespace, app: BillingApplication) -> None:
+    # A mistyped id named nothing and looked like "issued nothing": say it names nothing.
+    if args.batch is not None:
+        _batch(app, args.batch)
+    if args.contract is not None and app.contract(args.contract) is None:
+        raise UserError(f"no contract {args.contract}; check the id (`billcycle invoices` "
+                        "lists every contract invoiced)")
     views = [
         invoice_view(i) for i in app.invoices()
         if (args.batch is None or i.batch_id == args.batch)

@@ -166,9 +166,7 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
         + billcycle_json(db, "invoices", "--batch", "nov")
 
 
-def test_errors_are_one_line_reasons_with_a_non_zero_exit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'b.db'}"
     # Only commands that bring input make a store: a mistyped path is not answered from an
     # empty store made there; nor is a store in memory, gone with the command.
@@ -186,6 +184,11 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
     assert unverified.returncode != 0 and "`billcycle batch list` shows them" in unverified.stderr
     listed = billcycle_process(db, "--json", "invoices")
     assert listed.returncode == 0 and listed.stdout.strip() == "[]"
+    # A batch or contract that does not exist is said, not listed as issuing nothing.
+    for flag, said in (("--batch", "no batch nope; `billcycle batch list` shows them"),
+                       ("--contract", "no contract nope; check the id")):
+        unknown = billcycle(db, "invoices", flag, "nope", check=False)
+        assert unknown.returncode == 1 and said in unknown.stderr, flag
     bad_db = billcycle("mysql://x", "invoices", check=False)
     assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
     unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)
@@ -216,12 +219,14 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(
     assert nowhere.returncode == 1 and nowhere.stderr.count("\n") == 1
     assert "cannot open the store" in nowhere.stderr
     assert "does its directory exist" in nowhere.stderr
-    monkeypatch.setenv("POSTGRES_CONNECT_TIMEOUT", "1")
+    # Refused at once with the server's reason (QA: the pool retried for 30 s first).
     closed = billcycle("postgresql://billing:secret@127.0.0.1:1/books", "invoices", check=False)
     assert closed.returncode == 1 and closed.stderr.count("\n") == 1
     assert closed.stderr.startswith(
         "billcycle: cannot open the store postgresql://billing:***@127.0.0.1:1/books: ")
+    assert "Connection refused" in closed.stderr and "secret" not in closed.stderr
     assert "is PostgreSQL running there" in closed.stderr
+    assert "couldn't get a connection" not in closed.stderr  # the pool's, after 30 s
 
 
 def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
