@@ -145,7 +145,11 @@ def bill_usage(draft: InvoiceDraft, usage: UsageReader) -> None:
         for component in components:
             account = period_billed.of(component)
             billed = account.billed
-            if billed is not None and billed.final and not revisit:
+            # A final period is revisited when priced again, when usage arrived late, or when
+            # its service now runs past what was billed (a later end date; without this, an
+            # invoice in between settled the usage revision past that usage: never billed).
+            if (billed is not None and billed.final and not revisit
+                    and billed.through >= window.end):
                 continue
             reason = _incomplete(draft, component.metric, end_at)
             if reason is not None:
