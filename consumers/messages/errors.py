@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from consumers.messages.components import ComponentIn, PricingIn
-from consumers.messages.fields import shown
+from consumers.messages.fields import CONTROL, shown
 from consumers.messages.models import Message
 
 
@@ -94,6 +94,8 @@ def rejection(raw: bytes | str, error: ValidationError) -> MessageRejected:
 def subject_of(head: dict[str, Any]) -> tuple[str, str | None]:
     """How a reason names a message ("usage evt-1", "message"), and its id if it has one."""
     kind, message_id = head.get("type"), _text(head.get("id"))
+    if message_id is not None:  # shown as JSON writes it: no raw control character in a reason
+        message_id = CONTROL.sub(lambda c: f"\\u{ord(c.group()):04x}", message_id)
     subject = kind if kind in MESSAGE_TYPES else "message"
     return (f"{subject} {message_id}" if message_id else subject), message_id
 

@@ -267,10 +267,10 @@ def utc_timestamp(value: str) -> tuple[datetime, str] | None:
     return at, (value[:-1] + "+00:00" if match.group(1) == "Z" else value)
 
 
-# A subset of _TIMESTAMP: upper-case T and Z, six-digit fractions other than zero (isoformat
-# leaves a zero fraction out), hours below 24.
+# A subset of _TIMESTAMP: years 1900 to 2999, upper-case T and Z, six-digit fractions other
+# than zero (isoformat leaves a zero fraction out), hours below 24.
 _COMMON_UTC = re.compile(
-    "[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}"
+    "(?:19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}"
     r"(?:\.(?!000000)[0-9]{6})?(Z|\+00:00)"
 )
 
@@ -313,7 +313,7 @@ def _timestamp(value: Any) -> datetime:
         )
     try:
         # fromisoformat knows neither "t" nor "z"; upper() leaves the digits alone.
-        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+        at = datetime.fromisoformat(value.upper()).astimezone(UTC)
     except ValueError as error:
         raise _value_error(
             "timestamp_invalid", f"{{value}} is not a real time ({error})", value
@@ -324,6 +324,16 @@ def _timestamp(value: Any) -> datetime:
             "{value} is outside the years 0001 to 9999 once in UTC; check the date and offset",
             value,
         ) from None
+    if not FIRST_DAY <= at.date() <= LAST_DAY:
+        # A watermark in 3026 would mark its metric complete for a thousand years, and
+        # watermarks never move back: a typo, refused like a date's.
+        raise _value_error(
+            "timestamp_range",
+            f"{{value}} is outside the years {FIRST_DAY.year} to {LAST_DAY.year}; check the "
+            "year",
+            value,
+        )
+    return at
 
 
 def _timestamp_or_date(value: Any) -> datetime:
@@ -419,5 +429,29 @@ TimeZoneName = Annotated[
 ]
 """An IANA time zone name such as "Europe/Berlin"."""
 
-Name = Annotated[str, Strict(), StringConstraints(min_length=1)]
-"""A non-empty string: ids, metrics, milestones, property names."""
+CONTROL = re.compile("[\x00-\x1f\x7f]")  # no id or name holds one
+
+
+def _printable(value: str) -> str:
+    """No control characters: PostgreSQL's text columns cannot hold U+0000 (one such id
+    stopped a partition's ingest for good), and the others are typos in an id or a name."""
+    found = CONTROL.search(value)
+    if found is not None:
+        raise rule_error(
+            "control_character",
+            f"holds the control character U+{ord(found.group()):04X} at position "
+            f"{found.start() + 1}; ids, metrics and names are printable text: check the "
+            "producer's encoding")
+    return value
+
+
+Name = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1),
+    AfterValidator(_printable),
+    WithJsonSchema({"type": "string", "minLength": 1,
+                    "pattern": "^[^\\u0000-\\u001f\\u007f]+$"}),
+]
+"""A non-empty string without control characters: ids, metrics, milestones, property
+names."""

@@ -537,7 +537,7 @@ def test_any_other_value_changes_the_fingerprint(path: str, value: Any) -> None:
         {**USAGE, "properties": {"z": [1, 2.5, None, {"b": True, "a": "\u2603"}], "a": -3}},
         {**USAGE, "occurred_at": "2026-11-03T10:00:00.000250-03:30", "properties": {}},
         {**USAGE, "properties": {"b": "x", "a": "\u00ff", "\u00e9": "\"q\"", "k": "\n"}},
-        {**USAGE, "customer_id": "\t<tab>", "metric": "m\\n", "quantity": "1000"},
+        {**USAGE, "customer_id": "\u00e9<tab>", "metric": "m\\n", "quantity": "1000"},
         {**USAGE, "properties": {"\u00e9\"k": "v\u2603\n\\"}},
         {**USAGE, "properties": {"n": 5}},
         {**USAGE, "properties": {"b": True}},

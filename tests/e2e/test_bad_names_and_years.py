@@ -1,0 +1,40 @@
+"""Input PostgreSQL cannot store, or that is a typo of a year, is a dead letter with its reason,
+and nothing else of the input is lost (contract.md: "Nothing else in the stream is held up or
+lost"), on both stores alike."""
+
+from __future__ import annotations
+
+from tests.e2e.cli import billcycle_json, jsonl
+from tests.e2e.test_cli_billing import usage
+
+
+def test_a_control_character_in_an_id_or_a_name_is_a_dead_letter_not_a_lost_file(
+    db: str,
+) -> None:
+    # QA (helper-25, F7 HIGH): U+0000 in an id stopped Kafka ingest on PostgreSQL for good,
+    # and an ingested file was lost whole; SQLite took it.
+    nul = usage("u-\u0000", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z")
+    tab = usage("u-3", "cus_\t1", "api_calls", "5", "2026-10-05T00:00:00Z")
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        usage("u-1", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z"), nul, tab,
+        usage("u-2", "cus_1", "api_calls", "7", "2026-10-06T00:00:00Z")))
+    assert (ingested["accepted"], len(ingested["rejected"])) == (2, 2)
+    reasons = [d["reason"] for d in billcycle_json(db, "deadletters")]
+    assert "holds the control character U+0000 at position 3" in reasons[0]
+    assert "holds the control character U+0009 at position 5" in reasons[1]
+    assert reasons[0].startswith("usage u-\\u0000: id: ")  # shown escaped, as JSON writes it
+
+
+def test_a_timestamp_outside_the_years_1900_to_2999_is_refused_as_a_typo(db: str) -> None:
+    # QA (helper-25, F8): a watermark in 3026 marked its metric complete for a thousand years,
+    # and watermarks never move back.
+    typo = {"type": "usage.watermark", "id": "wm-1", "occurred_at": "2026-10-06T00:00:00Z",
+            "metric": "api_calls", "complete_through": "3026-10-06T00:00:00Z"}
+    early = usage("u-1", "cus_1", "api_calls", "5", "0026-10-05T00:00:00Z")
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(typo, early))
+    assert ingested["accepted"] == 0
+    assert [r["reason"] for r in ingested["rejected"]] == [
+        'usage.watermark wm-1: complete_through "3026-10-06T00:00:00Z" is outside the years '
+        "1900 to 2999; check the year",
+        'usage u-1: occurred_at "0026-10-05T00:00:00Z" is outside the years 1900 to 2999; '
+        "check the year"]
