@@ -112,6 +112,12 @@ class BillingRun(Aggregate):
     def _outcomes_recorded(self, outcomes: list[dict[str, Any]]) -> None:
         local: list[ContractOutcome] | None = self.__dict__.pop("_recording", None)
         for outcome in local if local is not None else map(ContractOutcome.from_record, outcomes):
+            kept = self.outcomes.get(outcome.contract_id)
+            # Two processes on one batch id at once: the one finding a contract billed by the
+            # other records nothing due for it, but the batch did invoice it.
+            if (kept is not None and kept.outcome is Outcome.INVOICED
+                    and outcome.outcome is Outcome.NOT_DUE):
+                continue
             self.outcomes[outcome.contract_id] = outcome
 
     @event("Finished")

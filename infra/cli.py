@@ -12,7 +12,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
@@ -174,6 +174,8 @@ def _run(args: argparse.Namespace, app: BillingApplication) -> None:
         report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args))
     except BatchConflict as exc:  # a batch id reused for another cycle date
         raise UserError(str(exc)) from exc
+    except IntegrityError as exc:
+        raise _written_meanwhile(args.batch_id) from exc
     document = _report_document(app, report)
     if args.dry_run:
         document["drafts"] = [invoice_view(i) for i in report.drafts]
@@ -186,7 +188,19 @@ def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:
         report = runs.retry(args.batch_id, progress_bar(args))
     except LookupError as exc:
         raise UserError(str(exc)) from exc
+    except IntegrityError as exc:
+        raise _written_meanwhile(args.batch_id) from exc
     emit(args, _report_document(app, report), lambda: text.run_summary(report))
+
+
+def _written_meanwhile(batch_id: str | None) -> UserError:
+    """Another process wrote the same batch at the same moment (two runs of one batch id, or
+    a retry during its run): the batch's own events conflicted, never an invoice."""
+    batch = batch_id or "the batch"
+    return UserError(
+        f"{batch} was written by another process at the same moment (two runs or a retry of "
+        f"one batch id at once); nothing was billed twice: when the other is done, `billcycle "
+        f"batch show {batch}` says what it billed and `billcycle retry {batch}` bills the rest")
 
 
 def cmd_invoices(args: argparse.Namespace, app: BillingApplication) -> None:

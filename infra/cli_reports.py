@@ -359,8 +359,8 @@ def _verify_text(result: Verification) -> str:
         batches = sorted({b.batch_id for b in result.billed_elsewhere})
         elsewhere = (f"\n{plural(len(result.billed_elsewhere), 'contract')} found nothing due "
                      f"because batch {', '.join(batches)} of the same cycle date invoiced them "
-                     "after this one started (two runs at once; `billcycle batch verify` of "
-                     "that batch checks those invoices)")
+                     "after the attempt started (two runs at once; the attempt that invoiced "
+                     "them checks those invoices)")
     if result.identical:
         return f"{head}: all identical{elsewhere}"
     rows = [[d.contract_id, d.number or "-", d.what, str(d.to_json()["recorded"]),

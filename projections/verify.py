@@ -88,8 +88,9 @@ class Difference:
 
 @dataclass(frozen=True)
 class BilledElsewhere:
-    """A contract the batch found nothing due for because another batch of the same cycle
-    date invoiced it after this one started (two runs at once): not a difference."""
+    """A contract an attempt found nothing due for because another batch of the same cycle
+    date, or another attempt of this batch, invoiced it after the attempt started (two runs
+    at once): not a difference."""
 
     contract_id: str
     number: str
@@ -201,7 +202,9 @@ def _billed_elsewhere(app: BillingApplication, as_of_start: Contract,
         if invoice_id in seen:
             continue
         issued: Any = next(app.events.get(invoice_id, lte=1))
-        if issued.batch_id != result.batch_id and issued.cycle_date == result.cycle_date:
+        # Another batch of the same cycle date, or another attempt of this one (two
+        # processes on one batch id): this attempt recorded nothing due for the contract.
+        if issued.cycle_date == result.cycle_date:
             return BilledElsewhere(as_of_start.contract_id, issued.number, issued.batch_id)
     return None
 

@@ -72,6 +72,29 @@ def test_two_runs_started_together_bill_every_invoice_once(
         assert {b["batch_id"] for b in v["billed_elsewhere"]} <= {other["batch_id"]}
 
 
+def test_two_runs_of_one_batch_id_at_once_bill_once_and_the_batch_says_what_it_billed(
+    fresh_pg_url: str, tmp_path: Path
+) -> None:
+    # QA (helper-25, F5 and F6): the process finding contracts billed by the other recorded
+    # them as nothing due over the other's "invoiced", so batch show undercounted the batch
+    # and verify said DIFFERENT; a conflict on the batch's own events was a traceback.
+    ingest(fresh_pg_url, tmp_path)
+    first = start_run(fresh_pg_url, "--batch-id", "Y")
+    time.sleep(0.3)
+    second = start_run(fresh_pg_url, "--batch-id", "Y")
+    for process in (first, second):
+        _, err = process.communicate(timeout=300)
+        said = err.decode()
+        assert process.returncode == 0 or (
+            "was written by another process at the same moment" in said
+            and said.count("\n") == 1), said
+    assert_billed_exactly_once(fresh_pg_url)
+    shown = cli_json(fresh_pg_url, "batch", "show", "Y")
+    invoiced = [o for o in shown["contracts"] if o["outcome"] == "invoiced"]
+    assert len(invoiced) == CONTRACTS, shown["counts"]
+    assert verify(fresh_pg_url, "Y")["identical"]
+
+
 def cli_json(db: str, *args: str) -> Any:
     done = subprocess.run([sys.executable, "-m", "infra.cli", "--db", db, "--json", *args],
                           capture_output=True, text=True, timeout=300)
