@@ -12,7 +12,12 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
@@ -327,10 +332,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"billcycle: {exc}", file=sys.stderr)
         return 1
+    except (OperationalError, InterfaceError) as exc:  # the store failed during the command
+        print(f"billcycle: the store {redacted(args.db)} failed during the command: "
+              f"{_first_line(exc)}; each save is one transaction, so nothing is half-written: "
+              "run the command again once it is back (a billing run resumes with its "
+              "--batch-id, which `billcycle batch list` shows)", file=sys.stderr)
+        return 1
+    except ProgrammingError as exc:  # tables of the same names that billcycle did not make
+        print(f"billcycle: the store {redacted(args.db)} holds tables billcycle cannot use: "
+              f"{_first_line(exc)}; give it a database of its own (an empty one, or one it "
+              "made)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("billcycle: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _first_line(exc: Exception) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                type(exc).__name__)
 
 
 def run() -> NoReturn:

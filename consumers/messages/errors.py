@@ -97,7 +97,9 @@ def subject_of(head: dict[str, Any]) -> tuple[str, str | None]:
     if message_id is not None:  # shown as JSON writes it: no raw control character in a reason
         message_id = CONTROL.sub(lambda c: f"\\u{ord(c.group()):04x}", message_id)
     subject = kind if kind in MESSAGE_TYPES else "message"
-    return (f"{subject} {message_id}" if message_id else subject), message_id
+    named = message_id if message_id is None or len(message_id) <= 60 else (
+        f"{message_id[:57]}...")
+    return (f"{subject} {named}" if named else subject), message_id
 
 
 def _problem(error: ErrorDetails, head: dict[str, Any]) -> str:

@@ -432,9 +432,19 @@ TimeZoneName = Annotated[
 CONTROL = re.compile("[\x00-\x1f\x7f]")  # no id or name holds one
 
 
+# Ids and names are keys of the store's indexes, whose entries PostgreSQL limits to about
+# 2,700 bytes: a longer one stopped a partition's ingest for good.
+MAX_NAME_LENGTH = 256
+
+
 def _printable(value: str) -> str:
     """No control characters: PostgreSQL's text columns cannot hold U+0000 (one such id
     stopped a partition's ingest for good), and the others are typos in an id or a name."""
+    if len(value) > MAX_NAME_LENGTH:
+        raise rule_error(
+            "name_too_long",
+            f"is {len(value)} characters long; ids, metrics and names have at most "
+            f"{MAX_NAME_LENGTH}")
     found = CONTROL.search(value)
     if found is not None:
         raise rule_error(
@@ -450,8 +460,8 @@ Name = Annotated[
     Strict(),
     StringConstraints(min_length=1),
     AfterValidator(_printable),
-    WithJsonSchema({"type": "string", "minLength": 1,
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
                     "pattern": "^[^\\u0000-\\u001f\\u007f]+$"}),
 ]
-"""A non-empty string without control characters: ids, metrics, milestones, property
-names."""
+"""A non-empty string of at most 256 characters, without control characters: ids, metrics,
+milestones, property names."""

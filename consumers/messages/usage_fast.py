@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from consumers.messages.fields import CONTROL, utc_timestamp
+from consumers.messages.fields import CONTROL, MAX_NAME_LENGTH, utc_timestamp
 from consumers.messages.parse import canonical_properties, fingerprint_of, usage_canonical
 from domain.commands import RecordUsage
 from domain.money import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS
@@ -75,6 +75,10 @@ def usage_command(raw: bytes | str) -> RecordUsage | None:
     if (b"\\" in raw if isinstance(raw, bytes) else "\\" in raw) and any(
             CONTROL.search(name) for name in (message_id, customer_id, metric, contract_id or "")):
         return None
+    if len(raw) > MAX_NAME_LENGTH and max(
+            len(message_id), len(customer_id), len(metric), len(contract_id or "")
+    ) > MAX_NAME_LENGTH:
+        return None  # too long for a name: the models' way says so
     properties = data.get("properties", _ABSENT)
     if properties is _ABSENT:
         properties = {}

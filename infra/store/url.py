@@ -70,6 +70,11 @@ def _postgres_env(url: str) -> dict[str, str]:
             "only host=/socket/dir is understood"
         )
     host = parts.hostname or query.get("host", [""])[0]
+    try:
+        port = parts.port or 5432
+    except ValueError:  # urllib's "Port could not be cast to integer value"
+        raise ValueError(
+            f'store URL "{redacted(url)}": the port is not a number; {_USAGE}') from None
     dbname = unquote(parts.path.lstrip("/"))
     if not (parts.username and host and dbname):
         raise ValueError(
@@ -81,7 +86,7 @@ def _postgres_env(url: str) -> dict[str, str]:
         "PERSISTENCE_MODULE": POSTGRES_MODULE,
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": host,
-        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_PORT": str(port),
         "POSTGRES_USER": unquote(parts.username),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_LOCK_TIMEOUT": LOCK_TIMEOUT_SECONDS,

@@ -4,7 +4,7 @@ lost"), on both stores alike."""
 
 from __future__ import annotations
 
-from tests.e2e.cli import billcycle_json, jsonl
+from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import usage
 
 
@@ -38,3 +38,30 @@ def test_a_timestamp_outside_the_years_1900_to_2999_is_refused_as_a_typo(db: str
         "1900 to 2999; check the year",
         'usage u-1: occurred_at "0026-10-05T00:00:00Z" is outside the years 1900 to 2999; '
         "check the year"]
+
+
+def test_an_id_too_long_to_index_is_a_dead_letter(db: str) -> None:
+    # QA (helper-25, F7): an id of 3,000 characters passed validation, and PostgreSQL's index
+    # refused it: consume waited for PostgreSQL for ever.
+    long = usage("u" * 3000, "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z")
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        long, usage("u-2", "cus_1", "api_calls", "7", "2026-10-06T00:00:00Z")))
+    assert ingested["accepted"] == 1
+    [reason] = [r["reason"] for r in ingested["rejected"]]
+    assert reason == (f"usage {'u' * 57}...: id: is 3000 characters long; ids, metrics and "
+                      "names have at most 256")
+
+
+def test_a_database_holding_tables_billcycle_did_not_make_is_a_one_line_reason(
+    fresh_pg_url: str,
+) -> None:
+    # QA (helper-25, F3): another application's table of the same name gave a traceback.
+    import psycopg
+
+    with psycopg.connect(fresh_pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE received_messages (id serial PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO received_messages (body) VALUES ('theirs')")
+    refused = billcycle(fresh_pg_url, "ingest", "-", stdin=jsonl(
+        usage("u-1", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z")), check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "holds tables billcycle cannot use" in refused.stderr

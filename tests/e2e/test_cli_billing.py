@@ -227,6 +227,8 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     assert "Connection refused" in closed.stderr and "secret" not in closed.stderr
     assert "is PostgreSQL running there" in closed.stderr
     assert "couldn't get a connection" not in closed.stderr  # the pool's, after 30 s
+    no_port = billcycle("postgresql://billing@127.0.0.1:notaport/books", "invoices", check=False)
+    assert no_port.returncode == 1 and "the port is not a number" in no_port.stderr
 
 
 def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
