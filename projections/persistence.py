@@ -36,6 +36,11 @@ CREATE_ATTEMPTS = 5
 # Which version of its projection's rules built each view (see View.drift); a view built
 # before this table existed was built by version 1.
 RULES_TABLE = "billcycle_view_rules"
+
+
+class ForeignTable(ProgrammingError):
+    """A table named as one of a view's that billcycle did not make: the view is not built
+    (nor that table dropped) in that database."""
 FIRST_RULES = 1
 
 
@@ -259,6 +264,12 @@ class View(TrackingRecorder, ABC):
             have, want = found.get(table.name), set(table.column_names)
             if have is None or have == want:
                 continue
+            if len(have & want) * 2 < len(want):
+                # Not this view made by another version (that differs by a column or two) but
+                # another application's table of the same name: never dropped.
+                raise ForeignTable(
+                    f"the table {table.name} was not made by billcycle (its columns: "
+                    f"{', '.join(sorted(have))})")
             parts = []
             if want - have:
                 parts.append(f"without {', '.join(sorted(want - have))}")

@@ -65,3 +65,24 @@ def test_a_database_holding_tables_billcycle_did_not_make_is_a_one_line_reason(
         usage("u-1", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z")), check=False)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
     assert "holds tables billcycle cannot use" in refused.stderr
+
+
+def test_another_applications_table_named_as_a_view_is_never_dropped(fresh_pg_url: str) -> None:
+    # QA (helper-25, F12 HIGH): with tables collections and collections_tracking of another
+    # application in the database, project took them for a view of another billcycle
+    # version and dropped them, rows and all.
+    import psycopg
+
+    with psycopg.connect(fresh_pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE collections (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO collections (name) VALUES ('stamps'), ('coins')")
+        conn.execute("CREATE TABLE collections_tracking (application_name text PRIMARY KEY, "
+                     "notification_id bigint)")
+    billcycle(fresh_pg_url, "ingest", "-", stdin=jsonl(
+        usage("u-1", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z")))
+    refused = billcycle(fresh_pg_url, "project", check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert ("the table collections was not made by billcycle (its columns: id, name)"
+            in refused.stderr)
+    with psycopg.connect(fresh_pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM collections").fetchone() == (2,)
