@@ -153,8 +153,6 @@ def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
     emit(args, document, lambda: text.ingest_summary(document))
 
 
-
-
 def progress_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:
     if args.json or not sys.stderr.isatty():
         return None
