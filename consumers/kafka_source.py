@@ -621,24 +621,27 @@ def input_manifest(
             f"Kafka at {bootstrap} did not answer ({_first_line(error)}); this run's input "
             "positions are not recorded and input still waiting in Kafka is not checked"]}
     try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in topics.inbound
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = {topic: sorted(consumer.partitions_for_topic(topic) or ())
+                      for topic in topics.inbound}
+        tps = [TopicPartition(topic, p) for topic in topics.inbound for p in partitions[topic]]
         stored = stored_positions(app, tps)
         ends = consumer.end_offsets(tps, timeout_ms=int(timeout * 1000)) if tps else {}
         begins = consumer.beginning_offsets(tps, timeout_ms=int(timeout * 1000)) if tps else {}
-        warnings = []
+        warnings = [
+            f"topic {topic} does not exist on Kafka at {bootstrap}: nothing of it is checked; "
+            "check the topic's name (--contracts-topic, --usage-topic, --payments-topic or "
+            "BILLCYCLE_TOPIC_<NAME>)"
+            for topic in topics.inbound if not partitions[topic]]
         for tp in tps:
             after = stored[tp]
             start = begins[tp] if after is None else max(after + 1, begins[tp])
             waiting = ends[tp] - start
             if waiting > 0 and _has_records(consumer, tp, start, ends[tp], timeout):
+                kept = "nothing consumed yet" if after is None else f"stored position {after}"
                 warnings.append(
                     f"{partition_label(tp)}: up to {waiting:,} record{'s' if waiting > 1 else ''}"
                     " not yet "
-                    f"consumed (stored position {after}, end offset {ends[tp]}); "
+                    f"consumed ({kept}, end offset {ends[tp]}); "
                     f"{'usage' if tp.topic == topics.usage else 'input'} still waiting to be "
                     "consumed is not billed by this run (billcycle consume --until-caught-up)")
         return {

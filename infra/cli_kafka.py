@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -36,14 +37,25 @@ def _topic_env(name: str) -> str:
     return f"BILLCYCLE_TOPIC_{name.upper()}"
 
 
+# Kafka's own rule for a topic name; kafka-python raises only when it first sends to one
+# (the dead-letter topic: at the first rejected record, long after start-up).
+_LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
 def _topics(args: argparse.Namespace) -> Topics:
     from consumers.kafka_source import Topics
+    from infra.cli import UserError
 
     names: dict[str, str] = {
         f.name: getattr(args, f"{f.name}_topic", None) or os.environ.get(_topic_env(f.name))
         or str(f.default)
         for f in fields(Topics)
     }
+    for name, topic in names.items():
+        if not _LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
+            raise UserError(
+                f"{topic!r} (the {name} topic) is not a Kafka topic name: use 1 to 249 letters, "
+                f"digits, '.', '_' or '-' (--{name}-topic or {_topic_env(name)})")
     return Topics(**names)
 
 

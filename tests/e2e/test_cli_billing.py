@@ -229,6 +229,11 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     assert "couldn't get a connection" not in closed.stderr  # the pool's, after 30 s
     no_port = billcycle("postgresql://billing@127.0.0.1:notaport/books", "invoices", check=False)
     assert no_port.returncode == 1 and "the port is not a number" in no_port.stderr
+    # An illegal topic name is said at start-up (QA: a traceback at the first dead letter).
+    bad_topic = billcycle(db, "consume", "--bootstrap", "127.0.0.1:1", "--deadletter-topic",
+                          "bad topic!!", check=False)
+    assert bad_topic.returncode == 1 and (
+        "'bad topic!!' (the deadletter topic) is not a Kafka topic name") in bad_topic.stderr
 
 
 def test_compressed_or_enciphered_event_state_is_refused_with_the_setting_named(
