@@ -36,14 +36,10 @@ def contract_aggregate_id(contract_id: str) -> UUID:
 class Contract(Aggregate):
     """A customer's contract. Its version number guards billing: two runs cannot both bill it."""
 
-    # The earliest day whose terms, service or untagged usage changed since the contract was
-    # last invoiced (an amendment's effective date; its own termination's end date; a rival's
-    # amendment or termination; the start of a window of untagged usage given to or taken
-    # from it): billing prices the usage of invoiced periods ending on or after it again. A
-    # class default: snapshots taken before it was kept load without it.
-    changed_from: date | None = None
-    # What changed since then, in words, from the day it reaches: a line priced again says
-    # why (an amendment, a termination, a rival's change, an assignment given or withdrawn).
+    # What changed since the contract was last invoiced, each from the day it reaches, in
+    # words (an amendment, a termination, a rival's change, an assignment given or
+    # withdrawn): a line priced again says why. A class default: snapshots taken before it was
+    # kept load without it.
     changes: tuple[tuple[date, str], ...] = ()
 
     @staticmethod
@@ -214,8 +210,16 @@ class Contract(Aggregate):
 
     def _changed(self, day: date, why: str) -> None:
         if self.invoice_ids:  # before the first invoice, every period is priced anyway
-            self.changed_from = day if self.changed_from is None else min(self.changed_from, day)
             self.changes = (*self.changes, (day, why))
+
+    @property
+    def changed_from(self) -> date | None:
+        """The earliest day whose terms, service or untagged usage changed since the contract
+        was last invoiced (an amendment's effective date; its own termination's end date; a
+        rival's amendment or termination; the start of a window of untagged usage given to or
+        taken from it): billing prices the usage of invoiced periods ending on or after it
+        again."""
+        return min((day for day, _ in self.changes), default=None)
 
     def service(self) -> tuple[datetime, datetime | None]:
         """The service as instants: from local midnight of the start date to local midnight of
@@ -295,7 +299,6 @@ class Contract(Aggregate):
         if latest is None or settled.cycle_date is None or settled.cycle_date >= latest:
             # The invoice priced every invoiced period the change reached; one for an
             # earlier cycle date than already billed did not reach the periods after it.
-            self.changed_from = None
             self.changes = ()
 
     # --- queries ----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ billing at a threshold, minimum true-ups, and holds for usage not known to be co
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -40,14 +39,6 @@ from domain.terms import (
     UsageComponent,
 )
 from domain.usage import MeterReading
-
-
-@dataclass(frozen=True)
-class ContractChanges:
-    """Why an invoiced period is priced again: the contract changed from `since`."""
-
-    since: date
-    said: list[str]
 
 
 def usage_quantity(component: UsageComponent, reading: MeterReading) -> Decimal:
@@ -204,12 +195,10 @@ def _periods_with_late_usage(draft: InvoiceDraft, usage: UsageReader) -> set[dat
     return late
 
 
-def _changes_reaching(contract: Contract, window: ServicePeriod) -> ContractChanges:
+def _changes_reaching(contract: Contract, window: ServicePeriod) -> list[str]:
     """Since the contract was last invoiced, the changes from a day within the window or
-    before it: why its usage is priced again."""
-    reaching = [(day, why) for day, why in contract.changes if day <= window.end]
-    since = min((day for day, _ in reaching), default=contract.changed_from or window.end)
-    return ContractChanges(since, [why for _, why in reaching])
+    before it: why its usage is priced again (the earliest of them is `changed_from`)."""
+    return [why for day, why in contract.changes if day <= window.end]
 
 
 def _add_usage_lines(
@@ -220,7 +209,7 @@ def _add_usage_lines(
     reading: MeterReading,
     account: UsageAccount,
     arrived_late: bool = False,
-    changes: ContractChanges | None = None,
+    changes: list[str] | None = None,
 ) -> None:
     """`arrived_late`: usage of the period arrived after it was invoiced. `changes`: the
     period is priced again because the contract changed after it was invoiced."""
@@ -241,11 +230,12 @@ def _add_usage_lines(
     kind = LineKind.LATE_USAGE if late else LineKind.USAGE
     label = "late usage" if kind is LineKind.LATE_USAGE else "usage"
     said = f"{component.id}: {label} of {component.metric} {span}"
-    if invoiced and changes is not None:
+    since = draft.contract.changed_from
+    if invoiced and changes is not None and since is not None:
         said += (f"{',' if late else ''} priced again: the contract changed from "
-                 f"{changes.since.isoformat()} after it was invoiced")
-        basis["contract_changed_from"] = changes.since.isoformat()
-        basis["contract_changes"] = changes.said
+                 f"{since.isoformat()} after it was invoiced")
+        basis["contract_changed_from"] = since.isoformat()
+        basis["contract_changes"] = changes
     if not unchanged:  # priced again for a change of terms, only a minimum may differ
         draft.lines.append(InvoiceLine(
             component_id=component.id,

@@ -145,13 +145,13 @@ def _policy() -> CollectionPolicy:
 def _projections(app: BillingApplication, names: Sequence[str],
                  args: argparse.Namespace | None = None) -> Projections:
     from infra.cli import UserError
-    from projections.runner import PROJECTIONS, Projections, UnknownProjection
+    from projections.runner import Projections, UnknownProjection, reads_collections
 
     policy, process = CollectionPolicy(), True
     try:
         policy = _policy()
     except UserError as exc:
-        if "collections" in (names or PROJECTIONS):
+        if reads_collections(names):
             raise
         # A typo in the dunning schedule must not stop the month-end reports, which do not
         # read collections: they are brought up to date without starting any.

@@ -47,6 +47,13 @@ PROJECTIONS: dict[str, type[ViewProjection]] = {
 }
 
 
+def reads_collections(names: Sequence[str]) -> bool:
+    """Whether any of the named views (all, where none is named) reads the events the
+    collections process writes: those cannot be brought up to date without it."""
+    return any(set(PROJECTIONS[n].topics) & set(CollectionsProcess.writes)
+               for n in (names or PROJECTIONS) if n in PROJECTIONS)
+
+
 class Follower(Protocol):
     """Anything that follows the log with tracking: a view projection or a process."""
 
@@ -240,8 +247,7 @@ class Projections:
                 f"{', '.join(PROJECTIONS)}"
             )
         chosen = [PROJECTIONS[n] for n in (self.names or list(PROJECTIONS))]
-        if not self.collections_process and any(
-                set(cls.topics) & set(CollectionsProcess.writes) for cls in chosen):
+        if not self.collections_process and reads_collections(self.names):
             raise ValueError("views reading Collection events need the collections process")
         self.views: dict[str, ViewProjection] = {
             cls.name: cls(open_view(self.app, cls, self.rebuilding)) for cls in chosen

@@ -193,9 +193,9 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
 
 def _billed_elsewhere(app: BillingApplication, as_of_start: Contract,
                       result: Verification) -> BilledElsewhere | None:
-    """The invoice another batch of the same cycle date issued the contract after this
-    attempt started (the log as of its start does not show it), if any: why this batch found
-    nothing due where the log as of its start has an invoice due."""
+    """The invoice another batch of the same cycle date, or another attempt of this one,
+    issued the contract after this attempt started (the log as of its start does not show it),
+    if any: why the attempt found nothing due where the log as of its start has one due."""
     now = app.contract(as_of_start.contract_id)
     seen = set(as_of_start.invoice_ids)
     for invoice_id in (now.invoice_ids if now is not None else []):
