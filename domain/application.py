@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
+    DataError,
     IntegrityError,
     JSONTranscoder,
     Tracking,
@@ -66,6 +67,7 @@ from domain.invoice import (
     invoice_number,
 )
 from domain.ports import BillingStore
+from domain.reasons import first_line, shown_id
 from domain.transcoding import FastJSONTranscoder
 from domain.usage import (
     COUNTED_PROPERTIES,
@@ -190,6 +192,55 @@ class BillingApplication(Application[UUID]):
         Duplicates (same id, same content) are counted and skipped; conflicting duplicates
         and messages the domain refuses become dead letters in the same transaction.
         """
+        try:
+            return self._ingest(commands, rejected, tracking)
+        except DataError:
+            if not commands:
+                raise
+            return self._ingest_around_refusals(commands, rejected, tracking)
+
+    def _ingest_around_refusals(
+        self,
+        commands: Sequence[tuple[Command, Origin]],
+        rejected: Sequence[Rejected],
+        tracking: Tracking | None,
+    ) -> IngestReport:
+        """The batch applied a part at a time, halving the parts the store refuses (a value it
+        cannot hold that validation let through), down to the messages that carry one: those
+        become dead letters. Raised instead, the same batch would stop ingest for good.
+
+        The parts commit one by one, without the batch's position, which goes last with the
+        dead letters: after a crash the batch is read again and the parts already applied are
+        duplicates (a message id counts once ever), so nothing is applied twice.
+        """
+        report = IngestReport()
+        refused: list[Rejected] = []
+        parts = [list(commands)]  # a stack: the first part of the input on top
+        while parts:
+            part = parts.pop()
+            try:
+                report.add(self._ingest(part, (), None))
+            except DataError as error:
+                if len(part) > 1:
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]
+                    continue
+                [(command, origin)] = part
+                refused.append(Rejected(origin, (
+                    f"{command.message_type} {shown_id(command.message_id)}: the store cannot "
+                    "hold a "
+                    f"value of this message ({first_line(error)}); billcycle's checks should "
+                    "have refused it: report it with this dead letter, and send the message "
+                    "again, corrected"), command.message_id))
+        report.add(self._ingest((), [*rejected, *refused], tracking))
+        return report
+
+    def _ingest(
+        self,
+        commands: Sequence[tuple[Command, Origin]],
+        rejected: Sequence[Rejected],
+        tracking: Tracking | None,
+    ) -> IngestReport:
         for _ in range(MAX_SAVE_ATTEMPTS):
             unit = _IngestUnit(self)
             report = unit.apply(commands, rejected)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from hashlib import sha256
 from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -252,10 +253,28 @@ def scalar_properties(properties: dict[str, Any]) -> tuple[tuple[str, str], ...]
     """The properties whose distinct values can be counted (unique_count), as text."""
     # Order does not matter: these only become the set of a bucket's unique values.
     return tuple([
-        (name, value if type(value) is str else str(value))
+        (name, counted_value(value) if type(value) is str else str(value))
         for name, value in properties.items()
         if isinstance(value, _SCALAR_PROPERTY)
     ]) if properties else ()
+
+
+# A counted value is kept as it is unless the store's key could not hold it: U+0000, which
+# PostgreSQL's text refuses (one such value stopped ingest for good), or more bytes than an
+# index entry takes beside the key's names. Those are kept as a digest, marked by a leading
+# U+0001 that a value kept as it is never has: distinct values stay distinct, so counts hold.
+DIGEST_MARK = "\x01"
+MAX_COUNTED_VALUE_BYTES = 256
+
+
+def counted_value(value: str) -> str:
+    """The text a counted property's value is stored as (itself, nearly always)."""
+    if "\x00" in value or value.startswith(DIGEST_MARK) or (
+            # At most 4 bytes a character: a short value needs no encoding to be measured.
+            len(value) * 4 > MAX_COUNTED_VALUE_BYTES
+            and len(value.encode("utf-8", "surrogatepass")) > MAX_COUNTED_VALUE_BYTES):
+        return DIGEST_MARK + "sha256:" + sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value
 
 
 def meter_increment(

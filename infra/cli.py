@@ -22,6 +22,7 @@ from eventsourcing.persistence import (
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
+from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
 from infra.cli_args import parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
@@ -332,24 +333,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (OperationalError, InterfaceError) as exc:  # the store failed during the command
         print(f"billcycle: the store {redacted(args.db)} failed during the command: "
-              f"{_first_line(exc)}; each save is one transaction, so nothing is half-written: "
+              f"{first_line(exc)}; each save is one transaction, so nothing is half-written: "
               "run the command again once it is back (a billing run resumes with its "
               "--batch-id, which `billcycle batch list` shows)", file=sys.stderr)
         return 1
     except ProgrammingError as exc:  # tables of the same names that billcycle did not make
         print(f"billcycle: the store {redacted(args.db)} holds tables billcycle cannot use: "
-              f"{_first_line(exc)}; give it a database of its own (an empty one, or one it "
+              f"{first_line(exc)}; give it a database of its own (an empty one, or one it "
               "made)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("billcycle: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def _first_line(exc: Exception) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()),
-                type(exc).__name__)
 
 
 def run() -> NoReturn:

@@ -10,8 +10,9 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from consumers.messages.components import ComponentIn, PricingIn
-from consumers.messages.fields import CONTROL, shown
+from consumers.messages.fields import shown
 from consumers.messages.models import Message
+from domain.reasons import escaped, shown_id
 
 
 class MessageRejected(Exception):
@@ -94,12 +95,10 @@ def rejection(raw: bytes | str, error: ValidationError) -> MessageRejected:
 def subject_of(head: dict[str, Any]) -> tuple[str, str | None]:
     """How a reason names a message ("usage evt-1", "message"), and its id if it has one."""
     kind, message_id = head.get("type"), _text(head.get("id"))
-    if message_id is not None:  # shown as JSON writes it: no raw control character in a reason
-        message_id = CONTROL.sub(lambda c: f"\\u{ord(c.group()):04x}", message_id)
     subject = kind if kind in MESSAGE_TYPES else "message"
-    named = message_id if message_id is None or len(message_id) <= 60 else (
-        f"{message_id[:57]}...")
-    return (f"{subject} {named}" if named else subject), message_id
+    if not message_id:
+        return subject, message_id
+    return f"{subject} {shown_id(message_id)}", escaped(message_id)
 
 
 def _problem(error: ErrorDetails, head: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from domain.money import (
     digits_beyond_range,
     is_known_currency,
 )
+from domain.reasons import CONTROL
 
 
 def _null_allowed_in_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
@@ -429,22 +430,33 @@ TimeZoneName = Annotated[
 ]
 """An IANA time zone name such as "Europe/Berlin"."""
 
-CONTROL = re.compile("[\x00-\x1f\x7f]")  # no id or name holds one
 
 
 # Ids and names are keys of the store's indexes, whose entries PostgreSQL limits to about
-# 2,700 bytes: a longer one stopped a partition's ingest for good.
+# 2,700 bytes: a longer one stopped a partition's ingest for good. The meters' keys hold four
+# names (customer, metric, contract, counted property), so each has at most a fifth of that.
 MAX_NAME_LENGTH = 256
+MAX_NAME_BYTES = 512
+
+
+def name_too_long(value: str) -> bool:
+    """More than MAX_NAME_LENGTH characters, or more than MAX_NAME_BYTES bytes in UTF-8."""
+    # At most 4 bytes a character: a name of 128 characters or fewer needs no encoding.
+    return len(value) * 4 > MAX_NAME_BYTES and (
+        len(value) > MAX_NAME_LENGTH
+        or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES)
 
 
 def _printable(value: str) -> str:
     """No control characters: PostgreSQL's text columns cannot hold U+0000 (one such id
     stopped a partition's ingest for good), and the others are typos in an id or a name."""
-    if len(value) > MAX_NAME_LENGTH:
+    if name_too_long(value):
+        size = len(value.encode("utf-8", "surrogatepass"))
+        in_bytes = f", {size} bytes in UTF-8" if size > len(value) else ""
         raise rule_error(
             "name_too_long",
-            f"is {len(value)} characters long; ids, metrics and names have at most "
-            f"{MAX_NAME_LENGTH}")
+            f"is {len(value)} characters long{in_bytes}; ids, metrics and names have at most "
+            f"{MAX_NAME_LENGTH} characters and {MAX_NAME_BYTES} bytes")
     found = CONTROL.search(value)
     if found is not None:
         raise rule_error(

@@ -19,10 +19,11 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from consumers.messages.fields import CONTROL, MAX_NAME_LENGTH, utc_timestamp
+from consumers.messages.fields import MAX_NAME_BYTES, name_too_long, utc_timestamp
 from consumers.messages.parse import canonical_properties, fingerprint_of, usage_canonical
 from domain.commands import RecordUsage
 from domain.money import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS
+from domain.reasons import CONTROL
 
 # The known fields of Usage (Envelope's and its own); any other field is kept as an extra by
 # the model and changes the fingerprint: the model's way.
@@ -75,9 +76,8 @@ def usage_command(raw: bytes | str) -> RecordUsage | None:
     if (b"\\" in raw if isinstance(raw, bytes) else "\\" in raw) and any(
             CONTROL.search(name) for name in (message_id, customer_id, metric, contract_id or "")):
         return None
-    if len(raw) > MAX_NAME_LENGTH and max(
-            len(message_id), len(customer_id), len(metric), len(contract_id or "")
-    ) > MAX_NAME_LENGTH:
+    if len(raw) > MAX_NAME_BYTES // 4 and any(
+            name_too_long(name) for name in (message_id, customer_id, metric, contract_id or "")):
         return None  # too long for a name: the models' way says so
     properties = data.get("properties", _ABSENT)
     if properties is _ABSENT:

@@ -8,6 +8,7 @@ events, in `update_meters`: not in the saving transaction, which holds the event
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from weakref import WeakSet
 # The module, not the class: PERSISTENCE_MODULE=infra.store.postgres must find exactly one
 # factory class here.
 import eventsourcing.postgres as library
+import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
+    DataError,
     InterfaceError,
     Notification,
     OperationalError,
@@ -67,7 +70,22 @@ ALL_PROPERTIES = "*"
 def _retry(method: Callable[P, R]) -> Callable[P, R]:
     """Retry on a dropped connection, as the library's own reads do (keeps the signature)."""
     decorate = retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    return cast(Callable[P, R], decorate(method))
+    return cast(Callable[P, R], decorate(_data_faults_told(method)))
+
+
+def _data_faults_told(method: Callable[P, R]) -> Callable[P, R]:
+    """A value over one of the server's limits (an index entry's size) is a DataError, as a
+    value it cannot hold is: the library makes it an OperationalError, which a caller takes
+    for an outage and retries, or waits on, for ever."""
+    @functools.wraps(method)
+    def told(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OperationalError as error:
+            if isinstance(error.__cause__, psycopg.errors.ProgramLimitExceeded):
+                raise DataError(str(error)) from error.__cause__
+            raise
+    return told
 
 
 # latest_event_id and contract_id compare byte-wise ("C"), as Python compares str, whatever

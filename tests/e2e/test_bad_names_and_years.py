@@ -49,7 +49,17 @@ def test_an_id_too_long_to_index_is_a_dead_letter(db: str) -> None:
     assert ingested["accepted"] == 1
     [reason] = [r["reason"] for r in ingested["rejected"]]
     assert reason == (f"usage {'u' * 57}...: id: is 3000 characters long; ids, metrics and "
-                      "names have at most 256")
+                      "names have at most 256 characters and 512 bytes")
+
+
+def test_a_name_of_few_characters_but_many_bytes_is_a_dead_letter(db: str) -> None:
+    # The meters' keys hold up to four names: four of 200 emoji (800 bytes) each are over
+    # PostgreSQL's index entry size, met by the fold of the meters after ingest accepted them.
+    wide = usage("u-1", "\U0001F600" * 200, "api_calls", "5", "2026-10-05T00:00:00Z")
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(wide))
+    [reason] = [r["reason"] for r in ingested["rejected"]]
+    assert reason == ("usage u-1: customer_id: is 200 characters long, 800 bytes in UTF-8; ids, "
+                      "metrics and names have at most 256 characters and 512 bytes")
 
 
 def test_a_database_holding_tables_billcycle_did_not_make_is_a_one_line_reason(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -82,6 +83,19 @@ def test_values_sent_before_and_after_a_contract_counts_them_are_all_counted(
 
 
 @pytest.mark.postgres
+def test_values_the_store_cannot_key_are_counted_all_the_same(app: BillingApplication) -> None:
+    # QA (helper-25, F7): a counted value holding U+0000, or too long for PostgreSQL's index,
+    # stopped ingest for good, and before any contract counted it, the contract that did.
+    # They are kept as digests (domain.usage.counted_value): distinct values stay distinct.
+    long_a, long_b = secrets.token_hex(3000), secrets.token_hex(3000)
+    ingest(app, usage("u-1", user_id="bob\u0000"), usage("u-2", user_id=long_a),
+           usage("u-3", user_id="\u0001sha256:" + "0" * 64), batch_size=2)
+    ingest(app, counting("user_id"), usage("u-4", user_id="bob"), usage("u-5", user_id=long_b),
+           usage("u-6", user_id=long_a), usage("u-7", user_id="bob\u0000"),
+           usage("u-8", user_id="\u00e9" * 200))
+    assert unique(app, "user_id") == 6
+
+
 def test_postgresql_keeps_values_of_counted_properties_only(fresh_pg_url: str) -> None:
     url = fresh_pg_url  # SQLite keeps every property's values
     app = BillingApplication(env=store_env(url))

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.usage import RecordedUsage, usage_record
+from domain.usage import MAX_COUNTED_VALUE_BYTES, RecordedUsage, counted_value, usage_record
 from infra.store.batch import record_unique_rows, unique_rows
 
 T0 = datetime(2026, 10, 3, 10, tzinfo=UTC)
@@ -32,3 +32,24 @@ def test_record_unique_rows_are_the_increments_unique_rows(
     stored = json.loads(json.dumps(batch))  # as a stored batch gives them back: lists
     increments = [RecordedUsage.of(r).increment() for r in stored]
     assert record_unique_rows(stored, names) == set(unique_rows(increments, names))
+
+
+@given(st.lists(st.text(), min_size=2, max_size=2, unique=True))
+def test_counted_values_stay_distinct_and_fit_the_stores_key(values: list[str]) -> None:
+    # QA (helper-25, F7): U+0000, or a value over the index's entry size, stopped ingest.
+    first, second = map(counted_value, values)
+    assert first != second
+    for value, stored in zip(values, (first, second), strict=True):
+        assert "\x00" not in stored
+        assert len(stored.encode("utf-8", "surrogatepass")) <= MAX_COUNTED_VALUE_BYTES
+        if stored != value:
+            assert stored.startswith("\x01sha256:")
+
+
+def test_a_counted_value_is_kept_as_it_is_unless_the_store_cannot_key_it() -> None:
+    assert counted_value("alice@example.com") == "alice@example.com"
+    assert counted_value("é" * 128) == "é" * 128  # 256 bytes
+    assert counted_value("é" * 129).startswith("\x01sha256:")
+    assert counted_value("bob\x00").startswith("\x01sha256:")
+    # A value that looks like a digest is made one, so no kept value can equal a digest.
+    assert counted_value("\x01sha256:00") != "\x01sha256:00"

@@ -17,10 +17,11 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from consumers.messages import MessageRejected, parse_message
-from consumers.messages.fields import CONTROL, utc_timestamp
+from consumers.messages.fields import utc_timestamp
 from consumers.messages.usage_fast import usage_command
 from consumers.pipeline import parse, to_command
 from domain.commands import Origin, RecordUsage
+from domain.reasons import CONTROL
 
 _FIELDS = ("type", "id", "occurred_at", "customer_id", "metric", "quantity", "properties",
            "contract_id")
