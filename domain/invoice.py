@@ -10,6 +10,8 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
+from domain.calendar import local_date
+from domain.ledger import DocumentPayment, applied_by_date
 from domain.money import ZERO, format_money, round_money
 from domain.usage import BILLCYCLE_NS
 
@@ -66,6 +68,7 @@ class Invoice(Aggregate):
         self.total = total
         self.contract_version = contract_version
         self.payments: dict[str, Decimal] = {}
+        self.received_at: dict[str, datetime] = {}
 
     @classmethod
     def issued(
@@ -116,10 +119,12 @@ class Invoice(Aggregate):
         return self.total - self.paid
 
     def apply_payment(
-        self, payment_id: str, amount: Decimal, currency: str, received_at: datetime
+        self, payment_id: str, amount: Decimal, currency: str, received_at: datetime,
+        timezone: str = "UTC",
     ) -> str | None:
-        """Apply the payment (once per payment id); a note when it pays more than the
-        document still owes, the excess being customer credit (docs/accounting.md)."""
+        """Apply the payment (once per payment id); a note when it leaves customer credit: the
+        payments settle the document in the order of their days in the contract's `timezone`,
+        as the ledger applies them (domain/ledger.py), so the credit may be another's part."""
         if currency != self.currency:
             raise PaymentRejected(
                 f"payment {payment_id}: currency {currency} does not match invoice "
@@ -128,13 +133,32 @@ class Invoice(Aggregate):
         if payment_id in self.payments:
             return None
         owed = self.open_amount()
+        before = self._excess_by_date(timezone)
         self._payment_applied(
             payment_id=payment_id, amount=amount, currency=currency, received_at=received_at
         )
-        beyond = round_money(amount, currency) - owed
-        if beyond <= 0:
+        grown = {pid: excess - before.get(pid, ZERO)
+                 for pid, excess in self._excess_by_date(timezone).items()
+                 if excess > before.get(pid, ZERO)}
+        if not grown:
             return None
-        return overpayment_note(self.number, payment_id, amount, owed, beyond, currency)
+        if list(grown) == [payment_id]:
+            return overpayment_note(self.number, payment_id, amount, owed, grown[payment_id],
+                                    currency)
+        return settled_first_note(self.number, payment_id, amount,
+                                  local_date(received_at, timezone), grown, currency)
+
+    def _excess_by_date(self, timezone: str) -> dict[str, Decimal]:
+        """Each payment's part beyond what the document owed, the payments taken in the order
+        of their days (the ledger's: received, or the issue date if received earlier)."""
+        payments = [
+            DocumentPayment(pid, max(local_date(self.received_at[pid], timezone),
+                                     self.issue_date),
+                            position, round_money(paid, self.currency), ZERO)
+            for position, (pid, paid) in enumerate(self.payments.items())
+        ]
+        applied = applied_by_date(self.total, payments)
+        return {p.payment_id: p.amount - applied[p.payment_id] for p in payments}
 
     def open_amount(self) -> Decimal:
         """What the document still owes, in the ledger's terms (payments rounded half-up to
@@ -147,6 +171,7 @@ class Invoice(Aggregate):
         self, payment_id: str, amount: Decimal, currency: str, received_at: datetime
     ) -> None:
         self.payments[payment_id] = amount
+        self.received_at[payment_id] = received_at
 
 
 def overpayment_note(number: str, payment_id: str, amount: Decimal, owed: Decimal,
@@ -156,6 +181,17 @@ def overpayment_note(number: str, payment_id: str, amount: Decimal, owed: Decima
             else "which owed nothing")
     return (f"payment {payment_id} of {amount} {currency} on {number}, {owes}: "
             f"{format_money(beyond, currency)} {currency} is held as the customer's credit; "
+            "check the invoice number and the amount")
+
+
+def settled_first_note(number: str, payment_id: str, amount: Decimal, day: date,
+                       held: dict[str, Decimal], currency: str) -> str:
+    """What an operator is told of a payment dated before payments already applied, which
+    settles the document first and leaves (some of) theirs as customer credit."""
+    parts = ", ".join(f"{format_money(part, currency)} {currency} of payment {pid}"
+                      for pid, part in held.items())
+    return (f"payment {payment_id} of {amount} {currency} on {number}, dated {day}, settles "
+            f"it before the payments dated later; held as the customer's credit now: {parts}; "
             "check the invoice number and the amount")
 
 

@@ -32,9 +32,14 @@ def test_a_payment_dated_earlier_settles_the_invoice_first_whenever_it_arrives(
     # though the customer had paid it a week before its due date.
     billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_b", PLATFORM, payment_terms_days=10)))
     billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, 1000.00, due 10-11
-    billcycle(db, "ingest", "-", stdin=jsonl(
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
         paid("pb-late", "INV-000001", "1000.00", "2026-10-20T09:00:00Z"),
         paid("pb-early", "INV-000001", "1000.00", "2026-10-05T09:00:00Z")))
+    # The note names the payment the ledger holds as credit: the one dated later.
+    assert ingested["notes"] == [
+        "payment pb-early of 1000.00 USD on INV-000001, dated 2026-10-05, settles it before the "
+        "payments dated later; held as the customer's credit now: 1000.00 USD of payment "
+        "pb-late; check the invoice number and the amount"]
 
     assert aging(db, "2026-10-04")["USD"]["total"] == "1000.00"
     assert aging(db, "2026-10-12") == {}  # paid by then, and nothing beyond what it owed

@@ -47,3 +47,28 @@ def test_a_payment_on_a_credit_note_is_all_credit() -> None:
 def test_a_payment_in_another_currency_is_refused() -> None:
     with pytest.raises(PaymentRejected, match="send the payment in USD"):
         document("10.00").apply_payment("p1", Decimal("10.00"), "EUR", PAID_ON)
+
+
+def test_a_payment_dated_before_one_applied_settles_first_and_the_other_is_the_credit() -> None:
+    # QA (helper-24, F2 left): the note named the payment that arrived last as the credit,
+    # where the ledger, applying payments in the order of their days, holds the other's.
+    invoice = document("100.00")
+    assert invoice.apply_payment("p-late", Decimal("100.00"), "USD",
+                                 datetime(2026, 12, 20, tzinfo=UTC)) is None
+    note = invoice.apply_payment("p-early", Decimal("100.00"), "USD",
+                                 datetime(2026, 12, 5, tzinfo=UTC))
+    assert note == ("payment p-early of 100.00 USD on INV-000007, dated 2026-12-05, settles it "
+                    "before the payments dated later; held as the customer's credit now: "
+                    "100.00 USD of payment p-late; check the invoice number and the amount")
+
+
+def test_payments_are_dated_in_the_contracts_timezone() -> None:
+    # 16:00 UTC on 12-05 is 01:00 on 12-06 in Tokyo, the day of the payment before it (01:00
+    # UTC on 12-06): the same day, so the order they arrived in decides, as in the ledger.
+    invoice = document("100.00")
+    invoice.apply_payment("p-1", Decimal("100.00"), "USD",
+                          datetime(2026, 12, 6, 1, 0, tzinfo=UTC), "Asia/Tokyo")
+    note = invoice.apply_payment("p-2", Decimal("100.00"), "USD",
+                                 datetime(2026, 12, 5, 16, 0, tzinfo=UTC), "Asia/Tokyo")
+    assert note is not None and note.startswith("payment p-2 of 100.00 USD on INV-000007, "
+                                                "which owed nothing: 100.00 USD is held")
