@@ -681,11 +681,11 @@ class _IngestUnit:
                         f"{command.invoice_number}; check the invoice number"
                     )
                 # Its contract's timezone dates the payments, as the ledger does.
-                contract = self.app.get_or_none(contract_aggregate_id(invoice.contract_id),
-                                                Contract)
+                billed = self.app.get_or_none(contract_aggregate_id(invoice.contract_id),
+                                              Contract)
                 note = invoice.apply_payment(
                     command.message_id, command.amount, command.currency, command.occurred_at,
-                    contract.timezone if contract is not None else "UTC",
+                    billed.timezone if billed is not None else "UTC",
                 )
                 self._note(note)
             case _:
