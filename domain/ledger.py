@@ -247,3 +247,50 @@ def balances(entries: Sequence[JournalEntry], as_of: date) -> dict[tuple[str, Ac
                 key = (entry.currency, p.account)
                 totals[key] = totals.get(key, ZERO) + p.amount
     return totals
+
+
+@dataclass(frozen=True)
+class Receivable:
+    """A document's open amount at some date, as AR aging and dunning see it (minor units:
+    positive an invoice's, negative a credit note's)."""
+
+    number: str
+    customer_id: str
+    currency: str
+    issue_date: str  # ISO dates: they order as the dates do
+    due_date: str
+    open: int
+
+
+def credit_notes_applied(receivables: Iterable[Receivable]) -> dict[str, int]:
+    """The part of each document's open amount that the customer's credit notes settle: a
+    customer's open credit notes (oldest first) settle its open invoices in the same currency,
+    the oldest due first; negative for the credit notes' parts used.
+
+    Nothing moves between accounts (both are receivable), so the journal has no entry for it:
+    the rule is applied when a date's open items are read, after the payments dated by then,
+    which settle the invoices they name first. The amounts of a customer and currency sum to
+    zero, so AR totals and the receivable balance are the same with it or without it.
+    """
+    invoices: dict[tuple[str, str], list[Receivable]] = {}
+    credits: dict[tuple[str, str], list[Receivable]] = {}
+    for r in receivables:
+        if r.open:
+            (invoices if r.open > 0 else credits).setdefault((r.customer_id, r.currency),
+                                                             []).append(r)
+    applied: dict[str, int] = {}
+    for key, notes in credits.items():
+        owed = sorted(invoices.get(key, ()), key=lambda r: (r.due_date, r.issue_date, r.number))
+        remaining = [r.open for r in owed]
+        i = 0
+        for note in sorted(notes, key=lambda r: (r.issue_date, r.number)):
+            credit = -note.open
+            while credit and i < len(owed):
+                part = min(credit, remaining[i])
+                applied[owed[i].number] = applied.get(owed[i].number, 0) + part
+                applied[note.number] = applied.get(note.number, 0) - part
+                remaining[i] -= part
+                credit -= part
+                if not remaining[i]:
+                    i += 1
+    return applied

@@ -380,7 +380,8 @@ def cmd_collections(args: argparse.Namespace, app: BillingApplication) -> None:
         listed = collections.due_actions(select, args.as_of)
     with projections.view("ledger").reading() as select:
         owe = ledger.customers_owe(select, args.as_of)
-    due, withheld = collections.covered_by_credit(listed, owe)
+        credited = ledger.credited_by_credit_notes(select, args.as_of)
+    due, withheld = collections.covered_by_credit(listed, owe, credited)
     recorded = 0
     if args.record and due:
         recorded = collections.record_actions(app, due, args.as_of)
@@ -402,10 +403,11 @@ def _collections_text(doc: dict[str, Any]) -> str:
     else:
         out.append(f"no collection actions due by {doc['as_of']}")
     if doc["withheld"]:
-        out.append("withheld, the customer owing nothing net (its credit notes and credit "
-                   "cover its open invoices): " + ", ".join(
-                       f"{a['kind']} on {a['number']} ({a['customer_id']}, owes "
-                       f"{a['customer_owes']} {a['currency']} net)" for a in doc["withheld"]))
+        out.append("withheld, the customer's credit notes settling the invoice or the customer "
+                   "owing nothing net (its credit notes and credit cover its open invoices): "
+                   + ", ".join(f"{a['kind']} on {a['number']} ({a['customer_id']}, credit notes "
+                               f"settle {a['credited']}, owes {a['customer_owes']} "
+                               f"{a['currency']} net)" for a in doc["withheld"]))
     if doc["recorded"] is not None:
         out.append(f"recorded {doc['recorded']} actions as sent on {doc['as_of']}")
     return "\n".join(out)

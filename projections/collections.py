@@ -173,10 +173,14 @@ class DueAction:
     kind: str
     due_on: str
     customer_owes: int | None = None  # net, minor units: see projections.ledger.customers_owe
+    # Of the outstanding amount, the part the customer's credit notes settle (minor units):
+    # see domain.ledger.credit_notes_applied.
+    credited: int | None = None
 
     def to_json(self, as_of: date) -> dict[str, Any]:
         money = {k: format_money(from_minor(getattr(self, k), self.currency), self.currency)
-                 for k in ("outstanding", "customer_owes") if getattr(self, k) is not None}
+                 for k in ("outstanding", "customer_owes", "credited")
+                 if getattr(self, k) is not None}
         return {
             **self.__dict__,
             **money,
@@ -184,17 +188,20 @@ class DueAction:
         }
 
 
-def covered_by_credit(actions: Sequence[DueAction], owe: Mapping[tuple[str, str], int]
-                      ) -> tuple[list[DueAction], list[DueAction]]:
-    """The actions to send, and those withheld because the customer owes nothing net in the
-    currency (its credit notes and customer credit cover its open invoices), each with what
-    the customer owes net: a reminder must not chase money the customer does not owe."""
+def covered_by_credit(actions: Sequence[DueAction], owe: Mapping[tuple[str, str], int],
+                      credited: Mapping[str, int]) -> tuple[list[DueAction], list[DueAction]]:
+    """The actions to send, and those withheld, each with what its customer owes net in the
+    currency and what of its invoice the customer's credit notes settle (`credited`, by
+    number): withheld where those credit notes settle the invoice's outstanding amount, or
+    where the customer owes nothing net (its credit notes and customer credit cover its open
+    invoices). A reminder must not chase money the customer does not owe."""
     send: list[DueAction] = []
     withheld: list[DueAction] = []
     for action in actions:
         net = owe.get((action.customer_id, action.currency), 0)
-        told = replace(action, customer_owes=net)
-        (send if net > 0 else withheld).append(told)
+        part = credited.get(action.number, 0)
+        told = replace(action, customer_owes=net, credited=part)
+        (send if net > 0 and part < action.outstanding else withheld).append(told)
     return send, withheld
 
 

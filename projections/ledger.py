@@ -21,7 +21,9 @@ from domain.ledger import (
     Document,
     DocumentPayment,
     JournalEntry,
+    Receivable,
     applied_by_date,
+    credit_notes_applied,
     document_entries,
     payment_entry,
     reapplication_entry,
@@ -261,6 +263,9 @@ class OpenItem:
     total: int  # minor units
     open: int  # minor units, at the end of the as-of day
     days_past_due: int
+    # Of the open amount before it, the part the customer's credit notes settle (minor units;
+    # negative on a credit note: its part used). domain/ledger.py: credit_notes_applied.
+    credited: int = 0
 
     @property
     def bucket(self) -> str:
@@ -268,20 +273,43 @@ class OpenItem:
 
     def to_json(self) -> dict[str, Any]:
         money = {k: format_money(from_minor(getattr(self, k), self.currency), self.currency)
-                 for k in ("total", "open")}
+                 for k in ("total", "open", "credited")}
         return {**self.__dict__, **money, "days_past_due": max(self.days_past_due, 0),
                 "bucket": self.bucket}
 
 
 def open_items(select: Select, as_of: date) -> list[OpenItem]:
-    """Documents issued by `as_of` with an amount still open at the end of that day."""
+    """Documents issued by `as_of` with an amount still open at the end of that day: what the
+    payments dated by then left, less what the customer's credit notes settle."""
+    rows = _paid_to_date(select, as_of)
+    credited = _credited(rows)
+    items = []
+    for number, kind, customer, contract, currency, issued, due, total, open_ in rows:
+        settled = credited.get(number, 0)
+        if open_ != settled:
+            items.append(OpenItem(number, kind, customer, contract, currency, issued, due,
+                                  total, open_ - settled, (as_of - date.fromisoformat(due)).days,
+                                  settled))
+    return items
+
+
+def credited_by_credit_notes(select: Select, as_of: date) -> dict[str, int]:
+    """Per document, the part of what the payments dated by `as_of` left open that the
+    customer's credit notes settle (domain/ledger.py: credit_notes_applied), settled in full
+    or not: dunning withholds an action on an invoice they settle."""
+    return _credited(_paid_to_date(select, as_of))
+
+
+def _paid_to_date(select: Select, as_of: date) -> list[tuple[Any, ...]]:
+    """The documents issued by `as_of` that the payments dated by then left open."""
     day = as_of.isoformat()
-    return [
-        OpenItem(number, kind, customer, contract, currency, issued, due, total, open_,
-                 (as_of - date.fromisoformat(due)).days)
-        for number, kind, customer, contract, currency, issued, due, total, open_
-        in select(_OPEN_ITEMS, (day, day)) if open_ != 0
-    ]
+    return [row for row in select(_OPEN_ITEMS, (day, day)) if row[8] != 0]
+
+
+def _credited(rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    return credit_notes_applied(
+        Receivable(number, customer, currency, issued, due, open_)
+        for number, _, customer, _, currency, issued, due, _, open_ in rows)
 
 
 def ar_aging(items: list[OpenItem]) -> dict[str, dict[str, str]]:
@@ -305,8 +333,8 @@ def nothing_open(currency: str) -> dict[str, str]:
 def customers_owe(select: Select, as_of: date) -> dict[tuple[str, str], int]:
     """Per customer and currency, what the customer owes net at the end of `as_of` (minor
     units): its open invoices, less its open credit notes and the customer credit it holds.
-    Credit notes are not applied to invoices (a document's open amount is its own), so this is
-    what dunning checks before chasing one of them."""
+    Customer credit is not applied to invoices, so this is what dunning checks besides the
+    credit notes that settle the invoice it would chase."""
     net: dict[tuple[str, str], int] = {}
     for item in open_items(select, as_of):
         key = (item.customer_id, item.currency)

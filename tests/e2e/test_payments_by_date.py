@@ -62,3 +62,28 @@ def test_a_currency_with_customer_credit_only_is_in_the_aging(db: str) -> None:
     assert aging(db, "2026-10-10") == {"KWD": {
         "current": "0.000", "1-30": "0.000", "31-60": "0.000", "61-90": "0.000", "90+": "0.000",
         "total": "0.000", "customer_credit": "1.000", "items": []}}
+
+
+def test_a_credit_note_settles_the_customers_oldest_open_invoice_in_the_aging(db: str) -> None:
+    # Service ended retroactively on 11-01: November's 1000.00 comes back as a credit note,
+    # which settles October's invoice, overdue, rather than sitting in "current" beside it.
+    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_t", PLATFORM)))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, due 10-31
+    billcycle(db, "run", "--cycle-date", "2026-11-01")  # INV-000002, due 12-01
+    billcycle(db, "ingest", "-", stdin=jsonl({
+        "type": "contract.terminated", "id": "t-1", "occurred_at": "2026-11-10T00:00:00Z",
+        "contract_id": "ct_t", "end_date": "2026-11-01"}))
+    billcycle(db, "run", "--cycle-date", "2026-11-15")  # INV-000003, credit note -1000.00
+    usd = aging(db, "2026-12-05")["USD"]
+    assert (usd["current"], usd["1-30"], usd["31-60"], usd["total"]) == (
+        "0.00", "1000.00", "0.00", "1000.00")
+    [item] = usd["items"]
+    assert (item["number"], item["open"], item["credited"]) == ("INV-000002", "1000.00", "0.00")
+    # Before the credit note was issued, October's invoice was open and overdue.
+    assert [i["number"] for i in aging(db, "2026-11-14")["USD"]["items"]] == [
+        "INV-000001", "INV-000002"]
+    # Paid after all, October's invoice leaves the credit note to settle November's.
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        paid("p-oct", "INV-000001", "1000.00", "2026-12-06T09:00:00Z")))
+    assert aging(db, "2026-12-07") == {}
+    assert [i["number"] for i in aging(db, "2026-12-05")["USD"]["items"]] == ["INV-000002"]
