@@ -44,6 +44,10 @@ class ContractOutcome:
     usage_outside_service: str | None = None
     usage_in_unbilled_windows: str | None = None
     misattributed_usage: str | None = None
+    # The log position through which the run had read when it decided the contract: what it
+    # read was logged at or before it (`batch verify` bills it again as of then, too, where
+    # the contract changed while the batch ran). None in batches run before it was recorded.
+    decided_through: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None} | {

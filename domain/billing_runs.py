@@ -187,13 +187,11 @@ class _Decided:
     # Per contract, notes on its customer's usage that no contract bills (unbilled_usage.py),
     # by their fields of ContractOutcome (USAGE_NOTES).
     notes: dict[str, dict[str, str]]
+    read_through: int | None  # the log's last position once every read was done
 
     def noted(self, outcome: ContractOutcome) -> ContractOutcome:
-        notes = self.notes.get(outcome.contract_id)
-        if not notes:
-            return outcome
-        fields: dict[str, Any] = notes  # the names are USAGE_NOTES, fields of ContractOutcome
-        return replace(outcome, **fields)
+        fields: dict[str, Any] = dict(self.notes.get(outcome.contract_id, {}))  # USAGE_NOTES
+        return replace(outcome, **fields, decided_through=self.read_through)
 
 
 @dataclass
@@ -462,7 +460,10 @@ class BillingRuns:
                      if (text := rule(contract, others, usage))}
             if found:
                 notes[cid] = found
-        return _Decided(contract_ids, contracts, decided, notes)
+        # Read last: every event the chunk read was logged at or before it (positions follow
+        # commit order), so `batch verify` can bill the chunk again as of then.
+        return _Decided(contract_ids, contracts, decided, notes,
+                        self.app.store.max_notification_id())
 
     def _read_unbilled_windows(
         self, metered: dict[str, dict[str, MeteredUsage]], contracts: dict[str, Contract],

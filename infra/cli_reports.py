@@ -361,6 +361,14 @@ def _verify_text(result: Verification) -> str:
                      f"because batch {', '.join(batches)} of the same cycle date invoiced them "
                      "after the attempt started (two runs at once; the attempt that invoiced "
                      "them checks those invoices)")
+    if result.changed_during_batch:
+        named = ", ".join(c.contract_id for c in result.changed_during_batch[:5])
+        more = len(result.changed_during_batch) - 5
+        elsewhere += (f"\n{plural(len(result.changed_during_batch), 'contract')} changed while "
+                      f"the batch ran ({named}{f' and {more} more' if more > 0 else ''}): "
+                      "their usage or terms were logged after the attempt started; billed "
+                      "again from the log as the run had read it when it decided them, they "
+                      "are the same")
     if result.identical:
         return f"{head}: all identical{elsewhere}"
     rows = [[d.contract_id, d.number or "-", d.what, str(d.to_json()["recorded"]),

@@ -12,11 +12,15 @@ revision, the commit position of the transaction that recorded the usage (howeve
 store folded it into the meters), which is at or after the position of the last usage event read
 and, for a batch that saw only usage logged before it started, at or before the batch's start.
 Verification checks exactly those bounds. A contract changed while its batch ran (usage or
-terms logged after the attempt started but before its contract was billed) shows up as a
-difference too: the batch then did not bill from the log as it stood at its start. One such
-change is not a difference: another batch of the same cycle date invoicing the contract
-meanwhile (two runs at once), for which the batch recorded nothing due; it is listed apart
-(`billed_elsewhere`), and that batch's own verification checks the invoice.
+terms logged after the attempt started but before its contract was billed, e.g. by a live
+`consume`) differs from the log as it stood at the start. Each outcome records the position
+through which the run had read when it decided the contract (`decided_through`); such a
+contract is billed again as of that position too, and if it is the same there it is listed
+apart (`changed_during_batch`), not as a difference. (Batches run before that position was
+recorded show those contracts as differences.) Another change is not a difference either:
+another batch of the same cycle date invoicing the contract meanwhile (two runs at once), for
+which the batch recorded nothing due; it is listed apart (`billed_elsewhere`), and that batch's
+own verification checks the invoice.
 """
 
 from __future__ import annotations
@@ -100,6 +104,22 @@ class BilledElsewhere:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class ChangedDuringBatch:
+    """A contract whose usage or terms changed while its batch ran (logged after the attempt
+    started, before the run decided the contract, e.g. by a live `consume`): billed again from
+    the log as of the attempt's start it differs, as of the position through which the run
+    had read when it decided the contract it is the same. Not a difference."""
+
+    contract_id: str
+    number: str | None
+    started_at: int  # the attempt's log position at its start
+    decided_through: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass
 class Verification:
     batch_id: str
@@ -109,6 +129,7 @@ class Verification:
     invoices: int = 0
     differences: list[Difference] = field(default_factory=list)
     billed_elsewhere: list[BilledElsewhere] = field(default_factory=list)
+    changed_during_batch: list[ChangedDuringBatch] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -121,6 +142,7 @@ class Verification:
             "contracts": self.contracts, "invoices": self.invoices,
             "differences": [d.to_json() for d in self.differences],
             "billed_elsewhere": [b.to_json() for b in self.billed_elsewhere],
+            "changed_during_batch": [c.to_json() for c in self.changed_during_batch],
         }
 
 
@@ -149,7 +171,9 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
                 attempts[-1].outcomes[outcome.contract_id] = outcome
     cycle_date = run_events[0].cycle_date
     result = Verification(batch_id, cycle_date, attempts=len(attempts))
-    log = _LogAsOf(app, max(a.log_position for a in attempts))
+    # The log through the last position any attempt started at or decided a contract at.
+    log = _LogAsOf(app, max(position for a in attempts for position in (
+        a.log_position, *(o.decided_through or 0 for o in a.outcomes.values()))))
     for attempt in attempts:
         if attempt.outcomes:
             _verify_attempt(app, log, attempt, cycle_date, result)
@@ -170,6 +194,8 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
                              attempt.manifest.get("assigned_usage", ())))
     customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
     meters = log.meters(position, customers)
+    # Contracts that differ as of the start, by the later position the run decided them at.
+    later: dict[int, list[tuple[ContractOutcome, list[Difference]]]] = {}
     for cid, recorded in sorted(attempt.outcomes.items()):
         result.contracts += 1
         contract = contracts.get(cid)
@@ -177,10 +203,7 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
             result.differences.append(Difference(cid, recorded.number, "contract",
                                                  "billed", f"absent at log position {position}"))
             continue
-        siblings = [c for c in contracts.values()
-                    if c.customer_id == contract.customer_id and c.contract_id != cid]
-        decided = decide(contract, ctx, StoreUsage(meters, contract, siblings,
-                                                   assigned=ctx.assigned_usage))
+        decided = _decide(contract, contracts, ctx, meters)
         if recorded.outcome is Outcome.INVOICED:
             result.invoices += 1
         elif recorded.outcome is Outcome.NOT_DUE and isinstance(decided, InvoiceDue):
@@ -188,7 +211,42 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
             if elsewhere is not None:
                 result.billed_elsewhere.append(elsewhere)
                 continue
-        result.differences.extend(_compare(app, recorded, decided, contract, position))
+        diffs = _compare(app, recorded, decided, contract, position)
+        through = recorded.decided_through or position
+        if diffs and through > position:
+            later.setdefault(through, []).append((recorded, diffs))
+        else:
+            result.differences.extend(diffs)
+    for through, differing in sorted(later.items()):
+        _verify_as_decided(app, log, ctx, position, through, differing, result)
+
+
+def _verify_as_decided(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
+                       started_at: int, through: int,
+                       differing: list[tuple[ContractOutcome, list[Difference]]],
+                       result: Verification) -> None:
+    """Contracts that differ from the log as of their attempt's start, billed again as of the
+    position through which the run had read when it decided them (with the watermarks of the
+    start, as the run had): the same there, they changed while the batch ran."""
+    contracts = log.contracts(through)
+    meters = log.meters(through, {c.customer_id for c in contracts.values()
+                                  if c.contract_id in {r.contract_id for r, _ in differing}})
+    for recorded, diffs in differing:
+        contract = contracts.get(recorded.contract_id)
+        if contract is not None and not _compare(
+                app, recorded, _decide(contract, contracts, ctx, meters), contract, through):
+            result.changed_during_batch.append(ChangedDuringBatch(
+                recorded.contract_id, recorded.number, started_at, through))
+        else:
+            result.differences.extend(diffs)
+
+
+def _decide(contract: Contract, contracts: Mapping[str, Contract], ctx: BillingContext,
+            meters: _Meters) -> ContractOutcome | InvoiceDue:
+    siblings = [c for c in contracts.values()
+                if c.customer_id == contract.customer_id and c.contract_id != contract.contract_id]
+    return decide(contract, ctx, StoreUsage(meters, contract, siblings,
+                                            assigned=ctx.assigned_usage))
 
 
 def _billed_elsewhere(app: BillingApplication, as_of_start: Contract,

@@ -476,6 +476,40 @@ def test_verify_shows_what_a_tampered_usage_event_changes(url: str) -> None:
         app.close()
 
 
+def test_a_contract_changed_while_its_batch_ran_is_not_a_difference(
+    app: BillingApplication,
+) -> None:
+    # QA (helper-25, F1, the rest): usage a live consume logged after the batch started, read
+    # by the run for a contract it decided later, made verify say DIFFERENT.
+    per_call = {"id": "api", "kind": "usage", "metric": "api_calls",
+                "pricing": {"model": "per_unit", "unit_amount": "0.01"}}
+    ingest(app, [
+        {"type": "contract.created", "id": f"c-{c}", "occurred_at": "2026-10-01T00:00:00Z",
+         "contract_id": f"ct_{c}", "customer_id": f"cus_{c}", "currency": "USD",
+         "start_date": "2026-10-01", "billing_frequency": "monthly", "components": [per_call]}
+        for c in "abc"
+    ] + [{"type": "usage", "id": f"u-{c}", "occurred_at": "2026-10-10T00:00:00Z",
+          "customer_id": f"cus_{c}", "metric": "api_calls", "quantity": "100"} for c in "abc"])
+    arrived = []
+
+    def live_consume(done: int, total: int) -> None:  # after the first chunk, ct_c not decided
+        if not arrived:
+            arrived.append(done)
+            ingest(app, [{"type": "usage", "id": "u-c-2", "occurred_at": "2026-10-20T00:00:00Z",
+                          "customer_id": "cus_c", "metric": "api_calls", "quantity": "50"}])
+
+    at = datetime(2026, 11, 1, 2, tzinfo=UTC)
+    batch_id = BillingRuns(app, lambda: at, chunk_size=1).run(
+        date(2026, 11, 1), progress=live_consume).batch_id
+    assert arrived == [1]
+    assert [i.total for i in app.invoices()] == [Decimal("1.00"), Decimal("1.00"),
+                                                 Decimal("1.50")]
+    result = verify_batch(app, batch_id)
+    assert result.identical, result.to_json()["differences"]
+    [changed] = result.changed_during_batch
+    assert changed.contract_id == "ct_c" and changed.decided_through > changed.started_at
+
+
 def test_the_reports_agree_with_the_journal_and_the_invoices(app: BillingApplication) -> None:
     billing_history(app)
     projections = Projections(app)
