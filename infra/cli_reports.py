@@ -225,9 +225,11 @@ def _aging_text(as_of: date, document: dict[str, Any], items: list[OpenItem],
     if detail:
         rows = [[i.number, i.document_type, i.customer_id, i.due_date,
                  str(max(i.days_past_due, 0)),  # not yet due: 0, as in --json
-                 f"{i.to_json()['open']} {i.currency}"] for i in items]
-        out += ["", table(["document", "type", "customer", "due", "days past due", "open"],
-                          rows)]
+                 f"{i.to_json()['open']} {i.currency}",
+                 f"{i.to_json()['credited']} {i.currency}" if i.credited else "-"]
+                for i in items]
+        out += ["", table(["document", "type", "customer", "due", "days past due", "open",
+                           "credit notes settle"], rows)]
     return "\n".join(out)
 
 

@@ -79,6 +79,8 @@ def test_a_credit_note_settles_the_customers_oldest_open_invoice_in_the_aging(db
         "0.00", "1000.00", "0.00", "1000.00")
     [item] = usd["items"]
     assert (item["number"], item["open"], item["credited"]) == ("INV-000002", "1000.00", "0.00")
+    text = billcycle(db, "report", "ar-aging", "--as-of", "2026-12-05", "--detail").stdout
+    assert "credit notes settle" in text
     # Before the credit note was issued, October's invoice was open and overdue.
     assert [i["number"] for i in aging(db, "2026-11-14")["USD"]["items"]] == [
         "INV-000001", "INV-000002"]
