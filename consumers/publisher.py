@@ -154,8 +154,8 @@ class InvoicePublisher:
         self.messages: dict[str, Callable[[Notification], Outgoing]] = {
             get_topic(_INVOICE.InvoiceIssued): self._invoice_issued,
             get_topic(_INVOICE.PaymentApplied): self._payment_applied,
-            # Collection.PaymentNoted is left out: payment.applied says the same.
             get_topic(_COLLECTION.Started): self._collection,
+            get_topic(_COLLECTION.PaymentNoted): self._collection,
             get_topic(_COLLECTION.ActionRecorded): self._collection,
             get_topic(_COLLECTION.Ended): self._collection,
         }
