@@ -10,12 +10,15 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from kafka import TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from consumers.deadletter_topic import DeadLetterTopic, deadletter_producer, mark_name
 from consumers.kafka_source import (
@@ -30,16 +33,21 @@ from domain.application import BillingApplication
 from infra.kafka_broker import LocalKafka
 from infra.store.url import store_env
 from tests.integration.kafka_support import (
+    JOIN_WAIT,
     UsageLedger,
     as_json,
     billcycle,
     billcycle_json,
     cli_env,
     contract,
+    mentions,
     meter_totals,
     new_topics,
     produce,
     read_topic,
+    start,
+    terminate,
+    wait_for,
 )
 
 
@@ -254,3 +262,39 @@ def test_progress_before_any_partition_is_assigned_names_the_group_not_a_lag(
                     patience)._report(force=True)
     assert said[-1].endswith("rejected; no partition assigned to this member of group "
                              "joining yet (finding the group's coordinator or joining)")
+
+
+def test_a_missing_inbound_topic_is_named_not_created_and_consumed_once_created(
+    kafka_bootstrap: str, fresh_pg_url: str, tmp_path: Path
+) -> None:
+    # QA F10: the broker created a mistyped topic (kafka-python asked it to, whatever the
+    # consumer's allow_auto_create_topics) and consume --until-caught-up said caught up.
+    topics = new_topics(kafka_bootstrap)
+    typo = replace(topics, usage=f"{topics.usage}.typo")
+    env = cli_env(fresh_pg_url, kafka_bootstrap, typo)
+
+    done = billcycle(env, "--json", "consume", "--until-caught-up")
+
+    assert json.loads(done.stdout)["missing_topics"] == [typo.usage]
+    assert (f"topic {typo.usage} does not exist on Kafka at {kafka_bootstrap}: nothing is "
+            "consumed from it until it is created; check its name (--usage-topic or "
+            "BILLCYCLE_TOPIC_USAGE)") in done.stderr
+    assert "caught up with the inbound topics that exist" in done.stderr
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert typo.usage not in admin.list_topics()
+
+        # A consumer that keeps running takes the topic up once it is created.
+        log = tmp_path / "consume.log"
+        consumer = start(env, "consume", log=str(log))
+        wait_for(mentions(log, f"topic {typo.usage} does not exist"), JOIN_WAIT,
+                 "the missing topic named", log)
+        admin.create_topics([NewTopic(typo.usage, 2, 1)])
+    finally:
+        admin.close()
+    ledger = UsageLedger()
+    produce(kafka_bootstrap, typo.usage, ledger.make(customers=2, count=20))
+    wait_for(lambda: meter_totals(fresh_pg_url, ledger.totals) == (ledger.totals, ledger.counts),
+             60, "the new topic's usage consumed", log)
+    assert terminate(consumer) == 0
+    assert f"topic {typo.usage} exists now" in log.read_text()
