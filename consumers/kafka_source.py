@@ -38,7 +38,7 @@ from consumers.meter_updates import MeterUpdates
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
 from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
-from domain.commands import Origin
+from domain.commands import Origin, Rejected
 
 if TYPE_CHECKING:
     from consumers.deadletter_topic import DeadLetterTopic
@@ -52,6 +52,12 @@ FIRST_POLLS_TIMEOUT_MS = 50  # while no partition is assigned yet
 # A database that is restarting or unreachable; anything else is a bug and stops the consumer.
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
+
+# The reason a record without a value is rejected. Its dead letter's raw is "" like that of an
+# empty value, whose reason is "empty: ..." (consumers/messages/errors.py).
+TOMBSTONE = ("tombstone: the record has no value (null), Kafka's deletion marker for its key; "
+             "billcycle's inbound topics take messages, not deletions: send one JSON object "
+             "per message")
 
 # Seconds an assignment must stay unchanged before --until-caught-up may call it caught up.
 SETTLED_AFTER = 2.0
@@ -545,7 +551,7 @@ class KafkaIngest:
         fresh = [r for r in records if r.offset >= start]
         for i in range(0, len(fresh), self.batch_size):
             chunk = fresh[i:i + self.batch_size]
-            parsed = parse(self._origins(tp, chunk))  # while the previous batch is written
+            parsed = self._parse(tp, chunk)  # while the previous batch is written
             self._drain()
             assert self._writer is not None
             self._pending = self._writer.submit(self._apply, tp, chunk, parsed)
@@ -557,6 +563,19 @@ class KafkaIngest:
             Origin(source, f"{OFFSET_PREFIX}{r.offset}", b"" if r.value is None else r.value)
             for r in records
         ]
+
+    @classmethod
+    def _parse(cls, tp: TopicPartition, records: list[Any]) -> Parsed:
+        """The records validated; a tombstone (a record without a value) is rejected as one,
+        not as the empty message its stored bytes (none) would read as."""
+        origins = cls._origins(tp, records)
+        if all(r.value is not None for r in records):  # nearly always
+            return parse(origins)
+        kept = [o for o, r in zip(origins, records, strict=True) if r.value is not None]
+        parsed = parse(kept)
+        tombstones = [Rejected(o, TOMBSTONE) for o, r in zip(origins, records, strict=True)
+                      if r.value is None]
+        return Parsed(parsed.commands, parsed.rejected + tombstones)
 
     def _apply(self, tp: TopicPartition, records: list[Any], parsed: Parsed) -> None:
         """One transaction: the records' effects and the partition's new position.
@@ -584,7 +603,7 @@ class KafkaIngest:
                 self.positions[tp] = max(self.positions[tp], stored + 1)
             if not records:
                 return
-            parsed = parse(self._origins(tp, records))
+            parsed = self._parse(tp, records)
         self.positions[tp] = last + 1
         assert self._meters is not None
         self._meters.after_batch()

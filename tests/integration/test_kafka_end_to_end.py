@@ -176,6 +176,28 @@ def test_poison_messages_land_on_the_dead_letter_topic_and_the_valid_ones_behind
     assert len(billcycle_json(env, "deadletters")) == 5
 
 
+def test_a_tombstone_and_an_empty_value_are_dead_lettered_with_their_own_reasons(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    # QA F11: a record without a value and one with an empty value gave the same dead letter.
+    topics = new_topics(kafka_bootstrap)
+    env = cli_env(fresh_pg_url, kafka_bootstrap, topics)
+    produce(kafka_bootstrap, topics.usage, [
+        ("cus_0", None), ("cus_0", b""), *UsageLedger().make(customers=1, count=3)])
+
+    consumed = billcycle_json(env, "consume", "--until-caught-up")
+
+    assert (consumed["accepted"], consumed["rejected"]) == (3, 2)
+    letters = sorted((json.loads(r.value) for r in read_topic(kafka_bootstrap, topics.deadletter)),
+                     key=lambda letter: letter["source_offset"])
+    for letter in letters:
+        validator("deadletter").validate(letter)
+    assert [(letter["source_offset"], letter["reason"].partition(":")[0], letter["raw"])
+            for letter in letters] == [(0, "tombstone", ""), (1, "empty", "")]
+    stored = billcycle_json(env, "deadletters")
+    assert sorted(d["reason"] for d in stored) == sorted(letter["reason"] for letter in letters)
+
+
 @contextmanager
 def consuming_here(bootstrap: str, url: str, group: str,
                    **consumer_options: Any) -> Iterator[tuple[BillingApplication, Any, Patience]]:

@@ -9,13 +9,15 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from consumers.kafka_source import Patience
+from consumers.kafka_source import TOMBSTONE, KafkaIngest, Patience
 from consumers.outbound import dead_letter, parse_invoice_message
 from consumers.publisher import InvoicePublisher
 from consumers.schemas import SCHEMA_DIR
@@ -219,3 +221,21 @@ def test_a_dead_letter_carries_the_source_position_and_the_original_bytes() -> N
         "billing.usage", 2, 41)
     assert letter.raw_encoding == "base64"
     validate("deadletter", letter.model_dump_json().encode())
+
+
+def test_a_tombstone_and_an_empty_value_give_dead_letters_told_apart() -> None:
+    # QA F11: both were "empty: ... (a Kafka tombstone has none)", raw "" in UTF-8.
+    records = [SimpleNamespace(offset=n, value=value)
+               for n, value in enumerate([None, b"", b"{}", None])]
+
+    parsed = KafkaIngest._parse(TopicPartition("billing.usage", 2), records)
+
+    letters = sorted((dead_letter(dead_letter_record(r)) for r in parsed.rejected),
+                     key=lambda letter: letter.source_offset)
+    assert [(letter.source_offset, letter.reason.partition(":")[0]) for letter in letters] == [
+        (0, "tombstone"), (1, "empty"), (2, "message"), (3, "tombstone")]
+    assert letters[0].reason == TOMBSTONE and "null" in TOMBSTONE
+    assert "not a null one" in letters[1].reason
+    for letter in letters:
+        assert (letter.raw, letter.raw_encoding) == ("", "utf-8") or letter.source_offset == 2
+        validate("deadletter", letter.model_dump_json().encode())
