@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from eventsourcing.persistence import (
@@ -38,7 +38,7 @@ from consumers.meter_updates import MeterUpdates
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
 from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
-from domain.commands import Origin
+from domain.commands import Origin, Rejected
 
 if TYPE_CHECKING:
     from consumers.deadletter_topic import DeadLetterTopic
@@ -52,6 +52,12 @@ FIRST_POLLS_TIMEOUT_MS = 50  # while no partition is assigned yet
 # A database that is restarting or unreachable; anything else is a bug and stops the consumer.
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 KAFKA_DOWN: tuple[type[Exception], ...] = (KafkaError,)
+
+# The reason a record without a value is rejected. Its dead letter's raw is "" like that of an
+# empty value, whose reason is "empty: ..." (consumers/messages/errors.py).
+TOMBSTONE = ("tombstone: the record has no value (null), Kafka's deletion marker for its key; "
+             "billcycle's inbound topics take messages, not deletions: send one JSON object "
+             "per message")
 
 # Seconds an assignment must stay unchanged before --until-caught-up may call it caught up.
 SETTLED_AFTER = 2.0
@@ -181,6 +187,21 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text[0].startswith(name) else f"{name}: {text[0]}"
 
 
+def kafka_consumer(**config: Any) -> Any:
+    """A KafkaConsumer that never makes the broker create a topic it asks about.
+
+    kafka-python 3.0.12 takes `allow_auto_create_topics` but never hands it to the metadata
+    requests of a subscription, so a broker with `auto.create.topics.enable` (the default)
+    created a mistyped inbound topic and `consume` read it, empty, as caught up. The setting
+    is put where those requests read it.
+    """
+    consumer = KafkaConsumer(allow_auto_create_topics=False, **config)
+    cluster_config = getattr(getattr(consumer, "_cluster", None), "config", None)
+    if isinstance(cluster_config, dict) and "allow_auto_create_topics" in cluster_config:
+        cluster_config["allow_auto_create_topics"] = False
+    return consumer
+
+
 def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH,
                      instance_id: str | None = None) -> Any:
     """A consumer of the inbound topics, tuned for large batches; positions come from the DB.
@@ -188,7 +209,7 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
     With `instance_id` the process is a static member of the group: restarted under the same
     id, it takes its partitions back at once instead of after the session timeout.
     """
-    consumer = KafkaConsumer(
+    consumer = kafka_consumer(
         bootstrap_servers=bootstrap,
         client_id=f"billcycle-consume-{instance_id}" if instance_id else "billcycle-consume",
         group_id=group,
@@ -300,6 +321,9 @@ class KafkaIngest:
         self.fresh_consumer = fresh_consumer
         self.rejoin_after = rejoin_after
         self.stats = ConsumeStats()
+        # Inbound topics that do not exist on Kafka (a mistyped name, or not created yet):
+        # said when found, looked for again at every probe, and named in every report.
+        self.missing: list[str] = []
         self.rebalances = _Rebalances(consumer)
         # Per owned partition: the next offset to apply (stored position + 1) ...
         self.positions: dict[TopicPartition, int] = {}
@@ -324,6 +348,7 @@ class KafkaIngest:
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
         self._subscribe()
+        self.patience.call(self.kafka, self._check_topics, KAFKA_DOWN)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         self._meters = MeterUpdates(self.app, DATABASE_DOWN)
         caught_up = False
@@ -349,6 +374,8 @@ class KafkaIngest:
             # A batch in flight commits or fails as a whole before the consumer goes.
             self._writer.shutdown(wait=True)
             self._meters.stop()
+        if caught_up and self.missing:
+            self.say(f"caught up with the inbound topics that exist; {self._missing_text()}")
         with suppress(Stopped):  # stopped while the database is away: repaired at the next start
             self.deadletters.settle()
         if caught_up:  # what was consumed is in the meters too
@@ -377,6 +404,30 @@ class KafkaIngest:
         self.rebalances = _Rebalances(self.consumer)
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
         self._joining_since = time.monotonic()
+
+    def _check_topics(self) -> None:
+        """Note the inbound topics that do not exist on Kafka, and say what changed.
+
+        The consumer asks the broker for every topic's metadata when one is unknown, which also
+        makes a topic created since part of its subscription at once (without the question,
+        kafka-python would notice it only at its next periodic refresh, 5 minutes later).
+        """
+        missing = [t for t in self.topics.inbound if not self.consumer.partitions_for_topic(t)]
+        for topic in missing:
+            if topic not in self.missing:
+                name = next(f.name for f in fields(Topics) if getattr(self.topics, f.name) == topic)
+                self.say(f"topic {topic} does not exist on {self.kafka}: nothing is consumed from "
+                         f"it until it is created; check its name (--{name}-topic or "
+                         f"BILLCYCLE_TOPIC_{name.upper()})")
+        for topic in self.missing:
+            if topic not in missing:
+                self.say(f"topic {topic} exists now")
+        self.missing = missing
+
+    def _missing_text(self) -> str:
+        plural = len(self.missing) > 1
+        return (f"topic{'s' if plural else ''} {', '.join(self.missing)} "
+                f"{'do' if plural else 'does'} not exist on {self.kafka}")
 
     def _rejoin_if_stuck(self) -> None:
         """A member still joining, with no partition, `rejoin_after` seconds after subscribing
@@ -423,6 +474,8 @@ class KafkaIngest:
         and waiting for it is said (the Kafka client itself reconnects silently)."""
         self._last_records = time.monotonic()
         self._drain()
+        if self.missing:
+            self.patience.call(self.kafka, self._check_topics, KAFKA_DOWN)
         owned = sorted(self.positions)
         stored = self.patience.call(
             self.store, lambda: stored_positions(self.app, owned), DATABASE_DOWN)
@@ -488,6 +541,8 @@ class KafkaIngest:
         self.consumer.resume(*ordered)
         self.say("assigned " + ", ".join(
             f"{partition_label(tp)} from offset {self.positions[tp]}" for tp in ordered))
+        if any(tp.topic in self.missing for tp in ordered):  # created since: no longer missing
+            self._check_topics()
 
     def _consume(self, tp: TopicPartition, records: list[Any]) -> None:
         start = self.positions.get(tp)
@@ -496,7 +551,7 @@ class KafkaIngest:
         fresh = [r for r in records if r.offset >= start]
         for i in range(0, len(fresh), self.batch_size):
             chunk = fresh[i:i + self.batch_size]
-            parsed = parse(self._origins(tp, chunk))  # while the previous batch is written
+            parsed = self._parse(tp, chunk)  # while the previous batch is written
             self._drain()
             assert self._writer is not None
             self._pending = self._writer.submit(self._apply, tp, chunk, parsed)
@@ -508,6 +563,19 @@ class KafkaIngest:
             Origin(source, f"{OFFSET_PREFIX}{r.offset}", b"" if r.value is None else r.value)
             for r in records
         ]
+
+    @classmethod
+    def _parse(cls, tp: TopicPartition, records: list[Any]) -> Parsed:
+        """The records validated; a tombstone (a record without a value) is rejected as one,
+        not as the empty message its stored bytes (none) would read as."""
+        origins = cls._origins(tp, records)
+        if all(r.value is not None for r in records):  # nearly always
+            return parse(origins)
+        kept = [o for o, r in zip(origins, records, strict=True) if r.value is not None]
+        parsed = parse(kept)
+        tombstones = [Rejected(o, TOMBSTONE) for o, r in zip(origins, records, strict=True)
+                      if r.value is None]
+        return Parsed(parsed.commands, parsed.rejected + tombstones)
 
     def _apply(self, tp: TopicPartition, records: list[Any], parsed: Parsed) -> None:
         """One transaction: the records' effects and the partition's new position.
@@ -535,7 +603,7 @@ class KafkaIngest:
                 self.positions[tp] = max(self.positions[tp], stored + 1)
             if not records:
                 return
-            parsed = parse(self._origins(tp, records))
+            parsed = self._parse(tp, records)
         self.positions[tp] = last + 1
         assert self._meters is not None
         self._meters.after_batch()
@@ -573,6 +641,8 @@ class KafkaIngest:
         # With no partition, a lag of 0 would read as caught up: say what it is instead.
         where = (f"lag {sum(lag.values()):,}" + (f" ({lag_text})" if lag_text else "")
                  if self.positions else self._membership())
+        if self.missing:
+            where += f"; {self._missing_text()}"
         self.say(
             f"consumed {s.records:,} records ({rate:,.0f}/s"
             f" lately): {s.accepted:,} accepted, {s.duplicates:,} duplicates, "
@@ -606,13 +676,12 @@ def input_manifest(
     partition, the end offsets at the run's start, and warnings about input not yet consumed.
     """
     try:
-        consumer = KafkaConsumer(
+        consumer = kafka_consumer(
             bootstrap_servers=bootstrap,
             client_id="billcycle-run-manifest",
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
-            allow_auto_create_topics=False,
             bootstrap_timeout_ms=int(timeout * 1000),
             request_timeout_ms=int(timeout * 1000) + 1000,
         )

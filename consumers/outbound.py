@@ -3,8 +3,8 @@
 
 Every message on `billing.invoices` names the stored event it comes from (`event_id`, also a
 record header) and that event's position in billcycle's event log (`log_position`), so a
-consumer can drop a message it has already seen. Fields may be added later: consumers should
-ignore fields they do not know.
+consumer can drop a message it has already seen. Fields and message types may be added later:
+consumers should ignore fields and types they do not know.
 """
 
 from __future__ import annotations
@@ -147,6 +147,20 @@ class CollectionActionRecorded(CollectionEvent):
     recorded_on: date
 
 
+class CollectionPaymentNoted(CollectionEvent):
+    """A payment on the invoice was noted on its collection (after its payment.applied).
+
+    A collection starts with the payments applied to the invoice before it, as far as the
+    collections process had read the log; a payment applied before the start that it reads
+    only afterwards (when it catches up over many events) is noted here, so the latest
+    collection message of an invoice always states what is still unpaid."""
+
+    type: Literal["collection.payment_noted"]
+    payment_id: str = Field(description="The id of the payment.received message.")
+    amount: Amount
+    received_at: datetime
+
+
 class CollectionEnded(CollectionEvent):
     """A collection ended: the invoice was paid."""
 
@@ -161,6 +175,7 @@ InvoiceMessage = Annotated[
     | CreditNoteIssued
     | PaymentApplied
     | CollectionStarted
+    | CollectionPaymentNoted
     | CollectionActionRecorded
     | CollectionEnded,
     Field(discriminator="type"),
@@ -229,7 +244,7 @@ def payment_applied(
 
 def collection_message(
     collection: Collection, event: Any, log_position: int
-) -> CollectionStarted | CollectionActionRecorded | CollectionEnded:
+) -> CollectionStarted | CollectionPaymentNoted | CollectionActionRecorded | CollectionEnded:
     """The message for a collection event, from the collection as it stands just after it."""
     head = {
         **_head(collection, log_position, event.timestamp),
@@ -244,6 +259,10 @@ def collection_message(
         return CollectionStarted.model_validate({
             "type": "collection.started", **head, "amount": collection.amount,
             "due_date": collection.due_date, "steps": collection.steps})
+    if kind == "PaymentNoted":
+        return CollectionPaymentNoted(
+            type="collection.payment_noted", **head, payment_id=event.payment_id,
+            amount=event.amount, received_at=event.received_at)
     if kind == "ActionRecorded":
         return CollectionActionRecorded(
             type="collection.action_recorded", **head, step=event.step, kind=event.kind,

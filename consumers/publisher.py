@@ -24,10 +24,16 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, ProducerFencedError
 
-from consumers.kafka_source import DATABASE_DOWN, KAFKA_DOWN, Patience, Stopped
+from consumers.kafka_source import (
+    DATABASE_DOWN,
+    KAFKA_DOWN,
+    Patience,
+    Stopped,
+    kafka_consumer,
+)
 from consumers.outbound import InvoiceEvent, collection_message, invoice_issued, payment_applied
 from domain.application import BillingApplication
 from domain.collections import Collection
@@ -69,13 +75,12 @@ def last_published(bootstrap: str, topic: str) -> int:
     Every transaction publishes a contiguous stretch of the log, so the highest position on
     any partition is the end of the last committed transaction.
     """
-    consumer = KafkaConsumer(
+    consumer = kafka_consumer(
         bootstrap_servers=bootstrap,
         client_id="billcycle-publish-resume",
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
-        allow_auto_create_topics=False,
     )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -154,8 +159,8 @@ class InvoicePublisher:
         self.messages: dict[str, Callable[[Notification], Outgoing]] = {
             get_topic(_INVOICE.InvoiceIssued): self._invoice_issued,
             get_topic(_INVOICE.PaymentApplied): self._payment_applied,
-            # Collection.PaymentNoted is left out: payment.applied says the same.
             get_topic(_COLLECTION.Started): self._collection,
+            get_topic(_COLLECTION.PaymentNoted): self._collection,
             get_topic(_COLLECTION.ActionRecorded): self._collection,
             get_topic(_COLLECTION.Ended): self._collection,
         }

@@ -28,6 +28,7 @@ from consumers.messages import (
 from consumers.outbound import (
     CollectionActionRecorded,
     CollectionEnded,
+    CollectionPaymentNoted,
     CollectionStarted,
     CreditNoteIssued,
     DeadLetter,
@@ -55,6 +56,7 @@ SCHEMAS: dict[str, Any] = {
     "credit_note.issued": CreditNoteIssued,
     "payment.applied": PaymentApplied,
     "collection.started": CollectionStarted,
+    "collection.payment_noted": CollectionPaymentNoted,
     "collection.action_recorded": CollectionActionRecorded,
     "collection.ended": CollectionEnded,
     "deadletter": DeadLetter,

@@ -1,7 +1,9 @@
 """Collections (dunning): reminders and a final notice at set days after an invoice's due date.
 
-Issuing an invoice starts its collection with the schedule of the policy in force; payments
-reduce what is outstanding and the payment that settles the invoice ends the collection. Each
+Issuing an invoice starts its collection with the schedule of the policy in force (and the
+payments already applied to the invoice by then, when the collection starts after them);
+payments reduce what is outstanding and the payment that settles the invoice ends the
+collection. Each
 action is recorded once, when someone (`billcycle collections --record`) sends it. The
 collection is an aggregate of its own (id from the invoice number), so its events are in the
 log beside the invoice's and reach the same downstream consumers. Pure: dates are passed in.
@@ -9,6 +11,7 @@ log beside the invoice's and reach the same downstream consumers. Pure: dates ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -88,6 +91,15 @@ def collection_id(invoice_number: str) -> UUID:
     return uuid5(BILLCYCLE_NS, f"collection:{invoice_number}")
 
 
+@dataclass(frozen=True)
+class Payment:
+    """A payment applied to the invoice."""
+
+    payment_id: str
+    amount: Decimal
+    received_at: datetime
+
+
 class UnknownStep(ValueError):
     """An action that is not on the collection's schedule."""
 
@@ -109,6 +121,7 @@ class Collection(Aggregate):
         amount: Decimal,
         due_date: date,
         steps: list[dict[str, str]],
+        payments: dict[str, Decimal] | None = None,
     ) -> None:
         self.invoice_number = invoice_number
         self.customer_id = customer_id
@@ -117,9 +130,40 @@ class Collection(Aggregate):
         self.amount = amount
         self.due_date = due_date
         self.steps = steps
-        self.payments: dict[str, Decimal] = {}
+        # Payments applied to the invoice before the collection started (None in the Started
+        # events of billcycle versions that noted every payment after it).
+        self.payments: dict[str, Decimal] = dict(payments or {})
         self.recorded: dict[str, date] = {}
         self.ended: str | None = None  # why, once ended
+
+    @classmethod
+    def start(
+        cls,
+        invoice_number: str,
+        customer_id: str,
+        contract_id: str,
+        currency: str,
+        amount: Decimal,
+        due_date: date,
+        steps: list[dict[str, str]],
+        paid_before: Sequence[Payment] = (),
+    ) -> Collection:
+        """The collection of an invoice, started with the payments applied to it before the
+        start (in the order applied): its `outstanding` is then what is still unpaid. Those
+        that settle the invoice end it at once."""
+        collection = cls(
+            invoice_number=invoice_number, customer_id=customer_id, contract_id=contract_id,
+            currency=currency, amount=amount, due_date=due_date, steps=steps,
+            payments={p.payment_id: p.amount for p in paid_before} or None,
+        )
+        paid = ZERO
+        for p in paid_before:
+            paid += p.amount
+            if paid >= amount:  # the payment that settled it, as note_payment would say
+                collection._ended(reason="paid", payment_id=p.payment_id,
+                                  received_at=p.received_at)
+                break
+        return collection
 
     @property
     def outstanding(self) -> Decimal:

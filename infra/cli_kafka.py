@@ -99,8 +99,9 @@ def _emit(args: argparse.Namespace, document: dict[str, Any], say: Callable[[str
         json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        say("stopped: " + ", ".join(f"{k} {v}" for k, v in document.items()
-                                    if not isinstance(v, dict)))
+        say("stopped: " + ", ".join(
+            f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in document.items()
+            if not isinstance(v, dict) and v != []))
 
 
 def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -150,6 +151,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         "records_per_second": round(stats.rate()),
         "positions": {f"{tp.topic}/{tp.partition}": p - 1 for tp, p in ingest.positions.items()},
         "lag": ingest.lag(),
+        # Inbound topics that do not exist on Kafka: nothing of them was consumed.
+        "missing_topics": ingest.missing,
     }
     _emit(args, document, patience.say)
 

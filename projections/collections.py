@@ -2,10 +2,12 @@
 
 The process follows the log like a projection, but what it makes is events: an invoice issued
 for more than zero starts a `Collection` (domain/collections.py) with the schedule of the
-policy in force; each payment on the invoice is noted on it, and the payment that settles it
-ends it. The new events are saved with the process's tracking in one transaction, in the
-billing application's own log, where downstream consumers find them next to the invoice
-events. The view then follows those Collection events like any other projection.
+policy in force, and with the payments on the invoice that follow it in the same page of the
+log (the collection is saved after the page: after them); each later payment is noted on it,
+and the payment that settles the invoice ends it. The new events are saved with the process's
+tracking in one transaction, in the billing application's own log, where downstream consumers
+find them next to the invoice events. The view then follows those Collection events like any
+other projection.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 
 from domain.application import BillingApplication
-from domain.collections import Collection, CollectionPolicy, collection_id
+from domain.collections import Collection, CollectionPolicy, Payment, collection_id
 from domain.invoice import Invoice
 from domain.money import ZERO, format_money
 from projections.persistence import Changes, Select, Table
@@ -66,14 +68,23 @@ class CollectionsProcess:
         # The collections the page's payments settle, in one read (not one per payment).
         stored = self.app.load_many(sorted({
             collection_id(numbers[e.originator_id]) for e, _ in events if isinstance(e, PAID)}))
+        # The page's payments by invoice: a collection started here starts after them in the
+        # log, so it starts with them already applied (collection.started then states what
+        # is still unpaid); noting them again below changes nothing.
+        paid: dict[UUID, list[Payment]] = {}
+        for event, _ in events:
+            if isinstance(event, PAID):
+                paid.setdefault(event.originator_id, []).append(
+                    Payment(event.payment_id, event.amount, event.received_at))
         for event, _ in events:
             if isinstance(event, ISSUED):
                 if event.document_type == "invoice" and event.total > ZERO:
-                    c = Collection(
+                    c = Collection.start(
                         invoice_number=event.number, customer_id=event.customer_id,
                         contract_id=event.contract_id, currency=event.currency,
                         amount=event.total, due_date=event.due_date,
                         steps=self.policy.schedule(event.due_date),
+                        paid_before=paid.get(event.originator_id, ()),
                     )
                     touched[c.id] = c
             else:
@@ -126,8 +137,12 @@ class CollectionsProjection(ViewProjection):
         for event, position in events:
             cid = str(event.originator_id)
             if isinstance(event, STARTED):
+                # (Started events of earlier versions have no payments.)
+                paid_before = sum(to_minor(amount, event.currency)
+                                  for amount in (getattr(event, "payments", None) or {}).values())
                 rows[cid] = [event.invoice_number, cid, event.customer_id, event.contract_id,
-                             event.currency, to_minor(event.amount, event.currency), 0,
+                             event.currency, to_minor(event.amount, event.currency),
+                             paid_before,
                              event.due_date.isoformat(), "open", None, None, position]
                 for s in event.steps:
                     changes.put(STEPS, (event.invoice_number, s["step"], s["kind"],

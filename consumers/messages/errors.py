@@ -66,9 +66,9 @@ def rejection(raw: bytes | str, error: ValidationError) -> MessageRejected:
                 f"not UTF-8 (byte 0x{raw[bad.start]:02x} at position {bad.start}); "
                 "encode messages as UTF-8"
             )
-    if not raw.strip():  # a Kafka record with no value (a tombstone) reads as b""
+    if not raw.strip():  # a Kafka record's empty value (a tombstone has its own reason)
         return MessageRejected(
-            "empty: the message has no content (a Kafka tombstone has none); "
+            "empty: the message has no content (an empty value, not a null one); "
             "send one JSON object per message"
         )
     errors = error.errors(include_url=False)

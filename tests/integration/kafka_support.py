@@ -47,8 +47,10 @@ def producer(bootstrap: str) -> Any:
                          delivery_timeout_ms=180000, reconnect_backoff_max_ms=1000)
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str | None, bytes]]) -> int:
-    """Send (key, value) pairs and wait until all are acknowledged; how many."""
+def produce(bootstrap: str, topic: str,
+            messages: Iterable[tuple[str | None, bytes | None]]) -> int:
+    """Send (key, value) pairs (a value None: a tombstone) and wait until all are
+    acknowledged; how many."""
     sender = producer(bootstrap)
     try:
         futures = [sender.send(topic, key=k.encode() if k else None, value=v) for k, v in messages]

@@ -10,12 +10,15 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from kafka import TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from consumers.deadletter_topic import DeadLetterTopic, deadletter_producer, mark_name
 from consumers.kafka_source import (
@@ -30,16 +33,21 @@ from domain.application import BillingApplication
 from infra.kafka_broker import LocalKafka
 from infra.store.url import store_env
 from tests.integration.kafka_support import (
+    JOIN_WAIT,
     UsageLedger,
     as_json,
     billcycle,
     billcycle_json,
     cli_env,
     contract,
+    mentions,
     meter_totals,
     new_topics,
     produce,
     read_topic,
+    start,
+    terminate,
+    wait_for,
 )
 
 
@@ -168,6 +176,28 @@ def test_poison_messages_land_on_the_dead_letter_topic_and_the_valid_ones_behind
     assert len(billcycle_json(env, "deadletters")) == 5
 
 
+def test_a_tombstone_and_an_empty_value_are_dead_lettered_with_their_own_reasons(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    # QA F11: a record without a value and one with an empty value gave the same dead letter.
+    topics = new_topics(kafka_bootstrap)
+    env = cli_env(fresh_pg_url, kafka_bootstrap, topics)
+    produce(kafka_bootstrap, topics.usage, [
+        ("cus_0", None), ("cus_0", b""), *UsageLedger().make(customers=1, count=3)])
+
+    consumed = billcycle_json(env, "consume", "--until-caught-up")
+
+    assert (consumed["accepted"], consumed["rejected"]) == (3, 2)
+    letters = sorted((json.loads(r.value) for r in read_topic(kafka_bootstrap, topics.deadletter)),
+                     key=lambda letter: letter["source_offset"])
+    for letter in letters:
+        validator("deadletter").validate(letter)
+    assert [(letter["source_offset"], letter["reason"].partition(":")[0], letter["raw"])
+            for letter in letters] == [(0, "tombstone", ""), (1, "empty", "")]
+    stored = billcycle_json(env, "deadletters")
+    assert sorted(d["reason"] for d in stored) == sorted(letter["reason"] for letter in letters)
+
+
 @contextmanager
 def consuming_here(bootstrap: str, url: str, group: str,
                    **consumer_options: Any) -> Iterator[tuple[BillingApplication, Any, Patience]]:
@@ -254,3 +284,39 @@ def test_progress_before_any_partition_is_assigned_names_the_group_not_a_lag(
                     patience)._report(force=True)
     assert said[-1].endswith("rejected; no partition assigned to this member of group "
                              "joining yet (finding the group's coordinator or joining)")
+
+
+def test_a_missing_inbound_topic_is_named_not_created_and_consumed_once_created(
+    kafka_bootstrap: str, fresh_pg_url: str, tmp_path: Path
+) -> None:
+    # QA F10: the broker created a mistyped topic (kafka-python asked it to, whatever the
+    # consumer's allow_auto_create_topics) and consume --until-caught-up said caught up.
+    topics = new_topics(kafka_bootstrap)
+    typo = replace(topics, usage=f"{topics.usage}.typo")
+    env = cli_env(fresh_pg_url, kafka_bootstrap, typo)
+
+    done = billcycle(env, "--json", "consume", "--until-caught-up")
+
+    assert json.loads(done.stdout)["missing_topics"] == [typo.usage]
+    assert (f"topic {typo.usage} does not exist on Kafka at {kafka_bootstrap}: nothing is "
+            "consumed from it until it is created; check its name (--usage-topic or "
+            "BILLCYCLE_TOPIC_USAGE)") in done.stderr
+    assert "caught up with the inbound topics that exist" in done.stderr
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert typo.usage not in admin.list_topics()
+
+        # A consumer that keeps running takes the topic up once it is created.
+        log = tmp_path / "consume.log"
+        consumer = start(env, "consume", log=str(log))
+        wait_for(mentions(log, f"topic {typo.usage} does not exist"), JOIN_WAIT,
+                 "the missing topic named", log)
+        admin.create_topics([NewTopic(typo.usage, 2, 1)])
+    finally:
+        admin.close()
+    ledger = UsageLedger()
+    produce(kafka_bootstrap, typo.usage, ledger.make(customers=2, count=20))
+    wait_for(lambda: meter_totals(fresh_pg_url, ledger.totals) == (ledger.totals, ledger.counts),
+             60, "the new topic's usage consumed", log)
+    assert terminate(consumer) == 0
+    assert f"topic {typo.usage} exists now" in log.read_text()

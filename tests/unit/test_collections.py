@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from domain.collections import (
     Collection,
     CollectionPolicy,
     InvalidPolicy,
+    Payment,
     UnknownStep,
     collection_id,
 )
@@ -56,6 +58,30 @@ def test_a_part_payment_keeps_the_schedule_and_the_settling_payment_ends_it() ->
     assert c.due(date(2027, 1, 31)) == []
     names = [type(e).__name__ for e in c.collect_events()]
     assert names == ["Started", "PaymentNoted", "PaymentNoted", "Ended"]
+
+
+def start_after(*payments: tuple[str, str]) -> Collection:
+    return Collection.start(
+        invoice_number="INV-000001", customer_id="cus_1", contract_id="ct_1", currency="USD",
+        amount=Decimal("100.00"), due_date=DUE, steps=CollectionPolicy().schedule(DUE),
+        paid_before=[Payment(pid, Decimal(amount), AT) for pid, amount in payments],
+    )
+
+
+def test_a_collection_started_after_a_payment_starts_with_it_applied() -> None:
+    c = start_after(("p1", "60.00"))
+    assert c.outstanding == Decimal("40.00") and c.ended is None
+    c.note_payment("p1", Decimal("60.00"), AT)  # the same payment, read again: no change
+    assert c.outstanding == Decimal("40.00")
+    assert [type(e).__name__ for e in c.collect_events()] == ["Started"]
+
+
+def test_a_collection_started_after_the_settling_payment_ends_at_once() -> None:
+    c = start_after(("p1", "60.00"), ("p2", "40.00"), ("p3", "5.00"))
+    assert c.outstanding == Decimal("-5.00") and c.ended == "paid"
+    events: list[Any] = list(c.collect_events())
+    assert [type(e).__name__ for e in events] == ["Started", "Ended"]
+    assert events[1].payment_id == "p2"  # the one that settled it
 
 
 def test_an_action_not_on_the_schedule_is_refused() -> None:

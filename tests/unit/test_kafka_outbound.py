@@ -9,13 +9,15 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from consumers.kafka_source import Patience
+from consumers.kafka_source import TOMBSTONE, KafkaIngest, Patience
 from consumers.outbound import dead_letter, parse_invoice_message
 from consumers.publisher import InvoicePublisher
 from consumers.schemas import SCHEMA_DIR
@@ -24,6 +26,7 @@ from domain.collections import Collection, CollectionPolicy
 from domain.commands import Origin, Rejected
 from domain.invoice import Invoice
 from infra.store.url import store_env
+from projections.runner import Projections
 
 DUE = date(2026, 12, 1)
 AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -114,8 +117,9 @@ def test_invoice_events_are_published_in_log_order_keyed_by_customer_and_valid(
 
     kinds = [json.loads(v)["type"] for _, v, _ in topic]
     assert kinds == ["invoice.issued", "credit_note.issued", "collection.started",
-                     "payment.applied", "collection.action_recorded", "collection.ended"]
-    assert stats.published == 6
+                     "payment.applied", "collection.action_recorded",
+                     "collection.payment_noted", "collection.ended"]
+    assert stats.published == 7
     positions = [int(h["log_position"]) for _, _, h in topic]
     assert positions == sorted(positions)
     for key, value, headers in topic:
@@ -129,7 +133,57 @@ def test_invoice_events_are_published_in_log_order_keyed_by_customer_and_valid(
     assert issued["total"] == "105.50" and issued["lines"][0]["quantity"] == "0.0000001"
     paid = json.loads(topic[3][1])
     assert (paid["amount"], paid["paid"], paid["balance"]) == ("105.50", "105.50", "0.00")
-    assert json.loads(topic[5][1])["outstanding"] == "0.00"
+    noted = json.loads(topic[5][1])
+    assert (noted["payment_id"], noted["amount"], noted["outstanding"]) == (
+        "pay-1", "105.50", "0.00")
+    assert json.loads(topic[6][1])["outstanding"] == "0.00"
+
+
+def collection_messages(app: BillingApplication, page_size: int) -> list[dict[str, Any]]:
+    """The collections process caught up in pages of `page_size`, then everything published:
+    the collection messages, in order."""
+    Projections(app, ["collections"], page_size=page_size, parallel=False).catch_up()
+    topic: list[Any] = []
+    publisher(app, topic, [], page_size=50).run(until_caught_up=True)
+    messages = [validate("invoice-event", value) for _, value, _ in topic]
+    return [m for m in messages if m["type"].startswith("collection.")]
+
+
+def test_a_collection_started_after_a_payment_states_what_is_still_unpaid(
+    app: BillingApplication,
+) -> None:
+    # Paid in part before the collections process ran (QA F9): collection.started came after
+    # payment.applied in the log with the invoice's whole total as outstanding.
+    first = invoice("INV-000001", "cus_1", "201.00")
+    app.save(first)
+    first.apply_payment("pay-1", Decimal("50.00"), "USD", AT)
+    app.save(first)
+
+    messages = collection_messages(app, page_size=50)
+
+    assert [(m["type"], m["amount"], m["outstanding"]) for m in messages] == [
+        ("collection.started", "201.00", "151.00")]
+    rows = Projections(app, ["collections"]).view("collections").select(
+        "SELECT amount, paid, status FROM collections", [])
+    assert [tuple(r) for r in rows] == [(20100, 5000, "open")]
+
+
+def test_a_payment_the_collection_did_not_start_with_is_relayed_as_noted(
+    app: BillingApplication,
+) -> None:
+    # The process read the invoice in one page and the payment (already in the log before
+    # the collection started) in the next: the payment's noting corrects the figure.
+    first = invoice("INV-000001", "cus_1", "201.00")
+    app.save(first)
+    first.apply_payment("pay-1", Decimal("50.00"), "USD", AT)
+    first.apply_payment("pay-2", Decimal("151.00"), "USD", AT)
+    app.save(first)
+
+    messages = collection_messages(app, page_size=1)
+
+    assert [(m["type"], m["outstanding"]) for m in messages] == [
+        ("collection.started", "201.00"), ("collection.payment_noted", "151.00"),
+        ("collection.payment_noted", "0.00"), ("collection.ended", "0.00")]
 
 
 def test_a_failed_commit_starts_over_from_what_the_topic_holds(app: BillingApplication) -> None:
@@ -167,3 +221,21 @@ def test_a_dead_letter_carries_the_source_position_and_the_original_bytes() -> N
         "billing.usage", 2, 41)
     assert letter.raw_encoding == "base64"
     validate("deadletter", letter.model_dump_json().encode())
+
+
+def test_a_tombstone_and_an_empty_value_give_dead_letters_told_apart() -> None:
+    # QA F11: both were "empty: ... (a Kafka tombstone has none)", raw "" in UTF-8.
+    records = [SimpleNamespace(offset=n, value=value)
+               for n, value in enumerate([None, b"", b"{}", None])]
+
+    parsed = KafkaIngest._parse(TopicPartition("billing.usage", 2), records)
+
+    letters = sorted((dead_letter(dead_letter_record(r)) for r in parsed.rejected),
+                     key=lambda letter: letter.source_offset)
+    assert [(letter.source_offset, letter.reason.partition(":")[0]) for letter in letters] == [
+        (0, "tombstone"), (1, "empty"), (2, "message"), (3, "tombstone")]
+    assert letters[0].reason == TOMBSTONE and "null" in TOMBSTONE
+    assert "not a null one" in letters[1].reason
+    for letter in letters:
+        assert (letter.raw, letter.raw_encoding) == ("", "utf-8") or letter.source_offset == 2
+        validate("deadletter", letter.model_dump_json().encode())

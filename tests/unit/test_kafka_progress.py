@@ -1,5 +1,6 @@
 """The consumer's progress line before it owns a partition says where its group join stands,
-and a join stuck for a minute is given up and started again by a fresh consumer."""
+a join stuck for a minute is given up and started again by a fresh consumer, and an inbound
+topic that does not exist is named until it does."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ class MemberOfGroup:
 
     def subscribe(self, topics: list[str], listener: object = None) -> None:
         self.topics = topics
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set() if topic in self.absent else {0}
+
+    absent: set[str] = field(default_factory=set)  # topics not on the broker
 
 
 def member(state: str, generation: int = -1) -> MemberOfGroup:
@@ -130,3 +136,26 @@ def test_a_rebalance_of_a_member_long_in_its_group_is_timed_from_when_it_was_las
     ingest._joining_since -= REJOIN_AFTER  # ... and the rebalance does not end
     ingest._rejoin_if_stuck()
     assert ingest.consumer is not member_of_group and member_of_group.closed
+
+
+def test_an_inbound_topic_that_does_not_exist_is_named_until_it_does(
+    app: BillingApplication,
+) -> None:
+    said: list[str] = []
+    consumer = member(MemberState.STABLE, generation=2)
+    consumer.absent = {"billing.usage.typo"}
+    ingest = KafkaIngest(app, consumer, Topics(usage="billing.usage.typo"),
+                         None,  # type: ignore[arg-type]
+                         Patience(said.append, threading.Event()))
+    ingest._check_topics()
+    ingest._check_topics()  # said once, not at every check
+    ingest._report(force=True)
+    assert said == [
+        "topic billing.usage.typo does not exist on Kafka: nothing is consumed from it until "
+        "it is created; check its name (--usage-topic or BILLCYCLE_TOPIC_USAGE)",
+        "consumed 0 records (0/s lately): 0 accepted, 0 duplicates, 0 rejected; no partition "
+        "assigned to this member of group billcycle (generation 2): the group has no partition "
+        "left for it; topic billing.usage.typo does not exist on Kafka"]
+    consumer.absent = set()  # created
+    ingest._check_topics()
+    assert said[-1] == "topic billing.usage.typo exists now" and ingest.missing == []

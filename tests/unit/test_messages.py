@@ -259,9 +259,9 @@ REJECTIONS = [
         "line in a file)",
     ),
     ("[1, 2]", "an array is not a message; send one JSON object per message (per line in a file)"),
-    (b"", "empty: the message has no content (a Kafka tombstone has none); send one JSON object "
-     "per message"),
-    (" \n", "empty: the message has no content (a Kafka tombstone has none); send one JSON "
+    (b"", "empty: the message has no content (an empty value, not a null one); send one JSON "
+     "object per message"),
+    (" \n", "empty: the message has no content (an empty value, not a null one); send one JSON "
      "object per message"),
     (
         changed(USAGE, "type", "usage.v2"),
