@@ -5,7 +5,7 @@ against what was billed for it; the difference charged or credited where it is d
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from itertools import pairwise
@@ -57,7 +57,10 @@ def _owed_segments(
     contract: Contract, component_id: str, window: ServicePeriod | None
 ) -> list[tuple[Segment, BillingTiming]]:
     """What the terms say is owed for the component in the days of a period the contract
-    serves (`service_window`), split where terms change."""
+    serves (`service_window`), split where the component's terms change: an amendment that
+    leaves its amount, quantity and timing as they were does not cut its period (cut, the
+    period's lines were rounded piece by piece, a cent off the whole, and an in-advance period
+    was billed only up to the amendment)."""
     if window is None:
         return []
     owed = []
@@ -73,9 +76,16 @@ def _owed_segments(
     )
     for start, end in pairwise(sorted(cuts)):
         component = contract.terms_on(start).component(component_id)
-        if isinstance(component, SubscriptionComponent):
-            segment = Segment(start, end, component.amount, component.quantity)
-            owed.append((segment, component.billing_timing))
+        if not isinstance(component, SubscriptionComponent):
+            continue
+        segment = Segment(start, end, component.amount, component.quantity)
+        if owed:
+            last, timing = owed[-1]
+            if (last.end, last.unit_amount, last.quantity, timing) == (
+                    start, component.amount, component.quantity, component.billing_timing):
+                owed[-1] = (replace(last, end=end), timing)
+                continue
+        owed.append((segment, component.billing_timing))
     return owed
 
 

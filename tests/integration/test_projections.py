@@ -490,7 +490,7 @@ def test_a_contract_changed_while_its_batch_ran_is_not_a_difference(
         for c in "abc"
     ] + [{"type": "usage", "id": f"u-{c}", "occurred_at": "2026-10-10T00:00:00Z",
           "customer_id": f"cus_{c}", "metric": "api_calls", "quantity": "100"} for c in "abc"])
-    arrived = []
+    arrived: list[int] = []
 
     def live_consume(done: int, total: int) -> None:  # after the first chunk, ct_c not decided
         if not arrived:

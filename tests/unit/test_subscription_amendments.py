@@ -9,6 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.billing import InvoiceDue
 from domain.calendar import ServicePeriod, prorate
 from domain.contract import Contract
 from domain.money import round_money
@@ -18,6 +19,7 @@ from tests.unit.billing_fixtures import (
     bill,
     bill_if_due,
     contract,
+    run,
     subscription,
 )
 
@@ -92,3 +94,13 @@ def test_a_periods_lines_add_up_to_the_rounded_worth_of_what_stays_billed(
             assert isinstance(owed, SubscriptionComponent)
             assert s.rate == owed.amount * owed.quantity
 
+
+
+def test_an_amendment_that_leaves_a_subscription_as_it_was_does_not_cut_its_period() -> None:
+    # QA (helper-26, F1): amended from 12-25 to the same terms, December was billed 12-01 to
+    # 12-25 and the rest later, rounded piece by piece: 2715.82, where one line is 2715.83.
+    same = subscription("1810.55", quantity="1.5")
+    c = contract(same, start=date(2026, 12, 1))
+    c.amend(date(2026, 12, 25), (same,), None, None, "m-1")
+    assert amounts(bill(c, date(2026, 12, 1))) == [("subscription", "platform", "2715.83")]
+    assert not isinstance(run(c, date(2026, 12, 26)), InvoiceDue)  # nothing more is due
