@@ -278,7 +278,10 @@ def _is_due(
     if now is not None and timing[now] is BillingTiming.IN_ARREARS:
         # In arrears: the whole (possibly cut short) period must have been served.
         return window is not None and window.end <= cycle_date
-    return start <= cycle_date
+    # In advance (and credits): once the contract's service of the period has begun, every
+    # day of it, those after an amendment known ahead included (contract.md: in-advance
+    # periods with start <= D; the next invoice carries an amendment's proration).
+    return (window.start if window is not None else start) <= cycle_date
 
 
 def _charge_line(

@@ -104,3 +104,25 @@ def test_an_amendment_that_leaves_a_subscription_as_it_was_does_not_cut_its_peri
     c.amend(date(2026, 12, 25), (same,), None, None, "m-1")
     assert amounts(bill(c, date(2026, 12, 1))) == [("subscription", "platform", "2715.83")]
     assert not isinstance(run(c, date(2026, 12, 26)), InvoiceDue)  # nothing more is due
+
+
+def test_an_in_advance_period_is_billed_whole_at_its_start_an_amendment_known_ahead_too() -> None:
+    # QA (helper-26, F1; helper-17 before): amended ahead from 12-25, December was billed only
+    # to 12-25 on 12-01, the rest at the first run after 12-25 (contract.md: an in-advance
+    # period is due once it starts).
+    c = contract(subscription("310.00"), start=date(2026, 12, 1))
+    c.amend(date(2026, 12, 25), (subscription("620.00"),), None, None, "m-1")
+    assert amounts(bill(c, date(2026, 12, 1))) == [
+        ("subscription", "platform", "240.00"),  # 24 days at 310.00 a month of 31
+        ("subscription", "platform", "140.00")]  # 7 days at 620.00
+    assert not isinstance(run(c, date(2026, 12, 26)), InvoiceDue)
+
+
+def test_the_next_invoice_carries_the_proration_of_an_amendment_effective_later() -> None:
+    # contract.md: "the next invoice carries a proration credit ... and a proration charge",
+    # though the amendment takes effect after that invoice's cycle date.
+    c = contract(subscription("310.00"), start=date(2026, 12, 1))
+    bill(c, date(2026, 12, 1))
+    c.amend(date(2026, 12, 25), (subscription("620.00"),), None, None, "m-1")
+    assert amounts(bill(c, date(2026, 12, 11))) == [
+        ("proration", "platform", "-70.00"), ("proration", "platform", "140.00")]
