@@ -112,6 +112,24 @@ class PaymentApplied(InvoiceEvent):
     balance: Amount
 
 
+class RefundApplied(InvoiceEvent):
+    """Money was paid back to the customer of what the document held for them (a credit
+    note's amount, or paid beyond what an invoice owed); refunded and balance are the
+    document's after it."""
+
+    type: Literal["refund.applied"]
+    invoice_id: str
+    number: str
+    contract_id: str
+    customer_id: str = Field(description="Also the record key.")
+    currency: str
+    refund_id: str = Field(description="The id of the refund.paid message.")
+    amount: Amount
+    paid_at: datetime
+    refunded: Amount
+    balance: Amount
+
+
 class CollectionEvent(InvoiceEvent):
     """Fields of every collection (dunning) message."""
 
@@ -174,6 +192,7 @@ InvoiceMessage = Annotated[
     InvoiceIssued
     | CreditNoteIssued
     | PaymentApplied
+    | RefundApplied
     | CollectionStarted
     | CollectionPaymentNoted
     | CollectionActionRecorded
@@ -238,6 +257,28 @@ def payment_applied(
         amount=invoice.payments[payment_id],
         received_at=received_at,
         paid=Decimal(format_money(invoice.paid, cur)),
+        balance=Decimal(format_money(invoice.balance, cur)),
+    )
+
+
+def refund_applied(
+    invoice: Invoice, refund_id: str, paid_at: datetime, log_position: int,
+    occurred_at: datetime,
+) -> RefundApplied:
+    """The message for a refund, from the document as it stands just after the refund."""
+    cur = invoice.currency
+    return RefundApplied(
+        type="refund.applied",
+        **_head(invoice, log_position, occurred_at),
+        invoice_id=str(invoice.id),
+        number=invoice.number,
+        contract_id=invoice.contract_id,
+        customer_id=invoice.customer_id,
+        currency=cur,
+        refund_id=refund_id,
+        amount=invoice.refunds[refund_id],
+        paid_at=paid_at,
+        refunded=Decimal(format_money(invoice.refunded, cur)),
         balance=Decimal(format_money(invoice.balance, cur)),
     )
 

@@ -19,6 +19,7 @@ from consumers.messages import (
     MessageRejected,
     MilestoneCompleted,
     PaymentReceived,
+    RefundPaid,
     Usage,
     UsageWatermark,
     canonical_properties,
@@ -36,6 +37,7 @@ from domain.commands import (
     CreateContract,
     DeclareWatermark,
     Origin,
+    PayRefund,
     ReceivePayment,
     RecordUsage,
     Rejected,
@@ -95,6 +97,13 @@ def to_command(message: Message) -> Command:
             )
         case PaymentReceived():
             return ReceivePayment(
+                **head,
+                invoice_number=message.invoice_number,
+                amount=message.amount,
+                currency=message.currency,
+            )
+        case RefundPaid():
+            return PayRefund(
                 **head,
                 invoice_number=message.invoice_number,
                 amount=message.amount,

@@ -34,7 +34,13 @@ from consumers.kafka_source import (
     Stopped,
     kafka_consumer,
 )
-from consumers.outbound import InvoiceEvent, collection_message, invoice_issued, payment_applied
+from consumers.outbound import (
+    InvoiceEvent,
+    collection_message,
+    invoice_issued,
+    payment_applied,
+    refund_applied,
+)
 from domain.application import BillingApplication
 from domain.collections import Collection
 from domain.invoice import Invoice
@@ -159,6 +165,7 @@ class InvoicePublisher:
         self.messages: dict[str, Callable[[Notification], Outgoing]] = {
             get_topic(_INVOICE.InvoiceIssued): self._invoice_issued,
             get_topic(_INVOICE.PaymentApplied): self._payment_applied,
+            get_topic(_INVOICE.RefundPaid): self._refund_applied,
             get_topic(_COLLECTION.Started): self._collection,
             get_topic(_COLLECTION.PaymentNoted): self._collection,
             get_topic(_COLLECTION.ActionRecorded): self._collection,
@@ -276,6 +283,13 @@ class InvoicePublisher:
         invoice = cast(Invoice, self._as_of(notification))
         message = payment_applied(
             invoice, event.payment_id, event.received_at, notification.id, event.timestamp)
+        return invoice.customer_id, message
+
+    def _refund_applied(self, notification: Notification) -> Outgoing:
+        event = self._event(notification)
+        invoice = cast(Invoice, self._as_of(notification))
+        message = refund_applied(
+            invoice, event.refund_id, event.paid_at, notification.id, event.timestamp)
         return invoice.customer_id, message
 
     def _collection(self, notification: Notification) -> Outgoing:

@@ -22,6 +22,7 @@ from consumers.messages import (
     Message,
     MilestoneCompleted,
     PaymentReceived,
+    RefundPaid,
     Usage,
     UsageWatermark,
 )
@@ -35,6 +36,7 @@ from consumers.outbound import (
     InvoiceIssued,
     InvoiceMessage,
     PaymentApplied,
+    RefundApplied,
 )
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
@@ -50,11 +52,13 @@ SCHEMAS: dict[str, Any] = {
     "usage": Usage,
     "usage.watermark": UsageWatermark,
     "payment.received": PaymentReceived,
+    "refund.paid": RefundPaid,
     # outbound (consumers/outbound.py): billing.invoices, then billing.deadletter
     "invoice-event": InvoiceMessage,  # any message on billing.invoices, chosen by its "type"
     "invoice.issued": InvoiceIssued,
     "credit_note.issued": CreditNoteIssued,
     "payment.applied": PaymentApplied,
+    "refund.applied": RefundApplied,
     "collection.started": CollectionStarted,
     "collection.payment_noted": CollectionPaymentNoted,
     "collection.action_recorded": CollectionActionRecorded,

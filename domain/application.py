@@ -38,6 +38,7 @@ from domain.commands import (
     CreateContract,
     DeclareWatermark,
     Origin,
+    PayRefund,
     ReceivePayment,
     RecordUsage,
     Rejected,
@@ -688,6 +689,17 @@ class _IngestUnit:
                     billed.timezone if billed is not None else "UTC",
                 )
                 self._note(note)
+            case PayRefund():
+                invoice = self._get(invoice_aggregate_id(command.invoice_number), Invoice)
+                if invoice is None:
+                    raise LookupError(
+                        f"refund.paid {command.message_id}: no invoice or credit note "
+                        f"{command.invoice_number}; check the document number")
+                billed = self.app.get_or_none(contract_aggregate_id(invoice.contract_id),
+                                              Contract)
+                invoice.pay_refund(command.message_id, command.amount, command.currency,
+                                   command.occurred_at,
+                                   billed.timezone if billed is not None else "UTC")
             case _:
                 raise TypeError(f"unknown command {type(command).__name__}")
         self._receipt(command)
@@ -702,6 +714,6 @@ def _referenced(commands: Iterable[Command]) -> list[UUID]:
                 ids.add(contract_aggregate_id(command.terms.contract_id))
             case AmendContract() | TerminateContract() | CompleteMilestone():
                 ids.add(contract_aggregate_id(command.contract_id))
-            case ReceivePayment():
+            case ReceivePayment() | PayRefund():
                 ids.add(invoice_aggregate_id(command.invoice_number))
     return list(ids)

@@ -96,6 +96,16 @@ class ReceivePayment(Command):
     currency: str
 
 
+@dataclass(frozen=True)
+class PayRefund(Command):
+    """Money paid back to a customer, of what a document holds for them: a credit note's
+    amount, or paid beyond what an invoice owed."""
+
+    invoice_number: str
+    amount: Decimal
+    currency: str
+
+
 class Origin(NamedTuple):
     """Where a message came from: its source, its position there and its original bytes.
 

@@ -69,6 +69,7 @@ class Invoice(Aggregate):
         self.contract_version = contract_version
         self.payments: dict[str, Decimal] = {}
         self.received_at: dict[str, datetime] = {}
+        self.refunds: dict[str, Decimal] = {}
 
     @classmethod
     def issued(
@@ -115,8 +116,49 @@ class Invoice(Aggregate):
         return sum(self.payments.values(), ZERO)
 
     @property
+    def refunded(self) -> Decimal:
+        return sum(self.refunds.values(), ZERO)
+
+    @property
     def balance(self) -> Decimal:
-        return self.total - self.paid
+        """What the customer owes on it (negative: what it holds for them)."""
+        return self.total - self.paid + self.refunded
+
+    def pay_refund(self, refund_id: str, amount: Decimal, currency: str, paid_at: datetime,
+                   timezone: str = "UTC") -> None:
+        """Pay back (once per refund id) what the document holds for its customer by the
+        refund's day in the contract's `timezone`: a credit note's amount and the payments
+        beyond what it owed, dated by then (as the ledger dates them), less refunds before."""
+        if currency != self.currency:
+            raise PaymentRejected(
+                f"refund {refund_id}: currency {currency} does not match {self.number} in "
+                f"{self.currency}; send the refund in {self.currency}")
+        if refund_id in self.refunds:
+            return
+        day = max(local_date(paid_at, timezone), self.issue_date)
+        held = self._held_by(day, timezone) - round_money(self.refunded, self.currency)
+        if round_money(amount, self.currency) > held:
+            raise PaymentRejected(
+                f"refund {refund_id}: {format_money(amount, self.currency)} {self.currency} is "
+                f"more than {self.number} holds for {self.customer_id} on {day} "
+                f"({format_money(max(held, ZERO), self.currency)} {self.currency}: "
+                f"{'its credit and ' if self.total < 0 else ''}what was paid beyond what it "
+                "owed, less refunds); check the document number, the amount and the date")
+        self._refund_paid(refund_id=refund_id, amount=amount, currency=currency,
+                          paid_at=paid_at)
+
+    def _held_by(self, day: date, timezone: str) -> Decimal:
+        """What the document holds for its customer at the end of `day`: a credit note's
+        amount, and the excess of the payments dated by then."""
+        dated = {pid for pid in self.payments
+                 if max(local_date(self.received_at[pid], timezone), self.issue_date) <= day}
+        excess = self._excess_by_date(timezone)
+        return max(-self.total, ZERO) + sum((excess[pid] for pid in dated), ZERO)
+
+    @event("RefundPaid")
+    def _refund_paid(self, refund_id: str, amount: Decimal, currency: str,
+                     paid_at: datetime) -> None:
+        self.refunds[refund_id] = amount
 
     def apply_payment(
         self, payment_id: str, amount: Decimal, currency: str, received_at: datetime,

@@ -10,7 +10,8 @@ the last day of each schedule. A payment debits cash; the part that settles the 
 open amount credits the receivable and any excess credits a customer credit liability, so a
 payment never takes a document's open amount below zero. Payments settle a document in the
 order of their days: one dated before a payment already applied is applied first, and the
-later one's settling part is reapplied on its own day.
+later one's settling part is reapplied on its own day. A refund credits cash and debits what
+was held for the customer: a credit note's open amount first, then customer credit.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class EntryKind(StrEnum):
     ISSUE = "issue"
     RECOGNITION = "recognition"
     PAYMENT = "payment"
+    REFUND = "refund"
 
 
 class UnbalancedEntry(ValueError):
@@ -196,6 +198,23 @@ def payment_entry(
         ],
     )
     return PaymentPosting(entry, applied, excess)
+
+
+def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
+                 open_before: Decimal) -> JournalEntry:
+    """Cash paid back to the customer: of a credit note's open (negative) amount first, which
+    the receivable holds, then of the customer credit that payments beyond what documents
+    owed left. Posted on `day`, or on the issue date when dated earlier."""
+    from_document = min(amount, max(-open_before, ZERO))
+    return _entry(
+        doc, f"{doc.number}/refund/{refund_id}", max(day, doc.issue_date), EntryKind.REFUND,
+        f"refund {refund_id} to {doc.customer_id} on {doc.number}",
+        [
+            Posting(Account.CASH, -amount),
+            Posting(Account.RECEIVABLE, from_document),
+            Posting(Account.CUSTOMER_CREDIT, amount - from_document),
+        ],
+    )
 
 
 @dataclass(frozen=True)

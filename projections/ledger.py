@@ -27,6 +27,7 @@ from domain.ledger import (
     document_entries,
     payment_entry,
     reapplication_entry,
+    refund_entry,
 )
 from domain.money import ZERO, format_money, round_money
 from projections.persistence import Changes, Select, Table
@@ -43,6 +44,7 @@ from projections.projection import (
 CREATED = event_class(Contract, "Created")
 ISSUED = event_class(Invoice, "InvoiceIssued")
 PAID = event_class(Invoice, "PaymentApplied")
+REFUNDED = event_class(Invoice, "RefundPaid")
 
 CONTRACTS = Table(
     "ledger_contracts",
@@ -119,7 +121,7 @@ def entry_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
 
 class LedgerProjection(ViewProjection):
     name = "ledger"
-    topics = topics(CREATED, ISSUED, PAID)
+    topics = topics(CREATED, ISSUED, PAID, REFUNDED)
     tables = (CONTRACTS, DOCUMENTS, PAYMENTS, JOURNAL)
 
     def changes(self, events: Sequence[Positioned]) -> Changes:
@@ -165,7 +167,30 @@ class LedgerProjection(ViewProjection):
                     position,
                 ))
                 journal.extend(entry_rows(posted.entry))
+            elif isinstance(event, REFUNDED):
+                self._refunded(docs, zones, event, position, changes)
         return changes
+
+    def _refunded(self, docs: dict[str, _Open], zones: dict[str, str], event: Any,
+                  position: int, changes: Changes) -> None:
+        """A refund: of a credit note's open amount first (which it settles, as a payment
+        settles an invoice), then of customer credit; a row in ledger_payments with the cash
+        paid out and those parts negative."""
+        invoice_id = str(event.originator_id)
+        state = docs[invoice_id]
+        doc = state.doc
+        amount = round_money(event.amount, doc.currency)
+        day = max(local_date(event.paid_at, zones.get(doc.contract_id, "UTC")), doc.issue_date)
+        entry = refund_entry(doc, event.refund_id, amount, day,
+                             from_minor(state.total - state.applied, doc.currency))
+        cash = to_minor(amount, doc.currency)
+        from_document = min(cash, max(state.applied - state.total, 0))
+        state.applied -= from_document
+        changes.put(DOCUMENTS, state.row(invoice_id), new=False)
+        changes.insert(PAYMENTS, (
+            doc.number, event.refund_id, day.isoformat(), doc.currency, -cash, -from_document,
+            from_document - cash, event.paid_at.isoformat(), position))
+        changes.inserted(JOURNAL).extend(entry_rows(entry))
 
     def _dated_before(self, state: _Open, event: Any, day: str, amount: Decimal,
                       position: int, changes: Changes) -> Decimal:
@@ -199,7 +224,7 @@ class LedgerProjection(ViewProjection):
         issued in the batch) and the timezones of those documents' contracts."""
         issued = {str(e.originator_id): e.contract_id for e, _ in events if isinstance(e, ISSUED)}
         created = {e.contract_id for e, _ in events if isinstance(e, CREATED)}
-        paid = {str(e.originator_id) for e, _ in events if isinstance(e, PAID)}
+        paid = {str(e.originator_id) for e, _ in events if isinstance(e, PAID | REFUNDED)}
         docs: dict[str, _Open] = {}
         for (invoice_id, number, kind, customer, contract, currency, issued_on, due, total,
              applied, position, payments) in self._select_in(

@@ -9,6 +9,7 @@ from consumers.messages.models import (
     Message,
     MilestoneCompleted,
     PaymentReceived,
+    RefundPaid,
     Usage,
     UsageWatermark,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "MessageRejected",
     "MilestoneCompleted",
     "PaymentReceived",
+    "RefundPaid",
     "Usage",
     "UsageWatermark",
     "canonical_properties",

@@ -7,7 +7,7 @@ generated JSON Schemas (consumers/schemas/) carry to producers.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -161,25 +161,41 @@ class UsageWatermark(Envelope):
     source: Name | None = None
 
 
-class PaymentReceived(Envelope):
-    type: Literal["payment.received"]
+class _CashMessage(Envelope):
+    """Money received or paid back against a document, in whole minor units of its currency."""
+
     invoice_number: Name
     amount: PositiveDecimal
     currency: Currency
 
     @model_validator(mode="after")
-    def _amount_in_minor_units(self) -> PaymentReceived:
-        # Money received is whole minor units; more places would leave sub-cent balances.
+    def _amount_in_minor_units(self) -> _CashMessage:
+        # Money moved is whole minor units; more places would leave sub-cent balances.
         places = minor_units(self.currency)
         whole = self.amount.quantize(Decimal(1).scaleb(-places))
         if whole != self.amount:
             raise rule_error(
                 "amount_precision",
                 f"{self.amount} has more than {places} decimal places, the minor units of "
-                f"{self.currency}; send the amount received, e.g. {whole}",
+                f"{self.currency}; send the amount {self.MOVED}, e.g. {whole}",
                 at=".amount",
             )
         return self
+
+    MOVED: ClassVar[str] = "received"  # what the reason asks for: the amount received
+
+
+class PaymentReceived(_CashMessage):
+    type: Literal["payment.received"]
+
+
+class RefundPaid(_CashMessage):
+    """An extension of contract.md: money paid back to the customer, of what the document
+    (`invoice_number`: an invoice or a credit note) holds for them by `occurred_at`: a credit
+    note's amount, or what payments brought beyond what it owed, less refunds before."""
+
+    type: Literal["refund.paid"]
+    MOVED: ClassVar[str] = "paid back"
 
 
 Message = Annotated[
@@ -189,6 +205,7 @@ Message = Annotated[
     | MilestoneCompleted
     | Usage
     | UsageWatermark
-    | PaymentReceived,
+    | PaymentReceived
+    | RefundPaid,
     Field(discriminator="type"),
 ]

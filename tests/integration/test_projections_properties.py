@@ -30,7 +30,7 @@ from domain.billing_runs import BillingRuns
 from domain.calendar import local_date
 from domain.invoice import Invoice
 from domain.ledger import Account, as_of_recognition
-from domain.money import minor_units
+from domain.money import ZERO, minor_units
 from domain.recognition import schedule_for_line
 from infra.store.url import store_env
 from projections import ledger, revenue
@@ -56,6 +56,7 @@ def day(draw: st.DrawFn, first: date, days: int) -> date:
 class Book:
     arrivals: list[tuple[date, dict[str, Any]]] = field(default_factory=list)
     payment_draws: list[tuple[int, int, int]] = field(default_factory=list)
+    refund_draws: list[tuple[int, int, int]] = field(default_factory=list)
 
     def arriving(self, after: date, through: date) -> Iterator[dict[str, Any]]:
         return (m for at, m in self.arrivals if after < at <= through)
@@ -118,6 +119,11 @@ def books(draw: st.DrawFn) -> Book:
     # (which invoice, what share of it in percent, days after issue)
     book.payment_draws = draw(st.lists(
         st.tuples(st.integers(0, 30), st.integers(1, 160), st.integers(-5, 90)), max_size=8))
+    # Refunds: (which document, invoices and credit notes alike, what share of what it holds
+    # in percent, days after its last payment or its issue); those beyond what it holds by
+    # then are refused.
+    book.refund_draws = draw(st.lists(
+        st.tuples(st.integers(0, 30), st.integers(1, 120), st.integers(-5, 40)), max_size=4))
     return book
 
 
@@ -146,9 +152,26 @@ def bill(app: BillingApplication, book: Book) -> None:
                 "occurred_at": f"{inv.issue_date + timedelta(days=days)}T10:00:00Z",
                 "amount": str(round(paid, minor_units(inv.currency))),
                 "currency": inv.currency}]))
+    numbers = [i.number for i in app.invoices()]
+    for n, (which, percent, days) in enumerate(book.refund_draws):
+        if numbers:
+            doc = app.invoice(numbers[which % len(numbers)])
+            assert doc is not None
+            # A share of what it holds for the customer, or of its total where it holds
+            # nothing (refused); dated before a payment it needs, refused too.
+            held = max(-doc.total, ZERO) + max(doc.paid - doc.total, ZERO) - doc.refunded
+            amount = max(Decimal(1).scaleb(-minor_units(doc.currency)),
+                         (held if held > 0 else abs(doc.total)) * percent / 100)
+            since = max([doc.issue_date, *(t.date() for t in doc.received_at.values())])
+            ingest(app, iter([{
+                "type": "refund.paid", "id": f"r-{n}", "invoice_number": doc.number,
+                "occurred_at": f"{since + timedelta(days=days)}T10:00:00Z",
+                "amount": str(round(amount, minor_units(doc.currency))),
+                "currency": doc.currency}]))
 
 
 PAID = event_class(Invoice, "PaymentApplied")
+REFUNDED = event_class(Invoice, "RefundPaid")
 
 
 def expected_open(app: BillingApplication, as_of: date) -> tuple[dict[str, int], dict[str, int]]:
@@ -173,6 +196,15 @@ def expected_open(app: BillingApplication, as_of: date) -> tuple[dict[str, int],
             if paid_on <= as_of:
                 settled += applied
                 credit[inv.currency] = credit.get(inv.currency, 0) + amount - applied
+        # Refunds, in log order: of a credit note's amount first, then of customer credit.
+        held = max(-to_minor(inv.total, inv.currency), 0)
+        for e in app.events.get(inv.id):
+            if isinstance(e, REFUNDED):
+                amount = to_minor(e.amount, inv.currency)
+                part, held = min(amount, held), held - min(amount, held)
+                if max(local_date(e.paid_at, zone), inv.issue_date) <= as_of:
+                    settled -= part
+                    credit[inv.currency] = credit.get(inv.currency, 0) - (amount - part)
         open_[inv.currency] = open_.get(inv.currency, 0) + to_minor(inv.total, inv.currency) \
             - settled
     return open_, credit

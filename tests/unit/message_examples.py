@@ -90,6 +90,15 @@ PAYMENT_RECEIVED: dict[str, Any] = {
     "currency": "USD",
 }
 
+REFUND_PAID: dict[str, Any] = {
+    "type": "refund.paid",
+    "id": "ref-1",
+    "occurred_at": "2026-11-25T08:00:00Z",
+    "invoice_number": "INV-000001",
+    "amount": "20.00",
+    "currency": "USD",
+}
+
 EXAMPLES: dict[str, dict[str, Any]] = {
     example["type"]: example
     for example in (
@@ -100,6 +109,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         USAGE,
         USAGE_WATERMARK,
         PAYMENT_RECEIVED,
+        REFUND_PAID,
     )
 }
 

@@ -139,6 +139,21 @@ def test_invoice_events_are_published_in_log_order_keyed_by_customer_and_valid(
     assert json.loads(topic[6][1])["outstanding"] == "0.00"
 
 
+def test_a_refund_is_relayed_with_the_documents_balance_after_it(app: BillingApplication) -> None:
+    credit = invoice("INV-000002", "cus_2", "-5")
+    app.save(credit)
+    credit.pay_refund("ref-1", Decimal("5.00"), "USD", AT)
+    app.save(credit)
+    topic: list[Any] = []
+    publisher(app, topic, []).run(until_caught_up=True)
+    key, value, _ = topic[-1]
+    refund = validate("refund.applied", value)
+    validate("invoice-event", value)
+    assert key == b"cus_2"
+    assert (refund["refund_id"], refund["amount"], refund["refunded"], refund["balance"]) == (
+        "ref-1", "5.00", "5.00", "0.00")
+
+
 def collection_messages(app: BillingApplication, page_size: int) -> list[dict[str, Any]]:
     """The collections process caught up in pages of `page_size`, then everything published:
     the collection messages, in order."""

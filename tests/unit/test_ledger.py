@@ -11,6 +11,7 @@ from domain.ledger import (
     Account,
     Document,
     DocumentPayment,
+    EntryKind,
     JournalEntry,
     Posting,
     UnbalancedEntry,
@@ -21,6 +22,7 @@ from domain.ledger import (
     issue_entry,
     payment_entry,
     reapplication_entry,
+    refund_entry,
 )
 from domain.recognition import Schedule
 
@@ -110,6 +112,19 @@ def test_a_reapplication_moves_the_difference_to_customer_credit_on_the_payments
     assert dict((p.account, p.amount) for p in entry.postings) == {
         Account.RECEIVABLE: D("30.00"), Account.CUSTOMER_CREDIT: D("-30.00")}
     assert entry.entry_id == "INV-000001/payment/pay-late/reapplied/pay-early"
+
+
+def test_a_refund_takes_a_credit_notes_open_amount_first_then_customer_credit() -> None:
+    credit = doc(ratable("-100.00", NOV1, date(2026, 12, 1)), kind="credit_note")
+    entry = refund_entry(credit, "r-1", D("130.00"), date(2026, 11, 20), D("-100.00"))
+    assert dict((p.account, p.amount) for p in entry.postings) == {
+        Account.CASH: D("-130.00"), Account.RECEIVABLE: D("100.00"),
+        Account.CUSTOMER_CREDIT: D("30.00")}
+    assert (entry.kind, entry.entry_id) == (EntryKind.REFUND, "INV-000001/refund/r-1")
+    # Of an invoice (nothing negative open), customer credit alone.
+    paid = refund_entry(doc(ratable("100.00", NOV1, date(2026, 12, 1))), "r-2", D("20.00"),
+                        date(2026, 11, 20), D(0))
+    assert {p.account for p in paid.postings} == {Account.CASH, Account.CUSTOMER_CREDIT}
 
 
 def test_an_unbalanced_entry_cannot_exist() -> None:

@@ -72,3 +72,25 @@ def test_payments_are_dated_in_the_contracts_timezone() -> None:
                                  datetime(2026, 12, 5, 16, 0, tzinfo=UTC), "Asia/Tokyo")
     assert note is not None and note.startswith("payment p-2 of 100.00 USD on INV-000007, "
                                                 "which owed nothing: 100.00 USD is held")
+
+
+def test_a_refund_pays_back_what_the_document_holds_for_the_customer_by_its_day() -> None:
+    invoice = document("100.00")
+    invoice.apply_payment("p-1", Decimal("130.00"), "USD", datetime(2026, 12, 10, tzinfo=UTC))
+    with pytest.raises(PaymentRejected, match=r"holds for cus_1 on 2026-12-09 \(0.00 USD"):
+        invoice.pay_refund("r-0", Decimal("1.00"), "USD", datetime(2026, 12, 9, tzinfo=UTC))
+    invoice.pay_refund("r-1", Decimal("20.00"), "USD", datetime(2026, 12, 11, tzinfo=UTC))
+    invoice.pay_refund("r-1", Decimal("20.00"), "USD", datetime(2026, 12, 11, tzinfo=UTC))  # once
+    with pytest.raises(PaymentRejected, match=r"\(10.00 USD: what was paid beyond"):
+        invoice.pay_refund("r-2", Decimal("10.01"), "USD", datetime(2026, 12, 12, tzinfo=UTC))
+    assert (invoice.refunded, invoice.balance) == (Decimal("20.00"), Decimal("-10.00"))
+
+
+def test_a_credit_notes_amount_can_be_paid_back() -> None:
+    credit = document("-600", "JPY")
+    credit.pay_refund("r-1", Decimal("600"), "JPY", PAID_ON)
+    assert credit.balance == 0
+    with pytest.raises(PaymentRejected, match=r"its credit and what was paid beyond"):
+        credit.pay_refund("r-2", Decimal("1"), "JPY", PAID_ON)
+    with pytest.raises(PaymentRejected, match="send the refund in JPY"):
+        credit.pay_refund("r-3", Decimal("1"), "USD", PAID_ON)

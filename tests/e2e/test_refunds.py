@@ -1,0 +1,59 @@
+"""Refunds (an extension of contract.md: `refund.paid`): money paid back of what a document
+holds for its customer, a credit note's amount or paid beyond what an invoice owed, by the
+refund's day; more is refused with what is held (domain/invoice.py: Invoice.pay_refund)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.cli import billcycle, billcycle_json, jsonl
+from tests.e2e.test_cli_billing import PLATFORM, contract
+from tests.e2e.test_payments_by_date import aging, paid
+
+
+def refund(rid: str, number: str, amount: str, when: str) -> dict[str, Any]:
+    return {"type": "refund.paid", "id": rid, "occurred_at": when, "invoice_number": number,
+            "amount": amount, "currency": "USD"}
+
+
+def test_an_overpayment_is_paid_back_up_to_what_was_paid_beyond_the_invoice(db: str) -> None:
+    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_r", PLATFORM)))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, 1000.00
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        paid("p-1", "INV-000001", "1200.00", "2026-10-05T09:00:00Z")))
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        refund("r-early", "INV-000001", "10.00", "2026-10-03T09:00:00Z"),  # before the payment
+        refund("r-1", "INV-000001", "150.00", "2026-10-10T09:00:00Z"),
+        refund("r-2", "INV-000001", "100.00", "2026-10-11T09:00:00Z")))  # 50.00 left
+    assert ingested["accepted"] == 1
+    assert [r["reason"] for r in ingested["rejected"]] == [
+        "refund r-early: 10.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-03 "
+        "(0.00 USD: what was paid beyond what it owed, less refunds); check the document "
+        "number, the amount and the date",
+        "refund r-2: 100.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-11 "
+        "(50.00 USD: what was paid beyond what it owed, less refunds); check the document "
+        "number, the amount and the date"]
+    assert aging(db, "2026-10-07")["USD"]["customer_credit"] == "200.00"
+    assert aging(db, "2026-10-12")["USD"]["customer_credit"] == "50.00"
+    [invoice] = billcycle_json(db, "invoices")
+    assert (invoice["paid"], invoice["balance"]) == ("1200.00", "-50.00")
+    journal = billcycle(db, "export", "beancount").stdout
+    assert "refund r-1 to cus_ct_r on INV-000001" in journal
+
+
+def test_a_credit_note_paid_back_no_longer_settles_the_customers_invoices(db: str) -> None:
+    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_t", PLATFORM)))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, due 10-31
+    billcycle(db, "run", "--cycle-date", "2026-11-01")  # INV-000002
+    billcycle(db, "ingest", "-", stdin=jsonl({
+        "type": "contract.terminated", "id": "t-1", "occurred_at": "2026-11-10T00:00:00Z",
+        "contract_id": "ct_t", "end_date": "2026-11-01"}))
+    billcycle(db, "run", "--cycle-date", "2026-11-15")  # INV-000003: -1000.00
+    assert [i["number"] for i in aging(db, "2026-11-20")["USD"]["items"]] == ["INV-000002"]
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        refund("r-cn", "INV-000003", "1000.00", "2026-11-25T09:00:00Z")))
+    # Paid back in cash, the credit note settles nothing: October's invoice is open again.
+    assert [i["number"] for i in aging(db, "2026-11-26")["USD"]["items"]] == [
+        "INV-000001", "INV-000002"]
+    assert aging(db, "2026-11-26")["USD"]["total"] == "2000.00"
+    assert "customer_credit" not in aging(db, "2026-11-26")["USD"]
