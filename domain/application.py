@@ -228,11 +228,10 @@ class BillingApplication(Application[UUID]):
                     continue
                 [(command, origin)] = part
                 refused.append(Rejected(origin, (
-                    f"{command.message_type} {shown_id(command.message_id)}: the store cannot "
-                    "hold a "
-                    f"value of this message ({first_line(error)}); billcycle's checks should "
-                    "have refused it: report it with this dead letter, and send the message "
-                    "again, corrected"), command.message_id))
+                    f"{command.message_type} {shown_id(command.message_id)}: the store "
+                    f"cannot hold a value of this message ({first_line(error)}); billcycle's "
+                    "checks should have refused it: report it with this dead letter, and send "
+                    "the message again, corrected"), command.message_id))
         report.add(self._ingest((), [*rejected, *refused], tracking))
         return report
 
