@@ -239,48 +239,28 @@ def invoice_issued(
     return InvoiceIssued.model_validate({**view, "type": "invoice.issued"})
 
 
-def payment_applied(
-    invoice: Invoice, payment_id: str, received_at: datetime, log_position: int,
-    occurred_at: datetime,
-) -> PaymentApplied:
-    """The message for a payment, from the invoice as it stands just after the payment."""
+def cash_message(invoice: Invoice, event: Any, log_position: int
+                 ) -> PaymentApplied | RefundApplied:
+    """The message for a payment or a refund, from the document as it stands just after it."""
     cur = invoice.currency
+    head = {
+        **_head(invoice, log_position, event.timestamp),
+        "invoice_id": str(invoice.id),
+        "number": invoice.number,
+        "contract_id": invoice.contract_id,
+        "customer_id": invoice.customer_id,
+        "currency": cur,
+        "balance": Decimal(format_money(invoice.balance, cur)),
+    }
+    if type(event).__name__ == "RefundPaid":
+        return RefundApplied(
+            type="refund.applied", **head, refund_id=event.refund_id,
+            amount=invoice.refunds[event.refund_id], paid_at=event.paid_at,
+            refunded=Decimal(format_money(invoice.refunded, cur)))
     return PaymentApplied(
-        type="payment.applied",
-        **_head(invoice, log_position, occurred_at),
-        invoice_id=str(invoice.id),
-        number=invoice.number,
-        contract_id=invoice.contract_id,
-        customer_id=invoice.customer_id,
-        currency=cur,
-        payment_id=payment_id,
-        amount=invoice.payments[payment_id],
-        received_at=received_at,
-        paid=Decimal(format_money(invoice.paid, cur)),
-        balance=Decimal(format_money(invoice.balance, cur)),
-    )
-
-
-def refund_applied(
-    invoice: Invoice, refund_id: str, paid_at: datetime, log_position: int,
-    occurred_at: datetime,
-) -> RefundApplied:
-    """The message for a refund, from the document as it stands just after the refund."""
-    cur = invoice.currency
-    return RefundApplied(
-        type="refund.applied",
-        **_head(invoice, log_position, occurred_at),
-        invoice_id=str(invoice.id),
-        number=invoice.number,
-        contract_id=invoice.contract_id,
-        customer_id=invoice.customer_id,
-        currency=cur,
-        refund_id=refund_id,
-        amount=invoice.refunds[refund_id],
-        paid_at=paid_at,
-        refunded=Decimal(format_money(invoice.refunded, cur)),
-        balance=Decimal(format_money(invoice.balance, cur)),
-    )
+        type="payment.applied", **head, payment_id=event.payment_id,
+        amount=invoice.payments[event.payment_id], received_at=event.received_at,
+        paid=Decimal(format_money(invoice.paid, cur)))
 
 
 def collection_message(

@@ -34,13 +34,7 @@ from consumers.kafka_source import (
     Stopped,
     kafka_consumer,
 )
-from consumers.outbound import (
-    InvoiceEvent,
-    collection_message,
-    invoice_issued,
-    payment_applied,
-    refund_applied,
-)
+from consumers.outbound import InvoiceEvent, cash_message, collection_message, invoice_issued
 from domain.application import BillingApplication
 from domain.collections import Collection
 from domain.invoice import Invoice
@@ -164,8 +158,8 @@ class InvoicePublisher:
         self.producer: Any = None
         self.messages: dict[str, Callable[[Notification], Outgoing]] = {
             get_topic(_INVOICE.InvoiceIssued): self._invoice_issued,
-            get_topic(_INVOICE.PaymentApplied): self._payment_applied,
-            get_topic(_INVOICE.RefundPaid): self._refund_applied,
+            get_topic(_INVOICE.PaymentApplied): self._cash,
+            get_topic(_INVOICE.RefundPaid): self._cash,
             get_topic(_COLLECTION.Started): self._collection,
             get_topic(_COLLECTION.PaymentNoted): self._collection,
             get_topic(_COLLECTION.ActionRecorded): self._collection,
@@ -278,19 +272,10 @@ class InvoicePublisher:
         return self.app.repository.get(
             UUID(str(notification.originator_id)), version=notification.originator_version)
 
-    def _payment_applied(self, notification: Notification) -> Outgoing:
-        event = self._event(notification)
+    def _cash(self, notification: Notification) -> Outgoing:
         invoice = cast(Invoice, self._as_of(notification))
-        message = payment_applied(
-            invoice, event.payment_id, event.received_at, notification.id, event.timestamp)
-        return invoice.customer_id, message
-
-    def _refund_applied(self, notification: Notification) -> Outgoing:
-        event = self._event(notification)
-        invoice = cast(Invoice, self._as_of(notification))
-        message = refund_applied(
-            invoice, event.refund_id, event.paid_at, notification.id, event.timestamp)
-        return invoice.customer_id, message
+        return invoice.customer_id, cash_message(
+            invoice, self._event(notification), notification.id)
 
     def _collection(self, notification: Notification) -> Outgoing:
         collection = cast(Collection, self._as_of(notification))

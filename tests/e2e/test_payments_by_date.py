@@ -64,16 +64,23 @@ def test_a_currency_with_customer_credit_only_is_in_the_aging(db: str) -> None:
         "total": "0.000", "customer_credit": "1.000", "items": []}}
 
 
-def test_a_credit_note_settles_the_customers_oldest_open_invoice_in_the_aging(db: str) -> None:
-    # Service ended retroactively on 11-01: November's 1000.00 comes back as a credit note,
-    # which settles October's invoice, overdue, rather than sitting in "current" beside it.
+def november_credited(db: str) -> None:
+    """Invoices of 1000.00 for October (INV-000001, due 10-31) and November (INV-000002, due
+    12-01), then service ended on 11-01, received later: November comes back as a credit
+    note (INV-000003, -1000.00, issued 11-15)."""
     billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_t", PLATFORM)))
-    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, due 10-31
-    billcycle(db, "run", "--cycle-date", "2026-11-01")  # INV-000002, due 12-01
+    billcycle(db, "run", "--cycle-date", "2026-10-01")
+    billcycle(db, "run", "--cycle-date", "2026-11-01")
     billcycle(db, "ingest", "-", stdin=jsonl({
         "type": "contract.terminated", "id": "t-1", "occurred_at": "2026-11-10T00:00:00Z",
         "contract_id": "ct_t", "end_date": "2026-11-01"}))
-    billcycle(db, "run", "--cycle-date", "2026-11-15")  # INV-000003, credit note -1000.00
+    billcycle(db, "run", "--cycle-date", "2026-11-15")
+
+
+def test_a_credit_note_settles_the_customers_oldest_open_invoice_in_the_aging(db: str) -> None:
+    # November's credit note settles October's invoice, overdue, rather than sitting in
+    # "current" beside it.
+    november_credited(db)
     usd = aging(db, "2026-12-05")["USD"]
     assert (usd["current"], usd["1-30"], usd["31-60"], usd["total"]) == (
         "0.00", "1000.00", "0.00", "1000.00")

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
-from tests.e2e.test_payments_by_date import aging, paid
+from tests.e2e.test_payments_by_date import aging, november_credited, paid
 
 
 def refund(rid: str, number: str, amount: str, when: str) -> dict[str, Any]:
@@ -42,13 +42,7 @@ def test_an_overpayment_is_paid_back_up_to_what_was_paid_beyond_the_invoice(db: 
 
 
 def test_a_credit_note_paid_back_no_longer_settles_the_customers_invoices(db: str) -> None:
-    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_t", PLATFORM)))
-    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, due 10-31
-    billcycle(db, "run", "--cycle-date", "2026-11-01")  # INV-000002
-    billcycle(db, "ingest", "-", stdin=jsonl({
-        "type": "contract.terminated", "id": "t-1", "occurred_at": "2026-11-10T00:00:00Z",
-        "contract_id": "ct_t", "end_date": "2026-11-01"}))
-    billcycle(db, "run", "--cycle-date", "2026-11-15")  # INV-000003: -1000.00
+    november_credited(db)
     assert [i["number"] for i in aging(db, "2026-11-20")["USD"]["items"]] == ["INV-000002"]
     billcycle(db, "ingest", "-", stdin=jsonl(
         refund("r-cn", "INV-000003", "1000.00", "2026-11-25T09:00:00Z")))

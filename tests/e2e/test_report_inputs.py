@@ -7,6 +7,7 @@ import pytest
 
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
+from tests.e2e.test_payments_by_date import november_credited
 
 
 @pytest.fixture
@@ -74,13 +75,7 @@ def test_dunning_withholds_reminders_the_customers_credit_notes_cover(db: str) -
 def test_dunning_withholds_reminders_on_an_invoice_a_credit_note_settles(db: str) -> None:
     # The customer owes November's 1000.00 net, but November's credit note settles October's
     # invoice, the oldest: reminders chase November's, not October's.
-    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_t", PLATFORM)))
-    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001, due 10-31
-    billcycle(db, "run", "--cycle-date", "2026-11-01")  # INV-000002, due 12-01
-    billcycle(db, "ingest", "-", stdin=jsonl({
-        "type": "contract.terminated", "id": "t-1", "occurred_at": "2026-11-10T00:00:00Z",
-        "contract_id": "ct_t", "end_date": "2026-11-01"}))
-    billcycle(db, "run", "--cycle-date", "2026-11-15")  # INV-000003: -1000.00
+    november_credited(db)
     found = billcycle_json(db, "collections", "--as-of", "2026-12-20")
     assert {(a["number"], a["credited"]) for a in found["withheld"]} == {("INV-000001", "1000.00")}
     assert {(a["number"], a["customer_owes"], a["credited"]) for a in found["actions"]} == {
