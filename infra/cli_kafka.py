@@ -149,7 +149,9 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         "notes": stats.notes,  # accepted messages named on stderr (e.g. an overpayment)
         "batches": stats.batches,
         "records_per_second": round(stats.rate()),
-        "positions": {f"{tp.topic}/{tp.partition}": p - 1 for tp, p in ingest.positions.items()},
+        # The offset last applied per partition; null where nothing was consumed yet.
+        "positions": {f"{tp.topic}/{tp.partition}": p - 1 if p > 0 else None
+                      for tp, p in ingest.positions.items()},
         "lag": ingest.lag(),
         # Inbound topics that do not exist on Kafka: nothing of them was consumed.
         "missing_topics": ingest.missing,

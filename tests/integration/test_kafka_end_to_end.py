@@ -82,6 +82,8 @@ def test_messages_from_kafka_become_invoices_whose_events_reach_billing_invoices
             key = f"kafka:{topic}:{partition}"
             end = manifest["kafka_end_offsets"][key]
             assert manifest["input_positions"][key] == (end - 1 if end else None)
+            # consume says the same: null where nothing was consumed (it said -1).
+            assert consumed["positions"][f"{topic}/{partition}"] == (end - 1 if end else None)
     invoices = {i["customer_id"]: i for i in billcycle_json(env, "invoices")}
     for customer, quantity in ledger.totals.items():
         usage_line = next(line for line in invoices[customer]["lines"] if line["kind"] == "usage")
