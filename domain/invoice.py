@@ -70,6 +70,7 @@ class Invoice(Aggregate):
         self.payments: dict[str, Decimal] = {}
         self.received_at: dict[str, datetime] = {}
         self.refunds: dict[str, Decimal] = {}
+        self.refunded_at: dict[str, datetime] = {}
 
     @classmethod
     def issued(
@@ -128,37 +129,53 @@ class Invoice(Aggregate):
                    timezone: str = "UTC") -> None:
         """Pay back (once per refund id) what the document holds for its customer by the
         refund's day in the contract's `timezone`: a credit note's amount and the payments
-        beyond what it owed, dated by then (as the ledger dates them), less refunds before."""
+        beyond what it owed, dated by then (as the ledger dates them), less the refunds dated
+        by then. Refunds dated later must still be covered on their days, so that what is
+        held never goes below zero, whatever order refunds arrive in."""
         if currency != self.currency:
             raise PaymentRejected(
                 f"refund {refund_id}: currency {currency} does not match {self.number} in "
                 f"{self.currency}; send the refund in {self.currency}")
         if refund_id in self.refunds:
             return
-        day = max(local_date(paid_at, timezone), self.issue_date)
-        held = self._held_by(day, timezone) - round_money(self.refunded, self.currency)
-        if round_money(amount, self.currency) > held:
-            raise PaymentRejected(
-                f"refund {refund_id}: {format_money(amount, self.currency)} {self.currency} is "
-                f"more than {self.number} holds for {self.customer_id} on {day} "
-                f"({format_money(max(held, ZERO), self.currency)} {self.currency}: "
-                f"{'its credit and ' if self.total < 0 else ''}what was paid beyond what it "
-                "owed, less refunds); check the document number, the amount and the date")
+        day = self._day(paid_at, timezone)
+        later = sorted({self._day(t, timezone) for t in self.refunded_at.values()} - {day})
+        later = [d for d in later if d > day]
+        for on in [day, *later]:
+            held = self._held_by(on, timezone) - self._refunded_by(on, timezone)
+            if round_money(amount, self.currency) > held:
+                before = "" if on == day else f" (a refund dated {on} needs the rest)"
+                raise PaymentRejected(
+                    f"refund {refund_id}: {format_money(amount, self.currency)} "
+                    f"{self.currency} is more than {self.number} holds for {self.customer_id} "
+                    f"on {on} ({format_money(max(held, ZERO), self.currency)} {self.currency}: "
+                    f"{'its credit and ' if self.total < 0 else ''}what was paid beyond what "
+                    f"it owed, less refunds dated by then){before}; check the document "
+                    "number, the amount and the date")
         self._refund_paid(refund_id=refund_id, amount=amount, currency=currency,
                           paid_at=paid_at)
+
+    def _day(self, instant: datetime, timezone: str) -> date:
+        """The day money moved, as the ledger dates it: received or paid, or the issue date
+        if earlier."""
+        return max(local_date(instant, timezone), self.issue_date)
 
     def _held_by(self, day: date, timezone: str) -> Decimal:
         """What the document holds for its customer at the end of `day`: a credit note's
         amount, and the excess of the payments dated by then."""
-        dated = {pid for pid in self.payments
-                 if max(local_date(self.received_at[pid], timezone), self.issue_date) <= day}
+        dated = {pid for pid in self.payments if self._day(self.received_at[pid], timezone) <= day}
         excess = self._excess_by_date(timezone)
         return max(-self.total, ZERO) + sum((excess[pid] for pid in dated), ZERO)
+
+    def _refunded_by(self, day: date, timezone: str) -> Decimal:
+        return sum((round_money(paid, self.currency) for rid, paid in self.refunds.items()
+                    if self._day(self.refunded_at[rid], timezone) <= day), ZERO)
 
     @event("RefundPaid")
     def _refund_paid(self, refund_id: str, amount: Decimal, currency: str,
                      paid_at: datetime) -> None:
         self.refunds[refund_id] = amount
+        self.refunded_at[refund_id] = paid_at
 
     def apply_payment(
         self, payment_id: str, amount: Decimal, currency: str, received_at: datetime,

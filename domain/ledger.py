@@ -201,11 +201,10 @@ def payment_entry(
 
 
 def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
-                 open_before: Decimal) -> JournalEntry:
-    """Cash paid back to the customer: of a credit note's open (negative) amount first, which
-    the receivable holds, then of the customer credit that payments beyond what documents
-    owed left. Posted on `day`, or on the issue date when dated earlier."""
-    from_document = min(amount, max(-open_before, ZERO))
+                 from_document: Decimal) -> JournalEntry:
+    """Cash paid back to the customer: `from_document` of a credit note's open (negative)
+    amount, which the receivable holds, and the rest of the customer credit that payments
+    beyond what documents owed left. Posted on `day`, or on the issue date when earlier."""
     return _entry(
         doc, f"{doc.number}/refund/{refund_id}", max(day, doc.issue_date), EntryKind.REFUND,
         f"refund {refund_id} to {doc.customer_id} on {doc.number}",
@@ -214,6 +213,33 @@ def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
             Posting(Account.RECEIVABLE, from_document),
             Posting(Account.CUSTOMER_CREDIT, amount - from_document),
         ],
+    )
+
+
+def refunds_by_date(credit: Decimal, refunds: Iterable[DocumentPayment]) -> dict[str, Decimal]:
+    """The part of each refund paid of a credit note's `credit` (its amount, positive; zero
+    for an invoice), refunds taken in the order of their days (log order within a day): the
+    earliest draw on the credit note first, the rest on customer credit, whatever order they
+    arrive in."""
+    parts: dict[str, Decimal] = {}
+    for r in sorted(refunds, key=lambda r: (r.day, r.position)):
+        parts[r.payment_id] = min(r.amount, credit)
+        credit -= parts[r.payment_id]
+    return parts
+
+
+def refund_reapplication_entry(doc: Document, refund: DocumentPayment, part: Decimal,
+                               because: str) -> JournalEntry:
+    """A refund's part paid of the credit note changed from `refund.applied` to `part`,
+    because a refund dated earlier arrived after it (`because`): posted on the refund's own
+    day, the difference moves between the receivable and customer credit."""
+    change = part - refund.applied
+    return _entry(
+        doc, f"{doc.number}/refund/{refund.payment_id}/reapplied/{because}", refund.day,
+        EntryKind.REFUND,
+        f"refund {refund.payment_id} to {doc.customer_id} on {doc.number} reapplied: "
+        f"{because}, dated earlier, draws on the credit note first",
+        [Posting(Account.RECEIVABLE, change), Posting(Account.CUSTOMER_CREDIT, -change)],
     )
 
 

@@ -253,7 +253,7 @@ def scalar_properties(properties: dict[str, Any]) -> tuple[tuple[str, str], ...]
     """The properties whose distinct values can be counted (unique_count), as text."""
     # Order does not matter: these only become the set of a bucket's unique values.
     return tuple([
-        (name, counted_value(value) if type(value) is str else str(value))
+        (name, counted_value(value if type(value) is str else str(value)))
         for name, value in properties.items()
         if isinstance(value, _SCALAR_PROPERTY)
     ]) if properties else ()

@@ -28,6 +28,8 @@ from domain.ledger import (
     payment_entry,
     reapplication_entry,
     refund_entry,
+    refund_reapplication_entry,
+    refunds_by_date,
 )
 from domain.money import ZERO, format_money, round_money
 from projections.persistence import Changes, Select, Table
@@ -56,7 +58,7 @@ DOCUMENTS = Table(
     (("number", "TEXT"), ("invoice_id", "TEXT"), ("document_type", "TEXT"),
      ("contract_id", "TEXT"), ("customer_id", "TEXT"), ("currency", "TEXT"),
      ("issue_date", "TEXT"), ("due_date", "TEXT"), ("total", "BIGINT"), ("applied", "BIGINT"),
-     ("position", "BIGINT"), ("payments", "TEXT")),
+     ("position", "BIGINT"), ("payments", "TEXT"), ("refunds", "TEXT")),
     key=("number",),
     indexes=(("invoice_id",),),
     report_indexes=(("issue_date",),),
@@ -97,12 +99,14 @@ class _Open:
     applied: int
     position: int
     payments: list[_Paid] = field(default_factory=list)
+    refunds: list[_Paid] = field(default_factory=list)  # the part paid of a credit note
 
     def row(self, invoice_id: str) -> tuple[Any, ...]:
         d = self.doc
         return (d.number, invoice_id, d.document_type, d.contract_id, d.customer_id, d.currency,
                 d.issue_date.isoformat(), self.due_date, self.total, self.applied,
-                self.position, json.dumps(self.payments) if self.payments else None)
+                self.position, json.dumps(self.payments) if self.payments else None,
+                json.dumps(self.refunds) if self.refunds else None)
 
 
 def entry_rows(entry: JournalEntry) -> list[tuple[Any, ...]]:
@@ -173,24 +177,42 @@ class LedgerProjection(ViewProjection):
 
     def _refunded(self, docs: dict[str, _Open], zones: dict[str, str], event: Any,
                   position: int, changes: Changes) -> None:
-        """A refund: of a credit note's open amount first (which it settles, as a payment
-        settles an invoice), then of customer credit; a row in ledger_payments with the cash
-        paid out and those parts negative."""
+        """A refund: of a credit note's amount first (which it settles, as a payment settles
+        an invoice), then of customer credit, the refunds taken in the order of their days;
+        a refund already posted whose part of the credit note changes (one dated earlier
+        arrived later) is reapplied on its own day. A row in ledger_payments each, with the
+        cash paid out and the parts negative."""
         invoice_id = str(event.originator_id)
         state = docs[invoice_id]
-        doc = state.doc
-        amount = round_money(event.amount, doc.currency)
+        doc, currency = state.doc, state.doc.currency
+        amount = round_money(event.amount, currency)
         day = max(local_date(event.paid_at, zones.get(doc.contract_id, "UTC")), doc.issue_date)
-        entry = refund_entry(doc, event.refund_id, amount, day,
-                             from_minor(state.total - state.applied, doc.currency))
-        cash = to_minor(amount, doc.currency)
-        from_document = min(cash, max(state.applied - state.total, 0))
-        state.applied -= from_document
+        paid = [DocumentPayment(rid, date.fromisoformat(d), pos, from_minor(c, currency),
+                                from_minor(part, currency))
+                for d, pos, rid, c, part in state.refunds]
+        parts = refunds_by_date(from_minor(max(-state.total, 0), currency), [
+            *paid, DocumentPayment(event.refund_id, day, position, amount, ZERO)])
+        journal = changes.inserted(JOURNAL)
+        for i, r in enumerate(paid):
+            change = to_minor(parts[r.payment_id] - r.applied, currency)
+            if not change:
+                continue
+            journal.extend(entry_rows(refund_reapplication_entry(
+                doc, r, parts[r.payment_id], event.refund_id)))
+            d, pos, rid, c, part = state.refunds[i]
+            state.refunds[i] = (d, pos, rid, c, part + change)
+            state.applied -= change
+            changes.insert(PAYMENTS, (doc.number, f"{rid}/reapplied/{event.refund_id}", d,
+                                      currency, 0, -change, change,
+                                      event.paid_at.isoformat(), position))
+        cash, part = to_minor(amount, currency), to_minor(parts[event.refund_id], currency)
+        journal.extend(entry_rows(refund_entry(doc, event.refund_id, amount, day,
+                                               parts[event.refund_id])))
+        state.refunds.append((day.isoformat(), position, event.refund_id, cash, part))
+        state.applied -= part
         changes.put(DOCUMENTS, state.row(invoice_id), new=False)
-        changes.insert(PAYMENTS, (
-            doc.number, event.refund_id, day.isoformat(), doc.currency, -cash, -from_document,
-            from_document - cash, event.paid_at.isoformat(), position))
-        changes.inserted(JOURNAL).extend(entry_rows(entry))
+        changes.insert(PAYMENTS, (doc.number, event.refund_id, day.isoformat(), currency, -cash,
+                                  -part, part - cash, event.paid_at.isoformat(), position))
 
     def _dated_before(self, state: _Open, event: Any, day: str, amount: Decimal,
                       position: int, changes: Changes) -> Decimal:
@@ -227,14 +249,15 @@ class LedgerProjection(ViewProjection):
         paid = {str(e.originator_id) for e, _ in events if isinstance(e, PAID | REFUNDED)}
         docs: dict[str, _Open] = {}
         for (invoice_id, number, kind, customer, contract, currency, issued_on, due, total,
-             applied, position, payments) in self._select_in(
+             applied, position, payments, refunds) in self._select_in(
                 "SELECT invoice_id, number, document_type, customer_id, contract_id, currency,"
-                " issue_date, due_date, total, applied, position, payments FROM"
+                " issue_date, due_date, total, applied, position, payments, refunds FROM"
                 " ledger_documents WHERE invoice_id IN ({})", paid - set(issued)):
             doc = Document(number, kind, customer, contract, currency,
                            date.fromisoformat(issued_on), ())
             docs[invoice_id] = _Open(doc, due, total, applied, position,
-                                     [tuple(p) for p in json.loads(payments or "[]")])
+                                     [tuple(p) for p in json.loads(payments or "[]")],
+                                     [tuple(r) for r in json.loads(refunds or "[]")])
         contracts = {d.doc.contract_id for d in docs.values()}
         contracts |= {issued[i] for i in paid & set(issued)}
         zones = dict(self._select_in(

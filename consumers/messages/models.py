@@ -192,7 +192,7 @@ class PaymentReceived(_CashMessage):
 class RefundPaid(_CashMessage):
     """An extension of contract.md: money paid back to the customer, of what the document
     (`invoice_number`: an invoice or a credit note) holds for them by `occurred_at`: a credit
-    note's amount, or what payments brought beyond what it owed, less refunds before."""
+    note's amount, or what payments brought beyond what it owed, less the refunds dated by then."""
 
     type: Literal["refund.paid"]
     MOVED: ClassVar[str] = "paid back"

@@ -28,11 +28,11 @@ def test_an_overpayment_is_paid_back_up_to_what_was_paid_beyond_the_invoice(db: 
     assert ingested["accepted"] == 1
     assert [r["reason"] for r in ingested["rejected"]] == [
         "refund r-early: 10.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-03 "
-        "(0.00 USD: what was paid beyond what it owed, less refunds); check the document "
-        "number, the amount and the date",
+        "(0.00 USD: what was paid beyond what it owed, less refunds dated by then); check the "
+        "document number, the amount and the date",
         "refund r-2: 100.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-11 "
-        "(50.00 USD: what was paid beyond what it owed, less refunds); check the document "
-        "number, the amount and the date"]
+        "(50.00 USD: what was paid beyond what it owed, less refunds dated by then); check the "
+        "document number, the amount and the date"]
     assert aging(db, "2026-10-07")["USD"]["customer_credit"] == "200.00"
     assert aging(db, "2026-10-12")["USD"]["customer_credit"] == "50.00"
     [invoice] = billcycle_json(db, "invoices")
@@ -51,3 +51,23 @@ def test_a_credit_note_paid_back_no_longer_settles_the_customers_invoices(db: st
         "INV-000001", "INV-000002"]
     assert aging(db, "2026-11-26")["USD"]["total"] == "2000.00"
     assert "customer_credit" not in aging(db, "2026-11-26")["USD"]
+
+
+def test_refunds_arriving_out_of_date_order_draw_on_the_credit_note_in_date_order(
+    db: str,
+) -> None:
+    # QA (helper-28, F1 HIGH): the one dated earlier, arriving later, was refused; taken in
+    # arrival order it would also have drawn on customer credit before the payment made it.
+    november_credited(db)  # INV-000003: a credit note of -1000.00, issued 11-15
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        paid("p-cn", "INV-000003", "200.00", "2026-11-20T09:00:00Z")))  # customer credit
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        refund("r-late", "INV-000003", "1100.00", "2026-11-28T09:00:00Z"),
+        refund("r-early", "INV-000003", "100.00", "2026-11-18T09:00:00Z")))
+    assert (ingested["accepted"], ingested["rejected"]) == (2, [])
+    credit = {day: aging(db, day)["USD"].get("customer_credit")
+              for day in ("2026-11-19", "2026-11-21", "2026-11-29")}
+    assert credit == {"2026-11-19": None, "2026-11-21": "200.00", "2026-11-29": None}
+    assert aging(db, "2026-11-29")["USD"]["total"] == "2000.00"  # October and November
+    assert "r-late to cus_ct_t on INV-000003 reapplied: r-early, dated earlier" in billcycle(
+        db, "export", "beancount").stdout

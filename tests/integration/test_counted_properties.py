@@ -94,6 +94,11 @@ def test_values_the_store_cannot_key_are_counted_all_the_same(app: BillingApplic
            usage("u-6", user_id=long_a), usage("u-7", user_id="bob\u0000"),
            usage("u-8", user_id="\u00e9" * 200))
     assert unique(app, "user_id") == 6
+    # A JSON integer too (helper-28, F2): 3,000 digits were refused on PostgreSQL alone.
+    big = int("7" * 3000)
+    ingest(app, usage("u-9", user_id=big), usage("u-10", user_id=big + 1),
+           usage("u-11", user_id=big))
+    assert unique(app, "user_id") == 8
 
 
 def test_postgresql_keeps_values_of_counted_properties_only(fresh_pg_url: str) -> None:

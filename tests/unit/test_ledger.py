@@ -23,6 +23,8 @@ from domain.ledger import (
     payment_entry,
     reapplication_entry,
     refund_entry,
+    refund_reapplication_entry,
+    refunds_by_date,
 )
 from domain.recognition import Schedule
 
@@ -116,7 +118,7 @@ def test_a_reapplication_moves_the_difference_to_customer_credit_on_the_payments
 
 def test_a_refund_takes_a_credit_notes_open_amount_first_then_customer_credit() -> None:
     credit = doc(ratable("-100.00", NOV1, date(2026, 12, 1)), kind="credit_note")
-    entry = refund_entry(credit, "r-1", D("130.00"), date(2026, 11, 20), D("-100.00"))
+    entry = refund_entry(credit, "r-1", D("130.00"), date(2026, 11, 20), D("100.00"))
     assert dict((p.account, p.amount) for p in entry.postings) == {
         Account.CASH: D("-130.00"), Account.RECEIVABLE: D("100.00"),
         Account.CUSTOMER_CREDIT: D("30.00")}
@@ -125,6 +127,19 @@ def test_a_refund_takes_a_credit_notes_open_amount_first_then_customer_credit() 
     paid = refund_entry(doc(ratable("100.00", NOV1, date(2026, 12, 1))), "r-2", D("20.00"),
                         date(2026, 11, 20), D(0))
     assert {p.account for p in paid.postings} == {Account.CASH, Account.CUSTOMER_CREDIT}
+
+
+
+def test_refunds_draw_on_a_credit_note_in_the_order_of_their_days() -> None:
+    late = DocumentPayment("r-late", date(2026, 11, 25), 7, D("100.00"), D("100.00"))
+    early = DocumentPayment("r-early", date(2026, 11, 10), 9, D("50.00"), D(0))
+    assert refunds_by_date(D("100.00"), [late, early]) == {
+        "r-early": D("50.00"), "r-late": D("50.00")}
+    credit = doc(ratable("-100.00", NOV1, date(2026, 12, 1)), kind="credit_note")
+    entry = refund_reapplication_entry(credit, late, D("50.00"), "r-early")
+    assert entry.day == date(2026, 11, 25)
+    assert dict((p.account, p.amount) for p in entry.postings) == {
+        Account.RECEIVABLE: D("-50.00"), Account.CUSTOMER_CREDIT: D("50.00")}
 
 
 def test_an_unbalanced_entry_cannot_exist() -> None:

@@ -94,3 +94,19 @@ def test_a_credit_notes_amount_can_be_paid_back() -> None:
         credit.pay_refund("r-2", Decimal("1"), "JPY", PAID_ON)
     with pytest.raises(PaymentRejected, match="send the refund in JPY"):
         credit.pay_refund("r-3", Decimal("1"), "USD", PAID_ON)
+
+
+def test_a_refund_dated_before_one_paid_already_is_checked_on_its_own_day_and_theirs() -> None:
+    # QA (helper-28, F1 HIGH): a refund dated 10-10 that arrived after one dated 10-25 was
+    # refused as if that one were paid before it ("holds 0.00 on 2026-10-10").
+    invoice = document("1000.00")
+    invoice.apply_payment("p-1", Decimal("1500.00"), "USD", datetime(2026, 12, 5, tzinfo=UTC))
+    invoice.apply_payment("p-2", Decimal("300.00"), "USD", datetime(2026, 12, 20, tzinfo=UTC))
+    invoice.pay_refund("r-2", Decimal("500.00"), "USD", datetime(2026, 12, 25, tzinfo=UTC))
+    invoice.pay_refund("r-1", Decimal("300.00"), "USD", datetime(2026, 12, 10, tzinfo=UTC))
+    assert invoice.refunded == Decimal("800.00")
+    # On 12-10 the document holds 500.00 less r-1's 300.00, but on 12-25 all 800.00 is paid
+    # back: one more refund dated 12-10 would leave r-2 short.
+    with pytest.raises(PaymentRejected, match=r"on 2026-12-25 \(0.00 USD.*\(a refund dated "
+                                              r"2026-12-25 needs the rest\)"):
+        invoice.pay_refund("r-3", Decimal("100.00"), "USD", datetime(2026, 12, 10, tzinfo=UTC))
