@@ -123,8 +123,9 @@ def _bill_first(
     """A period of a component never billed, owed at one rate: the whole segment, if due."""
     if timing is BillingTiming.IN_ARREARS:
         due = window is not None and window.end <= draft.ctx.cycle_date
-    else:
-        due = owed.start <= draft.ctx.cycle_date
+    else:  # as `_is_due`: once the contract's service of the period has begun, a component
+        # added by an amendment from a later day of it included
+        due = (window.start if window is not None else owed.start) <= draft.ctx.cycle_date
     if due:
         _charge_line(draft, key[0], period, owed.start, owed.end, owed, first_billing=True)
         draft.settlement.subscriptions[key] = (owed,)

@@ -126,3 +126,17 @@ def test_the_next_invoice_carries_the_proration_of_an_amendment_effective_later(
     c.amend(date(2026, 12, 25), (subscription("620.00"),), None, None, "m-1")
     assert amounts(bill(c, date(2026, 12, 11))) == [
         ("proration", "platform", "-70.00"), ("proration", "platform", "140.00")]
+
+
+def test_a_plan_changed_to_a_new_component_is_billed_with_the_period_too() -> None:
+    # QA (helper-28, F4): `pro`, new from 10-12, waited for a run on or after 10-12; received
+    # after October was billed, the next invoice was a credit note with the credit alone.
+    ahead = contract(subscription("100.00", "basic"), start=date(2026, 10, 1))
+    ahead.amend(date(2026, 10, 12), (subscription("200.00", "pro"),), None, None, "m-1")
+    assert amounts(bill(ahead, date(2026, 10, 1))) == [
+        ("subscription", "basic", "35.48"), ("subscription", "pro", "129.03")]
+    later = contract(subscription("100.00", "basic"), start=date(2026, 10, 1))
+    bill(later, date(2026, 10, 1))
+    later.amend(date(2026, 10, 12), (subscription("200.00", "pro"),), None, None, "m-1")
+    assert sorted(amounts(bill(later, date(2026, 10, 10)))) == [
+        ("proration", "basic", "-64.52"), ("subscription", "pro", "129.03")]
