@@ -406,9 +406,9 @@ def _collections_text(doc: dict[str, Any]) -> str:
     out = []
     if doc["actions"]:
         rows = [[a["due_on"], a["kind"], a["number"], a["customer_id"],
-                 f"{a['outstanding']} {a['currency']}", f"{a['customer_owes']} {a['currency']}",
+                 f"{a['to_collect']} {a['currency']}", f"{a['customer_owes']} {a['currency']}",
                  str(a["days_overdue"])] for a in doc["actions"]]
-        out.append(table(["due on", "action", "invoice", "customer", "outstanding",
+        out.append(table(["due on", "action", "invoice", "customer", "to collect",
                           "customer owes net", "days overdue"], rows))
     else:
         out.append(f"no collection actions due by {doc['as_of']}")

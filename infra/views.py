@@ -10,7 +10,8 @@ from domain.money import format_money
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:
-    """The `invoices --json` shape of contract.md section 3 (plus subtotals and balance)."""
+    """The `invoices --json` shape of contract.md section 3 (plus subtotals, what was paid and
+    refunded, and the balance)."""
     cur = invoice.currency
     return {
         "invoice_id": str(invoice.id),
@@ -25,7 +26,8 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
         "total": format_money(invoice.total, cur),
         "subtotals": {k: format_money(v, cur) for k, v in invoice.subtotals.items()},
         "paid": format_money(invoice.paid, cur),
-        "balance": format_money(invoice.balance, cur),
+        "refunded": format_money(invoice.refunded, cur),
+        "balance": format_money(invoice.balance, cur),  # total - paid + refunded
         "lines": [
             {
                 "component_id": line["component_id"],

@@ -196,9 +196,13 @@ class DueAction:
         money = {k: format_money(from_minor(getattr(self, k), self.currency), self.currency)
                  for k in ("outstanding", "customer_owes", "credited")
                  if getattr(self, k) is not None}
+        # What a reminder asks for: the outstanding amount less what credit notes settle.
+        to_collect = {} if self.credited is None else {"to_collect": format_money(
+            from_minor(self.outstanding - self.credited, self.currency), self.currency)}
         return {
             **self.__dict__,
             **money,
+            **to_collect,
             "days_overdue": (as_of - date.fromisoformat(self.due_date)).days,
         }
 

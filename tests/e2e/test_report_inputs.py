@@ -80,3 +80,4 @@ def test_dunning_withholds_reminders_on_an_invoice_a_credit_note_settles(db: str
     assert {(a["number"], a["credited"]) for a in found["withheld"]} == {("INV-000001", "1000.00")}
     assert {(a["number"], a["customer_owes"], a["credited"]) for a in found["actions"]} == {
         ("INV-000002", "1000.00", "0.00")}
+    assert {a["to_collect"] for a in found["actions"]} == {"1000.00"}
