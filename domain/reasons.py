@@ -13,7 +13,8 @@ def first_line(error: BaseException) -> str:
                 type(error).__name__)
 
 
-CONTROL = re.compile("[\x00-\x1f\x7f]")  # no id or name holds one (fields.Name)
+# C0 and C1 control characters and DEL: no id or name holds one (fields.Name).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 SHOWN_ID_LENGTH = 60
 
 

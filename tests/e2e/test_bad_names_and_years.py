@@ -25,6 +25,17 @@ def test_a_control_character_in_an_id_or_a_name_is_a_dead_letter_not_a_lost_file
     assert reasons[0].startswith("usage u-\\u0000: id: ")  # shown escaped, as JSON writes it
 
 
+
+def test_a_c1_control_character_written_plainly_in_an_id_is_a_dead_letter(db: str) -> None:
+    # QA (helper-28, F9): U+0085, written as itself (no escape), was taken in an id.
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        usage("u-\u0085", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z"),
+        usage("u-\u00e9", "cus_1", "api_calls", "5", "2026-10-05T00:00:00Z")))
+    assert ingested["accepted"] == 1
+    [reason] = [r["reason"] for r in ingested["rejected"]]
+    assert "holds the control character U+0085 at position 3" in reason
+
+
 def test_a_timestamp_outside_the_years_1900_to_2999_is_refused_as_a_typo(db: str) -> None:
     # QA (helper-25, F8): a watermark in 3026 marked its metric complete for a thousand years,
     # and watermarks never move back.

@@ -21,7 +21,6 @@ from consumers.messages.fields import utc_timestamp
 from consumers.messages.usage_fast import usage_command
 from consumers.pipeline import parse, to_command
 from domain.commands import Origin, RecordUsage
-from domain.reasons import CONTROL
 
 _FIELDS = ("type", "id", "occurred_at", "customer_id", "metric", "quantity", "properties",
            "contract_id")
@@ -179,17 +178,23 @@ def test_the_fast_path_accepts_only_what_the_models_accept_with_the_same_command
     assert _exact(fast) == _exact(slow)
 
 
+def printable_names(max_size: int) -> st.SearchStrategy[str]:
+    """Ids and names as fields.Name takes them: no control character (category Cc)."""
+    return st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1,
+                   max_size=max_size)
+
+
 @st.composite
 def plain_usage(draw: st.DrawFn) -> bytes:
     message: dict[str, Any] = {
         "type": "usage",
-        "id": draw(st.text(min_size=1, max_size=12)),
+        "id": draw(printable_names(12)),
         "occurred_at": draw(st.datetimes(min_value=datetime(1900, 1, 1),
                                          max_value=datetime(2999, 12, 31, 23, 59, 59),
                                          timezones=st.none())).isoformat()
         + draw(st.sampled_from(["Z", "+00:00"])),
-        "customer_id": draw(st.text(min_size=1, max_size=8)),
-        "metric": draw(st.text(min_size=1, max_size=8)),
+        "customer_id": draw(printable_names(8)),
+        "metric": draw(printable_names(8)),
         "quantity": draw(st.decimals(min_value=0, max_value=10**9, places=4)).__format__("f"),
     }
     if draw(st.booleans()):
@@ -197,15 +202,12 @@ def plain_usage(draw: st.DrawFn) -> bytes:
             st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers(), st.booleans(),
                                            st.none()), max_size=3))
     if draw(st.booleans()):
-        message["contract_id"] = draw(st.one_of(st.none(), st.text(min_size=1, max_size=6)))
+        message["contract_id"] = draw(st.one_of(st.none(), printable_names(6)))
     # A ':' right after a quote inside a value reads as one more key to the check for keys
     # written twice: such a message goes the models' way (same command, more slowly).
     texts = [v for k, v in message.items() if k != "occurred_at"] + [
         *message.get("properties", {}), *message.get("properties", {}).values()]
     assume(not any(isinstance(t, str) and ":" in t for t in texts))
-    # Ids and names are printable text (fields.Name): one with a control character is refused.
-    assume(not any(isinstance(message.get(k), str) and CONTROL.search(message[k])
-                   for k in ("id", "customer_id", "metric", "contract_id")))
     return json.dumps(message, ensure_ascii=draw(st.booleans())).encode()
 
 
