@@ -139,10 +139,11 @@ class Invoice(Aggregate):
         if refund_id in self.refunds:
             return
         day = self._day(paid_at, timezone)
-        later = sorted({self._day(t, timezone) for t in self.refunded_at.values()} - {day})
-        later = [d for d in later if d > day]
-        for on in [day, *later]:
-            held = self._held_by(on, timezone) - self._refunded_by(on, timezone)
+        later = {d for d in (self._day(t, timezone) for t in self.refunded_at.values())
+                 if d > day}
+        excess = self._excess_by_date(timezone)
+        for on in [day, *sorted(later)]:
+            held = self._held_by(on, timezone, excess) - self._refunded_by(on, timezone)
             if round_money(amount, self.currency) > held:
                 before = "" if on == day else f" (a refund dated {on} needs the rest)"
                 raise PaymentRejected(
@@ -160,12 +161,12 @@ class Invoice(Aggregate):
         if earlier."""
         return max(local_date(instant, timezone), self.issue_date)
 
-    def _held_by(self, day: date, timezone: str) -> Decimal:
+    def _held_by(self, day: date, timezone: str, excess: dict[str, Decimal]) -> Decimal:
         """What the document holds for its customer at the end of `day`: a credit note's
-        amount, and the excess of the payments dated by then."""
-        dated = {pid for pid in self.payments if self._day(self.received_at[pid], timezone) <= day}
-        excess = self._excess_by_date(timezone)
-        return max(-self.total, ZERO) + sum((excess[pid] for pid in dated), ZERO)
+        amount, and the `excess` (`_excess_by_date`) of the payments dated by then."""
+        return max(-self.total, ZERO) + sum(
+            (part for pid, part in excess.items()
+             if self._day(self.received_at[pid], timezone) <= day), ZERO)
 
     def _refunded_by(self, day: date, timezone: str) -> Decimal:
         return sum((round_money(paid, self.currency) for rid, paid in self.refunds.items()
@@ -211,9 +212,8 @@ class Invoice(Aggregate):
         """Each payment's part beyond what the document owed, the payments taken in the order
         of their days (the ledger's: received, or the issue date if received earlier)."""
         payments = [
-            DocumentPayment(pid, max(local_date(self.received_at[pid], timezone),
-                                     self.issue_date),
-                            position, round_money(paid, self.currency), ZERO)
+            DocumentPayment(pid, self._day(self.received_at[pid], timezone), position,
+                            round_money(paid, self.currency), ZERO)
             for position, (pid, paid) in enumerate(self.payments.items())
         ]
         applied = applied_by_date(self.total, payments)

@@ -216,18 +216,6 @@ def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
     )
 
 
-def refunds_by_date(credit: Decimal, refunds: Iterable[DocumentPayment]) -> dict[str, Decimal]:
-    """The part of each refund paid of a credit note's `credit` (its amount, positive; zero
-    for an invoice), refunds taken in the order of their days (log order within a day): the
-    earliest draw on the credit note first, the rest on customer credit, whatever order they
-    arrive in."""
-    parts: dict[str, Decimal] = {}
-    for r in sorted(refunds, key=lambda r: (r.day, r.position)):
-        parts[r.payment_id] = min(r.amount, credit)
-        credit -= parts[r.payment_id]
-    return parts
-
-
 def refund_reapplication_entry(doc: Document, refund: DocumentPayment, part: Decimal,
                                because: str) -> JournalEntry:
     """A refund's part paid of the credit note changed from `refund.applied` to `part`,
@@ -259,7 +247,8 @@ def applied_by_date(total: Decimal, payments: Iterable[DocumentPayment]) -> dict
     """The part of each payment that settles the document when payments are taken in the order
     of their days (log order within a day): a payment dated before another settles what the
     document owed first, whichever arrived first, so the reports of any day agree with the
-    payments dated by then."""
+    payments dated by then. Refunds draw on a credit note's amount (`total`) the same way:
+    the part of each paid of the credit note, the rest being customer credit."""
     owed = total
     applied: dict[str, Decimal] = {}
     for p in sorted(payments, key=lambda p: (p.day, p.position)):

@@ -389,8 +389,7 @@ def cmd_collections(args: argparse.Namespace, app: BillingApplication) -> None:
     with projections.view("collections").reading() as select:
         listed = collections.due_actions(select, args.as_of)
     with projections.view("ledger").reading() as select:
-        owe = ledger.customers_owe(select, args.as_of)
-        credited = ledger.credited_by_credit_notes(select, args.as_of)
+        owe, credited = ledger.dunning_figures(select, args.as_of)
     due, withheld = collections.covered_by_credit(listed, owe, credited)
     recorded = 0
     if args.record and due:

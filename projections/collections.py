@@ -187,7 +187,7 @@ class DueAction:
     step: str
     kind: str
     due_on: str
-    customer_owes: int | None = None  # net, minor units: see projections.ledger.customers_owe
+    customer_owes: int | None = None  # net, minor units: see projections.ledger.dunning_figures
     # Of the outstanding amount, the part the customer's credit notes settle (minor units):
     # see domain.ledger.credit_notes_applied.
     credited: int | None = None

@@ -29,7 +29,6 @@ from domain.ledger import (
     reapplication_entry,
     refund_entry,
     refund_reapplication_entry,
-    refunds_by_date,
 )
 from domain.money import ZERO, format_money, round_money
 from projections.persistence import Changes, Select, Table
@@ -190,7 +189,7 @@ class LedgerProjection(ViewProjection):
         paid = [DocumentPayment(rid, date.fromisoformat(d), pos, from_minor(c, currency),
                                 from_minor(part, currency))
                 for d, pos, rid, c, part in state.refunds]
-        parts = refunds_by_date(from_minor(max(-state.total, 0), currency), [
+        parts = applied_by_date(from_minor(max(-state.total, 0), currency), [
             *paid, DocumentPayment(event.refund_id, day, position, amount, ZERO)])
         journal = changes.inserted(JOURNAL)
         for i, r in enumerate(paid):
@@ -341,13 +340,6 @@ def open_items(select: Select, as_of: date) -> list[OpenItem]:
     return items
 
 
-def credited_by_credit_notes(select: Select, as_of: date) -> dict[str, int]:
-    """Per document, the part of what the payments dated by `as_of` left open that the
-    customer's credit notes settle (domain/ledger.py: credit_notes_applied), settled in full
-    or not: dunning withholds an action on an invoice they settle."""
-    return _credited(_paid_to_date(select, as_of))
-
-
 def _paid_to_date(select: Select, as_of: date) -> list[tuple[Any, ...]]:
     """The documents issued by `as_of` that the payments dated by then left open."""
     day = as_of.isoformat()
@@ -378,21 +370,26 @@ def nothing_open(currency: str) -> dict[str, str]:
     return {k: format_money(from_minor(0, currency), currency) for k in (*AGING_BUCKETS, "total")}
 
 
-def customers_owe(select: Select, as_of: date) -> dict[tuple[str, str], int]:
-    """Per customer and currency, what the customer owes net at the end of `as_of` (minor
-    units): its open invoices, less its open credit notes and the customer credit it holds.
-    Customer credit is not applied to invoices, so this is what dunning checks besides the
-    credit notes that settle the invoice it would chase."""
+def dunning_figures(select: Select, as_of: date
+                    ) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """What dunning checks at the end of `as_of`, from one read of the documents (minor
+    units): per customer and currency what the customer owes net (its open invoices, less its
+    open credit notes and the customer credit it holds: customer credit is not applied to
+    invoices), and per document the part of what the payments dated by then left open that
+    the customer's credit notes settle, in full or not (domain/ledger.py:
+    credit_notes_applied)."""
+    rows = _paid_to_date(select, as_of)
     net: dict[tuple[str, str], int] = {}
-    for item in open_items(select, as_of):
-        key = (item.customer_id, item.currency)
-        net[key] = net.get(key, 0) + item.open
+    # Before the credit notes settle anything: what they settle sums to zero per customer
+    # and currency, so the net is the same.
+    for _, _, customer, _, currency, _, _, _, open_ in rows:
+        net[(customer, currency)] = net.get((customer, currency), 0) + open_
     for customer, currency, held in select(
             "SELECT customer_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_journal"
             " WHERE account = ? AND day <= ? GROUP BY customer_id, currency",
             (Account.CUSTOMER_CREDIT.value, as_of.isoformat())):
         net[(customer, currency)] = net.get((customer, currency), 0) + int(held or 0)
-    return net
+    return net, _credited(rows)
 
 
 def customer_credit(select: Select, as_of: date) -> dict[str, str]:

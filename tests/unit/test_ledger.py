@@ -24,7 +24,6 @@ from domain.ledger import (
     reapplication_entry,
     refund_entry,
     refund_reapplication_entry,
-    refunds_by_date,
 )
 from domain.recognition import Schedule
 
@@ -133,7 +132,7 @@ def test_a_refund_takes_a_credit_notes_open_amount_first_then_customer_credit() 
 def test_refunds_draw_on_a_credit_note_in_the_order_of_their_days() -> None:
     late = DocumentPayment("r-late", date(2026, 11, 25), 7, D("100.00"), D("100.00"))
     early = DocumentPayment("r-early", date(2026, 11, 10), 9, D("50.00"), D(0))
-    assert refunds_by_date(D("100.00"), [late, early]) == {
+    assert applied_by_date(D("100.00"), [late, early]) == {
         "r-early": D("50.00"), "r-late": D("50.00")}
     credit = doc(ratable("-100.00", NOV1, date(2026, 12, 1)), kind="credit_note")
     entry = refund_reapplication_entry(credit, late, D("50.00"), "r-early")
