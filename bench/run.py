@@ -297,6 +297,7 @@ class Bench:
             Check(f"ingest >= {INGEST_RATIO_TARGET} of the bare consumer", f"{ratio:.2f}",
                   ratio >= INGEST_RATIO_TARGET),
         ]
+        self.checks.append(cpu_bound("ingest", billcycle, baseline.rate))
         best = max(stored, key=lambda f: f.rate)
         self.checks.append(Check(
             "ingest bound: bare exactly-once consumer into PostgreSQL",
@@ -514,6 +515,7 @@ class Bench:
                   rebuilt.rate >= REPLAY_TARGET),
             Check("replay bound: the views' rows written back, nothing computed in Python",
                   measured, None, note=BOUND),
+            cpu_bound("replay", rebuilt),
         ]
 
     def bare_view_rows(self, db: str, events: int, pages: int,
@@ -575,6 +577,25 @@ class Bench:
 
 
 # --- counting in the database ----------------------------------------------------------------
+
+
+def cpu_bound(step: str, figure: Figure, bare_rate: float | None = None) -> Check:
+    """The most a step could reach on this machine at the CPU it spent: its process's and the
+    servers' CPU over all cores, as if every core were busy with it and nothing else. A rate
+    above this needs less work, not better overlap (threads, processes)."""
+    child, cores = figure.child, os.cpu_count() or 1
+    if child is None or not figure.count:
+        return Check(f"{step} bound: its CPU on {cores} cores", "n/a", None, note=BOUND)
+    servers = sum(child.servers_cpu.values())
+    total = child.cpu + servers
+    best = figure.count * cores / total if total else 0.0
+    parts = ", ".join([f"process {child.cpu:.1f}",
+                       *(f"{name} {cpu:.1f}" for name, cpu in child.servers_cpu.items())])
+    measured = (f"{total:.1f} CPU-s ({parts}) for {figure.count:,} {figure.unit}: at most "
+                f"{best:,.0f}/s with {cores} cores busy")
+    if bare_rate:
+        measured += f" ({best / bare_rate:.2f} of bare)"
+    return Check(f"{step} bound: its CPU on {cores} cores", measured, None, note=BOUND)
 
 
 def count_events(db: str, topic: str) -> int:
