@@ -28,7 +28,7 @@ from domain.invoice_draft import (
 from domain.invoice_lines import InvoiceLine, LineKind
 from domain.money import ZERO
 from domain.subscription_billing import bill_subscriptions
-from domain.usage_billing import bill_usage, usage_quantity, usage_windows
+from domain.usage_billing import bill_usage, uncounted_note, usage_quantity, usage_windows
 
 __all__ = [  # what the rest of the domain imports from here
     "BillingContext", "BillingOutcome", "Held", "InvoiceDue", "NothingDue", "UsageNotBillable",
@@ -43,6 +43,7 @@ class InvoiceDue:
     settlement: BilledState
     issue_date: date
     due_date: date
+    uncounted_usage: str | None = None  # usage_billing.uncounted_note, on each outcome
 
     @property
     def total(self) -> Decimal:
@@ -52,6 +53,7 @@ class InvoiceDue:
 @dataclass(frozen=True)
 class Held:
     reasons: tuple[str, ...]
+    uncounted_usage: str | None = None
 
     @property
     def reason(self) -> str:
@@ -61,6 +63,7 @@ class Held:
 @dataclass(frozen=True)
 class NothingDue:
     next_due: date | None
+    uncounted_usage: str | None = None
 
 
 BillingOutcome = InvoiceDue | Held | NothingDue
@@ -74,10 +77,11 @@ def bill_contract(contract: Contract, ctx: BillingContext, usage: UsageReader) -
     bill_subscriptions(draft)
     bill_usage(draft, usage)
     _bill_milestones(draft)
+    uncounted = uncounted_note(contract.customer_id, draft.uncounted)
     if draft.holds:
-        return Held(tuple(draft.holds))
+        return Held(tuple(draft.holds), uncounted)
     if not draft.lines:
-        return NothingDue(next_due_date(contract, ctx.cycle_date))
+        return NothingDue(next_due_date(contract, ctx.cycle_date), uncounted)
     draft.settlement.usage_revision = ctx.log_position
     draft.settlement.cycle_date = ctx.cycle_date
     terms = contract.terms_on(ctx.cycle_date)
@@ -89,6 +93,7 @@ def bill_contract(contract: Contract, ctx: BillingContext, usage: UsageReader) -
         settlement=draft.settlement,
         issue_date=ctx.cycle_date,
         due_date=ctx.cycle_date + timedelta(days=terms.payment_terms_days),
+        uncounted_usage=uncounted,
     )
 
 

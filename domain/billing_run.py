@@ -21,9 +21,10 @@ class Outcome(StrEnum):
 
 
 # The notes a contract's outcome may carry on its customer's unbilled usage, in the order a
-# run warns of them and `batch show` lists them.
+# run warns of them and `batch show` lists them: the rules of unbilled_usage.py write the
+# first four, billing itself the last (usage_billing.uncounted_note).
 USAGE_NOTES = ("unpriced_usage", "usage_outside_service", "usage_in_unbilled_windows",
-               "misattributed_usage")
+               "misattributed_usage", "uncounted_usage")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class ContractOutcome:
     usage_outside_service: str | None = None
     usage_in_unbilled_windows: str | None = None
     misattributed_usage: str | None = None
+    # Usage of the periods billed whose unique_count property holds a value it does not count
+    # (a decimal, null, array or object), which counts nobody.
+    uncounted_usage: str | None = None
     # The log position through which the run had read when it decided the contract: what it
     # read was logged at or before it (`batch verify` bills it again as of then, too, where
     # the contract changed while the batch ran). None in batches run before it was recorded.

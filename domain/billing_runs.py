@@ -161,12 +161,14 @@ def decide(
         return ContractOutcome(cid, Outcome.FAILED,
                                reason=f"could not price: {exc} ({type(exc).__name__})")
     if isinstance(outcome, Held):
-        return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason)
+        return ContractOutcome(cid, Outcome.HELD, reason=outcome.reason,
+                               uncounted_usage=outcome.uncounted_usage)
     if isinstance(outcome, NothingDue):
         last = contract.last_invoice
         reason = f"nothing due; last invoice {last[0]} in batch {last[1]}" if last else None
         next_due = outcome.next_due.isoformat() if outcome.next_due else None
-        return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due)
+        return ContractOutcome(cid, Outcome.NOT_DUE, reason=reason, next_due=next_due,
+                               uncounted_usage=outcome.uncounted_usage)
     return outcome
 
 
@@ -524,7 +526,7 @@ class BillingRuns:
             outcomes.append(ContractOutcome(
                 cid, Outcome.INVOICED, invoice_id=str(invoice.originator_id),
                 number=invoice.number, total=format_money(invoice.total, invoice.currency),
-                currency=invoice.currency,
+                currency=invoice.currency, uncounted_usage=decision.uncounted_usage,
             ))
         return [chunk.noted(o) for o in outcomes], touched, events, invoices
 

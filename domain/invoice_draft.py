@@ -59,6 +59,9 @@ class InvoiceDraft:
     settlement: BilledState = field(default_factory=BilledState)
     holds: list[str] = field(default_factory=list)
     planning: bool = False  # only noting the meter reads: nothing is priced
+    # Per usage period billed, its events whose unique_count property holds a value it does
+    # not count (usage_billing.uncounted_note says them).
+    uncounted: list[str] = field(default_factory=list)
 
     def money(self, amount: Decimal) -> Decimal:
         return round_money(amount, self.contract.currency)

@@ -180,8 +180,12 @@ def _bill_segments(
     for stretch in credits:
         _credit_line(draft, component_id, period, stretch, credits)
     for stretch in charges:
+        # A stretch none of whose days were billed is billed for the first time (the
+        # in-arrears days of a period whose in-advance days were billed before, and the
+        # reverse): a subscription line; one that replaces billed days is a proration.
+        first = not any(b.start < stretch.end and stretch.start < b.end for b in billed)
         _charge_line(draft, component_id, period, stretch.start, stretch.end, stretch.segment,
-                     first_billing=not billed)
+                     first_billing=first)
     draft.settlement.subscriptions[key] = tuple(
         Segment(s.start, s.end, s.segment.unit_amount, s.segment.quantity) for s in settled)
 

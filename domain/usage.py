@@ -78,7 +78,7 @@ class MeterIncrement(NamedTuple):
     quantity: Decimal
     occurred_at: datetime
     event_id: str
-    properties: tuple[tuple[str, str], ...]  # scalar properties, for unique_count
+    properties: tuple[tuple[str, str], ...]  # for unique_count: `property_values`
 
 
 class MeterBucket(NamedTuple):
@@ -144,6 +144,10 @@ class MeterReading:
     # Where a period is shared: the spans whose untagged usage was read (the rest is another
     # contract's); None where all of the period's untagged usage was.
     untagged_within: tuple[tuple[datetime, datetime], ...] | None = None
+    # Events whose unique_count property holds a value it does not count, and the least of
+    # their marks (`uncounted_mark`): one of them to name.
+    uncounted: int = 0
+    uncounted_first: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,13 +253,17 @@ class UsageBatch(Aggregate):
 _SCALAR_PROPERTY = (str, int)  # bool is an int: true and false are counted values too
 
 
-def scalar_properties(properties: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The properties whose distinct values can be counted (unique_count), as text."""
+def property_values(
+    properties: dict[str, Any], message_id: str
+) -> tuple[tuple[str, str], ...]:
+    """The properties as the store keeps them for unique_count: a string, integer or boolean
+    value as its text (`counted_value`), any other value as the message's uncounted mark
+    (`uncounted_mark`)."""
     # Order does not matter: these only become the set of a bucket's unique values.
     return tuple([
-        (name, counted_value(value if type(value) is str else str(value)))
+        (name, counted_value(value if type(value) is str else str(value))
+         if isinstance(value, _SCALAR_PROPERTY) else uncounted_mark(value, message_id))
         for name, value in properties.items()
-        if isinstance(value, _SCALAR_PROPERTY)
     ]) if properties else ()
 
 
@@ -277,6 +285,34 @@ def counted_value(value: str) -> str:
     return value
 
 
+# A value unique_count does not count (a decimal, null, array or object: which one the
+# producer meant by 1.5 or [1] is not ours to guess, and a decimal was read as a binary float,
+# so distinct decimals may have become one) is kept, per message, as a mark of its kind and
+# the message id, beside the counted values and never counted with them: a meter read says
+# how many events of a period it left uncounted and names one (`MeterReading.uncounted`).
+# Like a digest it starts with DIGEST_MARK, which no value kept as it is has.
+UNCOUNTED_MARK = DIGEST_MARK + "uncounted:"
+_UNCOUNTED_KINDS = {float: "decimal", type(None): "null", list: "array", dict: "object"}
+_MARKED_ID_BYTES = 200  # a longer message id is marked by its digest: the key's size
+
+
+def uncounted_mark(value: Any, message_id: str) -> str:
+    """The mark a value unique_count does not count is kept as: its kind and its message."""
+    kind = _UNCOUNTED_KINDS.get(type(value), "value")
+    if len(message_id.encode("utf-8", "surrogatepass")) > _MARKED_ID_BYTES:
+        message_id = "sha256:" + sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{UNCOUNTED_MARK}{kind}:{message_id}"
+
+
+_KIND_SAID = {"decimal": "a decimal", "null": "null", "array": "an array", "object": "an object"}
+
+
+def uncounted_example(mark: str) -> str:
+    """What a mark says of its message: 'u-1 (a decimal)'."""
+    kind, _, message_id = mark.removeprefix(UNCOUNTED_MARK).partition(":")
+    return f"{message_id} ({_KIND_SAID.get(kind, 'a value of another kind')})"
+
+
 def meter_increment(
     customer_id: str,
     metric: str,
@@ -288,7 +324,7 @@ def meter_increment(
 ) -> MeterIncrement:
     return _new(MeterIncrement, (
         _new(MeterKey, (customer_id, metric, contract_id or "", bucket_start(occurred_at))),
-        quantity, occurred_at, message_id, scalar_properties(properties),
+        quantity, occurred_at, message_id, property_values(properties, message_id),
     ))
 
 

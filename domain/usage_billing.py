@@ -38,7 +38,7 @@ from domain.terms import (
     Aggregation,
     UsageComponent,
 )
-from domain.usage import MeterReading
+from domain.usage import MeterReading, uncounted_example
 
 
 def usage_quantity(component: UsageComponent, reading: MeterReading) -> Decimal:
@@ -213,6 +213,7 @@ def _add_usage_lines(
 ) -> None:
     """`arrived_late`: usage of the period arrived after it was invoiced. `changes`: the
     period is priced again because the contract changed after it was invoiced."""
+    _note_uncounted(draft, component, window.start, window.end, reading)
     quantity = usage_quantity(component, reading)
     amount = _priced(draft, component, quantity)
     billed = account.billed
@@ -367,11 +368,43 @@ def _usage_basis(
     }
     if account.carried_from:
         basis["billed_as"] = list(account.carried_from)
+    if reading.uncounted:  # see _note_uncounted
+        basis["uncounted_events"] = reading.uncounted
+        basis["uncounted_example"] = uncounted_example(reading.uncounted_first or "")
     if reading.untagged_within is not None:  # a shared period: only these spans' is its own
         basis["untagged_usage_within"] = [
             f"{lo.astimezone(UTC):%Y-%m-%d %H:%M} to {hi.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
             for lo, hi in reading.untagged_within]
     return basis
+
+
+def _note_uncounted(
+    draft: InvoiceDraft, component: UsageComponent, start: date, end: date,
+    reading: MeterReading,
+) -> None:
+    """Usage whose unique_count property holds a value it does not count (a decimal, null,
+    array or object: domain.usage.property_values) is accepted, since whether a contract
+    counts that property is not known when it arrives (its contract may come later, another
+    may sum the metric), and counts nobody: said with the period billed, never silent."""
+    if reading.uncounted:
+        n = reading.uncounted
+        draft.uncounted.append(
+            f"{component.id} ({component.metric}) {start.isoformat()} to {end.isoformat()}: "
+            f"{n} event{'' if n == 1 else 's'} whose {component.unique_property} is not "
+            f"counted, e.g. {uncounted_example(reading.uncounted_first or '')}")
+
+
+def uncounted_note(customer_id: str, uncounted: list[str]) -> str | None:
+    """The note on a contract's outcome naming the usage of its periods billed that holds
+    values unique_count does not count (`_note_uncounted`); None when there is none."""
+    if not uncounted:
+        return None
+    return (f"usage of {customer_id} whose counted property holds a value unique_count does "
+            f"not count (a decimal, null, array or object) counts nobody: "
+            f"{'; '.join(uncounted)}; unique_count counts string, integer and boolean values: "
+            "fix the producer; an event sent again under a new id with the value as a string "
+            "is counted by the next run (and is usage of its metric for every other component "
+            "too)")
 
 
 def _priced(draft: InvoiceDraft, component: UsageComponent, quantity: Decimal) -> Decimal:
@@ -424,6 +457,7 @@ def _bill_progressively(
             continue
         if component.id in withdrawn_here:  # its id billed another metric: credit that first
             _credit_withdrawn_usage(draft, period.start, window, withdrawn_here[component.id])
+        _note_uncounted(draft, component, window.start, cycle_date, reading)
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.USAGE,

@@ -331,6 +331,11 @@ def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currenc
                 f"{model} = {b['priced_amount']}")
         if b.get("threshold"):
             text += f"; billed early because usage reached the threshold {b['threshold']}"
+        if b.get("uncounted_events"):
+            counted = (component or {}).get("unique_property") or "counted property"
+            text += (f"; {b['uncounted_events']} of the events count nobody: their {counted} "
+                     "is a decimal, null, array or object, which unique_count does not count "
+                     f"(e.g. {b['uncounted_example']})")
         if "untagged_usage_within" in b:
             spans = b["untagged_usage_within"]
             text += (f"; of the usage sent without contract_id, only that of {', '.join(spans)}"

@@ -50,6 +50,7 @@ from domain.meter_reads import StoreUsage
 from domain.unbilled_usage import MeteredUsage, UsageWithoutContract
 from domain.usage import (
     LEGACY_USAGE_EVENT_TOPIC,
+    UNCOUNTED_MARK,
     MeterBucket,
     MeterIncrement,
     MeterReading,
@@ -300,7 +301,8 @@ def _compare(app: BillingApplication, recorded: ContractOutcome,
 
 # Basis keys that only explain a line (no amount follows from them), added after batches
 # were issued without them.
-EXPLANATIONS_ADDED_LATER = frozenset({"contract_changes", "untagged_usage_within"})
+EXPLANATIONS_ADDED_LATER = frozenset({"contract_changes", "untagged_usage_within",
+                                      "uncounted_events", "uncounted_example"})
 
 
 def _compare_lines(cid: str, number: str, was: list[dict[str, Any]],
@@ -444,10 +446,12 @@ class _Meters:
             for _, inc in found[1:]:
                 total = total.add(inc)
         values = {v for _, inc in found for name, v in inc.properties if name == unique_property}
+        marks = {v for v in values if v.startswith(UNCOUNTED_MARK)}
         return MeterReading(
             quantity_sum=total.quantity_sum, event_count=total.event_count,
             quantity_max=total.quantity_max, latest_quantity=total.latest_quantity,
-            unique_count=len(values), revision=max(at for at, _ in found))
+            unique_count=len(values) - len(marks), revision=max(at for at, _ in found),
+            uncounted=len(marks), uncounted_first=min(marks, default=None))
 
     def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
         return [self.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,

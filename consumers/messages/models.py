@@ -145,7 +145,12 @@ class Usage(Envelope):
     customer_id: Name
     metric: Name
     quantity: NonNegativeDecimal
-    properties: dict[str, Any] = Field(default_factory=dict, description="Default {}.")
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default {}. A unique_count component counts the distinct string, integer "
+        'and boolean values of one property, as text (7 and "7" are one value); a decimal, '
+        "null, array or object there counts nobody, and the runs billing its period name it.",
+    )
     contract_id: Name | None = Field(
         default=None,
         description="Needed only where the customer has two active contracts pricing the metric.",

@@ -26,6 +26,7 @@ from domain.inbox import MessageReceipt
 from domain.usage import (
     COUNTED_PROPERTIES,
     LEGACY_USAGE_EVENT_TOPIC,
+    UNCOUNTED_MARK,
     USAGE_BATCH_RECORDED_TOPIC,
     MeterBucket,
     MeterIncrement,
@@ -33,7 +34,7 @@ from domain.usage import (
     UsageBatch,
     bucket_start,
     fold_increments,
-    scalar_properties,
+    property_values,
 )
 
 # The kwarg under which a recorder's prepared batch travels from its insert_events to its
@@ -110,6 +111,19 @@ class StoreBatch:
         return unique_rows(self.increments, names)
 
 
+def unique_aggregates(value: str, char: str) -> str:
+    """The aggregates of a meter read's usage_unique rows, in SQL: `unique_count`, the distinct
+    values counted; `uncounted`, the rows marking an event whose value is not counted (one
+    per event: domain.usage.UNCOUNTED_MARK); `uncounted_first`, the least of those marks.
+    `value`: the column, in code point order; `char`: the function making a character of a
+    code point (chr on PostgreSQL, char on SQLite)."""
+    marked = (f"substr({value}, 1, {len(UNCOUNTED_MARK)})"
+              f" = {char}({ord(UNCOUNTED_MARK[0])}) || '{UNCOUNTED_MARK[1:]}'")
+    return (f"count(DISTINCT CASE WHEN NOT {marked} THEN {value} END) AS unique_count,"
+            f" count(CASE WHEN {marked} THEN 1 END) AS uncounted,"
+            f" min(CASE WHEN {marked} THEN {value} END) AS uncounted_first")
+
+
 def unique_rows(
     increments: Iterable[MeterIncrement], names: Collection[str] | None = None
 ) -> list[UniqueRow]:
@@ -170,7 +184,8 @@ def record_unique_rows(
     for record in records:
         if record[7] == "{}" or (keys is not None and not any(k in record[7] for k in keys)):
             continue
-        values = [(name, value) for name, value in scalar_properties(json.loads(record[7]))
+        values = [(name, value)
+                  for name, value in property_values(json.loads(record[7]), record[0])
                   if names is None or name in names]
         if values:
             start = bucket_start(datetime.fromisoformat(record[5]))

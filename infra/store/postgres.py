@@ -56,6 +56,7 @@ from infra.store.batch import (
     refuse_opaque_state,
     require_aware,
     take_batch,
+    unique_aggregates,
     unique_rows,
     usage_unique_rows,
 )
@@ -280,18 +281,20 @@ _BUCKETS_WHERE = (
     " AND bucket_start >= %(start)s AND bucket_start < %(end)s"
 )
 
+# The aggregates of the unique values read (unique_aggregates), byte-wise as Python orders str.
+_UNIQUES = unique_aggregates('value COLLATE "C"', "chr")
+
 # One statement, so the buckets and the unique values are read from one snapshot.
 _READ_METER = (
-    "SELECT coalesce(sum(quantity_sum), 0) AS quantity_sum,"
+    "SELECT * FROM (SELECT coalesce(sum(quantity_sum), 0) AS quantity_sum,"
     " coalesce(sum(event_count), 0) AS event_count,"
     " coalesce(max(quantity_max), 0) AS quantity_max,"
     " coalesce((array_agg(latest_quantity ORDER BY latest_at DESC, latest_event_id DESC))[1], 0)"
     " AS latest_quantity,"
-    " coalesce(max(revision), 0) AS revision,"
-    " (SELECT count(DISTINCT value) FROM {schema}.usage_unique"
-    + _BUCKETS_WHERE
-    + " AND property = %(property)s) AS unique_count"
-    " FROM {schema}.usage_buckets" + _BUCKETS_WHERE
+    " coalesce(max(revision), 0) AS revision"
+    " FROM {schema}.usage_buckets" + _BUCKETS_WHERE + ") AS m,"
+    " (SELECT " + _UNIQUES + " FROM {schema}.usage_unique" + _BUCKETS_WHERE
+    + " AND property = %(property)s) AS q"
 )
 
 # The same with the untagged buckets within some windows besides (where an operator assigned
@@ -305,13 +308,9 @@ _BUCKETS_WITHIN_WHERE = (
 )
 _READ_METER_WITHIN = _READ_METER.replace(_BUCKETS_WHERE, _BUCKETS_WITHIN_WHERE)
 
-# Many reads in one round trip: each request row is joined to its own aggregate.
+# Many reads in one round trip: each request row is joined to its own aggregates.
 _READ_METERS = (
-    "SELECT r.i, m.*,"
-    " (SELECT count(DISTINCT u.value) FROM {schema}.usage_unique u"
-    "  WHERE u.customer_id = r.customer_id AND u.metric = r.metric"
-    "  AND u.contract_tag = ANY(r.tags) AND u.bucket_start >= r.start"
-    "  AND u.bucket_start < r.stop AND u.property = r.property) AS unique_count"
+    "SELECT r.i, m.*, q.*"
     " FROM json_to_recordset(%s::json) AS r(i int, customer_id text, metric text, tags text[],"
     "  start timestamptz, stop timestamptz, property text)"
     " CROSS JOIN LATERAL (SELECT coalesce(sum(quantity_sum), 0) AS quantity_sum,"
@@ -324,6 +323,10 @@ _READ_METERS = (
     "  WHERE b.customer_id = r.customer_id AND b.metric = r.metric"
     "  AND b.contract_tag = ANY(r.tags) AND b.bucket_start >= r.start"
     "  AND b.bucket_start < r.stop) AS m"
+    " CROSS JOIN LATERAL (SELECT " + _UNIQUES + " FROM {schema}.usage_unique u"
+    "  WHERE u.customer_id = r.customer_id AND u.metric = r.metric"
+    "  AND u.contract_tag = ANY(r.tags) AND u.bucket_start >= r.start"
+    "  AND u.bucket_start < r.stop AND u.property = r.property) AS q"
     " ORDER BY r.i"
 )
 
@@ -825,6 +828,8 @@ def _reading(row: Any) -> MeterReading:
         latest_quantity=row["latest_quantity"],
         unique_count=row["unique_count"],
         revision=row["revision"],
+        uncounted=row["uncounted"],
+        uncounted_first=row["uncounted_first"],
     )
 
 

@@ -42,6 +42,7 @@ from infra.store.batch import (
     exact_decimals,
     refuse_opaque_state,
     take_batch,
+    unique_aggregates,
     utc_text,
 )
 from infra.store.url import LOCK_TIMEOUT_SECONDS
@@ -120,11 +121,10 @@ _IN_RANGE_WITHIN = (
     " AND bucket_start >= ? AND bucket_start < ?"
 )
 _READ_BUCKETS = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE
-_COUNT_UNIQUE = "SELECT COUNT(DISTINCT value) FROM usage_unique" + _IN_RANGE + " AND property = ?"
+_UNIQUES = "SELECT " + unique_aggregates("value", "char") + " FROM usage_unique"
+_COUNT_UNIQUE = _UNIQUES + _IN_RANGE + " AND property = ?"
 _READ_BUCKETS_WITHIN = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE_WITHIN
-_COUNT_UNIQUE_WITHIN = (
-    "SELECT COUNT(DISTINCT value) FROM usage_unique" + _IN_RANGE_WITHIN + " AND property = ?"
-)
+_COUNT_UNIQUE_WITHIN = _UNIQUES + _IN_RANGE_WITHIN + " AND property = ?"
 
 _CHANGED_BUCKETS = (
     "SELECT DISTINCT bucket_start FROM usage_buckets"
@@ -259,10 +259,10 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         with self.datastore.transaction(commit=False) as c:
             c.execute(read, params)
             rows = c.fetchall()
-            unique_count = 0
+            uniques = (0, 0, None)
             if unique_property is not None:
                 c.execute(count_unique, (*params, unique_property))
-                unique_count = c.fetchone()[0]
+                uniques = tuple(c.fetchone())
         if not rows:
             return MeterReading()
         with exact_decimals():
@@ -274,8 +274,10 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             event_count=total.event_count,
             quantity_max=total.quantity_max,
             latest_quantity=total.latest_quantity,
-            unique_count=unique_count,
+            unique_count=uniques[0],
             revision=max(row["revision"] for row in rows),
+            uncounted=uniques[1],
+            uncounted_first=uniques[2],
         )
 
     def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:

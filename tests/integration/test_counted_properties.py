@@ -15,6 +15,7 @@ import pytest
 
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
+from domain.usage import UNCOUNTED_MARK, MeterRequest
 from infra.store.url import store_env
 from tests.unit.message_examples import CONTRACT_AMENDED, CONTRACT_CREATED
 
@@ -99,6 +100,24 @@ def test_values_the_store_cannot_key_are_counted_all_the_same(app: BillingApplic
     ingest(app, usage("u-9", user_id=big), usage("u-10", user_id=big + 1),
            usage("u-11", user_id=big))
     assert unique(app, "user_id") == 8
+
+
+def test_values_unique_count_does_not_count_are_read_as_events_it_left_uncounted(
+    app: BillingApplication,
+) -> None:
+    # QA (F3): a decimal, null, array or object counted nobody, and nothing said so. They are
+    # kept per message, before and after a contract counts the property, and never counted.
+    ingest(app, usage("u-1", user_id="a"), usage("u-2", user_id=1.5), usage("u-3", user_id=None),
+           batch_size=2)
+    ingest(app, counting("user_id"), usage("u-4", user_id=[1]), usage("u-5", user_id={"k": 1}),
+           usage("u-6", user_id=1.5), usage("u-7"), usage("u-8", user_id=7),
+           usage("u-9", user_id="7"))
+    read = app.store.read_meter("cus_1", "active_users", [""], *OCTOBER, "user_id")
+    # a and 7 ("7" is the same value); u-7 has no user_id: no value, not an uncounted one.
+    assert (read.event_count, read.unique_count, read.uncounted) == (9, 2, 5)
+    assert read.uncounted_first == UNCOUNTED_MARK + "array:u-4"  # the least, as Python orders
+    request = MeterRequest("cus_1", "active_users", ("",), *OCTOBER, "user_id")
+    assert app.store.read_meters([request, request]) == [read, read]
 
 
 def test_postgresql_keeps_values_of_counted_properties_only(fresh_pg_url: str) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
+from typing import Any
 
 from domain.billing import BillingContext, BillingOutcome, InvoiceDue, bill_contract
 from domain.contract import Contract
@@ -23,7 +24,7 @@ from domain.terms import (
     Tier,
     UsageComponent,
 )
-from domain.usage import MeterReading, bucket_start
+from domain.usage import UNCOUNTED_MARK, MeterReading, bucket_start, property_values
 
 D = Decimal
 
@@ -91,17 +92,18 @@ def contract(
 
 @dataclass
 class FakeUsage:
-    """An in-memory meter: events are (occurred_at, quantity, properties)."""
+    """An in-memory meter: events are (occurred_at, quantity, properties); an event's id is
+    "e-" and its position."""
 
-    events: list[tuple[datetime, Decimal, dict[str, str]]] = field(default_factory=list)
+    events: list[tuple[datetime, Decimal, dict[str, Any]]] = field(default_factory=list)
     revisions: list[int] = field(default_factory=list)
     position: int = 0
     metrics: list[str | None] = field(default_factory=list)  # None: any metric's
 
-    def add(self, when: datetime, quantity: str, **properties: str) -> None:
+    def add(self, when: datetime, quantity: str, **properties: Any) -> None:
         self.add_of(None, when, quantity, **properties)
 
-    def add_of(self, metric: str | None, when: datetime, quantity: str, **properties: str
+    def add_of(self, metric: str | None, when: datetime, quantity: str, **properties: Any
                ) -> None:
         """Usage of one metric only (`add`: usage every component's metric reads)."""
         self.position += 1
@@ -109,7 +111,7 @@ class FakeUsage:
         self.revisions.append(self.position)
         self.metrics.append(metric)
 
-    def _of(self, metric: str) -> list[tuple[tuple[datetime, Decimal, dict[str, str]], int]]:
+    def _of(self, metric: str) -> list[tuple[tuple[datetime, Decimal, dict[str, Any]], int]]:
         return [(e, r) for e, r, m in zip(self.events, self.revisions, self.metrics, strict=True)
                 if m is None or m == metric]
 
@@ -119,15 +121,19 @@ class FakeUsage:
             return MeterReading()
         quantities = [e[1] for e, _ in inside]
         latest = max(inside, key=lambda er: er[0][0])[0]
-        prop = component.unique_property
-        uniques = {e[2][prop] for e, _ in inside if prop and prop in e[2]}
+        # Kept as the stores keep them: a value unique_count does not count as its mark.
+        uniques = {value for e, r in inside for name, value in property_values(e[2], f"e-{r}")
+                   if name == component.unique_property}
+        marks = {value for value in uniques if value.startswith(UNCOUNTED_MARK)}
         return MeterReading(
             quantity_sum=sum(quantities, D(0)),
             event_count=len(inside),
             quantity_max=max(quantities),
             latest_quantity=latest[1],
-            unique_count=len(uniques),
+            unique_count=len(uniques - marks),
             revision=max(r for _, r in inside),
+            uncounted=len(marks),
+            uncounted_first=min(marks, default=None),
         )
 
     def changed_since(self, metric: str, revision: int, before: datetime) -> list[datetime]:

@@ -140,3 +140,45 @@ def test_a_plan_changed_to_a_new_component_is_billed_with_the_period_too() -> No
     later.amend(date(2026, 10, 12), (subscription("200.00", "pro"),), None, None, "m-1")
     assert sorted(amounts(bill(later, date(2026, 10, 10)))) == [
         ("proration", "basic", "-64.52"), ("subscription", "pro", "129.03")]
+
+
+def test_the_in_arrears_days_of_a_period_made_in_advance_before_are_a_subscription_line() -> None:
+    # QA (F6): in advance, then in arrears from 10-16 (known ahead): 10-16 to 11-01 is billed
+    # for the first time on 11-01, a subscription line, though the period's in-advance part
+    # was billed before it (contract.md: in_arrears periods are split at the effective date).
+    c = contract(subscription("1000.00"), start=date(2026, 10, 1))
+    c.amend(date(2026, 10, 16), (subscription("1000.00", timing="in_arrears"),), None, None, "m-1")
+    assert amounts(bill(c, date(2026, 10, 1))) == [("subscription", "platform", "483.87")]
+    due = bill(c, date(2026, 11, 1))
+    assert amounts(due) == [("subscription", "platform", "516.13")]
+    assert due.lines[0].description == (
+        "platform: subscription 2026-10-16 to 2026-11-01 at 1000.00 per period, 16/31 days")
+
+
+def test_the_in_arrears_days_of_a_period_made_in_advance_after_are_a_subscription_line() -> None:
+    # QA (F6): in arrears, then in advance from 10-16 (known ahead): 10-16 to 11-01 is billed
+    # on 10-01, 10-01 to 10-16 once it is served, each for the first time.
+    c = contract(subscription("1000.00", timing="in_arrears"), start=date(2026, 10, 1))
+    c.amend(date(2026, 10, 16), (subscription("1000.00"),), None, None, "m-1")
+    assert amounts(bill(c, date(2026, 10, 1))) == [("subscription", "platform", "516.13")]
+    due = bill(c, date(2026, 11, 1))
+    assert amounts(due) == [
+        ("subscription", "platform", "483.87"),  # October's in-arrears days
+        ("subscription", "platform", "1000.00")]  # November, in advance
+    assert due.lines[0].description == (
+        "platform: subscription 2026-10-01 to 2026-10-16 at 1000.00 per period, 15/31 days")
+
+
+def test_a_charge_that_replaces_billed_days_stays_a_proration() -> None:
+    # The charge of an amendment received after its period was billed in part covers days
+    # billed before (credited) and days never billed: one line, a proration, as it changes
+    # what was billed (one charge per owed stretch keeps the period's lines to the cent).
+    c = contract(subscription("1000.00"), start=date(2026, 10, 1))
+    c.amend(date(2026, 10, 16), (subscription("1000.00", timing="in_arrears"),), None, None, "m-1")
+    bill(c, date(2026, 10, 1))
+    # Received after: in advance at 2000.00 from 10-11, the in-arrears days included.
+    c.amend(date(2026, 10, 11), (subscription("2000.00"),), None, None, "m-2")
+    c.amend(date(2026, 10, 16), (subscription("2000.00"),), None, None, "m-3")
+    assert amounts(bill(c, date(2026, 10, 12))) == [
+        ("proration", "platform", "-161.29"),  # 10-11 to 10-16 at 1000.00, as billed
+        ("proration", "platform", "1354.84")]  # 10-11 to 11-01 at 2000.00
