@@ -137,7 +137,11 @@ class CollectionEvent(InvoiceEvent):
     customer_id: str = Field(description="Also the record key.")
     contract_id: str
     currency: str
-    outstanding: Amount = Field(description="What is still unpaid of the invoice after the event.")
+    outstanding: Amount = Field(
+        description="What the invoice still owes after the event: its total less the payments "
+        "plus the refunds noted on the collection, the balance payment.applied and "
+        "refund.applied state (negative: what it holds for the customer, paid beyond it and "
+        "not paid back).")
 
 
 class CollectionStep(OutboundMessage):
@@ -171,12 +175,23 @@ class CollectionPaymentNoted(CollectionEvent):
     A collection starts with the payments applied to the invoice before it, as far as the
     collections process had read the log; a payment applied before the start that it reads
     only afterwards (when it catches up over many events) is noted here, so the latest
-    collection message of an invoice always states what is still unpaid."""
+    collection message of an invoice always states what it still owes. A payment after
+    collection.ended is noted too (what the invoice then holds for the customer)."""
 
     type: Literal["collection.payment_noted"]
     payment_id: str = Field(description="The id of the payment.received message.")
     amount: Amount
     received_at: datetime
+
+
+class CollectionRefundNoted(CollectionEvent):
+    """A refund on the invoice was noted on its collection (after its refund.applied): money
+    paid back of what was paid beyond the invoice, so it comes after collection.ended."""
+
+    type: Literal["collection.refund_noted"]
+    refund_id: str = Field(description="The id of the refund.paid message.")
+    amount: Amount
+    paid_at: datetime
 
 
 class CollectionEnded(CollectionEvent):
@@ -195,6 +210,7 @@ InvoiceMessage = Annotated[
     | RefundApplied
     | CollectionStarted
     | CollectionPaymentNoted
+    | CollectionRefundNoted
     | CollectionActionRecorded
     | CollectionEnded,
     Field(discriminator="type"),
@@ -265,7 +281,8 @@ def cash_message(invoice: Invoice, event: Any, log_position: int
 
 def collection_message(
     collection: Collection, event: Any, log_position: int
-) -> CollectionStarted | CollectionPaymentNoted | CollectionActionRecorded | CollectionEnded:
+) -> (CollectionStarted | CollectionPaymentNoted | CollectionRefundNoted
+      | CollectionActionRecorded | CollectionEnded):
     """The message for a collection event, from the collection as it stands just after it."""
     head = {
         **_head(collection, log_position, event.timestamp),
@@ -284,6 +301,10 @@ def collection_message(
         return CollectionPaymentNoted(
             type="collection.payment_noted", **head, payment_id=event.payment_id,
             amount=event.amount, received_at=event.received_at)
+    if kind == "RefundNoted":
+        return CollectionRefundNoted(
+            type="collection.refund_noted", **head, refund_id=event.refund_id,
+            amount=event.amount, paid_at=event.paid_at)
     if kind == "ActionRecorded":
         return CollectionActionRecorded(
             type="collection.action_recorded", **head, step=event.step, kind=event.kind,

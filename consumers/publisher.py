@@ -162,6 +162,7 @@ class InvoicePublisher:
             get_topic(_INVOICE.RefundPaid): self._cash,
             get_topic(_COLLECTION.Started): self._collection,
             get_topic(_COLLECTION.PaymentNoted): self._collection,
+            get_topic(_COLLECTION.RefundNoted): self._collection,
             get_topic(_COLLECTION.ActionRecorded): self._collection,
             get_topic(_COLLECTION.Ended): self._collection,
         }

@@ -3,7 +3,8 @@
 Issuing an invoice starts its collection with the schedule of the policy in force (and the
 payments already applied to the invoice by then, when the collection starts after them);
 payments reduce what is outstanding and the payment that settles the invoice ends the
-collection. Each
+collection. Payments and refunds are noted after the end too, so that what is outstanding
+is always the invoice's balance after what was noted. Each
 action is recorded once, when someone (`billcycle collections --record`) sends it. The
 collection is an aggregate of its own (id from the invoice number), so its events are in the
 log beside the invoice's and reach the same downstream consumers. Pure: dates are passed in.
@@ -133,6 +134,7 @@ class Collection(Aggregate):
         # Payments applied to the invoice before the collection started (None in the Started
         # events of billcycle versions that noted every payment after it).
         self.payments: dict[str, Decimal] = dict(payments or {})
+        self.refunds: dict[str, Decimal] = {}
         self.recorded: dict[str, date] = {}
         self.ended: str | None = None  # why, once ended
 
@@ -167,10 +169,15 @@ class Collection(Aggregate):
 
     @property
     def outstanding(self) -> Decimal:
-        return self.amount - sum(self.payments.values(), ZERO)
+        """The invoice's balance after what was noted, as `Invoice.balance` counts it: its
+        total less the payments plus the refunds (negative: what it holds for the customer,
+        paid beyond what it owed and not paid back)."""
+        return (self.amount - sum(self.payments.values(), ZERO)
+                + sum(self.refunds.values(), ZERO))
 
     def note_payment(self, payment_id: str, amount: Decimal, received_at: datetime) -> None:
-        """A payment on the invoice; the one that settles it ends the collection."""
+        """A payment on the invoice; the one that settles it ends the collection. One after
+        the end is noted too: it is then held for the customer, until refunded."""
         if payment_id in self.payments:
             return
         self._payment_noted(payment_id=payment_id, amount=amount, received_at=received_at)
@@ -180,6 +187,17 @@ class Collection(Aggregate):
     @event("PaymentNoted")
     def _payment_noted(self, payment_id: str, amount: Decimal, received_at: datetime) -> None:
         self.payments[payment_id] = amount
+
+    def note_refund(self, refund_id: str, amount: Decimal, paid_at: datetime) -> None:
+        """Money paid back to the customer of what was paid beyond the invoice. It never
+        reopens the collection: a refund pays back no more than the invoice holds
+        (`Invoice.pay_refund`), so the invoice is settled before and after it."""
+        if refund_id not in self.refunds:
+            self._refund_noted(refund_id=refund_id, amount=amount, paid_at=paid_at)
+
+    @event("RefundNoted")
+    def _refund_noted(self, refund_id: str, amount: Decimal, paid_at: datetime) -> None:
+        self.refunds[refund_id] = amount
 
     @event("Ended")
     def _ended(self, reason: str, payment_id: str, received_at: datetime) -> None:

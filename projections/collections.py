@@ -4,10 +4,11 @@ The process follows the log like a projection, but what it makes is events: an i
 for more than zero starts a `Collection` (domain/collections.py) with the schedule of the
 policy in force, and with the payments on the invoice that follow it in the same page of the
 log (the collection is saved after the page: after them); each later payment is noted on it,
-and the payment that settles the invoice ends it. The new events are saved with the process's
-tracking in one transaction, in the billing application's own log, where downstream consumers
-find them next to the invoice events. The view then follows those Collection events like any
-other projection.
+and the payment that settles the invoice ends it. Refunds are noted too, and payments after
+the end, so that the collection's outstanding amount is the invoice's balance. The new events
+are saved with the process's tracking in one transaction, in the billing application's own
+log, where downstream consumers find them next to the invoice events. The view then follows
+those Collection events like any other projection.
 """
 
 from __future__ import annotations
@@ -37,37 +38,50 @@ from projections.projection import (
 
 ISSUED = event_class(Invoice, "InvoiceIssued")
 PAID = event_class(Invoice, "PaymentApplied")
+REFUNDED = event_class(Invoice, "RefundPaid")
 STARTED = event_class(Collection, "Started")
 NOTED = event_class(Collection, "PaymentNoted")
+REFUND_NOTED = event_class(Collection, "RefundNoted")
 ENDED = event_class(Collection, "Ended")
 RECORDED = event_class(Collection, "ActionRecorded")
-WRITTEN = topics(STARTED, NOTED, ENDED)  # by the collections process
+WRITTEN = topics(STARTED, NOTED, REFUND_NOTED, ENDED)  # by the collections process
+# How many refunds a read of those the process passed before it noted refunds takes at once.
+PASSED_REFUNDS_PAGE = 5000
 
 
 class CollectionsProcess:
     """Invoice events in, Collection events out: tracked in the application's own recorder."""
 
     name = "collections-process"
-    topics = topics(ISSUED, PAID)
+    topics = topics(ISSUED, PAID, REFUNDED)
     writes = WRITTEN  # the views reading these follow it, not beside it
 
     def __init__(self, app: BillingApplication, policy: CollectionPolicy) -> None:
         self.app = app
         self.policy = policy
         # The position of this process in the log it follows (which is also the log it
-        # writes to), kept in the application's tracking table under a name of its own.
-        self.tracking_name = f"{app.name}:collections"
+        # writes to), kept in the application's tracking table under a name of its own. The
+        # process of billcycle versions that did not note refunds kept it under
+        # `<app>:collections`, and read past the refunds up to there.
+        self.tracking_name = f"{app.name}:collections:refunds"
+        self.before_refunds = f"{app.name}:collections"
+        self.noting_refunds = False  # known to have saved under tracking_name
 
     def position(self) -> int:
         recorder = cast(ProcessRecorder, self.app.recorder)
-        return recorder.max_tracking_id(self.tracking_name) or 0
+        found = recorder.max_tracking_id(self.tracking_name)
+        if found is None:  # where the process of an earlier version stopped, if anywhere
+            return recorder.max_tracking_id(self.before_refunds) or 0
+        return found
 
     def process(self, events: Sequence[Positioned], tracking: Tracking, after: int) -> None:
+        events = [*self._refunds_passed(after), *events]
         touched: dict[UUID, Collection] = {}
         numbers = self._numbers(events)
-        # The collections the page's payments settle, in one read (not one per payment).
+        # The collections the page's payments and refunds reach, in one read (not one each).
         stored = self.app.load_many(sorted({
-            collection_id(numbers[e.originator_id]) for e, _ in events if isinstance(e, PAID)}))
+            collection_id(numbers[e.originator_id]) for e, _ in events
+            if not isinstance(e, ISSUED)}))
         # The page's payments by invoice: a collection started here starts after them in the
         # log, so it starts with them already applied (collection.started then states what
         # is still unpaid); noting them again below changes nothing.
@@ -87,21 +101,46 @@ class CollectionsProcess:
                         paid_before=paid.get(event.originator_id, ()),
                     )
                     touched[c.id] = c
+                continue
+            cid = collection_id(numbers[event.originator_id])
+            found = touched.get(cid) or cast(Collection | None, stored.get(cid))
+            if found is None:  # credit notes and zero invoices have no collection
+                continue
+            if isinstance(event, PAID):
+                found.note_payment(event.payment_id, event.amount, event.received_at)
             else:
-                cid = collection_id(numbers[event.originator_id])
-                found = touched.get(cid) or cast(Collection | None, stored.get(cid))
-                if found is not None:  # credit notes and zero invoices have no collection
-                    found.note_payment(event.payment_id, event.amount, event.received_at)
-                    touched[cid] = found
+                found.note_refund(event.refund_id, event.amount, event.paid_at)
+            touched[cid] = found
         aggregates: list[Aggregate] = list(touched.values())
         self.app.save_tracked(
             *aggregates, tracking=Tracking(self.tracking_name, tracking.notification_id))
+        self.noting_refunds = True
+
+    def _refunds_passed(self, after: int) -> list[Positioned]:
+        """The refunds in the log through `after` that the process of an earlier billcycle
+        read past without noting them (it tracked under `before_refunds`), in log order:
+        this version notes them with its first page, before the page's own events."""
+        recorder = cast(ProcessRecorder, self.app.recorder)
+        if self.noting_refunds or not after:
+            return []
+        if recorder.max_tracking_id(self.tracking_name) is not None:
+            self.noting_refunds = True
+            return []
+        passed: list[Positioned] = []
+        while True:
+            found = recorder.select_notifications(
+                start=passed[-1][1] if passed else 0, limit=PASSED_REFUNDS_PAGE, stop=after,
+                topics=list(topics(REFUNDED)), inclusive_of_start=False)
+            passed.extend((self.app.mapper.to_domain_event(n), n.id) for n in found)
+            if len(found) < PASSED_REFUNDS_PAGE:
+                return passed
 
     def _numbers(self, events: Sequence[Positioned]) -> dict[UUID, str]:
-        """Invoice numbers by invoice id for the payments: issued in the batch or before."""
+        """Invoice numbers by invoice id for the payments and refunds: issued in the batch or
+        before."""
         numbers = {e.originator_id: e.number for e, _ in events if isinstance(e, ISSUED)}
         wanted = [e.originator_id for e, _ in events
-                  if isinstance(e, PAID) and e.originator_id not in numbers]
+                  if not isinstance(e, ISSUED) and e.originator_id not in numbers]
         for invoice_id, stored in self.app.store.first_versions(wanted).items():
             issued: Any = self.app.mapper.to_domain_event(stored)
             numbers[invoice_id] = issued.number
@@ -112,7 +151,7 @@ COLLECTIONS = Table(
     "collections",
     (("number", "TEXT"), ("collection_id", "TEXT"), ("customer_id", "TEXT"),
      ("contract_id", "TEXT"), ("currency", "TEXT"), ("amount", "BIGINT"), ("paid", "BIGINT"),
-     ("due_date", "TEXT"), ("status", "TEXT"), ("ended_reason", "TEXT"),
+     ("refunded", "BIGINT"), ("due_date", "TEXT"), ("status", "TEXT"), ("ended_reason", "TEXT"),
      ("ended_at", "TEXT"), ("position", "BIGINT")),
     key=("number",),
     indexes=(("collection_id",),),
@@ -128,7 +167,7 @@ STEPS = Table(
 
 class CollectionsProjection(ViewProjection):
     name = "collections"
-    topics = topics(STARTED, NOTED, ENDED, RECORDED)
+    topics = topics(STARTED, NOTED, REFUND_NOTED, ENDED, RECORDED)
     tables = (COLLECTIONS, STEPS)
 
     def changes(self, events: Sequence[Positioned]) -> Changes:
@@ -142,18 +181,20 @@ class CollectionsProjection(ViewProjection):
                                   for amount in (getattr(event, "payments", None) or {}).values())
                 rows[cid] = [event.invoice_number, cid, event.customer_id, event.contract_id,
                              event.currency, to_minor(event.amount, event.currency),
-                             paid_before,
+                             paid_before, 0,
                              event.due_date.isoformat(), "open", None, None, position]
                 for s in event.steps:
                     changes.put(STEPS, (event.invoice_number, s["step"], s["kind"],
                                         s["due_on"], None), new=True)
                 continue
             row = rows[cid]
-            row[11] = position
+            row[12] = position
             if isinstance(event, NOTED):
                 row[6] += to_minor(event.amount, row[4])
+            elif isinstance(event, REFUND_NOTED):
+                row[7] += to_minor(event.amount, row[4])
             elif isinstance(event, ENDED):
-                row[8:11] = ["ended", event.reason, event.received_at.isoformat()]
+                row[9:12] = ["ended", event.reason, event.received_at.isoformat()]
             elif isinstance(event, RECORDED):
                 changes.put(STEPS, (row[0], event.step, event.kind, event.due_on,
                                     event.recorded_on.isoformat()), new=False)
@@ -228,7 +269,8 @@ def due_actions(select: Select, as_of: date) -> list[DueAction]:
     """Actions of open collections whose day has come by `as_of` and that were not sent."""
     return [
         DueAction(*row) for row in select(
-            "SELECT c.number, c.customer_id, c.contract_id, c.currency, c.amount - c.paid,"
+            "SELECT c.number, c.customer_id, c.contract_id, c.currency,"
+            " c.amount - c.paid + c.refunded,"
             " c.due_date, s.step, s.kind, s.due_on"
             " FROM collection_steps s JOIN collections c ON c.number = s.number"
             " WHERE c.status = 'open' AND s.recorded_on IS NULL AND s.due_on <= ?"

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.application import BillingApplication
+from infra.store.url import store_env
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
 from tests.e2e.test_payments_by_date import aging, november_credited, paid
+from tests.unit.test_kafka_outbound import publisher, validate
 
 
 def refund(rid: str, number: str, amount: str, when: str) -> dict[str, Any]:
@@ -73,3 +76,60 @@ def test_refunds_arriving_out_of_date_order_draw_on_the_credit_note_in_date_orde
     assert aging(db, "2026-11-29")["USD"]["total"] == "2000.00"  # October and November
     assert "r-late to cus_ct_t on INV-000003 reapplied: r-early, dated earlier" in billcycle(
         db, "export", "beancount").stdout
+
+
+def relayed(db: str) -> list[dict[str, Any]]:
+    """What `billcycle publish` puts on billing.invoices, in log order (a stand-in producer),
+    each message valid by its schema."""
+    app = BillingApplication(env=store_env(db))
+    try:
+        topic: list[Any] = []
+        publisher(app, topic, [], page_size=50).run(until_caught_up=True)
+    finally:
+        app.close()
+    messages = [validate("invoice-event", value) for _, value, _ in topic]
+    for message, (_, value, _) in zip(messages, topic, strict=True):
+        validate(message["type"], value)
+    return messages
+
+
+def test_collection_messages_state_the_invoices_balance_as_payments_and_refunds_arrive(
+    db: str,
+) -> None:
+    # QA F8: the collection noted payments only. Read after all four, it said q1 left
+    # -22.23 (the invoice was then at 0.00, rq1 paid back) and q0, noted after it ended,
+    # -72.23: downstream read 72.23 owed back to the customer, where all was paid back.
+    billcycle(db, "ingest", "-", stdin=jsonl(contract(
+        "ct_n1", {**PLATFORM, "amount": "77.77"}, start_date="2026-12-01")))
+    billcycle(db, "run", "--cycle-date", "2026-12-01")  # INV-000001, 77.77
+    billcycle(db, "project")  # its collection starts
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        paid("q1", "INV-000001", "100.00", "2026-12-10T09:00:00Z"),
+        refund("rq1", "INV-000001", "22.23", "2026-12-12T09:00:00Z"),
+        paid("q0", "INV-000001", "50.00", "2026-12-05T09:00:00Z"),  # dated first, arrives late
+        refund("rq2", "INV-000001", "50.00", "2026-12-11T09:00:00Z")))
+    assert (ingested["accepted"], ingested["rejected"]) == (4, [])
+    billcycle(db, "project")  # the collections process reads the four in one page
+
+    messages = relayed(db)
+
+    said = [(m["type"], m.get("payment_id") or m.get("refund_id"),
+             m["outstanding"] if m["type"].startswith("collection.") else m.get("balance"))
+            for m in messages]
+    assert said == [
+        ("invoice.issued", None, None),
+        ("collection.started", None, "77.77"),
+        ("payment.applied", "q1", "-22.23"),
+        ("refund.applied", "rq1", "0.00"),
+        ("payment.applied", "q0", "-50.00"),
+        ("refund.applied", "rq2", "0.00"),
+        ("collection.payment_noted", "q1", "-22.23"),
+        ("collection.ended", "q1", "-22.23"),
+        ("collection.refund_noted", "rq1", "0.00"),
+        # Noted after the collection ended: what the invoice then held for the customer.
+        ("collection.payment_noted", "q0", "-50.00"),
+        ("collection.refund_noted", "rq2", "0.00"),
+    ]
+    [invoice] = billcycle_json(db, "invoices")
+    assert invoice["balance"] == said[-1][2]
+    assert billcycle_json(db, "collections", "--as-of", "2027-02-01")["actions"] == []

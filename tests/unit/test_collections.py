@@ -60,6 +60,25 @@ def test_a_part_payment_keeps_the_schedule_and_the_settling_payment_ends_it() ->
     assert names == ["Started", "PaymentNoted", "PaymentNoted", "Ended"]
 
 
+def test_refunds_are_noted_so_that_outstanding_is_the_invoices_balance() -> None:
+    # QA F8: the repro's order. Refunds pay back only what was paid beyond the invoice, so
+    # they come after the collection ended; noted, its figure follows the invoice's balance
+    # (total - paid + refunded) and a payment noted after the end says what is held then.
+    c = started("77.77")
+    c.note_payment("q1", Decimal("100.00"), AT)
+    assert (c.ended, c.outstanding) == ("paid", Decimal("-22.23"))
+    c.note_refund("rq1", Decimal("22.23"), AT)
+    assert c.outstanding == Decimal("0.00")
+    c.note_payment("q0", Decimal("50.00"), AT)  # dated earlier, read later
+    assert c.outstanding == Decimal("-50.00")
+    c.note_refund("rq2", Decimal("50.00"), AT)
+    c.note_refund("rq2", Decimal("50.00"), AT)  # read again: no change
+    assert (c.ended, c.outstanding) == ("paid", Decimal("0.00"))
+    assert c.due(date(2027, 1, 31)) == []
+    assert [type(e).__name__ for e in c.collect_events()] == [
+        "Started", "PaymentNoted", "Ended", "RefundNoted", "PaymentNoted", "RefundNoted"]
+
+
 def start_after(*payments: tuple[str, str]) -> Collection:
     return Collection.start(
         invoice_number="INV-000001", customer_id="cus_1", contract_id="ct_1", currency="USD",

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 from jsonschema import Draft202012Validator, FormatChecker
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
@@ -22,7 +23,7 @@ from consumers.outbound import dead_letter, parse_invoice_message
 from consumers.publisher import InvoicePublisher
 from consumers.schemas import SCHEMA_DIR
 from domain.application import BillingApplication, dead_letter_record
-from domain.collections import Collection, CollectionPolicy
+from domain.collections import Collection, CollectionPolicy, Payment
 from domain.commands import Origin, Rejected
 from domain.invoice import Invoice
 from infra.store.url import store_env
@@ -199,6 +200,37 @@ def test_a_payment_the_collection_did_not_start_with_is_relayed_as_noted(
     assert [(m["type"], m["outstanding"]) for m in messages] == [
         ("collection.started", "201.00"), ("collection.payment_noted", "151.00"),
         ("collection.payment_noted", "0.00"), ("collection.ended", "0.00")]
+
+
+def test_refunds_the_process_read_past_before_it_noted_refunds_are_noted_on_its_next_page(
+    app: BillingApplication,
+) -> None:
+    # A store whose collections process was of a billcycle that noted payments only (it
+    # tracked as billcycle:collections): it ended the collection and read past the refund.
+    first = invoice("INV-000001", "cus_1", "77.77")
+    app.save(first)
+    first.apply_payment("q1", Decimal("100.00"), "USD", AT)
+    first.pay_refund("rq1", Decimal("22.23"), "USD", AT)
+    app.save(first)
+    passed = app.recorder.max_notification_id() or 0
+    older = Collection.start(
+        invoice_number="INV-000001", customer_id="cus_1", contract_id="ct_cus_1",
+        currency="USD", amount=Decimal("77.77"), due_date=DUE,
+        steps=CollectionPolicy().schedule(DUE), paid_before=[Payment("q1", Decimal("100"), AT)])
+    app.save_tracked(older, tracking=Tracking(f"{app.name}:collections", passed))
+    first.apply_payment("q0", Decimal("50.00"), "USD", AT - timedelta(days=5))
+    app.save(first)
+
+    messages = collection_messages(app, page_size=50)
+
+    # The refund first, in log order: q0's figure is the invoice's balance after it.
+    assert [(m["type"], m.get("payment_id") or m.get("refund_id"), m["outstanding"])
+            for m in messages] == [
+        ("collection.started", None, "-22.23"), ("collection.ended", "q1", "-22.23"),
+        ("collection.refund_noted", "rq1", "0.00"), ("collection.payment_noted", "q0", "-50.00")]
+    rows = Projections(app, ["collections"]).view("collections").select(
+        "SELECT amount, paid, refunded, status FROM collections", [])
+    assert [tuple(r) for r in rows] == [(7777, 15000, 2223, "ended")]
 
 
 def test_a_failed_commit_starts_over_from_what_the_topic_holds(app: BillingApplication) -> None:
