@@ -386,7 +386,9 @@ class KafkaIngest:
             # A batch in flight commits or fails as a whole before the consumer goes.
             self._writer.shutdown(wait=True)
             self._meters.stop()
-        if caught_up and self.missing:
+        if caught_up and self._nothing_to_consume():
+            self.say(f"stopping: {self._missing_text()}")
+        elif caught_up and self.missing:
             self.say(f"caught up with the inbound topics that exist; {self._missing_text()}")
         with suppress(Stopped):  # stopped while the database is away: repaired at the next start
             self.deadletters.settle()
@@ -452,7 +454,16 @@ class KafkaIngest:
                 and time.monotonic() - self._topics_checked >= self.probe_after):
             self._check_topics()
 
+    def _nothing_to_consume(self) -> bool:
+        return len(self.missing) == len(self.topics.inbound)
+
     def _missing_text(self) -> str:
+        """The inbound topics missing; when all are, what to do first of all."""
+        if self._nothing_to_consume():
+            return (f"no inbound topic exists on {self.kafka} ({', '.join(self.missing)}): "
+                    "nothing is consumed until they are created; create them or correct their "
+                    "names (--contracts-topic, --usage-topic, --payments-topic or "
+                    "BILLCYCLE_TOPIC_<NAME>)")
         plural = len(self.missing) > 1
         return (f"topic{'s' if plural else ''} {', '.join(self.missing)} "
                 f"{'do' if plural else 'does'} not exist on {self.kafka}")
@@ -515,8 +526,9 @@ class KafkaIngest:
             for topic in self.topics.inbound
             for p in sorted(self.consumer.partitions_for_topic(topic) or ())
         ]
-        if not tps:
-            self.say("waiting for partitions: no inbound topic is known yet")
+        if not tps:  # no inbound topic exists: said when found, and in every progress line
+            if not self.missing:  # gone since they were looked for
+                self._check_topics()
             return
         ends = self.patience.call(
             self.kafka, lambda: self.consumer.end_offsets(tps, timeout_ms=3000), KAFKA_DOWN)
@@ -664,18 +676,19 @@ class KafkaIngest:
         lag = self.lag()
         busiest = sorted(lag.items(), key=lambda kv: -kv[1])[:4]
         lag_text = ", ".join(f"{name} {n:,}" for name, n in busiest if n)
+        counts = (f"consumed {s.records:,} records ({rate:,.0f}/s lately): {s.accepted:,} "
+                  f"accepted, {s.duplicates:,} duplicates, {s.rejected:,} rejected")
+        missing = [self._missing_text()] if self.missing else []
+        if self.deadletters.missing:
+            missing.append(self.deadletters.missing_text())
+        if self._nothing_to_consume():
+            # No lag or group state explains it: the missing topics first, and what to do.
+            self.say("; ".join([*missing, counts]))
+            return
         # With no partition, a lag of 0 would read as caught up: say what it is instead.
         where = (f"lag {sum(lag.values()):,}" + (f" ({lag_text})" if lag_text else "")
                  if self.positions else self._membership())
-        if self.missing:
-            where += f"; {self._missing_text()}"
-        if self.deadletters.missing:
-            where += f"; {self.deadletters.missing_text()}"
-        self.say(
-            f"consumed {s.records:,} records ({rate:,.0f}/s"
-            f" lately): {s.accepted:,} accepted, {s.duplicates:,} duplicates, "
-            f"{s.rejected:,} rejected; {where}"
-        )
+        self.say("; ".join([counts, where, *missing]))
 
     def _membership(self) -> str:
         """Why this member has no partition: still finding its group or joining it, or a

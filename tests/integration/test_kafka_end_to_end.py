@@ -373,3 +373,37 @@ def test_a_missing_dead_letter_topic_is_named_not_created_and_its_dead_letters_w
     assert sorted(letter["source_offset"] for letter in letters) == [0, 1, 22]
     assert f"topic {typo.deadletter} exists now" in log.read_text()
 
+
+def test_with_no_inbound_topic_consume_says_first_which_are_missing_and_what_to_do(
+    kafka_bootstrap: str, fresh_pg_url: str, tmp_path: Path
+) -> None:
+    # Every inbound topic mistyped: the progress line said "the group has no partition left for
+    # it" (and a line every few seconds "waiting for partitions") before the missing topics.
+    topics = new_topics(kafka_bootstrap)
+    typo = replace(topics, **{name: f"{getattr(topics, name)}.typo"
+                              for name in ("contracts", "usage", "payments")})
+    env = cli_env(fresh_pg_url, kafka_bootstrap, typo)
+    first = (f"no inbound topic exists on Kafka at {kafka_bootstrap} ({typo.contracts}, "
+             f"{typo.usage}, {typo.payments}): nothing is consumed until they are created; "
+             "create them or correct their names (--contracts-topic, --usage-topic, "
+             "--payments-topic or BILLCYCLE_TOPIC_<NAME>)")
+
+    def said(stderr: str) -> list[str]:
+        return [line.partition("billcycle consume: ")[2] for line in stderr.splitlines()]
+
+    # Stopping once caught up, and running until stopped (a progress line every 5 s).
+    done = billcycle(env, "consume", "--until-caught-up")
+    log = tmp_path / "consume.log"
+    consumer = start(env, "consume", log=str(log))
+    wait_for(mentions(log, "consumed 0 records"), 30, "a progress line", log)
+    assert terminate(consumer) == 0
+
+    for lines in (said(done.stderr), said(log.read_text())):
+        for line, topic in zip(lines[:3], typo.inbound, strict=True):
+            assert line.startswith(f"topic {topic} does not exist on Kafka at {kafka_bootstrap}: "
+                                   "nothing is consumed from it until it is created"), lines
+        progress = [line for line in lines if "consumed 0 records" in line]
+        assert progress and all(line.startswith(f"{first}; consumed 0 records")
+                                for line in progress), progress
+        assert not any("partition" in line for line in lines), lines
+    assert f"stopping: {first}" in said(done.stderr)

@@ -167,6 +167,22 @@ def test_an_inbound_topic_that_does_not_exist_is_named_until_it_does(
     assert said[-1] == "topic billing.usage.typo exists now" and ingest.missing == []
 
 
+def test_with_no_inbound_topic_the_progress_line_says_that_first_not_the_group_state(
+    app: BillingApplication,
+) -> None:
+    said: list[str] = []
+    consumer = member(MemberState.STABLE, generation=2)
+    consumer.on_broker = {"billing.deadletter"}
+    ingest = kafka_ingest(app, consumer, said)
+    ingest._check_topics()
+    ingest._report(force=True)
+    assert said[-1] == (
+        "no inbound topic exists on Kafka (billing.contracts, billing.usage, billing.payments): "
+        "nothing is consumed until they are created; create them or correct their names "
+        "(--contracts-topic, --usage-topic, --payments-topic or BILLCYCLE_TOPIC_<NAME>); "
+        "consumed 0 records (0/s lately): 0 accepted, 0 duplicates, 0 rejected")
+
+
 def test_a_dead_letter_topic_that_does_not_exist_is_named_until_it_does(
     app: BillingApplication,
 ) -> None:
