@@ -11,6 +11,11 @@ consumer of the group), the dead letters in between are sent again from the stor
 clean batch there are none.
 So the topic is at least once: consumers dedupe on (source_topic, source_partition,
 source_offset), which every dead letter carries in its value and its headers.
+
+The producer never has the broker create the topic: a mistyped name would otherwise become a
+topic nobody reads. While the topic does not exist (KafkaIngest asks the broker, `found`),
+consuming goes on and the dead letters wait in the store, their partitions' marks held back;
+once it exists they are sent from the store like those a crash kept from it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaProducer, TopicPartition
 
-from consumers.kafka_source import DATABASE_DOWN, KAFKA_DOWN, Patience, process_recorder
+from consumers.kafka_source import (
+    DATABASE_DOWN,
+    KAFKA_DOWN,
+    Patience,
+    never_create_topics,
+    process_recorder,
+)
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from domain.application import BillingApplication, dead_letter_record
 from domain.commands import Rejected
@@ -34,7 +45,14 @@ FLUSH_TIMEOUT = 30.0
 
 
 def deadletter_producer(bootstrap: str, client_id: str = "billcycle-deadletter") -> Any:
-    return KafkaProducer(
+    """A producer for the dead-letter topic that never makes the broker create a topic.
+
+    Without it, a mistyped dead-letter topic was created at the first rejected record (its
+    metadata request asks for it), and the dead letters went where nobody reads them (see
+    `never_create_topics`).
+    """
+    producer = KafkaProducer(
+        allow_auto_create_topics=False,
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
@@ -46,6 +64,8 @@ def deadletter_producer(bootstrap: str, client_id: str = "billcycle-deadletter")
         request_timeout_ms=10000,
         max_block_ms=int(FLUSH_TIMEOUT * 1000),
     )
+    never_create_topics(getattr(producer, "_metadata", None))
+    return producer
 
 
 def mark_name(tp: TopicPartition) -> str:
@@ -64,6 +84,7 @@ class DeadLetterTopic:
         *,
         store: str = "the database",
         kafka: str = "Kafka",
+        bootstrap: str = "HOST:PORT",
     ) -> None:
         self.app = app
         self.producer = producer
@@ -71,9 +92,21 @@ class DeadLetterTopic:
         self.patience = patience
         self.store = store
         self.kafka = kafka
+        self.bootstrap = bootstrap
         # Per partition, the last offset of a batch published since the last mark, which had
         # no dead letters: complete on the topic, marked by `settle`.
         self._unmarked: dict[TopicPartition, int] = {}
+        # Whether the topic does not exist on Kafka, as last found. While it does not, a
+        # partition's dead letters wait in the store: the offset through which they are
+        # committed (its mark stays behind it), and the letters waiting, by source position.
+        self.missing = False
+        self._held: dict[TopicPartition, int] = {}
+        self._waiting: set[tuple[str, str]] = set()
+
+    @property
+    def held(self) -> int:
+        """How many dead letters wait in the store for the topic to exist."""
+        return len(self._waiting)
 
     def publish(
         self,
@@ -84,7 +117,12 @@ class DeadLetterTopic:
     ) -> None:
         """Send a committed batch's rejections (`keys`: the records' keys by position), and
         mark the partition's topic copy complete through the batch's last offset: at once
-        after rejections, at `settle` after a batch without any."""
+        after rejections, at `settle` after a batch without any. While the topic is missing,
+        the partition's dead letters wait in the store (`found` sends them)."""
+        if tp in self._held or (rejected and self.missing):
+            self._hold(tp, settled_through,
+                       [(r.origin.source, r.origin.position) for r in rejected])
+            return
         if not rejected:
             self._unmarked[tp] = settled_through
             return
@@ -95,24 +133,62 @@ class DeadLetterTopic:
         self._mark(tp, settled_through)
         self._unmarked.pop(tp, None)
 
+    def found(self, exists: bool) -> None:
+        """Note whether the topic exists on Kafka; once it does again, send the dead letters
+        that waited for it (from the polling thread, while no batch is being published)."""
+        if self.missing == (not exists):  # as it was
+            return
+        self.missing = not exists
+        if self.missing:
+            self.patience.say(
+                f"topic {self.topic} (the dead-letter topic) does not exist on {self.kafka}: "
+                "rejected records are kept as dead letters in the database (billcycle "
+                "deadletters) and sent to it once it exists; create it (kafka-topics.sh "
+                f"--bootstrap-server {self.bootstrap} --create --topic {self.topic}) or correct "
+                "its name (--deadletter-topic or BILLCYCLE_TOPIC_DEADLETTER)")
+            return
+        self.patience.say(f"topic {self.topic} exists now")
+        held, self._held = self._held, {}
+        self._waiting.clear()
+        self._send_behind(held, ": kept in the database while it did not exist")
+
+    def missing_text(self) -> str:
+        """What the progress line says of a missing topic and the dead letters waiting for it."""
+        text = f"the dead-letter topic {self.topic} does not exist on {self.kafka}"
+        if not self._waiting:
+            return text
+        n = len(self._waiting)
+        return f"{n:,} dead letter{'s' if n > 1 else ''} kept in the database only: {text}"
+
     def settle(self) -> None:
         """Mark every partition complete through its last published batch: the next start
-        then finds no gap to repair."""
+        then finds no gap to repair. Dead letters still waiting for the topic are said."""
         while self._unmarked:
             tp, offset = self._unmarked.popitem()
             self._mark(tp, offset)
+        if self._waiting:
+            self.patience.say(
+                f"{self.missing_text()}; the next consume sends them once it exists: create it "
+                f"(kafka-topics.sh --bootstrap-server {self.bootstrap} --create --topic "
+                f"{self.topic}) or correct its name (--deadletter-topic or "
+                "BILLCYCLE_TOPIC_DEADLETTER)")
 
     def recover(self, stored: Mapping[TopicPartition, int | None]) -> None:
         """Send again the dead letters of newly assigned partitions the topic may lack."""
+        self._send_behind({tp: position for tp, position in stored.items()
+                           if position is not None},
+                          " again: they may not have reached it before the last stop")
+
+    def _send_behind(self, through: Mapping[TopicPartition, int], why: str) -> None:
+        """Send the store's dead letters of each partition from its mark to `through`, and mark
+        it; while the topic is missing, those with dead letters wait in the store."""
         recorder = process_recorder(self.app)
-        tps = [tp for tp, position in stored.items() if position is not None]
         marks = self.patience.call(
-            self.store, lambda: {tp: recorder.max_tracking_id(mark_name(tp)) for tp in tps},
+            self.store, lambda: {tp: recorder.max_tracking_id(mark_name(tp)) for tp in through},
             DATABASE_DOWN)
         gaps: dict[str, tuple[TopicPartition, int, int]] = {}
-        for tp in tps:
-            mark, position = marks[tp], stored[tp]
-            assert position is not None
+        for tp, position in through.items():
+            mark = marks[tp]
             if mark is None or mark < position:
                 source = f"{KAFKA_SOURCE_PREFIX}{tp.topic}/{tp.partition}"
                 gaps[source] = (tp, -1 if mark is None else mark, position)
@@ -121,18 +197,27 @@ class DeadLetterTopic:
         from consumers.outbound import dead_letter  # its models only when there are letters
 
         letters = self.patience.call(self.store, self.app.dead_letters, DATABASE_DOWN)
-        missing = []
+        behind: dict[TopicPartition, list[dict[str, Any]]] = {}
         for entry in letters:
             gap = gaps.get(entry["source"])
             if gap is not None and gap[1] < int(entry["at"].removeprefix(OFFSET_PREFIX)) <= gap[2]:
-                missing.append(dead_letter(entry))
-        if missing:
-            self.patience.say(
-                f"sending {len(missing)} dead letters to {self.topic} again: they may not "
-                "have reached it before the last stop")
-            self._send([(letter, None) for letter in missing])
+                behind.setdefault(gap[0], []).append(entry)
+        if behind and not self.missing:
+            sent = [dead_letter(e) for entries in behind.values() for e in entries]
+            self.patience.say(f"sending {len(sent)} dead letters to {self.topic}{why}")
+            self._send([(letter, None) for letter in sent])
+            behind = {}  # every gap is complete on the topic now
         for tp, _, position in gaps.values():
-            self._mark(tp, position)
+            if tp in behind:  # the topic is missing: they wait, the mark held back
+                self._hold(tp, position, [(e["source"], e["at"]) for e in behind[tp]])
+            else:
+                self._mark(tp, position)
+
+    def _hold(self, tp: TopicPartition, through: int, letters: Sequence[tuple[str, str]]) -> None:
+        """Keep a partition's dead letters through `through` in the store only, its mark back."""
+        self._held[tp] = max(self._held.get(tp, through), through)
+        self._waiting.update(letters)
+        self._unmarked.pop(tp, None)
 
     def _send(self, letters: Sequence[tuple[DeadLetter, bytes | None]]) -> None:
         def send() -> None:

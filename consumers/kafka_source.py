@@ -187,18 +187,27 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text[0].startswith(name) else f"{name}: {text[0]}"
 
 
+def never_create_topics(cluster: Any) -> None:
+    """Make a kafka-python client's metadata requests never have the broker create a topic.
+
+    kafka-python 3.0.12 builds every metadata request from its cluster metadata's own config,
+    which its connection manager makes without the client's `allow_auto_create_topics`: asked
+    about a topic that does not exist, a broker with `auto.create.topics.enable` (the
+    default) creates it. The setting is put where those requests read it.
+    """
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict) and "allow_auto_create_topics" in config:
+        config["allow_auto_create_topics"] = False
+
+
 def kafka_consumer(**config: Any) -> Any:
     """A KafkaConsumer that never makes the broker create a topic it asks about.
 
-    kafka-python 3.0.12 takes `allow_auto_create_topics` but never hands it to the metadata
-    requests of a subscription, so a broker with `auto.create.topics.enable` (the default)
-    created a mistyped inbound topic and `consume` read it, empty, as caught up. The setting
-    is put where those requests read it.
+    Without it, a mistyped inbound topic was created by the subscription's metadata requests
+    and `consume` read it, empty, as caught up (see `never_create_topics`).
     """
     consumer = KafkaConsumer(allow_auto_create_topics=False, **config)
-    cluster_config = getattr(getattr(consumer, "_cluster", None), "config", None)
-    if isinstance(cluster_config, dict) and "allow_auto_create_topics" in cluster_config:
-        cluster_config["allow_auto_create_topics"] = False
+    never_create_topics(getattr(consumer, "_cluster", None))
     return consumer
 
 
@@ -322,8 +331,10 @@ class KafkaIngest:
         self.rejoin_after = rejoin_after
         self.stats = ConsumeStats()
         # Inbound topics that do not exist on Kafka (a mistyped name, or not created yet):
-        # said when found, looked for again at every probe, and named in every report.
+        # said when found, looked for again every `probe_after` seconds, and named in every
+        # report. The dead-letter topic's absence is its DeadLetterTopic's `missing`.
         self.missing: list[str] = []
+        self._topics_checked = time.monotonic()
         self.rebalances = _Rebalances(consumer)
         # Per owned partition: the next offset to apply (stored position + 1) ...
         self.positions: dict[TopicPartition, int] = {}
@@ -348,7 +359,7 @@ class KafkaIngest:
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
         """Consume until every assigned partition reaches its end offset, or until stopped."""
         self._subscribe()
-        self.patience.call(self.kafka, self._check_topics, KAFKA_DOWN)
+        self._check_topics()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         self._meters = MeterUpdates(self.app, DATABASE_DOWN)
         caught_up = False
@@ -363,6 +374,7 @@ class KafkaIngest:
                 elif time.monotonic() - self._last_records > self.probe_after:
                     self._probe()
                 self._report()
+                self._recheck_topics()
                 self._rejoin_if_stuck()
                 if until_caught_up and self._caught_up():
                     caught_up = True
@@ -374,7 +386,9 @@ class KafkaIngest:
             # A batch in flight commits or fails as a whole before the consumer goes.
             self._writer.shutdown(wait=True)
             self._meters.stop()
-        if caught_up and self.missing:
+        if caught_up and self._nothing_to_consume():
+            self.say(f"stopping: {self._missing_text()}")
+        elif caught_up and self.missing:
             self.say(f"caught up with the inbound topics that exist; {self._missing_text()}")
         with suppress(Stopped):  # stopped while the database is away: repaired at the next start
             self.deadletters.settle()
@@ -406,13 +420,19 @@ class KafkaIngest:
         self._joining_since = time.monotonic()
 
     def _check_topics(self) -> None:
-        """Note the inbound topics that do not exist on Kafka, and say what changed.
+        """Note the inbound topics and the dead-letter topic that do not exist on Kafka, and
+        say what changed.
 
-        The consumer asks the broker for every topic's metadata when one is unknown, which also
-        makes a topic created since part of its subscription at once (without the question,
-        kafka-python would notice it only at its next periodic refresh, 5 minutes later).
+        The consumer asks the broker for every topic's metadata, which also makes a topic
+        created since part of its subscription at once (without the question, kafka-python
+        would notice it only at its next periodic refresh, 5 minutes later). The dead-letter
+        topic is looked for in the same answer, not through its producer: a question about
+        every topic never has one created, and leaves no missing topic in the producer's list
+        of those it asks about (kafka-python asks again every 0.1 s while one is missing).
         """
-        missing = [t for t in self.topics.inbound if not self.consumer.partitions_for_topic(t)]
+        self._topics_checked = time.monotonic()
+        exist = self.patience.call(self.kafka, self.consumer.topics, KAFKA_DOWN)
+        missing = [t for t in self.topics.inbound if t not in exist]
         for topic in missing:
             if topic not in self.missing:
                 name = next(f.name for f in fields(Topics) if getattr(self.topics, f.name) == topic)
@@ -423,8 +443,27 @@ class KafkaIngest:
             if topic not in missing:
                 self.say(f"topic {topic} exists now")
         self.missing = missing
+        deadletters = self.topics.deadletter in exist
+        if deadletters == self.deadletters.missing:  # changed: dead letters kept for it are sent
+            self._drain()  # from this thread, none being published meanwhile
+            self.deadletters.found(deadletters)
+
+    def _recheck_topics(self) -> None:
+        """While a topic is missing, look for it again every `probe_after` seconds."""
+        if ((self.missing or self.deadletters.missing)
+                and time.monotonic() - self._topics_checked >= self.probe_after):
+            self._check_topics()
+
+    def _nothing_to_consume(self) -> bool:
+        return len(self.missing) == len(self.topics.inbound)
 
     def _missing_text(self) -> str:
+        """The inbound topics missing; when all are, what to do first of all."""
+        if self._nothing_to_consume():
+            return (f"no inbound topic exists on {self.kafka} ({', '.join(self.missing)}): "
+                    "nothing is consumed until they are created; create them or correct their "
+                    "names (--contracts-topic, --usage-topic, --payments-topic or "
+                    "BILLCYCLE_TOPIC_<NAME>)")
         plural = len(self.missing) > 1
         return (f"topic{'s' if plural else ''} {', '.join(self.missing)} "
                 f"{'do' if plural else 'does'} not exist on {self.kafka}")
@@ -474,8 +513,6 @@ class KafkaIngest:
         and waiting for it is said (the Kafka client itself reconnects silently)."""
         self._last_records = time.monotonic()
         self._drain()
-        if self.missing:
-            self.patience.call(self.kafka, self._check_topics, KAFKA_DOWN)
         owned = sorted(self.positions)
         stored = self.patience.call(
             self.store, lambda: stored_positions(self.app, owned), DATABASE_DOWN)
@@ -489,8 +526,9 @@ class KafkaIngest:
             for topic in self.topics.inbound
             for p in sorted(self.consumer.partitions_for_topic(topic) or ())
         ]
-        if not tps:
-            self.say("waiting for partitions: no inbound topic is known yet")
+        if not tps:  # no inbound topic exists: said when found, and in every progress line
+            if not self.missing:  # gone since they were looked for
+                self._check_topics()
             return
         ends = self.patience.call(
             self.kafka, lambda: self.consumer.end_offsets(tps, timeout_ms=3000), KAFKA_DOWN)
@@ -638,16 +676,19 @@ class KafkaIngest:
         lag = self.lag()
         busiest = sorted(lag.items(), key=lambda kv: -kv[1])[:4]
         lag_text = ", ".join(f"{name} {n:,}" for name, n in busiest if n)
+        counts = (f"consumed {s.records:,} records ({rate:,.0f}/s lately): {s.accepted:,} "
+                  f"accepted, {s.duplicates:,} duplicates, {s.rejected:,} rejected")
+        missing = [self._missing_text()] if self.missing else []
+        if self.deadletters.missing:
+            missing.append(self.deadletters.missing_text())
+        if self._nothing_to_consume():
+            # No lag or group state explains it: the missing topics first, and what to do.
+            self.say("; ".join([*missing, counts]))
+            return
         # With no partition, a lag of 0 would read as caught up: say what it is instead.
         where = (f"lag {sum(lag.values()):,}" + (f" ({lag_text})" if lag_text else "")
                  if self.positions else self._membership())
-        if self.missing:
-            where += f"; {self._missing_text()}"
-        self.say(
-            f"consumed {s.records:,} records ({rate:,.0f}/s"
-            f" lately): {s.accepted:,} accepted, {s.duplicates:,} duplicates, "
-            f"{s.rejected:,} rejected; {where}"
-        )
+        self.say("; ".join([counts, where, *missing]))
 
     def _membership(self) -> str:
         """Why this member has no partition: still finding its group or joining it, or a

@@ -124,7 +124,7 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         consumer = patience.call(kafka, fresh_consumer, KAFKA_DOWN)
         producer = patience.call(kafka, lambda: deadletter_producer(bootstrap), KAFKA_DOWN)
         deadletters = DeadLetterTopic(app, producer, topics.deadletter, patience,
-                                      store=store, kafka=kafka)
+                                      store=store, kafka=kafka, bootstrap=bootstrap)
         ingest = KafkaIngest(app, consumer, topics, deadletters, patience, store=store,
                              kafka=kafka, batch_size=args.batch_size,
                              fresh_consumer=fresh_consumer,
@@ -155,6 +155,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         "lag": ingest.lag(),
         # Inbound topics that do not exist on Kafka: nothing of them was consumed.
         "missing_topics": ingest.missing,
+        # Dead letters in the store only, the dead-letter topic missing: sent once it exists.
+        "deadletters_held": ingest.deadletters.held,
     }
     _emit(args, document, patience.say)
 

@@ -282,7 +282,7 @@ def test_progress_before_any_partition_is_assigned_names_the_group_not_a_lag(
     with consuming_here(kafka_bootstrap, fresh_pg_url, "joining") as (app, consumer, patience):
         patience.say = said.append
         # Nothing polled yet: nothing is assigned (run() would subscribe and poll).
-        KafkaIngest(app, consumer, topics, None,  # type: ignore[arg-type]  # none sent
+        KafkaIngest(app, consumer, topics, DeadLetterTopic(app, None, topics.deadletter, patience),
                     patience)._report(force=True)
     assert said[-1].endswith("rejected; no partition assigned to this member of group "
                              "joining yet (finding the group's coordinator or joining)")
@@ -322,3 +322,88 @@ def test_a_missing_inbound_topic_is_named_not_created_and_consumed_once_created(
              60, "the new topic's usage consumed", log)
     assert terminate(consumer) == 0
     assert f"topic {typo.usage} exists now" in log.read_text()
+
+
+def test_a_missing_dead_letter_topic_is_named_not_created_and_its_dead_letters_wait_for_it(
+    kafka_bootstrap: str, fresh_pg_url: str, tmp_path: Path
+) -> None:
+    # A mistyped --deadletter-topic: the broker created it (kafka-python's producer asked it
+    # to, whatever its allow_auto_create_topics) and the dead letters went where nobody reads.
+    topics = new_topics(kafka_bootstrap)
+    typo = replace(topics, deadletter=f"{topics.deadletter}.typo")
+    env = cli_env(fresh_pg_url, kafka_bootstrap, typo)
+    ledger = UsageLedger()
+    # One key, one partition: the poison at offsets 0 and 1, valid usage behind it.
+    produce(kafka_bootstrap, typo.usage, POISON[:2] + ledger.make(customers=1, count=20))
+
+    done = billcycle(env, "--json", "consume", "--until-caught-up")
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert typo.deadletter not in admin.list_topics()
+        # Nothing valid is held up; the dead letters are stored, said, and counted as waiting.
+        consumed = json.loads(done.stdout)
+        assert (consumed["accepted"], consumed["rejected"]) == (20, 2)
+        assert consumed["deadletters_held"] == 2
+        assert meter_totals(fresh_pg_url, ["cus_0"]) == (ledger.totals, ledger.counts)
+        assert len(billcycle_json(env, "deadletters")) == 2
+        assert (f"topic {typo.deadletter} (the dead-letter topic) does not exist on Kafka at "
+                f"{kafka_bootstrap}: rejected records are kept as dead letters in the database "
+                "(billcycle deadletters) and sent to it once it exists; create it (kafka-topics"
+                f".sh --bootstrap-server {kafka_bootstrap} --create --topic {typo.deadletter}) "
+                "or correct its name (--deadletter-topic or BILLCYCLE_TOPIC_DEADLETTER)"
+                ) in done.stderr
+
+        # A consumer that keeps running keeps the next one waiting too, and sends them all
+        # once the topic is created.
+        log = tmp_path / "consume.log"
+        consumer = start(env, "consume", log=str(log))
+        wait_for(mentions(log, "2 dead letters kept in the database only"), JOIN_WAIT,
+                 "the first run's dead letters found waiting", log)
+        produce(kafka_bootstrap, typo.usage, POISON[2:3])
+        wait_for(mentions(log, "3 dead letters kept in the database only"), 30,
+                 "the new dead letter waiting", log)
+        admin.create_topics([NewTopic(typo.deadletter, 1, 1)])
+    finally:
+        admin.close()
+    wait_for(lambda: len(read_topic(kafka_bootstrap, typo.deadletter)) == 3, 60,
+             "the dead letters sent", log, every=2)
+    assert terminate(consumer) == 0
+    letters = [json.loads(r.value) for r in read_topic(kafka_bootstrap, typo.deadletter)]
+    assert sorted(letter["source_offset"] for letter in letters) == [0, 1, 22]
+    assert f"topic {typo.deadletter} exists now" in log.read_text()
+
+
+def test_with_no_inbound_topic_consume_says_first_which_are_missing_and_what_to_do(
+    kafka_bootstrap: str, fresh_pg_url: str, tmp_path: Path
+) -> None:
+    # Every inbound topic mistyped: the progress line said "the group has no partition left for
+    # it" (and a line every few seconds "waiting for partitions") before the missing topics.
+    topics = new_topics(kafka_bootstrap)
+    typo = replace(topics, **{name: f"{getattr(topics, name)}.typo"
+                              for name in ("contracts", "usage", "payments")})
+    env = cli_env(fresh_pg_url, kafka_bootstrap, typo)
+    first = (f"no inbound topic exists on Kafka at {kafka_bootstrap} ({typo.contracts}, "
+             f"{typo.usage}, {typo.payments}): nothing is consumed until they are created; "
+             "create them or correct their names (--contracts-topic, --usage-topic, "
+             "--payments-topic or BILLCYCLE_TOPIC_<NAME>)")
+
+    def said(stderr: str) -> list[str]:
+        return [line.partition("billcycle consume: ")[2] for line in stderr.splitlines()]
+
+    # Stopping once caught up, and running until stopped (a progress line every 5 s).
+    done = billcycle(env, "consume", "--until-caught-up")
+    log = tmp_path / "consume.log"
+    consumer = start(env, "consume", log=str(log))
+    wait_for(mentions(log, "consumed 0 records"), 30, "a progress line", log)
+    assert terminate(consumer) == 0
+
+    for lines in (said(done.stderr), said(log.read_text())):
+        for line, topic in zip(lines[:3], typo.inbound, strict=True):
+            assert line.startswith(f"topic {topic} does not exist on Kafka at {kafka_bootstrap}: "
+                                   "nothing is consumed from it until it is created"), lines
+        progress = [line for line in lines if "consumed 0 records" in line]
+        assert progress and all(line.startswith(f"{first}; consumed 0 records")
+                                for line in progress), progress
+        assert not any("partition" in line for line in lines), lines
+    assert f"stopping: {first}" in said(done.stderr)

@@ -1,18 +1,19 @@
 """The consumer's progress line before it owns a partition says where its group join stands,
 a join stuck for a minute is given up and started again by a fresh consumer, and an inbound
-topic that does not exist is named until it does."""
+topic or the dead-letter topic that does not exist is named until it does."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pytest
 from kafka.structs import ConsumerGroupMetadata, MemberState
 
+from consumers.deadletter_topic import DeadLetterTopic
 from consumers.kafka_source import REJOIN_AFTER, SLOW_JOIN, KafkaIngest, Patience, Topics
 from domain.application import BillingApplication
 from infra.store.url import store_env
@@ -26,7 +27,10 @@ class MemberOfGroup:
     config: dict[str, Any] = field(default_factory=dict)
 
     closed: bool = False
-    topics: list[str] = field(default_factory=list)
+    subscribed: list[str] = field(default_factory=list)
+    # The topics on the broker: by default, every one of contract.md's.
+    on_broker: set[str] = field(
+        default_factory=lambda: {getattr(Topics(), f.name) for f in fields(Topics)})
 
     def group_metadata(self) -> ConsumerGroupMetadata:
         return self.member
@@ -35,16 +39,25 @@ class MemberOfGroup:
         self.closed = True
 
     def subscribe(self, topics: list[str], listener: object = None) -> None:
-        self.topics = topics
+        self.subscribed = topics
 
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return set() if topic in self.absent else {0}
-
-    absent: set[str] = field(default_factory=set)  # topics not on the broker
+    def topics(self) -> set[str]:
+        return set(self.on_broker)
 
 
 def member(state: str, generation: int = -1) -> MemberOfGroup:
     return MemberOfGroup(ConsumerGroupMetadata("billcycle", generation, "m-1", None, state))
+
+
+def kafka_ingest(app: BillingApplication, consumer: MemberOfGroup, said: list[str],
+                 topics: Topics | None = None, **options: Any) -> KafkaIngest:
+    """A KafkaIngest of `consumer` (of contract.md's topics unless `topics`) that says into
+    `said`, and sends no dead letter."""
+    topics = topics or Topics()
+    patience = Patience(said.append, threading.Event())
+    return KafkaIngest(app, consumer, topics,
+                       DeadLetterTopic(app, None, topics.deadletter, patience), patience,
+                       **options)
 
 
 @pytest.fixture
@@ -56,9 +69,7 @@ def app() -> Iterator[BillingApplication]:
 def progress(app: BillingApplication, state: str, generation: int = -1,
              waited: float = 0.0) -> str:
     said: list[str] = []
-    ingest = KafkaIngest(app, member(state, generation), Topics(),
-                         None,  # type: ignore[arg-type]
-                         Patience(said.append, threading.Event()))
+    ingest = kafka_ingest(app, member(state, generation), said)
     ingest._joining_since -= waited
     ingest._report(force=True)
     return said[-1].partition("rejected; ")[2]
@@ -89,9 +100,7 @@ def test_a_member_its_group_gave_nothing_says_so(app: BillingApplication) -> Non
 def joining_for(app: BillingApplication, seconds: float, state: str,
                 said: list[str]) -> tuple[KafkaIngest, MemberOfGroup]:
     stuck = member(state)
-    ingest = KafkaIngest(app, stuck, Topics(), None,  # type: ignore[arg-type]
-                         Patience(said.append, threading.Event()),
-                         fresh_consumer=lambda: member(MemberState.UNJOINED))
+    ingest = kafka_ingest(app, stuck, said, fresh_consumer=lambda: member(MemberState.UNJOINED))
     ingest._joining_since -= seconds
     return ingest, stuck
 
@@ -102,7 +111,7 @@ def test_a_join_stuck_for_a_minute_is_left_and_started_again(app: BillingApplica
     ingest._rejoin_if_stuck()
     assert stuck.closed
     fresh = ingest.consumer
-    assert fresh is not stuck and fresh.topics == list(Topics().inbound)
+    assert fresh is not stuck and fresh.subscribed == list(Topics().inbound)
     assert said == [
         f"no partition assigned to this member of group billcycle after {REJOIN_AFTER + 1:,.0f}"
         " s of joining: leaving the group and joining it again"]
@@ -143,10 +152,7 @@ def test_an_inbound_topic_that_does_not_exist_is_named_until_it_does(
 ) -> None:
     said: list[str] = []
     consumer = member(MemberState.STABLE, generation=2)
-    consumer.absent = {"billing.usage.typo"}
-    ingest = KafkaIngest(app, consumer, Topics(usage="billing.usage.typo"),
-                         None,  # type: ignore[arg-type]
-                         Patience(said.append, threading.Event()))
+    ingest = kafka_ingest(app, consumer, said, Topics(usage="billing.usage.typo"))
     ingest._check_topics()
     ingest._check_topics()  # said once, not at every check
     ingest._report(force=True)
@@ -156,6 +162,46 @@ def test_an_inbound_topic_that_does_not_exist_is_named_until_it_does(
         "consumed 0 records (0/s lately): 0 accepted, 0 duplicates, 0 rejected; no partition "
         "assigned to this member of group billcycle (generation 2): the group has no partition "
         "left for it; topic billing.usage.typo does not exist on Kafka"]
-    consumer.absent = set()  # created
+    consumer.on_broker.add("billing.usage.typo")  # created
     ingest._check_topics()
     assert said[-1] == "topic billing.usage.typo exists now" and ingest.missing == []
+
+
+def test_with_no_inbound_topic_the_progress_line_says_that_first_not_the_group_state(
+    app: BillingApplication,
+) -> None:
+    said: list[str] = []
+    consumer = member(MemberState.STABLE, generation=2)
+    consumer.on_broker = {"billing.deadletter"}
+    ingest = kafka_ingest(app, consumer, said)
+    ingest._check_topics()
+    ingest._report(force=True)
+    assert said[-1] == (
+        "no inbound topic exists on Kafka (billing.contracts, billing.usage, billing.payments): "
+        "nothing is consumed until they are created; create them or correct their names "
+        "(--contracts-topic, --usage-topic, --payments-topic or BILLCYCLE_TOPIC_<NAME>); "
+        "consumed 0 records (0/s lately): 0 accepted, 0 duplicates, 0 rejected")
+
+
+def test_a_dead_letter_topic_that_does_not_exist_is_named_until_it_does(
+    app: BillingApplication,
+) -> None:
+    said: list[str] = []
+    consumer = member(MemberState.STABLE, generation=2)
+    consumer.on_broker.remove("billing.deadletter")
+    ingest = kafka_ingest(app, consumer, said)
+    ingest._check_topics()
+    ingest._check_topics()  # said once, not at every check
+    ingest._report(force=True)
+    assert said == [
+        "topic billing.deadletter (the dead-letter topic) does not exist on Kafka: rejected "
+        "records are kept as dead letters in the database (billcycle deadletters) and sent to it "
+        "once it exists; create it (kafka-topics.sh --bootstrap-server HOST:PORT --create "
+        "--topic billing.deadletter) or correct its name (--deadletter-topic or "
+        "BILLCYCLE_TOPIC_DEADLETTER)",
+        "consumed 0 records (0/s lately): 0 accepted, 0 duplicates, 0 rejected; no partition "
+        "assigned to this member of group billcycle (generation 2): the group has no partition "
+        "left for it; the dead-letter topic billing.deadletter does not exist on Kafka"]
+    consumer.on_broker.add("billing.deadletter")  # created: nothing was held for it
+    ingest._check_topics()
+    assert said[-1] == "topic billing.deadletter exists now" and not ingest.deadletters.missing
