@@ -33,6 +33,7 @@ from consumers.kafka_source import (
     Patience,
     Stopped,
     kafka_consumer,
+    never_create_topics,
 )
 from consumers.outbound import InvoiceEvent, cash_message, collection_message, invoice_issued
 from domain.application import BillingApplication
@@ -54,8 +55,16 @@ class PublisherFenced(RuntimeError):
     """Another publisher with the same transactional id has taken over."""
 
 
+class MissingOutputTopic(RuntimeError):
+    """The output topic does not exist: the publisher never has the broker create it."""
+
+
 def publisher_producer(bootstrap: str, transactional_id: str) -> Any:
-    return KafkaProducer(
+    """The transactional producer of the output topic. It never has the broker create the
+    topic (see `never_create_topics`): a mistyped `--invoices-topic` would otherwise become a
+    new topic, holding nothing, and the whole log would be published again into it."""
+    producer = KafkaProducer(
+        allow_auto_create_topics=False,
         bootstrap_servers=bootstrap,
         client_id=f"billcycle-publish-{transactional_id}",
         transactional_id=transactional_id,
@@ -67,6 +76,8 @@ def publisher_producer(bootstrap: str, transactional_id: str) -> Any:
         request_timeout_ms=15000,
         delivery_timeout_ms=30000,
     )
+    never_create_topics(getattr(producer, "_metadata", None))
+    return producer
 
 
 def last_published(bootstrap: str, topic: str) -> int:
@@ -86,7 +97,12 @@ def last_published(bootstrap: str, topic: str) -> int:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
-            return 0
+            raise MissingOutputTopic(
+                f"topic {topic} (the invoice events' output topic) does not exist on Kafka at "
+                f"{bootstrap}; billcycle publish does not create it: create it "
+                f"(kafka-topics.sh --bootstrap-server {bootstrap} --create --topic {topic}, "
+                "with no time or size retention and no compaction) or correct its name "
+                "(--invoices-topic or BILLCYCLE_TOPIC_INVOICES)")
         begins = consumer.beginning_offsets(tps)
         ends = consumer.end_offsets(tps)
         return max(_tail_position(consumer, tp, begins[tp], ends[tp]) for tp in tps)

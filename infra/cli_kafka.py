@@ -182,6 +182,7 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
     from consumers.kafka_source import Stopped
     from consumers.publisher import (
         InvoicePublisher,
+        MissingOutputTopic,
         PublisherFenced,
         last_published,
         publisher_producer,
@@ -202,7 +203,7 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
     )
     try:
         publisher.run(until_caught_up=args.until_caught_up)
-    except PublisherFenced as error:
+    except (PublisherFenced, MissingOutputTopic) as error:
         raise UserError(str(error)) from error
     except Stopped:
         pass

@@ -3,7 +3,9 @@
     python -m infra.services up|down|status [--purge]   (infra/dev wraps this)
 
 They keep their data between `down` and `up`; `down --purge` deletes it. The ports are the
-ones docker-compose.yml publishes, so either way the same settings work.
+ones docker-compose.yml publishes, so either way the same settings work. `up` creates
+billcycle's five topics under their default names where they do not exist yet: billcycle
+never has the broker create a topic (docs/kafka.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from infra.launcher import ServiceError, local_dir
 from infra.postgres import LocalPostgres
 
 PG_PORT = 55432
+TOPIC_PARTITIONS = 3  # as the broker's num.partitions would give an auto-created topic
 KAFKA_PORT = 59092
 KAFKA_CONTROLLER_PORT = 59093
 
@@ -47,7 +50,28 @@ def up() -> None:
     else:
         kafka.start()
         print(f"kafka: started on {kafka.bootstrap} (log {kafka.server_log})", file=sys.stderr)
+    created = create_topics(kafka.bootstrap)
+    if created:
+        print(f"kafka: created the topics {', '.join(created)}", file=sys.stderr)
     print(settings(pg, kafka))
+
+
+def create_topics(bootstrap: str) -> list[str]:
+    """billcycle's topics under their default names, those that do not exist yet."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from consumers.kafka_source import Topics
+
+    topics = Topics()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        missing = [name for name in (*topics.inbound, topics.invoices, topics.deadletter)
+                   if name not in set(admin.list_topics())]
+        if missing:
+            admin.create_topics([NewTopic(name, TOPIC_PARTITIONS, 1) for name in missing])
+        return missing
+    finally:
+        admin.close()
 
 
 def down(purge: bool) -> None:

@@ -156,3 +156,20 @@ def test_cluster_ids_look_like_kafkas() -> None:
     ids = {new_cluster_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_dev_services_create_billcycles_topics_once(kafka_bootstrap: str) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    from consumers.kafka_source import Topics
+    from infra.services import create_topics
+
+    create_topics(kafka_bootstrap)  # those another test's call left are kept
+
+    assert create_topics(kafka_bootstrap) == []
+    topics = Topics()
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert {*topics.inbound, topics.invoices, topics.deadletter} <= set(admin.list_topics())
+    finally:
+        admin.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.utils import get_topic
+from kafka.admin import KafkaAdminClient
 
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
@@ -117,3 +120,29 @@ def test_a_publisher_killed_mid_stream_and_restarted_publishes_every_event_once_
     messages = [json.loads(r.value) for r in records]
     paid = [m for m in messages if m["type"] == "payment.applied"]
     assert len(paid) == CONTRACTS // 3 and all(Decimal(p["balance"]) == 0 for p in paid)
+
+
+def test_a_mistyped_output_topic_is_named_not_created_and_nothing_is_published(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    try:
+        bill_a_slice(app, book_slices()[0], "book")
+    finally:
+        app.close()
+    topics = new_topics(kafka_bootstrap)
+    typo = f"{topics.invoices}.typo"
+    env = {**cli_env(fresh_pg_url, kafka_bootstrap, topics), "BILLCYCLE_TOPIC_INVOICES": typo}
+
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "publish", "--until-caught-up"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 1
+    assert (f"topic {typo} (the invoice events' output topic) does not exist on Kafka at "
+            f"{kafka_bootstrap}; billcycle publish does not create it: create it ") in done.stderr
+    assert "--invoices-topic or BILLCYCLE_TOPIC_INVOICES" in done.stderr
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert typo not in admin.list_topics()
+    finally:
+        admin.close()
