@@ -45,6 +45,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def group_name(text: str) -> str:
+    """A Kafka consumer group's name: Kafka refuses an empty one, and kafka-python's error
+    for it (InvalidGroupIdError) reads like an outage, retried for ever."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a consumer group's name: give one (--group NAME or "
+            "BILLCYCLE_CONSUMER_GROUP), or leave both out for the default")
+    return text
+
+
 def positive_seconds(text: str) -> float:
     """A finite number of seconds > 0 (an interval, a wait)."""
     try:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
-from infra.cli_args import positive_int, positive_seconds
+from infra.cli_args import group_name, positive_int, positive_seconds
 from infra.collector import tuned_for_bulk_work
 from infra.store.url import store_env
 
@@ -237,7 +237,8 @@ def register(sub: Subcommands) -> None:
 
     p = sub.add_parser("consume", help="consume the inbound Kafka topics into the store")
     p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
-    p.add_argument("--group", default=os.environ.get("BILLCYCLE_CONSUMER_GROUP", DEFAULT_GROUP),
+    p.add_argument("--group", type=group_name,
+                   default=os.environ.get("BILLCYCLE_CONSUMER_GROUP", DEFAULT_GROUP),
                    help="consumer group; processes of one group share the partitions "
                    f"(default {DEFAULT_GROUP}); env BILLCYCLE_CONSUMER_GROUP")
     p.add_argument("--instance-id", default=os.environ.get("BILLCYCLE_CONSUMER_ID"),

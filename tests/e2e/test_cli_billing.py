@@ -210,6 +210,9 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
         (("usage", "assign", "--customer", "c", "--metric", "m", "--contract", "k", "--from",
           "0001-01-01T00:00:00+09:00", "--to", "2026-10-01", "--reason", "r"),
          "'0001-01-01T00:00:00+09:00' is outside the years 1900 to 2999"),
+        # Kafka refuses an empty group; kafka-python's error was retried as an outage.
+        (("consume", "--bootstrap", "127.0.0.1:9", "--group", ""),
+         "'' is not a consumer group's name"),
     ):
         refused = billcycle_process(db, *args)
         assert refused.returncode == 2 and said in refused.stderr, args
