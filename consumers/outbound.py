@@ -20,6 +20,7 @@ from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from domain.collections import Collection
 from domain.invoice import Invoice
 from domain.invoice_lines import LineKind
+from domain.ledger import posting_day
 from domain.money import format_money
 from infra.views import invoice_view
 
@@ -32,6 +33,17 @@ Amount = Annotated[
     WithJsonSchema({"type": "string", "pattern": _DECIMAL_PATTERN, "examples": ["1005.00"]}),
 ]
 """A decimal as a JSON string, plain notation, negative for credits: "-12.50"."""
+
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
+    WithJsonSchema({
+        "type": "string", "pattern": _DECIMAL_PATTERN, "examples": ["1005.00"],
+        "description": "Money: a decimal string with exactly the currency's minor units "
+        "(ISO 4217: USD \"600.00\", JPY \"50000\", KWD \"39.130\"), negative for credits."}),
+]
+"""An amount of money as a JSON string with the currency's minor units: written by
+`_money`, never as the producer wrote it."""
 
 
 class OutboundMessage(BaseModel):
@@ -60,7 +72,7 @@ class Line(OutboundMessage):
     description: str
     quantity: Amount
     unit_amount: Amount | None = None
-    amount: Amount
+    amount: Money
     period_start: date
     period_end: date = Field(description="Exclusive: the line covers [period_start, period_end).")
 
@@ -77,8 +89,13 @@ class InvoiceDocument(InvoiceEvent):
     currency: str
     issue_date: date
     due_date: date
-    total: Amount
-    subtotals: dict[str, Amount] = Field(description="Per line kind.")
+    timezone: str | None = Field(
+        default=None,
+        description="The contract's IANA timezone: its periods and dates are in it, and the "
+        "ledger posts the document's payments and refunds on their day in it (posted_on). "
+        "Absent on messages relayed before billcycle carried it.")
+    total: Money
+    subtotals: dict[str, Money] = Field(description="Per line kind.")
     lines: list[Line]
 
 
@@ -106,10 +123,17 @@ class PaymentApplied(InvoiceEvent):
     customer_id: str = Field(description="Also the record key.")
     currency: str
     payment_id: str = Field(description="The id of the payment.received message.")
-    amount: Amount
-    received_at: datetime
-    paid: Amount
-    balance: Amount
+    amount: Money
+    received_at: datetime = Field(description="When the payment was received: an instant "
+                                  "(the payment.received message's occurred_at).")
+    posted_on: date | None = Field(
+        default=None,
+        description="The accounting date: the day billcycle's ledger posts the payment, "
+        "received_at's day in the contract's timezone, or the issue date if that is later. "
+        "Payments of one document and day settle it in log order. Absent on messages relayed "
+        "before billcycle carried it.")
+    paid: Money
+    balance: Money
 
 
 class RefundApplied(InvoiceEvent):
@@ -124,10 +148,16 @@ class RefundApplied(InvoiceEvent):
     customer_id: str = Field(description="Also the record key.")
     currency: str
     refund_id: str = Field(description="The id of the refund.paid message.")
-    amount: Amount
-    paid_at: datetime
-    refunded: Amount
-    balance: Amount
+    amount: Money
+    paid_at: datetime = Field(description="When the refund was paid: an instant (the "
+                              "refund.paid message's occurred_at).")
+    posted_on: date | None = Field(
+        default=None,
+        description="The accounting date: the day billcycle's ledger posts the refund, "
+        "paid_at's day in the contract's timezone, or the issue date if that is later. "
+        "Absent on messages relayed before billcycle carried it.")
+    refunded: Money
+    balance: Money
 
 
 class CollectionEvent(InvoiceEvent):
@@ -137,7 +167,7 @@ class CollectionEvent(InvoiceEvent):
     customer_id: str = Field(description="Also the record key.")
     contract_id: str
     currency: str
-    outstanding: Amount = Field(
+    outstanding: Money = Field(
         description="What the invoice still owes after the event: its total less the payments "
         "plus the refunds noted on the collection, the balance payment.applied and "
         "refund.applied state (negative: what it holds for the customer, paid beyond it and "
@@ -154,7 +184,7 @@ class CollectionStarted(CollectionEvent):
     """An issued invoice's collection started, with its schedule of actions."""
 
     type: Literal["collection.started"]
-    amount: Amount
+    amount: Money
     due_date: date
     steps: list[CollectionStep]
 
@@ -180,7 +210,7 @@ class CollectionPaymentNoted(CollectionEvent):
 
     type: Literal["collection.payment_noted"]
     payment_id: str = Field(description="The id of the payment.received message.")
-    amount: Amount
+    amount: Money
     received_at: datetime
 
 
@@ -190,7 +220,7 @@ class CollectionRefundNoted(CollectionEvent):
 
     type: Literal["collection.refund_noted"]
     refund_id: str = Field(description="The id of the refund.paid message.")
-    amount: Amount
+    amount: Money
     paid_at: datetime
 
 
@@ -245,19 +275,21 @@ def event_id(originator_id: object, version: int) -> str:
 
 
 def invoice_issued(
-    invoice: Invoice, log_position: int, occurred_at: datetime
+    invoice: Invoice, log_position: int, occurred_at: datetime, timezone: str
 ) -> InvoiceIssued | CreditNoteIssued:
-    """The message announcing a freshly issued invoice (the aggregate at version 1)."""
+    """The message announcing a freshly issued invoice (the aggregate at version 1), with its
+    contract's `timezone`."""
     head = _head(invoice, log_position, occurred_at)
-    view = {**invoice_view(invoice), **head}
+    view = {**invoice_view(invoice), **head, "timezone": timezone}
     if invoice.document_type == "credit_note":
         return CreditNoteIssued.model_validate({**view, "type": "credit_note.issued"})
     return InvoiceIssued.model_validate({**view, "type": "invoice.issued"})
 
 
-def cash_message(invoice: Invoice, event: Any, log_position: int
+def cash_message(invoice: Invoice, event: Any, log_position: int, timezone: str
                  ) -> PaymentApplied | RefundApplied:
-    """The message for a payment or a refund, from the document as it stands just after it."""
+    """The message for a payment or a refund, from the document as it stands just after it,
+    dated as the ledger posts it in the contract's `timezone`."""
     cur = invoice.currency
     head = {
         **_head(invoice, log_position, event.timestamp),
@@ -266,17 +298,19 @@ def cash_message(invoice: Invoice, event: Any, log_position: int
         "contract_id": invoice.contract_id,
         "customer_id": invoice.customer_id,
         "currency": cur,
-        "balance": Decimal(format_money(invoice.balance, cur)),
+        "balance": _money(invoice.balance, cur),
     }
     if type(event).__name__ == "RefundPaid":
         return RefundApplied(
             type="refund.applied", **head, refund_id=event.refund_id,
-            amount=invoice.refunds[event.refund_id], paid_at=event.paid_at,
-            refunded=Decimal(format_money(invoice.refunded, cur)))
+            amount=_money(invoice.refunds[event.refund_id], cur), paid_at=event.paid_at,
+            posted_on=posting_day(event.paid_at, timezone, invoice.issue_date),
+            refunded=_money(invoice.refunded, cur))
     return PaymentApplied(
         type="payment.applied", **head, payment_id=event.payment_id,
-        amount=invoice.payments[event.payment_id], received_at=event.received_at,
-        paid=Decimal(format_money(invoice.paid, cur)))
+        amount=_money(invoice.payments[event.payment_id], cur), received_at=event.received_at,
+        posted_on=posting_day(event.received_at, timezone, invoice.issue_date),
+        paid=_money(invoice.paid, cur))
 
 
 def collection_message(
@@ -284,27 +318,28 @@ def collection_message(
 ) -> (CollectionStarted | CollectionPaymentNoted | CollectionRefundNoted
       | CollectionActionRecorded | CollectionEnded):
     """The message for a collection event, from the collection as it stands just after it."""
+    cur = collection.currency
     head = {
         **_head(collection, log_position, event.timestamp),
         "invoice_number": collection.invoice_number,
         "customer_id": collection.customer_id,
         "contract_id": collection.contract_id,
-        "currency": collection.currency,
-        "outstanding": collection.outstanding,
+        "currency": cur,
+        "outstanding": _money(collection.outstanding, cur),
     }
     kind = type(event).__name__
     if kind == "Started":
         return CollectionStarted.model_validate({
-            "type": "collection.started", **head, "amount": collection.amount,
+            "type": "collection.started", **head, "amount": _money(collection.amount, cur),
             "due_date": collection.due_date, "steps": collection.steps})
     if kind == "PaymentNoted":
         return CollectionPaymentNoted(
             type="collection.payment_noted", **head, payment_id=event.payment_id,
-            amount=event.amount, received_at=event.received_at)
+            amount=_money(event.amount, cur), received_at=event.received_at)
     if kind == "RefundNoted":
         return CollectionRefundNoted(
             type="collection.refund_noted", **head, refund_id=event.refund_id,
-            amount=event.amount, paid_at=event.paid_at)
+            amount=_money(event.amount, cur), paid_at=event.paid_at)
     if kind == "ActionRecorded":
         return CollectionActionRecorded(
             type="collection.action_recorded", **head, step=event.step, kind=event.kind,
@@ -313,6 +348,12 @@ def collection_message(
         return CollectionEnded(type="collection.ended", **head, reason=event.reason,
                                payment_id=event.payment_id, received_at=event.received_at)
     raise TypeError(f"no outbound message for Collection.{kind}")
+
+
+def _money(amount: Decimal, currency: str) -> Decimal:
+    """An amount with exactly the currency's minor units, whatever notation the producer
+    wrote it in ("600" USD is relayed as "600.00", "50000.0" JPY as "50000")."""
+    return Decimal(format_money(amount, currency))
 
 
 def _head(aggregate: Aggregate, log_position: int, occurred_at: datetime) -> dict[str, Any]:

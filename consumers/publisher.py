@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 from kafka import KafkaProducer, TopicPartition
@@ -38,6 +39,7 @@ from consumers.kafka_source import (
 from consumers.outbound import InvoiceEvent, cash_message, collection_message, invoice_issued
 from domain.application import BillingApplication
 from domain.collections import Collection
+from domain.contract import Contract, contract_aggregate_id
 from domain.invoice import Invoice
 
 PAGE_SIZE = 500
@@ -172,6 +174,7 @@ class InvoicePublisher:
         self.idle_wait = idle_wait
         self.stats = PublishStats()
         self.producer: Any = None
+        self.zones: dict[str, str] = {}  # contract id -> timezone
         self.messages: dict[str, Callable[[Notification], Outgoing]] = {
             get_topic(_INVOICE.InvoiceIssued): self._invoice_issued,
             get_topic(_INVOICE.PaymentApplied): self._cash,
@@ -281,7 +284,8 @@ class InvoicePublisher:
     def _invoice_issued(self, notification: Notification) -> Outgoing:
         event = self._event(notification)
         invoice = cast(Invoice, event.mutate(None))
-        message = invoice_issued(invoice, notification.id, event.timestamp)
+        message = invoice_issued(invoice, notification.id, event.timestamp,
+                                 self._timezone(invoice.contract_id))
         return invoice.customer_id, message
 
     def _as_of(self, notification: Notification) -> Any:
@@ -292,7 +296,20 @@ class InvoicePublisher:
     def _cash(self, notification: Notification) -> Outgoing:
         invoice = cast(Invoice, self._as_of(notification))
         return invoice.customer_id, cash_message(
-            invoice, self._event(notification), notification.id)
+            invoice, self._event(notification), notification.id,
+            self._timezone(invoice.contract_id))
+
+    def _timezone(self, contract_id: str) -> str:
+        """The contract's timezone, in which the ledger dates its money: set when the contract
+        was created and never changed, so read from its first event, once per contract."""
+        if contract_id not in self.zones:
+            try:
+                created: Contract = self.app.repository.get(
+                    contract_aggregate_id(contract_id), version=Contract.INITIAL_VERSION)
+                self.zones[contract_id] = created.timezone
+            except AggregateNotFoundError:  # as the ledger and the payments read it
+                self.zones[contract_id] = "UTC"
+        return self.zones[contract_id]
 
     def _collection(self, notification: Notification) -> Outgoing:
         collection = cast(Collection, self._as_of(notification))

@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
 from domain.calendar import local_date
-from domain.ledger import DocumentPayment, applied_by_date
+from domain.ledger import DocumentPayment, applied_by_date, posting_day
 from domain.money import ZERO, format_money, round_money
 from domain.usage import BILLCYCLE_NS
 
@@ -159,7 +159,7 @@ class Invoice(Aggregate):
     def _day(self, instant: datetime, timezone: str) -> date:
         """The day money moved, as the ledger dates it: received or paid, or the issue date
         if earlier."""
-        return max(local_date(instant, timezone), self.issue_date)
+        return posting_day(instant, timezone, self.issue_date)
 
     def _held_by(self, day: date, timezone: str, excess: dict[str, Decimal]) -> Decimal:
         """What the document holds for its customer at the end of `day`: a credit note's

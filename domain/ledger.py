@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
 
+from domain.calendar import local_date
 from domain.money import ZERO
 from domain.recognition import Schedule, close_dates
 
@@ -169,6 +170,13 @@ def as_of_recognition(doc: Document, as_of: date) -> JournalEntry | None:
 def document_entries(doc: Document) -> list[JournalEntry]:
     """Everything the issue of a document puts in the journal: its issue and its close."""
     return [issue_entry(doc), *recognition_entries(doc)]
+
+
+def posting_day(instant: datetime, timezone: str, issue_date: date) -> date:
+    """The day the journal posts money that moved at `instant` (a payment received, a refund
+    paid) on a document issued on `issue_date`: the local day in the contract's `timezone`,
+    or the issue date if earlier (a receivable cannot be settled before it exists)."""
+    return max(local_date(instant, timezone), issue_date)
 
 
 @dataclass(frozen=True)

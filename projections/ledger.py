@@ -13,7 +13,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from domain.calendar import local_date
 from domain.contract import Contract
 from domain.invoice import Invoice
 from domain.ledger import (
@@ -26,6 +25,7 @@ from domain.ledger import (
     credit_notes_applied,
     document_entries,
     payment_entry,
+    posting_day,
     reapplication_entry,
     refund_entry,
     refund_reapplication_entry,
@@ -150,9 +150,8 @@ class LedgerProjection(ViewProjection):
                 state = docs[invoice_id]
                 doc = state.doc
                 amount = round_money(event.amount, doc.currency)
-                # Posted on the day received, or on the issue date if received earlier.
-                day = max(local_date(event.received_at, zones.get(doc.contract_id, "UTC")),
-                          doc.issue_date).isoformat()
+                day = posting_day(event.received_at, zones.get(doc.contract_id, "UTC"),
+                                  doc.issue_date).isoformat()
                 owed = from_minor(state.total - state.applied, doc.currency)
                 if any((p[0], p[1]) > (day, position) for p in state.payments):
                     owed = self._dated_before(state, event, day, amount, position, changes)
@@ -185,7 +184,7 @@ class LedgerProjection(ViewProjection):
         state = docs[invoice_id]
         doc, currency = state.doc, state.doc.currency
         amount = round_money(event.amount, currency)
-        day = max(local_date(event.paid_at, zones.get(doc.contract_id, "UTC")), doc.issue_date)
+        day = posting_day(event.paid_at, zones.get(doc.contract_id, "UTC"), doc.issue_date)
         paid = [DocumentPayment(rid, date.fromisoformat(d), pos, from_minor(c, currency),
                                 from_minor(part, currency))
                 for d, pos, rid, c, part in state.refunds]

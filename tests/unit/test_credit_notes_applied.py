@@ -33,6 +33,22 @@ def test_credit_beyond_the_open_invoices_stays_open_on_the_credit_note() -> None
     assert applied == {"INV-000001": 30_00, "INV-000002": -20_00, "INV-000003": -10_00}
 
 
+def test_ties_go_by_issue_date_then_by_number() -> None:
+    # QA9 F5 (docs/accounting.md, AR aging): three invoices due on one day, two credit notes
+    # issued on one day, given in no particular order.
+    applied = credit_notes_applied([
+        doc("INV-000030", -100_00, "2027-01-30", issued="2026-12-31"),
+        doc("INV-000024", 100_00, "2026-12-31", issued="2026-12-01"),
+        doc("INV-000023", 100_00, "2026-12-31", issued="2026-12-01"),
+        doc("INV-000029", -150_00, "2027-01-30", issued="2026-12-31"),
+        doc("INV-000022", 100_00, "2026-12-31", issued="2026-12-01"),
+        # Due the same day, issued earlier (a run for an earlier cycle date, run later).
+        doc("INV-000025", 100_00, "2026-12-31", issued="2026-11-15"),
+    ])
+    assert applied == {"INV-000025": 100_00, "INV-000022": 100_00, "INV-000023": 50_00,
+                       "INV-000029": -150_00, "INV-000030": -100_00}
+
+
 def test_credit_notes_settle_only_their_own_customers_invoices_in_their_currency() -> None:
     assert credit_notes_applied([
         doc("INV-000001", 30_00, "2026-10-31", customer="cus_2"),
