@@ -20,8 +20,8 @@ from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from domain.collections import Collection
 from domain.invoice import Invoice
 from domain.invoice_lines import LineKind
-from domain.ledger import posting_day
-from domain.money import format_money
+from domain.ledger import posting_day, reapplied_by
+from domain.money import ZERO, format_money
 from infra.views import invoice_view
 
 _DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -113,6 +113,34 @@ class CreditNoteIssued(InvoiceDocument):
     document_type: Literal["credit_note"]
 
 
+class PaymentReapplied(OutboundMessage):
+    """A payment of the document applied before this one whose parts this one changed: dated
+    later, it settles what the document owes after this one (billcycle's ledger posts a
+    reapplication entry on the payment's own day for the change)."""
+
+    payment_id: str
+    posted_on: date = Field(description="The payment's accounting date (its own posted_on).")
+    to_receivable: Money = Field(description="Its part settling the document from now on.")
+    to_customer_credit: Money = Field(description="Its part held as customer credit from "
+                                      "now on (its amount less to_receivable).")
+
+
+class RefundReapplied(OutboundMessage):
+    """A refund of the document paid before this one whose parts this one changed: dated
+    later, it draws on what the credit note holds after this one (billcycle's ledger posts a
+    reapplication entry on the refund's own day for the change)."""
+
+    refund_id: str
+    posted_on: date = Field(description="The refund's accounting date (its own posted_on).")
+    from_receivable: Money = Field(description="Its part paid of the credit note's open "
+                                   "amount from now on.")
+    from_customer_credit: Money = Field(description="Its part paid of customer credit from "
+                                        "now on (its amount less from_receivable).")
+
+
+_SPLIT_ABSENT = " Absent on messages relayed before billcycle carried it."
+
+
 class PaymentApplied(InvoiceEvent):
     """A payment was applied to an invoice; paid and balance are the invoice's after it."""
 
@@ -132,6 +160,21 @@ class PaymentApplied(InvoiceEvent):
         "received_at's day in the contract's timezone, or the issue date if that is later. "
         "Payments of one document and day settle it in log order. Absent on messages relayed "
         "before billcycle carried it.")
+    to_receivable: Money | None = Field(
+        default=None,
+        description="The part of amount that settles the document, as billcycle's ledger "
+        "posts it on posted_on: credited to Assets:Receivable (what the document owed, the "
+        "payments taken in the order of their posted_on)." + _SPLIT_ABSENT)
+    to_customer_credit: Money | None = Field(
+        default=None,
+        description="The rest of amount, beyond what the document owed: credited to "
+        "Liabilities:CustomerCredit on posted_on." + _SPLIT_ABSENT)
+    reapplied: list[PaymentReapplied] | None = Field(
+        default=None,
+        description="The document's payments dated after this one and applied before it "
+        "whose parts it changed, with their new parts: move each change between "
+        "Assets:Receivable and Liabilities:CustomerCredit on that payment's posted_on. Empty "
+        "when none." + _SPLIT_ABSENT)
     paid: Money
     balance: Money
 
@@ -156,6 +199,21 @@ class RefundApplied(InvoiceEvent):
         description="The accounting date: the day billcycle's ledger posts the refund, "
         "paid_at's day in the contract's timezone, or the issue date if that is later. "
         "Absent on messages relayed before billcycle carried it.")
+    from_receivable: Money | None = Field(
+        default=None,
+        description="The part of amount paid of a credit note's open amount, as billcycle's "
+        "ledger posts it on posted_on: debited to Assets:Receivable (the refunds taken in "
+        "the order of their posted_on; 0 on an invoice)." + _SPLIT_ABSENT)
+    from_customer_credit: Money | None = Field(
+        default=None,
+        description="The rest of amount, paid of customer credit: debited to "
+        "Liabilities:CustomerCredit on posted_on." + _SPLIT_ABSENT)
+    reapplied: list[RefundReapplied] | None = Field(
+        default=None,
+        description="The document's refunds dated after this one and paid before it whose "
+        "parts it changed, with their new parts: move each change between Assets:Receivable "
+        "and Liabilities:CustomerCredit on that refund's posted_on. Empty when none."
+        + _SPLIT_ABSENT)
     refunded: Money
     balance: Money
 
@@ -289,7 +347,8 @@ def invoice_issued(
 def cash_message(invoice: Invoice, event: Any, log_position: int, timezone: str
                  ) -> PaymentApplied | RefundApplied:
     """The message for a payment or a refund, from the document as it stands just after it,
-    dated as the ledger posts it in the contract's `timezone`."""
+    dated and split between the receivable and customer credit as the ledger posts it in the
+    contract's `timezone` (domain/ledger.py: posting_day, reapplied_by)."""
     cur = invoice.currency
     head = {
         **_head(invoice, log_position, event.timestamp),
@@ -301,15 +360,36 @@ def cash_message(invoice: Invoice, event: Any, log_position: int, timezone: str
         "balance": _money(invoice.balance, cur),
     }
     if type(event).__name__ == "RefundPaid":
+        rid = event.refund_id
+        parts, changed = reapplied_by(max(-invoice.total, ZERO),
+                                      invoice.refunds_as_posted(timezone), rid)
+        amount = _money(invoice.refunds[rid], cur)
         return RefundApplied(
-            type="refund.applied", **head, refund_id=event.refund_id,
-            amount=_money(invoice.refunds[event.refund_id], cur), paid_at=event.paid_at,
+            type="refund.applied", **head, refund_id=rid, amount=amount,
+            paid_at=event.paid_at,
             posted_on=posting_day(event.paid_at, timezone, invoice.issue_date),
+            from_receivable=_money(parts[rid], cur),
+            from_customer_credit=_money(amount - parts[rid], cur),
+            reapplied=[RefundReapplied(
+                refund_id=r.payment_id, posted_on=r.day,
+                from_receivable=_money(parts[r.payment_id], cur),
+                from_customer_credit=_money(r.amount - parts[r.payment_id], cur))
+                for r in changed],
             refunded=_money(invoice.refunded, cur))
+    pid = event.payment_id
+    parts, changed = reapplied_by(invoice.total, invoice.payments_as_posted(timezone), pid)
+    amount = _money(invoice.payments[pid], cur)
     return PaymentApplied(
-        type="payment.applied", **head, payment_id=event.payment_id,
-        amount=_money(invoice.payments[event.payment_id], cur), received_at=event.received_at,
+        type="payment.applied", **head, payment_id=pid, amount=amount,
+        received_at=event.received_at,
         posted_on=posting_day(event.received_at, timezone, invoice.issue_date),
+        to_receivable=_money(parts[pid], cur),
+        to_customer_credit=_money(amount - parts[pid], cur),
+        reapplied=[PaymentReapplied(
+            payment_id=p.payment_id, posted_on=p.day,
+            to_receivable=_money(parts[p.payment_id], cur),
+            to_customer_credit=_money(p.amount - parts[p.payment_id], cur))
+            for p in changed],
         paid=_money(invoice.paid, cur))
 
 

@@ -211,13 +211,27 @@ class Invoice(Aggregate):
     def _excess_by_date(self, timezone: str) -> dict[str, Decimal]:
         """Each payment's part beyond what the document owed, the payments taken in the order
         of their days (the ledger's: received, or the issue date if received earlier)."""
-        payments = [
-            DocumentPayment(pid, self._day(self.received_at[pid], timezone), position,
-                            round_money(paid, self.currency), ZERO)
-            for position, (pid, paid) in enumerate(self.payments.items())
-        ]
+        payments = self.payments_as_posted(timezone)
         applied = applied_by_date(self.total, payments)
         return {p.payment_id: p.amount - applied[p.payment_id] for p in payments}
+
+    def payments_as_posted(self, timezone: str) -> list[DocumentPayment]:
+        """The payments as the ledger takes them (domain/ledger.py: applied_by_date): rounded
+        to minor units, on their day in the contract's `timezone`, in the order they were
+        applied (the log's), their parts not yet computed."""
+        return self._as_posted(self.payments, self.received_at, timezone)
+
+    def refunds_as_posted(self, timezone: str) -> list[DocumentPayment]:
+        """The refunds as the ledger takes them, like `payments_as_posted`."""
+        return self._as_posted(self.refunds, self.refunded_at, timezone)
+
+    def _as_posted(self, amounts: dict[str, Decimal], instants: dict[str, datetime],
+                   timezone: str) -> list[DocumentPayment]:
+        return [
+            DocumentPayment(cid, self._day(instants[cid], timezone), position,
+                            round_money(amount, self.currency), ZERO)
+            for position, (cid, amount) in enumerate(amounts.items())
+        ]
 
     def open_amount(self) -> Decimal:
         """What the document still owes, in the ledger's terms (payments rounded half-up to

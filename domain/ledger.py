@@ -265,6 +265,18 @@ def applied_by_date(total: Decimal, payments: Iterable[DocumentPayment]) -> dict
     return applied
 
 
+def reapplied_by(total: Decimal, cash: Sequence[DocumentPayment], cash_id: str
+                 ) -> tuple[dict[str, Decimal], list[DocumentPayment]]:
+    """What the ledger posts when `cash_id`, one of `cash`, is applied to a document: the part
+    of each of `cash` that settles `total` (`applied_by_date`), and the others whose part that
+    changed (one dated later, applied before it): each gets a reapplication entry
+    (`reapplication_entry`, `refund_reapplication_entry`) on its own day."""
+    after = applied_by_date(total, cash)
+    before = applied_by_date(total, [c for c in cash if c.payment_id != cash_id])
+    return after, [c for c in cash
+                   if c.payment_id != cash_id and after[c.payment_id] != before[c.payment_id]]
+
+
 def reapplication_entry(doc: Document, payment: DocumentPayment, applied: Decimal,
                         because: str) -> JournalEntry:
     """A payment's settling part changed from `payment.applied` to `applied`, because a payment

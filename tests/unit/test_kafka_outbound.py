@@ -19,7 +19,12 @@ from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 from consumers.kafka_source import TOMBSTONE, KafkaIngest, Patience
-from consumers.outbound import dead_letter, parse_invoice_message
+from consumers.outbound import (
+    PaymentApplied,
+    RefundApplied,
+    dead_letter,
+    parse_invoice_message,
+)
 from consumers.publisher import InvoicePublisher
 from consumers.schemas import SCHEMA_DIR
 from domain.application import BillingApplication, dead_letter_record
@@ -286,3 +291,25 @@ def test_a_tombstone_and_an_empty_value_give_dead_letters_told_apart() -> None:
     for letter in letters:
         assert (letter.raw, letter.raw_encoding) == ("", "utf-8") or letter.source_offset == 2
         validate("deadletter", letter.model_dump_json().encode())
+
+
+def test_cash_messages_relayed_before_the_ledgers_split_still_validate() -> None:
+    # posted_on, to_receivable, to_customer_credit and reapplied (from_... on refunds) are
+    # additive: messages already on the topic lack them.
+    old: dict[str, str | int] = {
+        "type": "payment.applied", "event_id": "x:2", "log_position": 3,
+        "occurred_at": "2026-10-05T09:00:00Z", "invoice_id": "x", "number": "INV-000001",
+        "contract_id": "ct_1", "customer_id": "cus_1", "currency": "USD", "payment_id": "pay-1",
+        "amount": "600.00", "received_at": "2026-10-05T09:00:00Z", "paid": "600.00",
+        "balance": "400.00"}
+    refund = {**{k: v for k, v in old.items() if k not in ("payment_id", "received_at",
+                                                          "paid")},
+              "type": "refund.applied", "refund_id": "r-1", "paid_at": old["received_at"],
+              "refunded": "1.00"}
+    for message in (old, refund):
+        raw = json.dumps(message).encode()
+        validate("invoice-event", raw)
+        validate(str(message["type"]), raw)
+        parsed = parse_invoice_message(raw)
+        assert isinstance(parsed, PaymentApplied | RefundApplied)
+        assert (parsed.posted_on, parsed.reapplied) == (None, None)

@@ -22,6 +22,7 @@ from domain.ledger import (
     issue_entry,
     payment_entry,
     reapplication_entry,
+    reapplied_by,
     refund_entry,
     refund_reapplication_entry,
 )
@@ -104,6 +105,18 @@ def test_payments_settle_a_document_in_the_order_of_their_days_however_they_arri
     # A credit note owes nothing: every payment on it is customer credit.
     assert applied_by_date(D("-20.00"), [late]) == {"pay-late": D(0)}
 
+
+def test_a_payment_arriving_late_says_which_payments_dated_after_it_give_way() -> None:
+    # What payment.applied relays: the ledger's parts once it is applied, and the payments
+    # whose part it changed (each gets a reapplication entry).
+    late = DocumentPayment("pay-late", date(2026, 11, 20), 7, D("80.00"), D(0))
+    later = DocumentPayment("pay-later", date(2026, 11, 25), 8, D("10.00"), D(0))
+    early = DocumentPayment("pay-early", date(2026, 11, 5), 9, D("50.00"), D(0))
+    parts, changed = reapplied_by(D("100.00"), [late, later, early], "pay-early")
+    assert parts == {"pay-early": D("50.00"), "pay-late": D("50.00"), "pay-later": D(0)}
+    assert changed == [late, later]
+    # Dated last, it changes nothing.
+    assert reapplied_by(D("100.00"), [late, later], "pay-later")[1] == []
 
 def test_a_reapplication_moves_the_difference_to_customer_credit_on_the_payments_day() -> None:
     d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
