@@ -34,7 +34,13 @@ from domain.unbilled_usage import (
     metered_usage,
     usage_without_contract,
 )
-from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
+from domain.usage import (
+    MeterBucket,
+    MeterKey,
+    MeterReading,
+    MeterRequest,
+    uncounted_property,
+)
 from infra.store.batch import (
     BATCH_KWARG,
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -122,9 +128,9 @@ _IN_RANGE_WITHIN = (
 )
 _READ_BUCKETS = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE
 _UNIQUES = "SELECT " + unique_aggregates("value", "char") + " FROM usage_unique"
-_COUNT_UNIQUE = _UNIQUES + _IN_RANGE + " AND property = ?"
+_COUNT_UNIQUE = _UNIQUES + _IN_RANGE + " AND property IN (?, ?)"
 _READ_BUCKETS_WITHIN = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE_WITHIN
-_COUNT_UNIQUE_WITHIN = _UNIQUES + _IN_RANGE_WITHIN + " AND property = ?"
+_COUNT_UNIQUE_WITHIN = _UNIQUES + _IN_RANGE_WITHIN + " AND property IN (?, ?)"
 
 _CHANGED_BUCKETS = (
     "SELECT DISTINCT bucket_start FROM usage_buckets"
@@ -261,7 +267,8 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             rows = c.fetchall()
             uniques = (0, 0, None)
             if unique_property is not None:
-                c.execute(count_unique, (*params, unique_property))
+                c.execute(count_unique,
+                          (*params, unique_property, uncounted_property(unique_property)))
                 uniques = tuple(c.fetchone())
         if not rows:
             return MeterReading()
