@@ -53,6 +53,7 @@ from domain.usage import (
     MeterRequest,
     uncounted_property,
 )
+from infra.store import store_format
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
@@ -98,6 +99,7 @@ def _data_faults_told(method: Callable[P, R]) -> Callable[P, R]:
 # the database's default collation: the SQL combine must pick the same latest event as
 # MeterBucket.merge, and contract paging must not depend on the server's locale.
 _CREATE_TABLES = (
+    store_format.CREATE_TABLE.format(prefix="{schema}."),
     "CREATE TABLE IF NOT EXISTS {schema}.usage_buckets ("
     " customer_id text NOT NULL, metric text NOT NULL, contract_tag text NOT NULL,"
     " bucket_start timestamptz NOT NULL,"
@@ -444,6 +446,15 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             *self.lock_table_statements,
             SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
         ])
+
+    def keep_store_format(self) -> None:
+        """Refuse a store a later billcycle wrote; record this version's format (store_format)."""
+        with self.datastore.transaction(commit=True) as curs:
+            def execute(statement: str) -> Any:
+                curs.execute(self._sql(statement))
+                row = curs.fetchone() if curs.description else None
+                return None if row is None else tuple(row.values())  # rows are dicts here
+            store_format.keep_store_format(execute, prefix="{schema}.")
 
     def _sql(self, template: str) -> Composed:
         return SQL(template).format(
@@ -929,6 +940,11 @@ class PostgresBillingFactory(library.PostgresFactory):
         )
         if self.env_create_table():
             self._create_tables(recorder)
+        try:
+            recorder.keep_store_format()
+        except OSError:
+            self.datastore.close()
+            raise
         return recorder
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:

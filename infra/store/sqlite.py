@@ -41,6 +41,7 @@ from domain.usage import (
     MeterRequest,
     uncounted_property,
 )
+from infra.store import store_format
 from infra.store.batch import (
     BATCH_KWARG,
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -54,6 +55,7 @@ from infra.store.batch import (
 from infra.store.url import LOCK_TIMEOUT_SECONDS
 
 _CREATE_TABLES = (
+    store_format.CREATE_TABLE.format(prefix=""),
     "CREATE TABLE IF NOT EXISTS usage_buckets ("
     " customer_id TEXT NOT NULL, metric TEXT NOT NULL, contract_tag TEXT NOT NULL,"
     " bucket_start TEXT NOT NULL,"
@@ -178,6 +180,13 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         return [*super().construct_create_table_statements(), *_CREATE_TABLES,
                 _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name)]
 
+    def _keep_store_format(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            def execute(statement: str) -> Any:
+                c.execute(statement)
+                return c.fetchone()
+            store_format.keep_store_format(execute)
+
     def create_table(self) -> None:
         """The library's, tried again while other processes open the same store.
 
@@ -191,6 +200,7 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         while True:
             try:
                 super().create_table()
+                self._keep_store_format()
                 return
             except (OperationalError, IntegrityError) as error:
                 contended = isinstance(error, IntegrityError) or "locked" in str(error)
