@@ -304,6 +304,19 @@ def uncounted_mark(value: Any, message_id: str) -> str:
     return f"{UNCOUNTED_MARK}{kind}:{message_id}"
 
 
+def uncounted_property(name: str) -> str:
+    """The property name the store keeps a property's uncounted marks under. Not the name
+    itself: a billcycle before the marks (a rollback) counts every value kept under the name
+    as a distinct one, and would have billed each marked event as one more. No property name
+    starts with DIGEST_MARK (names hold no control characters)."""
+    return UNCOUNTED_MARK + name
+
+
+def unique_row_property(name: str, value: str) -> str:
+    """The property a (name, value) of `property_values` is kept under in the store."""
+    return uncounted_property(name) if value.startswith(UNCOUNTED_MARK) else name
+
+
 _KIND_SAID = {"decimal": "a decimal", "null": "null", "array": "an array", "object": "an object"}
 
 

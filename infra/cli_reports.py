@@ -347,7 +347,8 @@ def cmd_batch_verify(args: argparse.Namespace, app: BillingApplication) -> None:
         raise _error(str(exc)) from exc
     _emit(args, result.to_json(), lambda: _verify_text(result))
     if not result.identical:
-        raise _error(f"batch {args.batch_id}: {len(result.differences)} differences between "
+        n = len(result.differences)
+        raise _error(f"batch {args.batch_id}: {n} difference{'' if n == 1 else 's'} between "
                      "what it recorded and what the log recomputes")
 
 

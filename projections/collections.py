@@ -211,7 +211,7 @@ class CollectionsProjection(ViewProjection):
         marks = ", ".join("?" for _ in wanted)
         found = self.view.select(f"SELECT * FROM collections WHERE collection_id IN ({marks})",
                                  wanted)
-        return {row[1]: list(row) for row in found}
+        return {row[1]: _refunded_or_zero(list(row)) for row in found}
 
 
 # --- reading and recording -------------------------------------------------------------------
@@ -265,12 +265,21 @@ def covered_by_credit(actions: Sequence[DueAction], owe: Mapping[tuple[str, str]
     return send, withheld
 
 
+def _refunded_or_zero(row: list[Any]) -> list[Any]:
+    """A collections row with `refunded` 0 where it is NULL: an older billcycle still
+    following the log when this one rebuilt the view with the column writes rows without
+    it (a rolling upgrade); such a collection had no refund noted by then."""
+    if row[7] is None:
+        row[7] = 0
+    return row
+
+
 def due_actions(select: Select, as_of: date) -> list[DueAction]:
     """Actions of open collections whose day has come by `as_of` and that were not sent."""
     return [
         DueAction(*row) for row in select(
             "SELECT c.number, c.customer_id, c.contract_id, c.currency,"
-            " c.amount - c.paid + c.refunded,"
+            " c.amount - c.paid + coalesce(c.refunded, 0),"
             " c.due_date, s.step, s.kind, s.due_on"
             " FROM collection_steps s JOIN collections c ON c.number = s.number"
             " WHERE c.status = 'open' AND s.recorded_on IS NULL AND s.due_on <= ?"

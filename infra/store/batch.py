@@ -35,6 +35,7 @@ from domain.usage import (
     bucket_start,
     fold_increments,
     property_values,
+    unique_row_property,
 )
 
 # The kwarg under which a recorder's prepared batch travels from its insert_events to its
@@ -112,7 +113,8 @@ class StoreBatch:
 
 
 def unique_aggregates(value: str, char: str) -> str:
-    """The aggregates of a meter read's usage_unique rows, in SQL: `unique_count`, the distinct
+    """The aggregates of a meter read's usage_unique rows (those of the property and of its
+    `uncounted_property`), in SQL: `unique_count`, the distinct
     values counted; `uncounted`, the rows marking an event whose value is not counted (one
     per event: domain.usage.UNCOUNTED_MARK); `uncounted_first`, the least of those marks.
     `value`: the column, in code point order; `char`: the function making a character of a
@@ -134,9 +136,8 @@ def unique_rows(
             k = inc.key
             for name, value in inc.properties:
                 if names is None or name in names:
-                    uniques.add(
-                        (k.customer_id, k.metric, k.contract_tag, name, value, k.bucket_start)
-                    )
+                    uniques.add((k.customer_id, k.metric, k.contract_tag,
+                                 unique_row_property(name, value), value, k.bucket_start))
     return list(uniques)
 
 
@@ -190,8 +191,8 @@ def record_unique_rows(
         if values:
             start = bucket_start(datetime.fromisoformat(record[5]))
             customer_id, metric, contract_tag = record[2], record[3], record[6]
-            rows.update((customer_id, metric, contract_tag, name, value, start)
-                        for name, value in values)
+            rows.update((customer_id, metric, contract_tag, unique_row_property(name, value),
+                         value, start) for name, value in values)
     return rows
 
 

@@ -47,7 +47,13 @@ from domain.unbilled_usage import (
     metered_usage,
     usage_without_contract,
 )
-from domain.usage import USAGE_BATCH_RECORDED_TOPIC, MeterReading, MeterRequest
+from domain.usage import (
+    USAGE_BATCH_RECORDED_TOPIC,
+    MeterReading,
+    MeterRequest,
+    uncounted_property,
+)
+from infra.store import store_format
 from infra.store.batch import (
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
@@ -93,6 +99,7 @@ def _data_faults_told(method: Callable[P, R]) -> Callable[P, R]:
 # the database's default collation: the SQL combine must pick the same latest event as
 # MeterBucket.merge, and contract paging must not depend on the server's locale.
 _CREATE_TABLES = (
+    store_format.CREATE_TABLE.format(prefix="{schema}."),
     "CREATE TABLE IF NOT EXISTS {schema}.usage_buckets ("
     " customer_id text NOT NULL, metric text NOT NULL, contract_tag text NOT NULL,"
     " bucket_start timestamptz NOT NULL,"
@@ -294,7 +301,7 @@ _READ_METER = (
     " coalesce(max(revision), 0) AS revision"
     " FROM {schema}.usage_buckets" + _BUCKETS_WHERE + ") AS m,"
     " (SELECT " + _UNIQUES + " FROM {schema}.usage_unique" + _BUCKETS_WHERE
-    + " AND property = %(property)s) AS q"
+    + " AND property IN (%(property)s, %(uncounted_property)s)) AS q"
 )
 
 # The same with the untagged buckets within some windows besides (where an operator assigned
@@ -312,7 +319,7 @@ _READ_METER_WITHIN = _READ_METER.replace(_BUCKETS_WHERE, _BUCKETS_WITHIN_WHERE)
 _READ_METERS = (
     "SELECT r.i, m.*, q.*"
     " FROM json_to_recordset(%s::json) AS r(i int, customer_id text, metric text, tags text[],"
-    "  start timestamptz, stop timestamptz, property text)"
+    "  start timestamptz, stop timestamptz, property text, uncounted_property text)"
     " CROSS JOIN LATERAL (SELECT coalesce(sum(quantity_sum), 0) AS quantity_sum,"
     "  coalesce(sum(event_count), 0) AS event_count,"
     "  coalesce(max(quantity_max), 0) AS quantity_max,"
@@ -326,7 +333,7 @@ _READ_METERS = (
     " CROSS JOIN LATERAL (SELECT " + _UNIQUES + " FROM {schema}.usage_unique u"
     "  WHERE u.customer_id = r.customer_id AND u.metric = r.metric"
     "  AND u.contract_tag = ANY(r.tags) AND u.bucket_start >= r.start"
-    "  AND u.bucket_start < r.stop AND u.property = r.property) AS q"
+    "  AND u.bucket_start < r.stop AND u.property IN (r.property, r.uncounted_property)) AS q"
     " ORDER BY r.i"
 )
 
@@ -439,6 +446,15 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             *self.lock_table_statements,
             SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
         ])
+
+    def keep_store_format(self) -> None:
+        """Refuse a store a later billcycle wrote; record this version's format (store_format)."""
+        with self.datastore.transaction(commit=True) as curs:
+            def execute(statement: str) -> Any:
+                curs.execute(self._sql(statement))
+                row = curs.fetchone() if curs.description else None
+                return None if row is None else tuple(row.values())  # rows are dicts here
+            store_format.keep_store_format(execute, prefix="{schema}.")
 
     def _sql(self, template: str) -> Composed:
         return SQL(template).format(
@@ -631,6 +647,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             "start": require_aware(start, "meter start"),
             "end": require_aware(end, "meter end"),
             "property": unique_property,
+            "uncounted_property": uncounted_property(unique_property or ""),
             "from": [require_aware(lo, "window start") for lo, _ in untagged_within],
             "to": [require_aware(hi, "window end") for _, hi in untagged_within],
         }
@@ -663,6 +680,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 "start": require_aware(r.start, "meter start").isoformat(),
                 "stop": require_aware(r.end, "meter end").isoformat(),
                 "property": r.unique_property,
+                "uncounted_property": uncounted_property(r.unique_property or ""),
             }
             for i, r in enumerate(requests)
         ])
@@ -922,6 +940,11 @@ class PostgresBillingFactory(library.PostgresFactory):
         )
         if self.env_create_table():
             self._create_tables(recorder)
+        try:
+            recorder.keep_store_format()
+        except OSError:
+            self.datastore.close()
+            raise
         return recorder
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:

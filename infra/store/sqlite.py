@@ -34,7 +34,14 @@ from domain.unbilled_usage import (
     metered_usage,
     usage_without_contract,
 )
-from domain.usage import MeterBucket, MeterKey, MeterReading, MeterRequest
+from domain.usage import (
+    MeterBucket,
+    MeterKey,
+    MeterReading,
+    MeterRequest,
+    uncounted_property,
+)
+from infra.store import store_format
 from infra.store.batch import (
     BATCH_KWARG,
     LEGACY_RECEIPT_TOPICS_SQL,
@@ -48,6 +55,7 @@ from infra.store.batch import (
 from infra.store.url import LOCK_TIMEOUT_SECONDS
 
 _CREATE_TABLES = (
+    store_format.CREATE_TABLE.format(prefix=""),
     "CREATE TABLE IF NOT EXISTS usage_buckets ("
     " customer_id TEXT NOT NULL, metric TEXT NOT NULL, contract_tag TEXT NOT NULL,"
     " bucket_start TEXT NOT NULL,"
@@ -122,9 +130,9 @@ _IN_RANGE_WITHIN = (
 )
 _READ_BUCKETS = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE
 _UNIQUES = "SELECT " + unique_aggregates("value", "char") + " FROM usage_unique"
-_COUNT_UNIQUE = _UNIQUES + _IN_RANGE + " AND property = ?"
+_COUNT_UNIQUE = _UNIQUES + _IN_RANGE + " AND property IN (?, ?)"
 _READ_BUCKETS_WITHIN = f"SELECT {_BUCKET_COLUMNS} FROM usage_buckets" + _IN_RANGE_WITHIN
-_COUNT_UNIQUE_WITHIN = _UNIQUES + _IN_RANGE_WITHIN + " AND property = ?"
+_COUNT_UNIQUE_WITHIN = _UNIQUES + _IN_RANGE_WITHIN + " AND property IN (?, ?)"
 
 _CHANGED_BUCKETS = (
     "SELECT DISTINCT bucket_start FROM usage_buckets"
@@ -172,6 +180,13 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         return [*super().construct_create_table_statements(), *_CREATE_TABLES,
                 _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name)]
 
+    def _keep_store_format(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            def execute(statement: str) -> Any:
+                c.execute(statement)
+                return c.fetchone()
+            store_format.keep_store_format(execute)
+
     def create_table(self) -> None:
         """The library's, tried again while other processes open the same store.
 
@@ -185,6 +200,7 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         while True:
             try:
                 super().create_table()
+                self._keep_store_format()
                 return
             except (OperationalError, IntegrityError) as error:
                 contended = isinstance(error, IntegrityError) or "locked" in str(error)
@@ -261,7 +277,8 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             rows = c.fetchall()
             uniques = (0, 0, None)
             if unique_property is not None:
-                c.execute(count_unique, (*params, unique_property))
+                c.execute(count_unique,
+                          (*params, unique_property, uncounted_property(unique_property)))
                 uniques = tuple(c.fetchone())
         if not rows:
             return MeterReading()

@@ -4,7 +4,11 @@ refund's day; more is refused with what is held (domain/invoice.py: Invoice.pay_
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from typing import Any
+
+import psycopg
 
 from domain.application import BillingApplication
 from infra.store.url import store_env
@@ -133,3 +137,32 @@ def test_collection_messages_state_the_invoices_balance_as_payments_and_refunds_
     [invoice] = billcycle_json(db, "invoices")
     assert invoice["balance"] == said[-1][2]
     assert billcycle_json(db, "collections", "--as-of", "2027-02-01")["actions"] == []
+
+
+def test_collection_rows_an_earlier_billcycle_wrote_without_refunded_are_read_as_none(
+    db: str,
+) -> None:
+    # QA10 (F2): an earlier billcycle's `project --follow`, still running when this one rebuilt
+    # the view with its `refunded` column, wrote rows without it; `collections` then failed
+    # on the NULL (a TypeError) until the view was replayed by hand.
+    billcycle(db, "ingest", "-", stdin=jsonl(contract(
+        "ct_n2", {**PLATFORM, "amount": "77.77"}, start_date="2026-12-01")))
+    billcycle(db, "run", "--cycle-date", "2026-12-01")  # INV-000001, 77.77
+    billcycle(db, "project")
+    written_by_earlier = "UPDATE collections SET refunded = NULL"
+    if db.startswith("sqlite"):
+        with closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as lite, lite:
+            lite.execute(written_by_earlier)
+    else:
+        with psycopg.connect(db) as pg:
+            pg.execute(written_by_earlier)
+
+    [action, *_] = billcycle_json(db, "collections", "--as-of", "2027-02-01")["actions"]
+    assert action["outstanding"] == "77.77"
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        paid("q1", "INV-000001", "100.00", "2026-12-10T09:00:00Z"),
+        refund("rq1", "INV-000001", "22.23", "2026-12-12T09:00:00Z")))
+    billcycle(db, "project")  # the refund noted on the row without refunded
+    assert billcycle_json(db, "collections", "--as-of", "2027-02-01")["actions"] == []
+    assert [m["outstanding"] for m in relayed(db)
+            if m["type"] == "collection.refund_noted"] == ["0.00"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -118,6 +120,26 @@ def test_values_unique_count_does_not_count_are_read_as_events_it_left_uncounted
     assert read.uncounted_first == UNCOUNTED_MARK + "array:u-4"  # the least, as Python orders
     request = MeterRequest("cus_1", "active_users", ("",), *OCTOBER, "user_id")
     assert app.store.read_meters([request, request]) == [read, read]
+
+
+def test_an_earlier_billcycle_reading_the_store_counts_no_uncounted_value(
+    app: BillingApplication, url: str
+) -> None:
+    # QA10 (F1): rolled back to a billcycle before the marks, a run read each mark kept under
+    # the property's name as one more distinct value, and billed it. Kept under a name of
+    # their own, the marks are out of an earlier version's read (count(DISTINCT value) of the
+    # property's rows).
+    ingest(app, counting("user_id"), usage("u-1", user_id="a"), usage("u-2", user_id=1.5),
+           usage("u-3", user_id=None), usage("u-4", user_id="b"))
+    earlier_read = "SELECT count(DISTINCT value) FROM usage_unique WHERE property = 'user_id'"
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            assert db.execute(earlier_read).fetchone() == (2,)
+    else:
+        with psycopg.connect(url) as db:
+            assert db.execute(earlier_read).fetchone() == (2,)
+    read = app.store.read_meter("cus_1", "active_users", [""], *OCTOBER, "user_id")
+    assert (read.unique_count, read.uncounted) == (2, 2)
 
 
 def test_postgresql_keeps_values_of_counted_properties_only(fresh_pg_url: str) -> None:

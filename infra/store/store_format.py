@@ -1,0 +1,39 @@
+"""The store's format: so that a billcycle never opens a store a later one has changed.
+
+A version that writes what an earlier one would misread (events of new types, view columns,
+meter rows kept another way) raises STORE_FORMAT; every open records the format it writes in
+the store (`billcycle_store_format`) and refuses a store holding a later one, with one line
+saying what to do. Versions before this check know nothing of it: README, "Upgrading".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+STORE_FORMAT = 1  # raised only when an earlier version could not safely open the store
+
+CREATE_TABLE = ("CREATE TABLE IF NOT EXISTS {prefix}billcycle_store_format"
+                " (version integer NOT NULL)")
+READ = "SELECT max(version) FROM {prefix}billcycle_store_format"
+WRITE = "INSERT INTO {prefix}billcycle_store_format (version) VALUES ({value})"
+
+
+class LaterStoreFormat(OSError):
+    """The store was written by a later billcycle: this one must not open it."""
+
+
+def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: str = "") -> None:
+    """Refuse a store of a later format; record this version's where the store has an earlier
+    one or none. `execute` runs one statement and returns the first row of its result (None
+    when it has none); `prefix` qualifies the table (a PostgreSQL schema and a dot)."""
+    row = execute(READ.format(prefix=prefix))
+    found = row[0] if row else None
+    if found is not None and found > STORE_FORMAT:
+        raise LaterStoreFormat(
+            f"this store was written by a later billcycle (store format {found}; this version "
+            f"reads format {STORE_FORMAT} and earlier): opened with this one, it could be "
+            "billed from data this version does not know; use that later version, or restore "
+            "the backup taken before the upgrade")
+    if found is None or found < STORE_FORMAT:
+        execute(WRITE.format(prefix=prefix, value=STORE_FORMAT))
