@@ -177,7 +177,8 @@ class DeadLetterTopic:
         """Send again the dead letters of newly assigned partitions the topic may lack."""
         self._send_behind({tp: position for tp, position in stored.items()
                            if position is not None},
-                          " again: they may not have reached it before the last stop")
+                          ": kept in the database, not known to have reached it before the "
+                          "last stop")
 
     def _send_behind(self, through: Mapping[TopicPartition, int], why: str) -> None:
         """Send the store's dead letters of each partition from its mark to `through`, and mark
@@ -204,7 +205,8 @@ class DeadLetterTopic:
                 behind.setdefault(gap[0], []).append(entry)
         if behind and not self.missing:
             sent = [dead_letter(e) for entries in behind.values() for e in entries]
-            self.patience.say(f"sending {len(sent)} dead letters to {self.topic}{why}")
+            said = f"{len(sent)} dead letter{'' if len(sent) == 1 else 's'}"
+            self.patience.say(f"sending {said} to {self.topic}{why}")
             self._send([(letter, None) for letter in sent])
             behind = {}  # every gap is complete on the topic now
         for tp, _, position in gaps.values():
