@@ -196,6 +196,13 @@ def record_unique_rows(
     return rows
 
 
+def uncounted_rows(
+    records: Iterable[Sequence[str]], names: Collection[str] | None = None
+) -> set[UniqueRow]:
+    """The rows of `record_unique_rows` that mark values unique_count does not count."""
+    return {r for r in record_unique_rows(records, names) if r[4].startswith(UNCOUNTED_MARK)}
+
+
 def usage_unique_rows(
     usage_batches: Iterable[StoredEvent], names: Collection[str] | None = None
 ) -> set[UniqueRow]:

@@ -62,6 +62,7 @@ from infra.store.batch import (
     refuse_opaque_state,
     require_aware,
     take_batch,
+    uncounted_rows,
     unique_aggregates,
     unique_rows,
     usage_unique_rows,
@@ -213,6 +214,9 @@ _UPSERT_BUCKETS = (
     + _COMBINED
 )
 
+_MARK_UNCOUNTED = (
+    "INSERT INTO {schema}.usage_unique VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
 _INSERT_UNIQUES = (
     "INSERT INTO {schema}.usage_unique SELECT * FROM billcycle_stage_unique"
     " ON CONFLICT DO NOTHING"
@@ -454,7 +458,26 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 curs.execute(self._sql(statement))
                 row = curs.fetchone() if curs.description else None
                 return None if row is None else tuple(row.values())  # rows are dicts here
-            store_format.keep_store_format(execute, prefix="{schema}.")
+            store_format.keep_store_format(execute, prefix="{schema}.",
+                                           upgrade=lambda: self._mark_uncounted(curs))
+
+    def _mark_uncounted(self, curs: Cursor[DictRow]) -> None:
+        """The uncounted marks of the counted properties' values in the usage stored before
+        the store's format 1 (store_format), which ingest did not keep."""
+        curs.execute(self._counted)
+        counted = frozenset(row["property"] for row in curs.fetchall())
+        if not counted:
+            return
+        names = None if ALL_PROPERTIES in counted else counted
+        marks: set[Row] = set()
+        # Server-side: a store's usage is read a page of batches at a time.
+        with curs.connection.cursor(name="billcycle_uncounted_backfill") as stored:
+            stored.itersize = 100
+            stored.execute(self._usage_batches, (USAGE_BATCH_RECORDED_TOPIC,))
+            for row in stored:
+                marks |= uncounted_rows(json.loads(bytes(row["state"]))["records"], names)
+        if marks:
+            curs.executemany(self._sql(_MARK_UNCOUNTED), marks)
 
     def _sql(self, template: str) -> Composed:
         return SQL(template).format(

@@ -35,6 +35,7 @@ from domain.unbilled_usage import (
     usage_without_contract,
 )
 from domain.usage import (
+    USAGE_BATCH_RECORDED_TOPIC,
     MeterBucket,
     MeterKey,
     MeterReading,
@@ -49,6 +50,7 @@ from infra.store.batch import (
     exact_decimals,
     refuse_opaque_state,
     take_batch,
+    uncounted_rows,
     unique_aggregates,
     utc_text,
 )
@@ -185,7 +187,20 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             def execute(statement: str) -> Any:
                 c.execute(statement)
                 return c.fetchone()
-            store_format.keep_store_format(execute)
+            store_format.keep_store_format(execute, upgrade=lambda: self._mark_uncounted(c))
+
+    def _mark_uncounted(self, c: Any) -> None:
+        """The uncounted marks of the values in the usage stored before the store's format 1
+        (store_format), which ingest did not keep (every property's, as SQLite keeps them)."""
+        found: set[Any] = set()
+        c.execute(f"SELECT state FROM {self.events_table_name} WHERE topic = ?",
+                  (USAGE_BATCH_RECORDED_TOPIC,))
+        while (row := c.fetchone()) is not None:  # usage batches are large: one at a time
+            found |= uncounted_rows(json.loads(row[0])["records"])
+        marks = list(found)
+        if marks:
+            c.executemany(_INSERT_UNIQUE, [(*r[:5], utc_text(r[5], "bucket_start"))
+                                           for r in marks])
 
     def create_table(self) -> None:
         """The library's, tried again while other processes open the same store.

@@ -4,6 +4,10 @@ A version that writes what an earlier one would misread (events of new types, vi
 meter rows kept another way) raises STORE_FORMAT; every open records the format it writes in
 the store (`billcycle_store_format`) and refuses a store holding a later one, with one line
 saying what to do. Versions before this check know nothing of it: README, "Upgrading".
+
+Format 1 (from a store with none): the values unique_count does not count, kept as marks
+since format 1 (domain.usage.uncounted_mark), are marked for the usage stored before it too,
+so that runs and `batch verify` name all of a period's uncounted events alike.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ class LaterStoreFormat(OSError):
     """The store was written by a later billcycle: this one must not open it."""
 
 
-def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: str = "") -> None:
+def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: str = "",
+                      upgrade: Callable[[], None] = lambda: None) -> None:
     """Refuse a store of a later format; record this version's where the store has an earlier
-    one or none. `execute` runs one statement and returns the first row of its result (None
-    when it has none); `prefix` qualifies the table (a PostgreSQL schema and a dot)."""
+    one or none, after `upgrade` made it so (in the same transaction: a store whose upgrade
+    failed is upgraded at its next open). `execute` runs one statement and returns the first
+    row of its result (None when it has none); `prefix` qualifies the table (a PostgreSQL
+    schema and a dot)."""
     row = execute(READ.format(prefix=prefix))
     found = row[0] if row else None
     if found is not None and found > STORE_FORMAT:
@@ -36,4 +43,5 @@ def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: st
             "billed from data this version does not know; use that later version, or restore "
             "the backup taken before the upgrade")
     if found is None or found < STORE_FORMAT:
+        upgrade()
         execute(WRITE.format(prefix=prefix, value=STORE_FORMAT))
