@@ -4,17 +4,14 @@ refund's day; more is refused with what is held (domain/invoice.py: Invoice.pay_
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from typing import Any
-
-import psycopg
 
 from domain.application import BillingApplication
 from infra.store.url import store_env
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
 from tests.e2e.test_payments_by_date import aging, november_credited, paid
+from tests.store_sql import on_store
 from tests.unit.test_kafka_outbound import publisher, validate
 
 
@@ -97,16 +94,21 @@ def relayed(db: str) -> list[dict[str, Any]]:
     return messages
 
 
+def collected_invoice(db: str, contract_id: str) -> None:
+    """INV-000001 of 77.77, issued on 2026-12-01, and its collection started."""
+    billcycle(db, "ingest", "-", stdin=jsonl(contract(
+        contract_id, {**PLATFORM, "amount": "77.77"}, start_date="2026-12-01")))
+    billcycle(db, "run", "--cycle-date", "2026-12-01")
+    billcycle(db, "project")
+
+
 def test_collection_messages_state_the_invoices_balance_as_payments_and_refunds_arrive(
     db: str,
 ) -> None:
     # QA F8: the collection noted payments only. Read after all four, it said q1 left
     # -22.23 (the invoice was then at 0.00, rq1 paid back) and q0, noted after it ended,
     # -72.23: downstream read 72.23 owed back to the customer, where all was paid back.
-    billcycle(db, "ingest", "-", stdin=jsonl(contract(
-        "ct_n1", {**PLATFORM, "amount": "77.77"}, start_date="2026-12-01")))
-    billcycle(db, "run", "--cycle-date", "2026-12-01")  # INV-000001, 77.77
-    billcycle(db, "project")  # its collection starts
+    collected_invoice(db, "ct_n1")
     ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
         paid("q1", "INV-000001", "100.00", "2026-12-10T09:00:00Z"),
         refund("rq1", "INV-000001", "22.23", "2026-12-12T09:00:00Z"),
@@ -145,17 +147,8 @@ def test_collection_rows_an_earlier_billcycle_wrote_without_refunded_are_read_as
     # QA10 (F2): an earlier billcycle's `project --follow`, still running when this one rebuilt
     # the view with its `refunded` column, wrote rows without it; `collections` then failed
     # on the NULL (a TypeError) until the view was replayed by hand.
-    billcycle(db, "ingest", "-", stdin=jsonl(contract(
-        "ct_n2", {**PLATFORM, "amount": "77.77"}, start_date="2026-12-01")))
-    billcycle(db, "run", "--cycle-date", "2026-12-01")  # INV-000001, 77.77
-    billcycle(db, "project")
-    written_by_earlier = "UPDATE collections SET refunded = NULL"
-    if db.startswith("sqlite"):
-        with closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as lite, lite:
-            lite.execute(written_by_earlier)
-    else:
-        with psycopg.connect(db) as pg:
-            pg.execute(written_by_earlier)
+    collected_invoice(db, "ct_n2")
+    on_store(db, "UPDATE collections SET refunded = NULL")  # as the earlier one wrote them
 
     [action, *_] = billcycle_json(db, "collections", "--as-of", "2027-02-01")["actions"]
     assert action["outstanding"] == "77.77"

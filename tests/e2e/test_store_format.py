@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
-
-import psycopg
-
 from infra.store.store_format import STORE_FORMAT
 from tests.e2e.cli import billcycle
-
-
-def written_by_a_later_version(db: str) -> None:
-    later = f"UPDATE billcycle_store_format SET version = {STORE_FORMAT + 1}"
-    if db.startswith("sqlite"):
-        with closing(sqlite3.connect(db.removeprefix("sqlite:///"))) as lite, lite:
-            lite.execute(later)
-    else:
-        with psycopg.connect(db) as pg:
-            pg.execute(later)
+from tests.store_sql import on_store
 
 
 def test_a_store_a_later_billcycle_wrote_is_refused_with_what_to_do(db: str) -> None:
     billcycle(db, "ingest", "-", stdin=b"")  # the store made, its format recorded
     billcycle(db, "invoices")  # opened again by the same version: fine
-    written_by_a_later_version(db)
+    on_store(db, f"UPDATE billcycle_store_format SET version = {STORE_FORMAT + 1}")
 
     for command in (("invoices",), ("run", "--cycle-date", "2026-12-01")):
         refused = billcycle(db, *command, check=False)

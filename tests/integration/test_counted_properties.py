@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -19,6 +17,7 @@ from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
 from domain.usage import UNCOUNTED_MARK, MeterRequest
 from infra.store.url import store_env
+from tests.store_sql import on_store
 from tests.unit.message_examples import CONTRACT_AMENDED, CONTRACT_CREATED
 
 OCTOBER = (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
@@ -132,12 +131,7 @@ def test_an_earlier_billcycle_reading_the_store_counts_no_uncounted_value(
     ingest(app, counting("user_id"), usage("u-1", user_id="a"), usage("u-2", user_id=1.5),
            usage("u-3", user_id=None), usage("u-4", user_id="b"))
     earlier_read = "SELECT count(DISTINCT value) FROM usage_unique WHERE property = 'user_id'"
-    if url.startswith("sqlite"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
-            assert db.execute(earlier_read).fetchone() == (2,)
-    else:
-        with psycopg.connect(url) as db:
-            assert db.execute(earlier_read).fetchone() == (2,)
+    assert tuple(on_store(url, earlier_read)) == (2,)
     read = app.store.read_meter("cus_1", "active_users", [""], *OCTOBER, "user_id")
     assert (read.unique_count, read.uncounted) == (2, 2)
 
@@ -152,16 +146,8 @@ def test_a_store_from_before_the_marks_has_them_made_at_its_first_open(url: str)
                usage("u-3", user_id=None))
     finally:
         app.close()
-    as_before = ("DELETE FROM usage_unique WHERE property <> 'user_id'",
-                 "DELETE FROM billcycle_store_format")
-    if url.startswith("sqlite"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
-            for statement in as_before:
-                db.execute(statement)
-    else:
-        with psycopg.connect(url) as pg:
-            for statement in as_before:
-                pg.execute(statement)
+    on_store(url, "DELETE FROM usage_unique WHERE property <> 'user_id'",
+             "DELETE FROM billcycle_store_format")
 
     app = BillingApplication(env=store_env(url))
     try:
