@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 from kafka import KafkaProducer, TopicPartition
@@ -39,7 +38,6 @@ from consumers.kafka_source import (
 from consumers.outbound import InvoiceEvent, cash_message, collection_message, invoice_issued
 from domain.application import BillingApplication
 from domain.collections import Collection
-from domain.contract import Contract, contract_aggregate_id
 from domain.invoice import Invoice
 
 PAGE_SIZE = 500
@@ -300,15 +298,10 @@ class InvoicePublisher:
             self._timezone(invoice.contract_id))
 
     def _timezone(self, contract_id: str) -> str:
-        """The contract's timezone, in which the ledger dates its money: set when the contract
-        was created and never changed, so read from its first event, once per contract."""
+        """The contract's timezone (BillingApplication.contract_timezone), read once per
+        contract: it never changes."""
         if contract_id not in self.zones:
-            try:
-                created: Contract = self.app.repository.get(
-                    contract_aggregate_id(contract_id), version=Contract.INITIAL_VERSION)
-                self.zones[contract_id] = created.timezone
-            except AggregateNotFoundError:  # as the ledger and the payments read it
-                self.zones[contract_id] = "UTC"
+            self.zones[contract_id] = self.app.contract_timezone(contract_id)
         return self.zones[contract_id]
 
     def _collection(self, notification: Notification) -> Outgoing:

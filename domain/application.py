@@ -275,6 +275,17 @@ class BillingApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
 
+    def contract_timezone(self, contract_id: str) -> str:
+        """The timezone a contract's documents are dated in, as the ledger dates their money:
+        set when the contract was created and never changed, so read from its first event;
+        UTC where the contract is not in the store."""
+        try:
+            created: Contract = self.repository.get(contract_aggregate_id(contract_id),
+                                                    version=Contract.INITIAL_VERSION)
+        except AggregateNotFoundError:
+            return "UTC"
+        return created.timezone
+
     def load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
         """Reconstruct many aggregates from one read of their events (none snapshotted)."""
         loaded: dict[UUID, Aggregate] = {}
@@ -681,11 +692,9 @@ class _IngestUnit:
                         f"{command.invoice_number}; check the invoice number"
                     )
                 # Its contract's timezone dates the payments, as the ledger does.
-                billed = self.app.get_or_none(contract_aggregate_id(invoice.contract_id),
-                                              Contract)
                 note = invoice.apply_payment(
                     command.message_id, command.amount, command.currency, command.occurred_at,
-                    billed.timezone if billed is not None else "UTC",
+                    self.app.contract_timezone(invoice.contract_id),
                 )
                 self._note(note)
             case PayRefund():
@@ -694,11 +703,9 @@ class _IngestUnit:
                     raise LookupError(
                         f"refund.paid {command.message_id}: no invoice or credit note "
                         f"{command.invoice_number}; check the document number")
-                billed = self.app.get_or_none(contract_aggregate_id(invoice.contract_id),
-                                              Contract)
                 invoice.pay_refund(command.message_id, command.amount, command.currency,
                                    command.occurred_at,
-                                   billed.timezone if billed is not None else "UTC")
+                                   self.app.contract_timezone(invoice.contract_id))
             case _:
                 raise TypeError(f"unknown command {type(command).__name__}")
         self._receipt(command)
