@@ -20,7 +20,7 @@ from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from domain.collections import Collection
 from domain.invoice import Invoice
 from domain.invoice_lines import LineKind
-from domain.ledger import posting_day, reapplied_by
+from domain.ledger import DocumentPayment, posting_day, reapplied_by
 from domain.money import ZERO, format_money
 from infra.views import invoice_view
 
@@ -361,36 +361,43 @@ def cash_message(invoice: Invoice, event: Any, log_position: int, timezone: str
     }
     if type(event).__name__ == "RefundPaid":
         rid = event.refund_id
-        parts, changed = reapplied_by(max(-invoice.total, ZERO),
-                                      invoice.refunds_as_posted(timezone), rid)
-        amount = _money(invoice.refunds[rid], cur)
+        part, rest, others = _split(max(-invoice.total, ZERO),
+                                    invoice.refunds_as_posted(timezone), rid, cur)
         return RefundApplied(
-            type="refund.applied", **head, refund_id=rid, amount=amount,
+            type="refund.applied", **head, refund_id=rid, amount=part + rest,
             paid_at=event.paid_at,
             posted_on=posting_day(event.paid_at, timezone, invoice.issue_date),
-            from_receivable=_money(parts[rid], cur),
-            from_customer_credit=_money(amount - parts[rid], cur),
-            reapplied=[RefundReapplied(
-                refund_id=r.payment_id, posted_on=r.day,
-                from_receivable=_money(parts[r.payment_id], cur),
-                from_customer_credit=_money(r.amount - parts[r.payment_id], cur))
-                for r in changed],
+            from_receivable=part, from_customer_credit=rest,
+            reapplied=[RefundReapplied(refund_id=r.payment_id, posted_on=r.day,
+                                       from_receivable=p, from_customer_credit=q)
+                       for r, p, q in others],
             refunded=_money(invoice.refunded, cur))
     pid = event.payment_id
-    parts, changed = reapplied_by(invoice.total, invoice.payments_as_posted(timezone), pid)
-    amount = _money(invoice.payments[pid], cur)
+    part, rest, others = _split(invoice.total, invoice.payments_as_posted(timezone), pid, cur)
     return PaymentApplied(
-        type="payment.applied", **head, payment_id=pid, amount=amount,
+        type="payment.applied", **head, payment_id=pid, amount=part + rest,
         received_at=event.received_at,
         posted_on=posting_day(event.received_at, timezone, invoice.issue_date),
-        to_receivable=_money(parts[pid], cur),
-        to_customer_credit=_money(amount - parts[pid], cur),
-        reapplied=[PaymentReapplied(
-            payment_id=p.payment_id, posted_on=p.day,
-            to_receivable=_money(parts[p.payment_id], cur),
-            to_customer_credit=_money(p.amount - parts[p.payment_id], cur))
-            for p in changed],
+        to_receivable=part, to_customer_credit=rest,
+        reapplied=[PaymentReapplied(payment_id=c.payment_id, posted_on=c.day,
+                                    to_receivable=p, to_customer_credit=q)
+                   for c, p, q in others],
         paid=_money(invoice.paid, cur))
+
+
+def _split(total: Decimal, cash: list[DocumentPayment], cash_id: str, currency: str
+           ) -> tuple[Decimal, Decimal, list[tuple[DocumentPayment, Decimal, Decimal]]]:
+    """`cash_id`'s part settling `total` and its rest (customer credit), as the ledger posts
+    them (domain/ledger.py: reapplied_by), and the same of each other payment or refund whose
+    parts it changed."""
+    parts, changed = reapplied_by(total, cash, cash_id)
+
+    def split(item: DocumentPayment) -> tuple[Decimal, Decimal]:
+        part = _money(parts[item.payment_id], currency)
+        return part, _money(item.amount, currency) - part
+
+    this = next(c for c in cash if c.payment_id == cash_id)
+    return (*split(this), [(c, *split(c)) for c in changed])
 
 
 def collection_message(
