@@ -186,6 +186,34 @@ class PaymentPosting:
     excess: Decimal  # beyond the open amount: owed back to the customer
 
 
+# How a narration names the customer of a payment (money from it) and of a refund (to it), and
+# what one dated earlier does first when it arrives after others.
+_TOWARD = {EntryKind.PAYMENT: "from", EntryKind.REFUND: "to"}
+_FIRST = {EntryKind.PAYMENT: "settles the document first",
+          EntryKind.REFUND: "draws on the credit note first"}
+
+
+def _cash_entry(doc: Document, kind: EntryKind, cash_id: str, day: date, cash: Decimal,
+                part: Decimal, because: str | None = None) -> JournalEntry:
+    """Cash received (a payment) or paid back (a refund, its postings a payment's reversed):
+    `part` against the receivable, the rest against customer credit. With `because` (one
+    dated earlier that arrived after it), a reapplication: no cash, its part changed by
+    `part`."""
+    entry_id = f"{doc.number}/{kind}/{cash_id}"
+    narration = f"{kind} {cash_id} {_TOWARD[kind]} {doc.customer_id} on {doc.number}"
+    if because is not None:
+        entry_id += f"/reapplied/{because}"
+        narration += f" reapplied: {because}, dated earlier, {_FIRST[kind]}"
+    rest = cash - part
+    if kind is EntryKind.REFUND:
+        cash, part, rest = -cash, -part, -rest
+    return _entry(doc, entry_id, day, kind, narration, [
+        Posting(Account.CASH, cash),
+        Posting(Account.RECEIVABLE, -part),
+        Posting(Account.CUSTOMER_CREDIT, -rest),
+    ])
+
+
 def payment_entry(
     doc: Document, payment_id: str, amount: Decimal, day: date, open_before: Decimal
 ) -> PaymentPosting:
@@ -195,17 +223,9 @@ def payment_entry(
     settle a receivable before it exists.
     """
     applied = min(amount, max(open_before, ZERO))
-    excess = amount - applied
-    entry = _entry(
-        doc, f"{doc.number}/payment/{payment_id}", max(day, doc.issue_date), EntryKind.PAYMENT,
-        f"payment {payment_id} from {doc.customer_id} on {doc.number}",
-        [
-            Posting(Account.CASH, amount),
-            Posting(Account.RECEIVABLE, -applied),
-            Posting(Account.CUSTOMER_CREDIT, -excess),
-        ],
-    )
-    return PaymentPosting(entry, applied, excess)
+    entry = _cash_entry(doc, EntryKind.PAYMENT, payment_id, max(day, doc.issue_date), amount,
+                        applied)
+    return PaymentPosting(entry, applied, amount - applied)
 
 
 def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
@@ -213,30 +233,17 @@ def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
     """Cash paid back to the customer: `from_document` of a credit note's open (negative)
     amount, which the receivable holds, and the rest of the customer credit that payments
     beyond what documents owed left. Posted on `day`, or on the issue date when earlier."""
-    return _entry(
-        doc, f"{doc.number}/refund/{refund_id}", max(day, doc.issue_date), EntryKind.REFUND,
-        f"refund {refund_id} to {doc.customer_id} on {doc.number}",
-        [
-            Posting(Account.CASH, -amount),
-            Posting(Account.RECEIVABLE, from_document),
-            Posting(Account.CUSTOMER_CREDIT, amount - from_document),
-        ],
-    )
+    return _cash_entry(doc, EntryKind.REFUND, refund_id, max(day, doc.issue_date), amount,
+                       from_document)
 
 
-def refund_reapplication_entry(doc: Document, refund: DocumentPayment, part: Decimal,
-                               because: str) -> JournalEntry:
-    """A refund's part paid of the credit note changed from `refund.applied` to `part`,
-    because a refund dated earlier arrived after it (`because`): posted on the refund's own
-    day, the difference moves between the receivable and customer credit."""
-    change = part - refund.applied
-    return _entry(
-        doc, f"{doc.number}/refund/{refund.payment_id}/reapplied/{because}", refund.day,
-        EntryKind.REFUND,
-        f"refund {refund.payment_id} to {doc.customer_id} on {doc.number} reapplied: "
-        f"{because}, dated earlier, draws on the credit note first",
-        [Posting(Account.RECEIVABLE, change), Posting(Account.CUSTOMER_CREDIT, -change)],
-    )
+def reapplication_entry(doc: Document, kind: EntryKind, cash: DocumentPayment, part: Decimal,
+                        because: str) -> JournalEntry:
+    """A payment's part settling the document (a refund's: paid of the credit note) changed
+    from `cash.applied` to `part`, because one dated earlier arrived after it (`because`):
+    posted on its own day, the difference moves between the receivable and customer credit."""
+    return _cash_entry(doc, kind, cash.payment_id, cash.day, ZERO, part - cash.applied,
+                       because)
 
 
 @dataclass(frozen=True)
@@ -270,26 +277,11 @@ def reapplied_by(total: Decimal, cash: Sequence[DocumentPayment], cash_id: str
     """What the ledger posts when `cash_id`, one of `cash`, is applied to a document: the part
     of each of `cash` that settles `total` (`applied_by_date`), and the others whose part that
     changed (one dated later, applied before it): each gets a reapplication entry
-    (`reapplication_entry`, `refund_reapplication_entry`) on its own day."""
+    (`reapplication_entry`) on its own day."""
     after = applied_by_date(total, cash)
     before = applied_by_date(total, [c for c in cash if c.payment_id != cash_id])
     return after, [c for c in cash
                    if c.payment_id != cash_id and after[c.payment_id] != before[c.payment_id]]
-
-
-def reapplication_entry(doc: Document, payment: DocumentPayment, applied: Decimal,
-                        because: str) -> JournalEntry:
-    """A payment's settling part changed from `payment.applied` to `applied`, because a payment
-    dated earlier arrived after it (`because`): posted on the payment's own day, the difference
-    moves between the receivable and customer credit."""
-    change = applied - payment.applied
-    return _entry(
-        doc, f"{doc.number}/payment/{payment.payment_id}/reapplied/{because}", payment.day,
-        EntryKind.PAYMENT,
-        f"payment {payment.payment_id} from {doc.customer_id} on {doc.number} reapplied: "
-        f"{because}, dated earlier, settles the document first",
-        [Posting(Account.RECEIVABLE, -change), Posting(Account.CUSTOMER_CREDIT, change)],
-    )
 
 
 def balances(entries: Sequence[JournalEntry], as_of: date) -> dict[tuple[str, Account], Decimal]:

@@ -19,6 +19,7 @@ from domain.ledger import (
     Account,
     Document,
     DocumentPayment,
+    EntryKind,
     JournalEntry,
     Receivable,
     applied_by_date,
@@ -28,7 +29,6 @@ from domain.ledger import (
     posting_day,
     reapplication_entry,
     refund_entry,
-    refund_reapplication_entry,
 )
 from domain.money import ZERO, format_money, round_money
 from projections.persistence import Changes, Select, Table
@@ -195,8 +195,8 @@ class LedgerProjection(ViewProjection):
             change = to_minor(parts[r.payment_id] - r.applied, currency)
             if not change:
                 continue
-            journal.extend(entry_rows(refund_reapplication_entry(
-                doc, r, parts[r.payment_id], event.refund_id)))
+            journal.extend(entry_rows(reapplication_entry(
+                doc, EntryKind.REFUND, r, parts[r.payment_id], event.refund_id)))
             d, pos, rid, c, part = state.refunds[i]
             state.refunds[i] = (d, pos, rid, c, part + change)
             state.applied -= change
@@ -227,7 +227,8 @@ class LedgerProjection(ViewProjection):
         for i, p in enumerate(paid):
             if split[p.payment_id] == p.applied:
                 continue
-            entry = reapplication_entry(doc, p, split[p.payment_id], event.payment_id)
+            entry = reapplication_entry(doc, EntryKind.PAYMENT, p, split[p.payment_id],
+                                        event.payment_id)
             change = to_minor(split[p.payment_id] - p.applied, currency)
             state.applied += change
             d, pos, pid, a, ap = state.payments[i]

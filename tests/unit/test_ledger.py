@@ -24,7 +24,6 @@ from domain.ledger import (
     reapplication_entry,
     reapplied_by,
     refund_entry,
-    refund_reapplication_entry,
 )
 from domain.recognition import Schedule
 
@@ -121,7 +120,7 @@ def test_a_payment_arriving_late_says_which_payments_dated_after_it_give_way() -
 def test_a_reapplication_moves_the_difference_to_customer_credit_on_the_payments_day() -> None:
     d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
     late = DocumentPayment("pay-late", date(2026, 11, 20), 7, D("80.00"), D("80.00"))
-    entry = reapplication_entry(d, late, D("50.00"), "pay-early")
+    entry = reapplication_entry(d, EntryKind.PAYMENT, late, D("50.00"), "pay-early")
     assert entry.day == date(2026, 11, 20)
     assert dict((p.account, p.amount) for p in entry.postings) == {
         Account.RECEIVABLE: D("30.00"), Account.CUSTOMER_CREDIT: D("-30.00")}
@@ -148,7 +147,7 @@ def test_refunds_draw_on_a_credit_note_in_the_order_of_their_days() -> None:
     assert applied_by_date(D("100.00"), [late, early]) == {
         "r-early": D("50.00"), "r-late": D("50.00")}
     credit = doc(ratable("-100.00", NOV1, date(2026, 12, 1)), kind="credit_note")
-    entry = refund_reapplication_entry(credit, late, D("50.00"), "r-early")
+    entry = reapplication_entry(credit, EntryKind.REFUND, late, D("50.00"), "r-early")
     assert entry.day == date(2026, 11, 25)
     assert dict((p.account, p.amount) for p in entry.postings) == {
         Account.RECEIVABLE: D("-50.00"), Account.CUSTOMER_CREDIT: D("50.00")}
