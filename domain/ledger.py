@@ -179,13 +179,6 @@ def posting_day(instant: datetime, timezone: str, issue_date: date) -> date:
     return max(local_date(instant, timezone), issue_date)
 
 
-@dataclass(frozen=True)
-class PaymentPosting:
-    entry: JournalEntry
-    applied: Decimal  # settles the document's open amount
-    excess: Decimal  # beyond the open amount: owed back to the customer
-
-
 # How a narration names the customer of a payment (money from it) and of a refund (to it), and
 # what one dated earlier does first when it arrives after others.
 _TOWARD = {EntryKind.PAYMENT: "from", EntryKind.REFUND: "to"}
@@ -214,27 +207,14 @@ def _cash_entry(doc: Document, kind: EntryKind, cash_id: str, day: date, cash: D
     ])
 
 
-def payment_entry(
-    doc: Document, payment_id: str, amount: Decimal, day: date, open_before: Decimal
-) -> PaymentPosting:
-    """Cash received against the document; more than its open amount becomes customer credit.
-
-    Posted on `day`, or on the issue date when the payment is dated earlier: a payment cannot
-    settle a receivable before it exists.
-    """
-    applied = min(amount, max(open_before, ZERO))
-    entry = _cash_entry(doc, EntryKind.PAYMENT, payment_id, max(day, doc.issue_date), amount,
-                        applied)
-    return PaymentPosting(entry, applied, amount - applied)
-
-
-def refund_entry(doc: Document, refund_id: str, amount: Decimal, day: date,
-                 from_document: Decimal) -> JournalEntry:
-    """Cash paid back to the customer: `from_document` of a credit note's open (negative)
-    amount, which the receivable holds, and the rest of the customer credit that payments
-    beyond what documents owed left. Posted on `day`, or on the issue date when earlier."""
-    return _cash_entry(doc, EntryKind.REFUND, refund_id, max(day, doc.issue_date), amount,
-                       from_document)
+def cash_entry(doc: Document, kind: EntryKind, cash_id: str, amount: Decimal, day: date,
+               part: Decimal) -> JournalEntry:
+    """A payment's cash received against the document, or a refund's paid back to the
+    customer: `part` settles what the document owes (a refund's: is paid of a credit note's
+    open amount, which the receivable holds), as `applied_by_date` splits it, and the rest is
+    customer credit. Posted on `day`, or on the issue date when earlier: a payment cannot
+    settle a receivable before it exists."""
+    return _cash_entry(doc, kind, cash_id, max(day, doc.issue_date), amount, part)
 
 
 def reapplication_entry(doc: Document, kind: EntryKind, cash: DocumentPayment, part: Decimal,

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from decimal import Decimal
+from datetime import date, datetime
 from typing import Any
 
 from domain.contract import Contract
@@ -22,13 +21,12 @@ from domain.ledger import (
     EntryKind,
     JournalEntry,
     Receivable,
-    applied_by_date,
+    cash_entry,
     credit_notes_applied,
     document_entries,
-    payment_entry,
     posting_day,
     reapplication_entry,
-    refund_entry,
+    reapplied_by,
 )
 from domain.money import ZERO, format_money, round_money
 from projections.persistence import Changes, Select, Table
@@ -146,99 +144,58 @@ class LedgerProjection(ViewProjection):
                 for entry in document_entries(doc):
                     journal.extend(entry_rows(entry))
             elif isinstance(event, PAID):
-                invoice_id = str(event.originator_id)
-                state = docs[invoice_id]
-                doc = state.doc
-                amount = round_money(event.amount, doc.currency)
-                day = posting_day(event.received_at, zones.get(doc.contract_id, "UTC"),
-                                  doc.issue_date).isoformat()
-                owed = from_minor(state.total - state.applied, doc.currency)
-                if any((p[0], p[1]) > (day, position) for p in state.payments):
-                    owed = self._dated_before(state, event, day, amount, position, changes)
-                posted = payment_entry(doc, event.payment_id, amount, date.fromisoformat(day),
-                                       owed)
-                applied = to_minor(posted.applied, doc.currency)
-                state.applied += applied
-                state.payments.append((day, position, event.payment_id,
-                                       to_minor(amount, doc.currency), applied))
-                changes.put(DOCUMENTS, state.row(invoice_id), new=False)
-                changes.insert(PAYMENTS, (
-                    doc.number, event.payment_id, day, doc.currency,
-                    to_minor(amount, doc.currency), applied,
-                    to_minor(posted.excess, doc.currency), event.received_at.isoformat(),
-                    position,
-                ))
-                journal.extend(entry_rows(posted.entry))
+                self._cash(docs, zones, event, EntryKind.PAYMENT, event.payment_id,
+                           event.received_at, position, changes)
             elif isinstance(event, REFUNDED):
-                self._refunded(docs, zones, event, position, changes)
+                self._cash(docs, zones, event, EntryKind.REFUND, event.refund_id,
+                           event.paid_at, position, changes)
         return changes
 
-    def _refunded(self, docs: dict[str, _Open], zones: dict[str, str], event: Any,
-                  position: int, changes: Changes) -> None:
-        """A refund: of a credit note's amount first (which it settles, as a payment settles
-        an invoice), then of customer credit, the refunds taken in the order of their days;
-        a refund already posted whose part of the credit note changes (one dated earlier
-        arrived later) is reapplied on its own day. A row in ledger_payments each, with the
-        cash paid out and the parts negative."""
+    def _cash(self, docs: dict[str, _Open], zones: dict[str, str], event: Any,
+              kind: EntryKind, cash_id: str, instant: datetime, position: int,
+              changes: Changes) -> None:
+        """A payment, or a refund: the part of it settling the document (a refund's: paid of a
+        credit note's amount) and the rest, customer credit, the payments (refunds) taken in
+        the order of their days (domain/ledger.py: reapplied_by); one already posted whose
+        part changes (one dated earlier arrived later) is reapplied on its own day. A row in
+        ledger_payments each; a refund's with the cash paid out and the parts negative."""
         invoice_id = str(event.originator_id)
         state = docs[invoice_id]
         doc, currency = state.doc, state.doc.currency
+        refund = kind is EntryKind.REFUND
+        sign, posted = (-1, state.refunds) if refund else (1, state.payments)
+        # A payment settles what an invoice owes; a refund draws on what a credit note holds.
+        total = max(-state.total, 0) if refund else state.total
         amount = round_money(event.amount, currency)
-        day = posting_day(event.paid_at, zones.get(doc.contract_id, "UTC"), doc.issue_date)
-        paid = [DocumentPayment(rid, date.fromisoformat(d), pos, from_minor(c, currency),
-                                from_minor(part, currency))
-                for d, pos, rid, c, part in state.refunds]
-        parts = applied_by_date(from_minor(max(-state.total, 0), currency), [
-            *paid, DocumentPayment(event.refund_id, day, position, amount, ZERO)])
+        day = posting_day(instant, zones.get(doc.contract_id, "UTC"), doc.issue_date)
+        before = [DocumentPayment(cid, date.fromisoformat(d), pos, from_minor(c, currency),
+                                  from_minor(part, currency))
+                  for d, pos, cid, c, part in posted]
+        parts, changed = reapplied_by(
+            from_minor(total, currency),
+            [*before, DocumentPayment(cash_id, day, position, amount, ZERO)], cash_id)
+        moved = {c.payment_id for c in changed}
         journal = changes.inserted(JOURNAL)
-        for i, r in enumerate(paid):
-            change = to_minor(parts[r.payment_id] - r.applied, currency)
-            if not change:
+        for i, c in enumerate(before):
+            if c.payment_id not in moved:
                 continue
+            change = to_minor(parts[c.payment_id] - c.applied, currency)
             journal.extend(entry_rows(reapplication_entry(
-                doc, EntryKind.REFUND, r, parts[r.payment_id], event.refund_id)))
-            d, pos, rid, c, part = state.refunds[i]
-            state.refunds[i] = (d, pos, rid, c, part + change)
-            state.applied -= change
-            changes.insert(PAYMENTS, (doc.number, f"{rid}/reapplied/{event.refund_id}", d,
-                                      currency, 0, -change, change,
-                                      event.paid_at.isoformat(), position))
-        cash, part = to_minor(amount, currency), to_minor(parts[event.refund_id], currency)
-        journal.extend(entry_rows(refund_entry(doc, event.refund_id, amount, day,
-                                               parts[event.refund_id])))
-        state.refunds.append((day.isoformat(), position, event.refund_id, cash, part))
-        state.applied -= part
+                doc, kind, c, parts[c.payment_id], cash_id)))
+            d, pos, cid, moved_cash, part = posted[i]
+            posted[i] = (d, pos, cid, moved_cash, part + change)
+            state.applied += sign * change
+            changes.insert(PAYMENTS, (doc.number, f"{cid}/reapplied/{cash_id}", d, currency, 0,
+                                      sign * change, -sign * change, instant.isoformat(),
+                                      position))
+        cash, part = to_minor(amount, currency), to_minor(parts[cash_id], currency)
+        journal.extend(entry_rows(cash_entry(doc, kind, cash_id, amount, day, parts[cash_id])))
+        posted.append((day.isoformat(), position, cash_id, cash, part))
+        state.applied += sign * part
         changes.put(DOCUMENTS, state.row(invoice_id), new=False)
-        changes.insert(PAYMENTS, (doc.number, event.refund_id, day.isoformat(), currency, -cash,
-                                  -part, part - cash, event.paid_at.isoformat(), position))
-
-    def _dated_before(self, state: _Open, event: Any, day: str, amount: Decimal,
-                      position: int, changes: Changes) -> Decimal:
-        """A payment dated before payments already applied to the document (it arrived
-        later): it settles what the document owed first, and each payment after it whose
-        settling part shrinks is reapplied on its own day (domain/ledger.py). What the
-        document still owes the new payment, in the order of their days."""
-        doc, currency = state.doc, state.doc.currency
-        paid = [DocumentPayment(pid, date.fromisoformat(d), pos, from_minor(a, currency),
-                                from_minor(ap, currency))
-                for d, pos, pid, a, ap in state.payments]
-        new = DocumentPayment(event.payment_id, date.fromisoformat(day), position, amount, ZERO)
-        split = applied_by_date(from_minor(state.total, currency), [*paid, new])
-        for i, p in enumerate(paid):
-            if split[p.payment_id] == p.applied:
-                continue
-            entry = reapplication_entry(doc, EntryKind.PAYMENT, p, split[p.payment_id],
-                                        event.payment_id)
-            change = to_minor(split[p.payment_id] - p.applied, currency)
-            state.applied += change
-            d, pos, pid, a, ap = state.payments[i]
-            state.payments[i] = (d, pos, pid, a, ap + change)
-            changes.insert(PAYMENTS, (
-                doc.number, f"{p.payment_id}/reapplied/{event.payment_id}", d, currency, 0,
-                change, -change, event.received_at.isoformat(), position))
-            changes.inserted(JOURNAL).extend(entry_rows(entry))
-        # payment_entry settles min(amount, owed): the new payment's part in date order.
-        return split[event.payment_id]
+        changes.insert(PAYMENTS, (doc.number, cash_id, day.isoformat(), currency, sign * cash,
+                                  sign * part, sign * (cash - part), instant.isoformat(),
+                                  position))
 
     def _load(self, events: Sequence[Positioned]) -> tuple[dict[str, _Open], dict[str, str]]:
         """What the payments of this batch need from before it: the documents they pay (unless

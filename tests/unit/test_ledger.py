@@ -18,12 +18,11 @@ from domain.ledger import (
     applied_by_date,
     as_of_recognition,
     balances,
+    cash_entry,
     document_entries,
     issue_entry,
-    payment_entry,
     reapplication_entry,
     reapplied_by,
-    refund_entry,
 )
 from domain.recognition import Schedule
 
@@ -81,9 +80,11 @@ def test_an_as_of_entry_brings_revenue_to_a_mid_month_date() -> None:
 
 def test_a_payment_settles_the_receivable_and_the_excess_is_customer_credit() -> None:
     d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
-    paid = payment_entry(d, "pay-1", D("130.00"), date(2026, 11, 20), open_before=D("100.00"))
-    assert (paid.applied, paid.excess) == (D("100.00"), D("30.00"))
-    assert dict((p.account, p.amount) for p in paid.entry.postings) == {
+    pay = DocumentPayment("pay-1", date(2026, 11, 20), 1, D("130.00"), D(0))
+    part = applied_by_date(d.total, [pay])["pay-1"]
+    assert part == D("100.00")
+    paid = cash_entry(d, EntryKind.PAYMENT, "pay-1", pay.amount, pay.day, part)
+    assert dict((p.account, p.amount) for p in paid.postings) == {
         Account.CASH: D("130.00"), Account.RECEIVABLE: D("-100.00"),
         Account.CUSTOMER_CREDIT: D("-30.00"),
     }
@@ -91,8 +92,8 @@ def test_a_payment_settles_the_receivable_and_the_excess_is_customer_credit() ->
 
 def test_a_payment_dated_before_the_invoice_is_posted_on_the_issue_date() -> None:
     d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
-    paid = payment_entry(d, "pay-1", D("10.00"), date(2026, 10, 20), open_before=D("100.00"))
-    assert paid.entry.day == NOV1
+    paid = cash_entry(d, EntryKind.PAYMENT, "pay-1", D("10.00"), date(2026, 10, 20), D("10.00"))
+    assert paid.day == NOV1
 
 
 def test_payments_settle_a_document_in_the_order_of_their_days_however_they_arrive() -> None:
@@ -129,14 +130,15 @@ def test_a_reapplication_moves_the_difference_to_customer_credit_on_the_payments
 
 def test_a_refund_takes_a_credit_notes_open_amount_first_then_customer_credit() -> None:
     credit = doc(ratable("-100.00", NOV1, date(2026, 12, 1)), kind="credit_note")
-    entry = refund_entry(credit, "r-1", D("130.00"), date(2026, 11, 20), D("100.00"))
+    entry = cash_entry(credit, EntryKind.REFUND, "r-1", D("130.00"), date(2026, 11, 20),
+                       D("100.00"))
     assert dict((p.account, p.amount) for p in entry.postings) == {
         Account.CASH: D("-130.00"), Account.RECEIVABLE: D("100.00"),
         Account.CUSTOMER_CREDIT: D("30.00")}
     assert (entry.kind, entry.entry_id) == (EntryKind.REFUND, "INV-000001/refund/r-1")
     # Of an invoice (nothing negative open), customer credit alone.
-    paid = refund_entry(doc(ratable("100.00", NOV1, date(2026, 12, 1))), "r-2", D("20.00"),
-                        date(2026, 11, 20), D(0))
+    paid = cash_entry(doc(ratable("100.00", NOV1, date(2026, 12, 1))), EntryKind.REFUND, "r-2",
+                      D("20.00"), date(2026, 11, 20), D(0))
     assert {p.account for p in paid.postings} == {Account.CASH, Account.CUSTOMER_CREDIT}
 
 

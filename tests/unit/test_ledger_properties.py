@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 from domain.ledger import (
     Account,
     Document,
+    DocumentPayment,
+    EntryKind,
     JournalEntry,
+    applied_by_date,
     as_of_recognition,
     balances,
+    cash_entry,
     document_entries,
-    payment_entry,
 )
 from domain.money import ZERO
 from domain.recognition import Schedule
@@ -47,13 +50,14 @@ payments = st.lists(
 
 def journal(doc: Document, paid: list[tuple[int, int]]) -> tuple[list[JournalEntry], Decimal]:
     entries = document_entries(doc)
-    open_amount = doc.total
-    for i, (cents, offset) in enumerate(paid):
-        posted = payment_entry(doc, f"p{i}", Decimal(cents).scaleb(-2),
-                               ISSUE + timedelta(days=offset), open_amount)
-        open_amount -= posted.applied
-        entries.append(posted.entry)
-    return entries, open_amount
+    cash = [DocumentPayment(f"p{i}", ISSUE + timedelta(days=offset), i,
+                            Decimal(cents).scaleb(-2), ZERO)
+            for i, (cents, offset) in enumerate(paid)]
+    parts = applied_by_date(doc.total, cash)
+    for c in cash:
+        entries.append(cash_entry(doc, EntryKind.PAYMENT, c.payment_id, c.amount, c.day,
+                                  parts[c.payment_id]))
+    return entries, doc.total - sum(parts.values(), ZERO)
 
 
 @given(documents(), payments)
