@@ -186,35 +186,27 @@ _FIRST = {EntryKind.PAYMENT: "settles the document first",
           EntryKind.REFUND: "draws on the credit note first"}
 
 
-def _cash_entry(doc: Document, kind: EntryKind, cash_id: str, day: date, cash: Decimal,
-                part: Decimal, because: str | None = None) -> JournalEntry:
-    """Cash received (a payment) or paid back (a refund, its postings a payment's reversed):
-    `part` against the receivable, the rest against customer credit. With `because` (one
-    dated earlier that arrived after it), a reapplication: no cash, its part changed by
-    `part`."""
+def cash_entry(doc: Document, kind: EntryKind, cash_id: str, amount: Decimal, day: date,
+               part: Decimal, because: str | None = None) -> JournalEntry:
+    """A payment's cash received against the document, or a refund's paid back to the
+    customer (its postings a payment's reversed), on `day`, its `posting_day`: `part` settles
+    what the document owes (a refund's: is paid of a credit note's open amount, which the
+    receivable holds), as `applied_by_date` splits it, and the rest is customer credit. With
+    `because` (one dated earlier that arrived after it), a reapplication: no cash, its part
+    changed by `part`."""
     entry_id = f"{doc.number}/{kind}/{cash_id}"
     narration = f"{kind} {cash_id} {_TOWARD[kind]} {doc.customer_id} on {doc.number}"
     if because is not None:
         entry_id += f"/reapplied/{because}"
         narration += f" reapplied: {because}, dated earlier, {_FIRST[kind]}"
-    rest = cash - part
+    rest = amount - part
     if kind is EntryKind.REFUND:
-        cash, part, rest = -cash, -part, -rest
+        amount, part, rest = -amount, -part, -rest
     return _entry(doc, entry_id, day, kind, narration, [
-        Posting(Account.CASH, cash),
+        Posting(Account.CASH, amount),
         Posting(Account.RECEIVABLE, -part),
         Posting(Account.CUSTOMER_CREDIT, -rest),
     ])
-
-
-def cash_entry(doc: Document, kind: EntryKind, cash_id: str, amount: Decimal, day: date,
-               part: Decimal) -> JournalEntry:
-    """A payment's cash received against the document, or a refund's paid back to the
-    customer: `part` settles what the document owes (a refund's: is paid of a credit note's
-    open amount, which the receivable holds), as `applied_by_date` splits it, and the rest is
-    customer credit. Posted on `day`, or on the issue date when earlier: a payment cannot
-    settle a receivable before it exists."""
-    return _cash_entry(doc, kind, cash_id, max(day, doc.issue_date), amount, part)
 
 
 def reapplication_entry(doc: Document, kind: EntryKind, cash: DocumentPayment, part: Decimal,
@@ -222,8 +214,7 @@ def reapplication_entry(doc: Document, kind: EntryKind, cash: DocumentPayment, p
     """A payment's part settling the document (a refund's: paid of the credit note) changed
     from `cash.applied` to `part`, because one dated earlier arrived after it (`because`):
     posted on its own day, the difference moves between the receivable and customer credit."""
-    return _cash_entry(doc, kind, cash.payment_id, cash.day, ZERO, part - cash.applied,
-                       because)
+    return cash_entry(doc, kind, cash.payment_id, ZERO, cash.day, part - cash.applied, because)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -21,6 +21,7 @@ from domain.ledger import (
     cash_entry,
     document_entries,
     issue_entry,
+    posting_day,
     reapplication_entry,
     reapplied_by,
 )
@@ -91,9 +92,9 @@ def test_a_payment_settles_the_receivable_and_the_excess_is_customer_credit() ->
 
 
 def test_a_payment_dated_before_the_invoice_is_posted_on_the_issue_date() -> None:
-    d = doc(ratable("100.00", NOV1, date(2026, 12, 1)))
-    paid = cash_entry(d, EntryKind.PAYMENT, "pay-1", D("10.00"), date(2026, 10, 20), D("10.00"))
-    assert paid.day == NOV1
+    received = datetime(2026, 10, 20, 12, tzinfo=UTC)
+    assert posting_day(received, "UTC", NOV1) == NOV1
+    assert posting_day(received, "UTC", date(2026, 10, 1)) == date(2026, 10, 20)
 
 
 def test_payments_settle_a_document_in_the_order_of_their_days_however_they_arrive() -> None:
