@@ -341,22 +341,28 @@ def dunning_figures(select: Select, as_of: date
     # and currency, so the net is the same.
     for _, _, customer, _, currency, _, _, _, open_ in rows:
         net[(customer, currency)] = net.get((customer, currency), 0) + open_
-    for customer, currency, held in select(
-            "SELECT customer_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_journal"
-            " WHERE account = ? AND day <= ? GROUP BY customer_id, currency",
-            (Account.CUSTOMER_CREDIT.value, as_of.isoformat())):
-        net[(customer, currency)] = net.get((customer, currency), 0) + int(held or 0)
+    for key, held in _credit_held(select, as_of).items():
+        net[key] = net.get(key, 0) + held
     return net, _credited(rows)
 
 
 def customer_credit(select: Select, as_of: date) -> dict[str, str]:
     """Per currency, the customer credit held at the end of `as_of` (payments beyond what
     their documents owed): owed to customers, so not receivable and not aged."""
-    rows = select("SELECT currency, CAST(SUM(amount) AS BIGINT) FROM ledger_journal"
-                  " WHERE account = ? AND day <= ? GROUP BY currency ORDER BY currency",
-                  (Account.CUSTOMER_CREDIT.value, as_of.isoformat()))
-    return {currency: format_money(from_minor(-int(total), currency), currency)
-            for currency, total in rows if total}
+    totals: dict[str, int] = {}
+    for (_, currency), held in _credit_held(select, as_of).items():
+        totals[currency] = totals.get(currency, 0) + held
+    return {currency: format_money(from_minor(-total, currency), currency)
+            for currency, total in sorted(totals.items()) if total}
+
+
+def _credit_held(select: Select, as_of: date) -> dict[tuple[str, str], int]:
+    """Per customer and currency, the balance of customer credit at the end of `as_of` (minor
+    units; a credit, so negative)."""
+    return {(customer, currency): int(held or 0) for customer, currency, held in select(
+        "SELECT customer_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_journal"
+        " WHERE account = ? AND day <= ? GROUP BY customer_id, currency",
+        (Account.CUSTOMER_CREDIT.value, as_of.isoformat()))}
 
 
 def journal_rows(select: Select, as_of: date | None) -> list[tuple[Any, ...]]:
