@@ -132,10 +132,7 @@ class Invoice(Aggregate):
         beyond what it owed, dated by then (as the ledger dates them), less the refunds dated
         by then. Refunds dated later must still be covered on their days, so that what is
         held never goes below zero, whatever order refunds arrive in."""
-        if currency != self.currency:
-            raise PaymentRejected(
-                f"refund {refund_id}: currency {currency} does not match {self.number} in "
-                f"{self.currency}; send the refund in {self.currency}")
+        self._in_currency("refund", refund_id, currency, self.number)
         if refund_id in self.refunds:
             return
         day = self._day(paid_at, timezone)
@@ -155,6 +152,13 @@ class Invoice(Aggregate):
                     "number, the amount and the date")
         self._refund_paid(refund_id=refund_id, amount=amount, currency=currency,
                           paid_at=paid_at)
+
+    def _in_currency(self, cash: str, cash_id: str, currency: str, document: str) -> None:
+        """Refuse a payment or refund (`cash`) in another currency than the document's."""
+        if currency != self.currency:
+            raise PaymentRejected(
+                f"{cash} {cash_id}: currency {currency} does not match {document} in "
+                f"{self.currency}; send the {cash} in {self.currency}")
 
     def _day(self, instant: datetime, timezone: str) -> date:
         """The day money moved, as the ledger dates it: received or paid, or the issue date
@@ -185,11 +189,7 @@ class Invoice(Aggregate):
         """Apply the payment (once per payment id); a note when it leaves customer credit: the
         payments settle the document in the order of their days in the contract's `timezone`,
         as the ledger applies them (domain/ledger.py), so the credit may be another's part."""
-        if currency != self.currency:
-            raise PaymentRejected(
-                f"payment {payment_id}: currency {currency} does not match invoice "
-                f"{self.number} in {self.currency}; send the payment in {self.currency}"
-            )
+        self._in_currency("payment", payment_id, currency, f"invoice {self.number}")
         if payment_id in self.payments:
             return None
         owed = self.open_amount()
