@@ -139,17 +139,29 @@ class Collection(Aggregate):
         self.ended: str | None = None  # why, once ended
 
     @classmethod
-    def start(cls, paid_before: Sequence[Payment] = (), **started: Any) -> Collection:
-        """The collection of an invoice (`started`: the fields of Started, `__init__`'s),
-        started with the payments applied to it before the start (in the order applied): its
-        `outstanding` is then what is still unpaid. Those that settle the invoice end it at
-        once."""
-        # The fields are named once, by `__init__`, which makes the event that is stored.
-        collection = cls(**started, payments={p.payment_id: p.amount for p in paid_before} or None)
+    def start(
+        cls,
+        invoice_number: str,
+        customer_id: str,
+        contract_id: str,
+        currency: str,
+        amount: Decimal,
+        due_date: date,
+        steps: list[dict[str, str]],
+        paid_before: Sequence[Payment] = (),
+    ) -> Collection:
+        """The collection of an invoice, started with the payments applied to it before the
+        start (in the order applied): its `outstanding` is then what is still unpaid. Those
+        that settle the invoice end it at once."""
+        collection = cls(
+            invoice_number=invoice_number, customer_id=customer_id, contract_id=contract_id,
+            currency=currency, amount=amount, due_date=due_date, steps=steps,
+            payments={p.payment_id: p.amount for p in paid_before} or None,
+        )
         paid = ZERO
         for p in paid_before:
             paid += p.amount
-            if paid >= collection.amount:  # the payment that settled it, as note_payment would say
+            if paid >= amount:  # the payment that settled it, as note_payment would say
                 collection._ended(reason="paid", payment_id=p.payment_id,
                                   received_at=p.received_at)
                 break
