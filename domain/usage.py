@@ -257,14 +257,29 @@ def property_values(
     properties: dict[str, Any], message_id: str
 ) -> tuple[tuple[str, str], ...]:
     """The properties as the store keeps them for unique_count: a string, integer or boolean
-    value as its text (`counted_value`), any other value as the message's uncounted mark
-    (`uncounted_mark`)."""
+    value as its text (`value_text`, `counted_value`), any other value as the message's
+    uncounted mark (`uncounted_mark`)."""
     # Order does not matter: these only become the set of a bucket's unique values.
     return tuple([
-        (name, counted_value(value if type(value) is str else str(value))
+        (name, counted_value(value_text(value))
          if isinstance(value, _SCALAR_PROPERTY) else uncounted_mark(value, message_id))
         for name, value in properties.items()
     ]) if properties else ()
+
+
+def value_text(value: str | int) -> str:
+    """A counted value's text as JSON writes it: 7 and "7" are one value, and so are true and
+    "true" (Python's str(True) is "True": store format 2 respelled what earlier versions kept)."""
+    if type(value) is str:
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    return str(value)
+
+
+# Booleans as billcycle kept them before store format 2, and as it keeps them now.
+BOOLEAN_TEXTS_BEFORE = ("True", "False")
+BOOLEAN_TEXTS = ("true", "false")
 
 
 # A counted value is kept as it is unless the store's key could not hold it: U+0000, which

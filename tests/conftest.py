@@ -20,11 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from infra.postgres import LocalPostgres, create_database, drop_database
 
 if TYPE_CHECKING:  # imported late: see pytest_configure
     from infra.kafka_broker import LocalKafka
+
+# Property tests check invariants, never speed: no deadline per example, which a loaded
+# machine (CI, or helpers' runs side by side) would miss now and then and fail the suite for.
+settings.register_profile("billcycle", deadline=None)
+settings.load_profile("billcycle")
 
 PG_FIXTURES = {"pg_cluster", "postgres_url", "fresh_pg_url"}
 KAFKA_FIXTURES = {"kafka_broker", "kafka_bootstrap"}

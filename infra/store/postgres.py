@@ -459,7 +459,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
                 row = curs.fetchone() if curs.description else None
                 return None if row is None else tuple(row.values())  # rows are dicts here
             store_format.keep_store_format(execute, prefix="{schema}.",
-                                           upgrade=lambda: self._mark_uncounted(curs))
+                                           mark_uncounted=lambda: self._mark_uncounted(curs))
 
     def _mark_uncounted(self, curs: Cursor[DictRow]) -> None:
         """The uncounted marks of the counted properties' values in the usage stored before

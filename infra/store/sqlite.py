@@ -187,7 +187,7 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
             def execute(statement: str) -> Any:
                 c.execute(statement)
                 return c.fetchone()
-            store_format.keep_store_format(execute, upgrade=lambda: self._mark_uncounted(c))
+            store_format.keep_store_format(execute, mark_uncounted=lambda: self._mark_uncounted(c))
 
     def _mark_uncounted(self, c: Any) -> None:
         """The uncounted marks of the values in the usage stored before the store's format 1

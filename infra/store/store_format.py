@@ -8,6 +8,12 @@ saying what to do. Versions before this check know nothing of it: README, "Upgra
 Format 1 (from a store with none): the values unique_count does not count, kept as marks
 since format 1 (domain.usage.uncounted_mark), are marked for the usage stored before it too,
 so that runs and `batch verify` name all of a period's uncounted events alike.
+
+Format 2: a boolean value unique_count counts is kept as JSON's text, `true` and `false`
+(domain.usage.value_text), so that `true` and `"true"` are one value as `7` and `"7"` are.
+Earlier versions kept Python's `True` and `False`; their rows are respelled in place
+(RESPELL_BOOLEANS). Those versions kept a string "True" the same way, as the boolean's one value,
+and it stays so for the usage stored before the upgrade.
 """
 
 from __future__ import annotations
@@ -15,12 +21,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-STORE_FORMAT = 1  # raised only when an earlier version could not safely open the store
+STORE_FORMAT = 2  # raised only when an earlier version could not safely open the store
 
 CREATE_TABLE = ("CREATE TABLE IF NOT EXISTS {prefix}billcycle_store_format"
                 " (version integer NOT NULL)")
 READ = "SELECT max(version) FROM {prefix}billcycle_store_format"
 WRITE = "INSERT INTO {prefix}billcycle_store_format (version) VALUES ({value})"
+
+_USAGE_UNIQUE_KEY = "customer_id, metric, contract_tag, property, {value}, bucket_start"
+RESPELL_BOOLEANS = (
+    f"INSERT INTO {{prefix}}usage_unique ({_USAGE_UNIQUE_KEY.format(value='value')})"
+    f" SELECT {_USAGE_UNIQUE_KEY.format(value='lower(value)')} FROM {{prefix}}usage_unique"
+    " WHERE value IN ('True', 'False') ON CONFLICT DO NOTHING",
+    "DELETE FROM {prefix}usage_unique WHERE value IN ('True', 'False')",
+)
 
 
 class LaterStoreFormat(OSError):
@@ -28,12 +42,12 @@ class LaterStoreFormat(OSError):
 
 
 def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: str = "",
-                      upgrade: Callable[[], None] = lambda: None) -> None:
+                      mark_uncounted: Callable[[], None] = lambda: None) -> None:
     """Refuse a store of a later format; record this version's where the store has an earlier
-    one or none, after `upgrade` made it so (in the same transaction: a store whose upgrade
-    failed is upgraded at its next open). `execute` runs one statement and returns the first
-    row of its result (None when it has none); `prefix` qualifies the table (a PostgreSQL
-    schema and a dot)."""
+    one or none, after upgrading it (in the same transaction: a store whose upgrade failed is
+    upgraded at its next open): `mark_uncounted` for format 1, RESPELL_BOOLEANS for format 2.
+    `execute` runs one statement and returns the first row of its result (None when it has
+    none); `prefix` qualifies the tables (a PostgreSQL schema and a dot)."""
     row = execute(READ.format(prefix=prefix))
     found = row[0] if row else None
     if found is not None and found > STORE_FORMAT:
@@ -42,6 +56,10 @@ def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: st
             f"reads format {STORE_FORMAT} and earlier): opened with this one, it could be "
             "billed from data this version does not know; use that later version, or restore "
             "the backup taken before the upgrade")
+    if found is None:
+        mark_uncounted()
+    if found is None or found < 2:
+        for statement in RESPELL_BOOLEANS:
+            execute(statement.format(prefix=prefix))
     if found is None or found < STORE_FORMAT:
-        upgrade()
         execute(WRITE.format(prefix=prefix, value=STORE_FORMAT))

@@ -157,6 +157,36 @@ def test_a_store_from_before_the_marks_has_them_made_at_its_first_open(url: str)
         app.close()
 
 
+def test_a_boolean_is_counted_as_its_json_text(app: BillingApplication) -> None:
+    # QA11 (F2): values are counted as their text, so 7 and "7" are one value; a boolean was
+    # kept as Python's "True", and true and "true" billed two users.
+    ingest(app, counting("user_id"), usage("u-1", user_id=True), usage("u-2", user_id="true"),
+           usage("u-3", user_id=7), usage("u-4", user_id="7"), usage("u-5", user_id=False))
+    assert unique(app, "user_id") == 3  # true, 7 and false
+
+
+def test_a_store_of_format_1_has_its_booleans_respelled_at_its_first_open(url: str) -> None:
+    # Store format 2: the rows an earlier version kept as "True" are read as true, so that a
+    # period holding true from before the upgrade and "true" after it counts one user.
+    app = BillingApplication(env=store_env(url))
+    try:
+        ingest(app, counting("user_id"), usage("u-1", user_id=True), usage("u-2", user_id="x"))
+    finally:
+        app.close()
+    on_store(url, "UPDATE usage_unique SET value = 'True' WHERE value = 'true'",
+             "DELETE FROM billcycle_store_format",
+             "INSERT INTO billcycle_store_format (version) VALUES (1)")
+
+    app = BillingApplication(env=store_env(url))
+    try:
+        ingest(app, usage("u-3", user_id="true"), usage("u-4", user_id=True))
+        assert unique(app, "user_id") == 2
+        respelled = "SELECT count(*) FROM usage_unique WHERE value = 'True'"
+        assert tuple(on_store(url, respelled)) == (0,)
+    finally:
+        app.close()
+
+
 def test_postgresql_keeps_values_of_counted_properties_only(fresh_pg_url: str) -> None:
     url = fresh_pg_url  # SQLite keeps every property's values
     app = BillingApplication(env=store_env(url))

@@ -10,7 +10,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.usage import MAX_COUNTED_VALUE_BYTES, RecordedUsage, counted_value, usage_record
+from domain.usage import (
+    MAX_COUNTED_VALUE_BYTES,
+    RecordedUsage,
+    counted_value,
+    property_values,
+    usage_record,
+)
 from infra.store.batch import record_unique_rows, unique_rows
 
 T0 = datetime(2026, 10, 3, 10, tzinfo=UTC)
@@ -53,3 +59,10 @@ def test_a_counted_value_is_kept_as_it_is_unless_the_store_cannot_key_it() -> No
     assert counted_value("bob\x00").startswith("\x01sha256:")
     # A value that looks like a digest is made one, so no kept value can equal a digest.
     assert counted_value("\x01sha256:00") != "\x01sha256:00"
+
+
+@given(st.integers() | st.booleans())
+def test_a_value_and_its_json_text_are_one_counted_value(value: int | bool) -> None:
+    # QA11 (F2): counted "as their text": 7 and "7" were one value, True and "true" were not.
+    text = json.dumps(value)
+    assert property_values({"user": value}, "u-1") == property_values({"user": text}, "u-2")
