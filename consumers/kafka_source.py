@@ -200,6 +200,25 @@ def never_create_topics(cluster: Any) -> None:
         config["allow_auto_create_topics"] = False
 
 
+# kafka-python's retry backoff for metadata (its default), and what it grows to at each check
+# that finds an inbound topic still missing (see `KafkaIngest._back_off_metadata`).
+METADATA_BACKOFF_MS = 100
+METADATA_BACKOFFS_MS = (500, 1000, 2000, 3000)
+
+
+def metadata_retry_backoff(cluster: Any, ms: int) -> None:
+    """Set how long a kafka-python client waits before it asks the broker again for the
+    metadata of a subscribed topic that does not exist.
+
+    kafka-python 3.0.12 retries such a topic every `retry_backoff_ms` of its cluster metadata,
+    100 ms, and its connection manager makes that without the client's own `retry_backoff_ms`:
+    the setting is put where the retries read it.
+    """
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict) and "retry_backoff_ms" in config:
+        config["retry_backoff_ms"] = ms
+
+
 def kafka_consumer(**config: Any) -> Any:
     """A KafkaConsumer that never makes the broker create a topic it asks about.
 
@@ -335,6 +354,9 @@ class KafkaIngest:
         # report. The dead-letter topic's absence is its DeadLetterTopic's `missing`.
         self.missing: list[str] = []
         self._topics_checked = time.monotonic()
+        # While one is missing, kafka-python asks for it again after this many ms.
+        self.metadata_backoff_ms = METADATA_BACKOFF_MS
+        self._checks_missing = 0  # checks in a row that found an inbound topic missing
         self.rebalances = _Rebalances(consumer)
         # Per owned partition: the next offset to apply (stored position + 1) ...
         self.positions: dict[TopicPartition, int] = {}
@@ -418,6 +440,8 @@ class KafkaIngest:
         self.rebalances = _Rebalances(self.consumer)
         self.consumer.subscribe(list(self.topics.inbound), listener=self.rebalances)
         self._joining_since = time.monotonic()
+        # A fresh consumer in a stuck one's place keeps its back-off.
+        metadata_retry_backoff(getattr(self.consumer, "_cluster", None), self.metadata_backoff_ms)
 
     def _check_topics(self) -> None:
         """Note the inbound topics and the dead-letter topic that do not exist on Kafka, and
@@ -443,10 +467,27 @@ class KafkaIngest:
             if topic not in missing:
                 self.say(f"topic {topic} exists now")
         self.missing = missing
+        self._back_off_metadata()
         deadletters = self.topics.deadletter in exist
         if deadletters == self.deadletters.missing:  # changed: dead letters kept for it are sent
             self._drain()  # from this thread, none being published meanwhile
             self.deadletters.found(deadletters)
+
+    def _back_off_metadata(self) -> None:
+        """While an inbound topic is missing, have kafka-python ask for it less and less often.
+
+        A subscribed topic that does not exist made it ask the broker 10 times a second (the
+        subscription's metadata requests fail for it, and each failure is retried after 100
+        ms) whenever it refreshed the subscription's metadata: at the join, after every
+        rebalance, every 5 minutes. The topic being created is still seen within
+        `probe_after` seconds, by `_check_topics`, whose question about every topic ends
+        those retries; the back-off only spaces out the retries in between.
+        """
+        self._checks_missing = self._checks_missing + 1 if self.missing else 0
+        self.metadata_backoff_ms = (
+            METADATA_BACKOFFS_MS[min(self._checks_missing, len(METADATA_BACKOFFS_MS)) - 1]
+            if self._checks_missing else METADATA_BACKOFF_MS)
+        metadata_retry_backoff(getattr(self.consumer, "_cluster", None), self.metadata_backoff_ms)
 
     def _recheck_topics(self) -> None:
         """While a topic is missing, look for it again every `probe_after` seconds."""
@@ -521,9 +562,11 @@ class KafkaIngest:
                 self.say(f"{partition_label(tp)} was moved on to offset {offset + 1} by another "
                          "consumer; is a process of another group sharing this database?")
                 self.positions[tp] = offset + 1
+        # A missing topic is not asked about here: kafka-python would ask the broker about
+        # every topic for each one, and `_check_topics` looks for them.
         tps = sorted(self.consumer.assignment()) or [
             TopicPartition(topic, p)
-            for topic in self.topics.inbound
+            for topic in self.topics.inbound if topic not in self.missing
             for p in sorted(self.consumer.partitions_for_topic(topic) or ())
         ]
         if not tps:  # no inbound topic exists: said when found, and in every progress line

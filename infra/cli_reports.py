@@ -459,8 +459,11 @@ def _report_counts(args: argparse.Namespace, projections: Projections,
     document["collections_process"] = {"events": counts.get(process.name, 0),
                                        "position": process.position()}
     _emit(args, document, lambda: "\n".join(
-        f"{name}: {verb} to log position {d['position']} ({d['events']} events)"
-        for name, d in views.items()) + f"\nin {seconds:.2f} s")
+        [f"{name}: {verb} to log position {d['position']} ({d['events']} events)"
+         for name, d in views.items()]
+        + [f"collections process: at log position {process.position()} "
+           f"({document['collections_process']['events']} events)",
+           f"in {seconds:.2f} s"]))
 
 
 # --- export ----------------------------------------------------------------------------------

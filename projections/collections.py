@@ -75,7 +75,28 @@ class CollectionsProcess:
         return found
 
     def process(self, events: Sequence[Positioned], tracking: Tracking, after: int) -> None:
-        events = [*self._refunds_passed(after), *events]
+        self._save([*self._refunds_passed(after), *events], tracking.notification_id)
+
+    def note_passed_refunds(self) -> int:
+        """Note the refunds the process of an earlier billcycle read past, now, even with
+        nothing new in the log to take the process further: how many were noted.
+
+        Otherwise they were noted only with the process's next page, once something new was
+        logged, and counted with none (QA10 F5)."""
+        at = self.position()
+        passed = self._refunds_passed(at)
+        if self.noting_refunds or not at:  # nothing passed: tracked by this version, or new
+            return 0
+        try:
+            # With none passed, the position still moves to `tracking_name`: not asked again.
+            self._save(passed, at)
+        except IntegrityError:  # another billcycle noted them first
+            return 0
+        return len(passed)
+
+    def _save(self, events: Sequence[Positioned], through: int) -> None:
+        """Start, note and end the collections the events reach; saved with the process's
+        position `through`, in one transaction."""
         touched: dict[UUID, Collection] = {}
         numbers = self._numbers(events)
         # The collections the page's payments and refunds reach, in one read (not one each).
@@ -112,14 +133,14 @@ class CollectionsProcess:
                 found.note_refund(event.refund_id, event.amount, event.paid_at)
             touched[cid] = found
         aggregates: list[Aggregate] = list(touched.values())
-        self.app.save_tracked(
-            *aggregates, tracking=Tracking(self.tracking_name, tracking.notification_id))
+        self.app.save_tracked(*aggregates, tracking=Tracking(self.tracking_name, through))
         self.noting_refunds = True
 
     def _refunds_passed(self, after: int) -> list[Positioned]:
         """The refunds in the log through `after` that the process of an earlier billcycle
         read past without noting them (it tracked under `before_refunds`), in log order:
-        this version notes them with its first page, before the page's own events."""
+        this version notes them first (`note_passed_refunds`, or its first page before the
+        page's own events)."""
         recorder = cast(ProcessRecorder, self.app.recorder)
         if self.noting_refunds or not after:
             return []

@@ -284,12 +284,15 @@ class Projections:
         then the views that do read its events, through the ones it just wrote."""
         if not self.collections_process:
             return self.build()
+        # Upgraded from a billcycle that did not note refunds: those it read past, first.
+        passed = self.process.note_passed_refunds()
         if self.process.position() >= (self.app.recorder.max_notification_id() or 0):
             # Nothing for the process (a replay, usually): every view in the same pass.
-            return {self.process.name: 0, **self.build()}
+            return {self.process.name: passed, **self.build()}
         after = [p for p in self.views.values() if set(p.topics) & set(self.process.writes)]
         beside = [p for p in self.views.values() if p not in after]
         counts = self._run([self.process, *beside])
+        counts[self.process.name] += passed
         if after:
             counts.update(self._run(after))
         return counts

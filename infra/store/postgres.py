@@ -474,7 +474,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         with curs.connection.cursor(name="billcycle_uncounted_backfill") as stored:
             stored.itersize = 100
             stored.execute(self._usage_batches, (USAGE_BATCH_RECORDED_TOPIC,))
-            for row in stored:
+            for row in store_format.upgrading(stored):
                 marks |= uncounted_rows(json.loads(bytes(row["state"]))["records"], names)
         if marks:
             curs.executemany(self._sql(_MARK_UNCOUNTED), marks)

@@ -195,7 +195,8 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         found: set[Any] = set()
         c.execute(f"SELECT state FROM {self.events_table_name} WHERE topic = ?",
                   (USAGE_BATCH_RECORDED_TOPIC,))
-        while (row := c.fetchone()) is not None:  # usage batches are large: one at a time
+        # Usage batches are large: one at a time.
+        for row in store_format.upgrading(iter(c.fetchone, None)):
             found |= uncounted_rows(json.loads(row[0])["records"])
         marks = list(found)
         if marks:

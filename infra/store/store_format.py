@@ -18,10 +18,20 @@ and it stays so for the usage stored before the upgrade.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 STORE_FORMAT = 2  # raised only when an earlier version could not safely open the store
+
+# Said before the upgrade to format 1 reads a store's usage: on a large store it takes long.
+UPGRADING = (
+    "billcycle: this store predates store format 1: reading all its stored usage once, now, to "
+    "mark the values unique_count does not count (the billcycle that stored it kept no marks), "
+    "so that runs and `batch verify` name all of a period's uncounted events alike; a large "
+    "store takes a while, and later opens skip this")
 
 CREATE_TABLE = ("CREATE TABLE IF NOT EXISTS {prefix}billcycle_store_format"
                 " (version integer NOT NULL)")
@@ -63,3 +73,13 @@ def keep_store_format(execute: Callable[[str], Sequence[Any] | None], prefix: st
             execute(statement.format(prefix=prefix))
     if found is None or found < STORE_FORMAT:
         execute(WRITE.format(prefix=prefix, value=STORE_FORMAT))
+
+
+def upgrading(stored: Iterable[T]) -> Iterator[T]:
+    """The stored usage an upgrade reads, UPGRADING said on stderr before the first of it (a
+    store without any is upgraded in no time, silently)."""
+    rows = iter(stored)
+    for first in rows:
+        print(UPGRADING, file=sys.stderr, flush=True)
+        yield first
+        yield from rows

@@ -4,9 +4,14 @@ refund's day; more is refused with what is held (domain/invoice.py: Invoice.pay_
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from eventsourcing.persistence import ProcessRecorder, Tracking
 
 from domain.application import BillingApplication
+from domain.collections import Collection, CollectionPolicy, Payment
 from infra.store.url import store_env
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
@@ -159,3 +164,51 @@ def test_collection_rows_an_earlier_billcycle_wrote_without_refunded_are_read_as
     assert billcycle_json(db, "collections", "--as-of", "2027-02-01")["actions"] == []
     assert [m["outstanding"] for m in relayed(db)
             if m["type"] == "collection.refund_noted"] == ["0.00"]
+
+
+def collected_by_an_earlier_billcycle(db: str) -> None:
+    """INV-000001 of 77.77 paid 100.00 (q1) and 22.23 refunded (rq1), its collection kept by
+    the process of a billcycle before refunds were noted: started, ended by q1, and tracked
+    as `billcycle:collections` through the end of the log, past rq1."""
+    billcycle(db, "ingest", "-", stdin=jsonl(contract(
+        "ct_old", {**PLATFORM, "amount": "77.77"}, start_date="2026-12-01")))
+    billcycle(db, "run", "--cycle-date", "2026-12-01")
+    billcycle(db, "ingest", "-", stdin=jsonl(
+        paid("q1", "INV-000001", "100.00", "2026-12-10T09:00:00Z"),
+        refund("rq1", "INV-000001", "22.23", "2026-12-12T09:00:00Z")))
+    [issued] = billcycle_json(db, "invoices")
+    due = date.fromisoformat(issued["due_date"])
+    app = BillingApplication(env=store_env(db))
+    try:
+        earlier = f"{app.name}:collections"
+        recorder = cast(ProcessRecorder, app.recorder)
+        collection = Collection.start(
+            invoice_number="INV-000001", customer_id="cus_ct_old", contract_id="ct_old",
+            currency="USD", amount=Decimal("77.77"), due_date=due,
+            steps=CollectionPolicy().schedule(due), paid_before=[
+                Payment("q1", Decimal("100.00"), datetime.fromisoformat("2026-12-10T09:00Z"))])
+        app.save_tracked(collection, tracking=Tracking(
+            earlier, recorder.max_notification_id() or 0))
+        # Its next pass found nothing to do, and moved on to the end of the log.
+        recorder.insert_tracking(Tracking(earlier, recorder.max_notification_id() or 0))
+    finally:
+        app.close()
+
+
+def test_refunds_the_earlier_collections_process_read_past_are_noted_by_the_first_project(
+    db: str,
+) -> None:
+    # QA10 F5: upgraded with nothing new logged, `project` left the refund unnoted (the
+    # collection still said -22.23 outstanding) until something new came, and counted nothing.
+    collected_by_an_earlier_billcycle(db)
+
+    first = billcycle_json(db, "project")
+    again = billcycle_json(db, "project")
+
+    assert first["collections_process"]["events"] == 1  # rq1
+    assert again["collections_process"]["events"] == 0  # noted once
+    assert [(m["type"], m.get("refund_id"), m["outstanding"]) for m in relayed(db)
+            if m["type"].startswith("collection.")] == [
+        ("collection.started", None, "-22.23"), ("collection.ended", None, "-22.23"),
+        ("collection.refund_noted", "rq1", "0.00")]
+    assert "\ncollections process: at log position " in billcycle(db, "project").stdout

@@ -1,6 +1,7 @@
 """The consumer's progress line before it owns a partition says where its group join stands,
 a join stuck for a minute is given up and started again by a fresh consumer, and an inbound
-topic or the dead-letter topic that does not exist is named until it does."""
+topic or the dead-letter topic that does not exist is named until it does, while kafka-python
+is made to ask the broker about it less and less often."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field, fields
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kafka.structs import ConsumerGroupMetadata, MemberState
 
 from consumers.deadletter_topic import DeadLetterTopic
-from consumers.kafka_source import REJOIN_AFTER, SLOW_JOIN, KafkaIngest, Patience, Topics
+from consumers.kafka_source import (
+    METADATA_BACKOFF_MS,
+    REJOIN_AFTER,
+    SLOW_JOIN,
+    KafkaIngest,
+    Patience,
+    Topics,
+)
 from domain.application import BillingApplication
 from infra.store.url import store_env
 
@@ -31,6 +40,11 @@ class MemberOfGroup:
     # The topics on the broker: by default, every one of contract.md's.
     on_broker: set[str] = field(
         default_factory=lambda: {getattr(Topics(), f.name) for f in fields(Topics)})
+    # kafka-python's cluster metadata, as far as the consumer sets it.
+    _cluster: SimpleNamespace = field(
+        default_factory=lambda: SimpleNamespace(config={"retry_backoff_ms": 100}))
+    # The topics whose partitions were asked for.
+    asked: list[str] = field(default_factory=list)
 
     def group_metadata(self) -> ConsumerGroupMetadata:
         return self.member
@@ -43,6 +57,13 @@ class MemberOfGroup:
 
     def topics(self) -> set[str]:
         return set(self.on_broker)
+
+    def assignment(self) -> set[object]:
+        return set()
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        self.asked.append(topic)
+        return set()
 
 
 def member(state: str, generation: int = -1) -> MemberOfGroup:
@@ -165,6 +186,32 @@ def test_an_inbound_topic_that_does_not_exist_is_named_until_it_does(
     consumer.on_broker.add("billing.usage.typo")  # created
     ingest._check_topics()
     assert said[-1] == "topic billing.usage.typo exists now" and ingest.missing == []
+
+
+def test_while_an_inbound_topic_is_missing_kafka_python_asks_for_it_less_and_less_often(
+    app: BillingApplication,
+) -> None:
+    # kafka-python retried a missing subscribed topic's metadata 10 times a second.
+    said: list[str] = []
+    consumer = member(MemberState.STABLE, generation=2)
+    ingest = kafka_ingest(app, consumer, said, Topics(usage="billing.usage.typo"))
+
+    def backoff() -> int:
+        return int(consumer._cluster.config["retry_backoff_ms"])
+
+    ingest._subscribe()
+    assert backoff() == METADATA_BACKOFF_MS
+    pauses = []
+    for _ in range(6):
+        ingest._check_topics()
+        pauses.append(backoff())
+    assert pauses == [500, 1000, 2000, 3000, 3000, 3000]
+    ingest._probe()  # the missing topic's partitions are not asked for (a question to the broker)
+    assert consumer.asked == ["billing.contracts", "billing.payments"]
+
+    consumer.on_broker.add("billing.usage.typo")  # created: back to kafka-python's own pace
+    ingest._check_topics()
+    assert backoff() == METADATA_BACKOFF_MS and said[-1] == "topic billing.usage.typo exists now"
 
 
 def test_with_no_inbound_topic_the_progress_line_says_that_first_not_the_group_state(
