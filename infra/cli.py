@@ -8,9 +8,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -125,19 +125,32 @@ def emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> 
         sys.stdout.write(render() + "\n")
 
 
+def open_input(args: argparse.Namespace) -> AbstractContextManager[BinaryIO]:
+    """The file to ingest, opened before the store is: a missing or unreadable one made an
+    empty store, which later commands then answered from instead of refusing the path."""
+    if args.file == "-":
+        return nullcontext(sys.stdin.buffer)
+    try:
+        return open(args.file, "rb")
+    except OSError as exc:
+        raise _unreadable(args.file, exc) from exc
+
+
+def _unreadable(path: str, exc: OSError) -> UserError:
+    return UserError(f"cannot read {path}: {exc.strerror}; check the path (or give - to read "
+                     "standard input)")
+
+
 def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
     from consumers.pipeline import IngestPipeline
 
     pipeline = IngestPipeline(app)
-    if args.file == "-":
+    source = "stdin" if args.file == "-" else f"file:{os.path.basename(args.file)}"
+    try:
         with tuned_for_bulk_work():
-            report = pipeline.process_lines(sys.stdin.buffer, "stdin")
-    else:
-        try:
-            with open(args.file, "rb") as stream, tuned_for_bulk_work():
-                report = pipeline.process_lines(stream, f"file:{os.path.basename(args.file)}")
-        except OSError as exc:
-            raise UserError(f"cannot read {args.file}: {exc.strerror}") from exc
+            report = pipeline.process_lines(args.input, source)
+    except OSError as exc:  # failed while reading (an I/O error, a file truncated meanwhile)
+        raise _unreadable(args.file, exc) from exc
     document = {
         "accepted": report.accepted,
         "duplicates": report.duplicates,
@@ -270,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="read JSON Lines messages (- = stdin)")
     p.add_argument("file")
-    p.set_defaults(handler=cmd_ingest, creates_store=True)
+    p.set_defaults(handler=cmd_ingest, creates_store=True, opens_input=open_input)
 
     p = sub.add_parser("run", help="one billing run for a cycle date")
     p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
@@ -322,7 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not getattr(args, "creates_store", False):
                 _refuse_missing_store(args.db)
-            with closing(open_app(args.db)) as app:
+            with ExitStack() as opened:
+                if hasattr(args, "opens_input"):  # before the store, which it would create
+                    args.input = opened.enter_context(args.opens_input(args))
+                app = opened.enter_context(closing(open_app(args.db)))
                 args.handler(args, app)
     except BrokenPipeError:
         # The reader went away (`billcycle invoices | head`): not an error of ours.

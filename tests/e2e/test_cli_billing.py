@@ -175,6 +175,12 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
         unmade = billcycle_process(url, "invoices")
         assert unmade.returncode == 1 and unmade.stderr.count("\n") == 1
         assert said in unmade.stderr
+    # Nor does an ingest whose input cannot be read (QA: it made the store, then failed).
+    for unreadable in (tmp_path / "none.jsonl", tmp_path):
+        unread = billcycle(db, "ingest", str(unreadable), check=False)
+        assert unread.returncode == 1 and unread.stderr.count("\n") == 1
+        assert unread.stderr.startswith(f"billcycle: cannot read {unreadable}: ")
+        assert "; check the path" in unread.stderr
     assert not (tmp_path / "b.db").exists()
     billcycle(db, "ingest", "-", stdin=b"")
     missing = billcycle_process(db, "batch", "show", "nope")
@@ -191,8 +197,6 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
         assert unknown.returncode == 1 and said in unknown.stderr, flag
     bad_db = billcycle("mysql://x", "invoices", check=False)
     assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
-    unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)
-    assert unreadable.returncode != 0 and "cannot read" in unreadable.stderr
     # Batch ids are quoted in suggested commands and Kafka messages: no spaces or slashes.
     spaced = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "a b/c")
     assert spaced.returncode == 2 and "'a b/c' is not a batch id" in spaced.stderr
