@@ -24,7 +24,7 @@ from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
-from infra.cli_args import parse_date, positive_int
+from infra.cli_args import Parser, parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import IN_MEMORY, redacted, store_env
 from infra.views import batch_view, invoice_view
@@ -262,6 +262,7 @@ class Subcommands:
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = self.action.add_parser(
             name, parents=[self.common], **kwargs)
+        parser.set_defaults(command_parser=parser)  # the innermost command's wins
         return parser
 
 
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON document on stdout and nothing else there")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="billcycle", parents=[common],
         description="Event-sourced batch billing: ingest contracts and usage, run billing, "
         "explain every batch.",
@@ -322,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said by the command's own parser, whose options and help apply
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # Defaults are filled here: set_defaults would reach the subcommands' shared option
     # actions and override a value given before the command.
     args.db_given = getattr(args, "db", None) is not None

@@ -220,6 +220,23 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     ):
         refused = billcycle_process(db, *args)
         assert refused.returncode == 2 and said in refused.stderr, args
+        assert refused.stderr.count("\n") == 1, refused.stderr  # not the usage block too
+    # An argument's reason names the option, the value and where the options are listed;
+    # one the command does not have is named by that command (QA: `run --usage-topic`).
+    for command, told in (
+        (("run", "--cycle-date", "2026-13-01"),
+         "billcycle run: --cycle-date '2026-13-01' is not a date; use YYYY-MM-DD "
+         "(see billcycle run --help)\n"),
+        (("run", "--cycle-date", "2026-12-01", "--usage-topic", "billing.usage"),
+         "billcycle run: unrecognized arguments: --usage-topic billing.usage "
+         "(see billcycle run --help)\n"),
+        (("batch", "show"), "billcycle batch show: the following arguments are required: "
+         "batch_id (see billcycle batch show --help)\n"),
+    ):
+        argued = billcycle_process(db, *command)
+        assert (argued.returncode, argued.stderr) == (2, told)
+    helped = billcycle_process(db, "run", "--help")  # help keeps its usage block
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: billcycle run [-h]")
     # A store that cannot be opened is named, its password hidden, with what to check.
     nowhere = billcycle(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "ingest", "-",
                         stdin=b"", check=False)
