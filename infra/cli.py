@@ -259,21 +259,31 @@ class Subcommands:
         self.action = action
         self.common = common
 
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    def add_parser(self, name: str, db_help: str | None = None, **kwargs: Any
+                   ) -> argparse.ArgumentParser:
+        """A command's parser; `db_help` for one whose --db is not the everyday store's."""
+        common = self.common if db_help is None else common_options(db_help)
         parser: argparse.ArgumentParser = self.action.add_parser(
-            name, parents=[self.common], **kwargs)
+            name, parents=[common], **kwargs)
         parser.set_defaults(command_parser=parser)  # the innermost command's wins
         return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # --db and --json may come before or after the command; the command's copy wins.
+DB_HELP = (f"store URL: sqlite:///PATH (default {DEFAULT_DB}) or "
+           "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
+
+
+def common_options(db_help: str = DB_HELP) -> argparse.ArgumentParser:
+    """--db and --json, which may come before or after the command; the command's copy wins."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=argparse.SUPPRESS,
-                        help="store URL: sqlite:///PATH (default sqlite:///billcycle.db) or "
-                        "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
+    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON document on stdout and nothing else there")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
     parser = Parser(
         prog="billcycle", parents=[common],
         description="Event-sourced batch billing: ingest contracts and usage, run billing, "
