@@ -392,6 +392,11 @@ class BillingApplication(Application[UUID]):
             return local_midnight(value, contract.timezone)
 
         first, last = instant(start), instant(end)
+        if not first < last:  # said as given: the aggregate sees only the UTC instants
+            raise AssignmentRejected(
+                f"the window --from {start.isoformat()} --to {end.isoformat()} is empty or "
+                f"reversed (a date is local midnight of {contract_id}, in {contract.timezone}); "
+                "give a --from before the --to")
 
         def assign(given: UsageAssignments) -> tuple[AssignmentChange, list[Contract]]:
             window = (first.astimezone(UTC), last.astimezone(UTC))
