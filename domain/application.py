@@ -349,6 +349,12 @@ class BillingApplication(Application[UUID]):
         given = self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
         return given.in_force() if given else []
 
+    def knows_customer(self, customer_id: str) -> bool:
+        """Whether a contract, or usage in the meters, names the customer (usage still in the
+        meter backlog does not count)."""
+        return bool(self.store.customer_contract_ids([customer_id])
+                    or self.store.metered_usage([customer_id]))
+
     def acknowledge_usage(self, customer_id: str, metric: str, through: datetime, reason: str,
                           by: str, at: datetime) -> Acknowledgement:
         """Record that the customer's usage of the metric before `through` is not to be
