@@ -19,7 +19,8 @@ INVOICE_NUMBER_PREFIX = "INV-"
 
 
 class PaymentRejected(ValueError):
-    """A payment that cannot be applied to the invoice it names."""
+    """A payment or refund that cannot be applied to the document it names (the reason names
+    the document; ingest names the message)."""
 
 
 def invoice_number(sequence: int) -> str:
@@ -134,8 +135,8 @@ class Invoice(Aggregate):
         held never goes below zero, whatever order refunds arrive in."""
         if currency != self.currency:
             raise PaymentRejected(
-                f"refund {refund_id}: currency {currency} does not match {self.number} in "
-                f"{self.currency}; send the refund in {self.currency}")
+                f"currency {currency} does not match {self.number} in {self.currency}; send "
+                f"the refund in {self.currency}")
         if refund_id in self.refunds:
             return
         day = self._day(paid_at, timezone)
@@ -147,9 +148,9 @@ class Invoice(Aggregate):
             if round_money(amount, self.currency) > held:
                 before = "" if on == day else f" (a refund dated {on} needs the rest)"
                 raise PaymentRejected(
-                    f"refund {refund_id}: {format_money(amount, self.currency)} "
-                    f"{self.currency} is more than {self.number} holds for {self.customer_id} "
-                    f"on {on} ({format_money(max(held, ZERO), self.currency)} {self.currency}: "
+                    f"{format_money(amount, self.currency)} {self.currency} is more than "
+                    f"{self.number} holds for {self.customer_id} on {on} "
+                    f"({format_money(max(held, ZERO), self.currency)} {self.currency}: "
                     f"{'its credit and ' if self.total < 0 else ''}what was paid beyond what "
                     f"it owed, less refunds dated by then){before}; check the document "
                     "number, the amount and the date")
@@ -187,8 +188,8 @@ class Invoice(Aggregate):
         as the ledger applies them (domain/ledger.py), so the credit may be another's part."""
         if currency != self.currency:
             raise PaymentRejected(
-                f"payment {payment_id}: currency {currency} does not match invoice "
-                f"{self.number} in {self.currency}; send the payment in {self.currency}"
+                f"currency {currency} does not match invoice {self.number} in "
+                f"{self.currency}; send the payment in {self.currency}"
             )
         if payment_id in self.payments:
             return None

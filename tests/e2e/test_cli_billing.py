@@ -307,3 +307,29 @@ def test_ingest_lists_rejected_lines_in_input_order(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'kept.db'}"
     billcycle(db, "ingest", str(book))
     assert [d["at"] for d in billcycle_json(db, "deadletters")] == ["line 1", "line 2"]
+
+
+def test_every_rejection_when_applied_names_its_message_type_and_id(tmp_path: Path) -> None:
+    # Refused by a contract's or an invoice's rule, not by the message's shape: named as the
+    # parse stage names them (QA: "contract ct_a has no milestone ..." named no message, and
+    # payments read "payment pay-4: ..." beside "payment.received pay-5: ...").
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_a", PLATFORM)))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001
+    cash = {"occurred_at": "2026-10-05T09:00:00Z", "amount": "10.00", "currency": "USD"}
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        {"type": "milestone.completed", "id": "ms-x", "occurred_at": "2026-10-15T00:00:00Z",
+         "contract_id": "ct_a", "milestone": "nope", "completed_on": "2026-10-15"},
+        {"type": "payment.received", "id": "pay-4", "invoice_number": "INV-000001",
+         **cash, "currency": "EUR"},
+        {"type": "payment.received", "id": "pay-5", "invoice_number": "INV-000009", **cash},
+        {"type": "refund.paid", "id": "r-1", "invoice_number": "INV-000001", **cash}))
+    assert [r["reason"] for r in ingested["rejected"]] == [
+        "milestone.completed ms-x: contract ct_a has no milestone 'nope' (its milestones: "
+        "none); check the milestone name",
+        "payment.received pay-4: currency EUR does not match invoice INV-000001 in USD; send "
+        "the payment in USD",
+        "payment.received pay-5: no invoice INV-000009; check the invoice number",
+        "refund.paid r-1: 10.00 USD is more than INV-000001 holds for cus_ct_a on 2026-10-05 "
+        "(0.00 USD: what was paid beyond what it owed, less refunds dated by then); check the "
+        "document number, the amount and the date"]
