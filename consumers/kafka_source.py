@@ -82,6 +82,10 @@ class Topics:
     def inbound(self) -> tuple[str, ...]:
         return (self.contracts, self.usage, self.payments)
 
+    def setting(self, topic: str) -> str:
+        """Which of the topics this one is: `usage` (its --usage-topic, BILLCYCLE_TOPIC_USAGE)."""
+        return next(f.name for f in fields(self) if getattr(self, f.name) == topic)
+
 
 def tracking_name(tp: TopicPartition) -> str:
     """The name of a topic-partition's stored position: `kafka:<topic>:<partition>`."""
@@ -459,7 +463,7 @@ class KafkaIngest:
         missing = [t for t in self.topics.inbound if t not in exist]
         for topic in missing:
             if topic not in self.missing:
-                name = next(f.name for f in fields(Topics) if getattr(self.topics, f.name) == topic)
+                name = self.topics.setting(topic)
                 self.say(f"topic {topic} does not exist on {self.kafka}: nothing is consumed from "
                          f"it until it is created; check its name (--{name}-topic or "
                          f"BILLCYCLE_TOPIC_{name.upper()})")
@@ -781,9 +785,9 @@ def input_manifest(
         ends = consumer.end_offsets(tps, timeout_ms=int(timeout * 1000)) if tps else {}
         begins = consumer.beginning_offsets(tps, timeout_ms=int(timeout * 1000)) if tps else {}
         warnings = [
+            # run and retry have no topic options: only the variable names it for them.
             f"topic {topic} does not exist on Kafka at {bootstrap}: nothing of it is checked; "
-            "check the topic's name (--contracts-topic, --usage-topic, --payments-topic or "
-            "BILLCYCLE_TOPIC_<NAME>)"
+            f"check the topic's name (env BILLCYCLE_TOPIC_{topics.setting(topic).upper()})"
             for topic in topics.inbound if not partitions[topic]]
         for tp in tps:
             after = stored[tp]

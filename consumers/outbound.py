@@ -78,7 +78,8 @@ class Line(OutboundMessage):
 
 
 class InvoiceDocument(InvoiceEvent):
-    """An issued invoice, as `billcycle invoices --json` shows it."""
+    """An issued invoice as `billcycle invoices --json` shows it, less paid, refunded and
+    balance: they change after issue, and payment.applied and refund.applied carry them."""
 
     invoice_id: str
     number: str = Field(description="INV-000001, INV-000002, ... gapless in issue order.")

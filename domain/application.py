@@ -228,7 +228,7 @@ class BillingApplication(Application[UUID]):
                     continue
                 [(command, origin)] = part
                 refused.append(Rejected(origin, (
-                    f"{command.message_type} {shown_id(command.message_id)}: the store "
+                    f"{named(command)}: the store "
                     f"cannot hold a value of this message ({first_line(error)}); billcycle's "
                     "checks should have refused it: report it with this dead letter, and send "
                     "the message again, corrected"), command.message_id))
@@ -349,6 +349,12 @@ class BillingApplication(Application[UUID]):
         given = self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
         return given.in_force() if given else []
 
+    def knows_customer(self, customer_id: str) -> bool:
+        """Whether a contract, or usage in the meters, names the customer (usage still in the
+        meter backlog does not count)."""
+        return bool(self.store.customer_contract_ids([customer_id])
+                    or self.store.metered_usage([customer_id]))
+
     def acknowledge_usage(self, customer_id: str, metric: str, through: datetime, reason: str,
                           by: str, at: datetime) -> Acknowledgement:
         """Record that the customer's usage of the metric before `through` is not to be
@@ -392,6 +398,11 @@ class BillingApplication(Application[UUID]):
             return local_midnight(value, contract.timezone)
 
         first, last = instant(start), instant(end)
+        if not first < last:  # said as given: the aggregate sees only the UTC instants
+            raise AssignmentRejected(
+                f"the window --from {start.isoformat()} --to {end.isoformat()} is empty or "
+                f"reversed (a date is local midnight of {contract_id}, in {contract.timezone}); "
+                "give a --from before the --to")
 
         def assign(given: UsageAssignments) -> tuple[AssignmentChange, list[Contract]]:
             window = (first.astimezone(UTC), last.astimezone(UTC))
@@ -523,7 +534,7 @@ class _IngestUnit:
                 else:
                     self.dead.append(Rejected(
                         origin,
-                        f"{command.message_type} {command.message_id}: conflicting duplicate: "
+                        f"{named(command)}: conflicting duplicate: "
                         "this id was already received with different content; a new message "
                         "needs a new id",
                         command.message_id,
@@ -532,7 +543,9 @@ class _IngestUnit:
             try:
                 self._apply(command)
             except (ContractRuleViolation, PaymentRejected, LookupError) as exc:
-                self.dead.append(Rejected(origin, str(exc), command.message_id))
+                # The message named once, here, whichever rule of which aggregate refused it.
+                self.dead.append(Rejected(origin, f"{named(command)}: {exc}",
+                                          command.message_id))
                 continue
             known[command.message_id] = command.fingerprint
             self.received.append((command.message_id, command.fingerprint))
@@ -589,10 +602,7 @@ class _IngestUnit:
     def _contract(self, contract_id: str, command: Command) -> Contract:
         contract = self._get(contract_aggregate_id(contract_id), Contract)
         if contract is None:
-            raise LookupError(
-                f"{command.message_type} {command.message_id}: unknown contract {contract_id}; "
-                "send contract.created for it first"
-            )
+            raise LookupError(f"unknown contract {contract_id}; send contract.created for it first")
         return contract
 
     def _tell_rivals(self) -> None:
@@ -643,9 +653,8 @@ class _IngestUnit:
                 terms = command.terms
                 if self._get(contract_aggregate_id(terms.contract_id), Contract) is not None:
                     raise ContractRuleViolation(
-                        f"contract.created {command.message_id}: contract {terms.contract_id} "
-                        "already exists; use contract.amended to change its terms"
-                    )
+                        f"contract {terms.contract_id} already exists; use contract.amended to "
+                        "change its terms")
                 self._keep(Contract.open(terms, command.message_id))
                 self.new_contracts.append((terms.contract_id, terms.customer_id))
             case AmendContract():
@@ -688,9 +697,7 @@ class _IngestUnit:
                 invoice = self._get(invoice_aggregate_id(command.invoice_number), Invoice)
                 if invoice is None:
                     raise LookupError(
-                        f"payment.received {command.message_id}: no invoice "
-                        f"{command.invoice_number}; check the invoice number"
-                    )
+                        f"no invoice {command.invoice_number}; check the invoice number")
                 # Its contract's timezone dates the payments, as the ledger does.
                 note = invoice.apply_payment(
                     command.message_id, command.amount, command.currency, command.occurred_at,
@@ -700,15 +707,19 @@ class _IngestUnit:
             case PayRefund():
                 invoice = self._get(invoice_aggregate_id(command.invoice_number), Invoice)
                 if invoice is None:
-                    raise LookupError(
-                        f"refund.paid {command.message_id}: no invoice or credit note "
-                        f"{command.invoice_number}; check the document number")
+                    raise LookupError(f"no invoice or credit note {command.invoice_number}; "
+                                      "check the document number")
                 invoice.pay_refund(command.message_id, command.amount, command.currency,
                                    command.occurred_at,
                                    self.app.contract_timezone(invoice.contract_id))
             case _:
                 raise TypeError(f"unknown command {type(command).__name__}")
         self._receipt(command)
+
+
+def named(command: Command) -> str:
+    """How a reason names the message it refuses: `payment.received pay-4`."""
+    return f"{command.message_type} {shown_id(command.message_id)}"
 
 
 def _referenced(commands: Iterable[Command]) -> list[UUID]:

@@ -19,7 +19,8 @@ INVOICE_NUMBER_PREFIX = "INV-"
 
 
 class PaymentRejected(ValueError):
-    """A payment that cannot be applied to the invoice it names."""
+    """A payment or refund that cannot be applied to the document it names (the reason names
+    the document; ingest names the message)."""
 
 
 def invoice_number(sequence: int) -> str:
@@ -132,7 +133,7 @@ class Invoice(Aggregate):
         beyond what it owed, dated by then (as the ledger dates them), less the refunds dated
         by then. Refunds dated later must still be covered on their days, so that what is
         held never goes below zero, whatever order refunds arrive in."""
-        self._in_currency("refund", refund_id, currency, self.number)
+        self._in_currency("refund", currency, self.number)
         if refund_id in self.refunds:
             return
         day = self._day(paid_at, timezone)
@@ -144,21 +145,22 @@ class Invoice(Aggregate):
             if round_money(amount, self.currency) > held:
                 before = "" if on == day else f" (a refund dated {on} needs the rest)"
                 raise PaymentRejected(
-                    f"refund {refund_id}: {format_money(amount, self.currency)} "
-                    f"{self.currency} is more than {self.number} holds for {self.customer_id} "
-                    f"on {on} ({format_money(max(held, ZERO), self.currency)} {self.currency}: "
+                    f"{format_money(amount, self.currency)} {self.currency} is more than "
+                    f"{self.number} holds for {self.customer_id} on {on} "
+                    f"({format_money(max(held, ZERO), self.currency)} {self.currency}: "
                     f"{'its credit and ' if self.total < 0 else ''}what was paid beyond what "
                     f"it owed, less refunds dated by then){before}; check the document "
                     "number, the amount and the date")
         self._refund_paid(refund_id=refund_id, amount=amount, currency=currency,
                           paid_at=paid_at)
 
-    def _in_currency(self, cash: str, cash_id: str, currency: str, document: str) -> None:
-        """Refuse a payment or refund (`cash`) in another currency than the document's."""
+    def _in_currency(self, cash: str, currency: str, document: str) -> None:
+        """Refuse a payment or refund (`cash`) in another currency than the document's (the
+        message's type and id are said before this, by ingest)."""
         if currency != self.currency:
             raise PaymentRejected(
-                f"{cash} {cash_id}: currency {currency} does not match {document} in "
-                f"{self.currency}; send the {cash} in {self.currency}")
+                f"currency {currency} does not match {document} in {self.currency}; send the "
+                f"{cash} in {self.currency}")
 
     def _day(self, instant: datetime, timezone: str) -> date:
         """The day money moved, as the ledger dates it: received or paid, or the issue date
@@ -189,7 +191,7 @@ class Invoice(Aggregate):
         """Apply the payment (once per payment id); a note when it leaves customer credit: the
         payments settle the document in the order of their days in the contract's `timezone`,
         as the ledger applies them (domain/ledger.py), so the credit may be another's part."""
-        self._in_currency("payment", payment_id, currency, f"invoice {self.number}")
+        self._in_currency("payment", currency, f"invoice {self.number}")
         if payment_id in self.payments:
             return None
         owed = self.open_amount()

@@ -112,8 +112,8 @@ class UsageAssignments(Aggregate):
                     f"{bucket_start(instant).astimezone(UTC).isoformat()}")
         start, end = start.astimezone(UTC), end.astimezone(UTC)
         if not start < end:
-            raise AssignmentRejected(f"start {start.isoformat()} is not before end "
-                                     f"{end.isoformat()}")
+            raise AssignmentRejected(f"the window's start {_utc(start)} is not before its end "
+                                     f"{_utc(end)}; give a start before the end")
         for other in self.of(customer, metric):
             same_window = (other.start, other.end) == (start, end)
             if other.start < end and start < other.end and not same_window:

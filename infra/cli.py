@@ -8,9 +8,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -24,7 +24,7 @@ from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
 from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
-from infra.cli_args import parse_date, positive_int
+from infra.cli_args import Parser, parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import IN_MEMORY, redacted, store_env
 from infra.views import batch_view, invoice_view
@@ -125,19 +125,32 @@ def emit(args: argparse.Namespace, document: Any, render: Callable[[], str]) -> 
         sys.stdout.write(render() + "\n")
 
 
+def open_input(args: argparse.Namespace) -> AbstractContextManager[BinaryIO]:
+    """The file to ingest, opened before the store is: a missing or unreadable one made an
+    empty store, which later commands then answered from instead of refusing the path."""
+    if args.file == "-":
+        return nullcontext(sys.stdin.buffer)
+    try:
+        return open(args.file, "rb")
+    except OSError as exc:
+        raise _unreadable(args.file, exc) from exc
+
+
+def _unreadable(path: str, exc: OSError) -> UserError:
+    return UserError(f"cannot read {path}: {exc.strerror}; check the path (or give - to read "
+                     "standard input)")
+
+
 def cmd_ingest(args: argparse.Namespace, app: BillingApplication) -> None:
     from consumers.pipeline import IngestPipeline
 
     pipeline = IngestPipeline(app)
-    if args.file == "-":
+    source = "stdin" if args.file == "-" else f"file:{os.path.basename(args.file)}"
+    try:
         with tuned_for_bulk_work():
-            report = pipeline.process_lines(sys.stdin.buffer, "stdin")
-    else:
-        try:
-            with open(args.file, "rb") as stream, tuned_for_bulk_work():
-                report = pipeline.process_lines(stream, f"file:{os.path.basename(args.file)}")
-        except OSError as exc:
-            raise UserError(f"cannot read {args.file}: {exc.strerror}") from exc
+            report = pipeline.process_lines(args.input, source)
+    except OSError as exc:  # failed while reading (an I/O error, a file truncated meanwhile)
+        raise _unreadable(args.file, exc) from exc
     document = {
         "accepted": report.accepted,
         "duplicates": report.duplicates,
@@ -246,21 +259,32 @@ class Subcommands:
         self.action = action
         self.common = common
 
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    def add_parser(self, name: str, db_help: str | None = None, **kwargs: Any
+                   ) -> argparse.ArgumentParser:
+        """A command's parser; `db_help` for one whose --db is not the everyday store's."""
+        common = self.common if db_help is None else common_options(db_help)
         parser: argparse.ArgumentParser = self.action.add_parser(
-            name, parents=[self.common], **kwargs)
+            name, parents=[common], **kwargs)
+        parser.set_defaults(command_parser=parser)  # the innermost command's wins
         return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # --db and --json may come before or after the command; the command's copy wins.
+DB_HELP = (f"store URL: sqlite:///PATH (default {DEFAULT_DB}) or "
+           "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
+
+
+def common_options(db_help: str = DB_HELP) -> argparse.ArgumentParser:
+    """--db and --json, which may come before or after the command; the command's copy wins."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=argparse.SUPPRESS,
-                        help="store URL: sqlite:///PATH (default sqlite:///billcycle.db) or "
-                        "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
+    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON document on stdout and nothing else there")
-    parser = argparse.ArgumentParser(
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = Parser(
         prog="billcycle", parents=[common],
         description="Event-sourced batch billing: ingest contracts and usage, run billing, "
         "explain every batch.",
@@ -270,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="read JSON Lines messages (- = stdin)")
     p.add_argument("file")
-    p.set_defaults(handler=cmd_ingest, creates_store=True)
+    p.set_defaults(handler=cmd_ingest, creates_store=True, opens_input=open_input)
 
     p = sub.add_parser("run", help="one billing run for a cycle date")
     p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
@@ -309,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said by the command's own parser, whose options and help apply
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # Defaults are filled here: set_defaults would reach the subcommands' shared option
     # actions and override a value given before the command.
     args.db_given = getattr(args, "db", None) is not None
@@ -322,7 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not getattr(args, "creates_store", False):
                 _refuse_missing_store(args.db)
-            with closing(open_app(args.db)) as app:
+            with ExitStack() as opened:
+                if hasattr(args, "opens_input"):  # before the store, which it would create
+                    args.input = opened.enter_context(args.opens_input(args))
+                app = opened.enter_context(closing(open_app(args.db)))
                 args.handler(args, app)
     except BrokenPipeError:
         # The reader went away (`billcycle invoices | head`): not an error of ours.

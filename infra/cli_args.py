@@ -1,7 +1,8 @@
-"""Argument types the subcommands share: dates, and sizes and intervals that must be positive.
+"""The command line's parser and the argument types its subcommands share: dates, and sizes and
+intervals that must be positive.
 
-argparse turns an ArgumentTypeError into `billcycle X: error: argument --flag: ...`, exit 2: a
-page size of 0 read nothing and called the views rebuilt, and an interval of -1 spun a core.
+An ArgumentTypeError becomes `billcycle X: --flag 'VALUE' is not ...`, exit 2: a page size of 0
+read nothing and called the views rebuilt, and an interval of -1 spun a core.
 """
 
 from __future__ import annotations
@@ -9,10 +10,24 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import date
+from typing import NoReturn
 
 from consumers.messages.fields import FIRST_DAY, LAST_DAY
 
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+# argparse's "argument --flag: 'VALUE' is not ...", read as "--flag 'VALUE' is not ...".
+ABOUT_A_VALUE = re.compile(r"argument (\S+): (?=')")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line on stderr, exit 2 (contract.md: a failing
+    command prints a one-line reason), not the usage block then the reason; --help is as is."""
+
+    def error(self, message: str) -> NoReturn:
+        reason = ABOUT_A_VALUE.sub(r"\1 ", message.replace("\n", " "), count=1)
+        self.exit(2, f"{self.prog}: {reason} (see {self.prog} --help)\n")
+
 
 
 def parse_date(value: str) -> date:

@@ -32,8 +32,15 @@ if TYPE_CHECKING:
     from projections.verify import Verification
 
 POLICY_ENV = "BILLCYCLE_COLLECTION_SCHEDULE"
-# projections.runner.PROJECTIONS's names, for the options' choices (a test keeps them equal).
+# projections.runner.PROJECTIONS's names, for the options' choices, and its DEFAULT_PAGE_SIZE,
+# for --page-size's default (a test keeps them equal).
 PROJECTION_NAMES = ("ledger", "revenue", "audit", "collections")
+PAGE_SIZE = 5000
+
+
+def _page_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--page-size", type=positive_int, default=PAGE_SIZE,
+                   help=f"events per transaction (default {PAGE_SIZE})")
 
 
 def register(sub: Subcommands) -> None:
@@ -83,14 +90,14 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--follow", action="store_true", help="keep following the log")
     p.add_argument("--interval", type=positive_seconds, default=0.5,
                    help="seconds between looks at the log when following (default 0.5)")
-    p.add_argument("--page-size", type=positive_int, default=5000, help="events per transaction")
+    _page_size(p)
     p.set_defaults(handler=cmd_project)
 
     p = sub.add_parser("replay", help="rebuild projections from the whole log",
                        description="Drop the views and build them again from the log.")
     p.add_argument("--projection", action="append", choices=PROJECTION_NAMES,
                    metavar="NAME", help=f"only this one (repeatable): {names}")
-    p.add_argument("--page-size", type=positive_int, default=5000, help="events per transaction")
+    _page_size(p)
     p.set_defaults(handler=cmd_replay)
 
     exports = Subcommands(sub.add_parser("export", help="the journal for other tools")
@@ -160,7 +167,7 @@ def _projections(app: BillingApplication, names: Sequence[str],
         process = False
     try:
         projections = Projections(app, names, policy=policy, collections_process=process,
-                                  page_size=getattr(args, "page_size", 5000),
+                                  page_size=getattr(args, "page_size", PAGE_SIZE),
                                   on_page=_progress(args) if args is not None else None)
     except UnknownProjection as exc:
         raise _error(str(exc)) from exc

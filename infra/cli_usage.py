@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import sys
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
@@ -144,6 +145,11 @@ def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     if given.through > now:
         said.append("  its instant is in the future: usage sent until then will not be named "
                     "either")
+    if not app.knows_customer(given.customer_id):  # a typo, or usage yet to come: not refused
+        print(f"billcycle: warning: no contract or usage of customer {given.customer_id} in "
+              "this store yet, so the acknowledgement matches nothing now; check the id (a "
+              "mistyped one is taken back with `billcycle usage unacknowledge`)",
+              file=sys.stderr)
     emit(args, given.to_json(), lambda: "\n".join(said))
 
 

@@ -1,7 +1,8 @@
 """The accounts receivable subledger: the journal, open items per document, and AR aging.
 
 Follows Contract.Created (for the contract's timezone, in which a payment's date is read),
-Invoice.InvoiceIssued and Invoice.PaymentApplied. The accounting is domain/ledger.py's.
+Invoice.InvoiceIssued, Invoice.PaymentApplied and Invoice.RefundPaid (a refund is a row of
+ledger_payments). The accounting is domain/ledger.py's.
 """
 
 from __future__ import annotations

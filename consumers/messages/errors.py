@@ -87,9 +87,22 @@ def rejection(raw: bytes | str, error: ValidationError) -> MessageRejected:
             f"{shown(head)} is not a message; send one JSON object per message (per line in a file)"
         )
     subject, message_id = subject_of(head)
-    more = len(errors) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return MessageRejected(f"{subject}: {_problem(first, head)}{tail}", message_id)
+    return MessageRejected(f"{subject}: {_problems(errors, head)}", message_id)
+
+
+# Every problem is said, so that a producer fixes them in one go; beyond this many the message
+# is likely not the type it says at all, and the rest are counted.
+SHOWN_PROBLEMS = 10
+
+
+def _problems(errors: Sequence[ErrorDetails], head: dict[str, Any]) -> str:
+    """One problem as it is; several numbered: "2 problems: (1) ...; (2) ..."."""
+    said = [_problem(error, head) for error in errors[:SHOWN_PROBLEMS]]
+    if len(said) == 1:
+        return said[0]
+    listed = "; ".join(f"({n}) {problem}" for n, problem in enumerate(said, 1))
+    more = len(errors) - len(said)
+    return f"{len(errors)} problems: {listed}" + (f"; and {more} more" if more else "")
 
 
 def subject_of(head: dict[str, Any]) -> tuple[str, str | None]:

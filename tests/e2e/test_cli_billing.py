@@ -175,6 +175,12 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
         unmade = billcycle_process(url, "invoices")
         assert unmade.returncode == 1 and unmade.stderr.count("\n") == 1
         assert said in unmade.stderr
+    # Nor does an ingest whose input cannot be read (QA: it made the store, then failed).
+    for unreadable in (tmp_path / "none.jsonl", tmp_path):
+        unread = billcycle(db, "ingest", str(unreadable), check=False)
+        assert unread.returncode == 1 and unread.stderr.count("\n") == 1
+        assert unread.stderr.startswith(f"billcycle: cannot read {unreadable}: ")
+        assert "; check the path" in unread.stderr
     assert not (tmp_path / "b.db").exists()
     billcycle(db, "ingest", "-", stdin=b"")
     missing = billcycle_process(db, "batch", "show", "nope")
@@ -191,8 +197,6 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
         assert unknown.returncode == 1 and said in unknown.stderr, flag
     bad_db = billcycle("mysql://x", "invoices", check=False)
     assert bad_db.returncode != 0 and "unsupported store URL" in bad_db.stderr
-    unreadable = billcycle(db, "ingest", str(tmp_path / "none.jsonl"), check=False)
-    assert unreadable.returncode != 0 and "cannot read" in unreadable.stderr
     # Batch ids are quoted in suggested commands and Kafka messages: no spaces or slashes.
     spaced = billcycle_process(db, "run", "--cycle-date", "2026-12-01", "--batch-id", "a b/c")
     assert spaced.returncode == 2 and "'a b/c' is not a batch id" in spaced.stderr
@@ -216,6 +220,23 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     ):
         refused = billcycle_process(db, *args)
         assert refused.returncode == 2 and said in refused.stderr, args
+        assert refused.stderr.count("\n") == 1, refused.stderr  # not the usage block too
+    # An argument's reason names the option, the value and where the options are listed;
+    # one the command does not have is named by that command (QA: `run --usage-topic`).
+    for command, told in (
+        (("run", "--cycle-date", "2026-13-01"),
+         "billcycle run: --cycle-date '2026-13-01' is not a date; use YYYY-MM-DD "
+         "(see billcycle run --help)\n"),
+        (("run", "--cycle-date", "2026-12-01", "--usage-topic", "billing.usage"),
+         "billcycle run: unrecognized arguments: --usage-topic billing.usage "
+         "(see billcycle run --help)\n"),
+        (("batch", "show"), "billcycle batch show: the following arguments are required: "
+         "batch_id (see billcycle batch show --help)\n"),
+    ):
+        argued = billcycle_process(db, *command)
+        assert (argued.returncode, argued.stderr) == (2, told)
+    helped = billcycle_process(db, "run", "--help")  # help keeps its usage block
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: billcycle run [-h]")
     # A store that cannot be opened is named, its password hidden, with what to check.
     nowhere = billcycle(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "ingest", "-",
                         stdin=b"", check=False)
@@ -286,3 +307,29 @@ def test_ingest_lists_rejected_lines_in_input_order(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'kept.db'}"
     billcycle(db, "ingest", str(book))
     assert [d["at"] for d in billcycle_json(db, "deadletters")] == ["line 1", "line 2"]
+
+
+def test_every_rejection_when_applied_names_its_message_type_and_id(tmp_path: Path) -> None:
+    # Refused by a contract's or an invoice's rule, not by the message's shape: named as the
+    # parse stage names them (QA: "contract ct_a has no milestone ..." named no message, and
+    # payments read "payment pay-4: ..." beside "payment.received pay-5: ...").
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    billcycle(db, "ingest", "-", stdin=jsonl(contract("ct_a", PLATFORM)))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")  # INV-000001
+    cash = {"occurred_at": "2026-10-05T09:00:00Z", "amount": "10.00", "currency": "USD"}
+    ingested = billcycle_json(db, "ingest", "-", stdin=jsonl(
+        {"type": "milestone.completed", "id": "ms-x", "occurred_at": "2026-10-15T00:00:00Z",
+         "contract_id": "ct_a", "milestone": "nope", "completed_on": "2026-10-15"},
+        {"type": "payment.received", "id": "pay-4", "invoice_number": "INV-000001",
+         **cash, "currency": "EUR"},
+        {"type": "payment.received", "id": "pay-5", "invoice_number": "INV-000009", **cash},
+        {"type": "refund.paid", "id": "r-1", "invoice_number": "INV-000001", **cash}))
+    assert [r["reason"] for r in ingested["rejected"]] == [
+        "milestone.completed ms-x: contract ct_a has no milestone 'nope' (its milestones: "
+        "none); check the milestone name",
+        "payment.received pay-4: currency EUR does not match invoice INV-000001 in USD; send "
+        "the payment in USD",
+        "payment.received pay-5: no invoice INV-000009; check the invoice number",
+        "refund.paid r-1: 10.00 USD is more than INV-000001 holds for cus_ct_a on 2026-10-05 "
+        "(0.00 USD: what was paid beyond what it owed, less refunds dated by then); check the "
+        "document number, the amount and the date"]

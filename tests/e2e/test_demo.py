@@ -117,7 +117,7 @@ def test_the_text_report_ends_with_commands_to_explore(tmp_path: Path) -> None:
 
 
 def test_a_store_named_with_db_must_be_empty_and_billcycle_db_is_ignored(
-    tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = f"sqlite:///{tmp_path / 'mine.db'}"
     line = json.dumps({"type": "usage.watermark", "id": "w1", "occurred_at": "2026-11-01T00:00:00Z",
@@ -131,6 +131,13 @@ def test_a_store_named_with_db_must_be_empty_and_billcycle_db_is_ignored(
     # The everyday store of BILLCYCLE_DB is left alone: the demo makes its own.
     demo(tmp_path, "--contracts", "5", "--events", "2", store=store)
     assert (tmp_path / "billcycle-demo.db").exists()
+    # Its help says so of --db too (QA: it gave everyday commands' default and BILLCYCLE_DB).
+    monkeypatch.setenv("COLUMNS", "300")  # argparse wraps help at hyphens too
+    helped = " ".join(demo(tmp_path, "--help").stdout.split())
+    assert ("--db DB an empty store to run the demo in: sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB (default sqlite:///billcycle-demo.db here, replaced "
+            "on each run; BILLCYCLE_DB is not used)") in helped
+    assert "default sqlite:///billcycle.db" not in helped
 
 
 def test_the_demo_runs_on_postgresql_as_on_the_embedded_store(

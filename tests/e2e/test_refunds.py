@@ -36,10 +36,10 @@ def test_an_overpayment_is_paid_back_up_to_what_was_paid_beyond_the_invoice(db: 
         refund("r-2", "INV-000001", "100.00", "2026-10-11T09:00:00Z")))  # 50.00 left
     assert ingested["accepted"] == 1
     assert [r["reason"] for r in ingested["rejected"]] == [
-        "refund r-early: 10.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-03 "
+        "refund.paid r-early: 10.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-03 "
         "(0.00 USD: what was paid beyond what it owed, less refunds dated by then); check the "
         "document number, the amount and the date",
-        "refund r-2: 100.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-11 "
+        "refund.paid r-2: 100.00 USD is more than INV-000001 holds for cus_ct_r on 2026-10-11 "
         "(50.00 USD: what was paid beyond what it owed, less refunds dated by then); check the "
         "document number, the amount and the date"]
     assert aging(db, "2026-10-07")["USD"]["customer_credit"] == "200.00"

@@ -34,6 +34,14 @@ def test_untagged_usage_held_until_assigned_then_billed_by_its_contract(
                         "--contract", "ct_b", "--from", "2026-10-15", "--to", "2026-12-01",
                         "--reason", "r", check=False)
     assert refused.returncode == 1 and "already assigned to ct_a" in refused.stderr
+    # A reversed window is said as it was given, not as the UTC instants of its dates.
+    reversed_ = billcycle(db, "usage", "assign", "--customer", "cus_1", "--metric",
+                          "api_calls", "--contract", "ct_a", "--from", "2026-11-01", "--to",
+                          "2026-10-01T00:00:00Z", "--reason", "r", check=False)
+    assert (reversed_.returncode, reversed_.stderr) == (1, (
+        "billcycle: the window --from 2026-11-01 --to 2026-10-01T00:00:00+00:00 is empty or "
+        "reversed (a date is local midnight of ct_a, in America/New_York); give a --from "
+        "before the --to\n"))
 
     # Taken back before anything is billed, and given again.
     assign = ("usage", "assign", "--customer", "cus_1", "--metric", "api_calls", "--contract",

@@ -93,10 +93,12 @@ def test_messages_from_kafka_become_invoices_whose_events_reach_billing_invoices
     produce(bootstrap, topics.usage, ledger.make(customers=3, count=5))
     dry = billcycle_json(env, "run", "--cycle-date", "2026-12-01", "--dry-run")
     assert any(topics.usage in w and "usage still waiting" in w for w in dry["warnings"])
-    # A mistyped topic is named, not skipped (QA: a run said nothing of it).
+    # A mistyped topic is named, not skipped (QA: a run said nothing of it), with the one
+    # setting run has for it (QA: it offered consume's --payments-topic, which run lacks).
     typo = {**env, "BILLCYCLE_TOPIC_PAYMENTS": f"{topics.payments}.typo"}
     said = billcycle_json(typo, "run", "--cycle-date", "2026-12-01", "--dry-run")["warnings"]
     assert any(w.startswith(f"topic {topics.payments}.typo does not exist on Kafka at ")
+               and w.endswith("; check the topic's name (env BILLCYCLE_TOPIC_PAYMENTS)")
                for w in said), said
 
     # Payments from Kafka are applied, one of them beyond what its invoice owed (said on

@@ -25,6 +25,7 @@ from consumers.messages import (
     fingerprint,
     parse_message,
 )
+from consumers.messages.errors import SHOWN_PROBLEMS
 from domain.terms import (
     Aggregation,
     BillingFrequency,
@@ -350,10 +351,11 @@ REJECTIONS = [
         'payment.received pay-1: currency "usd" is not an ISO 4217 currency code; use one such '
         "as USD, EUR or JPY",
     ),
-    # several problems: the first, and how many more
+    # several problems: each of them, numbered, so that one resend fixes them all
     (
         changed(changed(USAGE, "customer_id", ...), "quantity", "-1"),
-        "usage evt-123: customer_id is missing; add it (and 1 more problem)",
+        'usage evt-123: 2 problems: (1) customer_id is missing; add it; (2) quantity "-1" is '
+        "negative; it must be >= 0",
     ),
     # contract terms
     (
@@ -486,6 +488,16 @@ def test_tiers_must_ascend() -> None:
         "contract.created m-1: components[1].pricing.tiers: tier 2 up_to 50 after 100; "
         "tiers must ascend"
     )
+
+
+def test_a_message_with_very_many_problems_shows_the_first_ones_and_counts_the_rest() -> None:
+    # Twelve components with two problems each: the reason stays a few lines long.
+    components = [{"id": n, "kind": "subscription"} for n in range(12)]
+    said = reason({**CONTRACT_CREATED, "components": components})
+
+    assert said.startswith("contract.created m-1: 24 problems: (1) components[0].id must be a "
+                           "string, not 0; (2) components[0].amount is missing; add it; (3) ")
+    assert said.count("; (") == SHOWN_PROBLEMS - 1 and said.endswith("; and 14 more")
 
 
 def test_a_rejection_names_the_message_id() -> None:

@@ -31,7 +31,8 @@ def test_an_assignment_names_the_customer_metric_window_and_contract() -> None:
 @pytest.mark.parametrize(("metric", "start", "end", "reason", "said"), [
     ("storage", OCT, NOV, "r", "prices no usage of storage (its metrics: api_calls)"),
     ("api_calls", OCT, NOV, " ", "give the reason"),
-    ("api_calls", NOV, OCT, "r", "is not before end"),
+    ("api_calls", NOV, OCT, "r", "the window's start 2026-11-01T00:00:00Z is not before its "
+     "end 2026-10-01T00:00:00Z; give a start before the end"),
     ("api_calls", OCT.replace(minute=7), NOV, "r", "inside a 15-minute meter bucket"),
     ("api_calls", OCT.replace(tzinfo=None), NOV, "r", "has no offset"),
 ])
