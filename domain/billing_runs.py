@@ -93,6 +93,9 @@ class RunReport:
 
     It keeps a small row per invoice, not the invoices: a run over the whole book must not
     hold the book in memory. A dry run keeps its drafts, since nothing else has them.
+    A run reports the contracts it settled itself: not those an earlier attempt at the batch
+    settled, nor those another process on the same batch id settled meanwhile (`batch_counts`
+    is the whole batch's).
     """
 
     batch_id: str
@@ -102,6 +105,7 @@ class RunReport:
     invoices: list[IssuedInvoice] = field(default_factory=list)  # issued, or drafted
     drafts: list[Invoice] = field(default_factory=list)  # dry run only
     warnings: list[str] = field(default_factory=list)
+    batch_counts: dict[str, int] | None = None  # the batch's own, once finished (not dry)
 
     def record(self, outcomes: Sequence[ContractOutcome], issued: Sequence[Any]) -> None:
         """A settled chunk: its outcomes and the `InvoiceIssued` events of its invoices."""
@@ -143,6 +147,7 @@ class RunReport:
             "held": listed(Outcome.HELD),
             "failed": listed(Outcome.FAILED),
             "warnings": self.warnings,
+            "batch_counts": self.batch_counts,
         }
 
 
@@ -248,7 +253,7 @@ class BillingRuns:
             run.resume("resume", self.now(), manifest)
         if not dry_run:
             self.app.save(run)
-        report = RunReport(batch_id, cycle_date, dry_run, dict(run.outcomes))
+        report = RunReport(batch_id, cycle_date, dry_run)
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(cycle_date, manifest)
         total = self._book_size() if progress else 0  # a walk of the whole index: only to show
@@ -396,13 +401,18 @@ class BillingRuns:
         # Another run billed some of these contracts, took numbers or wrote to this batch:
         # reload everything and decide again from what is now recorded.
         run = self.app.repository.get(run.id)
-        return run, [cid for cid in contract_ids if cid not in run.outcomes
-                     or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
+        return run, _unsettled(run, contract_ids)
 
     def _save_async(
         self, writer: ThreadPoolExecutor, run: BillingRun, decided: _Decided
     ) -> _Saving:
         """Issue a decided chunk and hand its save to the writer thread."""
+        left = set(_unsettled(run, decided.contract_ids))
+        if len(left) < len(decided.contract_ids):
+            # Another process on this batch id settled some of them since they were decided
+            # (the run was reloaded): theirs, not to be recorded or reported again here.
+            decided = replace(decided, contract_ids=[c for c in decided.contract_ids if c in left],
+                              decided=[(c, d) for c, d in decided.decided if c in left])
         outcomes, touched, events, invoices = self._issue_chunk(run, decided)
         run.record_outcomes(outcomes)
         future = writer.submit(self.app.save_tracked, *touched, run, tracking=None,
@@ -581,7 +591,14 @@ class BillingRuns:
                     break
                 except IntegrityError:
                     run = self.app.repository.get(run.id)
+            report.batch_counts = run.counts()
         return report
+
+
+def _unsettled(run: BillingRun, contract_ids: list[str]) -> list[str]:
+    """Those of the contracts the batch has not settled: no outcome yet, or held or failed."""
+    return [cid for cid in contract_ids if cid not in run.outcomes
+            or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
 
 
 def billed_later_warning(cycle_date: date, later: dict[str, date]) -> str:

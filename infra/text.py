@@ -69,9 +69,12 @@ def run_summary(report: RunReport) -> str:
     mode = "DRY RUN (nothing written) " if report.dry_run else ""
     out = [
         f"{mode}batch {report.batch_id} for cycle date {report.cycle_date}",
-        f"  contracts {counts['contracts']}: invoiced {counts['invoiced']}, held "
-        f"{counts['held']}, failed {counts['failed']}, not due {counts['not_due']}",
+        f"  {_counts(counts)}",
     ]
+    if report.batch_counts is not None and report.batch_counts != counts:
+        out.append(f"  batch {report.batch_id} holds: {_counts(report.batch_counts)} (this run "
+                   "settled the contracts above, earlier attempts or another process on this "
+                   "batch id the rest)")
     totals: Counter[str] = Counter()
     currency_totals: dict[str, Any] = {}
     for invoice in report.invoices:
@@ -81,8 +84,7 @@ def run_summary(report: RunReport) -> str:
         out.append(f"  {plural(totals[cur], 'invoice')} in {cur}, total "
                    f"{format_money(currency_totals[cur], cur)}")
     if report.invoices:
-        numbers = [i.number for i in report.invoices]
-        out.append(f"  numbers {numbers[0]} .. {numbers[-1]}")
+        out.append(f"  numbers {_number_range([i.number for i in report.invoices])}")
     for kind in (Outcome.HELD, Outcome.FAILED):
         listed = [o for o in report.outcomes.values() if o.outcome is kind]
         for o in listed[:SHOWN]:
@@ -96,6 +98,27 @@ def run_summary(report: RunReport) -> str:
     else:
         out.append(f"  explain it: billcycle batch show {report.batch_id}")
     return "\n".join(out)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return (f"contracts {counts['contracts']}: invoiced {counts['invoiced']}, held "
+            f"{counts['held']}, failed {counts['failed']}, not due {counts['not_due']}")
+
+
+def _number_range(numbers: list[str]) -> str:
+    """The first and last number a run issued, and how many of those between it issued where
+    another run took some (two runs at once share the one sequence)."""
+    ordered = sorted(numbers, key=_sequence)
+    first, last = ordered[0], ordered[-1]
+    span = _sequence(last) - _sequence(first) + 1
+    if span == len(ordered):
+        return f"{first} .. {last}"
+    return (f"{first} .. {last}: {len(ordered)} of those {span} (not a contiguous range; "
+            "other runs took the rest)")
+
+
+def _sequence(number: str) -> int:
+    return int(number.rsplit("-", 1)[-1])
 
 
 def invoice_table(views: list[dict[str, Any]]) -> str:

@@ -1,0 +1,123 @@
+"""What a run tells its operator when other runs of the cycle date ran beside it or before it.
+
+Two "processes" are two applications on one store; a race is made by running the second one
+from the first one's progress callback, which is called between its chunks.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from consumers.pipeline import IngestPipeline
+from domain.application import BillingApplication
+from domain.billing_run import BillingRun, Outcome, billing_run_id
+from domain.billing_runs import BillingRuns, RunReport
+from infra import text
+from infra.store.url import store_env
+from tests.integration.book import many_contracts
+
+NOV = date(2026, 11, 1)
+CONTRACTS = 12
+CHUNK = 4
+
+
+class Killed(Exception):
+    """A process stopped between two chunks."""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    found = (f"sqlite:///{tmp_path / 'r.db'}" if request.param == "sqlite"
+             else cast(str, request.getfixturevalue("fresh_pg_url")))
+    app = BillingApplication(env=store_env(found))
+    try:
+        IngestPipeline(app).process_lines(io.BytesIO(many_contracts(CONTRACTS)), "book")
+    finally:
+        app.close()
+    return found
+
+
+@pytest.fixture
+def apps(url: str) -> Iterator[Callable[[], BillingApplication]]:
+    opened: list[BillingApplication] = []
+
+    def process() -> BillingApplication:
+        opened.append(BillingApplication(env=store_env(url)))
+        return opened[-1]
+
+    yield process
+    for app in opened:
+        app.close()
+
+
+def runs(app: BillingApplication) -> BillingRuns:
+    return BillingRuns(app, lambda: datetime.now(UTC), chunk_size=CHUNK)
+
+
+def after_chunks(count: int, then: Callable[[], object]) -> Callable[[int, int], None]:
+    """A progress callback that does `then` once, after `count` chunks were settled."""
+    calls = 0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == count:
+            then()
+    return progress
+
+
+def kill() -> None:
+    raise Killed
+
+
+def test_two_processes_on_one_batch_id_each_count_only_what_they_did(
+    apps: Callable[[], BillingApplication],
+) -> None:
+    # QA12 F8: the two summaries together claimed more invoices than the batch holds.
+    joined: list[RunReport] = []
+    app = apps()
+    first = runs(app).run(NOV, "Y", progress=after_chunks(
+        1, lambda: joined.append(runs(apps()).run(NOV, "Y"))))
+    [second] = joined
+    batch = app.get_or_none(billing_run_id("Y"), BillingRun)
+    assert batch is not None
+    assert batch.counts()["invoiced"] == CONTRACTS
+    reports = (first, second)
+    assert sum(r.counts()["invoiced"] for r in reports) == CONTRACTS
+    assert sum(r.counts()["contracts"] for r in reports) == CONTRACTS
+    assert sorted(n for r in reports for n in (i.number for i in r.invoices)) == [
+        f"INV-{n:06d}" for n in range(1, CONTRACTS + 1)]
+    for report in reports:  # each says what the batch holds, apart from what it did
+        assert report.to_json()["batch_counts"] == batch.counts()
+    assert "batch Y holds: contracts 12: invoiced 12" in text.run_summary(second)
+
+
+def test_a_process_whose_numbers_another_interleaved_says_they_are_no_range(
+    apps: Callable[[], BillingApplication],
+) -> None:
+    # QA12 F8: "numbers INV-013036 .. INV-019166" where it issued 3582 of those 6131.
+    def second_process_killed_after_one_chunk() -> None:
+        with pytest.raises(Killed):
+            runs(apps()).run(NOV, "Y", progress=after_chunks(1, kill))
+
+    first = runs(apps()).run(NOV, "Y", progress=after_chunks(
+        1, second_process_killed_after_one_chunk))
+    numbers = [i.number for i in first.invoices]
+    assert numbers == [f"INV-{n:06d}" for n in (*range(1, 5), *range(9, 13))]
+    assert [o.outcome for o in first.outcomes.values()] == [Outcome.INVOICED] * 8
+    summary = text.run_summary(first)
+    assert ("numbers INV-000001 .. INV-000012: 8 of those 12 (not a contiguous range; "
+            "other runs took the rest)") in summary, summary
+
+
+def test_a_process_that_issued_a_contiguous_range_says_so_plainly(
+    apps: Callable[[], BillingApplication],
+) -> None:
+    report = runs(apps()).run(NOV, "nov")
+    assert "  numbers INV-000001 .. INV-000012\n" in text.run_summary(report)
