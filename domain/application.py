@@ -30,6 +30,7 @@ from domain.acknowledgements import (
     Acknowledgement,
     UsageAcknowledgements,
 )
+from domain.billing_run import BillingRun
 from domain.calendar import local_midnight, period_containing
 from domain.commands import (
     AmendContract,
@@ -327,6 +328,13 @@ class BillingApplication(Application[UUID]):
             {name: getattr(rejected, name) for name in fields}
             for rejected in self._created(DeadLetter.Rejected)  # type: ignore[attr-defined]
         ]
+
+    def batches(self, cycle_date: date) -> list[BillingRun]:
+        """The batches (billing runs) of a cycle date, in the order they started."""
+        started = [e.originator_id for e in self._created(BillingRun.Started)  # type: ignore[attr-defined]
+                   if e.cycle_date == cycle_date]
+        return [run for run_id in started
+                if (run := self.get_or_none(run_id, BillingRun)) is not None]
 
     def _created(self, event_class: type[Any]) -> Iterator[Any]:
         """Every stored event of one class, in log order, read page by page."""

@@ -105,6 +105,9 @@ class RunReport:
     invoices: list[IssuedInvoice] = field(default_factory=list)  # issued, or drafted
     drafts: list[Invoice] = field(default_factory=list)  # dry run only
     warnings: list[str] = field(default_factory=list)
+    # Contracts found nothing due because another batch of the cycle date, running beside
+    # this one or left unfinished, invoiced them: contract id -> that batch's id.
+    billed_elsewhere: dict[str, str] = field(default_factory=dict)
     batch_counts: dict[str, int] | None = None  # the batch's own, once finished (not dry)
 
     def record(self, outcomes: Sequence[ContractOutcome], issued: Sequence[Any]) -> None:
@@ -128,6 +131,13 @@ class RunReport:
             counts[outcome.outcome.value] += 1
         return {"contracts": len(self.outcomes), **counts}
 
+    def billed_by(self) -> dict[str, int]:
+        """Per other batch, how many of this run's not-due contracts it invoiced."""
+        by: dict[str, int] = {}
+        for batch_id in self.billed_elsewhere.values():
+            by[batch_id] = by.get(batch_id, 0) + 1
+        return dict(sorted(by.items()))
+
     def to_json(self) -> dict[str, Any]:
         def listed(kind: Outcome) -> list[dict[str, Any]]:
             return [
@@ -147,6 +157,9 @@ class RunReport:
             "held": listed(Outcome.HELD),
             "failed": listed(Outcome.FAILED),
             "warnings": self.warnings,
+            # Of the contracts counted not due, those another batch invoiced, per batch.
+            "billed_elsewhere": [{"batch_id": b, "contracts": n}
+                                 for b, n in self.billed_by().items()],
             "batch_counts": self.batch_counts,
         }
 
@@ -230,6 +243,11 @@ class BillingRuns:
         self._numbering: InvoiceNumbers | None = None
         # Contracts already billed for a later cycle date than the run's: said once, at the end.
         self._billed_later: dict[str, date] = {}
+        # Contracts whose last invoice another batch of the cycle date issued, by that batch
+        # (RunReport.billed_elsewhere), except the batches in `_not_elsewhere`: this one and
+        # those of the cycle date that had finished when it started (a plain rerun).
+        self._elsewhere: dict[str, str] = {}
+        self._not_elsewhere: set[str] = set()
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -241,8 +259,7 @@ class BillingRuns:
         progress: Progress | None = None,
     ) -> RunReport:
         batch_id = batch_id or new_batch_id(cycle_date)
-        self._numbering = None  # never carry a dry run's numbers into a real run
-        self._billed_later = {}
+        self._begin(batch_id, cycle_date)
         manifest = self._manifest()
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
@@ -293,8 +310,7 @@ class BillingRuns:
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
             raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
-        self._billed_later = {}
-        self._numbering = None
+        self._begin(batch_id, run.cycle_date)
         manifest = self._manifest()
         run.resume("retry", self.now(), manifest)
         self.app.save(run)
@@ -310,6 +326,14 @@ class BillingRuns:
         return self._finish(run, report, False)
 
     # --- steps ------------------------------------------------------------------------------
+
+    def _begin(self, batch_id: str, cycle_date: date) -> None:
+        """Start afresh for a batch, noting the batches of its cycle date finished by now."""
+        self._numbering = None  # never carry a dry run's numbers into a real run
+        self._billed_later = {}
+        self._elsewhere = {}
+        others = [b for b in self.app.batches(cycle_date) if b.batch_id != batch_id]
+        self._not_elsewhere = {batch_id, *(b.batch_id for b in others if b.finished_at)}
 
     def _manifest(self) -> dict[str, Any]:
         marks = self.app.watermarks()
@@ -446,6 +470,9 @@ class BillingRuns:
             latest = contract.billed.cycle_date
             if latest is not None and latest > ctx.cycle_date:
                 self._billed_later[cid] = latest
+            elif (latest == ctx.cycle_date and contract.last_invoice
+                  and contract.last_invoice[1] not in self._not_elsewhere):
+                self._elsewhere[cid] = contract.last_invoice[1]
         siblings = self._siblings(list(contracts.values()))
         reads = MeterReads(self.app.store)
         usages = {cid: StoreUsage(self.app.store, contract, siblings.get(cid, []), reads,
@@ -576,6 +603,11 @@ class BillingRuns:
         )
 
     def _finish(self, run: BillingRun, report: RunReport, dry_run: bool) -> RunReport:
+        report.billed_elsewhere = {
+            cid: batch_id for cid, batch_id in sorted(self._elsewhere.items())
+            if (o := report.outcomes.get(cid)) is not None and o.outcome is Outcome.NOT_DUE}
+        if report.billed_elsewhere:
+            report.warnings.append(billed_elsewhere_warning(report, report.billed_by()))
         if self._billed_later:
             report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later))
         for note in USAGE_NOTES:
@@ -599,6 +631,19 @@ def _unsettled(run: BillingRun, contract_ids: list[str]) -> list[str]:
     """Those of the contracts the batch has not settled: no outcome yet, or held or failed."""
     return [cid for cid in contract_ids if cid not in run.outcomes
             or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
+
+
+def billed_elsewhere_warning(report: RunReport, by: dict[str, int]) -> str:
+    """Said when batches of the cycle date that ran beside this one, or were left unfinished,
+    invoiced contracts this run found nothing due for: two runs of one date at once."""
+    count = sum(by.values())
+    named = ", ".join(f"{n} by {b}" for b, n in by.items())
+    batches = f"batch {next(iter(by))}" if len(by) == 1 else f"batches ({named})"
+    day = report.cycle_date.isoformat()
+    return (f"{count} contract(s) were invoiced by {batches} of the same cycle date {day}, "
+            f"not by this batch {report.batch_id}: another run of {day} ran at the same time "
+            "as this one, or was left unfinished (nothing was billed twice); they are counted "
+            f"here as not due; `billcycle batch show {next(iter(by))}` lists its invoices")
 
 
 def billed_later_warning(cycle_date: date, later: dict[str, date]) -> str:

@@ -67,9 +67,10 @@ def ingest_summary(doc: dict[str, Any]) -> str:
 def run_summary(report: RunReport) -> str:
     counts = report.counts()
     mode = "DRY RUN (nothing written) " if report.dry_run else ""
+    elsewhere = ", ".join(f"batch {b}: {n}" for b, n in report.billed_by().items())
     out = [
         f"{mode}batch {report.batch_id} for cycle date {report.cycle_date}",
-        f"  {_counts(counts)}",
+        f"  {_counts(counts)}" + (f" (billed by {elsewhere})" if elsewhere else ""),
     ]
     if report.batch_counts is not None and report.batch_counts != counts:
         out.append(f"  batch {report.batch_id} holds: {_counts(report.batch_counts)} (this run "

@@ -76,6 +76,45 @@ def kill() -> None:
     raise Killed
 
 
+def test_a_run_beside_another_batch_of_its_cycle_date_says_that_batch_billed_them(
+    apps: Callable[[], BillingApplication],
+) -> None:
+    # QA12 F1: the loser said "invoiced 0, not due 18077" and nothing else.
+    other: list[RunReport] = []
+    loser = runs(apps()).run(NOV, "nov-a", progress=after_chunks(
+        1, lambda: other.append(runs(apps()).run(NOV, "nov-b"))))
+    [winner] = other
+    assert loser.counts()["invoiced"] == CHUNK
+    assert winner.counts()["invoiced"] == CONTRACTS - CHUNK
+
+    document = loser.to_json()
+    assert document["counts"] == {"contracts": CONTRACTS, "invoiced": CHUNK, "held": 0,
+                                  "failed": 0, "not_due": CONTRACTS - CHUNK}  # contract.md's
+    assert document["billed_elsewhere"] == [
+        {"batch_id": "nov-b", "contracts": CONTRACTS - CHUNK}]
+    [warning] = loser.warnings
+    assert f"{CONTRACTS - CHUNK} contract(s) were invoiced by batch nov-b" in warning
+    summary = text.run_summary(loser)
+    assert f"not due {CONTRACTS - CHUNK} (billed by batch nov-b: {CONTRACTS - CHUNK})" \
+        in summary, summary
+    # The winner started while the loser ran: the loser billed some of its contracts first.
+    said = winner.to_json()
+    assert said["billed_elsewhere"] == [{"batch_id": "nov-a", "contracts": CHUNK}]
+    [warning] = winner.warnings
+    assert f"{CHUNK} contract(s) were invoiced by batch nov-a" in warning
+
+
+def test_a_plain_rerun_of_a_finished_cycle_date_says_nothing_of_billed_elsewhere(
+    apps: Callable[[], BillingApplication],
+) -> None:
+    runs(apps()).run(NOV, "nov-a")
+    again = runs(apps()).run(NOV, "nov-b")
+    assert again.counts()["not_due"] == CONTRACTS
+    said = again.to_json()
+    assert said["billed_elsewhere"] == []
+    assert again.warnings == []
+
+
 def test_two_processes_on_one_batch_id_each_count_only_what_they_did(
     apps: Callable[[], BillingApplication],
 ) -> None:
