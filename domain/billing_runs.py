@@ -73,6 +73,7 @@ _USAGE_RULES = (
 )
 
 Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
+BatchStarted = Callable[[BillingRun], None]  # the batch as saved at its start (or resume)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,9 @@ class RunReport:
     # Contracts found nothing due because another batch of the cycle date, running beside
     # this one or left unfinished, invoiced them: contract id -> that batch's id.
     billed_elsewhere: dict[str, str] = field(default_factory=dict)
+    # Other batches of the cycle date started and not finished, when this run started and
+    # still when it ended.
+    unfinished: list[str] = field(default_factory=list)
     batch_counts: dict[str, int] | None = None  # the batch's own, once finished (not dry)
 
     def record(self, outcomes: Sequence[ContractOutcome], issued: Sequence[Any]) -> None:
@@ -160,6 +164,7 @@ class RunReport:
             # Of the contracts counted not due, those another batch invoiced, per batch.
             "billed_elsewhere": [{"batch_id": b, "contracts": n}
                                  for b, n in self.billed_by().items()],
+            "unfinished_batches": self.unfinished,
             "batch_counts": self.batch_counts,
         }
 
@@ -248,6 +253,8 @@ class BillingRuns:
         # those of the cycle date that had finished when it started (a plain rerun).
         self._elsewhere: dict[str, str] = {}
         self._not_elsewhere: set[str] = set()
+        # The other batches of the cycle date started and not finished when it started.
+        self._unfinished: list[BillingRun] = []
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -257,6 +264,7 @@ class BillingRuns:
         batch_id: str | None = None,
         dry_run: bool = False,
         progress: Progress | None = None,
+        started: BatchStarted | None = None,
     ) -> RunReport:
         batch_id = batch_id or new_batch_id(cycle_date)
         self._begin(batch_id, cycle_date)
@@ -270,6 +278,8 @@ class BillingRuns:
             run.resume("resume", self.now(), manifest)
         if not dry_run:
             self.app.save(run)
+            if started:
+                started(run)
         report = RunReport(batch_id, cycle_date, dry_run)
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(cycle_date, manifest)
@@ -328,12 +338,13 @@ class BillingRuns:
     # --- steps ------------------------------------------------------------------------------
 
     def _begin(self, batch_id: str, cycle_date: date) -> None:
-        """Start afresh for a batch, noting the batches of its cycle date finished by now."""
+        """Start afresh for a batch, noting the other batches of its cycle date."""
         self._numbering = None  # never carry a dry run's numbers into a real run
         self._billed_later = {}
         self._elsewhere = {}
         others = [b for b in self.app.batches(cycle_date) if b.batch_id != batch_id]
         self._not_elsewhere = {batch_id, *(b.batch_id for b in others if b.finished_at)}
+        self._unfinished = [b for b in others if b.finished_at is None]
 
     def _manifest(self) -> dict[str, Any]:
         marks = self.app.watermarks()
@@ -606,8 +617,16 @@ class BillingRuns:
         report.billed_elsewhere = {
             cid: batch_id for cid, batch_id in sorted(self._elsewhere.items())
             if (o := report.outcomes.get(cid)) is not None and o.outcome is Outcome.NOT_DUE}
-        if report.billed_elsewhere:
-            report.warnings.append(billed_elsewhere_warning(report, report.billed_by()))
+        # Those that have finished since ran beside this one; the others may still be running.
+        unfinished = [b for b in self._unfinished
+                      if (now := self.app.get_or_none(b.id, BillingRun)) is None
+                      or now.finished_at is None]
+        report.unfinished = [b.batch_id for b in unfinished]
+        if unfinished:
+            report.warnings.append(unfinished_warning(report, unfinished))
+        beside = {b: n for b, n in report.billed_by().items() if b not in report.unfinished}
+        if beside:
+            report.warnings.append(billed_elsewhere_warning(report, beside))
         if self._billed_later:
             report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later))
         for note in USAGE_NOTES:
@@ -633,17 +652,47 @@ def _unsettled(run: BillingRun, contract_ids: list[str]) -> list[str]:
             or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
 
 
+def resume_command(run: BillingRun) -> str:
+    return f"billcycle run --cycle-date {run.cycle_date.isoformat()} --batch-id {run.batch_id}"
+
+
+def unfinished_warning(report: RunReport, unfinished: list[BillingRun]) -> str:
+    """Said by a run of a cycle date whose other batches had started and not finished when it
+    started, nor since: each was interrupted, or is running still. Nothing tells which, so the
+    run names them and how to finish them, and resumes none (docs/accounting.md, "Unfinished
+    batches")."""
+    day = report.cycle_date.isoformat()
+    billed_by = report.billed_by()
+
+    def said(b: BillingRun) -> str:
+        billed = billed_by.get(b.batch_id)
+        return f"started {b.started_at:%Y-%m-%d %H:%M:%S %Z}" + (
+            f"; it invoiced {billed} of the contracts this run found not due" if billed else "")
+
+    first = unfinished[0]
+    if len(unfinished) == 1:
+        named = f"batch {first.batch_id} of cycle date {day} ({said(first)}) never finished"
+    else:
+        listed = ", ".join(f"{b.batch_id} ({said(b)})" for b in unfinished)
+        named = f"{len(unfinished)} batches of cycle date {day} never finished: {listed}"
+    each = "it" if len(unfinished) == 1 else "each"
+    likewise = "" if len(unfinished) == 1 else " (likewise with each other batch id)"
+    return (f"{named}: interrupted, or still running; once {each} is not running, finish "
+            f"{each} with `{resume_command(first)}`{likewise}; a resumed batch bills only "
+            "what is still due, nothing twice")
+
+
 def billed_elsewhere_warning(report: RunReport, by: dict[str, int]) -> str:
-    """Said when batches of the cycle date that ran beside this one, or were left unfinished,
-    invoiced contracts this run found nothing due for: two runs of one date at once."""
+    """Said when batches of the cycle date that ran beside this one (finished since, or started
+    since) invoiced contracts this run found nothing due for: two runs of one date at once."""
     count = sum(by.values())
     named = ", ".join(f"{n} by {b}" for b, n in by.items())
     batches = f"batch {next(iter(by))}" if len(by) == 1 else f"batches ({named})"
     day = report.cycle_date.isoformat()
     return (f"{count} contract(s) were invoiced by {batches} of the same cycle date {day}, "
             f"not by this batch {report.batch_id}: another run of {day} ran at the same time "
-            "as this one, or was left unfinished (nothing was billed twice); they are counted "
-            f"here as not due; `billcycle batch show {next(iter(by))}` lists its invoices")
+            "as this one (nothing was billed twice); they are counted here as not due; `billcycle "
+            f"batch show {next(iter(by))}` lists its invoices")
 
 
 def billed_later_warning(cycle_date: date, later: dict[str, date]) -> str:

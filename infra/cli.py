@@ -21,7 +21,7 @@ from eventsourcing.persistence import (
 
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
-from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport
+from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport, resume_command
 from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
 from infra.cli_args import Parser, parse_date, positive_int
@@ -188,7 +188,8 @@ def _run(args: argparse.Namespace, app: BillingApplication) -> None:
     runs = BillingRuns(app, now, chunk_size=args.chunk_size,
                        input_manifest=cli_kafka.input_manifest(args, app))
     try:
-        report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args))
+        report = runs.run(args.cycle_date, args.batch_id, args.dry_run, progress_bar(args),
+                          started=_batch_started)
     except BatchConflict as exc:  # a batch id reused for another cycle date
         raise UserError(str(exc)) from exc
     except IntegrityError as exc:
@@ -197,6 +198,16 @@ def _run(args: argparse.Namespace, app: BillingApplication) -> None:
     if args.dry_run:
         document["drafts"] = [invoice_view(i) for i in report.drafts]
     emit(args, document, lambda: text.run_summary(report))
+
+
+def _batch_started(run: BillingRun) -> None:
+    """Said on stderr once the batch is saved, so that a run killed before its summary has
+    told the operator which batch to finish."""
+    attempts = len(run.attempts)
+    began = "started" if attempts == 1 else f"resumed (attempt {attempts})"
+    print(f"{datetime.now(UTC):%H:%M:%S} billcycle run: batch {run.batch_id} for cycle date "
+          f"{run.cycle_date.isoformat()} {began}; should this run stop before its summary, "
+          f"finish the batch with `{resume_command(run)}`", file=sys.stderr, flush=True)
 
 
 def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -97,11 +97,13 @@ def test_a_run_beside_another_batch_of_its_cycle_date_says_that_batch_billed_the
     summary = text.run_summary(loser)
     assert f"not due {CONTRACTS - CHUNK} (billed by batch nov-b: {CONTRACTS - CHUNK})" \
         in summary, summary
-    # The winner started while the loser ran: the loser billed some of its contracts first.
+    # The winner started while the loser ran: it names the loser as unfinished then.
     said = winner.to_json()
     assert said["billed_elsewhere"] == [{"batch_id": "nov-a", "contracts": CHUNK}]
+    assert said["unfinished_batches"] == ["nov-a"]
     [warning] = winner.warnings
-    assert f"{CHUNK} contract(s) were invoiced by batch nov-a" in warning
+    assert warning.startswith("batch nov-a of cycle date 2026-11-01 (started ")
+    assert f"it invoiced {CHUNK} of the contracts this run found not due" in warning
 
 
 def test_a_plain_rerun_of_a_finished_cycle_date_says_nothing_of_billed_elsewhere(
@@ -111,8 +113,29 @@ def test_a_plain_rerun_of_a_finished_cycle_date_says_nothing_of_billed_elsewhere
     again = runs(apps()).run(NOV, "nov-b")
     assert again.counts()["not_due"] == CONTRACTS
     said = again.to_json()
-    assert said["billed_elsewhere"] == []
+    assert said["billed_elsewhere"] == [] and said["unfinished_batches"] == []
     assert again.warnings == []
+
+
+def test_a_run_names_the_unfinished_batches_of_its_cycle_date_and_how_to_resume_them(
+    apps: Callable[[], BillingApplication],
+) -> None:
+    # QA12 F4: the next plain run opened a new batch without a word about the killed ones.
+    with pytest.raises(Killed):
+        runs(apps()).run(NOV, "killed", progress=after_chunks(1, kill))
+    with pytest.raises(Killed):
+        runs(apps()).run(date(2026, 10, 1), "oct-killed", progress=after_chunks(1, kill))
+    resume = "billcycle run --cycle-date 2026-11-01 --batch-id killed"
+    for dry_run in (True, False):
+        report = runs(apps()).run(NOV, dry_run=dry_run)
+        assert len(report.warnings) == 1, report.warnings
+        [warning] = report.warnings
+        assert "batch killed of cycle date 2026-11-01" in warning and resume in warning
+        assert "oct-killed" not in warning
+        assert report.to_json()["unfinished_batches"] == ["killed"]
+    # Resuming it finishes it: the next run has nothing to say.
+    runs(apps()).run(NOV, "killed")
+    assert runs(apps()).run(NOV).warnings == []
 
 
 def test_two_processes_on_one_batch_id_each_count_only_what_they_did(
