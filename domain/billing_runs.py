@@ -225,6 +225,8 @@ class BillingRuns:
         self._numbering: InvoiceNumbers | None = None
         # Contracts already billed for a later cycle date than the run's: said once, at the end.
         self._billed_later: dict[str, date] = {}
+        # The index, among the batch's attempts, of the attempt this object is making.
+        self._attempt = 0
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -235,20 +237,8 @@ class BillingRuns:
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> RunReport:
-        batch_id = batch_id or new_batch_id(cycle_date)
-        self._numbering = None  # never carry a dry run's numbers into a real run
-        self._billed_later = {}
-        manifest = self._manifest()
-        run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
-        if run is None:
-            run = BillingRun(batch_id=batch_id, cycle_date=cycle_date, started_at=self.now(),
-                             manifest=manifest)
-        else:
-            run.check_cycle_date(cycle_date)
-            run.resume("resume", self.now(), manifest)
-        if not dry_run:
-            self.app.save(run)
-        report = RunReport(batch_id, cycle_date, dry_run, dict(run.outcomes))
+        run, manifest = self._begin(cycle_date, batch_id or new_batch_id(cycle_date), dry_run)
+        report = RunReport(run.batch_id, cycle_date, dry_run, dict(run.outcomes))
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(cycle_date, manifest)
         total = self._book_size() if progress else 0  # a walk of the whole index: only to show
@@ -292,6 +282,7 @@ class BillingRuns:
         self._numbering = None
         manifest = self._manifest()
         run.resume("retry", self.now(), manifest)
+        self._attempt = len(run.attempts) - 1
         self.app.save(run)
         report = RunReport(batch_id, run.cycle_date, False, dict(run.outcomes))
         report.warnings.extend(manifest.get("warnings", []))
@@ -305,6 +296,27 @@ class BillingRuns:
         return self._finish(run, report, False)
 
     # --- steps ------------------------------------------------------------------------------
+
+    def _begin(self, cycle_date: date, batch_id: str, dry_run: bool,
+               ) -> tuple[BillingRun, dict[str, Any]]:
+        """The batch with this process's attempt at it begun (saved, unless a dry run), and
+        the attempt's manifest."""
+        self._numbering = None  # never carry a dry run's numbers into a real run
+        self._billed_later = {}
+        manifest = self._manifest()
+        run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
+        if run is None:
+            run = BillingRun(batch_id=batch_id, cycle_date=cycle_date, started_at=self.now(),
+                             manifest=manifest)
+        else:
+            run.check_cycle_date(cycle_date)
+            run.resume("resume", self.now(), manifest)
+        # Kept here, not read from the run: a run reloaded after another process's attempt
+        # began at this batch has that attempt last.
+        self._attempt = len(run.attempts) - 1
+        if not dry_run:
+            self.app.save(run)
+        return run, manifest
 
     def _manifest(self) -> dict[str, Any]:
         marks = self.app.watermarks()
@@ -365,7 +377,7 @@ class BillingRuns:
     ) -> BillingRun:
         for _ in range(MAX_CHUNK_ATTEMPTS):
             outcomes, touched, events, invoices = self._bill_chunk(run, contract_ids, ctx)
-            run.record_outcomes(outcomes)
+            run.record_outcomes(outcomes, self._attempt)
             if dry_run:
                 break
             try:
@@ -404,7 +416,7 @@ class BillingRuns:
     ) -> _Saving:
         """Issue a decided chunk and hand its save to the writer thread."""
         outcomes, touched, events, invoices = self._issue_chunk(run, decided)
-        run.record_outcomes(outcomes)
+        run.record_outcomes(outcomes, self._attempt)
         future = writer.submit(self.app.save_tracked, *touched, run, tracking=None,
                                events=[*events, *run.collect_events()])
         return _Saving(decided.contract_ids, run, future, outcomes, invoices)

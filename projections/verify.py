@@ -20,7 +20,9 @@ apart (`changed_during_batch`), not as a difference. (Batches run before that po
 recorded show those contracts as differences.) Another change is not a difference either:
 another batch of the same cycle date invoicing the contract meanwhile (two runs at once), for
 which the batch recorded nothing due; it is listed apart (`billed_elsewhere`), and that batch's
-own verification checks the invoice.
+own verification checks the invoice. Each outcome is billed again as of the start of the attempt
+that recorded it (two processes on one batch id record outcomes after both attempts began):
+every invoice of the batch once.
 """
 
 from __future__ import annotations
@@ -156,6 +158,14 @@ class _Attempt:
     def log_position(self) -> int:
         return int(self.manifest["log_position"])
 
+    def file(self, outcome: ContractOutcome) -> None:
+        """Keep an outcome the attempt recorded; as the batch itself (BillingRun), nothing due
+        never replaces an invoice: each invoice is billed again once."""
+        kept = self.outcomes.get(outcome.contract_id)
+        if kept is None or kept.outcome is not Outcome.INVOICED \
+                or outcome.outcome is not Outcome.NOT_DUE:
+            self.outcomes[outcome.contract_id] = outcome
+
 
 def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
     """Recompute every outcome the batch recorded from the log as each attempt found it."""
@@ -167,9 +177,13 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
         if isinstance(e, STARTED | RESUMED):
             attempts.append(_Attempt(e.manifest))
         elif isinstance(e, OUTCOMES):
+            # The attempt that decided them (two processes on one batch id record after both
+            # attempts began). Stored before outcomes named it: the latest attempt then, which
+            # had begun before the attempt that decided them issued any invoice of theirs.
+            index = getattr(e, "attempt", None)
+            attempt = attempts[-1 if index is None else index]
             for record in e.outcomes:
-                outcome = ContractOutcome.from_record(record)
-                attempts[-1].outcomes[outcome.contract_id] = outcome
+                attempt.file(ContractOutcome.from_record(record))
     cycle_date = run_events[0].cycle_date
     result = Verification(batch_id, cycle_date, attempts=len(attempts))
     # The log through the last position any attempt started at or decided a contract at.
