@@ -16,13 +16,15 @@ terms logged after the attempt started but before its contract was billed, e.g. 
 `consume`) differs from the log as it stood at the start. Each outcome records the position
 through which the run had read when it decided the contract (`decided_through`); such a
 contract is billed again as of that position too, and if it is the same there it is listed
-apart (`changed_during_batch`), not as a difference. (Batches run before that position was
-recorded show those contracts as differences.) Another change is not a difference either:
-another batch of the same cycle date invoicing the contract meanwhile (two runs at once), for
-which the batch recorded nothing due; it is listed apart (`billed_elsewhere`), and that batch's
-own verification checks the invoice. Each outcome is billed again as of the start of the attempt
-that recorded it (two processes on one batch id record outcomes after both attempts began):
-every invoice of the batch once.
+apart (`changed_during_batch`), not as a difference; so is one the same as of its lines' latest
+`usage_revision`, the position its meters had been folded through when the run read them
+(usage logged after that and before `decided_through` was not yet in the meters). (Batches
+run before `decided_through` was recorded show those contracts as differences.) Another
+change is not a difference either: another batch of the same cycle date invoicing the
+contract meanwhile (two runs at once), for which the batch recorded nothing due; it is listed
+apart (`billed_elsewhere`), and that batch's own verification checks the invoice. Each outcome
+is billed again as of the start of the attempt that recorded it (two processes on one batch id
+record outcomes after both attempts began): every invoice of the batch once.
 """
 
 from __future__ import annotations
@@ -209,8 +211,8 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
                              attempt.manifest.get("assigned_usage", ())))
     customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
     meters = log.meters(position, customers)
-    # Contracts that differ as of the start, by the later position the run decided them at.
-    later: dict[int, list[tuple[ContractOutcome, list[Difference]]]] = {}
+    # Contracts that differ as of the start, billed again as the run read them, below.
+    later: list[tuple[ContractOutcome, list[Difference]]] = []
     for cid, recorded in sorted(attempt.outcomes.items()):
         result.contracts += 1
         contract = contracts.get(cid)
@@ -227,33 +229,54 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
                 result.billed_elsewhere.append(elsewhere)
                 continue
         diffs = _compare(app, recorded, decided, contract, position)
-        through = recorded.decided_through or position
-        if diffs and through > position:
-            later.setdefault(through, []).append((recorded, diffs))
+        if diffs and (recorded.decided_through or position) > position:
+            later.append((recorded, diffs))
         else:
             result.differences.extend(diffs)
-    for through, differing in sorted(later.items()):
-        _verify_as_decided(app, log, ctx, position, through, differing, result)
+    _verify_as_read(app, log, ctx, position, later, result)
 
 
-def _verify_as_decided(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
-                       started_at: int, through: int,
-                       differing: list[tuple[ContractOutcome, list[Difference]]],
-                       result: Verification) -> None:
-    """Contracts that differ from the log as of their attempt's start, billed again as of the
-    position through which the run had read when it decided them (with the watermarks of the
-    start, as the run had): the same there, they changed while the batch ran."""
-    contracts = log.contracts(through)
-    meters = log.meters(through, {c.customer_id for c in contracts.values()
-                                  if c.contract_id in {r.contract_id for r, _ in differing}})
-    for recorded, diffs in differing:
-        contract = contracts.get(recorded.contract_id)
-        if contract is not None and not _compare(
-                app, recorded, _decide(contract, contracts, ctx, meters), contract, through):
-            result.changed_during_batch.append(ChangedDuringBatch(
-                recorded.contract_id, recorded.number, started_at, through))
-        else:
-            result.differences.extend(diffs)
+def _verify_as_read(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
+                    started_at: int, differing: list[tuple[ContractOutcome, list[Difference]]],
+                    result: Verification) -> None:
+    """Contracts that differ from the log as of their attempt's start, billed again (with the
+    watermarks of the start, as the run had them) as of the positions the run may have read
+    them at: through which it had read when it decided them, and the one its meters had been
+    folded up to (usage logged after that, before the run decided them, was not yet in the
+    meters), which is at least its lines' latest `usage_revision`. The same at either, they
+    changed while the batch ran."""
+    pending = {recorded.contract_id: (recorded, diffs) for recorded, diffs in differing}
+    tries: dict[int, list[ContractOutcome]] = {}
+    for recorded, _ in differing:
+        through = recorded.decided_through or started_at
+        for at in sorted({through, _meters_read_at(app, recorded) or through}):
+            if started_at < at <= through:
+                tries.setdefault(at, []).append(recorded)
+    for at, outcomes in sorted(tries.items()):
+        wanted = [r for r in outcomes if r.contract_id in pending]
+        contracts = log.contracts(at)
+        meters = log.meters(at, {contracts[r.contract_id].customer_id for r in wanted
+                                 if r.contract_id in contracts})
+        for recorded in wanted:
+            contract = contracts.get(recorded.contract_id)
+            if contract is not None and not _compare(
+                    app, recorded, _decide(contract, contracts, ctx, meters), contract, at):
+                del pending[recorded.contract_id]
+                result.changed_during_batch.append(ChangedDuringBatch(
+                    recorded.contract_id, recorded.number, started_at,
+                    recorded.decided_through or started_at))
+    for _, diffs in pending.values():
+        result.differences.extend(diffs)
+
+
+def _meters_read_at(app: BillingApplication, recorded: ContractOutcome) -> int | None:
+    """The latest meter revision the recorded invoice's lines were read at, if any."""
+    if recorded.number is None:
+        return None
+    issued: Any = next(app.events.get(invoice_aggregate_id(recorded.number), lte=1))
+    revisions = [line["basis"]["usage_revision"] for line in issued.lines
+                 if (line.get("basis") or {}).get("usage_revision") is not None]
+    return max(revisions, default=None)
 
 
 def _decide(contract: Contract, contracts: Mapping[str, Contract], ctx: BillingContext,

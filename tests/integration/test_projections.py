@@ -32,6 +32,7 @@ from domain.application import BillingApplication
 from domain.billing_run import BillingRun, Outcome
 from domain.billing_runs import BillingRuns, RunReport
 from domain.collections import CollectionPolicy
+from domain.commands import Origin
 from domain.invoice import Invoice
 from domain.ledger import Account, as_of_recognition
 from domain.money import format_money, round_money
@@ -580,6 +581,58 @@ def without_attempt(state: bytes) -> bytes:
     event = json.loads(state)
     del event["attempt"]
     return json.dumps(event, separators=(",", ":")).encode()
+
+
+def api_calls(message_id: str, day: int, quantity: str) -> dict[str, Any]:
+    return {"type": "usage", "id": message_id, "occurred_at": f"2026-10-{day}T00:00:00Z",
+            "customer_id": "cus_a", "metric": "api_calls", "quantity": quantity}
+
+
+@pytest.mark.postgres
+def test_a_contract_read_from_meters_behind_the_log_is_not_a_difference(
+    fresh_pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # QA12 F3: a live consume logged usage while the batch ran; the run read meters folded up
+    # to a position between the batch start and the outcome's decided_through (usage logged
+    # after it was still in the meter backlog). Billed again as of either, the invoice
+    # differed, and verify said DIFFERENT (exit 1) on a batch whose money was right.
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    try:
+        per_call_contracts(app, "a")
+        fold, folds = app.store.update_meters, []
+
+        def live_consume(most: int | None = None) -> int:
+            folds.append(most)
+            if len(folds) != 2:
+                return fold(most)
+            # The second fold brings the chunk's meters up to date (MeterReads): usage logged
+            # before it is read, usage logged after it, before the reads end, is not.
+            ingest(app, [api_calls("u-a-2", 20, "50")])
+            folded = fold(most)
+            IngestPipeline(app).process(
+                [Origin("test", "line 1", json.dumps(api_calls("u-a-3", 21, "25")).encode())])
+            return folded
+
+        monkeypatch.setattr(app.store, "update_meters", live_consume)
+        at = datetime(2026, 11, 1, 2, tzinfo=UTC)
+        batch_id = BillingRuns(app, lambda: at).run(date(2026, 11, 1)).batch_id
+        monkeypatch.undo()
+        [invoice] = app.invoices()
+        assert invoice.total == Decimal("1.50")  # u-a-3 is left to a later invoice
+        result = verify_batch(app, batch_id)
+        assert result.identical, result.to_json()["differences"]
+        assert [c.contract_id for c in result.changed_during_batch] == ["ct_a"]
+        read = app.recorder.select_notifications(1, 100, topics=[USAGE_TOPIC])[1]  # u-a-2
+    finally:
+        app.close()
+    # A different invoice still differs: the usage it was read with, changed in the log.
+    tamper(fresh_pg_url, read.id, more_usage(0))
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    try:
+        differing = verify_batch(app, batch_id).differences
+        assert {d.what for d in differing} >= {"total", "lines[0].quantity"}, differing
+    finally:
+        app.close()
 
 
 def test_the_reports_agree_with_the_journal_and_the_invoices(app: BillingApplication) -> None:
