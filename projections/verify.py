@@ -24,7 +24,9 @@ change is not a difference either: another batch of the same cycle date invoicin
 contract meanwhile (two runs at once), for which the batch recorded nothing due; it is listed
 apart (`billed_elsewhere`), and that batch's own verification checks the invoice. Each outcome
 is billed again as of the start of the attempt that recorded it (two processes on one batch id
-record outcomes after both attempts began): every invoice of the batch once.
+record outcomes after both attempts began): every invoice of the batch once. A batch whose last
+attempt recorded no end (interrupted, or still running) is said to be unfinished: what it had
+not decided is not verified.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from projections.projection import event_class, topics
 STARTED = event_class(BillingRun, "Started")
 RESUMED = event_class(BillingRun, "Resumed")
 OUTCOMES = event_class(BillingRun, "OutcomesRecorded")
+FINISHED = event_class(BillingRun, "Finished")
 RECORDED = event_class(UsageBatch, "Recorded")
 PAGE = 10_000
 
@@ -135,6 +138,10 @@ class Verification:
     differences: list[Difference] = field(default_factory=list)
     billed_elsewhere: list[BilledElsewhere] = field(default_factory=list)
     changed_during_batch: list[ChangedDuringBatch] = field(default_factory=list)
+    # Whether the batch's last attempt recorded its end; if not (interrupted, or still
+    # running), what it had not decided yet is not verified: nothing says what it would be.
+    finished: bool = True
+    last_attempt: str = "run"  # its kind: run, resume or retry
 
     @property
     def identical(self) -> bool:
@@ -143,7 +150,8 @@ class Verification:
     def to_json(self) -> dict[str, Any]:
         return {
             "batch_id": self.batch_id, "cycle_date": self.cycle_date.isoformat(),
-            "identical": self.identical, "attempts": self.attempts,
+            "identical": self.identical, "finished": self.finished, "attempts": self.attempts,
+            "last_attempt": self.last_attempt,
             "contracts": self.contracts, "invoices": self.invoices,
             "differences": [d.to_json() for d in self.differences],
             "billed_elsewhere": [b.to_json() for b in self.billed_elsewhere],
@@ -175,9 +183,13 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
     if not run_events:
         raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
     attempts: list[_Attempt] = []
+    finished, kind = False, "run"
     for e in run_events:
         if isinstance(e, STARTED | RESUMED):
             attempts.append(_Attempt(e.manifest))
+            finished, kind = False, getattr(e, "kind", "run")
+        elif isinstance(e, FINISHED):
+            finished = True
         elif isinstance(e, OUTCOMES):
             # The attempt that decided them (two processes on one batch id record after both
             # attempts began). Stored before outcomes named it: the latest attempt then, which
@@ -187,7 +199,8 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
             for record in e.outcomes:
                 attempt.file(ContractOutcome.from_record(record))
     cycle_date = run_events[0].cycle_date
-    result = Verification(batch_id, cycle_date, attempts=len(attempts))
+    result = Verification(batch_id, cycle_date, attempts=len(attempts), finished=finished,
+                          last_attempt=kind)
     # The log through the last position any attempt started at or decided a contract at.
     log = _LogAsOf(app, max(position for a in attempts for position in (
         a.log_position, *(o.decided_through or 0 for o in a.outcomes.values()))))
