@@ -16,9 +16,9 @@ terms logged after the attempt started but before its contract was billed, e.g. 
 `consume`) differs from the log as it stood at the start. Each outcome records the position
 through which the run had read when it decided the contract (`decided_through`); such a
 contract is billed again as of that position too, and if it is the same there it is listed
-apart (`changed_during_batch`), not as a difference; so is one the same as of its lines' latest
-`usage_revision`, the position its meters had been folded through when the run read them
-(usage logged after that and before `decided_through` was not yet in the meters). (Batches
+apart (`changed_during_batch`), not as a difference; so is one the same as of the latest
+`usage_revision` of its chunk's lines, which the meters had been folded through when the run
+read them (usage logged after that and before `decided_through` was not yet in the meters). (Batches
 run before `decided_through` was recorded show those contracts as differences.) Another
 change is not a difference either: another batch of the same cycle date invoicing the
 contract meanwhile (two runs at once), for which the batch recorded nothing due; it is listed
@@ -253,33 +253,46 @@ def _verify_as_read(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
                     started_at: int, differing: list[tuple[ContractOutcome, list[Difference]]],
                     result: Verification) -> None:
     """Contracts that differ from the log as of their attempt's start, billed again (with the
-    watermarks of the start, as the run had them) as of the positions the run may have read
-    them at: through which it had read when it decided them, and the one its meters had been
-    folded up to (usage logged after that, before the run decided them, was not yet in the
-    meters), which is at least its lines' latest `usage_revision`. The same at either, they
-    changed while the batch ran."""
+    watermarks of the start, as the run had them) as the run read them: the same, they
+    changed while the batch ran.
+
+    First as of the position through which the run had read when it decided them (each chunk
+    of the run has its own). Then, for those still differing, as of the position the chunk's
+    meters had been folded through: usage logged after it, before the chunk was decided, was
+    not in them. That position is at least the latest `usage_revision` of the chunk's lines,
+    and as of that revision every meter the chunk read holds what the run read (usage folded
+    into a meter later than the read would have raised its revision)."""
     pending = {recorded.contract_id: (recorded, diffs) for recorded, diffs in differing}
-    tries: dict[int, list[ContractOutcome]] = {}
+    by_through: dict[int, list[ContractOutcome]] = {}
     for recorded, _ in differing:
-        through = recorded.decided_through or started_at
-        for at in sorted({through, _meters_read_at(app, recorded) or through}):
-            if started_at < at <= through:
-                tries.setdefault(at, []).append(recorded)
-    for at, outcomes in sorted(tries.items()):
-        wanted = [r for r in outcomes if r.contract_id in pending]
-        contracts = log.contracts(at)
-        meters = log.meters(at, {contracts[r.contract_id].customer_id for r in wanted
-                                 if r.contract_id in contracts})
-        for recorded in wanted:
-            contract = contracts.get(recorded.contract_id)
-            if contract is not None and not _compare(
-                    app, recorded, _decide(contract, contracts, ctx, meters), contract, at):
-                del pending[recorded.contract_id]
-                result.changed_during_batch.append(ChangedDuringBatch(
-                    recorded.contract_id, recorded.number, started_at,
-                    recorded.decided_through or started_at))
+        by_through.setdefault(recorded.decided_through or started_at, []).append(recorded)
+    for through, chunk in sorted(by_through.items()):
+        _changed_as_of(app, log, ctx, started_at, through, chunk, pending, result)
+        still = [r for r in chunk if r.contract_id in pending]
+        read_at = max((at for r in still if (at := _meters_read_at(app, r)) is not None),
+                      default=None)
+        if still and read_at is not None and started_at < read_at < through:
+            _changed_as_of(app, log, ctx, started_at, read_at, still, pending, result)
     for _, diffs in pending.values():
         result.differences.extend(diffs)
+
+
+def _changed_as_of(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
+                   started_at: int, at: int, outcomes: list[ContractOutcome],
+                   pending: dict[str, tuple[ContractOutcome, list[Difference]]],
+                   result: Verification) -> None:
+    """List apart, and take out of `pending`, the outcomes the log as of `at` reproduces."""
+    contracts = log.contracts(at)
+    meters = log.meters(at, {contracts[r.contract_id].customer_id for r in outcomes
+                             if r.contract_id in contracts})
+    for recorded in outcomes:
+        contract = contracts.get(recorded.contract_id)
+        if contract is not None and not _compare(
+                app, recorded, _decide(contract, contracts, ctx, meters), contract, at):
+            del pending[recorded.contract_id]
+            result.changed_during_batch.append(ChangedDuringBatch(
+                recorded.contract_id, recorded.number, started_at,
+                recorded.decided_through or started_at))
 
 
 def _meters_read_at(app: BillingApplication, recorded: ContractOutcome) -> int | None:

@@ -583,9 +583,9 @@ def without_attempt(state: bytes) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-def api_calls(message_id: str, day: int, quantity: str) -> dict[str, Any]:
+def api_calls(customer: str, message_id: str, day: int, quantity: str) -> dict[str, Any]:
     return {"type": "usage", "id": message_id, "occurred_at": f"2026-10-{day}T00:00:00Z",
-            "customer_id": "cus_a", "metric": "api_calls", "quantity": quantity}
+            "customer_id": f"cus_{customer}", "metric": "api_calls", "quantity": quantity}
 
 
 @pytest.mark.postgres
@@ -598,7 +598,7 @@ def test_a_contract_read_from_meters_behind_the_log_is_not_a_difference(
     # differed, and verify said DIFFERENT (exit 1) on a batch whose money was right.
     app = BillingApplication(env=store_env(fresh_pg_url))
     try:
-        per_call_contracts(app, "a")
+        per_call_contracts(app, "ab")
         fold, folds = app.store.update_meters, []
 
         def live_consume(most: int | None = None) -> int:
@@ -606,23 +606,25 @@ def test_a_contract_read_from_meters_behind_the_log_is_not_a_difference(
             if len(folds) != 2:
                 return fold(most)
             # The second fold brings the chunk's meters up to date (MeterReads): usage logged
-            # before it is read, usage logged after it, before the reads end, is not.
-            ingest(app, [api_calls("u-a-2", 20, "50")])
+            # before it is read, usage logged after it, before the reads end, is not. The
+            # chunk's two contracts were read at revisions of their own, ct_b's the lower.
+            for c in "ba":
+                ingest(app, [api_calls(c, f"u-{c}-2", 20, "50")])
             folded = fold(most)
-            IngestPipeline(app).process(
-                [Origin("test", "line 1", json.dumps(api_calls("u-a-3", 21, "25")).encode())])
+            IngestPipeline(app).process([Origin("test", f"line {n}", json.dumps(
+                api_calls(c, f"u-{c}-3", 21, "25")).encode()) for n, c in enumerate("ab")])
             return folded
 
         monkeypatch.setattr(app.store, "update_meters", live_consume)
         at = datetime(2026, 11, 1, 2, tzinfo=UTC)
         batch_id = BillingRuns(app, lambda: at).run(date(2026, 11, 1)).batch_id
         monkeypatch.undo()
-        [invoice] = app.invoices()
-        assert invoice.total == Decimal("1.50")  # u-a-3 is left to a later invoice
+        # The usage logged after the fold is left to a later invoice.
+        assert [i.total for i in app.invoices()] == [Decimal("1.50")] * 2
         result = verify_batch(app, batch_id)
         assert result.identical, result.to_json()["differences"]
-        assert [c.contract_id for c in result.changed_during_batch] == ["ct_a"]
-        read = app.recorder.select_notifications(1, 100, topics=[USAGE_TOPIC])[1]  # u-a-2
+        assert [c.contract_id for c in result.changed_during_batch] == ["ct_a", "ct_b"]
+        read = app.recorder.select_notifications(1, 100, topics=[USAGE_TOPIC])[2]  # u-a-2
     finally:
         app.close()
     # A different invoice still differs: the usage it was read with, changed in the log.
