@@ -107,17 +107,23 @@ class BillingRun(Aggregate):
         )
         self.finished_at = None
 
-    def record_outcomes(self, outcomes: list[ContractOutcome]) -> None:
+    def record_outcomes(self, outcomes: list[ContractOutcome], attempt: int) -> None:
+        """Record what the attempt at index `attempt` of `attempts` did with these contracts."""
         # As Contract.record_invoice: the event stores records, and the mutator takes the
         # outcomes we hold when triggered here rather than parsing them back (replays parse).
         self._recording = outcomes
         try:
-            self._outcomes_recorded(outcomes=[o.to_record() for o in outcomes])
+            self._outcomes_recorded(outcomes=[o.to_record() for o in outcomes], attempt=attempt)
         finally:
             self.__dict__.pop("_recording", None)
 
+    # `attempt` ties the outcomes to the attempt that decided them: two processes on one batch
+    # id both record after both attempts began, so the latest attempt is not always theirs
+    # (`batch verify` bills each outcome again as of its own attempt's start). None in events
+    # stored before it was recorded.
     @event("OutcomesRecorded")
-    def _outcomes_recorded(self, outcomes: list[dict[str, Any]]) -> None:
+    def _outcomes_recorded(self, outcomes: list[dict[str, Any]],
+                           attempt: int | None = None) -> None:
         local: list[ContractOutcome] | None = self.__dict__.pop("_recording", None)
         for outcome in local if local is not None else map(ContractOutcome.from_record, outcomes):
             kept = self.outcomes.get(outcome.contract_id)

@@ -255,6 +255,8 @@ class BillingRuns:
         self._not_elsewhere: set[str] = set()
         # The other batches of the cycle date started and not finished when it started.
         self._unfinished: list[BillingRun] = []
+        # The index, among the batch's attempts, of the attempt this object is making.
+        self._attempt = 0
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -266,21 +268,9 @@ class BillingRuns:
         progress: Progress | None = None,
         started: BatchStarted | None = None,
     ) -> RunReport:
-        batch_id = batch_id or new_batch_id(cycle_date)
-        self._begin(batch_id, cycle_date)
-        manifest = self._manifest()
-        run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
-        if run is None:
-            run = BillingRun(batch_id=batch_id, cycle_date=cycle_date, started_at=self.now(),
-                             manifest=manifest)
-        else:
-            run.check_cycle_date(cycle_date)
-            run.resume("resume", self.now(), manifest)
-        if not dry_run:
-            self.app.save(run)
-            if started:
-                started(run)
-        report = RunReport(batch_id, cycle_date, dry_run)
+        run, manifest = self._begin(cycle_date, batch_id or new_batch_id(cycle_date), dry_run,
+                                    started)
+        report = RunReport(run.batch_id, cycle_date, dry_run)
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(cycle_date, manifest)
         total = self._book_size() if progress else 0  # a walk of the whole index: only to show
@@ -320,9 +310,10 @@ class BillingRuns:
         run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
         if run is None:
             raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
-        self._begin(batch_id, run.cycle_date)
+        self._reset(batch_id, run.cycle_date)
         manifest = self._manifest()
         run.resume("retry", self.now(), manifest)
+        self._attempt = len(run.attempts) - 1
         self.app.save(run)
         report = RunReport(batch_id, run.cycle_date, False, dict(run.outcomes))
         report.warnings.extend(manifest.get("warnings", []))
@@ -337,7 +328,7 @@ class BillingRuns:
 
     # --- steps ------------------------------------------------------------------------------
 
-    def _begin(self, batch_id: str, cycle_date: date) -> None:
+    def _reset(self, batch_id: str, cycle_date: date) -> None:
         """Start afresh for a batch, noting the other batches of its cycle date."""
         self._numbering = None  # never carry a dry run's numbers into a real run
         self._billed_later = {}
@@ -345,6 +336,28 @@ class BillingRuns:
         others = [b for b in self.app.batches(cycle_date) if b.batch_id != batch_id]
         self._not_elsewhere = {batch_id, *(b.batch_id for b in others if b.finished_at)}
         self._unfinished = [b for b in others if b.finished_at is None]
+
+    def _begin(self, cycle_date: date, batch_id: str, dry_run: bool,
+               started: BatchStarted | None = None) -> tuple[BillingRun, dict[str, Any]]:
+        """The batch with this process's attempt at it begun (saved, and said to `started`,
+        unless a dry run), and the attempt's manifest."""
+        self._reset(batch_id, cycle_date)
+        manifest = self._manifest()
+        run = self.app.get_or_none(billing_run_id(batch_id), BillingRun)
+        if run is None:
+            run = BillingRun(batch_id=batch_id, cycle_date=cycle_date, started_at=self.now(),
+                             manifest=manifest)
+        else:
+            run.check_cycle_date(cycle_date)
+            run.resume("resume", self.now(), manifest)
+        # Kept here, not read from the run: a run reloaded after another process's attempt
+        # began at this batch has that attempt last.
+        self._attempt = len(run.attempts) - 1
+        if not dry_run:
+            self.app.save(run)
+            if started:
+                started(run)
+        return run, manifest
 
     def _manifest(self) -> dict[str, Any]:
         marks = self.app.watermarks()
@@ -405,7 +418,7 @@ class BillingRuns:
     ) -> BillingRun:
         for _ in range(MAX_CHUNK_ATTEMPTS):
             outcomes, touched, events, invoices = self._bill_chunk(run, contract_ids, ctx)
-            run.record_outcomes(outcomes)
+            run.record_outcomes(outcomes, self._attempt)
             if dry_run:
                 break
             try:
@@ -449,7 +462,7 @@ class BillingRuns:
             decided = replace(decided, contract_ids=[c for c in decided.contract_ids if c in left],
                               decided=[(c, d) for c, d in decided.decided if c in left])
         outcomes, touched, events, invoices = self._issue_chunk(run, decided)
-        run.record_outcomes(outcomes)
+        run.record_outcomes(outcomes, self._attempt)
         future = writer.submit(self.app.save_tracked, *touched, run, tracking=None,
                                events=[*events, *run.collect_events()])
         return _Saving(decided.contract_ids, run, future, outcomes, invoices)

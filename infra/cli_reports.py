@@ -360,7 +360,8 @@ def cmd_batch_verify(args: argparse.Namespace, app: BillingApplication) -> None:
 
 
 def _verify_text(result: Verification) -> str:
-    head = (f"batch {result.batch_id} (cycle date {result.cycle_date}): "
+    unfinished = "" if result.finished else ", unfinished"
+    head = (f"batch {result.batch_id} (cycle date {result.cycle_date}{unfinished}): "
             f"{plural(result.contracts, 'contract outcome')} in "
             f"{plural(result.attempts, 'attempt')} recomputed from the log, "
             f"{plural(result.invoices, 'invoice')}")
@@ -379,6 +380,12 @@ def _verify_text(result: Verification) -> str:
                       "their usage or terms were logged after the attempt started; billed "
                       "again from the log as the run had read it when it decided them, they "
                       "are the same")
+    if not result.finished:
+        resume = (f"billcycle retry {result.batch_id}" if result.last_attempt == "retry" else
+                  f"billcycle run --cycle-date {result.cycle_date} --batch-id {result.batch_id}")
+        elsewhere += (f"\nthe batch never finished: its last attempt ({result.last_attempt}) "
+                      "recorded no end (interrupted, or still running), so only the outcomes "
+                      f"it recorded were verified; to finish it: {resume}")
     if result.identical:
         return f"{head}: all identical{elsewhere}"
     rows = [[d.contract_id, d.number or "-", d.what, str(d.to_json()["recorded"]),

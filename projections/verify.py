@@ -16,11 +16,17 @@ terms logged after the attempt started but before its contract was billed, e.g. 
 `consume`) differs from the log as it stood at the start. Each outcome records the position
 through which the run had read when it decided the contract (`decided_through`); such a
 contract is billed again as of that position too, and if it is the same there it is listed
-apart (`changed_during_batch`), not as a difference. (Batches run before that position was
-recorded show those contracts as differences.) Another change is not a difference either:
-another batch of the same cycle date invoicing the contract meanwhile (two runs at once), for
-which the batch recorded nothing due; it is listed apart (`billed_elsewhere`), and that batch's
-own verification checks the invoice.
+apart (`changed_during_batch`), not as a difference; so is one the same as of the latest
+`usage_revision` of its chunk's lines, which the meters had been folded through when the run
+read them (usage logged after that and before `decided_through` was not yet in the meters). (Batches
+run before `decided_through` was recorded show those contracts as differences.) Another
+change is not a difference either: another batch of the same cycle date invoicing the
+contract meanwhile (two runs at once), for which the batch recorded nothing due; it is listed
+apart (`billed_elsewhere`), and that batch's own verification checks the invoice. Each outcome
+is billed again as of the start of the attempt that recorded it (two processes on one batch id
+record outcomes after both attempts began): every invoice of the batch once. A batch whose last
+attempt recorded no end (interrupted, or still running) is said to be unfinished: what it had
+not decided is not verified.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from projections.projection import event_class, topics
 STARTED = event_class(BillingRun, "Started")
 RESUMED = event_class(BillingRun, "Resumed")
 OUTCOMES = event_class(BillingRun, "OutcomesRecorded")
+FINISHED = event_class(BillingRun, "Finished")
 RECORDED = event_class(UsageBatch, "Recorded")
 PAGE = 10_000
 
@@ -131,6 +138,10 @@ class Verification:
     differences: list[Difference] = field(default_factory=list)
     billed_elsewhere: list[BilledElsewhere] = field(default_factory=list)
     changed_during_batch: list[ChangedDuringBatch] = field(default_factory=list)
+    # Whether the batch's last attempt recorded its end; if not (interrupted, or still
+    # running), what it had not decided yet is not verified: nothing says what it would be.
+    finished: bool = True
+    last_attempt: str = "run"  # its kind: run, resume or retry
 
     @property
     def identical(self) -> bool:
@@ -139,7 +150,8 @@ class Verification:
     def to_json(self) -> dict[str, Any]:
         return {
             "batch_id": self.batch_id, "cycle_date": self.cycle_date.isoformat(),
-            "identical": self.identical, "attempts": self.attempts,
+            "identical": self.identical, "finished": self.finished, "attempts": self.attempts,
+            "last_attempt": self.last_attempt,
             "contracts": self.contracts, "invoices": self.invoices,
             "differences": [d.to_json() for d in self.differences],
             "billed_elsewhere": [b.to_json() for b in self.billed_elsewhere],
@@ -156,6 +168,14 @@ class _Attempt:
     def log_position(self) -> int:
         return int(self.manifest["log_position"])
 
+    def file(self, outcome: ContractOutcome) -> None:
+        """Keep an outcome the attempt recorded; as the batch itself (BillingRun), nothing due
+        never replaces an invoice: each invoice is billed again once."""
+        kept = self.outcomes.get(outcome.contract_id)
+        if kept is None or kept.outcome is not Outcome.INVOICED \
+                or outcome.outcome is not Outcome.NOT_DUE:
+            self.outcomes[outcome.contract_id] = outcome
+
 
 def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
     """Recompute every outcome the batch recorded from the log as each attempt found it."""
@@ -163,15 +183,24 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
     if not run_events:
         raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
     attempts: list[_Attempt] = []
+    finished, kind = False, "run"
     for e in run_events:
         if isinstance(e, STARTED | RESUMED):
             attempts.append(_Attempt(e.manifest))
+            finished, kind = False, getattr(e, "kind", "run")
+        elif isinstance(e, FINISHED):
+            finished = True
         elif isinstance(e, OUTCOMES):
+            # The attempt that decided them (two processes on one batch id record after both
+            # attempts began). Stored before outcomes named it: the latest attempt then, which
+            # had begun before the attempt that decided them issued any invoice of theirs.
+            index = getattr(e, "attempt", None)
+            attempt = attempts[-1 if index is None else index]
             for record in e.outcomes:
-                outcome = ContractOutcome.from_record(record)
-                attempts[-1].outcomes[outcome.contract_id] = outcome
+                attempt.file(ContractOutcome.from_record(record))
     cycle_date = run_events[0].cycle_date
-    result = Verification(batch_id, cycle_date, attempts=len(attempts))
+    result = Verification(batch_id, cycle_date, attempts=len(attempts), finished=finished,
+                          last_attempt=kind)
     # The log through the last position any attempt started at or decided a contract at.
     log = _LogAsOf(app, max(position for a in attempts for position in (
         a.log_position, *(o.decided_through or 0 for o in a.outcomes.values()))))
@@ -195,8 +224,8 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
                              attempt.manifest.get("assigned_usage", ())))
     customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
     meters = log.meters(position, customers)
-    # Contracts that differ as of the start, by the later position the run decided them at.
-    later: dict[int, list[tuple[ContractOutcome, list[Difference]]]] = {}
+    # Contracts that differ as of the start, billed again as the run read them, below.
+    later: list[tuple[ContractOutcome, list[Difference]]] = []
     for cid, recorded in sorted(attempt.outcomes.items()):
         result.contracts += 1
         contract = contracts.get(cid)
@@ -213,33 +242,67 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
                 result.billed_elsewhere.append(elsewhere)
                 continue
         diffs = _compare(app, recorded, decided, contract, position)
-        through = recorded.decided_through or position
-        if diffs and through > position:
-            later.setdefault(through, []).append((recorded, diffs))
+        if diffs and (recorded.decided_through or position) > position:
+            later.append((recorded, diffs))
         else:
             result.differences.extend(diffs)
-    for through, differing in sorted(later.items()):
-        _verify_as_decided(app, log, ctx, position, through, differing, result)
+    _verify_as_read(app, log, ctx, position, later, result)
 
 
-def _verify_as_decided(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
-                       started_at: int, through: int,
-                       differing: list[tuple[ContractOutcome, list[Difference]]],
-                       result: Verification) -> None:
-    """Contracts that differ from the log as of their attempt's start, billed again as of the
-    position through which the run had read when it decided them (with the watermarks of the
-    start, as the run had): the same there, they changed while the batch ran."""
-    contracts = log.contracts(through)
-    meters = log.meters(through, {c.customer_id for c in contracts.values()
-                                  if c.contract_id in {r.contract_id for r, _ in differing}})
-    for recorded, diffs in differing:
+def _verify_as_read(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
+                    started_at: int, differing: list[tuple[ContractOutcome, list[Difference]]],
+                    result: Verification) -> None:
+    """Contracts that differ from the log as of their attempt's start, billed again (with the
+    watermarks of the start, as the run had them) as the run read them: the same, they
+    changed while the batch ran.
+
+    First as of the position through which the run had read when it decided them (each chunk
+    of the run has its own). Then, for those still differing, as of the position the chunk's
+    meters had been folded through: usage logged after it, before the chunk was decided, was
+    not in them. That position is at least the latest `usage_revision` of the chunk's lines,
+    and as of that revision every meter the chunk read holds what the run read (usage folded
+    into a meter later than the read would have raised its revision)."""
+    pending = {recorded.contract_id: (recorded, diffs) for recorded, diffs in differing}
+    by_through: dict[int, list[ContractOutcome]] = {}
+    for recorded, _ in differing:
+        by_through.setdefault(recorded.decided_through or started_at, []).append(recorded)
+    for through, chunk in sorted(by_through.items()):
+        _changed_as_of(app, log, ctx, started_at, through, chunk, pending, result)
+        still = [r for r in chunk if r.contract_id in pending]
+        read_at = max((at for r in still if (at := _meters_read_at(app, r)) is not None),
+                      default=None)
+        if still and read_at is not None and started_at < read_at < through:
+            _changed_as_of(app, log, ctx, started_at, read_at, still, pending, result)
+    for _, diffs in pending.values():
+        result.differences.extend(diffs)
+
+
+def _changed_as_of(app: BillingApplication, log: _LogAsOf, ctx: BillingContext,
+                   started_at: int, at: int, outcomes: list[ContractOutcome],
+                   pending: dict[str, tuple[ContractOutcome, list[Difference]]],
+                   result: Verification) -> None:
+    """List apart, and take out of `pending`, the outcomes the log as of `at` reproduces."""
+    contracts = log.contracts(at)
+    meters = log.meters(at, {contracts[r.contract_id].customer_id for r in outcomes
+                             if r.contract_id in contracts})
+    for recorded in outcomes:
         contract = contracts.get(recorded.contract_id)
         if contract is not None and not _compare(
-                app, recorded, _decide(contract, contracts, ctx, meters), contract, through):
+                app, recorded, _decide(contract, contracts, ctx, meters), contract, at):
+            del pending[recorded.contract_id]
             result.changed_during_batch.append(ChangedDuringBatch(
-                recorded.contract_id, recorded.number, started_at, through))
-        else:
-            result.differences.extend(diffs)
+                recorded.contract_id, recorded.number, started_at,
+                recorded.decided_through or started_at))
+
+
+def _meters_read_at(app: BillingApplication, recorded: ContractOutcome) -> int | None:
+    """The latest meter revision the recorded invoice's lines were read at, if any."""
+    if recorded.number is None:
+        return None
+    issued: Any = next(app.events.get(invoice_aggregate_id(recorded.number), lte=1))
+    revisions = [line["basis"]["usage_revision"] for line in issued.lines
+                 if (line.get("basis") or {}).get("usage_revision") is not None]
+    return max(revisions, default=None)
 
 
 def _decide(contract: Contract, contracts: Mapping[str, Contract], ctx: BillingContext,

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,10 @@ import pytest
 from beancount import loader
 from beancount.core import data
 
+from domain.application import BillingApplication
+from domain.billing_runs import BillingRuns
 from infra import sample_book
+from infra.store.url import store_env
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 
 CYCLE = sample_book.DEFAULT_CYCLE_DATE
@@ -171,6 +174,39 @@ def tamper_with_the_last_invoice(db: str) -> None:
         issued["lines"][0]["amount"] = str(Decimal(issued["lines"][0]["amount"]) + 1)
         store.execute("UPDATE stored_events SET state = ? WHERE rowid = ?",
                       (json.dumps(issued, separators=(",", ":")).encode(), rowid))
+
+
+class Interrupted(Exception):
+    """The run killed after its first chunk."""
+
+
+def test_verify_of_an_interrupted_batch_says_it_never_finished(tmp_path: Path) -> None:
+    # QA12 F4: verify of a batch whose run was killed said "all identical" and nothing else.
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    ingest(db, tmp_path, "before.jsonl", b"".join(
+        sample_book.generate(contracts=20, events=2, part="before")))
+
+    def killed(done: int, total: int) -> None:
+        raise Interrupted
+
+    app = BillingApplication(env=store_env(db))
+    try:
+        with pytest.raises(Interrupted):
+            BillingRuns(app, lambda: datetime.now(UTC), chunk_size=5).run(
+                PREVIOUS, batch_id="nov", progress=killed)
+    finally:
+        app.close()
+    result = billcycle_json(db, "batch", "verify", "nov")
+    assert result["identical"] and not result["finished"], result
+    assert (result["contracts"], result["last_attempt"]) == (5, "run")
+    said = billcycle(db, "batch", "verify", "nov").stdout  # exit 0: nothing differs
+    assert "(cycle date 2026-11-01, unfinished)" in said and "all identical" in said
+    assert "the batch never finished" in said, said
+    assert f"billcycle run --cycle-date {PREVIOUS} --batch-id nov" in said
+    billcycle(db, "run", "--cycle-date", str(PREVIOUS), "--batch-id", "nov")
+    result = billcycle_json(db, "batch", "verify", "nov")
+    assert result["identical"] and result["finished"] and result["attempts"] == 2
+    assert "never finished" not in billcycle(db, "batch", "verify", "nov").stdout
 
 
 def test_every_batch_of_the_demo_verifies(tmp_path: Path) -> None:

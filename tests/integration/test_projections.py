@@ -29,8 +29,10 @@ from eventsourcing.persistence import Tracking
 
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
-from domain.billing_runs import BillingRuns
+from domain.billing_run import BillingRun, Outcome
+from domain.billing_runs import BillingRuns, RunReport
 from domain.collections import CollectionPolicy
+from domain.commands import Origin
 from domain.invoice import Invoice
 from domain.ledger import Account, as_of_recognition
 from domain.money import format_money, round_money
@@ -508,6 +510,131 @@ def test_a_contract_changed_while_its_batch_ran_is_not_a_difference(
     assert result.identical, result.to_json()["differences"]
     [changed] = result.changed_during_batch
     assert changed.contract_id == "ct_c" and changed.decided_through > changed.started_at
+
+
+def per_call_contracts(app: BillingApplication, names: str) -> None:
+    """Monthly contracts priced per API call, ct_<name> of cus_<name>, with October usage."""
+    per_call = {"id": "api", "kind": "usage", "metric": "api_calls",
+                "pricing": {"model": "per_unit", "unit_amount": "0.01"}}
+    ingest(app, [
+        {"type": "contract.created", "id": f"c-{c}", "occurred_at": "2026-10-01T00:00:00Z",
+         "contract_id": f"ct_{c}", "customer_id": f"cus_{c}", "currency": "USD",
+         "start_date": "2026-10-01", "billing_frequency": "monthly", "components": [per_call]}
+        for c in names
+    ] + [{"type": "usage", "id": f"u-{c}", "occurred_at": "2026-10-10T00:00:00Z",
+          "customer_id": f"cus_{c}", "metric": "api_calls", "quantity": "100"} for c in names])
+
+
+def two_processes_on_one_batch_id(app: BillingApplication) -> None:
+    """Batch Y billed by two processes at once, their steps interleaved as they can be: both
+    attempts begin before either records an outcome; each invoices a contract; then the
+    first, its save refused by the second's and the batch read again, finds the second's
+    contract billed and records nothing due for it."""
+    per_call_contracts(app, "ab")
+    nov = date(2026, 11, 1)
+    at = datetime(2026, 11, 1, 2, tzinfo=UTC)
+    first, second = BillingRuns(app, lambda: at), BillingRuns(app, lambda: at)
+    runs = [first._begin(nov, "Y", dry_run=False), second._begin(nov, "Y", dry_run=False)]
+    reports = [RunReport("Y", nov, False, {}) for _ in runs]
+    ctxs = [runs_._context(nov, manifest) for runs_, (_, manifest) in zip(
+        (first, second), runs, strict=True)]
+    run = first._settle(runs[0][0], ["ct_a"], ctxs[0], False, reports[0])  # refused once
+    second._finish(second._settle(runs[1][0], ["ct_b"], ctxs[1], False, reports[1]),
+                   reports[1], False)
+    run = app.repository.get(run.id)  # as after a save refused by the second's
+    first._finish(first._settle(run, ["ct_b"], ctxs[0], False, reports[0]), reports[0], False)
+    assert reports[0].counts()["invoiced"] == reports[1].counts()["invoiced"] == 1
+    assert reports[0].outcomes["ct_b"].outcome is Outcome.NOT_DUE
+
+
+def test_two_processes_on_one_batch_id_verify_every_invoice_of_the_batch(
+    app: BillingApplication,
+) -> None:
+    # QA12 F2: every outcome was filed under the latest attempt, the second process's: the
+    # first's "nothing due" replaced the second's "invoiced", whose invoice went unchecked
+    # (listed as billed elsewhere, by the same batch) under "all identical".
+    two_processes_on_one_batch_id(app)
+    result = verify_batch(app, "Y")
+    assert result.identical, result.to_json()["differences"]
+    assert (result.attempts, result.invoices, result.contracts) == (2, 2, 3)
+    assert [(b.contract_id, b.batch_id) for b in result.billed_elsewhere] == [("ct_b", "Y")]
+
+
+def test_outcomes_stored_before_they_named_their_attempt_verify_every_invoice(
+    app: BillingApplication, url: str,
+) -> None:
+    two_processes_on_one_batch_id(app)
+    recorded = topics(event_class(BillingRun, "OutcomesRecorded"))
+    positions = [n.id for n in app.recorder.select_notifications(1, 100, topics=recorded)]
+    for position in positions:
+        tamper(url, position, without_attempt)
+    app = BillingApplication(env=store_env(url))
+    try:
+        result = verify_batch(app, "Y")
+    finally:
+        app.close()
+    assert result.identical, result.to_json()["differences"]
+    assert (result.attempts, result.invoices, result.billed_elsewhere) == (2, 2, [])
+
+
+def without_attempt(state: bytes) -> bytes:
+    event = json.loads(state)
+    del event["attempt"]
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def api_calls(customer: str, message_id: str, day: int, quantity: str) -> dict[str, Any]:
+    return {"type": "usage", "id": message_id, "occurred_at": f"2026-10-{day}T00:00:00Z",
+            "customer_id": f"cus_{customer}", "metric": "api_calls", "quantity": quantity}
+
+
+@pytest.mark.postgres
+def test_a_contract_read_from_meters_behind_the_log_is_not_a_difference(
+    fresh_pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # QA12 F3: a live consume logged usage while the batch ran; the run read meters folded up
+    # to a position between the batch start and the outcome's decided_through (usage logged
+    # after it was still in the meter backlog). Billed again as of either, the invoice
+    # differed, and verify said DIFFERENT (exit 1) on a batch whose money was right.
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    try:
+        per_call_contracts(app, "ab")
+        fold, folds = app.store.update_meters, []
+
+        def live_consume(most: int | None = None) -> int:
+            folds.append(most)
+            if len(folds) != 2:
+                return fold(most)
+            # The second fold brings the chunk's meters up to date (MeterReads): usage logged
+            # before it is read, usage logged after it, before the reads end, is not. The
+            # chunk's two contracts were read at revisions of their own, ct_b's the lower.
+            for c in "ba":
+                ingest(app, [api_calls(c, f"u-{c}-2", 20, "50")])
+            folded = fold(most)
+            IngestPipeline(app).process([Origin("test", f"line {n}", json.dumps(
+                api_calls(c, f"u-{c}-3", 21, "25")).encode()) for n, c in enumerate("ab")])
+            return folded
+
+        monkeypatch.setattr(app.store, "update_meters", live_consume)
+        at = datetime(2026, 11, 1, 2, tzinfo=UTC)
+        batch_id = BillingRuns(app, lambda: at).run(date(2026, 11, 1)).batch_id
+        monkeypatch.undo()
+        # The usage logged after the fold is left to a later invoice.
+        assert [i.total for i in app.invoices()] == [Decimal("1.50")] * 2
+        result = verify_batch(app, batch_id)
+        assert result.identical, result.to_json()["differences"]
+        assert [c.contract_id for c in result.changed_during_batch] == ["ct_a", "ct_b"]
+        read = app.recorder.select_notifications(1, 100, topics=[USAGE_TOPIC])[2]  # u-a-2
+    finally:
+        app.close()
+    # A different invoice still differs: the usage it was read with, changed in the log.
+    tamper(fresh_pg_url, read.id, more_usage(0))
+    app = BillingApplication(env=store_env(fresh_pg_url))
+    try:
+        differing = verify_batch(app, batch_id).differences
+        assert {d.what for d in differing} >= {"total", "lines[0].quantity"}, differing
+    finally:
+        app.close()
 
 
 def test_the_reports_agree_with_the_journal_and_the_invoices(app: BillingApplication) -> None:

@@ -17,9 +17,11 @@ def test_nothing_due_found_by_a_second_process_does_not_hide_the_invoice_of_the_
     # by the first, and its "nothing due" replaced "invoiced": batch show undercounted.
     run = batch()
     run.record_outcomes([ContractOutcome("ct_1", Outcome.INVOICED, number="INV-000001"),
-                         ContractOutcome("ct_2", Outcome.HELD, reason="usage incomplete")])
+                         ContractOutcome("ct_2", Outcome.HELD, reason="usage incomplete")],
+                        attempt=0)
     run.record_outcomes([ContractOutcome("ct_1", Outcome.NOT_DUE, reason="nothing due"),
-                         ContractOutcome("ct_2", Outcome.INVOICED, number="INV-000002")])
+                         ContractOutcome("ct_2", Outcome.INVOICED, number="INV-000002")],
+                        attempt=0)
     assert {cid: o.outcome for cid, o in run.outcomes.items()} == {
         "ct_1": Outcome.INVOICED, "ct_2": Outcome.INVOICED}
     replayed = None
