@@ -30,12 +30,11 @@ from kafka.errors import KafkaError, ProducerFencedError
 from consumers.kafka_source import (
     DATABASE_DOWN,
     KAFKA_DOWN,
-    Patience,
-    Stopped,
     kafka_consumer,
     never_create_topics,
 )
 from consumers.outbound import InvoiceEvent, cash_message, collection_message, invoice_issued
+from consumers.patience import Patience, Stopped
 from domain.application import BillingApplication
 from domain.collections import Collection
 from domain.invoice import Invoice

@@ -18,13 +18,14 @@ from jsonschema import Draft202012Validator, FormatChecker
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from consumers.kafka_source import TOMBSTONE, KafkaIngest, Patience
+from consumers.kafka_source import TOMBSTONE, KafkaIngest
 from consumers.outbound import (
     PaymentApplied,
     RefundApplied,
     dead_letter,
     parse_invoice_message,
 )
+from consumers.patience import Patience
 from consumers.publisher import InvoicePublisher
 from consumers.schemas import SCHEMA_DIR
 from domain.application import BillingApplication, dead_letter_record

@@ -21,9 +21,9 @@ from consumers.kafka_source import (
     REJOIN_AFTER,
     SLOW_JOIN,
     KafkaIngest,
-    Patience,
     Topics,
 )
+from consumers.patience import Patience
 from domain.application import BillingApplication
 from infra.store.url import store_env
 
