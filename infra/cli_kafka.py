@@ -215,6 +215,7 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
         patience,
         store=store_label(args.db),
         kafka=f"Kafka at {bootstrap}",
+        transactional_id=transactional_id,
         page_size=args.page_size,
     )
     try:
