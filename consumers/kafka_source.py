@@ -63,6 +63,11 @@ TOMBSTONE = ("tombstone: the record has no value (null), Kafka's deletion marker
 SETTLED_AFTER = 2.0
 # Without partitions this long after subscribing, the progress line says the join is slow.
 SLOW_JOIN = 30.0
+# Rebalancing this long (a join takes a second or two), the progress line says that the group
+# is likely waiting for members that stopped answering, and what --instance-id does for it.
+WAITING_FOR_MEMBERS = 5.0
+# How long the group waits for a member that stopped answering (consumer session timeout).
+SESSION_TIMEOUT_MS = 15000
 # Still joining, with no partition, this long after subscribing (or after it was last in its
 # group): the member leaves and joins again as a fresh consumer (`KafkaIngest._rejoin_if_stuck`).
 REJOIN_AFTER = 60.0
@@ -181,7 +186,7 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
         fetch_max_bytes=64 * 1024 * 1024,
         # A database outage stops polling; stay in the group through a long one.
         max_poll_interval_ms=15 * 60 * 1000,
-        session_timeout_ms=15000,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=1000,  # rebalances (two rounds when cooperative) finish sooner
         reconnect_backoff_max_ms=5000,
     )
@@ -669,11 +674,30 @@ class KafkaIngest:
         waited = time.monotonic() - self._joining_since
         doing = ("rebalancing" if member.state == MemberState.REBALANCING
                  else "finding the group's coordinator or joining")
+        held = member.state == MemberState.REBALANCING and waited >= WAITING_FOR_MEMBERS
         text = f"no partition assigned to this member of group {group} yet ({doing}"
         if waited >= SLOW_JOIN:
             text += (f", for {waited:,.0f} s where a join takes a second or two: see what "
                      f"the broker's log says of group {group}")
+        elif held:
+            text += f", for {waited:,.0f} s"
+        if held:
+            text += "; " + self._members_gone()
         return text + ")"
+
+    def _members_gone(self) -> str:
+        """The usual reason of a long rebalance: members killed or stopped without leaving,
+        which the group waits for until their session times out (QA12 F7)."""
+        config = getattr(self.consumer, "config", {})
+        timeout = config.get("session_timeout_ms", SESSION_TIMEOUT_MS) / 1000
+        text = (f"the group is likely waiting for members that stopped answering (a consumer "
+                f"killed, or stopped without leaving the group): each is dropped up to the "
+                f"session timeout ({timeout:,.0f} s) after it last answered, and each restart "
+                "before then leaves one more")
+        if config.get("group_instance_id"):
+            return text
+        return (text + "; give each consumer its own --instance-id (static membership, "
+                "docs/kafka.md): one restarted under its id takes its place at once")
 
 
 # --- what a billing run records of its input ----------------------------------------------------
