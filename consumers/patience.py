@@ -84,7 +84,13 @@ class Patience:
         said: dict[tuple[str, float, str], float] = {}  # each wait named, and when last said
         while not self.stop.wait(self.slow / 5):
             now = time.monotonic()
-            waits = [w for w in list(self._current.values()) if now - w[1] >= self.slow]
+            # Threads waiting for the same thing (a run's reader and writer, on the database)
+            # are named once, by the longest wait.
+            longest: dict[tuple[str, str], float] = {}
+            for what, since, told in list(self._current.values()):
+                if now - since >= self.slow:
+                    longest[what, told] = min(since, longest.get((what, told), since))
+            waits = [(what, since, told) for (what, told), since in longest.items()]
             said = {w: at for w, at in said.items() if w in waits}
             for wait in waits:
                 if now - said.get(wait, wait[1]) >= self.slow:

@@ -57,6 +57,26 @@ def test_a_watch_within_another_of_its_thread_is_named_instead_until_it_ends() -
     assert said[-1].startswith("waiting for the step: no answer for"), said
 
 
+def test_threads_waiting_for_the_same_thing_are_named_once_by_the_longest_wait() -> None:
+    said: list[str] = []
+    stop = threading.Event()
+    patience = Patience(said.append, stop, slow=0.2)
+
+    def reader() -> None:
+        with patience.watch("the database", since=time.monotonic() - 1):
+            time.sleep(0.4)  # outlasts the writer's
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    with patience.watch("the database"):  # the writer, since now
+        time.sleep(0.3)
+    thread.join()
+    stop.set()
+
+    assert said, said
+    assert all(s == "waiting for the database: no answer for 1s" for s in said), said
+
+
 class _StoppedServer:
     """A connection pool whose server is down for the first `failures` requests: each waits
     out the pool's timeout (here 0.15 s) and fails as psycopg_pool does."""
