@@ -122,6 +122,7 @@ def tell_connection_waits(datastore: PostgresDatastore, what: str, waits: Waits)
     pool = datastore.pool
     getconn = pool.getconn
     failing_since: dict[int, float] = {}
+    back_said_at = [0.0]  # an outage's end is said once, by the first thread through
 
     def watched(timeout: float | None = None) -> Any:
         thread = threading.get_ident()
@@ -133,9 +134,10 @@ def tell_connection_waits(datastore: PostgresDatastore, what: str, waits: Waits)
             failing_since[thread] = since
             raise psycopg_pool.PoolTimeout(
                 f"no connection to {what} for {time.monotonic() - since:.0f}s") from error
-        waited = time.monotonic() - since
-        if outermost and waited >= waits.slow:
-            waits.say(f"{what} is back (after {waited:.0f}s)")
+        now = time.monotonic()
+        if outermost and now - since >= waits.slow and since > back_said_at[0]:
+            back_said_at[0] = now
+            waits.say(f"{what} is back (after {now - since:.0f}s)")
         return connection
 
     pool.getconn = watched  # type: ignore[method-assign]

@@ -79,16 +79,19 @@ def test_threads_waiting_for_the_same_thing_are_named_once_by_the_longest_wait()
 
 class _StoppedServer:
     """A connection pool whose server is down for the first `failures` requests: each waits
-    out the pool's timeout (here 0.15 s) and fails as psycopg_pool does."""
+    out the pool's timeout (here 0.15 s) and fails as psycopg_pool does. The others wait
+    `answers_after` seconds for a connection (a server that is starting)."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, answers_after: float = 0.0) -> None:
         self.failures = failures
+        self.answers_after = answers_after
 
     def getconn(self, timeout: float | None = None) -> str:
         if self.failures:
             self.failures -= 1
             time.sleep(0.15)
             raise psycopg_pool.PoolTimeout("couldn't get a connection after 0.15 sec")
+        time.sleep(self.answers_after)
         return "connection"
 
 
@@ -104,10 +107,11 @@ def _store_retry(pool: _StoppedServer, attempts: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _watched(failures: int) -> tuple[_StoppedServer, Patience, list[str]]:
+def _watched(failures: int,
+             answers_after: float = 0.0) -> tuple[_StoppedServer, Patience, list[str]]:
     said: list[str] = []
     patience = Patience(said.append, threading.Event(), slow=0.2)
-    pool = _StoppedServer(failures)
+    pool = _StoppedServer(failures, answers_after)
     tell_connection_waits(cast(PostgresDatastore, SimpleNamespace(pool=pool)),
                           "PostgreSQL at db:5432/billing", patience)
     return pool, patience, said
@@ -123,6 +127,19 @@ def test_a_wait_for_postgresql_is_named_across_the_store_retries_and_its_end_sai
                                              "no answer for ")]
     assert len(waits) >= 2, said  # counted from the first failed attempt, not each one's
     assert re.fullmatch(r"PostgreSQL at db:5432/billing is back \(after [01]s\)", said[-1]), said
+
+
+def test_the_end_of_a_wait_of_two_threads_is_said_once() -> None:
+    pool, patience, said = _watched(failures=0, answers_after=0.3)  # a run's reader and writer
+    threads = [threading.Thread(target=_store_retry, args=(pool, 1)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    patience.stop.set()
+
+    assert [s for s in said if "is back" in s] == [
+        "PostgreSQL at db:5432/billing is back (after 0s)"], said
 
 
 def test_giving_up_on_postgresql_says_for_how_long_it_waited() -> None:
