@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from domain.application import BillingApplication
 from infra.cli_args import group_name, positive_int, positive_seconds
@@ -89,15 +89,14 @@ def command_patience(args: argparse.Namespace, app: BillingApplication) -> Patie
     """The command's Patience (`args.command` names it in what it says). Every wait of a
     PostgreSQL store for a connection is named through it while it lasts, for any command:
     `waiting for PostgreSQL at ...: no answer for 6s`, then `... is back (after 40s)`."""
-    from eventsourcing.postgres import PostgresDatastore
-
     from consumers.patience import Patience
-    from infra.store.postgres import tell_connection_waits
 
     patience = Patience(_say(args.command), threading.Event())
-    datastore = getattr(app.recorder, "datastore", None)
-    if isinstance(datastore, PostgresDatastore):
-        tell_connection_waits(datastore, store_label(args.db), patience)
+    if "POSTGRES_HOST" in store_env(args.db):  # SQLite: no server to wait for
+        from infra.store.postgres import PostgresBillingRecorder, tell_connection_waits
+
+        recorder = cast(PostgresBillingRecorder, app.recorder)
+        tell_connection_waits(recorder.datastore, store_label(args.db), patience)
     return patience
 
 
