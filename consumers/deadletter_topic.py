@@ -30,11 +30,11 @@ from kafka import KafkaProducer, TopicPartition
 from consumers.kafka_source import (
     DATABASE_DOWN,
     KAFKA_DOWN,
-    Patience,
     never_create_topics,
     process_recorder,
 )
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
+from consumers.patience import Patience
 from domain.application import BillingApplication, dead_letter_record
 from domain.commands import Rejected
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -36,6 +36,7 @@ from kafka.structs import MemberState
 from consumers import kafka_join, kafka_records
 from consumers.meter_updates import MeterUpdates
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
+from consumers.patience import Patience, Stopped, error_line
 from consumers.pipeline import DEFAULT_BATCH, IngestPipeline, Parsed, parse
 from domain.application import BillingApplication, ConcurrentUpdate, IngestReport
 from domain.commands import Origin, Rejected
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from consumers.deadletter_topic import DeadLetterTopic
 
 T = TypeVar("T")
-Say = Callable[[str], None]
 
 POLL_TIMEOUT_MS = 500
 FIRST_POLLS_TIMEOUT_MS = 50  # while no partition is assigned yet
@@ -63,6 +63,11 @@ TOMBSTONE = ("tombstone: the record has no value (null), Kafka's deletion marker
 SETTLED_AFTER = 2.0
 # Without partitions this long after subscribing, the progress line says the join is slow.
 SLOW_JOIN = 30.0
+# Rebalancing this long (a join takes a second or two), the progress line says that the group
+# is likely waiting for members that stopped answering, and what --instance-id does for it.
+WAITING_FOR_MEMBERS = 5.0
+# How long the group waits for a member that stopped answering (consumer session timeout).
+SESSION_TIMEOUT_MS = 15000
 # Still joining, with no partition, this long after subscribing (or after it was last in its
 # group): the member leaves and joins again as a fresh consumer (`KafkaIngest._rejoin_if_stuck`).
 REJOIN_AFTER = 60.0
@@ -110,85 +115,6 @@ def stored_positions(app: BillingApplication, tps: Sequence[TopicPartition]) -> 
     """The offset of the last record applied from each partition (None: none yet)."""
     recorder = process_recorder(app)
     return {tp: recorder.max_tracking_id(tracking_name(tp)) for tp in tps}
-
-
-class Stopped(Exception):
-    """A stop was asked for (SIGTERM) while waiting."""
-
-
-class Patience:
-    """Runs a step that needs the database or Kafka, through their outages.
-
-    A transient failure is retried after a pause that doubles up to `longest`, and each retry
-    says what it is waiting for; a stop request ends the wait with Stopped. A step that hangs
-    (the database client waits for a connection, with its own retries) is named every `slow`
-    seconds while it lasts.
-    """
-
-    def __init__(self, say: Say, stop: threading.Event, first: float = 0.5,
-                 longest: float = 15.0, slow: float = 3.0) -> None:
-        self.say = say
-        self.stop = stop
-        self.first = first
-        self.longest = longest
-        self.slow = slow
-        # What each thread is waiting for, and since when: the polling thread waits on Kafka
-        # while the writer thread waits on the database.
-        self._current: dict[int, tuple[str, float]] = {}
-        self._watcher: threading.Thread | None = None
-
-    def call(self, what: str, step: Callable[[], T], transient: tuple[type[Exception], ...]) -> T:
-        pause, failures = self.first, 0
-        while True:
-            try:
-                with self.watch(what):
-                    result = step()
-            except transient as error:
-                failures += 1
-                self.say(f"waiting for {what}: {_first_line(error)}; "
-                         f"retry {failures} in {pause:.1f}s")
-                self.wait(pause)
-                pause = min(pause * 2, self.longest)
-                continue
-            if failures:
-                self.say(f"{what} is back (after {failures} retries)")
-            return result
-
-    def wait(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
-            raise Stopped
-
-    @contextmanager
-    def watch(self, what: str) -> Iterator[None]:
-        """Name `what` while the step in this block takes longer than `slow` seconds."""
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, name="patience", daemon=True)
-            self._watcher.start()
-        thread = threading.get_ident()
-        self._current[thread] = (what, time.monotonic())
-        try:
-            yield
-        finally:
-            del self._current[thread]
-
-    def _watch(self) -> None:
-        said: dict[tuple[str, float], float] = {}  # each wait named, and when it was last said
-        while not self.stop.wait(self.slow / 5):
-            now = time.monotonic()
-            waits = [w for w in list(self._current.values()) if now - w[1] >= self.slow]
-            said = {w: at for w, at in said.items() if w in waits}
-            for wait in waits:
-                if now - said.get(wait, wait[1]) >= self.slow:
-                    self.say(f"waiting for {wait[0]}: no answer for {now - wait[1]:.0f}s")
-                    said[wait] = now
-
-
-def _first_line(error: BaseException) -> str:
-    name = type(error).__name__
-    text = str(error).strip().splitlines()
-    if not text:
-        return name
-    return text[0] if text[0].startswith(name) else f"{name}: {text[0]}"
 
 
 def never_create_topics(cluster: Any) -> None:
@@ -260,7 +186,7 @@ def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH
         fetch_max_bytes=64 * 1024 * 1024,
         # A database outage stops polling; stay in the group through a long one.
         max_poll_interval_ms=15 * 60 * 1000,
-        session_timeout_ms=15000,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=1000,  # rebalances (two rounds when cooperative) finish sooner
         reconnect_backoff_max_ms=5000,
     )
@@ -675,12 +601,12 @@ class KafkaIngest:
                     report = self.pipeline.apply(parsed, tracking)
                 break
             except DATABASE_DOWN as error:
-                self.say(f"waiting for {self.store}: {_first_line(error)}")
+                self.say(f"waiting for {self.store}: {error_line(error)}")
                 self.patience.wait(self.patience.first)
             except (IntegrityError, ConcurrentUpdate) as error:
                 # Someone else moved this partition on (a previous owner, or our own commit
                 # whose acknowledgement was lost): apply only what is still missing.
-                self.say(f"{partition_label(tp)}: {_first_line(error)}; rereading its position")
+                self.say(f"{partition_label(tp)}: {error_line(error)}; rereading its position")
             stored = self.patience.call(
                 self.store, lambda: stored_positions(self.app, [tp])[tp], DATABASE_DOWN)
             if stored is not None:
@@ -748,11 +674,30 @@ class KafkaIngest:
         waited = time.monotonic() - self._joining_since
         doing = ("rebalancing" if member.state == MemberState.REBALANCING
                  else "finding the group's coordinator or joining")
+        held = member.state == MemberState.REBALANCING and waited >= WAITING_FOR_MEMBERS
         text = f"no partition assigned to this member of group {group} yet ({doing}"
         if waited >= SLOW_JOIN:
             text += (f", for {waited:,.0f} s where a join takes a second or two: see what "
                      f"the broker's log says of group {group}")
+        elif held:
+            text += f", for {waited:,.0f} s"
+        if held:
+            text += "; " + self._members_gone()
         return text + ")"
+
+    def _members_gone(self) -> str:
+        """The usual reason of a long rebalance: members killed or stopped without leaving,
+        which the group waits for until their session times out (QA12 F7)."""
+        config = getattr(self.consumer, "config", {})
+        timeout = config.get("session_timeout_ms", SESSION_TIMEOUT_MS) / 1000
+        text = (f"the group is likely waiting for members that stopped answering (a consumer "
+                f"killed, or stopped without leaving the group): each is dropped up to the "
+                f"session timeout ({timeout:,.0f} s) after it last answered, and each restart "
+                "before then leaves one more")
+        if config.get("group_instance_id"):
+            return text
+        return (text + "; give each consumer its own --instance-id (static membership, "
+                "docs/kafka.md): one restarted under its id takes its place at once")
 
 
 # --- what a billing run records of its input ----------------------------------------------------
@@ -775,7 +720,7 @@ def input_manifest(
         )
     except KafkaError as error:
         return {"input_positions": {}, "kafka_end_offsets": {}, "warnings": [
-            f"Kafka at {bootstrap} did not answer ({_first_line(error)}); this run's input "
+            f"Kafka at {bootstrap} did not answer ({error_line(error)}); this run's input "
             "positions are not recorded and input still waiting in Kafka is not checked"]}
     try:
         partitions = {topic: sorted(consumer.partitions_for_topic(topic) or ())
@@ -808,7 +753,7 @@ def input_manifest(
         }
     except KafkaError as error:
         return {"input_positions": {}, "kafka_end_offsets": {}, "warnings": [
-            f"Kafka at {bootstrap}: {_first_line(error)}; this run's input positions are "
+            f"Kafka at {bootstrap}: {error_line(error)}; this run's input positions are "
             "not recorded and input still waiting in Kafka is not checked"]}
     finally:
         consumer.close()

@@ -30,12 +30,11 @@ from kafka.errors import KafkaError, ProducerFencedError
 from consumers.kafka_source import (
     DATABASE_DOWN,
     KAFKA_DOWN,
-    Patience,
-    Stopped,
     kafka_consumer,
     never_create_topics,
 )
 from consumers.outbound import InvoiceEvent, cash_message, collection_message, invoice_issued
+from consumers.patience import Patience, Stopped
 from domain.application import BillingApplication
 from domain.collections import Collection
 from domain.invoice import Invoice
@@ -157,6 +156,7 @@ class InvoicePublisher:
         *,
         store: str = "the database",
         kafka: str = "Kafka",
+        transactional_id: str = "",
         page_size: int = PAGE_SIZE,
         idle_wait: float = 0.5,
     ) -> None:
@@ -168,6 +168,7 @@ class InvoicePublisher:
         self.say = patience.say
         self.store = store
         self.kafka = kafka
+        self.transactional_id = transactional_id
         self.page_size = page_size
         self.idle_wait = idle_wait
         self.stats = PublishStats()
@@ -214,7 +215,11 @@ class InvoicePublisher:
         def start() -> int:
             producer = self.make_producer()
             try:
-                producer.init_transactions()
+                # Kafka answers, but holds a new producer back (CONCURRENT_TRANSACTIONS, which
+                # kafka-python retries) until a transaction of an earlier one, e.g. killed, is
+                # aborted or its commit completed: not an outage, and said as what it is.
+                with self.patience.watch(self._settling(), told="{}s so far"):
+                    producer.init_transactions()
             except BaseException:
                 producer.close(timeout=0)
                 raise
@@ -230,6 +235,12 @@ class InvoicePublisher:
                      f"ends at {head}: is this the right database, or was it restored from a "
                      "backup? Events up to that position will not be published again")
         return position
+
+    def _settling(self) -> str:
+        earlier = (f"an earlier publisher of transactional id {self.transactional_id}"
+                   if self.transactional_id else "an earlier publisher")
+        return (f"{self.kafka} to end the transaction {earlier} left open (aborted, or its "
+                "commit completed) and fence that publisher off")
 
     def _publish_page(self, cursor: int, head: int) -> int:
         """Publish the invoice events in (cursor, head], up to a page; the new cursor."""

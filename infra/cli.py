@@ -362,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if hasattr(args, "opens_input"):  # before the store, which it would create
                     args.input = opened.enter_context(args.opens_input(args))
                 app = opened.enter_context(closing(open_app(args.db)))
+                args.patience = cli_kafka.command_patience(args, app)
                 args.handler(args, app)
     except BrokenPipeError:
         # The reader went away (`billcycle invoices | head`): not an error of ours.

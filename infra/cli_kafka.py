@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from domain.application import BillingApplication
 from infra.cli_args import group_name, positive_int, positive_seconds
@@ -26,7 +26,8 @@ from infra.collector import tuned_for_bulk_work
 from infra.store.url import store_env
 
 if TYPE_CHECKING:
-    from consumers.kafka_source import Patience, Topics
+    from consumers.kafka_source import Topics
+    from consumers.patience import Patience
     from infra.cli import Subcommands
 
 KAFKA_ENV = "BILLCYCLE_KAFKA"
@@ -84,14 +85,28 @@ def _say(command: str) -> Callable[[str], None]:
     return say
 
 
-def _patience(command: str) -> Patience:
-    """Retry pauses that end early on SIGTERM or Ctrl-C, for a clean stop."""
-    from consumers.kafka_source import Patience
+def command_patience(args: argparse.Namespace, app: BillingApplication) -> Patience:
+    """The command's Patience (`args.command` names it in what it says). Every wait of a
+    PostgreSQL store for a connection is named through it while it lasts, for any command:
+    `waiting for PostgreSQL at ...: no answer for 6s`, then `... is back (after 40s)`."""
+    from consumers.patience import Patience
 
-    stop = threading.Event()
+    patience = Patience(_say(args.command), threading.Event())
+    if "POSTGRES_HOST" in store_env(args.db):  # SQLite: no server to wait for
+        from infra.store.postgres import PostgresBillingRecorder, tell_connection_waits
+
+        recorder = cast(PostgresBillingRecorder, app.recorder)
+        tell_connection_waits(recorder.datastore, store_label(args.db), patience)
+    return patience
+
+
+def _patience(args: argparse.Namespace) -> Patience:
+    """The command's Patience, whose retry pauses end early on SIGTERM or Ctrl-C, for a clean
+    stop."""
+    patience: Patience = args.patience
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return Patience(_say(command), stop)
+        signal.signal(signum, lambda *_: patience.stop.set())
+    return patience
 
 
 def _emit(args: argparse.Namespace, document: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -110,11 +125,11 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         KAFKA_DOWN,
         REJOIN_AFTER,
         KafkaIngest,
-        Stopped,
         inbound_consumer,
     )
+    from consumers.patience import Stopped
 
-    bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience("consume")
+    bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience(args)
     store, kafka = store_label(args.db), f"Kafka at {bootstrap}"
     def fresh_consumer() -> Any:
         return inbound_consumer(bootstrap, args.group, args.batch_size, args.instance_id)
@@ -179,7 +194,7 @@ def _prompt_thread_switches() -> Iterator[None]:
 
 
 def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
-    from consumers.kafka_source import Stopped
+    from consumers.patience import Stopped
     from consumers.publisher import (
         InvoicePublisher,
         MissingOutputTopic,
@@ -189,7 +204,7 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
     )
     from infra.cli import UserError
 
-    bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience("publish")
+    bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience(args)
     transactional_id = args.transactional_id or f"billcycle-publisher-{topics.invoices}"
     publisher = InvoicePublisher(
         app,
@@ -199,6 +214,7 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
         patience,
         store=store_label(args.db),
         kafka=f"Kafka at {bootstrap}",
+        transactional_id=transactional_id,
         page_size=args.page_size,
     )
     try:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 from uuid import UUID
 from weakref import WeakSet
 
@@ -21,6 +24,7 @@ from weakref import WeakSet
 # factory class here.
 import eventsourcing.postgres as library
 import psycopg
+import psycopg_pool
 from eventsourcing.persistence import (
     AggregateRecorder,
     DataError,
@@ -94,6 +98,49 @@ def _data_faults_told(method: Callable[P, R]) -> Callable[P, R]:
                 raise DataError(str(error)) from error.__cause__
             raise
     return told
+
+
+class Waits(Protocol):
+    """What names a wait while it lasts (consumers.patience.Patience)."""
+
+    slow: float  # a wait this long is named
+
+    def say(self, text: str) -> None: ...
+
+    def watch(self, what: str, since: float | None = None) -> AbstractContextManager[bool]:
+        ...  # the wait counted from `since`; True when no other wait of its thread is named
+
+
+def tell_connection_waits(datastore: PostgresDatastore, what: str, waits: Waits) -> None:
+    """Have `waits` name every wait of this store for a connection (PostgreSQL stopped or
+    restarting) while it lasts, and say when the database answers again.
+
+    The pool waits up to its timeout for a connection, then the store's retries (and the
+    library's) ask again: a wait is counted from the first of the attempts that failed in a
+    row, and the error of the last says how long that was.
+    """
+    pool = datastore.pool
+    getconn = pool.getconn
+    failing_since: dict[int, float] = {}
+    back_said_at = [0.0]  # an outage's end is said once, by the first thread through
+
+    def watched(timeout: float | None = None) -> Any:
+        thread = threading.get_ident()
+        since = failing_since.pop(thread, time.monotonic())
+        try:
+            with waits.watch(what, since) as outermost:
+                connection = getconn(timeout)
+        except psycopg_pool.PoolTimeout as error:
+            failing_since[thread] = since
+            raise psycopg_pool.PoolTimeout(
+                f"no connection to {what} for {time.monotonic() - since:.0f}s") from error
+        now = time.monotonic()
+        if outermost and now - since >= waits.slow and since > back_said_at[0]:
+            back_said_at[0] = now
+            waits.say(f"{what} is back (after {now - since:.0f}s)")
+        return connection
+
+    pool.getconn = watched  # type: ignore[method-assign]
 
 
 # latest_event_id and contract_id compare byte-wise ("C"), as Python compares str, whatever

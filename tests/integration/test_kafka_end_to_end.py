@@ -23,11 +23,11 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from consumers.deadletter_topic import DeadLetterTopic, deadletter_producer, mark_name
 from consumers.kafka_source import (
     KafkaIngest,
-    Patience,
     inbound_consumer,
     process_recorder,
     stored_positions,
 )
+from consumers.patience import Patience
 from consumers.schemas import SCHEMA_DIR
 from domain.application import BillingApplication
 from infra.kafka_broker import LocalKafka

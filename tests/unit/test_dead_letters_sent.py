@@ -14,7 +14,7 @@ from eventsourcing.persistence import Tracking
 from kafka import TopicPartition
 
 from consumers.deadletter_topic import DeadLetterTopic
-from consumers.kafka_source import Patience
+from consumers.patience import Patience
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
 from domain.commands import Origin

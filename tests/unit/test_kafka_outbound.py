@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -18,13 +19,14 @@ from jsonschema import Draft202012Validator, FormatChecker
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from consumers.kafka_source import TOMBSTONE, KafkaIngest, Patience
+from consumers.kafka_source import TOMBSTONE, KafkaIngest
 from consumers.outbound import (
     PaymentApplied,
     RefundApplied,
     dead_letter,
     parse_invoice_message,
 )
+from consumers.patience import Patience
 from consumers.publisher import InvoicePublisher
 from consumers.schemas import SCHEMA_DIR
 from domain.application import BillingApplication, dead_letter_record
@@ -65,8 +67,10 @@ class FakeProducer:
         self.topic = topic
         self.pending: list[tuple[bytes, bytes, dict[str, bytes]]] = []
         self.fail_on_commit = False
+        self.settling = 0.0  # seconds Kafka takes to end an earlier publisher's transaction
 
     def init_transactions(self) -> None:
+        time.sleep(self.settling)
         self.pending = []
 
     def begin_transaction(self) -> None:
@@ -313,3 +317,25 @@ def test_cash_messages_relayed_before_the_ledgers_split_still_validate() -> None
         parsed = parse_invoice_message(raw)
         assert isinstance(parsed, PaymentApplied | RefundApplied)
         assert (parsed.posted_on, parsed.reapplied) == (None, None)
+
+
+def test_a_start_held_back_by_an_earlier_publishers_transaction_says_so(
+    app: BillingApplication,
+) -> None:
+    said: list[str] = []
+    patience = Patience(said.append, threading.Event(), slow=0.2)
+
+    def make() -> FakeProducer:
+        producer = FakeProducer([])
+        producer.settling = 0.3  # a publisher killed mid-transaction: Kafka aborts it first
+        return producer
+
+    publisher = InvoicePublisher(app, make, lambda: 0, "billing.invoices", patience,
+                                 kafka="Kafka at k:9092", transactional_id="billcycle-pub")
+    publisher.run(until_caught_up=True)
+    patience.stop.set()
+
+    assert said[0] == ("waiting for Kafka at k:9092 to end the transaction an earlier publisher "
+                       "of transactional id billcycle-pub left open (aborted, or its commit "
+                       "completed) and fence that publisher off: 0s so far"), said
+    assert not any("no answer" in s for s in said), said

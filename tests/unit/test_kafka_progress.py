@@ -20,10 +20,11 @@ from consumers.kafka_source import (
     METADATA_BACKOFF_MS,
     REJOIN_AFTER,
     SLOW_JOIN,
+    WAITING_FOR_MEMBERS,
     KafkaIngest,
-    Patience,
     Topics,
 )
+from consumers.patience import Patience
 from domain.application import BillingApplication
 from infra.store.url import store_env
 
@@ -109,6 +110,35 @@ def test_a_join_that_takes_long_says_how_long_and_where_to_look(app: BillingAppl
         "no partition assigned to this member of group billcycle yet (finding the group's "
         f"coordinator or joining, for {SLOW_JOIN + 5:,.0f} s where a join takes a second or "
         "two: see what the broker's log says of group billcycle)")
+
+
+def test_a_rebalance_held_for_seconds_names_members_gone_and_suggests_an_instance_id(
+    app: BillingApplication,
+) -> None:
+    assert progress(app, MemberState.REBALANCING, waited=WAITING_FOR_MEMBERS + 1) == (
+        f"no partition assigned to this member of group billcycle yet (rebalancing, for "
+        f"{WAITING_FOR_MEMBERS + 1:,.0f} s; the group is likely waiting for members that "
+        "stopped answering (a consumer killed, or stopped without leaving the group): each is "
+        "dropped up to the session timeout (15 s) after it last answered, and each restart "
+        "before then leaves one more; give each consumer its own --instance-id (static "
+        "membership, docs/kafka.md): one restarted under its id takes its place at once)")
+
+
+def test_a_static_member_held_in_a_rebalance_is_told_why_but_not_to_be_static(
+    app: BillingApplication,
+) -> None:
+    said: list[str] = []
+    static = member(MemberState.REBALANCING)
+    static.config.update(group_instance_id="pod-1", session_timeout_ms=20000)
+    ingest = kafka_ingest(app, static, said)
+    ingest._joining_since -= SLOW_JOIN + 1
+    ingest._report(force=True)
+
+    line = said[-1]
+    assert f"rebalancing, for {SLOW_JOIN + 1:,.0f} s where a join takes a second or two" in line
+    assert "waiting for members that stopped answering" in line
+    assert "session timeout (20 s)" in line
+    assert "--instance-id" not in line
 
 
 def test_a_member_its_group_gave_nothing_says_so(app: BillingApplication) -> None:
