@@ -483,15 +483,7 @@ def test_a_contract_changed_while_its_batch_ran_is_not_a_difference(
 ) -> None:
     # QA (helper-25, F1, the rest): usage a live consume logged after the batch started, read
     # by the run for a contract it decided later, made verify say DIFFERENT.
-    per_call = {"id": "api", "kind": "usage", "metric": "api_calls",
-                "pricing": {"model": "per_unit", "unit_amount": "0.01"}}
-    ingest(app, [
-        {"type": "contract.created", "id": f"c-{c}", "occurred_at": "2026-10-01T00:00:00Z",
-         "contract_id": f"ct_{c}", "customer_id": f"cus_{c}", "currency": "USD",
-         "start_date": "2026-10-01", "billing_frequency": "monthly", "components": [per_call]}
-        for c in "abc"
-    ] + [{"type": "usage", "id": f"u-{c}", "occurred_at": "2026-10-10T00:00:00Z",
-          "customer_id": f"cus_{c}", "metric": "api_calls", "quantity": "100"} for c in "abc"])
+    per_call_contracts(app, "abc")
     arrived: list[int] = []
 
     def live_consume(done: int, total: int) -> None:  # after the first chunk, ct_c not decided
