@@ -73,7 +73,9 @@ _USAGE_RULES = (
 )
 
 Progress = Callable[[int, int], None]  # (contracts settled so far, contracts in the book)
-BatchStarted = Callable[[BillingRun], None]  # the batch as saved at its start (or resume)
+# The batch as saved at its start (or resume), and the other batches of its cycle date that
+# had started and not finished (said at once too: a run killed later never says it otherwise).
+BatchStarted = Callable[[BillingRun, list[BillingRun]], None]
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,7 @@ class BillingRuns:
         if not dry_run:
             self.app.save(run)
             if started:
-                started(run)
+                started(run, self._unfinished)
         return run, manifest
 
     def _manifest(self) -> dict[str, Any]:

@@ -200,14 +200,17 @@ def _run(args: argparse.Namespace, app: BillingApplication) -> None:
     emit(args, document, lambda: text.run_summary(report))
 
 
-def _batch_started(run: BillingRun) -> None:
+def _batch_started(run: BillingRun, unfinished: list[BillingRun]) -> None:
     """Said on stderr once the batch is saved, so that a run killed before its summary has
-    told the operator which batch to finish."""
+    told the operator which batch to finish, and which others of the date were left so."""
     attempts = len(run.attempts)
     began = "started" if attempts == 1 else f"resumed (attempt {attempts})"
+    others = "" if not unfinished else (
+        f"; other batches of this cycle date never finished: "
+        f"{', '.join(b.batch_id for b in unfinished)} (the summary says how to finish them)")
     print(f"{datetime.now(UTC):%H:%M:%S} billcycle run: batch {run.batch_id} for cycle date "
           f"{run.cycle_date.isoformat()} {began}; should this run stop before its summary, "
-          f"finish the batch with `{resume_command(run)}`", file=sys.stderr, flush=True)
+          f"finish the batch with `{resume_command(run)}`{others}", file=sys.stderr, flush=True)
 
 
 def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -44,6 +44,9 @@ def test_a_killed_run_had_said_its_batch_id_and_the_next_run_names_it(
         else:
             [line] = ran.stderr.splitlines()
             assert f"batch {document['batch_id']} for cycle date 2026-11-01 started" in line
+            # Said at the start too (QA13): a run killed before its summary named them not.
+            assert line.endswith("other batches of this cycle date never finished: doomed "
+                                 "(the summary says how to finish them)"), line
 
     resumed = billcycle(db, "--json", "run", "--cycle-date", "2026-11-01", "--batch-id",
                         "doomed")
