@@ -277,11 +277,6 @@ def value_text(value: str | int) -> str:
     return str(value)
 
 
-# Booleans as billcycle kept them before store format 2, and as it keeps them now.
-BOOLEAN_TEXTS_BEFORE = ("True", "False")
-BOOLEAN_TEXTS = ("true", "false")
-
-
 # A counted value is kept as it is unless the store's key could not hold it: U+0000, which
 # PostgreSQL's text refuses (one such value stopped ingest for good), or more bytes than an
 # index entry takes beside the key's names. Those are kept as a digest, marked by a leading
