@@ -667,8 +667,9 @@ def _unsettled(run: BillingRun, contract_ids: list[str]) -> list[str]:
             or run.outcomes[cid].outcome in (Outcome.HELD, Outcome.FAILED)]
 
 
-def resume_command(run: BillingRun) -> str:
-    return f"billcycle run --cycle-date {run.cycle_date.isoformat()} --batch-id {run.batch_id}"
+def resume_command(cycle_date: date, batch_id: str) -> str:
+    """The command that finishes an unfinished batch (or resumes one that is running)."""
+    return f"billcycle run --cycle-date {cycle_date.isoformat()} --batch-id {batch_id}"
 
 
 def unfinished_warning(report: RunReport, unfinished: list[BillingRun]) -> str:
@@ -692,9 +693,10 @@ def unfinished_warning(report: RunReport, unfinished: list[BillingRun]) -> str:
         named = f"{len(unfinished)} batches of cycle date {day} never finished: {listed}"
     each = "it" if len(unfinished) == 1 else "each"
     likewise = "" if len(unfinished) == 1 else " (likewise with each other batch id)"
+    command = resume_command(first.cycle_date, first.batch_id)
     return (f"{named}: interrupted, or still running; once {each} is not running, finish "
-            f"{each} with `{resume_command(first)}`{likewise}; a resumed batch bills only "
-            "what is still due, nothing twice")
+            f"{each} with `{command}`{likewise}; a resumed batch bills only what is still due, "
+            "nothing twice")
 
 
 def billed_elsewhere_warning(report: RunReport, by: dict[str, int]) -> str:

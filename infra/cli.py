@@ -208,9 +208,10 @@ def _batch_started(run: BillingRun, unfinished: list[BillingRun]) -> None:
     others = "" if not unfinished else (
         f"; other batches of this cycle date never finished: "
         f"{', '.join(b.batch_id for b in unfinished)} (the summary says how to finish them)")
+    command = resume_command(run.cycle_date, run.batch_id)
     print(f"{datetime.now(UTC):%H:%M:%S} billcycle run: batch {run.batch_id} for cycle date "
           f"{run.cycle_date.isoformat()} {began}; should this run stop before its summary, "
-          f"finish the batch with `{resume_command(run)}`{others}", file=sys.stderr, flush=True)
+          f"finish the batch with `{command}`{others}", file=sys.stderr, flush=True)
 
 
 def cmd_retry(args: argparse.Namespace, app: BillingApplication) -> None:

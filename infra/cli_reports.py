@@ -19,6 +19,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
+from domain.billing_runs import resume_command
 from domain.collections import CollectionPolicy, InvalidPolicy
 from infra.cli_args import parse_date, positive_int, positive_seconds
 from infra.text import plural, table
@@ -382,7 +383,7 @@ def _verify_text(result: Verification) -> str:
                       "are the same")
     if not result.finished:
         resume = (f"billcycle retry {result.batch_id}" if result.last_attempt == "retry" else
-                  f"billcycle run --cycle-date {result.cycle_date} --batch-id {result.batch_id}")
+                  resume_command(result.cycle_date, result.batch_id))
         elsewhere += (f"\nthe batch never finished: its last attempt ({result.last_attempt}) "
                       "recorded no end (interrupted, or still running), so only the outcomes "
                       f"it recorded were verified; to finish it: {resume}")
