@@ -471,13 +471,13 @@ def _report_counts(args: argparse.Namespace, projections: Projections,
     document: dict[str, Any] = {"seconds": round(seconds, 3), "projections": views,
                                 "events_read": projections.events_read}
     process = projections.process
-    document["collections_process"] = {"events": counts.get(process.name, 0),
-                                       "position": process.position()}
+    processed = {"events": counts.get(process.name, 0), "position": process.position()}
+    document["collections_process"] = processed
     _emit(args, document, lambda: "\n".join(
         [f"{name}: {verb} to log position {d['position']} ({d['events']} events)"
          for name, d in views.items()]
-        + [f"collections process: at log position {process.position()} "
-           f"({document['collections_process']['events']} events)",
+        + [f"collections process: at log position {processed['position']} "
+           f"({processed['events']} events)",
            f"in {seconds:.2f} s"]))
 
 
