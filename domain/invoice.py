@@ -27,6 +27,11 @@ def invoice_number(sequence: int) -> str:
     return f"{INVOICE_NUMBER_PREFIX}{sequence:06d}"
 
 
+def invoice_sequence(number: str) -> int:
+    """The place of an invoice number in the one sequence (`invoice_number`'s inverse)."""
+    return int(number.removeprefix(INVOICE_NUMBER_PREFIX))
+
+
 def invoice_aggregate_id(number: str) -> UUID:
     return uuid5(BILLCYCLE_NS, f"invoice:{number}")
 

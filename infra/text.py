@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from domain.billing_run import USAGE_NOTES, Outcome
 from domain.billing_runs import RunReport
+from domain.invoice import invoice_sequence
 from domain.money import format_money
 
 
@@ -109,17 +110,13 @@ def _counts(counts: dict[str, int]) -> str:
 def _number_range(numbers: list[str]) -> str:
     """The first and last number a run issued, and how many of those between it issued where
     another run took some (two runs at once share the one sequence)."""
-    ordered = sorted(numbers, key=_sequence)
+    ordered = sorted(numbers, key=invoice_sequence)
     first, last = ordered[0], ordered[-1]
-    span = _sequence(last) - _sequence(first) + 1
+    span = invoice_sequence(last) - invoice_sequence(first) + 1
     if span == len(ordered):
         return f"{first} .. {last}"
     return (f"{first} .. {last}: {len(ordered)} of those {span} (not a contiguous range; "
             "other runs took the rest)")
-
-
-def _sequence(number: str) -> int:
-    return int(number.rsplit("-", 1)[-1])
 
 
 def invoice_table(views: list[dict[str, Any]]) -> str:
