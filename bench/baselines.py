@@ -12,6 +12,11 @@
     python -m bench.baselines view-rows --db postgresql://... --manifest FILE [--connections 2]
         the rows of a replay's views written back by binary COPY, from files prepared by
         prepare_view_rows() (the parent calls it in process, outside the measured child)
+    python -m bench.baselines replay-floor --db postgresql://... --topics T1,T2 [--processes 2]
+            [--bounds 0,P,END]
+        the least a replay through billcycle's store does: its events read, each decoded by the
+        store's mapper, one row each written, nothing computed; the log shared among
+        interpreters (see replay_floor)
 
 Each prints one JSON document: {"records": N, "seconds": S, ...} (S from the first request to
 the last record, without the interpreter's start).
@@ -44,6 +49,7 @@ FETCH = {
 PAGE_SIZE = 5000  # the replay's page (projections/runner.py DEFAULT_PAGE_SIZE)
 INGEST_BATCH = 2000  # consume's default batch (consumers/pipeline.py DEFAULT_BATCH)
 VIEW_ROWS_SCHEMA = "bench_view_rows"  # where the view-rows baseline writes its copies
+FLOOR_SCHEMA = "bench_replay_floor"  # where the replay floor writes its rows
 
 
 def bare_consumer(bootstrap: str, topic: str, check_crcs: bool = True) -> dict[str, float]:
@@ -381,6 +387,115 @@ def view_rows(url: str, manifest: dict[str, Any], connections: int = 1) -> dict[
             "connections": connections, "transactions": len(manifest["transactions"])}
 
 
+# --- the replay floor: the events read and decoded, one row each written -------------------------
+
+_FLOOR_SHARES = """
+    WITH read AS (
+        SELECT notification_id, sum(length(state)) OVER (ORDER BY notification_id) AS upto,
+               sum(length(state)) OVER () AS total
+        FROM billcycle_events WHERE topic = ANY(%(topics)s))
+    SELECT k, min(notification_id) FROM read, generate_series(1, %(n)s - 1) AS k
+    WHERE upto * %(n)s >= total * k GROUP BY k ORDER BY k"""
+
+
+def prepare_replay_floor(url: str, topics: Sequence[str], processes: int = 2) -> list[int]:
+    """Before replay_floor(), not measured: its tables made (empty) and the log shared among
+    `processes` interpreters by the stored size of the events of `topics`: the log positions
+    [0, ..., end], share k reading the events after bounds[k] through bounds[k + 1]. A
+    replay cannot know this split beforehand (it costs a scan of the log): the floor's own."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
+        conn.execute(f"CREATE SCHEMA {FLOOR_SCHEMA}")
+        conn.execute(f"CREATE TABLE {FLOOR_SCHEMA}.rows (position bigint, originator uuid,"
+                     " topic text)")
+        conn.execute(f"CREATE TABLE {FLOOR_SCHEMA}.tracking (share integer PRIMARY KEY,"
+                     " notification_id bigint)")
+        (end,) = conn.execute("SELECT coalesce(max(notification_id), 0)"
+                              " FROM billcycle_events").fetchone() or (0,)
+        cuts = [at for _, at in conn.execute(_FLOOR_SHARES,
+                                             {"topics": list(topics), "n": processes})]
+    return [0, *(at - 1 for at in cuts), end]
+
+
+def replay_floor(url: str, topics: Sequence[str], bounds: Sequence[int]) -> dict[str, Any]:
+    """The least any replay of billcycle's views does, on one interpreter per share of the log
+    (`bounds`, from prepare_replay_floor(): this one and the others it starts, each a new
+    interpreter, as the replay's second process is): read the stored events of `topics` in
+    pages as the replay does, decode each through the store's mapper (billcycle's transcoder,
+    into its domain events), and write one row per event (position, aggregate, topic: binary
+    COPY, per page one transaction with a tracking upsert).
+
+    Nothing is computed and no event is decoded twice (the replay decodes each invoice in both
+    of its processes), and the log is shared by the stored events' size, so that each
+    interpreter decodes about as much. What is left of a target's time once this is done is
+    all that every view's rules, and their other rows, could take."""
+    import subprocess
+
+    started = time.perf_counter()
+    others = [subprocess.Popen(
+        [sys.executable, "-m", "bench.baselines", "replay-floor-share", "--db", url,
+         "--topics", ",".join(topics), "--after", str(bounds[k]), "--through",
+         str(bounds[k + 1]), "--share", str(k)], stdout=subprocess.PIPE)
+        for k in range(1, len(bounds) - 1)]
+    shares = [floor_share(url, topics, bounds[0], bounds[1], 0)]
+    for process in others:
+        out, _ = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"a replay floor share failed (exit code {process.returncode})")
+        shares.append(json.loads(out))
+    return {"records": sum(s["records"] for s in shares),
+            "seconds": time.perf_counter() - started, "processes": len(shares),
+            "bounds": list(bounds), "shares": shares}
+
+
+def floor_share(url: str, topics: Sequence[str], after: int, through: int,
+                share: int) -> dict[str, Any]:
+    """One interpreter's part of replay_floor(): the events of `topics` after log position
+    `after` through `through`."""
+    import gc
+
+    import psycopg
+
+    from domain.application import BillingApplication
+
+    started, cpu = time.perf_counter(), time.process_time()
+    app = BillingApplication(env=store_env(url))
+    records, rows_written = 0, 0
+    # As the replay does (projections/runner.py): a page's objects go by reference counting,
+    # the young ones collected after each page, no full collection walking a page.
+    gc.disable()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while after < through:
+                page = app.recorder.select_notifications(
+                    start=after, limit=PAGE_SIZE, stop=through, topics=list(topics),
+                    inclusive_of_start=False)
+                if not page:
+                    break
+                events = [app.mapper.to_domain_event(n) for n in page]
+                with conn.transaction(), conn.cursor() as curs:
+                    with curs.copy(f"COPY {FLOOR_SCHEMA}.rows FROM STDIN (FORMAT BINARY)"
+                                   ) as copy:
+                        copy.set_types(["int8", "uuid", "text"])
+                        for n, event in zip(page, events, strict=True):
+                            copy.write_row((n.id, event.originator_id, n.topic))
+                    curs.execute(
+                        f"INSERT INTO {FLOOR_SCHEMA}.tracking VALUES (%s, %s) ON CONFLICT"
+                        " (share) DO UPDATE SET notification_id = excluded.notification_id",
+                        (share, page[-1].id))
+                records += len(page)
+                rows_written += len(events)
+                after = page[-1].id
+                gc.collect(1)
+    finally:
+        gc.enable()
+        app.close()
+    return {"share": share, "records": records, "rows": rows_written,
+            "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.baselines")
     sub = parser.add_subparsers(dest="which", required=True)
@@ -407,6 +522,20 @@ def main(argv: list[str] | None = None) -> int:
                       help="the manifest.json written by prepare_view_rows()")
     rows.add_argument("--connections", type=int, default=1,
                       help="connections writing at once, the views shared among them")
+    floor = sub.add_parser("replay-floor", help="the replay's events read, decoded and one row "
+                           "each written, nothing computed, on several interpreters")
+    floor.add_argument("--db", required=True)
+    floor.add_argument("--topics", required=True, help="comma-separated topics")
+    floor.add_argument("--processes", type=int, default=2,
+                       help="interpreters sharing the log (when no --bounds)")
+    floor.add_argument("--bounds", help="comma-separated log positions from "
+                       "prepare_replay_floor() (made here when not given)")
+    share = sub.add_parser("replay-floor-share", help="one interpreter's part of replay-floor")
+    share.add_argument("--db", required=True)
+    share.add_argument("--topics", required=True)
+    share.add_argument("--after", type=int, required=True)
+    share.add_argument("--through", type=int, required=True)
+    share.add_argument("--share", type=int, required=True)
     args = parser.parse_args(argv)
     result: dict[str, Any]
     if args.which == "kafka":
@@ -416,6 +545,14 @@ def main(argv: list[str] | None = None) -> int:
                               args.writer_thread)
     elif args.which == "select":
         result = bare_select(args.db, [t.split(",") for t in args.topics])
+    elif args.which == "replay-floor":
+        topics = args.topics.split(",")
+        bounds = ([int(b) for b in args.bounds.split(",")] if args.bounds else
+                  prepare_replay_floor(args.db, topics, args.processes))
+        result = replay_floor(args.db, topics, bounds)
+    elif args.which == "replay-floor-share":
+        result = floor_share(args.db, args.topics.split(","), args.after, args.through,
+                             args.share)
     else:
         result = view_rows(args.db, json.loads(args.manifest.read_text()), args.connections)
     json.dump(result, sys.stdout)

@@ -33,7 +33,12 @@ baselines (bench/baselines.py) run the same way, in the same run, on the same da
              collections and every view caught up, as after any billing run (a figure, not a
              target); then `billcycle replay` (every projection rebuilt from the log),
              beside a bare psycopg SELECT of the same stored events; both count each stored
-             event once, however many views read it. Then the bare view rows:
+             event once, however many views read it; and the replay floor: the same
+             events read and decoded by billcycle's store (its mapper and transcoder) and
+             one row each written by binary COPY, nothing computed, on two interpreters that
+             share the log by the events' stored size (computed beforehand, not measured),
+             each event decoded once: the least any replay of these events does in Python, a
+             bound, not a target. Then the bare view rows:
              every view table's rows, as the replay left them, copied out (binary COPY to
              files, not measured) and written back into empty copies of the tables (`LIKE ...
              INCLUDING ALL` in a scratch schema, dropped afterwards) by one process sending the
@@ -495,11 +500,12 @@ class Bench:
                                                        / bare_result["seconds"])})
         ratio = rebuilt.rate / baseline.rate
         rebuilt.note = f"{ratio:.2f} of bare"
+        floor = self.replay_floor(db, topics, size)
         # The views' own read of the log went in pages of this many events (the collections
         # process reads first, in pages of its own).
         pages = max(1, math.ceil(bare_result["records"] / PAGE_SIZE))
         rows, both = self.bare_view_rows(db, events, pages, size)
-        self.figures += [rebuilt, baseline, rows, both]
+        self.figures += [rebuilt, baseline, floor, rows, both]
         measured = (f"{rows.details['ceiling_events_per_second']:,} events/s, "
                     f"{both.details['ceiling_events_per_second']:,} on two connections")
         server = rows.child.servers_cpu.get("postgres") if rows.child else None
@@ -513,10 +519,34 @@ class Bench:
         self.checks += [
             Check(f"replay >= {REPLAY_TARGET:,} events/s", f"{rebuilt.rate:,.0f}/s",
                   rebuilt.rate >= REPLAY_TARGET),
+            floor_check(floor),
             Check("replay bound: the views' rows written back, nothing computed in Python",
                   measured, None, note=BOUND),
             cpu_bound("replay", rebuilt),
         ]
+
+    def replay_floor(self, db: str, topics: list[str], size: str) -> Figure:
+        """The least any replay does, measured on the same events: read, decoded by the
+        store's mapper, one row each written, nothing computed, on two interpreters sharing
+        the log by size (bench/baselines.py replay_floor)."""
+        from bench.baselines import FLOOR_SCHEMA, prepare_replay_floor
+
+        processes = min(2, os.cpu_count() or 1)
+        try:
+            bounds = prepare_replay_floor(db, topics, processes)  # not measured
+            child = self.child("replay floor", [
+                sys.executable, "-m", "bench.baselines", "replay-floor", "--db", db,
+                "--topics", ",".join(topics), "--bounds", ",".join(map(str, bounds))])
+        finally:
+            with psycopg.connect(db, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {0} CASCADE").format(
+                    sql.Identifier(FLOOR_SCHEMA)))
+        result = json.loads(child.stdout)
+        return Figure(
+            "replay", "floor: the same events read and decoded by billcycle's store, one row "
+            f"each written, nothing computed ({result['processes']} processes)", size,
+            result["records"], "events", child, note="the least any replay does; not a target",
+            details=result)
 
     def bare_view_rows(self, db: str, events: int, pages: int,
                        size: str) -> tuple[Figure, Figure]:
@@ -577,6 +607,21 @@ class Bench:
 
 
 # --- counting in the database ----------------------------------------------------------------
+
+
+def floor_check(floor: Figure) -> Check:
+    """The replay floor beside the target: what is left, per event, for everything a replay
+    does beyond reading and decoding its events and writing one row each."""
+    processes = floor.details.get("processes", 1)
+    measured = f"{floor.rate:,.0f}/s: {floor.rate / REPLAY_TARGET:.2f} of the target"
+    if floor.rate <= REPLAY_TARGET:
+        measured += ", which the floor alone misses"
+    else:
+        left = (1 / REPLAY_TARGET - 1 / floor.rate) * 1e6
+        measured += (f"; it leaves {left:.1f} µs of wall time an event ({left * processes:.1f} "
+                     f"µs of CPU on {processes} cores) for every view's rules and other rows")
+    return Check(f"replay floor: the events read and decoded, one row each, on {processes} "
+                 "processes", measured, None, note=BOUND)
 
 
 def cpu_bound(step: str, figure: Figure, bare_rate: float | None = None) -> Check:

@@ -1,6 +1,7 @@
 """The bench's raw-limit baselines store what they claim to: the bare exactly-once consumer
-each message id once with the partitions' offsets, and the bare view rows the replay's rows,
-tables and indexes exactly. Their speed is the bench's business (bench/run.py), never a test's.
+each message id once with the partitions' offsets, the bare view rows the replay's rows,
+tables and indexes exactly, and the replay floor one row for every event the replay reads.
+Their speed is the bench's business (bench/run.py), never a test's.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from bench.baselines import (
+    FLOOR_SCHEMA,
     VIEW_ROWS_SCHEMA,
     empty_copies,
     exactly_once,
+    prepare_replay_floor,
     prepare_view_rows,
+    replay_floor,
     view_rows,
 )
 from domain.application import BillingApplication
@@ -115,3 +119,29 @@ def test_the_bare_view_rows_write_the_replays_rows_tables_and_indexes(
     empty_copies(replayed)
     with psycopg.connect(replayed) as conn:
         assert all(not rows for rows, _ in _tables(conn, VIEW_ROWS_SCHEMA).values())
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_the_replay_floor_writes_one_row_for_every_event_the_replay_reads(
+    replayed: str, processes: int
+) -> None:
+    topics = sorted({t for cls in PROJECTIONS.values() for t in cls.topics})
+    with psycopg.connect(replayed) as conn:
+        expected = conn.execute(
+            "SELECT notification_id, originator_id, topic FROM billcycle_events"
+            " WHERE topic = ANY(%s) ORDER BY notification_id", (topics,)).fetchall()
+
+    bounds = prepare_replay_floor(replayed, topics, processes)
+    result = replay_floor(replayed, topics, bounds)
+
+    assert len(bounds) == processes + 1 and bounds == sorted(bounds)
+    assert result["processes"] == processes
+    assert result["records"] == len(expected) > 0
+    with psycopg.connect(replayed) as conn:
+        rows = conn.execute(f"SELECT * FROM {FLOOR_SCHEMA}.rows ORDER BY position").fetchall()
+        tracked = conn.execute(f"SELECT share, notification_id FROM {FLOOR_SCHEMA}.tracking"
+                               " ORDER BY share").fetchall()
+    assert rows == expected  # each event once, whichever interpreter read it
+    assert [share for share, _ in tracked] == [s["share"] for s in result["shares"]
+                                               if s["records"]]
+    assert all(bounds[k] < at <= bounds[k + 1] for k, at in tracked)
