@@ -360,19 +360,36 @@ def cmd_batch_verify(args: argparse.Namespace, app: BillingApplication) -> None:
                      "what it recorded and what the log recomputes")
 
 
-def _verify_text(result: Verification) -> str:
+def _verify_head(result: Verification) -> tuple[str, str]:
+    """What verify's text says first: the batch's contracts, each once, and their outcomes;
+    and, where attempts decided some of them again, how many outcomes were recomputed."""
     unfinished = "" if result.finished else ", unfinished"
+    # The batch's contracts not invoiced, named as `batch show` names them ("not due").
+    others = [f"{n} {outcome.replace('_', ' ')}" for outcome, n in result.outcomes.items()
+              if n and outcome != "invoiced"]
     head = (f"batch {result.batch_id} (cycle date {result.cycle_date}{unfinished}): "
-            f"{plural(result.contracts, 'contract outcome')} in "
+            f"{plural(result.contracts, 'contract')} in "
             f"{plural(result.attempts, 'attempt')} recomputed from the log, "
-            f"{plural(result.invoices, 'invoice')}")
-    elsewhere = ""
+            + ", ".join([plural(result.invoices, 'invoice'), *others]))
+    recorded = sum(result.contracts_by_attempt)
+    if recorded == result.contracts:
+        return head, ""
+    by_attempt = ", ".join(map(str, result.contracts_by_attempt))
+    return head, (f"\n{recorded} outcomes recorded by the {result.attempts} attempts "
+                  f"({by_attempt}) for these {plural(result.contracts, 'contract')}, all "
+                  "recomputed: a contract decided by more than one attempt (a retry, or two "
+                  "processes on one batch id) is counted once, as invoiced where an attempt "
+                  "invoiced it, else with the outcome recorded last")
+
+
+def _verify_text(result: Verification) -> str:
+    head, elsewhere = _verify_head(result)
     if result.billed_elsewhere:
         batches = sorted({b.batch_id for b in result.billed_elsewhere})
-        elsewhere = (f"\n{plural(len(result.billed_elsewhere), 'contract')} found nothing due "
-                     f"because batch {', '.join(batches)} of the same cycle date invoiced them "
-                     "after the attempt started (two runs at once; the attempt that invoiced "
-                     "them checks those invoices)")
+        elsewhere += (f"\n{plural(len(result.billed_elsewhere), 'contract')} found nothing due "
+                      f"because batch {', '.join(batches)} of the same cycle date invoiced them "
+                      "after the attempt started (two runs at once; the attempt that invoiced "
+                      "them checks those invoices)")
     if result.changed_during_batch:
         named = ", ".join(c.contract_id for c in result.changed_during_batch[:5])
         more = len(result.changed_during_batch) - 5

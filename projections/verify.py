@@ -24,9 +24,12 @@ change is not a difference either: another batch of the same cycle date invoicin
 contract meanwhile (two runs at once), for which the batch recorded nothing due; it is listed
 apart (`billed_elsewhere`), and that batch's own verification checks the invoice. Each outcome
 is billed again as of the start of the attempt that recorded it (two processes on one batch id
-record outcomes after both attempts began): every invoice of the batch once. A batch whose last
-attempt recorded no end (interrupted, or still running) is said to be unfinished: what it had
-not decided is not verified.
+record outcomes after both attempts began): every invoice of the batch once. Every outcome
+recorded is billed again, but the batch's contracts are counted once each, whatever attempts
+decided them (a retry, two processes on one batch id), with the batch's outcome: the invoice if
+an attempt issued one, else the outcome recorded last. A batch whose last attempt recorded no
+end (interrupted, or still running) is said to be unfinished: what it had not decided is not
+verified.
 """
 
 from __future__ import annotations
@@ -133,7 +136,10 @@ class Verification:
     batch_id: str
     cycle_date: date
     attempts: int = 0
-    contracts: int = 0
+    # The batch's outcome of each contract it decided, counted once however many attempts
+    # decided it (`_batch_outcome`), and how many contracts each attempt decided, in their order.
+    outcomes: dict[str, int] = field(default_factory=dict)
+    contracts_by_attempt: list[int] = field(default_factory=list)
     invoices: int = 0
     differences: list[Difference] = field(default_factory=list)
     billed_elsewhere: list[BilledElsewhere] = field(default_factory=list)
@@ -147,12 +153,18 @@ class Verification:
     def identical(self) -> bool:
         return not self.differences
 
+    @property
+    def contracts(self) -> int:
+        """The batch's contracts: each once, whatever attempts decided it."""
+        return sum(self.outcomes.values())
+
     def to_json(self) -> dict[str, Any]:
         return {
             "batch_id": self.batch_id, "cycle_date": self.cycle_date.isoformat(),
             "identical": self.identical, "finished": self.finished, "attempts": self.attempts,
             "last_attempt": self.last_attempt,
-            "contracts": self.contracts, "invoices": self.invoices,
+            "contracts": self.contracts, "outcomes": self.outcomes,
+            "contracts_by_attempt": self.contracts_by_attempt, "invoices": self.invoices,
             "differences": [d.to_json() for d in self.differences],
             "billed_elsewhere": [b.to_json() for b in self.billed_elsewhere],
             "changed_during_batch": [c.to_json() for c in self.changed_during_batch],
@@ -183,6 +195,7 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
     if not run_events:
         raise LookupError(f"no batch {batch_id}; `billcycle batch list` shows them")
     attempts: list[_Attempt] = []
+    batch: dict[str, Outcome] = {}
     finished, kind = False, "run"
     for e in run_events:
         if isinstance(e, STARTED | RESUMED):
@@ -197,10 +210,17 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
             index = getattr(e, "attempt", None)
             attempt = attempts[-1 if index is None else index]
             for record in e.outcomes:
-                attempt.file(ContractOutcome.from_record(record))
+                outcome = ContractOutcome.from_record(record)
+                attempt.file(outcome)
+                batch[outcome.contract_id] = _batch_outcome(batch.get(outcome.contract_id),
+                                                            outcome.outcome)
     cycle_date = run_events[0].cycle_date
-    result = Verification(batch_id, cycle_date, attempts=len(attempts), finished=finished,
-                          last_attempt=kind)
+    outcomes = {o.value: 0 for o in Outcome}
+    for decided in batch.values():
+        outcomes[decided.value] += 1
+    result = Verification(batch_id, cycle_date, attempts=len(attempts), outcomes=outcomes,
+                          contracts_by_attempt=[len(a.outcomes) for a in attempts],
+                          finished=finished, last_attempt=kind)
     # The log through the last position any attempt started at or decided a contract at.
     log = _LogAsOf(app, max(position for a in attempts for position in (
         a.log_position, *(o.decided_through or 0 for o in a.outcomes.values()))))
@@ -208,6 +228,13 @@ def verify_batch(app: BillingApplication, batch_id: str) -> Verification:
         if attempt.outcomes:
             _verify_attempt(app, log, attempt, cycle_date, result)
     return result
+
+
+def _batch_outcome(kept: Outcome | None, recorded: Outcome) -> Outcome:
+    """A contract's outcome in the batch, given the one kept so far and the next one an attempt
+    recorded: the invoice wins (it is in the log, whatever another attempt held, failed or
+    found nothing due for: two processes on one batch id), else the latest recorded."""
+    return kept if kept is Outcome.INVOICED else recorded
 
 
 def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
@@ -227,7 +254,6 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
     # Contracts that differ as of the start, billed again as the run read them, below.
     later: list[tuple[ContractOutcome, list[Difference]]] = []
     for cid, recorded in sorted(attempt.outcomes.items()):
-        result.contracts += 1
         contract = contracts.get(cid)
         if contract is None:
             result.differences.append(Difference(cid, recorded.number, "contract",

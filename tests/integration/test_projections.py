@@ -29,7 +29,7 @@ from eventsourcing.persistence import Tracking
 
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
-from domain.billing_run import BillingRun, Outcome
+from domain.billing_run import BillingRun, Outcome, billing_run_id
 from domain.billing_runs import BillingRuns, RunReport
 from domain.collections import CollectionPolicy
 from domain.commands import Origin
@@ -45,6 +45,7 @@ from projections.persistence import RULES_TABLE
 from projections.projection import event_class, to_minor, topics
 from projections.runner import Projections
 from projections.verify import verify_batch
+from tests.e2e.cli import billcycle, billcycle_json
 
 CYCLE = date(2026, 12, 1)
 PREVIOUS = sample_book.previous_cycle_date(CYCLE)
@@ -418,7 +419,13 @@ def test_every_batch_verifies_against_the_log(app: BillingApplication) -> None:
         result = verify_batch(app, batch_id)
         assert result.identical, result.to_json()["differences"]
         assert result.invoices > 0
-    assert verify_batch(app, batches[-1]).attempts == 2  # the run and its retry
+        # Each contract once, as the batch counts it: the retry decided the held again.
+        batch = app.get_or_none(billing_run_id(batch_id), BillingRun)
+        assert batch is not None and batch.counts() == {"contracts": result.contracts,
+                                                        **result.outcomes}
+    retried = verify_batch(app, batches[-1])
+    assert retried.attempts == 2  # the run and its retry
+    assert sum(retried.contracts_by_attempt) > retried.contracts
 
 
 def priced_usage_event(app: BillingApplication) -> tuple[int, int]:
@@ -504,9 +511,10 @@ def test_a_contract_changed_while_its_batch_ran_is_not_a_difference(
     assert changed.contract_id == "ct_c" and changed.decided_through > changed.started_at
 
 
-def per_call_contracts(app: BillingApplication, names: str) -> None:
-    """Monthly contracts priced per API call, ct_<name> of cus_<name>, with October usage."""
-    per_call = {"id": "api", "kind": "usage", "metric": "api_calls",
+def per_call_contracts(app: BillingApplication, names: str, metric: str = "api_calls") -> None:
+    """Monthly contracts priced per call of `metric`, ct_<name> of cus_<name>, with October
+    usage."""
+    per_call = {"id": "api", "kind": "usage", "metric": metric,
                 "pricing": {"model": "per_unit", "unit_amount": "0.01"}}
     ingest(app, [
         {"type": "contract.created", "id": f"c-{c}", "occurred_at": "2026-10-01T00:00:00Z",
@@ -514,7 +522,7 @@ def per_call_contracts(app: BillingApplication, names: str) -> None:
          "start_date": "2026-10-01", "billing_frequency": "monthly", "components": [per_call]}
         for c in names
     ] + [{"type": "usage", "id": f"u-{c}", "occurred_at": "2026-10-10T00:00:00Z",
-          "customer_id": f"cus_{c}", "metric": "api_calls", "quantity": "100"} for c in names])
+          "customer_id": f"cus_{c}", "metric": metric, "quantity": "100"} for c in names])
 
 
 def two_processes_on_one_batch_id(app: BillingApplication) -> None:
@@ -548,8 +556,62 @@ def test_two_processes_on_one_batch_id_verify_every_invoice_of_the_batch(
     two_processes_on_one_batch_id(app)
     result = verify_batch(app, "Y")
     assert result.identical, result.to_json()["differences"]
-    assert (result.attempts, result.invoices, result.contracts) == (2, 2, 3)
+    assert (result.attempts, result.invoices, result.contracts) == (2, 2, 2)
+    assert result.contracts_by_attempt == [2, 1]  # ct_b: invoiced by one, nothing due by one
+    assert result.outcomes == {"invoiced": 2, "held": 0, "failed": 0, "not_due": 0}
     assert [(b.contract_id, b.batch_id) for b in result.billed_elsewhere] == [("ct_b", "Y")]
+
+
+def complete_through(metric: str, day: str) -> dict[str, Any]:
+    return {"type": "usage.watermark", "id": f"w-{metric}-{day}",
+            "occurred_at": f"{day}T00:00:00Z", "metric": metric, "complete_through":
+            f"{day}T00:00:00Z"}
+
+
+def two_processes_holding_the_same_contracts(app: BillingApplication) -> None:
+    """Batch Y billed by two processes at once: ct_a and ct_b price api_calls, complete only
+    through October 20, ct_c prices sms, complete through October 20 when the first process
+    began and through November 1 when the second did. Both hold ct_a and ct_b; the first
+    holds ct_c, and the second, deciding the held contracts again, invoices it."""
+    per_call_contracts(app, "ab")
+    per_call_contracts(app, "c", metric="sms")
+    ingest(app, [complete_through("api_calls", "2026-10-20"),
+                 complete_through("sms", "2026-10-20")])
+    nov = date(2026, 11, 1)
+    at = datetime(2026, 11, 1, 2, tzinfo=UTC)
+    first, second = BillingRuns(app, lambda: at), BillingRuns(app, lambda: at)
+    begun = [first._begin(nov, "Y", dry_run=False)]
+    ingest(app, [complete_through("sms", "2026-11-01")])
+    begun.append(second._begin(nov, "Y", dry_run=False))
+    for runs, (run, manifest) in zip((first, second), begun, strict=True):
+        report = RunReport("Y", nov, False, {})
+        # Each save is refused once by the other's (the batch read again, the held decided
+        # again).
+        runs._finish(runs._settle(run, ["ct_a", "ct_b", "ct_c"], runs._context(nov, manifest),
+                                  False, report), report, False)
+        assert report.outcomes["ct_a"].outcome is report.outcomes["ct_b"].outcome \
+            is Outcome.HELD
+    assert report.outcomes["ct_c"].outcome is Outcome.INVOICED
+
+
+def test_contracts_decided_by_two_attempts_are_counted_once(
+    app: BillingApplication, url: str,
+) -> None:
+    # QA (LOW): two processes on one batch id both held the same 1,000 contracts of a book of
+    # 20,000, and verify said "21000 contract outcomes": each attempt's outcomes were added.
+    two_processes_holding_the_same_contracts(app)
+    result = verify_batch(app, "Y")
+    assert result.identical, result.to_json()["differences"]
+    assert (result.attempts, result.contracts, result.invoices) == (2, 3, 1)
+    assert result.contracts_by_attempt == [3, 3]  # every outcome is billed again
+    # Held by both: held; held by one, invoiced by the other: invoiced (the invoice wins).
+    assert result.outcomes == {"invoiced": 1, "held": 2, "failed": 0, "not_due": 0}
+    shown = billcycle_json(url, "batch", "show", "Y")
+    assert shown["counts"] == {"contracts": 3, **result.outcomes}
+    said = billcycle(url, "batch", "verify", "Y").stdout
+    assert said.startswith("batch Y (cycle date 2026-11-01): 3 contracts in 2 attempts "
+                           "recomputed from the log, 1 invoice, 2 held: all identical\n"), said
+    assert "6 outcomes recorded by the 2 attempts (3, 3) for these 3 contracts" in said
 
 
 def test_outcomes_stored_before_they_named_their_attempt_verify_every_invoice(
