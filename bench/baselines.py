@@ -408,8 +408,7 @@ def prepare_replay_floor(url: str, topics: Sequence[str], processes: int = 2) ->
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
         conn.execute(f"CREATE SCHEMA {FLOOR_SCHEMA}")
-        conn.execute(f"CREATE TABLE {FLOOR_SCHEMA}.rows (position bigint, originator uuid,"
-                     " topic text)")
+        conn.execute(f"CREATE TABLE {FLOOR_SCHEMA}.rows (position bigint, topic text)")
         conn.execute(f"CREATE TABLE {FLOOR_SCHEMA}.tracking (share integer PRIMARY KEY,"
                      " notification_id bigint)")
         (end,) = conn.execute("SELECT coalesce(max(notification_id), 0)"
@@ -420,80 +419,109 @@ def prepare_replay_floor(url: str, topics: Sequence[str], processes: int = 2) ->
 
 
 def replay_floor(url: str, topics: Sequence[str], bounds: Sequence[int]) -> dict[str, Any]:
-    """The least any replay of billcycle's views does, on one interpreter per share of the log
-    (`bounds`, from prepare_replay_floor(): this one and the others it starts, each a new
-    interpreter, as the replay's second process is): read the stored events of `topics` in
-    pages as the replay does, decode each through the store's mapper (billcycle's transcoder,
-    into its domain events), and write one row per event (position, aggregate, topic: binary
+    """The least a replay of billcycle's views does in Python, on one interpreter per share of
+    the log (`bounds`, from prepare_replay_floor(): this one and the others it starts): read
+    the stored events of `topics` in pages of the replay's size by a binary cursor, decode each
+    event's state by billcycle's own transcoder (its parser and typed values: dates, Decimals,
+    timestamps; no domain objects built), and write one row per event (position, topic: binary
     COPY, per page one transaction with a tracking upsert).
 
-    Nothing is computed and no event is decoded twice (the replay decodes each invoice in both
-    of its processes), and the log is shared by the stored events' size, so that each
-    interpreter decodes about as much. What is left of a target's time once this is done is
-    all that every view's rules, and their other rows, could take."""
+    Nothing is computed, no event is decoded twice (the replay decodes each invoice in both of
+    its processes), and the log is shared by the stored events' size, so that each interpreter
+    decodes about as much. The interpreters' start and the store's open are left out: every
+    interpreter is ready before any reads (`seconds`: from the first read to the last row)."""
     import subprocess
 
-    started = time.perf_counter()
     others = [subprocess.Popen(
         [sys.executable, "-m", "bench.baselines", "replay-floor-share", "--db", url,
          "--topics", ",".join(topics), "--after", str(bounds[k]), "--through",
-         str(bounds[k + 1]), "--share", str(k)], stdout=subprocess.PIPE)
+         str(bounds[k + 1]), "--share", str(k)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         for k in range(1, len(bounds) - 1)]
-    shares = [floor_share(url, topics, bounds[0], bounds[1], 0)]
+    ready = _FloorShare(url, topics, bounds[0], bounds[1], 0)
+    for process in others:  # each says it is ready, then waits for the word to go
+        assert process.stdout is not None
+        if process.stdout.readline() != b"ready\n":
+            raise RuntimeError("a replay floor share failed before it was ready")
+    started = time.perf_counter()
     for process in others:
-        out, _ = process.communicate()
-        if process.returncode:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        process.stdin.close()
+    shares = [ready.run()]
+    for process in others:
+        assert process.stdout is not None
+        out = process.stdout.read()
+        if process.wait():
             raise RuntimeError(f"a replay floor share failed (exit code {process.returncode})")
         shares.append(json.loads(out))
     return {"records": sum(s["records"] for s in shares),
             "seconds": time.perf_counter() - started, "processes": len(shares),
-            "bounds": list(bounds), "shares": shares}
+            "cpu": sum(s["cpu"] for s in shares), "bounds": list(bounds), "shares": shares}
+
+
+class _FloorShare:
+    """One interpreter's part of replay_floor(): made ready (the store opened for its
+    transcoder, a connection made), then run()."""
+
+    def __init__(self, url: str, topics: Sequence[str], after: int, through: int,
+                 share: int) -> None:
+        import psycopg
+
+        from domain.application import BillingApplication
+
+        app = BillingApplication(env=store_env(url))
+        self.transcoder = app.mapper.transcoder  # billcycle's, with its typed values
+        app.close()
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.topics, self.after, self.through, self.share = list(topics), after, through, share
+
+    def run(self) -> dict[str, Any]:
+        import gc
+
+        started, cpu = time.perf_counter(), time.process_time()
+        decode, conn, after, records = self.transcoder.decode, self.conn, self.after, 0
+        # As the replay does (projections/runner.py): a page's objects go by reference counting,
+        # the young ones collected after each page, no full collection walking a page.
+        gc.disable()
+        try:
+            while after < self.through:
+                page = conn.cursor(binary=True).execute(
+                    "SELECT notification_id, topic, state FROM billcycle_events"
+                    " WHERE notification_id > %s AND notification_id <= %s"
+                    " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
+                    (after, self.through, self.topics, PAGE_SIZE)).fetchall()
+                if not page:
+                    break
+                states = [decode(state) for _, _, state in page]
+                with conn.transaction(), conn.cursor() as curs:
+                    with curs.copy(f"COPY {FLOOR_SCHEMA}.rows FROM STDIN (FORMAT BINARY)"
+                                   ) as copy:
+                        copy.set_types(["int8", "text"])
+                        for position, topic, _ in page:
+                            copy.write_row((position, topic))
+                    curs.execute(
+                        f"INSERT INTO {FLOOR_SCHEMA}.tracking VALUES (%s, %s) ON CONFLICT"
+                        " (share) DO UPDATE SET notification_id = excluded.notification_id",
+                        (self.share, page[-1][0]))
+                records += len(states)
+                after = page[-1][0]
+                del states
+                gc.collect(1)
+        finally:
+            gc.enable()
+            conn.close()
+        return {"share": self.share, "records": records,
+                "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
 
 
 def floor_share(url: str, topics: Sequence[str], after: int, through: int,
                 share: int) -> dict[str, Any]:
-    """One interpreter's part of replay_floor(): the events of `topics` after log position
-    `after` through `through`."""
-    import gc
-
-    import psycopg
-
-    from domain.application import BillingApplication
-
-    started, cpu = time.perf_counter(), time.process_time()
-    app = BillingApplication(env=store_env(url))
-    records, rows_written = 0, 0
-    # As the replay does (projections/runner.py): a page's objects go by reference counting,
-    # the young ones collected after each page, no full collection walking a page.
-    gc.disable()
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            while after < through:
-                page = app.recorder.select_notifications(
-                    start=after, limit=PAGE_SIZE, stop=through, topics=list(topics),
-                    inclusive_of_start=False)
-                if not page:
-                    break
-                events = [app.mapper.to_domain_event(n) for n in page]
-                with conn.transaction(), conn.cursor() as curs:
-                    with curs.copy(f"COPY {FLOOR_SCHEMA}.rows FROM STDIN (FORMAT BINARY)"
-                                   ) as copy:
-                        copy.set_types(["int8", "uuid", "text"])
-                        for n, event in zip(page, events, strict=True):
-                            copy.write_row((n.id, event.originator_id, n.topic))
-                    curs.execute(
-                        f"INSERT INTO {FLOOR_SCHEMA}.tracking VALUES (%s, %s) ON CONFLICT"
-                        " (share) DO UPDATE SET notification_id = excluded.notification_id",
-                        (share, page[-1].id))
-                records += len(page)
-                rows_written += len(events)
-                after = page[-1].id
-                gc.collect(1)
-    finally:
-        gc.enable()
-        app.close()
-    return {"share": share, "records": records, "rows": rows_written,
-            "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
+    """`replay-floor-share`: made ready, says so on stdout, and runs when stdin says go."""
+    ready = _FloorShare(url, topics, after, through, share)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    return ready.run()
 
 
 def main(argv: list[str] | None = None) -> int:

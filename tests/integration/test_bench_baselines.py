@@ -128,7 +128,7 @@ def test_the_replay_floor_writes_one_row_for_every_event_the_replay_reads(
     topics = sorted({t for cls in PROJECTIONS.values() for t in cls.topics})
     with psycopg.connect(replayed) as conn:
         expected = conn.execute(
-            "SELECT notification_id, originator_id, topic FROM billcycle_events"
+            "SELECT notification_id, topic FROM billcycle_events"
             " WHERE topic = ANY(%s) ORDER BY notification_id", (topics,)).fetchall()
 
     bounds = prepare_replay_floor(replayed, topics, processes)
