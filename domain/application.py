@@ -331,8 +331,8 @@ class BillingApplication(Application[UUID]):
 
     def batches(self, cycle_date: date) -> list[BillingRun]:
         """The batches (billing runs) of a cycle date, in the order they started."""
-        started = [e.originator_id for e in self._created(BillingRun.Started)  # type: ignore[attr-defined]
-                   if e.cycle_date == cycle_date]
+        starts: Iterator[Any] = map(self.mapper.to_domain_event, self.store.batch_starts())
+        started = [e.originator_id for e in starts if e.cycle_date == cycle_date]
         return [run for run_id in started
                 if (run := self.get_or_none(run_id, BillingRun)) is not None]
 

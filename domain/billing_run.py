@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from domain.usage import BILLCYCLE_NS
 
@@ -150,3 +151,7 @@ class BillingRun(Aggregate):
         return sorted(
             cid for cid, o in self.outcomes.items() if o.outcome in (Outcome.HELD, Outcome.FAILED)
         )
+
+
+# What a store indexes the batches' starts by (domain.ports.BillingStore.batch_starts).
+BATCH_STARTED_TOPIC = get_topic(BillingRun.Started)  # type: ignore[attr-defined]

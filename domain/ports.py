@@ -82,5 +82,9 @@ class BillingStore(Protocol):
     def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         """All stored events of each of these aggregates, in version order: one query."""
 
+    def batch_starts(self) -> list[StoredEvent]:
+        """Every stored BillingRun.Started (one per batch), in log order: read through an
+        index of their own, so in time with the number of batches, not the size of the log."""
+
     def max_notification_id(self) -> int | None:
         """The log position of the newest stored event."""

@@ -22,6 +22,7 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
+from domain.billing_run import BATCH_STARTED_TOPIC
 from domain.inbox import MessageReceipt
 from domain.usage import (
     COUNTED_PROPERTIES,
@@ -74,6 +75,13 @@ def utc_text(instant: datetime, what: str) -> str:
 LEGACY_RECEIPT_TOPICS_SQL = ", ".join(
     f"'{topic}'" for topic in (LEGACY_USAGE_EVENT_TOPIC, f"{get_topic(MessageReceipt)}.Received")
 )
+
+# The events a store indexes on their own, by a partial index of this predicate: the batches'
+# starts, which every run reads (BillingStore.batch_starts). A literal, not a parameter, in the
+# index and in the query alike: PostgreSQL uses a partial index only for a query whose
+# condition implies the index's, which a parameter (a prepared statement's generic plan) does
+# not.
+BATCH_STARTED_SQL = f"topic = '{BATCH_STARTED_TOPIC}'"
 
 
 @dataclass(frozen=True)

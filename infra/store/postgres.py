@@ -59,6 +59,7 @@ from domain.usage import (
 )
 from infra.store import store_format
 from infra.store.batch import (
+    BATCH_STARTED_SQL,
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
     record_unique_rows,
@@ -194,6 +195,11 @@ _CREATE_TABLES = (
     ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
     " ON {schema}.contract_index (customer_id, contract_id)",
+    # The batches' starts, which every run reads (batch_starts). Partial: the events a run
+    # writes by the hundred thousand have no entry in it. A store from before it has it made
+    # here at its first open, by one pass over the events table.
+    "CREATE INDEX IF NOT EXISTS {started_index} ON {schema}.{events} (notification_id)"
+    " WHERE " + BATCH_STARTED_SQL,
 )
 
 _LATER = "(EXCLUDED.latest_at, EXCLUDED.latest_event_id) > (b.latest_at, b.latest_event_id)"
@@ -441,6 +447,11 @@ _EVENTS_OF = (
     " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
 )
 
+_BATCH_STARTS = (
+    "SELECT originator_id, originator_version, topic, state FROM {schema}.{events}"
+    " WHERE " + BATCH_STARTED_SQL + " ORDER BY notification_id"
+)
+
 
 class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
     """Events, tracking, meters and contract links, all in the library's insert transaction."""
@@ -489,6 +500,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._metered_usage_since = self._sql(_METERED_USAGE_SINCE)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
+        self._batch_starts = self._sql(_BATCH_STARTS)
         self._notifications: dict[str, Composed] = {}  # by WHERE clause
         # The library's lock statements and its NOTIFY, sent as one query (no parameters: the
         # simple protocol takes several statements): one wait for the server, and for the
@@ -531,6 +543,7 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             schema=Identifier(self.datastore.schema),
             events=Identifier(self.events_table_name),
             id_type=Identifier(self.datastore.originator_id_type),
+            started_index=Identifier(f"{self.events_table_name}_batch_started_idx"),
         )
 
     # --- writing ----------------------------------------------------------------------------
@@ -837,13 +850,14 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._events_of, (list(originator_ids),), binary=True)
             for row in curs.fetchall():
-                found.setdefault(row["originator_id"], []).append(StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                ))
+                found.setdefault(row["originator_id"], []).append(_stored_event(row))
         return found
+
+    @_retry
+    def batch_starts(self) -> list[StoredEvent]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._batch_starts, binary=True)
+            return [_stored_event(row) for row in curs.fetchall()]
 
     @_retry
     def select_notifications(
@@ -897,15 +911,16 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             return {}
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._first_versions, (list(originator_ids),), binary=True)
-            return {
-                row["originator_id"]: StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            }
+            return {row["originator_id"]: _stored_event(row) for row in curs.fetchall()}
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )
 
 
 def _reading(row: Any) -> MeterReading:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 # The module, not the class: PERSISTENCE_MODULE=infra.store.sqlite must find exactly one
@@ -45,6 +45,7 @@ from domain.usage import (
 from infra.store import store_format
 from infra.store.batch import (
     BATCH_KWARG,
+    BATCH_STARTED_SQL,
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
     exact_decimals,
@@ -90,6 +91,17 @@ _COPY_LEGACY_RECEIPTS = (
     " json_extract(CAST(state AS TEXT), '$.fingerprint')"
     " FROM {events} WHERE topic IN (" + LEGACY_RECEIPT_TOPICS_SQL + ")"
     " AND NOT EXISTS (SELECT 1 FROM received_messages)"
+)
+
+# As on PostgreSQL: the batches' starts indexed on their own (entries in rowid order), made
+# at the first open of a store from before the index too.
+_INDEX_BATCH_STARTS = (
+    "CREATE INDEX IF NOT EXISTS {events}_batch_started_idx ON {events} (topic)"
+    " WHERE " + BATCH_STARTED_SQL
+)
+_BATCH_STARTS = (
+    "SELECT originator_id, originator_version, topic, state FROM {events}"
+    " WHERE " + BATCH_STARTED_SQL + " ORDER BY rowid"
 )
 
 _BUCKET_COLUMNS = (
@@ -180,7 +192,8 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         # Appended to the library's own statements, so CREATE_TABLE makes a fresh database
         # complete with no migration step.
         return [*super().construct_create_table_statements(), *_CREATE_TABLES,
-                _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name)]
+                _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name),
+                _INDEX_BATCH_STARTS.format(events=self.events_table_name)]
 
     def _keep_store_format(self) -> None:
         with self.datastore.transaction(commit=True) as c:
@@ -397,15 +410,14 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         found: dict[UUID, list[StoredEvent]] = {}
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, (json.dumps([i.hex for i in originator_ids]),))
-            for row in c.fetchall():
-                originator_id = UUID(row["originator_id"])
-                found.setdefault(originator_id, []).append(StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=row["state"],
-                ))
+            for stored in map(_stored_event, c.fetchall()):
+                found.setdefault(cast(UUID, stored.originator_id), []).append(stored)
         return found
+
+    def batch_starts(self) -> list[StoredEvent]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_BATCH_STARTS.format(events=self.events_table_name))
+            return [_stored_event(row) for row in c.fetchall()]
 
     def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:
         if not message_ids:
@@ -422,15 +434,17 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         )
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, (json.dumps([i.hex for i in originator_ids]),))
-            return {
-                UUID(row["originator_id"]): StoredEvent(
-                    originator_id=UUID(row["originator_id"]),
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=row["state"],
-                )
-                for row in c.fetchall()
-            }
+            return {cast(UUID, stored.originator_id): stored
+                    for stored in map(_stored_event, c.fetchall())}
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        originator_id=UUID(row["originator_id"]),
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=row["state"],
+    )
 
 
 KeyRow = tuple[str, str, str, str]  # customer_id, metric, contract_tag, bucket_start text
