@@ -137,9 +137,14 @@ def _bill_milestones(draft: InvoiceDraft) -> None:
 
 
 def next_due_date(contract: Contract, cycle_date: date) -> date | None:
-    """The first date after `cycle_date` on which a run would find something due."""
+    """The first date after `cycle_date` on which a run would find something due, as the
+    contract stands: billed for a later cycle date (a retry after a later batch), nothing is
+    due until after that date (QA: a retry said the period end its later batch had billed)."""
     if contract.end_date is not None and contract.end_date <= contract.start_date:
         return None
+    billed = contract.billed.cycle_date
+    if billed is not None and billed > cycle_date:
+        cycle_date = billed
     candidates: list[date] = []
     if contract.start_date > cycle_date:
         candidates.append(contract.start_date)

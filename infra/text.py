@@ -148,7 +148,10 @@ def batch_report(view: dict[str, Any]) -> str:
         if o["outcome"] == "invoiced":
             detail = f"{o['number']} total {o['total']} {o['currency']}"
         elif o["outcome"] == "not_due":
-            detail = f"next due {o.get('next_due') or 'never (ended)'}"
+            # As the contract stood when this batch's attempt decided it: a later batch may
+            # have billed it since (docs/accounting.md, "Retries").
+            detail = (f"next due {o['next_due']} (as of the attempt that decided it)"
+                      if o.get("next_due") else "next due never (ended)")
             if o.get("reason"):
                 detail += f"; {o['reason']}"
         else:
