@@ -96,9 +96,9 @@ class RunReport:
 
     It keeps a small row per invoice, not the invoices: a run over the whole book must not
     hold the book in memory. A dry run keeps its drafts, since nothing else has them.
-    A run reports the contracts it settled itself: not those an earlier attempt at the batch
-    settled, nor those another process on the same batch id settled meanwhile (`batch_counts`
-    is the whole batch's).
+    An attempt (`run`, `resume` or `retry`) reports the contracts it settled itself: not those
+    an earlier attempt at the batch settled, nor those another process on the same batch id
+    settled meanwhile (`batch_counts` is the whole batch's).
     """
 
     batch_id: str
@@ -115,6 +115,7 @@ class RunReport:
     # still when it ended.
     unfinished: list[str] = field(default_factory=list)
     batch_counts: dict[str, int] | None = None  # the batch's own, once finished (not dry)
+    attempt: str = "run"  # the kind of attempt at the batch: run, resume or retry
 
     def record(self, outcomes: Sequence[ContractOutcome], issued: Sequence[Any]) -> None:
         """A settled chunk: its outcomes and the `InvoiceIssued` events of its invoices."""
@@ -155,6 +156,7 @@ class RunReport:
             "batch_id": self.batch_id,
             "cycle_date": self.cycle_date.isoformat(),
             "dry_run": self.dry_run,
+            "attempt": self.attempt,
             "counts": self.counts(),
             "invoices": [
                 o.invoice_id for o in self.outcomes.values()
@@ -272,7 +274,8 @@ class BillingRuns:
     ) -> RunReport:
         run, manifest = self._begin(cycle_date, batch_id or new_batch_id(cycle_date), dry_run,
                                     started)
-        report = RunReport(run.batch_id, cycle_date, dry_run)
+        report = RunReport(run.batch_id, cycle_date, dry_run,
+                           attempt="resume" if self._attempt else "run")
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(cycle_date, manifest)
         total = self._book_size() if progress else 0  # a walk of the whole index: only to show
@@ -317,7 +320,7 @@ class BillingRuns:
         run.resume("retry", self.now(), manifest)
         self._attempt = len(run.attempts) - 1
         self.app.save(run)
-        report = RunReport(batch_id, run.cycle_date, False, dict(run.outcomes))
+        report = RunReport(batch_id, run.cycle_date, False, attempt="retry")
         report.warnings.extend(manifest.get("warnings", []))
         ctx = self._context(run.cycle_date, manifest)
         pending = run.retryable()

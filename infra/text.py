@@ -68,25 +68,32 @@ def ingest_summary(doc: dict[str, Any]) -> str:
 def run_summary(report: RunReport) -> str:
     counts = report.counts()
     mode = "DRY RUN (nothing written) " if report.dry_run else ""
+    retry = report.attempt == "retry"
     elsewhere = ", ".join(f"batch {b}: {n}" for b, n in report.billed_by().items())
     out = [
-        f"{mode}batch {report.batch_id} for cycle date {report.cycle_date}",
-        f"  {_counts(counts)}" + (f" (billed by {elsewhere})" if elsewhere else ""),
+        f"{mode}{'retry of ' if retry else ''}batch {report.batch_id} for cycle date "
+        f"{report.cycle_date}",
+        # A retry's figures are its own, apart from the batch's, so that a run's and its
+        # retries' add up to the batch (QA: "invoiced 190" of a retry that issued 12).
+        f"  {'this retry: ' if retry else ''}{_counts(counts)}"
+        + (f" (billed by {elsewhere})" if elsewhere else ""),
     ]
-    if report.batch_counts is not None and report.batch_counts != counts:
-        out.append(f"  batch {report.batch_id} holds: {_counts(report.batch_counts)} (this run "
-                   "settled the contracts above, earlier attempts or another process on this "
-                   "batch id the rest)")
     totals: Counter[str] = Counter()
     currency_totals: dict[str, Any] = {}
     for invoice in report.invoices:
         totals[invoice.currency] += 1
         currency_totals[invoice.currency] = currency_totals.get(invoice.currency, 0) + invoice.total
+    issued = "this retry issued " if retry else ""
     for cur in sorted(totals):
-        out.append(f"  {plural(totals[cur], 'invoice')} in {cur}, total "
+        out.append(f"  {issued}{plural(totals[cur], 'invoice')} in {cur}, total "
                    f"{format_money(currency_totals[cur], cur)}")
     if report.invoices:
-        out.append(f"  numbers {_number_range([i.number for i in report.invoices])}")
+        out.append(f"  {issued}numbers {_number_range([i.number for i in report.invoices])}")
+    if report.batch_counts is not None and (retry or report.batch_counts != counts):
+        out.append(f"  batch {report.batch_id} {'now ' if retry else ''}holds: "
+                   f"{_counts(report.batch_counts)} (this {report.attempt} settled the "
+                   "contracts and issued the invoices above, earlier attempts or another "
+                   "process on this batch id the rest)")
     for kind in (Outcome.HELD, Outcome.FAILED):
         listed = [o for o in report.outcomes.values() if o.outcome is kind]
         for o in listed[:SHOWN]:

@@ -135,8 +135,11 @@ def test_a_billing_cycle_through_the_cli(db: str, tmp_path: Path) -> None:
     late.write_bytes(jsonl(watermark("w-3", "storage_gb", "2026-11-01T00:00:00Z")))
     billcycle_json(db, "ingest", str(late))
     retried = billcycle_json(db, "retry", "nov")
-    assert retried["counts"] == {"contracts": 3, "invoiced": 2, "held": 0, "failed": 0,
-                                 "not_due": 1}
+    # The retry counts the contract it decided; the batch, all three.
+    assert retried["counts"] == {"contracts": 1, "invoiced": 1, "held": 0, "failed": 0,
+                                 "not_due": 0}
+    assert retried["batch_counts"] == {"contracts": 3, "invoiced": 2, "held": 0, "failed": 0,
+                                       "not_due": 1}
     storage = billcycle_json(db, "invoices", "--contract", "ct_storage")
     assert [(i["number"], i["total"], i["batch_id"]) for i in storage] == [
         ("INV-000003", "7.00", "nov")]

@@ -1,8 +1,10 @@
-"""A batch retried after a later cycle date was billed: `batch show` gives the next due date
-the contract has once the later batch billed it."""
+"""A batch retried after a later cycle date was billed: the retry says what it did apart from
+what the batch holds, and `batch show` gives the next due date the contract has once the later
+batch billed it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,30 @@ def late_retry(db: str, tmp_path: Path) -> tuple[dict[str, Any], Result]:
     ingest(db, tmp_path, "storage.jsonl",
            watermark("w-4", "storage_gb", "2026-12-01T00:00:00Z"))
     return november, billcycle(db, "--json", "retry", "nov")
+
+
+def test_a_retry_counts_what_it_did_apart_from_the_batch(db: str, tmp_path: Path) -> None:
+    november, said = late_retry(db, tmp_path)
+    document = json.loads(said.stdout)
+    # What this retry did, apart from what the batch now holds: a run's and its retries'
+    # counts add up to the batch (QA: a retry that issued 12 said "invoiced 190").
+    assert document["attempt"] == "retry"
+    assert document["counts"] == {"contracts": 2, "invoiced": 1, "held": 0, "failed": 0,
+                                  "not_due": 1}
+    assert document["batch_counts"] == {"contracts": 3, "invoiced": 2, "held": 0, "failed": 0,
+                                        "not_due": 1}
+    assert november["counts"]["invoiced"] + document["counts"]["invoiced"] \
+        == document["batch_counts"]["invoiced"]
+    [storage] = billcycle_json(db, "invoices", "--contract", "ct_storage")
+    assert document["invoices"] == [storage["invoice_id"]]
+    assert document["invoice_numbers"] == [storage["number"]] == ["INV-000004"]
+    # The text labels the retry's figures and the batch's apart.
+    again = billcycle(db, "retry", "nov").stdout
+    assert again.startswith("retry of batch nov for cycle date 2026-11-01\n"
+                            "  this retry: contracts 0: invoiced 0, held 0, failed 0, "
+                            "not due 0\n"
+                            "  batch nov now holds: contracts 3: invoiced 2, held 0, failed 0, "
+                            "not due 1 (this retry settled")
 
 
 def test_batch_show_next_due_after_a_later_batch(db: str, tmp_path: Path) -> None:
