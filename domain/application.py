@@ -336,6 +336,13 @@ class BillingApplication(Application[UUID]):
         return [run for run_id in started
                 if (run := self.get_or_none(run_id, BillingRun)) is not None]
 
+    def later_batches(self, cycle_date: date) -> list[tuple[str, date]]:
+        """The batches started for a cycle date after `cycle_date`, as (batch id, cycle date),
+        by date then id."""
+        starts: Iterator[Any] = map(self.mapper.to_domain_event, self.store.batch_starts())
+        return sorted(((e.batch_id, e.cycle_date) for e in starts if e.cycle_date > cycle_date),
+                      key=lambda b: (b[1], b[0]))
+
     def _created(self, event_class: type[Any]) -> Iterator[Any]:
         """Every stored event of one class, in log order, read page by page."""
         topic = get_topic(event_class)

@@ -43,7 +43,7 @@ from domain.billing_run import (
     billing_run_id,
 )
 from domain.contract import Contract
-from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers
+from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers, invoice_sequence
 from domain.invoice_lines import subtotals
 from domain.meter_reads import MeterReads, StoreUsage
 from domain.money import format_money
@@ -88,6 +88,7 @@ class IssuedInvoice:
     document_type: str
     currency: str
     total: Decimal
+    issue_date: date
 
 
 @dataclass
@@ -116,6 +117,8 @@ class RunReport:
     unfinished: list[str] = field(default_factory=list)
     batch_counts: dict[str, int] | None = None  # the batch's own, once finished (not dry)
     attempt: str = "run"  # the kind of attempt at the batch: run, resume or retry
+    # Its invoices issued before the cycle date of a batch already started (BackDated).
+    backdated: BackDated | None = None
 
     def record(self, outcomes: Sequence[ContractOutcome], issued: Sequence[Any]) -> None:
         """A settled chunk: its outcomes and the `InvoiceIssued` events of its invoices."""
@@ -128,7 +131,7 @@ class RunReport:
         """An invoice issued (or drafted), given as its `InvoiceIssued` event."""
         self.invoices.append(IssuedInvoice(
             str(issued.originator_id), issued.number, issued.contract_id, issued.document_type,
-            issued.currency, issued.total))
+            issued.currency, issued.total, issued.issue_date))
         if self.dry_run:
             self.drafts.append(issued.mutate(None))
 
@@ -170,7 +173,68 @@ class RunReport:
                                  for b, n in self.billed_by().items()],
             "unfinished_batches": self.unfinished,
             "batch_counts": self.batch_counts,
+            "backdated": self.backdated.to_json() if self.backdated else None,
         }
+
+
+@dataclass(frozen=True)
+class BackDated:
+    """Invoices an attempt issued on a date before the cycle date of a batch already started.
+
+    Issued on their batch's cycle date (contract.md), however late the attempt: a retry, a
+    resume or a run of an earlier date after a later date was billed moves the reports as of
+    their issue date and after (docs/accounting.md, "Invoices issued before a later batch").
+    """
+
+    issue_date: date  # the earliest of them
+    numbers: list[str]
+    later_batches: list[tuple[str, date]]  # (batch id, cycle date)
+    dry_run: bool
+
+    @classmethod
+    def find(cls, report: RunReport, started: list[tuple[str, date]]) -> BackDated | None:
+        """The report's invoices dated before the cycle date of one of `started`, if any."""
+        latest = max((day for _, day in started), default=None)
+        dated = [i for i in report.invoices if latest is not None and i.issue_date < latest]
+        if not dated:
+            return None
+        first = min(i.issue_date for i in dated)
+        return cls(first, sorted((i.number for i in dated), key=invoice_sequence),
+                   [(b, day) for b, day in started if day > first], report.dry_run)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "issue_date": self.issue_date.isoformat(),
+            "invoices": self.numbers,
+            "later_batches": [{"batch_id": b, "cycle_date": day.isoformat()}
+                              for b, day in self.later_batches],
+            # Reports as of this date or later differ from those made before this attempt.
+            "reports_changed_from": self.issue_date.isoformat(),
+            "reports_changed": list(CHANGED_REPORTS),
+        }
+
+    def warning(self, attempt: str) -> str:
+        """Said on stderr and among the warnings: what moved, from which date, and why."""
+        day = self.issue_date.isoformat()
+        count = len(self.numbers)
+        first, last = self.numbers[0], self.numbers[-1]
+        numbers = first if count == 1 else f"{first} .. {last}"
+        issued = "would be issued" if self.dry_run else "are issued"
+        batches = ", ".join(f"{b} ({d.isoformat()})" for b, d in self.later_batches[:3]) + (
+            f" and {len(self.later_batches) - 3} more" if len(self.later_batches) > 3 else "")
+        later = "batch" if len(self.later_batches) == 1 else "batches"
+        return (f"back-dated: {count} invoice(s) of this {attempt} ({numbers}) {issued} on "
+                f"{day}, their batch's cycle date (contract.md: issued on D), after {later} "
+                f"{batches} of a later cycle date had run: reports as of {day} or later "
+                "change (report revenue: billed, recognized and deferred; report ar-aging; "
+                f"collections; export beancount gains transactions dated {day}) and invoice "
+                f"numbers no longer follow issue dates; run again any such report made as of "
+                f"{day} or later (docs/accounting.md, \"Invoices issued before a later "
+                "batch\")")
+
+
+# What an invoice issued on D changes: the reports as of D or later (BackDated).
+CHANGED_REPORTS = ("report revenue", "report ar-aging", "collections", "export beancount")
 
 
 def new_batch_id(cycle_date: date) -> str:
@@ -647,6 +711,10 @@ class BillingRuns:
             report.warnings.append(billed_elsewhere_warning(report, beside))
         if self._billed_later:
             report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later))
+        if report.invoices:
+            report.backdated = BackDated.find(report, self.app.later_batches(report.cycle_date))
+            if report.backdated:
+                report.warnings.append(report.backdated.warning(report.attempt))
         for note in USAGE_NOTES:
             warning = notes_warning((getattr(o, note) for o in report.outcomes.values()),
                                     report.batch_id, dry_run)

@@ -176,6 +176,9 @@ def progress_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:
 def _report_document(app: BillingApplication, report: RunReport) -> dict[str, Any]:
     document = report.to_json()
     document["invoice_numbers"] = [i.number for i in report.invoices]
+    if report.backdated:  # loud: on stderr whatever the output, as well as in the summary
+        print(f"billcycle {'retry' if report.attempt == 'retry' else 'run'}: warning: "
+              f"{report.backdated.warning(report.attempt)}", file=sys.stderr, flush=True)
     return document
 
 

@@ -1,6 +1,6 @@
 """A batch retried after a later cycle date was billed: the retry says what it did apart from
-what the batch holds, and `batch show` gives the next due date the contract has once the later
-batch billed it."""
+what the batch holds, warns that its invoices are dated before the later batch, and `batch
+show` gives the next due date the contract has once the later batch billed it."""
 
 from __future__ import annotations
 
@@ -57,6 +57,32 @@ def test_a_retry_counts_what_it_did_apart_from_the_batch(db: str, tmp_path: Path
                             "not due 0\n"
                             "  batch nov now holds: contracts 3: invoiced 2, held 0, failed 0, "
                             "not due 1 (this retry settled")
+
+
+def test_a_retry_after_a_later_batch_says_its_invoices_are_back_dated(
+    db: str, tmp_path: Path
+) -> None:
+    _, said = late_retry(db, tmp_path)
+    document = json.loads(said.stdout)
+    [storage] = billcycle_json(db, "invoices", "--contract", "ct_storage")
+    # Issued on the batch's cycle date, after the 2026-12-01 batch: said on stderr and in the
+    # document, with what it changes (QA: reports of past dates moved with no marker).
+    assert (storage["number"], storage["issue_date"]) == ("INV-000004", "2026-11-01")
+    assert document["backdated"] == {
+        "issue_date": "2026-11-01", "invoices": ["INV-000004"],
+        "later_batches": [{"batch_id": "dec", "cycle_date": "2026-12-01"}],
+        "reports_changed_from": "2026-11-01",
+        "reports_changed": ["report revenue", "report ar-aging", "collections",
+                            "export beancount"]}
+    assert said.stderr.startswith("billcycle retry: warning: back-dated: 1 invoice(s) of this "
+                                  "retry (INV-000004) are issued on 2026-11-01")
+    assert "after batch dec (2026-12-01) of a later cycle date had run" in said.stderr
+    assert "reports as of 2026-11-01 or later change" in said.stderr
+    assert any(w.startswith("back-dated: ") for w in document["warnings"])
+    # A run of the latest date, or a retry issuing nothing, has nothing to say.
+    assert billcycle_json(db, "run", "--cycle-date", "2027-01-01")["backdated"] is None
+    quiet = billcycle(db, "--json", "retry", "nov")
+    assert json.loads(quiet.stdout)["backdated"] is None and "back-dated" not in quiet.stderr
 
 
 def test_batch_show_next_due_after_a_later_batch(db: str, tmp_path: Path) -> None:
