@@ -47,6 +47,9 @@ class BillingContext:
     # Untagged usage the operator assigned to a contract (domain/usage_assignments.py): read
     # by the run's meter reads, never by billing itself.
     assigned_usage: AssignedUsage = field(default_factory=dict)
+    # metric -> source -> its watermark, for the hold reasons to name the sources behind;
+    # empty for a batch begun before runs recorded them (its reasons said no source).
+    watermark_sources: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from domain.calendar import (
     prorate,
 )
 from domain.contract import Contract
+from domain.inbox import lagging_watermark
 from domain.invoice_draft import (
     ONE_DAY,
     InvoiceDraft,
@@ -96,10 +97,15 @@ def _incomplete(draft: InvoiceDraft, metric: str, end_at: datetime) -> str | Non
     watermark = draft.ctx.watermarks.get(metric)
     if watermark is None or watermark >= end_at:
         return None
+    sources = draft.ctx.watermark_sources.get(metric)
+    if sources:
+        its, sends = lagging_watermark(sources, end_at)
+    else:  # a batch begun before runs recorded the sources: its reasons as they were
+        its = f"its watermark {watermark.isoformat()}"
+        sends = f"usage.watermark complete_through >= {end_at.isoformat()}"
     return (
-        f"usage of metric {metric} is incomplete: its watermark {watermark.isoformat()} is "
-        f"before the period end {end_at.isoformat()}; the invoice is held until the producer "
-        f"sends usage.watermark complete_through >= {end_at.isoformat()}, then run "
+        f"usage of metric {metric} is incomplete: {its} is before the period end "
+        f"{end_at.isoformat()}; the invoice is held until the producer sends {sends}, then run "
         "`billcycle retry` for this batch"
     )
 
