@@ -59,6 +59,7 @@ from domain.inbox import (
     MessageReceipt,
     UsageWatermarks,
     dead_letter_id,
+    watermark_note,
 )
 from domain.invoice import (
     INVOICE_NUMBERS_ID,
@@ -707,7 +708,11 @@ class _IngestUnit:
             case DeclareWatermark():
                 marks = self._get(WATERMARKS_ID, UsageWatermarks) or UsageWatermarks()
                 self._keep(marks)
-                marks.declare(command.metric, command.source, command.complete_through)
+                was = marks.by_metric().get(command.metric)
+                if marks.declare(command.metric, command.source, command.complete_through):
+                    self._note(watermark_note(named(command), command.metric, command.source,
+                                              command.complete_through, was,
+                                              marks.marks[command.metric]))
             case ReceivePayment():
                 invoice = self._get(invoice_aggregate_id(command.invoice_number), Invoice)
                 if invoice is None:

@@ -117,7 +117,7 @@ def _bill_milestones(draft: InvoiceDraft) -> None:
             continue
         if component.id in contract.billed.milestones:
             continue
-        amount = draft.money(component.amount)
+        amount = draft.money(component.amount, of=f"{component.id}: milestone {milestone}")
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.MILESTONE,

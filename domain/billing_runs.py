@@ -43,6 +43,7 @@ from domain.billing_run import (
     billing_run_id,
 )
 from domain.contract import Contract
+from domain.inbox import recorded_sources, sources_record
 from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers, invoice_sequence
 from domain.invoice_lines import subtotals
 from domain.meter_reads import MeterReads, StoreUsage
@@ -435,6 +436,8 @@ class BillingRuns:
             "watermarks": {
                 m: t.isoformat() for m, t in (marks.by_metric() if marks else {}).items()
             },
+            # Each source's, for the hold reasons to name those behind (and verify to check).
+            "watermark_sources": sources_record(marks),
             **self.input_manifest(),
         }
         acknowledged = self.app.usage_acknowledgements()
@@ -461,6 +464,7 @@ class BillingRuns:
             log_position=int(manifest["log_position"]),
             notes_from=notes_from(manifest.get("acknowledged_usage", ())),
             assigned_usage=assigned_usage(manifest.get("assigned_usage", ())),
+            watermark_sources=recorded_sources(manifest.get("watermark_sources", {})),
         )
 
     def _book_size(self) -> int:

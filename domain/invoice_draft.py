@@ -14,7 +14,7 @@ from domain.billed import BilledState
 from domain.calendar import ServicePeriod
 from domain.contract import Contract
 from domain.invoice_lines import InvoiceLine
-from domain.money import round_money
+from domain.money import AmountOutOfRange, round_money
 from domain.terms import UsageComponent
 from domain.usage import MeterReading
 from domain.usage_assignments import AssignedUsage
@@ -47,6 +47,9 @@ class BillingContext:
     # Untagged usage the operator assigned to a contract (domain/usage_assignments.py): read
     # by the run's meter reads, never by billing itself.
     assigned_usage: AssignedUsage = field(default_factory=dict)
+    # metric -> source -> its watermark, for the hold reasons to name the sources behind;
+    # empty for a batch begun before runs recorded them (its reasons said no source).
+    watermark_sources: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,8 +66,13 @@ class InvoiceDraft:
     # not count (usage_billing.uncounted_note says them).
     uncounted: list[str] = field(default_factory=list)
 
-    def money(self, amount: Decimal) -> Decimal:
-        return round_money(amount, self.contract.currency)
+    def money(self, amount: Decimal, of: str) -> Decimal:
+        """The amount rounded; `of` says what it prices (a component, its metric, period and
+        quantity), for the run's failure reason where the amount is out of range."""
+        try:
+            return round_money(amount, self.contract.currency)
+        except AmountOutOfRange as exc:
+            raise AmountOutOfRange(f"{of}: {exc}") from None
 
 
 def service_window(contract: Contract, period: ServicePeriod) -> ServicePeriod | None:

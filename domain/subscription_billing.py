@@ -208,7 +208,8 @@ def _extend(stretches: list[_Stretch], start: date, end: date, segment: Segment)
 
 
 def _credited(
-    draft: InvoiceDraft, period: ServicePeriod, stretch: _Stretch, credits: list[_Stretch]
+    draft: InvoiceDraft, component_id: str, period: ServicePeriod, stretch: _Stretch,
+    credits: list[_Stretch],
 ) -> tuple[Decimal, date]:
     """The credit for a stretch of a billed segment, and where the part of the segment it is
     taken from starts: the segment's amount, or what was left of it by the credits before in
@@ -220,7 +221,9 @@ def _credited(
     def worth(start: date, end: date) -> Decimal:
         if start >= end:
             return ZERO
-        return draft.money(prorate(billed.rate, ServicePeriod(start, end), period))
+        used = ServicePeriod(start, end)
+        return draft.money(prorate(billed.rate, used, period),
+                           of=_priced_days(component_id, period, used, billed))
 
     amount = (worth(since, billed.end) - worth(since, stretch.start)
               - worth(stretch.end, billed.end))
@@ -235,7 +238,7 @@ def _credit_line(
     credits: list[_Stretch],
 ) -> None:
     was, start, end = stretch.segment, stretch.start, stretch.end
-    amount, since = _credited(draft, period, stretch, credits)
+    amount, since = _credited(draft, component_id, period, stretch, credits)
     used = ServicePeriod(start, end)
     draft.lines.append(InvoiceLine(
         component_id=component_id,
@@ -253,6 +256,13 @@ def _credit_line(
                "ended": draft.contract.end_date is not None
                and start >= draft.contract.end_date},
     ))
+
+
+def _priced_days(component_id: str, period: ServicePeriod, used: ServicePeriod,
+                 segment: Segment) -> str:
+    """What a subscription amount prices, as a failure to price it names it."""
+    return (f"{component_id}: subscription {_days_at(period, used, segment)} (quantity "
+            f"{segment.quantity} x {segment.unit_amount})")
 
 
 def _days_at(period: ServicePeriod, used: ServicePeriod, segment: Segment) -> str:
@@ -308,7 +318,8 @@ def _charge_line(
         description=f"{component_id}: {label} {_days_at(period, used, now)}",
         quantity=now.quantity,
         unit_amount=now.unit_amount,
-        amount=draft.money(prorate(now.rate, used, period)),
+        amount=draft.money(prorate(now.rate, used, period),
+                           of=_priced_days(component_id, period, used, now)),
         period_start=start,
         period_end=end,
         basis=_days_basis(draft, period, used, now),

@@ -24,6 +24,7 @@ from domain.calendar import (
     prorate,
 )
 from domain.contract import Contract
+from domain.inbox import lagging_watermark
 from domain.invoice_draft import (
     ONE_DAY,
     InvoiceDraft,
@@ -37,6 +38,7 @@ from domain.pricing import minimum_true_up, price
 from domain.terms import (
     Aggregation,
     UsageComponent,
+    pricing_to_record,
 )
 from domain.usage import MeterReading, uncounted_example
 
@@ -96,10 +98,15 @@ def _incomplete(draft: InvoiceDraft, metric: str, end_at: datetime) -> str | Non
     watermark = draft.ctx.watermarks.get(metric)
     if watermark is None or watermark >= end_at:
         return None
+    sources = draft.ctx.watermark_sources.get(metric)
+    if sources:
+        its, sends = lagging_watermark(sources, end_at)
+    else:  # a batch begun before runs recorded the sources: its reasons as they were
+        its = f"its watermark {watermark.isoformat()}"
+        sends = f"usage.watermark complete_through >= {end_at.isoformat()}"
     return (
-        f"usage of metric {metric} is incomplete: its watermark {watermark.isoformat()} is "
-        f"before the period end {end_at.isoformat()}; the invoice is held until the producer "
-        f"sends usage.watermark complete_through >= {end_at.isoformat()}, then run "
+        f"usage of metric {metric} is incomplete: {its} is before the period end "
+        f"{end_at.isoformat()}; the invoice is held until the producer sends {sends}, then run "
         "`billcycle retry` for this batch"
     )
 
@@ -215,7 +222,7 @@ def _add_usage_lines(
     period is priced again because the contract changed after it was invoiced."""
     _note_uncounted(draft, component, window.start, window.end, reading)
     quantity = usage_quantity(component, reading)
-    amount = _priced(draft, component, quantity)
+    amount = _priced(draft, component, quantity, window.start, window.end)
     billed = account.billed
     invoiced = billed is not None and billed.final
     unchanged = invoiced and quantity == account.quantity and amount == account.amount
@@ -251,7 +258,9 @@ def _add_usage_lines(
     key = (component.id, period.start)
     draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, True, component.metric)
     minimum = _period_minimum(component, period, window)
-    owed_true_up = draft.money(minimum_true_up(amount, minimum))
+    owed_true_up = draft.money(minimum_true_up(amount, minimum), of=(
+        f"{component.id}: minimum true-up {window.start.isoformat()} to "
+        f"{window.end.isoformat()}"))
     if owed_true_up != account.true_up:
         basis_minimum: dict[str, BasisValue] = {
             "minimum_amount": str(component.minimum_amount), "usage_amount": str(amount),
@@ -407,9 +416,14 @@ def uncounted_note(customer_id: str, uncounted: list[str]) -> str | None:
             "too)")
 
 
-def _priced(draft: InvoiceDraft, component: UsageComponent, quantity: Decimal) -> Decimal:
-    """The rounded price of a usage quantity; zero quantity is zero whatever the model."""
-    return draft.money(price(component.pricing, quantity) if quantity else ZERO)
+def _priced(draft: InvoiceDraft, component: UsageComponent, quantity: Decimal, start: date,
+            end: date) -> Decimal:
+    """The rounded price of a usage quantity of [start, end); zero quantity is zero whatever
+    the model."""
+    return draft.money(price(component.pricing, quantity) if quantity else ZERO,
+                       of=f"{component.id}: usage of metric {component.metric} "
+                          f"{start.isoformat()} to {end.isoformat()}, quantity {quantity}, "
+                          f"{pricing_to_record(component.pricing)['model']} pricing")
 
 
 def _is_additive(component: UsageComponent) -> bool:
@@ -446,7 +460,7 @@ def _bill_progressively(
         except UsageNotBillable:
             return
         quantity = usage_quantity(component, reading)
-        amount = _priced(draft, component, quantity)
+        amount = _priced(draft, component, quantity, window.start, cycle_date)
         priced.append((component, reading, quantity, amount, period_billed.of(component)))
     unbilled = sum((amount - account.amount for _, _, _, amount, account in priced), ZERO)
     if unbilled <= ZERO or unbilled < threshold:

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from domain.billing_run import USAGE_NOTES, Outcome
 from domain.billing_runs import RunReport
+from domain.inbox import recorded_sources, shown_source, slowest_first
 from domain.invoice import invoice_sequence
 from domain.money import format_money
 
@@ -134,6 +135,16 @@ def invoice_table(views: list[dict[str, Any]]) -> str:
                  rows)
 
 
+def _watermark(manifest: dict[str, Any], metric: str, mark: str) -> str:
+    """A metric's watermark as a batch's input had it, with the source it came from where
+    the metric had several (each source bounds it)."""
+    sources = recorded_sources(manifest.get("watermark_sources", {})).get(metric, {})
+    if len(sources) < 2:
+        return f"{metric} {mark}"
+    slowest = slowest_first(sources)[0]
+    return f"{metric} {mark} (source {shown_source(slowest)}, the slowest of {len(sources)})"
+
+
 def batch_report(view: dict[str, Any]) -> str:
     c = view["counts"]
     latest = view["attempts"][-1]["manifest"]  # a retry reads newer input than the first run
@@ -141,7 +152,8 @@ def batch_report(view: dict[str, Any]) -> str:
         f"batch {view['batch_id']}  cycle date {view['cycle_date']}  {view['status']}",
         f"started {view['started_at']}  finished {view['finished_at'] or '-'}",
         f"input of the latest attempt: log position {latest.get('log_position')}, watermarks "
-        + (", ".join(f"{m} {t}" for m, t in latest.get("watermarks", {}).items()) or "none"),
+        + (", ".join(_watermark(latest, m, t) for m, t in latest.get("watermarks", {}).items())
+           or "none"),
         *_without_contract(latest),
         *_acknowledged(latest),
         *_assigned(latest),

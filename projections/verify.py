@@ -52,7 +52,7 @@ from domain.billing import (
 from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
 from domain.billing_runs import decide
 from domain.contract import Contract
-from domain.inbox import UsageWatermarks
+from domain.inbox import UsageWatermarks, recorded_sources, sources_record
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
 from domain.meter_reads import StoreUsage
@@ -246,9 +246,17 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
     if marks != recorded_marks:
         result.differences.append(Difference(
             "*", None, f"watermarks at log position {position}", recorded_marks, marks))
+    # A batch begun before runs recorded each source's watermark is billed again without
+    # them, as it was: its hold reasons named no source.
+    sources = log.watermark_sources(position) if "watermark_sources" in attempt.manifest else {}
+    if sources != attempt.manifest.get("watermark_sources", {}):
+        result.differences.append(Difference(
+            "*", None, f"watermark sources at log position {position}",
+            attempt.manifest.get("watermark_sources", {}), sources))
     ctx = BillingContext(cycle_date, {m: datetime.fromisoformat(t) for m, t in marks.items()},
                          position, assigned_usage=assigned_usage(
-                             attempt.manifest.get("assigned_usage", ())))
+                             attempt.manifest.get("assigned_usage", ())),
+                         watermark_sources=recorded_sources(sources))
     customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
     meters = log.meters(position, customers)
     # Contracts that differ as of the start, billed again as the run read them, below.
@@ -462,9 +470,16 @@ class _LogAsOf:
                 if isinstance(c, Contract)}
 
     def watermarks(self, position: int) -> dict[str, str]:
+        marks = self._watermarks(position)
+        return {m: t.isoformat() for m, t in marks.by_metric().items()} if marks else {}
+
+    def watermark_sources(self, position: int) -> dict[str, dict[str, str]]:
+        return sources_record(self._watermarks(position))
+
+    def _watermarks(self, position: int) -> UsageWatermarks | None:
         marks = [m for m in _replay(self._watermark_events, position)
                  if isinstance(m, UsageWatermarks)]
-        return {m: t.isoformat() for m, t in marks[0].by_metric().items()} if marks else {}
+        return marks[0] if marks else None
 
     def meters(self, position: int, customers: set[str]) -> _Meters:
         """The usage of these customers logged at or before `position`."""

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from domain.billing import Held, NothingDue
+from domain.billing import BillingContext, Held, NothingDue
+from domain.billing_run import ContractOutcome
+from domain.billing_runs import decide
 from domain.money import AmountOutOfRange, digits_beyond_range, format_money, round_money
 from domain.terms import Package, PerUnit, Volume
 from tests.unit.billing_fixtures import (
@@ -281,13 +283,32 @@ def test_an_amount_beyond_the_precision_is_refused_not_rounded() -> None:
     c = contract(usage(pricing=PerUnit(Decimal("999999999999999.999999999999"))))
     meter = FakeUsage()
     meter.add(at(date(2026, 10, 5)), "999999999999999")
-    with pytest.raises(AmountOutOfRange, match=r"^1\.000000E\+30 USD has more digits than "
+    with pytest.raises(AmountOutOfRange, match=r"1\.000000E\+30 USD has more digits than "
                        r"billcycle computes to the minor unit \(28 significant digits\)"):
         bill(c, date(2026, 11, 1), meter)
     assert round_money(Decimal("1234567890123456789012345.6785"), "KWD") == Decimal(
         "1234567890123456789012345.679")  # 28 digits: still rounded
     with pytest.raises(AmountOutOfRange):
         round_money(Decimal("1234567890123456789012345678.9"), "USD")
+
+
+def test_a_failure_to_price_names_the_component_metric_period_and_quantity() -> None:
+    # QA14 L3: a contract with several components failed naming none of them.
+    huge = PerUnit(Decimal("999999999999999.999999999999"))
+    c = contract(subscription("10.00"), usage(pricing=huge))
+    meter = FakeUsage()
+    meter.add(at(date(2026, 10, 5)), "999999999999999")
+    failed = decide(c, BillingContext(date(2026, 11, 1), {}, meter.position), meter)
+    assert isinstance(failed, ContractOutcome) and failed.reason == (
+        "could not price: api: usage of metric api_calls 2026-10-01 to 2026-11-01, quantity "
+        "999999999999999, per_unit pricing: 1.000000E+30 USD has more digits than billcycle "
+        "computes to the minor unit (28 significant digits); check the quantities and prices "
+        "that make it (AmountOutOfRange)")
+    seats = subscription("999999999999999.99", quantity="999999999999999")
+    with pytest.raises(AmountOutOfRange, match=r"^platform: subscription 2026-10-01 to "
+                       r"2026-11-01 at 9\.99\d+E\+29 per period \(quantity 999999999999999 x "
+                       r"999999999999999\.99\): 1\.000000E\+30 USD has more digits"):
+        bill(contract(seats), date(2026, 10, 1))
 
 
 def test_usage_periods_follow_the_contract_timezone() -> None:
