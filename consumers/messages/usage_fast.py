@@ -70,11 +70,12 @@ def usage_command(raw: bytes | str) -> RecordUsage | None:
     contract_id = data.get("contract_id")
     if contract_id is not None and (type(contract_id) is not str or not contract_id):
         return None
-    # Only an escape ("\u0000", "\n", ...) or a C1 control's UTF-8 (lead byte 0xC2, shared
-    # with the rest of U+0080..U+00BF) can put a control character in a string, which ids
-    # and names may not hold (fields.Name): the models' way says so. Plainly written
-    # messages have neither, and the check costs them a scan or two of the bytes.
-    if (b"\\" in raw or b"\xc2" in raw if isinstance(raw, bytes)
+    # Only an escape ("\u0000", "\n", ...), a DEL written as itself (JSON allows it unescaped,
+    # unlike U+0000..U+001F) or a C1 control's UTF-8 (lead byte 0xC2, shared with the rest of
+    # U+0080..U+00BF) can put a control character in a string, which ids and names may not
+    # hold (fields.Name): the models' way says so. Plainly written messages have none, and
+    # the check costs them a few scans of the bytes.
+    if (b"\\" in raw or b"\xc2" in raw or b"\x7f" in raw if isinstance(raw, bytes)
             else "\\" in raw or CONTROL.search(raw)) and any(
             CONTROL.search(name) for name in (message_id, customer_id, metric, contract_id or "")):
         return None

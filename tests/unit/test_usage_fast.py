@@ -166,6 +166,9 @@ def _exact(command: RecordUsage) -> tuple[Any, ...]:
          b'"customer_id":"c","metric":"m","quantity":"1"}')
 @example(b'{"type":"usage","id":"\\ud800","occurred_at":"2026-11-03T10:00:00Z",'
          b'"customer_id":"c","metric":"m","quantity":"1"}')
+# A DEL written as itself, which JSON allows in a string (found by this test's search).
+@example(b'{"type":"usage","id":"e","occurred_at":"2026-11-03T10:00:00Z",'
+         b'"customer_id":"c","metric":"m","quantity":"1","contract_id":"\x7f"}')
 def test_the_fast_path_accepts_only_what_the_models_accept_with_the_same_command(
     raw: bytes | str,
 ) -> None:
