@@ -210,6 +210,8 @@ def cmd_ar_aging(args: argparse.Namespace, app: BillingApplication) -> None:
     document: dict[str, Any] = ledger.ar_aging(items)
     for currency, held in credit.items():  # beside the buckets: owed to customers, not aged
         document.setdefault(currency, ledger.nothing_open(currency))["customer_credit"] = held
+    for currency, buckets in document.items():  # a key a consumer can read, zero or not
+        buckets.setdefault("customer_credit", ledger.zero(currency))
     document = dict(sorted(document.items()))
     if args.detail:
         for currency in document:
