@@ -45,7 +45,12 @@ from domain.usage import MeterReading, uncounted_example
 
 def usage_quantity(component: UsageComponent, reading: MeterReading) -> Decimal:
     """The period quantity of a usage component under its aggregation."""
-    match component.aggregation:
+    return aggregated(component.aggregation, reading)
+
+
+def aggregated(aggregation: Aggregation, reading: MeterReading) -> Decimal:
+    """A meter reading's quantity under an aggregation."""
+    match aggregation:
         case Aggregation.SUM:
             return reading.quantity_sum
         case Aggregation.COUNT:

@@ -9,6 +9,7 @@ it prints is exact as of the end of the log.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -66,8 +67,22 @@ def register(sub: Subcommands) -> None:
                            help="usage of customers with no contract: accepted, not billed yet")
     p.set_defaults(handler=cmd_usage_without_contract)
 
-    p = sub.add_parser("explain", help="why each line of an invoice has its amount")
+    p = sub.add_parser(
+        "explain", help="why each line of an invoice has its amount",
+        description="Why each line of an invoice has its amount: the terms and pricing, the "
+        "usage it priced, and the earlier invoices that billed what a usage line deducts as "
+        "already billed.")
     p.add_argument("number", metavar="INVOICE_NUMBER")
+    p.add_argument("--line", type=positive_int, metavar="N",
+                   help="only line N (as numbered in the text output, from 1)")
+    p.add_argument("--usage", action="store_true",
+                   help="also list the usage events each usage line counted "
+                   "(counted_usage in --json: message id, occurred_at, quantity, "
+                   "contract_id, and for unique_count the value it counted) read from "
+                   "the log as of the meters' revision the line was billed at; they "
+                   "aggregate to the line's quantity. Costs a read of every usage batch "
+                   "logged up to that revision (no index by customer: page by page, in "
+                   "bounded memory; a batch not naming the customer is not decoded)")
     p.set_defaults(handler=cmd_explain)
 
     p = sub.add_parser(
@@ -210,6 +225,8 @@ def cmd_ar_aging(args: argparse.Namespace, app: BillingApplication) -> None:
     document: dict[str, Any] = ledger.ar_aging(items)
     for currency, held in credit.items():  # beside the buckets: owed to customers, not aged
         document.setdefault(currency, ledger.nothing_open(currency))["customer_credit"] = held
+    for currency, buckets in document.items():  # a key a consumer can read, zero or not
+        buckets.setdefault("customer_credit", ledger.zero(currency))
     document = dict(sorted(document.items()))
     if args.detail:
         for currency in document:
@@ -301,6 +318,15 @@ def cmd_explain(args: argparse.Namespace, app: BillingApplication) -> None:
         document = audit.explain(select, args.number)
     if document is None:
         raise _error(f"no invoice {args.number}; `billcycle invoices` lists the invoices")
+    if args.line is not None:
+        if args.line > len(document["lines"]):
+            raise _error(f"{args.number} has {plural(len(document['lines']), 'line')}, "
+                         f"not a line {args.line}")
+        document["lines"] = [document["lines"][args.line - 1]]
+    if args.usage:
+        from projections.usage_trace import trace_usage
+
+        trace_usage(app, document)
     _emit(args, document, lambda: _explain_text(document))
 
 
@@ -329,7 +355,37 @@ def _explain_text(doc: dict[str, Any]) -> str:
         if terms:
             out.append(f"   priced with the terms effective {terms['effective_date']} "
                        f"(contract version {terms['version']})")
+        if "counted_usage" in line:
+            out += _counted_usage_text(line["counted_usage"])
     return "\n".join(out)
+
+
+def _counted_usage_text(u: dict[str, Any]) -> list[str]:
+    spans = u["untagged_within"]
+    untagged = ("or without one" if spans is None else "or without one within "
+                + " and ".join(f"{lo} to {hi}" for lo, hi in spans) if spans
+                else "(none sent without one is this contract's)")
+    said = (f"   usage counted: {u['metric']} sent with contract_id {u['contract_id']} "
+            f"{untagged}, {u['from']} to {u['to']}, logged through position "
+            f"{u['through_position']}: "
+            f"{plural(len(u['events']), 'event')}, {u['aggregation']} {u['quantity']} "
+            + ("(the line's quantity)" if u["agrees"]
+               else f"(NOT the line's quantity {u['billed_quantity']})"))
+    if "decided_by" in u:
+        said += f"; {u['aggregation']} is {u['decided_by']}'s"
+    if "counted_values" in u:
+        said += (f"; distinct {u['unique_property']} values counted: "
+                 + (", ".join(u["counted_values"]) or "none"))
+    unique = "counted_values" in u
+    head = ["message id", "occurred_at", "quantity", "contract_id", "log position"]
+    rows = [[e["message_id"], e["occurred_at"], e["quantity"], e["contract_id"] or "-",
+             str(e["log_position"])] + ([json.dumps(e["value"]),
+                                         e["counts_as"] or "(not counted)"] if unique else [])
+            for e in u["events"]]
+    if not rows:
+        return [said]
+    return [said, *("   " + row for row in table(
+        head + (["value", "counts as"] if unique else []), rows).splitlines())]
 
 
 def cmd_batch_list(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -64,7 +64,7 @@ INVOICES = Table(
      ("due_date", "TEXT"), ("total", "TEXT"), ("subtotals", "TEXT"),
      ("contract_version", "INTEGER"), ("position", "BIGINT")),
     key=("number",),
-    report_indexes=(("batch_id",),),
+    report_indexes=(("batch_id",), ("contract_id",)),
     append_only=True,
 )
 LINES = Table(
@@ -264,7 +264,7 @@ def explain(select: Select, number: str) -> dict[str, Any] | None:
         return None
     invoice = dict(zip(INVOICES.column_names, found[0], strict=True))
     invoice["subtotals"] = json.loads(invoice["subtotals"])
-    del invoice["position"]
+    position = invoice.pop("position")
     attempts = select(
         "SELECT kind, started_at, finished_at, log_position, watermarks, manifest"
         " FROM audit_attempts WHERE batch_id = ? AND attempt = ?",
@@ -286,9 +286,31 @@ def explain(select: Select, number: str) -> dict[str, Any] | None:
                           if c["id"] == line["component_id"]), None) if version else None
         line["terms"] = None if version is None else {
             "effective_date": effective, "version": version["version"], "component": component}
+        if line["kind"] in ("usage", "late_usage") and Decimal(
+                line["basis"].get("already_billed") or 0):
+            line["billed_before"] = billed_before(select, invoice["contract_id"], position, line)
         line["explanation"] = explain_line(line, component, invoice["currency"])
         lines.append(line)
     return {"invoice": invoice, "batch": batch, "lines": lines}
+
+
+def billed_before(select: Select, contract_id: str, position: int, line: dict[str, Any]
+                  ) -> list[dict[str, Any]]:
+    """The lines of the contract's earlier documents that billed the usage of a usage line's
+    period under its component (or the ids it was billed as before a rename): what its
+    `already_billed` adds up."""
+    components = [line["component_id"], *line["basis"].get("billed_as", [])]
+    marks = ", ".join("?" for _ in components)
+    rows = select(
+        "SELECT l.number, i.issue_date, l.line, l.kind, l.amount, l.period_start, l.period_end"
+        " FROM audit_invoices i JOIN audit_lines l ON l.number = i.number"
+        " WHERE i.contract_id = ? AND i.position < ? AND l.kind IN ('usage', 'late_usage')"
+        f" AND l.component_id IN ({marks}) AND l.period_start < ? AND l.period_end > ?"
+        " ORDER BY i.position, l.line",
+        (contract_id, position, *components, line["period_end"], line["period_start"]))
+    return [{"number": number, "issue_date": issued, "line": n, "kind": kind, "amount": amount,
+             "period_start": start, "period_end": end}
+            for number, issued, n, kind, amount, start, end in rows]
 
 
 def _terms_known(select: Select, contract_id: str, version: int) -> dict[str, dict[str, Any]]:
@@ -310,8 +332,10 @@ def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currenc
     """Why the line has its amount, in one sentence."""
     b, amount, kind = line["basis"], line["amount"], line["kind"]
     if b.get("withdrawn"):  # usage (or its true-up) billed before and owed no more
-        return (f"{b['already_billed']} billed for the period is owed no more: "
-                f"{line['description']}; line {amount} {currency}")
+        on = ", ".join(e["number"] for e in line.get("billed_before", []))
+        return (f"{b['already_billed']} billed for the period is owed no more"
+                f"{f' (billed on {on})' if on else ''}: {line['description']}; line {amount} "
+                f"{currency}")
     if kind == "proration" and b.get("credit") and "billed_stretch" in b:
         start, end = b["billed_stretch"]
         return (f"{amount} {currency} = minus (the rounded worth of {start} to {end} at "
@@ -344,6 +368,10 @@ def explain_line(line: dict[str, Any], component: dict[str, Any] | None, currenc
                 " (the only contract pricing it at that instant, or the one assigned it)")
         if Decimal(b.get("already_billed") or 0):
             text += f"; less {b['already_billed']} already billed for the period"
+            if line.get("billed_before"):
+                text += " (" + ", ".join(
+                    f"{e['amount']} on {e['number']} line {e['line'] + 1}"
+                    for e in line["billed_before"]) + ")"
         if b.get("contract_changed_from"):
             why = "; ".join(b.get("contract_changes") or []) or (
                 "terms amended, service ended or untagged usage assigned anew since")

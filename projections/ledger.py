@@ -323,9 +323,14 @@ def ar_aging(items: list[OpenItem]) -> dict[str, dict[str, str]]:
     }
 
 
+def zero(currency: str) -> str:
+    """Zero in the currency's minor units: "0.00", JPY "0", KWD "0.000"."""
+    return format_money(from_minor(0, currency), currency)
+
+
 def nothing_open(currency: str) -> dict[str, str]:
     """The aging of a currency with no open amounts (one with customer credit only)."""
-    return {k: format_money(from_minor(0, currency), currency) for k in (*AGING_BUCKETS, "total")}
+    return {k: zero(currency) for k in (*AGING_BUCKETS, "total")}
 
 
 def dunning_figures(select: Select, as_of: date

@@ -58,24 +58,18 @@ from domain.invoice_lines import subtotals
 from domain.meter_reads import StoreUsage
 from domain.unbilled_usage import MeteredUsage, UsageWithoutContract
 from domain.usage import (
-    LEGACY_USAGE_EVENT_TOPIC,
-    UNCOUNTED_MARK,
-    MeterBucket,
     MeterIncrement,
     MeterReading,
     MeterRequest,
-    UsageBatch,
-    meter_increment,
 )
 from domain.usage_assignments import assigned_usage
-from infra.store.batch import exact_decimals
 from projections.projection import event_class, topics
+from projections.usage_log import counted, logged_usage, reading_of
 
 STARTED = event_class(BillingRun, "Started")
 RESUMED = event_class(BillingRun, "Resumed")
 OUTCOMES = event_class(BillingRun, "OutcomesRecorded")
 FINISHED = event_class(BillingRun, "Finished")
-RECORDED = event_class(UsageBatch, "Recorded")
 PAGE = 10_000
 
 
@@ -484,28 +478,9 @@ class _LogAsOf:
     def meters(self, position: int, customers: set[str]) -> _Meters:
         """The usage of these customers logged at or before `position`."""
         meters = _Meters()
-        for n in self._notifications([*topics(RECORDED), LEGACY_USAGE_EVENT_TOPIC]):
-            if n.id > position:
-                break
-            if n.topic == LEGACY_USAGE_EVENT_TOPIC:
-                if (increment := self._legacy_increment(n, customers)) is not None:
-                    meters.add(n.id, increment)
-                continue
-            e: Any = self.app.mapper.to_domain_event(n)
-            # Records are [message id, fingerprint, customer id, ...]: others' usage is
-            # skipped before it is decoded.
-            mine = [r for r in e.records if r[2] in customers]
-            for usage in UsageBatch.usage(mine):
-                meters.add(n.id, usage.increment())
+        for at, usage in logged_usage(self.app, min(position, self.through), customers):
+            meters.add(at, usage.increment())
         return meters
-
-    def _legacy_increment(self, n: Any, customers: set[str]) -> MeterIncrement | None:
-        """The increment of a usage message stored before usage was batched (no class now)."""
-        u = self.app.mapper.transcoder.decode(n.state)
-        if u["customer_id"] not in customers:
-            return None
-        return meter_increment(u["customer_id"], u["metric"], u["contract_id"], u["quantity"],
-                               u["occurred_at"], u["message_id"], u["properties"])
 
 
 def _replay(events: Sequence[tuple[int, Any]], position: int) -> list[Aggregate]:
@@ -531,10 +506,7 @@ class _Meters:
                   end: datetime, untagged_within: Sequence[tuple[datetime, datetime]] = (),
                   ) -> list[tuple[int, MeterIncrement]]:
         return [(at, i) for at, i in self.increments.get((customer_id, metric), [])
-                if (i.key.contract_tag in tags or (i.key.contract_tag == "" and any(
-                    lo <= i.key.bucket_start < hi for lo, hi in untagged_within)))
-                and i.key.bucket_start < end
-                and (start is None or start <= i.key.bucket_start)]
+                if counted(i, tags, start, end, untagged_within)]
 
     def update_meters(self, most: int | None = None) -> int:
         return 0  # folded from the log as it stood at the verified position, in `meters`
@@ -543,19 +515,7 @@ class _Meters:
                    start: datetime, end: datetime, unique_property: str | None,
                    untagged_within: Sequence[tuple[datetime, datetime]] = ()) -> MeterReading:
         found = self._matching(customer_id, metric, contract_tags, start, end, untagged_within)
-        if not found:
-            return MeterReading()
-        with exact_decimals():
-            total = MeterBucket.of(found[0][1])
-            for _, inc in found[1:]:
-                total = total.add(inc)
-        values = {v for _, inc in found for name, v in inc.properties if name == unique_property}
-        marks = {v for v in values if v.startswith(UNCOUNTED_MARK)}
-        return MeterReading(
-            quantity_sum=total.quantity_sum, event_count=total.event_count,
-            quantity_max=total.quantity_max, latest_quantity=total.latest_quantity,
-            unique_count=len(values) - len(marks), revision=max(at for at, _ in found),
-            uncounted=len(marks), uncounted_first=min(marks, default=None))
+        return reading_of(found, unique_property)
 
     def read_meters(self, requests: Sequence[MeterRequest]) -> list[MeterReading]:
         return [self.read_meter(r.customer_id, r.metric, r.contract_tags, r.start, r.end,

@@ -65,6 +65,6 @@ def test_explain_says_why_a_withdrawn_usage_credit_and_a_proration_credit_have_t
     billcycle(db, "ingest", str(amended))
     billcycle(db, "run", "--cycle-date", "2026-11-05")
     said = billcycle(db, "explain", "INV-000002").stdout
-    assert "7.00 billed for the period is owed no more" in said
+    assert "7.00 billed for the period is owed no more (billed on INV-000001)" in said
     assert "43.00 billed for the period is owed no more" in said
     assert "as billed, less the rounded worth of its days kept" in said

@@ -64,6 +64,18 @@ def test_a_currency_with_customer_credit_only_is_in_the_aging(db: str) -> None:
         "total": "0.000", "customer_credit": "1.000", "items": []}}
 
 
+def test_every_currency_in_the_aging_has_customer_credit_even_when_none_is_held(db: str) -> None:
+    # QA (qa14, L1): customer_credit was left out when zero, breaking d[c]["customer_credit"].
+    billcycle(db, "ingest", "-", stdin=jsonl(*(
+        contract(f"ct_{c.lower()}", PLATFORM, currency=c) for c in ("USD", "JPY", "KWD"))))
+    billcycle(db, "run", "--cycle-date", "2026-10-01")
+    assert {c: b["customer_credit"] for c, b in aging(db, "2026-10-10").items()} == {
+        "JPY": "0", "KWD": "0.000", "USD": "0.00"}
+    # The text stays quiet on credit nobody holds.
+    assert "customer credit" not in billcycle(db, "report", "ar-aging", "--as-of",
+                                              "2026-10-10").stdout
+
+
 def november_credited(db: str) -> None:
     """Invoices of 1000.00 for October (INV-000001, due 10-31) and November (INV-000002, due
     12-01), then service ended on 11-01, received later: November comes back as a credit

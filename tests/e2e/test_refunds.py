@@ -61,7 +61,7 @@ def test_a_credit_note_paid_back_no_longer_settles_the_customers_invoices(db: st
     assert [i["number"] for i in aging(db, "2026-11-26")["USD"]["items"]] == [
         "INV-000001", "INV-000002"]
     assert aging(db, "2026-11-26")["USD"]["total"] == "2000.00"
-    assert "customer_credit" not in aging(db, "2026-11-26")["USD"]
+    assert aging(db, "2026-11-26")["USD"]["customer_credit"] == "0.00"
 
 
 def test_refunds_arriving_out_of_date_order_draw_on_the_credit_note_in_date_order(
@@ -76,9 +76,9 @@ def test_refunds_arriving_out_of_date_order_draw_on_the_credit_note_in_date_orde
         refund("r-late", "INV-000003", "1100.00", "2026-11-28T09:00:00Z"),
         refund("r-early", "INV-000003", "100.00", "2026-11-18T09:00:00Z")))
     assert (ingested["accepted"], ingested["rejected"]) == (2, [])
-    credit = {day: aging(db, day)["USD"].get("customer_credit")
+    credit = {day: aging(db, day)["USD"]["customer_credit"]
               for day in ("2026-11-19", "2026-11-21", "2026-11-29")}
-    assert credit == {"2026-11-19": None, "2026-11-21": "200.00", "2026-11-29": None}
+    assert credit == {"2026-11-19": "0.00", "2026-11-21": "200.00", "2026-11-29": "0.00"}
     assert aging(db, "2026-11-29")["USD"]["total"] == "2000.00"  # October and November
     assert "r-late to cus_ct_t on INV-000003 reapplied: r-early, dated earlier" in billcycle(
         db, "export", "beancount").stdout

@@ -135,6 +135,26 @@ def test_every_batch_verifies_and_explain_says_why(db: str, billed: list[str]) -
     assert missing.returncode == 1 and "no invoice INV-999999" in missing.stderr
 
 
+def test_every_usage_line_lists_the_usage_events_that_make_its_quantity(
+    db: str, billed: list[str]
+) -> None:
+    # qa14 M4: over the generated book (late usage, amendments, terminations, shared
+    # metrics), every usage line's events aggregate to its quantity, and what a line deducts
+    # as already billed is what the earlier invoices it names billed.
+    traced = deducted = 0
+    for invoice in billcycle_json(db, "invoices"):
+        for line in billcycle_json(db, "explain", invoice["number"], "--usage")["lines"]:
+            if "counted_usage" in line:
+                u, traced = line["counted_usage"], traced + 1
+                assert u["agrees"], (invoice["number"], line["line"], u)
+                assert len(u["events"]) == line["basis"]["events"]
+            if "billed_before" in line:
+                deducted += 1
+                assert sum(Decimal(b["amount"]) for b in line["billed_before"]) == Decimal(
+                    line["basis"]["already_billed"]), (invoice["number"], line["line"])
+    assert traced
+
+
 def script(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The installed console script, as an operator runs it (exit codes and stderr)."""
     return subprocess.run([BILLCYCLE, "--db", db, *args], capture_output=True, text=True,

@@ -121,6 +121,16 @@ def test_a_period_shared_by_contracts_in_two_timezones_bills_each_its_windows(
     assert ("of the usage sent without contract_id, only that of 2026-10-31 15:00 to "
             "2026-11-01 00:00 UTC is this contract's, the rest another's"
             ) in billcycle(db, "explain", tb["number"]).stdout
+    # explain --usage lists what each counted: its own window's untagged usage only.
+    counted = {i["contract_id"]: [e["message_id"] for line in billcycle_json(
+        db, "explain", i["number"], "--usage")["lines"]
+        for e in line["counted_usage"]["events"]]
+        for i in billcycle_json(db, "invoices")}
+    assert counted == {"ct_ta": ["u-1"], "ct_tb": ["u-2", "u-3"]}  # u-2: Tokyo's November
+    [tb_usage] = billcycle_json(db, "explain", tb["number"], "--usage")["lines"]
+    assert tb_usage["counted_usage"]["untagged_within"] == [
+        ["2026-10-31T15:00:00Z", "2026-11-01T00:00:00Z"]]
+    assert tb_usage["counted_usage"]["agrees"]
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
 
     # A date that is local midnight of two windows (Tokyo's and UTC's 12-01) names neither.
