@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 
 from domain.billed import BilledState
 from domain.calendar import period_containing
@@ -117,7 +118,8 @@ def _bill_milestones(draft: InvoiceDraft) -> None:
             continue
         if component.id in contract.billed.milestones:
             continue
-        amount = draft.money(component.amount, of=f"{component.id}: milestone {milestone}")
+        amount = draft.money(component.amount, of=partial(_milestone_priced, component.id,
+                                                          milestone))
         draft.lines.append(InvoiceLine(
             component_id=component.id,
             kind=LineKind.MILESTONE,
@@ -134,6 +136,11 @@ def _bill_milestones(draft: InvoiceDraft) -> None:
 
 
 # --- when next -------------------------------------------------------------------------------
+
+
+def _milestone_priced(component_id: str, milestone: str) -> str:
+    """What a milestone amount prices, as a failure to price it names it."""
+    return f"{component_id}: milestone {milestone}"
 
 
 def next_due_date(contract: Contract, cycle_date: date) -> date | None:

@@ -4,7 +4,7 @@ add its lines are in subscription_billing, usage_billing and billing (milestones
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -66,13 +66,14 @@ class InvoiceDraft:
     # not count (usage_billing.uncounted_note says them).
     uncounted: list[str] = field(default_factory=list)
 
-    def money(self, amount: Decimal, of: str) -> Decimal:
-        """The amount rounded; `of` says what it prices (a component, its metric, period and
-        quantity), for the run's failure reason where the amount is out of range."""
+    def money(self, amount: Decimal, of: Callable[[], str]) -> Decimal:
+        """The amount rounded; `of()` says what it prices (a component, its metric, period and
+        quantity), for the run's failure reason where the amount is out of range: called only
+        then, since every line of a run is priced through here."""
         try:
             return round_money(amount, self.contract.currency)
         except AmountOutOfRange as exc:
-            raise AmountOutOfRange(f"{of}: {exc}") from None
+            raise AmountOutOfRange(f"{of()}: {exc}") from None
 
 
 def service_window(contract: Contract, period: ServicePeriod) -> ServicePeriod | None:

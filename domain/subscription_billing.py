@@ -223,7 +223,7 @@ def _credited(
             return ZERO
         used = ServicePeriod(start, end)
         return draft.money(prorate(billed.rate, used, period),
-                           of=_priced_days(component_id, period, used, billed))
+                           of=lambda: _priced_days(component_id, period, used, billed))
 
     amount = (worth(since, billed.end) - worth(since, stretch.start)
               - worth(stretch.end, billed.end))
@@ -319,7 +319,7 @@ def _charge_line(
         quantity=now.quantity,
         unit_amount=now.unit_amount,
         amount=draft.money(prorate(now.rate, used, period),
-                           of=_priced_days(component_id, period, used, now)),
+                           of=lambda: _priced_days(component_id, period, used, now)),
         period_start=start,
         period_end=end,
         basis=_days_basis(draft, period, used, now),

@@ -263,7 +263,7 @@ def _add_usage_lines(
     key = (component.id, period.start)
     draft.settlement.usage[key] = UsageBilled(quantity, amount, window.end, True, component.metric)
     minimum = _period_minimum(component, period, window)
-    owed_true_up = draft.money(minimum_true_up(amount, minimum), of=(
+    owed_true_up = draft.money(minimum_true_up(amount, minimum), of=lambda: (
         f"{component.id}: minimum true-up {window.start.isoformat()} to "
         f"{window.end.isoformat()}"))
     if owed_true_up != account.true_up:
@@ -426,9 +426,10 @@ def _priced(draft: InvoiceDraft, component: UsageComponent, quantity: Decimal, s
     """The rounded price of a usage quantity of [start, end); zero quantity is zero whatever
     the model."""
     return draft.money(price(component.pricing, quantity) if quantity else ZERO,
-                       of=f"{component.id}: usage of metric {component.metric} "
-                          f"{start.isoformat()} to {end.isoformat()}, quantity {quantity}, "
-                          f"{pricing_to_record(component.pricing)['model']} pricing")
+                       of=lambda: f"{component.id}: usage of metric {component.metric} "
+                                  f"{start.isoformat()} to {end.isoformat()}, quantity "
+                                  f"{quantity}, {pricing_to_record(component.pricing)['model']}"
+                                  " pricing")
 
 
 def _is_additive(component: UsageComponent) -> bool:
