@@ -5,10 +5,8 @@ events as in a new one; a store made before the index has it made at its first o
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, date, datetime
-from typing import Any, cast
 
 import psycopg
 import pytest
@@ -30,23 +28,10 @@ INDEXED = {"sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'index' AN
            "postgres": "SELECT count(*) FROM pg_indexes WHERE indexname = '{}'"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def kind(request: pytest.FixtureRequest) -> str:
-    return cast(str, request.param)
-
-
 @pytest.fixture
-def url(kind: str, request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'b.db'}"
-    return cast(str, request.getfixturevalue("fresh_pg_url"))
-
-
-@pytest.fixture
-def app(url: str) -> Iterator[BillingApplication]:
-    application = BillingApplication(env=store_env(url))
-    yield application
-    application.close()
+def kind(url: str) -> str:
+    """The store `url` (tests/integration/conftest.py) is."""
+    return "sqlite" if url.startswith("sqlite") else "postgres"
 
 
 def start(app: BillingApplication, batch_id: str, cycle_date: date) -> BillingRun:

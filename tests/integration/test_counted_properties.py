@@ -6,9 +6,8 @@ from __future__ import annotations
 import io
 import json
 import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pytest
@@ -50,20 +49,6 @@ def ingest(app: BillingApplication, *messages: dict[str, Any], batch_size: int =
 
 def unique(app: BillingApplication, prop: str, metric: str = "active_users") -> int:
     return app.store.read_meter("cus_1", metric, [""], *OCTOBER, prop).unique_count
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'u.db'}"
-    return cast(str, request.getfixturevalue("fresh_pg_url"))
-
-
-@pytest.fixture
-def app(url: str) -> Iterator[BillingApplication]:
-    application = BillingApplication(env=store_env(url))
-    yield application
-    application.close()
 
 
 def test_values_sent_before_and_after_a_contract_counts_them_are_all_counted(
