@@ -714,7 +714,8 @@ class BillingRuns:
         if beside:
             report.warnings.append(billed_elsewhere_warning(report, beside))
         if self._billed_later:
-            report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later))
+            report.warnings.append(billed_later_warning(report.cycle_date, self._billed_later,
+                                                        report.attempt))
         if report.invoices:
             report.backdated = BackDated.find(report, self.app.later_batches(report.cycle_date))
             if report.backdated:
@@ -787,12 +788,16 @@ def billed_elsewhere_warning(report: RunReport, by: dict[str, int]) -> str:
             f"batch show {next(iter(by))}` lists its invoices")
 
 
-def billed_later_warning(cycle_date: date, later: dict[str, date]) -> str:
+def billed_later_warning(cycle_date: date, later: dict[str, date], attempt: str = "run") -> str:
     """Said when a run's cycle date is before one its contracts were already billed for: it
-    bills only what was due by its date and not yet billed, likely little or nothing."""
+    bills only what was due by its date and not yet billed, likely little or nothing. A run
+    may have been given the wrong date; a retry or a resume keeps its batch's."""
     latest = max(later.values())
     first = min(later)
+    advice = ("check --cycle-date" if attempt == "run" else
+              f"a {attempt} keeps its batch's cycle date: expected where a later batch billed "
+              "what this one held")
     return (f"{len(later)} contract(s) were already billed for a later cycle date, up to "
             f"{latest.isoformat()} (e.g. {first}, {later[first].isoformat()}): a run bills "
             f"what was due by its cycle date {cycle_date.isoformat()} and not yet billed, so "
-            "this one bills little or nothing for them; check --cycle-date")
+            f"this one bills little or nothing for them; {advice}")

@@ -50,6 +50,11 @@ def test_a_retry_counts_what_it_did_apart_from_the_batch(db: str, tmp_path: Path
     [storage] = billcycle_json(db, "invoices", "--contract", "ct_storage")
     assert document["invoices"] == [storage["invoice_id"]]
     assert document["invoice_numbers"] == [storage["number"]] == ["INV-000004"]
+    # ct_api, which December's batch billed: no advice to check a --cycle-date it has not.
+    [later] = [w for w in document["warnings"] if "already billed for a later" in w]
+    assert later.endswith("this one bills little or nothing for them; a retry keeps its "
+                          "batch's cycle date: expected where a later batch billed what this "
+                          "one held")
     # The text labels the retry's figures and the batch's apart.
     again = billcycle(db, "retry", "nov").stdout
     assert again.startswith("retry of batch nov for cycle date 2026-11-01\n"
