@@ -332,17 +332,20 @@ class BillingApplication(Application[UUID]):
 
     def batches(self, cycle_date: date) -> list[BillingRun]:
         """The batches (billing runs) of a cycle date, in the order they started."""
-        starts: Iterator[Any] = map(self.mapper.to_domain_event, self.store.batch_starts())
-        started = [e.originator_id for e in starts if e.cycle_date == cycle_date]
+        started = [e.originator_id for e in self._batch_starts() if e.cycle_date == cycle_date]
         return [run for run_id in started
                 if (run := self.get_or_none(run_id, BillingRun)) is not None]
 
     def later_batches(self, cycle_date: date) -> list[tuple[str, date]]:
         """The batches started for a cycle date after `cycle_date`, as (batch id, cycle date),
         by date then id."""
-        starts: Iterator[Any] = map(self.mapper.to_domain_event, self.store.batch_starts())
-        return sorted(((e.batch_id, e.cycle_date) for e in starts if e.cycle_date > cycle_date),
-                      key=lambda b: (b[1], b[0]))
+        return sorted(((e.batch_id, e.cycle_date) for e in self._batch_starts()
+                       if e.cycle_date > cycle_date), key=lambda b: (b[1], b[0]))
+
+    def _batch_starts(self) -> Iterator[Any]:
+        """Every batch's `BillingRun.Started` event, in log order (read through the store's
+        index of them)."""
+        return map(self.mapper.to_domain_event, self.store.batch_starts())
 
     def _created(self, event_class: type[Any]) -> Iterator[Any]:
         """Every stored event of one class, in log order, read page by page."""

@@ -127,13 +127,8 @@ class BillingRun(Aggregate):
                            attempt: int | None = None) -> None:
         local: list[ContractOutcome] | None = self.__dict__.pop("_recording", None)
         for outcome in local if local is not None else map(ContractOutcome.from_record, outcomes):
-            kept = self.outcomes.get(outcome.contract_id)
-            # Two processes on one batch id at once: the one finding a contract billed by the
-            # other records nothing due for it, but the batch did invoice it.
-            if (kept is not None and kept.outcome is Outcome.INVOICED
-                    and outcome.outcome is Outcome.NOT_DUE):
-                continue
-            self.outcomes[outcome.contract_id] = outcome
+            if replaces(outcome, self.outcomes.get(outcome.contract_id)):
+                self.outcomes[outcome.contract_id] = outcome
 
     @event("Finished")
     def finish(self, finished_at: datetime, counts: dict[str, int]) -> None:
@@ -151,6 +146,14 @@ class BillingRun(Aggregate):
         return sorted(
             cid for cid, o in self.outcomes.items() if o.outcome in (Outcome.HELD, Outcome.FAILED)
         )
+
+
+def replaces(outcome: ContractOutcome, kept: ContractOutcome | None) -> bool:
+    """Whether a contract's outcome, recorded after `kept`, takes its place. Nothing due never
+    replaces an invoice: two processes on one batch id at once, the one finding a contract
+    billed by the other records nothing due for it, but the batch did invoice it."""
+    return (kept is None or kept.outcome is not Outcome.INVOICED
+            or outcome.outcome is not Outcome.NOT_DUE)
 
 
 # What a store indexes the batches' starts by (domain.ports.BillingStore.batch_starts).

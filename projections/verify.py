@@ -49,7 +49,13 @@ from domain.billing import (
     BillingContext,
     InvoiceDue,
 )
-from domain.billing_run import BillingRun, ContractOutcome, Outcome, billing_run_id
+from domain.billing_run import (
+    BillingRun,
+    ContractOutcome,
+    Outcome,
+    billing_run_id,
+    replaces,
+)
 from domain.billing_runs import decide
 from domain.contract import Contract
 from domain.inbox import UsageWatermarks, recorded_sources, sources_record
@@ -177,9 +183,7 @@ class _Attempt:
     def file(self, outcome: ContractOutcome) -> None:
         """Keep an outcome the attempt recorded; as the batch itself (BillingRun), nothing due
         never replaces an invoice: each invoice is billed again once."""
-        kept = self.outcomes.get(outcome.contract_id)
-        if kept is None or kept.outcome is not Outcome.INVOICED \
-                or outcome.outcome is not Outcome.NOT_DUE:
+        if replaces(outcome, self.outcomes.get(outcome.contract_id)):
             self.outcomes[outcome.contract_id] = outcome
 
 
