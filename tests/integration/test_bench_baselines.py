@@ -7,6 +7,8 @@ Their speed is the bench's business (bench/run.py), never a test's.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,6 +29,8 @@ from bench.baselines import (
     replay_floor,
     view_rows,
 )
+from bench.ingest_whatif import NO_FOLD, TOPIC_ROLES, documents
+from bench.run import REPO, child_env, count_usage_records, metered_usage
 from domain.application import BillingApplication
 from infra.store.url import store_env
 from projections.runner import PROJECTIONS, Projections
@@ -145,3 +149,27 @@ def test_the_replay_floor_writes_one_row_for_every_event_the_replay_reads(
     assert [share for share, _ in tracked] == [s["share"] for s in result["shares"]
                                                if s["records"]]
     assert all(bounds[k] < at <= bounds[k + 1] for k, at in tracked)
+
+
+def test_the_ingest_whatif_without_the_fold_stores_every_record_and_leaves_the_meters_to_billing(
+    kafka_bootstrap: str, fresh_pg_url: str
+) -> None:
+    topics = {role: f"w{uuid.uuid4().hex[:8]}.{role}" for role in TOPIC_ROLES}
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1) for topic in topics.values()])
+    finally:
+        admin.close()
+    produce(kafka_bootstrap, topics["usage"], [("k", usage(n)) for n in range(6)])
+    env = {**child_env(), **{f"BILLCYCLE_TOPIC_{role.upper()}": topic
+                             for role, topic in topics.items()}}
+
+    done = subprocess.run(
+        [sys.executable, "-c", NO_FOLD, "--db", fresh_pg_url, "--json", "consume",
+         "--bootstrap", kafka_bootstrap, "--group", "whatif", "--until-caught-up"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+
+    assert [doc["accepted"] for doc in documents(done.stdout + done.stdout)] == [6, 6]
+    assert count_usage_records(fresh_pg_url) == 6
+    metered, backlog = metered_usage(fresh_pg_url)
+    assert (metered, backlog) == (0, 1)  # the billing run folds it before it reads
