@@ -57,8 +57,10 @@ from domain.inbox import (
     WATERMARKS_ID,
     DeadLetter,
     MessageReceipt,
+    Retirement,
     UsageWatermarks,
     dead_letter_id,
+    reactivation_note,
     watermark_note,
 )
 from domain.invoice import (
@@ -87,7 +89,8 @@ from domain.usage_assignments import (
 )
 
 A = TypeVar("A", bound=Aggregate)
-R = TypeVar("R", UsageAcknowledgements, UsageAssignments)  # the operator's registers
+# The aggregates the operator changes: registers, and the watermarks (a source retired).
+R = TypeVar("R", UsageAcknowledgements, UsageAssignments, UsageWatermarks)
 T = TypeVar("T")
 
 MAX_SAVE_ATTEMPTS = 8
@@ -363,6 +366,14 @@ class BillingApplication(Application[UUID]):
     def watermarks(self) -> UsageWatermarks | None:
         return self.get_or_none(WATERMARKS_ID, UsageWatermarks)
 
+    def retire_watermark_source(self, metric: str, source: str, reason: str, by: str,
+                                at: datetime) -> Retirement:
+        """Record that `source` bounds `metric`'s completeness no more (a producer
+        decommissioned, or one sent by mistake), and who retired it, when and why."""
+        return self._change_register(
+            WATERMARKS_ID, UsageWatermarks, "retirement",
+            lambda marks: (marks.retire(metric, source, reason, by, at), []))
+
     def usage_acknowledgements(self) -> list[Acknowledgement]:
         """The acknowledgements of unbilled usage in force (domain/acknowledgements.py)."""
         given = self.get_or_none(ACKNOWLEDGEMENTS_ID, UsageAcknowledgements)
@@ -486,8 +497,9 @@ class BillingApplication(Application[UUID]):
     def _change_register(self, register_id: UUID, kind: type[R], what: str,
                          change: Callable[[R], tuple[T, list[Contract]]]) -> T:
         """Change one of the operator's registers (one aggregate each: acknowledgements,
-        assignments), read again and changed again where another was saved meanwhile; with
-        the contracts the change reached, in the same transaction."""
+        assignments, the watermarks' retired sources), read again and changed again where
+        another was saved meanwhile; with the contracts the change reached, in the same
+        transaction."""
         for _ in range(MAX_SAVE_ATTEMPTS):
             register = self.get_or_none(register_id, kind) or kind()
             result, reached = change(register)
@@ -712,10 +724,16 @@ class _IngestUnit:
                 marks = self._get(WATERMARKS_ID, UsageWatermarks) or UsageWatermarks()
                 self._keep(marks)
                 was = marks.by_metric().get(command.metric)
-                if marks.declare(command.metric, command.source, command.complete_through):
+                retired = marks.retirement(command.metric, command.source)
+                changed = marks.declare(command.metric, command.source,
+                                        command.complete_through)
+                if changed and retired is not None and was is not None:
+                    self._note(reactivation_note(named(command), retired, was,
+                                                 marks.by_metric()[command.metric]))
+                elif changed:
                     self._note(watermark_note(named(command), command.metric, command.source,
                                               command.complete_through, was,
-                                              marks.marks[command.metric]))
+                                              marks.active(command.metric)))
             case ReceivePayment():
                 invoice = self._get(invoice_aggregate_id(command.invoice_number), Invoice)
                 if invoice is None:

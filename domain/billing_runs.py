@@ -43,7 +43,7 @@ from domain.billing_run import (
     billing_run_id,
 )
 from domain.contract import Contract
-from domain.inbox import recorded_sources, sources_record
+from domain.inbox import context_sources, retired_record, sources_record
 from domain.invoice import INVOICE_NUMBERS_ID, Invoice, InvoiceNumbers, invoice_sequence
 from domain.invoice_lines import subtotals
 from domain.meter_reads import MeterReads, StoreUsage
@@ -436,8 +436,10 @@ class BillingRuns:
             "watermarks": {
                 m: t.isoformat() for m, t in (marks.by_metric() if marks else {}).items()
             },
-            # Each source's, for the hold reasons to name those behind (and verify to check).
+            # Each source's, for the hold reasons to name those behind (and verify to check),
+            # and those retired, which bound their metric no more.
             "watermark_sources": sources_record(marks),
+            "retired_watermark_sources": retired_record(marks),
             **self.input_manifest(),
         }
         acknowledged = self.app.usage_acknowledgements()
@@ -458,13 +460,15 @@ class BillingRuns:
         return manifest
 
     def _context(self, cycle_date: date, manifest: dict[str, Any]) -> BillingContext:
+        sources, retired = context_sources(manifest)
         return BillingContext(
             cycle_date=cycle_date,
             watermarks={m: datetime.fromisoformat(t) for m, t in manifest["watermarks"].items()},
             log_position=int(manifest["log_position"]),
             notes_from=notes_from(manifest.get("acknowledged_usage", ())),
             assigned_usage=assigned_usage(manifest.get("assigned_usage", ())),
-            watermark_sources=recorded_sources(manifest.get("watermark_sources", {})),
+            watermark_sources=sources,
+            retired_sources=retired,
         )
 
     def _book_size(self) -> int:

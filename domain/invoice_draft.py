@@ -47,9 +47,12 @@ class BillingContext:
     # Untagged usage the operator assigned to a contract (domain/usage_assignments.py): read
     # by the run's meter reads, never by billing itself.
     assigned_usage: AssignedUsage = field(default_factory=dict)
-    # metric -> source -> its watermark, for the hold reasons to name the sources behind;
-    # empty for a batch begun before runs recorded them (its reasons said no source).
+    # metric -> active source -> its watermark, for the hold reasons to name the sources
+    # behind; empty for a batch begun before runs recorded them (its reasons said no source).
     watermark_sources: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
+    # metric -> retired source -> its watermark; None for a batch begun before sources could
+    # be retired (its reasons named no retirement, nor the command for one).
+    retired_sources: Mapping[str, Mapping[str, datetime]] | None = None
 
 
 @dataclass

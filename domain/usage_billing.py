@@ -103,12 +103,9 @@ def _incomplete(draft: InvoiceDraft, metric: str, end_at: datetime) -> str | Non
     watermark = draft.ctx.watermarks.get(metric)
     if watermark is None or watermark >= end_at:
         return None
-    sources = draft.ctx.watermark_sources.get(metric)
-    if sources:
-        its, sends = lagging_watermark(sources, end_at)
-    else:  # a batch begun before runs recorded the sources: its reasons as they were
-        its = f"its watermark {watermark.isoformat()}"
-        sends = f"usage.watermark complete_through >= {end_at.isoformat()}"
+    retired = draft.ctx.retired_sources
+    its, sends = lagging_watermark(watermark, end_at, draft.ctx.watermark_sources.get(metric),
+                                   None if retired is None else retired.get(metric, {}), metric)
     return (
         f"usage of metric {metric} is incomplete: {its} is before the period end "
         f"{end_at.isoformat()}; the invoice is held until the producer sends {sends}, then run "

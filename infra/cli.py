@@ -23,7 +23,7 @@ from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
 from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport, resume_command
 from domain.reasons import first_line
-from infra import cli_demo, cli_kafka, cli_reports, cli_usage, text
+from infra import cli_demo, cli_kafka, cli_reports, cli_usage, cli_watermarks, text
 from infra.cli_args import Parser, parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import IN_MEMORY, redacted, store_env
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_deadletters)
 
     for register in (cli_demo.register, cli_kafka.register, cli_reports.register,
-                     cli_usage.register):
+                     cli_usage.register, cli_watermarks.register):
         register(sub)
     return parser
 

@@ -127,7 +127,7 @@ def _customer_and_metric(p: argparse.ArgumentParser) -> None:
 def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
-    by = args.by if args.by is not None else _os_user()
+    by = args.by if args.by is not None else os_user()
     replaced = next((a for a in app.usage_acknowledgements()
                      if (a.customer_id, a.metric) == (args.customer, args.metric)), None)
     now = datetime.now(UTC)
@@ -153,7 +153,7 @@ def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     emit(args, given.to_json(), lambda: "\n".join(said))
 
 
-def _os_user() -> str:
+def os_user() -> str:
     """Who runs the command, as the OS knows them; "" (recorded as unknown) where it does not
     (a container's user with no passwd entry and no USER or LOGNAME)."""
     try:
@@ -175,7 +175,7 @@ def cmd_acknowledged(args: argparse.Namespace, app: BillingApplication) -> None:
 def cmd_unacknowledge(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
-    by = args.by if args.by is not None else _os_user()
+    by = args.by if args.by is not None else os_user()
     try:
         taken = app.withdraw_usage_acknowledgement(args.customer, args.metric, args.reason, by,
                                                    datetime.now(UTC))
@@ -190,7 +190,7 @@ def cmd_unacknowledge(args: argparse.Namespace, app: BillingApplication) -> None
 def cmd_assign(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError, emit
 
-    by = args.by if args.by is not None else _os_user()
+    by = args.by if args.by is not None else os_user()
     try:
         change = app.assign_usage(args.customer, args.metric, args.contract, args.start,
                                   args.end, args.reason, by, datetime.now(UTC))

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from domain.billing_run import USAGE_NOTES, Outcome
 from domain.billing_runs import RunReport
-from domain.inbox import recorded_sources, shown_source, slowest_first
+from domain.inbox import context_sources, shown_source, slowest_first
 from domain.invoice import invoice_sequence
 from domain.money import format_money
 
@@ -137,12 +137,20 @@ def invoice_table(views: list[dict[str, Any]]) -> str:
 
 def _watermark(manifest: dict[str, Any], metric: str, mark: str) -> str:
     """A metric's watermark as a batch's input had it, with the source it came from where
-    the metric had several (each source bounds it)."""
-    sources = recorded_sources(manifest.get("watermark_sources", {})).get(metric, {})
-    if len(sources) < 2:
-        return f"{metric} {mark}"
-    slowest = slowest_first(sources)[0]
-    return f"{metric} {mark} (source {shown_source(slowest)}, the slowest of {len(sources)})"
+    the metric had several (each active source bounds it), and how many were retired."""
+    active, retired = context_sources(manifest)
+    sources = active.get(metric, {})
+    gone = len((retired or {}).get(metric, {}))
+    said = []
+    if len(sources) > 1:
+        said.append(f"source {shown_source(slowest_first(sources)[0])}, the slowest of "
+                    f"{len(sources)}{' active' if gone else ''}")
+    elif sources and gone:
+        said.append(f"source {shown_source(next(iter(sources)))}")
+    if gone:
+        said.append(f"{gone} retired" if sources else
+                    "its one source retired" if gone == 1 else f"all {gone} sources retired")
+    return f"{metric} {mark} ({'; '.join(said)})" if said else f"{metric} {mark}"
 
 
 def batch_report(view: dict[str, Any]) -> str:

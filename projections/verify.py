@@ -58,7 +58,7 @@ from domain.billing_run import (
 )
 from domain.billing_runs import decide
 from domain.contract import Contract
-from domain.inbox import UsageWatermarks, recorded_sources, sources_record
+from domain.inbox import UsageWatermarks, context_sources, retired_record, sources_record
 from domain.invoice import invoice_aggregate_id
 from domain.invoice_lines import subtotals
 from domain.meter_reads import StoreUsage
@@ -245,16 +245,22 @@ def _verify_attempt(app: BillingApplication, log: _LogAsOf, attempt: _Attempt,
         result.differences.append(Difference(
             "*", None, f"watermarks at log position {position}", recorded_marks, marks))
     # A batch begun before runs recorded each source's watermark is billed again without
-    # them, as it was: its hold reasons named no source.
-    sources = log.watermark_sources(position) if "watermark_sources" in attempt.manifest else {}
-    if sources != attempt.manifest.get("watermark_sources", {}):
-        result.differences.append(Difference(
-            "*", None, f"watermark sources at log position {position}",
-            attempt.manifest.get("watermark_sources", {}), sources))
+    # them, as it was: its hold reasons named no source; one begun before sources could be
+    # retired, without retirements: its reasons named none, nor the command for one.
+    rebuilt: dict[str, Any] = {}
+    for key, record in (("watermark_sources", log.watermark_sources),
+                        ("retired_watermark_sources", log.retired_sources)):
+        if key in attempt.manifest:
+            rebuilt[key] = record(position)
+            if rebuilt[key] != attempt.manifest[key]:
+                result.differences.append(Difference(
+                    "*", None, f"{key.replace('_', ' ')} at log position {position}",
+                    attempt.manifest[key], rebuilt[key]))
+    sources, retired = context_sources(rebuilt)
     ctx = BillingContext(cycle_date, {m: datetime.fromisoformat(t) for m, t in marks.items()},
                          position, assigned_usage=assigned_usage(
                              attempt.manifest.get("assigned_usage", ())),
-                         watermark_sources=recorded_sources(sources))
+                         watermark_sources=sources, retired_sources=retired)
     customers = {c.customer_id for cid, c in contracts.items() if cid in attempt.outcomes}
     meters = log.meters(position, customers)
     # Contracts that differ as of the start, billed again as the run read them, below.
@@ -473,6 +479,9 @@ class _LogAsOf:
 
     def watermark_sources(self, position: int) -> dict[str, dict[str, str]]:
         return sources_record(self._watermarks(position))
+
+    def retired_sources(self, position: int) -> dict[str, dict[str, dict[str, str]]]:
+        return retired_record(self._watermarks(position))
 
     def _watermarks(self, position: int) -> UsageWatermarks | None:
         marks = [m for m in _replay(self._watermark_events, position)

@@ -17,6 +17,10 @@ Format 2: a boolean value unique_count counts is kept as JSON's text, `true` and
 Earlier versions kept Python's `True` and `False`; their rows are respelled in place
 (RESPELL_BOOLEANS). Those versions kept a string "True" the same way, as the boolean's one value,
 and it stays so for the usage stored before the upgrade.
+
+Format 3: a watermark source can be retired (`billcycle watermarks retire`): the watermarks'
+events of the new types (Retired, Reactivated) would stop an earlier version's ingest and runs,
+and its snapshots would have it ignore a retirement. Nothing is rewritten.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-STORE_FORMAT = 2  # raised only when an earlier version could not safely open the store
+STORE_FORMAT = 3  # raised only when an earlier version could not safely open the store
 
 # Said before the upgrade to format 1 reads a store's usage: on a large store it takes long.
 UPGRADING = (
