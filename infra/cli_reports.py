@@ -90,9 +90,13 @@ def register(sub: Subcommands) -> None:
         description="Collection actions due by a date for unpaid invoices. The schedule "
         f"comes from ${POLICY_ENV} (default reminder:7,reminder:14,final_notice:30: days "
         "after the due date), as in force when each invoice was issued.")
-    p.add_argument("--as-of", type=parse_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--as-of", type=parse_date, required=True, metavar="YYYY-MM-DD",
+                   help="at the end of this day: the invoices open then, as in "
+                   "`report ar-aging --as-of`")
     p.add_argument("--record", action="store_true",
-                   help="record the listed actions as sent on the --as-of date (once each)")
+                   help="record the listed actions as sent on the --as-of date (once each); "
+                   "those whose invoice was paid, credited or reminded after that date are "
+                   "not recorded, and listed as not_recorded with why")
     p.set_defaults(handler=cmd_collections)
 
     names = ", ".join(PROJECTION_NAMES)
@@ -472,21 +476,27 @@ def _verify_text(result: Verification) -> str:
 
 
 def cmd_collections(args: argparse.Namespace, app: BillingApplication) -> None:
-    from projections import collections, ledger
+    from projections import collections
 
+    as_of = args.as_of
     projections = _caught_up(app, "collections", "ledger")
-    with projections.view("collections").reading() as select:
-        listed = collections.due_actions(select, args.as_of)
-    with projections.view("ledger").reading() as select:
-        owe, credited = ledger.dunning_figures(select, args.as_of)
-    due, withheld = collections.covered_by_credit(listed, owe, credited)
+    with projections.view("collections").reading() as select, \
+            projections.view("ledger").reading() as ledger_select:
+        then = collections.listing(select, ledger_select, as_of)
+        # Recording says an action went out on D: only one that still stands on everything
+        # the books hold, or a past D would chase customers who have paid since (QA L4).
+        now = collections.listing(select, ledger_select, as_of, date.max) if args.record \
+            else None
+    due, changed = collections.still_standing(then, now, as_of) if now else (then.send, [])
     recorded = 0
     if args.record and due:
-        recorded = collections.record_actions(app, due, args.as_of)
+        recorded = collections.record_actions(app, due, as_of)
         projections.catch_up()
-    document = {"as_of": args.as_of.isoformat(), "recorded": recorded if args.record else None,
-                "actions": [a.to_json(args.as_of) for a in due],
-                "withheld": [a.to_json(args.as_of) for a in withheld]}
+    document = {"as_of": as_of.isoformat(), "recorded": recorded if args.record else None,
+                "actions": [a.to_json(as_of) for a in due],
+                "withheld": [a.to_json(as_of) for a in then.withheld],
+                "not_recorded": [{**a.to_json(as_of), "why": why} for a, why in changed]
+                if args.record else None}
     _emit(args, document, lambda: _collections_text(document))
 
 
@@ -499,13 +509,19 @@ def _collections_text(doc: dict[str, Any]) -> str:
         out.append(table(["due on", "action", "invoice", "customer", "to collect",
                           "customer owes net", "days overdue"], rows))
     else:
-        out.append(f"no collection actions due by {doc['as_of']}")
+        out.append(f"no collection actions due by {doc['as_of']}"
+                   + (" that still stand" if doc["not_recorded"] else ""))
     if doc["withheld"]:
         out.append("withheld, the customer's credit notes settling the invoice or the customer "
                    "owing nothing net (its credit notes and credit cover its open invoices): "
                    + ", ".join(f"{a['kind']} on {a['number']} ({a['customer_id']}, credit notes "
                                f"settle {a['credited']}, owes {a['customer_owes']} "
                                f"{a['currency']} net)" for a in doc["withheld"]))
+    if doc["not_recorded"]:
+        out.append(f"not recorded, due on {doc['as_of']} but changed since (`collections "
+                   "--as-of` a later day lists what is due now): "
+                   + ", ".join(f"{a['step']} on {a['number']} ({a['why']})"
+                               for a in doc["not_recorded"]))
     if doc["recorded"] is not None:
         out.append(f"recorded {doc['recorded']} actions as sent on {doc['as_of']}")
     return "\n".join(out)

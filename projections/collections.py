@@ -26,6 +26,7 @@ from domain.application import BillingApplication
 from domain.collections import Collection, CollectionPolicy, Payment, collection_id
 from domain.invoice import Invoice
 from domain.money import ZERO, format_money
+from projections import ledger
 from projections.persistence import Changes, Select, Table
 from projections.projection import (
     Positioned,
@@ -254,13 +255,19 @@ class DueAction:
     # see domain.ledger.credit_notes_applied.
     credited: int | None = None
 
+    def to_collect(self) -> str | None:
+        """What a reminder asks for: the outstanding amount less what credit notes settle."""
+        if self.credited is None:
+            return None
+        return format_money(from_minor(self.outstanding - self.credited, self.currency),
+                            self.currency)
+
     def to_json(self, as_of: date) -> dict[str, Any]:
         money = {k: format_money(from_minor(getattr(self, k), self.currency), self.currency)
                  for k in ("outstanding", "customer_owes", "credited")
                  if getattr(self, k) is not None}
-        # What a reminder asks for: the outstanding amount less what credit notes settle.
-        to_collect = {} if self.credited is None else {"to_collect": format_money(
-            from_minor(self.outstanding - self.credited, self.currency), self.currency)}
+        asked = self.to_collect()
+        to_collect = {} if asked is None else {"to_collect": asked}
         return {
             **self.__dict__,
             **money,
@@ -295,17 +302,87 @@ def _refunded_or_zero(row: list[Any]) -> list[Any]:
     return row
 
 
-def due_actions(select: Select, as_of: date) -> list[DueAction]:
-    """Actions of open collections whose day has come by `as_of` and that were not sent."""
+# How many invoice numbers one read of their steps names (SQLite allows 999 parameters).
+NUMBERS_PER_READ = 500
+
+
+def due_actions(select: Select, as_of: date, open_amounts: Mapping[str, int],
+                sent_by: date | None = None) -> list[DueAction]:
+    """The actions whose day has come by `as_of` and that were not sent by the end of
+    `sent_by` (by default `as_of`), of the invoices in `open_amounts`, each with its amount
+    open there (minor units) as its outstanding amount."""
+    sent = (sent_by or as_of).isoformat()
+    numbers = sorted(open_amounts)
+    rows: list[Any] = []
+    for start in range(0, len(numbers), NUMBERS_PER_READ):
+        chunk = numbers[start:start + NUMBERS_PER_READ]
+        rows += select(
+            "SELECT c.number, c.customer_id, c.contract_id, c.currency, c.due_date, s.step,"
+            " s.kind, s.due_on FROM collection_steps s JOIN collections c ON c.number = s.number"
+            f" WHERE s.number IN ({', '.join('?' for _ in chunk)}) AND s.due_on <= ?"
+            " AND (s.recorded_on IS NULL OR s.recorded_on > ?)",
+            (*chunk, as_of.isoformat(), sent))
     return [
-        DueAction(*row) for row in select(
-            "SELECT c.number, c.customer_id, c.contract_id, c.currency,"
-            " c.amount - c.paid + coalesce(c.refunded, 0),"
-            " c.due_date, s.step, s.kind, s.due_on"
-            " FROM collection_steps s JOIN collections c ON c.number = s.number"
-            " WHERE c.status = 'open' AND s.recorded_on IS NULL AND s.due_on <= ?"
-            " ORDER BY s.due_on, c.number, s.step", (as_of.isoformat(),))
+        DueAction(number, customer, contract, currency, open_amounts[number], due_date, step,
+                  kind, due_on)
+        for number, customer, contract, currency, due_date, step, kind, due_on
+        in sorted(rows, key=lambda r: (r[7], r[0], r[5]))  # due on, invoice, step
     ]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The actions due by a day, to send and withheld, and the invoices open then (amounts by
+    number, minor units, before credit notes)."""
+
+    send: list[DueAction]
+    withheld: list[DueAction]
+    open: Mapping[str, int]
+
+
+def listing(collections: Select, ledger_select: Select, as_of: date,
+            judged_on: date | None = None) -> Listing:
+    """The actions whose day has come by `as_of`, judged on the books at the end of
+    `judged_on` (by default `as_of`): an invoice's outstanding amount is what the payments
+    and refunds dated by then left open and an action is due until it was sent by then
+    (QA L4). So collections as of a past day are AR aging's open invoices of that day, with
+    the same amounts, not what has been paid since; the collection's own state (`status`,
+    `paid`) is today's."""
+    judged_on = judged_on or as_of
+    figures = ledger.dunning_figures(ledger_select, judged_on)
+    actions = due_actions(collections, as_of, figures.open, judged_on)
+    send, withheld = covered_by_credit(actions, figures.owes, figures.credited)
+    return Listing(send, withheld, figures.open)
+
+
+def still_standing(then: Listing, now: Listing, as_of: date
+                   ) -> tuple[list[DueAction], list[tuple[DueAction, str]]]:
+    """Of the actions to send as of `as_of` (`then`), those to record, the same on everything
+    the books hold (`now`: the same actions judged on the books' last day), and the others
+    with why not: an action recorded as sent on `as_of` must not chase an invoice paid,
+    credited or reminded since."""
+    sending = {(a.number, a.step): a for a in now.send}
+    withheld = {(a.number, a.step) for a in now.withheld}
+    record: list[DueAction] = []
+    changed: list[tuple[DueAction, str]] = []
+    for action in then.send:
+        key = (action.number, action.step)
+        found = sending.get(key)
+        if found is not None and (found.outstanding, found.credited) == (
+                action.outstanding, action.credited):
+            record.append(action)
+        elif action.number not in now.open:
+            changed.append((action, f"paid since {as_of}: nothing is open on it now"))
+        elif key in withheld:
+            changed.append((action, f"withheld now: credit notes or customer credit dated "
+                                    f"after {as_of} cover it"))
+        elif found is not None:
+            changed.append((action, f"to collect {found.to_collect()} now, not "
+                                    f"{action.to_collect()}: payments, refunds or credit "
+                                    f"notes dated after {as_of}"))
+        else:  # open now, and the step not due now: it was recorded since
+            changed.append((action, f"recorded as sent after {as_of}"))
+    return record, changed
 
 
 MAX_RECORD_ATTEMPTS = 10

@@ -333,14 +333,26 @@ def nothing_open(currency: str) -> dict[str, str]:
     return {k: zero(currency) for k in (*AGING_BUCKETS, "total")}
 
 
-def dunning_figures(select: Select, as_of: date
-                    ) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
-    """What dunning checks at the end of `as_of`, from one read of the documents (minor
-    units): per customer and currency what the customer owes net (its open invoices, less its
-    open credit notes and the customer credit it holds: customer credit is not applied to
-    invoices), and per document the part of what the payments dated by then left open that
-    the customer's credit notes settle, in full or not (domain/ledger.py:
-    credit_notes_applied)."""
+@dataclass(frozen=True)
+class DunningFigures:
+    """What dunning checks at the end of a day, in minor units (`dunning_figures`)."""
+
+    # Per customer and currency, what the customer owes net.
+    owes: dict[tuple[str, str], int]
+    # Per document, the part of what it has open that the customer's credit notes settle.
+    credited: dict[str, int]
+    # Per invoice with something open, what the payments dated by then left, before
+    # credit notes: what its collection has outstanding that day.
+    open: dict[str, int]
+
+
+def dunning_figures(select: Select, as_of: date) -> DunningFigures:
+    """What dunning checks at the end of `as_of`, from one read of the documents: per
+    customer and currency what the customer owes net (its open invoices, less its open
+    credit notes and the customer credit it holds: customer credit is not applied to
+    invoices), per document the part of what the payments dated by then left open that the
+    customer's credit notes settle, in full or not (domain/ledger.py: credit_notes_applied),
+    and per invoice what they left open: the same figures as AR aging's of that day."""
     rows = _paid_to_date(select, as_of)
     net: dict[tuple[str, str], int] = {}
     # Before the credit notes settle anything: what they settle sums to zero per customer
@@ -349,7 +361,9 @@ def dunning_figures(select: Select, as_of: date
         net[(customer, currency)] = net.get((customer, currency), 0) + open_
     for key, held in _credit_held(select, as_of).items():
         net[key] = net.get(key, 0) + held
-    return net, _credited(rows)
+    owing = {number: open_ for number, kind, *_, open_ in rows
+             if kind == "invoice" and open_ > 0}
+    return DunningFigures(net, _credited(rows), owing)
 
 
 def customer_credit(select: Select, as_of: date) -> dict[str, str]:

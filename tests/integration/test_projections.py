@@ -40,7 +40,7 @@ from domain.usage import UsageBatch
 from infra import sample_book
 from infra.store.url import store_env
 from projections import ledger, parallel, revenue
-from projections.collections import due_actions, record_actions
+from projections.collections import listing, record_actions
 from projections.persistence import RULES_TABLE
 from projections.projection import event_class, to_minor, topics
 from projections.runner import Projections
@@ -142,7 +142,11 @@ def test_replay_equals_the_live_build_row_for_row(app: BillingApplication) -> No
     live = Projections(app, page_size=7)
     billing_history(app, live.catch_up)
     # Collections actions are recorded as events: the view follows them too.
-    record_actions(app, due_actions(live.view("collections").select, CYCLE), CYCLE)
+    with live.view("collections").reading() as select, \
+            live.view("ledger").reading() as ledger_select:
+        due = listing(select, ledger_select, CYCLE).send
+    assert due
+    record_actions(app, due, CYCLE)
     live.catch_up()
     built = dump(live)
     assert all(rows for tables in built.values() for rows in tables.values()), "empty table"

@@ -16,6 +16,7 @@ from domain.collections import (
     UnknownStep,
     collection_id,
 )
+from projections.collections import DueAction, Listing, still_standing
 
 DUE = date(2026, 12, 1)
 AT = datetime(2026, 12, 20, tzinfo=UTC)
@@ -120,3 +121,29 @@ def test_a_policy_is_read_from_text() -> None:
 def test_a_policy_reads_back_from_its_text() -> None:
     for policy in (CollectionPolicy(), CollectionPolicy.parse("final_notice:30,reminder:3")):
         assert CollectionPolicy.parse(policy.text()) == policy
+
+
+def reminder(number: str, outstanding: int, credited: int = 0) -> DueAction:
+    return DueAction(number, "cus_1", "ct_1", "USD", outstanding, "2026-12-01", "reminder+7",
+                     "reminder", "2026-12-08", customer_owes=outstanding, credited=credited)
+
+
+def test_only_actions_that_still_stand_are_recorded_for_a_past_day() -> None:
+    # QA L4: as of 12-10 four invoices were due a reminder; by the books' last day one is
+    # unchanged, one paid, one part paid, one settled by a later credit note and one reminded.
+    then = Listing([reminder(f"INV-00000{n}", 10000) for n in range(1, 6)], [],
+                   {f"INV-00000{n}": 10000 for n in range(1, 6)})
+    now = Listing([reminder("INV-000001", 10000), reminder("INV-000003", 4000)],
+                  [reminder("INV-000004", 10000, credited=10000)],
+                  {"INV-000001": 10000, "INV-000003": 4000, "INV-000004": 10000,
+                   "INV-000005": 10000})
+    record, changed = still_standing(then, now, date(2026, 12, 10))
+    assert [a.number for a in record] == ["INV-000001"]
+    assert [(a.number, why) for a, why in changed] == [
+        ("INV-000002", "paid since 2026-12-10: nothing is open on it now"),
+        ("INV-000003", "to collect 40.00 now, not 100.00: payments, refunds or credit notes "
+                       "dated after 2026-12-10"),
+        ("INV-000004", "withheld now: credit notes or customer credit dated after 2026-12-10 "
+                       "cover it"),
+        ("INV-000005", "recorded as sent after 2026-12-10"),
+    ]
