@@ -330,7 +330,7 @@ class BillingApplication(Application[UUID]):
         fields = ("position", "source", "at", "message_id", "reason", "raw", "raw_encoding")
         return [
             {name: getattr(rejected, name) for name in fields}
-            for rejected in self._created(DeadLetter.Rejected)  # type: ignore[attr-defined]
+            for rejected in self._indexed(DeadLetter.Rejected)  # type: ignore[attr-defined]
         ]
 
     def batches(self, cycle_date: date) -> list[BillingRun]:
@@ -346,22 +346,13 @@ class BillingApplication(Application[UUID]):
                        if e.cycle_date > cycle_date), key=lambda b: (b[1], b[0]))
 
     def _batch_starts(self) -> Iterator[Any]:
-        """Every batch's `BillingRun.Started` event, in log order (read through the store's
-        index of them)."""
-        return map(self.mapper.to_domain_event, self.store.batch_starts())
+        """Every batch's `BillingRun.Started` event, in log order."""
+        return self._indexed(BillingRun.Started)  # type: ignore[attr-defined]
 
-    def _created(self, event_class: type[Any]) -> Iterator[Any]:
-        """Every stored event of one class, in log order, read page by page."""
-        topic = get_topic(event_class)
-        start = 0
-        while True:
-            page = self.recorder.select_notifications(
-                start, 1000, topics=[topic], inclusive_of_start=False)
-            for notification in page:
-                yield self.mapper.to_domain_event(notification)
-            if len(page) < 1000:
-                return
-            start = page[-1].id
+    def _indexed(self, event_class: type[Any]) -> Iterator[Any]:
+        """Every stored event of one class whose topic the store indexes (INDEXED_TOPICS), in
+        log order (read through its index, not by a scan of the log)."""
+        return map(self.mapper.to_domain_event, self.store.indexed_events(get_topic(event_class)))
 
     def watermarks(self) -> UsageWatermarks | None:
         return self.get_or_none(WATERMARKS_ID, UsageWatermarks)

@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.utils import get_topic
 
 from domain.usage import BILLCYCLE_NS
 
@@ -154,7 +153,3 @@ def replaces(outcome: ContractOutcome, kept: ContractOutcome | None) -> bool:
     billed by the other records nothing due for it, but the batch did invoice it."""
     return (kept is None or kept.outcome is not Outcome.INVOICED
             or outcome.outcome is not Outcome.NOT_DUE)
-
-
-# What a store indexes the batches' starts by (domain.ports.BillingStore.batch_starts).
-BATCH_STARTED_TOPIC = get_topic(BillingRun.Started)  # type: ignore[attr-defined]

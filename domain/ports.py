@@ -11,9 +11,23 @@ from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
+from domain.billing_run import BillingRun
+from domain.inbox import DeadLetter
 from domain.unbilled_usage import MeteredUsage, UsageWithoutContract
 from domain.usage import MeterReading, MeterRequest
+
+# The topics whose events a store indexes apart from the rest of the log, by the index's name
+# (after the events table's): a few events each, read whole (`indexed_events`) in a log of
+# millions. An index is made at every open (IF NOT EXISTS), so a topic added here is indexed
+# in a store made before it at its first open.
+INDEXED_TOPICS: Mapping[str, str] = {
+    # every run's start lists its cycle date's batches
+    "batch_started": get_topic(BillingRun.Started),  # type: ignore[attr-defined]
+    # billcycle deadletters, and the consumer's sends to the dead-letter topic
+    "dead_letter": get_topic(DeadLetter.Rejected),  # type: ignore[attr-defined]
+}
 
 
 class BillingStore(Protocol):
@@ -82,9 +96,9 @@ class BillingStore(Protocol):
     def events_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         """All stored events of each of these aggregates, in version order: one query."""
 
-    def batch_starts(self) -> list[StoredEvent]:
-        """Every stored BillingRun.Started (one per batch), in log order: read through an
-        index of their own, so in time with the number of batches, not the size of the log."""
+    def indexed_events(self, topic: str) -> list[StoredEvent]:
+        """Every stored event of one of the INDEXED_TOPICS, in log order: read through an
+        index of their own, so in time with their number, not the size of the log."""
 
     def max_notification_id(self) -> int | None:
         """The log position of the newest stored event."""

@@ -560,8 +560,8 @@ class _Meters:
     def first_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]:
         raise NotImplementedError("verification reads no message receipts")
 
-    def batch_starts(self) -> list[StoredEvent]:
-        raise NotImplementedError("verification is given the batch it verifies")
+    def indexed_events(self, topic: str) -> list[StoredEvent]:
+        raise NotImplementedError("verification is given its batch and reads no dead letters")
 
     def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:
         raise NotImplementedError("verification ingests nothing")

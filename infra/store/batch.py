@@ -17,12 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import MAX_PREC, localcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from domain.billing_run import BATCH_STARTED_TOPIC
 from domain.inbox import MessageReceipt
 from domain.usage import (
     COUNTED_PROPERTIES,
@@ -76,12 +75,27 @@ LEGACY_RECEIPT_TOPICS_SQL = ", ".join(
     f"'{topic}'" for topic in (LEGACY_USAGE_EVENT_TOPIC, f"{get_topic(MessageReceipt)}.Received")
 )
 
-# The events a store indexes on their own, by a partial index of this predicate: the batches'
-# starts, which every run reads (BillingStore.batch_starts). A literal, not a parameter, in the
-# index and in the query alike: PostgreSQL uses a partial index only for a query whose
-# condition implies the index's, which a parameter (a prepared statement's generic plan) does
-# not.
-BATCH_STARTED_SQL = f"topic = '{BATCH_STARTED_TOPIC}'"
+
+def topic_is(topic: str) -> str:
+    """The condition of an indexed topic's partial index (domain.ports.INDEXED_TOPICS), and of
+    the query reading it (BillingStore.indexed_events). A literal, not a parameter, in both:
+    PostgreSQL uses a partial index only for a query whose condition implies the index's,
+    which a parameter (a prepared statement's generic plan) does not."""
+    if "'" in topic:
+        raise ValueError(f"topic {topic!r} holds a quote; an indexed topic is a class's path")
+    return f"topic = '{topic}'"
+
+S = TypeVar("S")
+
+
+def indexed_statement(statements: Mapping[str, S], topic: str) -> S:
+    """A store's statement reading an indexed topic's events, by topic: any other topic is
+    refused, not read by a scan of the log."""
+    found = statements.get(topic)
+    if found is None:
+        raise ValueError(f"topic {topic} has no index of its own in the store; read it from "
+                         "the log, or add it to domain.ports.INDEXED_TOPICS")
+    return found
 
 
 @dataclass(frozen=True)

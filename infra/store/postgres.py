@@ -43,7 +43,7 @@ from psycopg import Connection, Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from domain.ports import BillingStore
+from domain.ports import INDEXED_TOPICS, BillingStore
 from domain.unbilled_usage import (
     MeteredUsage,
     UsageWithoutContract,
@@ -59,14 +59,15 @@ from domain.usage import (
 )
 from infra.store import store_format
 from infra.store.batch import (
-    BATCH_STARTED_SQL,
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
+    indexed_statement,
     record_unique_rows,
     recorded_usage,
     refuse_opaque_state,
     require_aware,
     take_batch,
+    topic_is,
     uncounted_rows,
     unique_aggregates,
     unique_rows,
@@ -195,11 +196,13 @@ _CREATE_TABLES = (
     ' contract_id text COLLATE "C" PRIMARY KEY, customer_id text NOT NULL)',
     "CREATE INDEX IF NOT EXISTS contract_index_customer_idx"
     " ON {schema}.contract_index (customer_id, contract_id)",
-    # The batches' starts, which every run reads (batch_starts). Partial: the events a run
-    # writes by the hundred thousand have no entry in it. A store from before it has it made
-    # here at its first open, by one pass over the events table.
-    "CREATE INDEX IF NOT EXISTS {started_index} ON {schema}.{events} (notification_id)"
-    " WHERE " + BATCH_STARTED_SQL,
+)
+
+# An indexed topic's events (domain.ports.INDEXED_TOPICS), which indexed_events reads. Partial:
+# the events a run writes by the hundred thousand have no entry in it. A store from before it
+# has it made with the tables, at its first open, by one pass over the events table.
+_INDEX_TOPIC = (
+    "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{events} (notification_id) WHERE {topic_is}"
 )
 
 _LATER = "(EXCLUDED.latest_at, EXCLUDED.latest_event_id) > (b.latest_at, b.latest_event_id)"
@@ -447,9 +450,9 @@ _EVENTS_OF = (
     " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
 )
 
-_BATCH_STARTS = (
+_INDEXED_EVENTS = (
     "SELECT originator_id, originator_version, topic, state FROM {schema}.{events}"
-    " WHERE " + BATCH_STARTED_SQL + " ORDER BY notification_id"
+    " WHERE {topic_is} ORDER BY notification_id"
 )
 
 
@@ -471,6 +474,9 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         # Appended to the library's own statements, so CREATE_TABLE makes a fresh database
         # complete with no migration step.
         self.sql_create_statements.extend(self._sql(s) for s in _CREATE_TABLES)
+        self.sql_create_statements.extend(
+            self._indexed_sql(_INDEX_TOPIC, topic, index=f"{self.events_table_name}_{name}_idx")
+            for name, topic in INDEXED_TOPICS.items())
         self._insert_events_arrays = self._sql(_INSERT_EVENTS)
         self._upsert_buckets = self._sql(_UPSERT_BUCKETS)
         self._insert_uniques = self._sql(_INSERT_UNIQUES)
@@ -500,7 +506,8 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         self._metered_usage_since = self._sql(_METERED_USAGE_SINCE)
         self._first_versions = self._sql(_FIRST_VERSIONS)
         self._events_of = self._sql(_EVENTS_OF)
-        self._batch_starts = self._sql(_BATCH_STARTS)
+        self._indexed_events = {topic: self._indexed_sql(_INDEXED_EVENTS, topic)
+                                for topic in INDEXED_TOPICS.values()}
         self._notifications: dict[str, Composed] = {}  # by WHERE clause
         # The library's lock statements and its NOTIFY, sent as one query (no parameters: the
         # simple protocol takes several statements): one wait for the server, and for the
@@ -543,7 +550,15 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
             schema=Identifier(self.datastore.schema),
             events=Identifier(self.events_table_name),
             id_type=Identifier(self.datastore.originator_id_type),
-            started_index=Identifier(f"{self.events_table_name}_batch_started_idx"),
+        )
+
+    def _indexed_sql(self, template: str, topic: str, **names: str) -> Composed:
+        """`template` of an indexed topic: its condition as a literal (batch.topic_is)."""
+        return SQL(template).format(
+            schema=Identifier(self.datastore.schema),
+            events=Identifier(self.events_table_name),
+            topic_is=SQL(topic_is(topic)),
+            **{key: Identifier(name) for key, name in names.items()},
         )
 
     # --- writing ----------------------------------------------------------------------------
@@ -854,9 +869,10 @@ class PostgresBillingRecorder(PostgresProcessRecorder, BillingStore):
         return found
 
     @_retry
-    def batch_starts(self) -> list[StoredEvent]:
+    def indexed_events(self, topic: str) -> list[StoredEvent]:
+        statement = indexed_statement(self._indexed_events, topic)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._batch_starts, binary=True)
+            curs.execute(statement, binary=True)
             return [_stored_event(row) for row in curs.fetchall()]
 
     @_retry

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, cast
 from uuid import UUID
 
@@ -26,7 +27,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError, StoredEv
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 from eventsourcing.utils import Environment, EnvType
 
-from domain.ports import BillingStore
+from domain.ports import INDEXED_TOPICS, BillingStore
 from domain.unbilled_usage import (
     MeteredUsage,
     UsageWithoutContract,
@@ -45,12 +46,13 @@ from domain.usage import (
 from infra.store import store_format
 from infra.store.batch import (
     BATCH_KWARG,
-    BATCH_STARTED_SQL,
     LEGACY_RECEIPT_TOPICS_SQL,
     StoreBatch,
     exact_decimals,
+    indexed_statement,
     refuse_opaque_state,
     take_batch,
+    topic_is,
     uncounted_rows,
     unique_aggregates,
     utc_text,
@@ -93,15 +95,12 @@ _COPY_LEGACY_RECEIPTS = (
     " AND NOT EXISTS (SELECT 1 FROM received_messages)"
 )
 
-# As on PostgreSQL: the batches' starts indexed on their own (entries in rowid order), made
-# at the first open of a store from before the index too.
-_INDEX_BATCH_STARTS = (
-    "CREATE INDEX IF NOT EXISTS {events}_batch_started_idx ON {events} (topic)"
-    " WHERE " + BATCH_STARTED_SQL
-)
-_BATCH_STARTS = (
+# As on PostgreSQL: each indexed topic's events indexed on their own (entries in rowid order),
+# made at the first open of a store from before the index too.
+_INDEX_TOPIC = "CREATE INDEX IF NOT EXISTS {events}_{name}_idx ON {events} (topic) WHERE {topic_is}"
+_INDEXED_EVENTS = (
     "SELECT originator_id, originator_version, topic, state FROM {events}"
-    " WHERE " + BATCH_STARTED_SQL + " ORDER BY rowid"
+    " WHERE {topic_is} ORDER BY rowid"
 )
 
 _BUCKET_COLUMNS = (
@@ -193,7 +192,9 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
         # complete with no migration step.
         return [*super().construct_create_table_statements(), *_CREATE_TABLES,
                 _COPY_LEGACY_RECEIPTS.format(events=self.events_table_name),
-                _INDEX_BATCH_STARTS.format(events=self.events_table_name)]
+                *(_INDEX_TOPIC.format(events=self.events_table_name, name=name,
+                                      topic_is=topic_is(topic))
+                  for name, topic in INDEXED_TOPICS.items())]
 
     def _keep_store_format(self) -> None:
         with self.datastore.transaction(commit=True) as c:
@@ -414,9 +415,17 @@ class SQLiteBillingRecorder(SQLiteProcessRecorder, BillingStore):
                 found.setdefault(cast(UUID, stored.originator_id), []).append(stored)
         return found
 
-    def batch_starts(self) -> list[StoredEvent]:
+    @cached_property
+    def _indexed_events(self) -> dict[str, str]:
+        """Each indexed topic's query, by topic."""
+        return {topic: _INDEXED_EVENTS.format(events=self.events_table_name,
+                                              topic_is=topic_is(topic))
+                for topic in INDEXED_TOPICS.values()}
+
+    def indexed_events(self, topic: str) -> list[StoredEvent]:
+        statement = indexed_statement(self._indexed_events, topic)
         with self.datastore.transaction(commit=False) as c:
-            c.execute(_BATCH_STARTS.format(events=self.events_table_name))
+            c.execute(statement)
             return [_stored_event(row) for row in c.fetchall()]
 
     def received_messages(self, message_ids: Sequence[str]) -> dict[str, str]:

@@ -4,9 +4,9 @@ A version that writes what an earlier one would misread (events of new types, vi
 meter rows kept another way) raises STORE_FORMAT; every open records the format it writes in
 the store (`billcycle_store_format`) and refuses a store holding a later one, with one line
 saying what to do. Versions before this check know nothing of it: README, "Upgrading".
-What an earlier version need not know of, such as an index (the batches' starts'), leaves the
-format as it is: the stores' schema setup makes it at every open (IF NOT EXISTS), so at the
-first open of a store made before it.
+What an earlier version need not know of, such as an index (of domain.ports.INDEXED_TOPICS),
+leaves the format as it is: the stores' schema setup makes it at every open (IF NOT EXISTS),
+so at the first open of a store made before it.
 
 Format 1 (from a store with none): the values unique_count does not count, kept as marks
 since format 1 (domain.usage.uncounted_mark), are marked for the usage stored before it too,

@@ -33,6 +33,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def kind(url: str) -> str:
+    """The store `url` is."""
+    return "sqlite" if url.startswith("sqlite") else "postgres"
+
+
+@pytest.fixture
 def app(url: str) -> Iterator[BillingApplication]:
     application = BillingApplication(env=store_env(url))
     yield application
