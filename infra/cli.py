@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, NoReturn
 
 from eventsourcing.persistence import (
@@ -100,8 +100,24 @@ def _refuse_missing_store(url: str) -> None:
                         "`billcycle consume` makes a store with the first input)")
 
 
+# For tests and demos that act as of fixed dates: the day the commands take as today.
+TODAY_ENV = "BILLCYCLE_TODAY"
+
+
 def now() -> datetime:
+    """The wall clock: the one place the commands read it (domain/ is given it)."""
     return datetime.now(UTC)
+
+
+def today() -> date:
+    """Today in UTC, or the YYYY-MM-DD day in $BILLCYCLE_TODAY (for tests and demos only)."""
+    fixed = os.environ.get(TODAY_ENV)
+    if not fixed:
+        return now().date()
+    try:
+        return parse_date(fixed)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"${TODAY_ENV}: {exc}; unset it to use the clock") from exc
 
 
 # Batch ids appear in commands the reports suggest, in Kafka messages and in file names:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from domain.application import BillingApplication
@@ -475,10 +475,29 @@ def _verify_text(result: Verification) -> str:
 # --- collections -----------------------------------------------------------------------------
 
 
+# A contract's day is its own timezone's, up to 14 hours ahead of UTC: there today may be
+# UTC's tomorrow, and an action sent then is dated so. No later day has come anywhere.
+RECORD_AHEAD = timedelta(days=1)
+
+
+def _refuse_recording_ahead(as_of: date) -> None:
+    """`--record` states that the actions went out on D: a D still to come would use up the
+    reminders due by then, never to be listed or sent (QA H3), and nothing withdraws them."""
+    from infra.cli import UserError, today
+
+    day = today()
+    if as_of > day + RECORD_AHEAD:
+        raise UserError(
+            f"collections --record --as-of {as_of}: that day has not come (today is {day} "
+            "UTC); record actions on the day they are sent, or list them without --record")
+
+
 def cmd_collections(args: argparse.Namespace, app: BillingApplication) -> None:
     from projections import collections
 
     as_of = args.as_of
+    if args.record:
+        _refuse_recording_ahead(as_of)
     projections = _caught_up(app, "collections", "ledger")
     with projections.view("collections").reading() as select, \
             projections.view("ledger").reading() as ledger_select:

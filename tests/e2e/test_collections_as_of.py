@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from infra.cli import TODAY_ENV
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
 from tests.e2e.test_payments_by_date import aging, paid
@@ -66,9 +67,12 @@ def test_collections_as_of_a_past_day_reconciles_to_the_aging_of_that_day(
         "INV-000003": ("600.00", 40), "INV-000004": ("1000.00", 40)}
 
 
-def test_recording_a_past_day_records_only_what_still_stands(paid_since: str) -> None:
+def test_recording_a_past_day_records_only_what_still_stands(
+    paid_since: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Recorded as of 11-10, a reminder would go to the customers who have paid since.
     db = paid_since
+    monkeypatch.setenv(TODAY_ENV, "2026-11-30")
     found = billcycle_json(db, "collections", "--as-of", "2026-11-10", "--record")
     assert found["recorded"] == 3
     assert {a["number"] for a in found["actions"]} == {"INV-000004"}
@@ -97,3 +101,38 @@ def test_recording_a_past_day_records_only_what_still_stands(paid_since: str) ->
     text = billcycle(db, "collections", "--as-of", "2026-11-10", "--record").stdout
     assert ("not recorded, due on 2026-11-10 but changed since (`collections --as-of` a later "
             "day lists what is due now): reminder+7 on INV-000001 (paid since 2026-11-10") in text
+
+
+def test_recording_a_day_still_to_come_is_refused(
+    paid_since: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QA H3: `--as-of 2027-01-20 --record`, a typo for 2026-12-20, recorded every action due
+    # by then as sent, and none of them was ever listed as due again.
+    db = paid_since
+    monkeypatch.setenv(TODAY_ENV, "2026-11-29")
+    due = billcycle_json(db, "collections", "--as-of", "2026-12-20")["actions"]
+    assert due
+    refused = billcycle(db, "collections", "--as-of", "2027-01-20", "--record", check=False)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "billcycle: collections --record --as-of 2027-01-20: that day has not come (today is "
+        "2026-11-29 UTC); record actions on the day they are sent, or list them without "
+        "--record\n")
+    assert billcycle_json(db, "collections", "--as-of", "2026-12-20")["actions"] == due
+    # UTC's tomorrow is already today in a contract's timezone east of UTC: it may be recorded.
+    assert billcycle(db, "collections", "--as-of", "2026-12-01", "--record",
+                     check=False).returncode == 1
+    tomorrow = billcycle_json(db, "collections", "--as-of", "2026-11-30", "--record")
+    assert tomorrow["recorded"] == len(tomorrow["actions"]) > 0
+    # Listing a later day is a forecast, not a record: never refused.
+    assert billcycle_json(db, "collections", "--as-of", "2027-01-20")["recorded"] is None
+
+
+def test_a_malformed_today_is_refused_by_name(
+    paid_since: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TODAY_ENV, "29/11/2026")
+    refused = billcycle(paid_since, "collections", "--as-of", "2026-11-10", "--record",
+                        check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"billcycle: ${TODAY_ENV}: '29/11/2026' is not a date")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from infra.cli import TODAY_ENV
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 from tests.e2e.test_cli_billing import PLATFORM, contract
 from tests.e2e.test_payments_by_date import november_credited
@@ -45,7 +46,10 @@ def test_a_document_not_yet_due_is_zero_days_past_due_in_the_text_too(billed: st
     assert item["days_past_due"] == 0
 
 
-def test_dunning_withholds_reminders_the_customers_credit_notes_cover(db: str) -> None:
+def test_dunning_withholds_reminders_the_customers_credit_notes_cover(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TODAY_ENV, "2026-12-15")  # the day the reminders are recorded as sent
     # QA (helper-24, F3): credit notes are not applied to invoices, and reminders and a final
     # notice went out for invoices of a customer owed more than they owed by its credit notes.
     big = {**PLATFORM, "amount": "3000.00"}

@@ -19,6 +19,7 @@ from beancount.core import data
 from domain.application import BillingApplication
 from domain.billing_runs import BillingRuns
 from infra import sample_book
+from infra.cli import TODAY_ENV
 from infra.store.url import store_env
 from tests.e2e.cli import billcycle, billcycle_json, jsonl
 
@@ -162,11 +163,12 @@ def script(db: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_collections_are_recorded_once_and_a_tampered_invoice_fails_verification(
-    db: str, billed: list[str]
+    db: str, billed: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not db.startswith("sqlite"):
         pytest.skip("the same code on both stores; the integration tests cover PostgreSQL")
     as_of = str(CYCLE + timedelta(days=60))
+    monkeypatch.setenv(TODAY_ENV, as_of)  # recorded as sent on the day they are sent
     due = billcycle_json(db, "collections", "--as-of", as_of)["actions"]
     paid_in_full = {i["number"] for i in billcycle_json(db, "invoices")
                     if Decimal(i["balance"]) <= 0}
