@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -790,6 +790,29 @@ def billed_elsewhere_warning(report: RunReport, by: dict[str, int]) -> str:
             f"not by this batch {report.batch_id}: another run of {day} ran at the same time "
             "as this one (nothing was billed twice); they are counted here as not due; `billcycle "
             f"batch show {next(iter(by))}` lists its invoices")
+
+
+# Running the next cycle a few days early is routine, and no monthly cycle date is more than
+# 31 days ahead; beyond that a run bills a second period in advance, which is nearly always
+# a typo (2027 for 2026) that gaplessly numbered invoices cannot take back.
+FAR_AHEAD = timedelta(days=31)
+
+
+def far_ahead_warning(report: RunReport, today: date) -> str | None:
+    """Said when the cycle date is more than FAR_AHEAD after today (contract.md allows any D:
+    warned, not refused): what the run bills before its time."""
+    ahead = (report.cycle_date - today).days
+    if ahead <= FAR_AHEAD.days:
+        return None
+    day = report.cycle_date.isoformat()
+    count = len(report.invoices)
+    issued = ("would be issued" if report.dry_run else "are issued") + f" on {day}"
+    undo = ("check --cycle-date before running it without --dry-run" if report.dry_run else
+            "if the date is a typo, they are reversed only by credit notes")
+    return (f"cycle date {day} is {ahead} days after today ({today.isoformat()} UTC): the "
+            f"{count} invoice(s) of this {report.attempt} {issued}, billing in advance every "
+            f"in_advance period starting by {day} and every in_arrears period and milestone "
+            f"ending by then, as though those days had come; {undo}")
 
 
 def billed_later_warning(cycle_date: date, later: dict[str, date], attempt: str = "run") -> str:

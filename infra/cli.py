@@ -21,7 +21,13 @@ from eventsourcing.persistence import (
 
 from domain.application import BillingApplication
 from domain.billing_run import BatchConflict, BillingRun, billing_run_id
-from domain.billing_runs import CHUNK_SIZE, BillingRuns, RunReport, resume_command
+from domain.billing_runs import (
+    CHUNK_SIZE,
+    BillingRuns,
+    RunReport,
+    far_ahead_warning,
+    resume_command,
+)
 from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, cli_watermarks, text
 from infra.cli_args import Parser, parse_date, positive_int
@@ -190,11 +196,15 @@ def progress_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:
 
 
 def _report_document(app: BillingApplication, report: RunReport) -> dict[str, Any]:
+    ahead = far_ahead_warning(report, today())
+    if ahead:
+        report.warnings.append(ahead)
     document = report.to_json()
     document["invoice_numbers"] = [i.number for i in report.invoices]
-    if report.backdated:  # loud: on stderr whatever the output, as well as in the summary
+    loud = [report.backdated.warning(report.attempt) if report.backdated else None, ahead]
+    for warning in filter(None, loud):  # on stderr whatever the output, and in the summary
         print(f"billcycle {'retry' if report.attempt == 'retry' else 'run'}: warning: "
-              f"{report.backdated.warning(report.attempt)}", file=sys.stderr, flush=True)
+              f"{warning}", file=sys.stderr, flush=True)
     return document
 
 
