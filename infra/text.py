@@ -71,11 +71,14 @@ def run_summary(report: RunReport) -> str:
     mode = "DRY RUN (nothing written) " if report.dry_run else ""
     retry = report.attempt == "retry"
     elsewhere = ", ".join(f"batch {b}: {n}" for b, n in report.billed_by().items())
+    nothing = retry and not counts["contracts"]
     out = [
         f"{mode}{'retry of ' if retry else ''}batch {report.batch_id} for cycle date "
         f"{report.cycle_date}",
         # A retry's figures are its own, apart from the batch's, so that a run's and its
         # retries' add up to the batch (QA: "invoiced 190" of a retry that issued 12).
+        f"  nothing to retry: batch {report.batch_id} held and failed no contract (the "
+        "retry is kept among its attempts)" if nothing else
         f"  {'this retry: ' if retry else ''}{_counts(counts)}"
         + (f" (billed by {elsewhere})" if elsewhere else ""),
     ]
@@ -91,10 +94,13 @@ def run_summary(report: RunReport) -> str:
     if report.invoices:
         out.append(f"  {issued}numbers {_number_range([i.number for i in report.invoices])}")
     if report.batch_counts is not None and (retry or report.batch_counts != counts):
+        # QA L1: "settled the contracts and issued the invoices above" of a retry of none.
+        share = "" if nothing else (
+            f" (this {report.attempt} decided {counts['contracts']} of them and issued "
+            f"{plural(len(report.invoices), 'invoice') if report.invoices else 'no invoice'}"
+            "; earlier attempts or another process on this batch id the rest)")
         out.append(f"  batch {report.batch_id} {'now ' if retry else ''}holds: "
-                   f"{_counts(report.batch_counts)} (this {report.attempt} settled the "
-                   "contracts and issued the invoices above, earlier attempts or another "
-                   "process on this batch id the rest)")
+                   f"{_counts(report.batch_counts)}{share}")
     for kind in (Outcome.HELD, Outcome.FAILED):
         listed = [o for o in report.outcomes.values() if o.outcome is kind]
         for o in listed[:SHOWN]:

@@ -58,10 +58,10 @@ def test_a_retry_counts_what_it_did_apart_from_the_batch(db: str, tmp_path: Path
     # The text labels the retry's figures and the batch's apart.
     again = billcycle(db, "retry", "nov").stdout
     assert again.startswith("retry of batch nov for cycle date 2026-11-01\n"
-                            "  this retry: contracts 0: invoiced 0, held 0, failed 0, "
-                            "not due 0\n"
+                            "  nothing to retry: batch nov held and failed no contract (the "
+                            "retry is kept among its attempts)\n"
                             "  batch nov now holds: contracts 3: invoiced 2, held 0, failed 0, "
-                            "not due 1 (this retry settled")
+                            "not due 1\n")
 
 
 def test_a_retry_after_a_later_batch_says_its_invoices_are_back_dated(
@@ -100,3 +100,33 @@ def test_batch_show_next_due_after_a_later_batch(db: str, tmp_path: Path) -> Non
     text = billcycle(db, "batch", "show", "nov").stdout
     assert "next due 2027-01-01 (as of the attempt that decided it)" in text
     assert "all identical" in billcycle(db, "batch", "verify", "nov").stdout
+
+
+def test_a_retry_says_what_it_issued_and_when_there_was_nothing_to_retry(
+    db: str, tmp_path: Path
+) -> None:
+    # QA L1: a retry that issued nothing said it "settled the contracts and issued the
+    # invoices above".
+    ingest(db, tmp_path, "book.jsonl", contract("ct_plain", PLATFORM),
+           contract("ct_storage", STORAGE),
+           usage("u-1", "cus_ct_storage", "storage_gb", "70", "2026-10-20T10:00:00Z"),
+           watermark("w-1", "storage_gb", "2026-10-25T00:00:00Z"))
+    billcycle(db, "run", "--cycle-date", "2026-11-01", "--batch-id", "nov")
+    still = billcycle(db, "retry", "nov").stdout  # the metric still lags: held again
+    assert ("  this retry: contracts 1: invoiced 0, held 1, failed 0, not due 0\n"
+            "  batch nov now holds: contracts 2: invoiced 1, held 1, failed 0, not due 0 (this "
+            "retry decided 1 of them and issued no invoice; earlier attempts or another "
+            "process on this batch id the rest)\n") in still
+    ingest(db, tmp_path, "caught_up.jsonl",
+           watermark("w-2", "storage_gb", "2026-11-01T00:00:00Z"))
+    assert "(this retry decided 1 of them and issued 1 invoice; earlier attempts" in \
+        billcycle(db, "retry", "nov").stdout
+    # Nothing left: said so. The attempt is kept, so that the batch's record shows the retry
+    # that was asked for and found nothing (an auditor reads who did what, and when).
+    attempts = len(billcycle_json(db, "batch", "show", "nov")["attempts"])
+    nothing = billcycle(db, "retry", "nov").stdout
+    assert ("  nothing to retry: batch nov held and failed no contract (the retry is kept "
+            "among its attempts)\n  batch nov now holds: contracts 2: invoiced 2, held 0, "
+            "failed 0, not due 0\n") in nothing
+    assert "issued" not in nothing
+    assert len(billcycle_json(db, "batch", "show", "nov")["attempts"]) == attempts + 1
