@@ -16,16 +16,25 @@ The producer never has the broker create the topic: a mistyped name would otherw
 topic nobody reads. While the topic does not exist (KafkaIngest asks the broker, `found`),
 consuming goes on and the dead letters wait in the store, their partitions' marks held back;
 once it exists they are sent from the store like those a crash kept from it.
+
+A dead letter wraps the record (escaped, or in base64), so it can be larger than the record,
+and than the topic takes. Each record sent is kept within `max_bytes` (key, value, headers
+and the batch's overhead; a default below the broker's default of about 1 MB), its raw cut
+and marked where needed (`outbound.fitted`); one the broker still refuses as too large (the
+topic takes less) is sent without raw (`outbound.stripped`). Either way the partition moves
+on, and the store keeps the record in full.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from consumers.kafka_source import (
     DATABASE_DOWN,
@@ -43,8 +52,17 @@ if TYPE_CHECKING:  # the outbound models cost a consumer's start 0.1 s: imported
 
 FLUSH_TIMEOUT = 30.0
 
+# The most bytes a record on the dead-letter topic takes, by default: below the 1 MiB that a
+# broker's message.max.bytes, a topic's max.message.bytes and kafka-python's max_request_size
+# default to, whatever the record batch adds.
+DEFAULT_MAX_BYTES = 1_000_000
+# What a record batch of one record adds to its key, value and headers, with room to spare
+# (kafka-python counts 61 + 21 bytes and the varints).
+RECORD_OVERHEAD = 512
 
-def deadletter_producer(bootstrap: str, client_id: str = "billcycle-deadletter") -> Any:
+
+def deadletter_producer(bootstrap: str, client_id: str = "billcycle-deadletter",
+                        max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """A producer for the dead-letter topic that never makes the broker create a topic.
 
     Without it, a mistyped dead-letter topic was created at the first rejected record (its
@@ -55,6 +73,7 @@ def deadletter_producer(bootstrap: str, client_id: str = "billcycle-deadletter")
         allow_auto_create_topics=False,
         bootstrap_servers=bootstrap,
         client_id=client_id,
+        max_request_size=max_bytes,  # DeadLetterTopic keeps every record within it
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -85,10 +104,16 @@ class DeadLetterTopic:
         store: str = "the database",
         kafka: str = "Kafka",
         bootstrap: str = "HOST:PORT",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        fresh_producer: Callable[[], Any] | None = None,
     ) -> None:
         self.app = app
         self.producer = producer
         self.topic = topic
+        self.max_bytes = max_bytes
+        # A producer in this one's place after the broker refused a record: kafka-python's
+        # idempotent producer fails every later send then. None: keep this one (tests).
+        self.fresh_producer = fresh_producer
         self.patience = patience
         self.store = store
         self.kafka = kafka
@@ -222,25 +247,75 @@ class DeadLetterTopic:
         self._unmarked.pop(tp, None)
 
     def _send(self, letters: Sequence[tuple[DeadLetter, bytes | None]]) -> None:
-        def send() -> None:
-            futures = [
-                self.producer.send(
-                    self.topic,
-                    value=letter.model_dump_json().encode(),
-                    key=key,
-                    headers=[
-                        ("source_topic", letter.source_topic.encode()),
-                        ("source_partition", str(letter.source_partition).encode()),
-                        ("source_offset", str(letter.source_offset).encode()),
-                    ],
-                )
-                for letter, key in letters
-            ]
-            self.producer.flush(timeout=FLUSH_TIMEOUT)
-            for future in futures:
-                future.get(timeout=0)  # raises the send's error, or a timeout if it hangs
+        """Send and flush the letters, each within `max_bytes`; those the broker refuses as
+        too large are sent again without raw, so none holds its partition up."""
+        pending = [self._fitted(letter, key) for letter, key in letters]
+        while pending:
+            pending = self.patience.call(f"{self.kafka} (dead-letter topic {self.topic})",
+                                         partial(self._send_once, pending), KAFKA_DOWN)
+            if pending and self.fresh_producer is not None:
+                self.producer.close(timeout=10)
+                self.producer = self.patience.call(self.kafka, self.fresh_producer, KAFKA_DOWN)
 
-        self.patience.call(f"{self.kafka} (dead-letter topic {self.topic})", send, KAFKA_DOWN)
+    def _fitted(self, letter: DeadLetter, key: bytes | None) -> tuple[DeadLetter, bytes | None]:
+        """The letter cut to what the record's room leaves it (`outbound.fitted`); a key that
+        would leave it too little is dropped (as a dead letter sent again has none)."""
+        from consumers.outbound import FITS_FROM, fitted
+
+        room = self.max_bytes - RECORD_OVERHEAD - sum(
+            len(name) + len(value) for name, value in _headers(letter))
+        if key is not None and room - len(key) < FITS_FROM:
+            key = None
+        return fitted(letter, room - len(key or b"")), key
+
+    def _send_once(self, letters: Sequence[tuple[DeadLetter, bytes | None]]
+                   ) -> list[tuple[DeadLetter, bytes | None]]:
+        """Send and flush; what to send again after the broker refused some as too large:
+        those without raw, and the rest not acknowledged (the refusal fails the producer)."""
+        from consumers.outbound import stripped
+
+        futures: list[tuple[DeadLetter, bytes | None, Any]] = []
+        refused: list[tuple[DeadLetter, bytes | None]] = []
+        for letter, key in letters:
+            try:
+                futures.append((letter, key, self.producer.send(
+                    self.topic, value=letter.model_dump_json().encode(), key=key,
+                    headers=_headers(letter))))
+            except MessageSizeTooLargeError:  # the producer's own limit
+                refused.append((letter, key))
+        self.producer.flush(timeout=FLUSH_TIMEOUT)
+        failed: list[tuple[DeadLetter, bytes | None]] = []
+        error: KafkaError | None = None
+        for letter, key, future in futures:
+            try:
+                future.get(timeout=0)  # raises the send's error, or a timeout if it hangs
+            except MessageSizeTooLargeError:
+                refused.append((letter, key))
+            except KafkaError as failure:
+                failed.append((letter, key))
+                error = failure
+        if not refused:
+            if error is not None:
+                raise error
+            return []
+        again = [(stripped(letter), key) for letter, key in refused
+                 if not letter.raw_truncated or letter.raw]
+        for letter, _ in refused:
+            if letter.raw_truncated and not letter.raw:  # the topic takes less than FITS_FROM
+                self.patience.say(
+                    f"the dead-letter topic {self.topic} refused the dead letter of "
+                    f"{letter.source_topic}/{letter.source_partition} offset "
+                    f"{letter.source_offset} as too large even without the record: it is kept "
+                    "in the database only (billcycle deadletters); raise the topic's "
+                    "max.message.bytes")
+        if again:
+            self.patience.say(
+                f"the dead-letter topic {self.topic} refused {len(again)} dead "
+                f"letter{'' if len(again) == 1 else 's'} as too large: sent again without the "
+                "record's bytes (raw_truncated; the database keeps them: billcycle "
+                "deadletters); its max.message.bytes is below --deadletter-max-bytes "
+                f"({self.max_bytes:,}): lower that, or raise the topic's")
+        return again + failed
 
     def _mark(self, tp: TopicPartition, offset: int) -> None:
         recorder = process_recorder(self.app)
@@ -250,3 +325,12 @@ class DeadLetterTopic:
                 recorder.insert_tracking(Tracking(mark_name(tp), offset))
 
         self.patience.call(self.store, mark, DATABASE_DOWN)
+
+
+def _headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The record headers repeating the source position."""
+    return [
+        ("source_topic", letter.source_topic.encode()),
+        ("source_partition", str(letter.source_partition).encode()),
+        ("source_offset", str(letter.source_offset).encode()),
+    ]

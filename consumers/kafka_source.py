@@ -538,12 +538,14 @@ class KafkaIngest:
             else:
                 self.consumer.seek(tp, offset + 1)
                 self.positions[tp] = offset + 1
-        self.deadletters.recover(stored)
         begins, ends = self.patience.call(
             self.kafka,
             lambda: (self.consumer.beginning_offsets(ordered), self.consumer.end_offsets(ordered)),
             KAFKA_DOWN)
+        # Known before the dead letters are repaired: a stop while they are sent reports the
+        # partition's lag, not 0 for an end offset never learnt (QA15 H1).
         self.ends.update(ends)
+        self.deadletters.recover(stored)
         for tp in ordered:
             if 0 < self.positions[tp] < begins[tp]:
                 self.say(f"{partition_label(tp)}: offsets {self.positions[tp]} to "

@@ -325,8 +325,17 @@ class DeadLetter(OutboundMessage):
     message_id: str | None = Field(description="The message's id, when it could be read.")
     reason: str = Field(description="Why it was rejected and what to do about it.")
     raw: str = Field(description="The original bytes: as text when they are UTF-8, "
-                     "else base64 (see raw_encoding).")
+                     "else base64 (see raw_encoding); only their beginning where "
+                     "raw_truncated.")
     raw_encoding: Literal["utf-8", "base64"]
+    # New in this version, so optional: messages sent before it lack them.
+    raw_size: int | None = Field(default=None, description="The original value's size in bytes.")
+    raw_truncated: bool = Field(default=False, description="raw holds only the beginning of the "
+                                "original bytes (none of them when it is empty): the whole "
+                                "would not fit the dead-letter topic. billcycle deadletters "
+                                "keeps them in full; raw_note says how much was kept.")
+    raw_note: str | None = Field(default=None, description="Where raw_truncated: how much of the "
+                                 "original bytes raw holds, and where they are kept in full.")
 
 
 def event_id(originator_id: object, version: int) -> str:
@@ -465,4 +474,83 @@ def dead_letter(entry: dict[str, Any]) -> DeadLetter:
         reason=entry["reason"],
         raw=entry["raw"],
         raw_encoding=entry["raw_encoding"],
+        raw_size=_raw_bytes(entry["raw"], entry["raw_encoding"]),
     )
+
+
+# The smallest room `fitted` keeps a dead letter within: its envelope with the reason and the
+# id cut to these lengths (6 bytes a character at worst, escaped) and a topic name of 249.
+FITS_FROM = 16 * 1024
+REASON_KEPT = 1000
+ID_KEPT = 256
+
+
+def fitted(letter: DeadLetter, room: int) -> DeadLetter:
+    """The letter as JSON of at most `room` (>= FITS_FROM) bytes: whole where it fits, else
+    with raw cut to its longest beginning that fits, marked (raw_truncated, raw_note).
+
+    A dead letter wraps the record, escaped or in base64, so it can be larger than the record
+    was, and larger than the dead-letter topic takes: sent whole, it was refused for ever and
+    its partition stopped (QA15 H1). The store keeps the record in full.
+    """
+    if _size(letter) <= room:
+        return letter
+    base = _envelope(letter, room)
+    # Base64 is cut at a multiple of 4 characters, text anywhere: either way a prefix of the
+    # original bytes. Each character takes a byte at least, so at most `room` are kept.
+    step = 4 if letter.raw_encoding == "base64" else 1
+    low, high = 0, min(len(letter.raw), room) // step
+    while low < high:  # the longest that fits: the size grows with the prefix
+        middle = (low + high + 1) // 2
+        if _size(_kept(base, letter.raw[:middle * step])) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return _kept(base, letter.raw[:low * step])
+
+
+def stripped(letter: DeadLetter) -> DeadLetter:
+    """The letter without raw, for a topic that refused it as too large even when cut to the
+    room given to `fitted`."""
+    return _kept(_envelope(letter, FITS_FROM), "", refused=True)
+
+
+def _envelope(letter: DeadLetter, room: int) -> DeadLetter:
+    """The letter without raw, marked; reason and id cut where they alone would not fit (an
+    id of a rejected message can be of any length)."""
+    base = _kept(letter.model_copy(update={"raw_size": letter.raw_size or _raw_bytes(
+        letter.raw, letter.raw_encoding)}), "")
+    if _size(base) <= room // 2:
+        return base
+    return base.model_copy(update={"reason": _cut(letter.reason, REASON_KEPT),
+                                   "message_id": letter.message_id and _cut(letter.message_id,
+                                                                            ID_KEPT)})
+
+
+def _kept(letter: DeadLetter, raw: str, refused: bool = False) -> DeadLetter:
+    """The letter with `raw` (a beginning of its raw) and the note saying how much it holds."""
+    size = letter.raw_size or 0
+    held = (f"raw holds none of the record's {size:,} bytes: the dead-letter topic refused "
+            "the message as too large with raw cut to fit the consumer's "
+            "--deadletter-max-bytes (the topic's max.message.bytes is lower)" if refused
+            else f"raw holds the first {_raw_bytes(raw, letter.raw_encoding):,} of the "
+            f"record's {size:,} bytes, as much as fits the dead-letter topic")
+    note = (f"{held}; billcycle deadletters --json has them all (source "
+            f"{KAFKA_SOURCE_PREFIX}{letter.source_topic}/{letter.source_partition}, "
+            f"{OFFSET_PREFIX}{letter.source_offset})")
+    return letter.model_copy(update={"raw": raw, "raw_truncated": True, "raw_note": note})
+
+
+def _cut(text: str, length: int) -> str:
+    return text if len(text) <= length else f"{text[:length - 3]}..."
+
+
+def _size(letter: DeadLetter) -> int:
+    return len(letter.model_dump_json().encode())
+
+
+def _raw_bytes(raw: str, encoding: str) -> int:
+    """How many of the original bytes `raw` holds."""
+    if encoding != "base64":
+        return len(raw.encode())
+    return len(raw) // 4 * 3 - len(raw) + len(raw.rstrip("="))

@@ -34,6 +34,26 @@ KAFKA_ENV = "BILLCYCLE_KAFKA"
 DEFAULT_GROUP = "billcycle"
 
 
+DEADLETTER_MAX_BYTES_ENV = "BILLCYCLE_DEADLETTER_MAX_BYTES"
+# consumers.deadletter_topic's DEFAULT_MAX_BYTES and outbound's FITS_FROM + RECORD_OVERHEAD,
+# without importing Kafka and the outbound models for every command (a unit test checks them).
+DEFAULT_DEADLETTER_BYTES = 1_000_000
+LEAST_DEADLETTER_BYTES = 32 * 1024
+
+
+def _deadletter_bytes(text: str) -> int:
+    """A dead-letter record's size limit: room for the letter's envelope at least."""
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < LEAST_DEADLETTER_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size in bytes of at least {LEAST_DEADLETTER_BYTES:,} (room for "
+            "a dead letter's reason and source)")
+    return value
+
+
 def _topic_env(name: str) -> str:
     return f"BILLCYCLE_TOPIC_{name.upper()}"
 
@@ -137,9 +157,14 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
     consumer = producer = ingest = None
     try:
         consumer = patience.call(kafka, fresh_consumer, KAFKA_DOWN)
-        producer = patience.call(kafka, lambda: deadletter_producer(bootstrap), KAFKA_DOWN)
+        def fresh_producer() -> Any:
+            return deadletter_producer(bootstrap, max_bytes=args.deadletter_max_bytes)
+
+        producer = patience.call(kafka, fresh_producer, KAFKA_DOWN)
         deadletters = DeadLetterTopic(app, producer, topics.deadletter, patience,
-                                      store=store, kafka=kafka, bootstrap=bootstrap)
+                                      store=store, kafka=kafka, bootstrap=bootstrap,
+                                      max_bytes=args.deadletter_max_bytes,
+                                      fresh_producer=fresh_producer)
         ingest = KafkaIngest(app, consumer, topics, deadletters, patience, store=store,
                              kafka=kafka, batch_size=args.batch_size,
                              fresh_consumer=fresh_consumer,
@@ -154,6 +179,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
             consumer = ingest.consumer
         if consumer is not None:
             consumer.close()  # leaves the group: the others take over its partitions now
+        if ingest is not None:  # it may have replaced the producer (a refused record)
+            producer = ingest.deadletters.producer
         if producer is not None:
             producer.close(timeout=10)
     document = {
@@ -269,6 +296,13 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--rejoin-after", type=positive_seconds, metavar="SECONDS",
                    help="still joining the group with no partition after this long, leave it "
                    "and join again as a fresh consumer (default: a minute)")
+    p.add_argument("--deadletter-max-bytes", type=_deadletter_bytes, metavar="BYTES",
+                   default=os.environ.get(DEADLETTER_MAX_BYTES_ENV,
+                                          str(DEFAULT_DEADLETTER_BYTES)),
+                   help="the most bytes a record on the dead-letter topic takes (at most its "
+                   "max.message.bytes); a larger dead letter is sent with the record's bytes "
+                   f"cut, the store keeping them all (default {DEFAULT_DEADLETTER_BYTES:,}); "
+                   f"env {DEADLETTER_MAX_BYTES_ENV}")
     _add_topic_options(p, "contracts", "usage", "payments", "deadletter")
     p.set_defaults(handler=cmd_consume, creates_store=True)
 
