@@ -32,7 +32,7 @@ from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, cli_watermarks, text
 from infra.cli_args import Parser, parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
-from infra.store.url import IN_MEMORY, redacted, store_env
+from infra.store.url import IN_MEMORY, NoStore, redacted, store_env
 from infra.views import batch_view, invoice_view
 
 DEFAULT_DB = "sqlite:///billcycle.db"
@@ -42,11 +42,18 @@ class UserError(Exception):
     """A command that cannot do its job, with the one-line reason to print."""
 
 
-def open_app(url: str) -> BillingApplication:
+def open_app(url: str, *, create: bool, named_by: str = "--db") -> BillingApplication:
+    """The store at `url`; one not there is made only where `create` (the commands that bring
+    input), else refused in a line naming the setting (`named_by`) that gave the URL."""
     try:
-        env = store_env(url)
+        env = store_env(url, create=create)
         _reachable(env)
         return BillingApplication(env=env)
+    except NoStore as exc:
+        where = redacted(url) if url.startswith("postgres") else _sqlite_path(url)
+        raise UserError(
+            f"no billcycle store at {where} ({exc}); check {named_by}, or make the store by "
+            "bringing input (billcycle ingest FILE, billcycle consume)") from exc
     except (ValueError, OSError) as exc:  # a bad URL; settings the stores refuse
         raise UserError(str(exc)) from exc
     except (InterfaceError, OperationalError) as exc:  # no database there to open
@@ -92,18 +99,21 @@ def _in_memory(url: str) -> bool:
     return (_sqlite_path(url) or "").startswith(IN_MEMORY)
 
 
-def _refuse_missing_store(url: str) -> None:
-    """A store is made by the commands that bring input (ingest, consume, the demo): a mistyped
-    path given to any other made an empty store there and answered from it ("no invoices")."""
-    path = _sqlite_path(url)
-    if path is None:
-        return
-    if path.startswith(IN_MEMORY):
+def _refuse_in_memory(url: str) -> None:
+    """A store in memory is new and empty at every open: only input brought to it (a check of
+    that input) is not answered from an empty store."""
+    if _in_memory(url):
         raise UserError(f"the store {url} is in memory: it would be empty and gone when this "
                         "command ends; give a file, e.g. sqlite:///billcycle.db")
-    if path and not os.path.exists(path):
-        raise UserError(f"no store at {path}; check the path (`billcycle ingest` or "
-                        "`billcycle consume` makes a store with the first input)")
+
+
+def _named_by(args: argparse.Namespace) -> str:
+    """Where the command's store URL came from, for a message asking to check it."""
+    if args.db_given:
+        return "--db"
+    if os.environ.get("BILLCYCLE_DB"):
+        return "BILLCYCLE_DB"
+    return f"--db or BILLCYCLE_DB (neither is set, so the store is {DEFAULT_DB})"
 
 
 # For tests and demos that act as of fixed dates: the day the commands take as today.
@@ -223,6 +233,11 @@ def _run(args: argparse.Namespace, app: BillingApplication) -> None:
         raise UserError(str(exc)) from exc
     except IntegrityError as exc:
         raise _written_meanwhile(args.batch_id) from exc
+    # Exit 0 (nothing was due), but most likely the wrong store: said, as for a typo of --db.
+    if not report.outcomes and not app.store.contract_ids(None, 1):
+        print(f"billcycle run: note: {redacted(args.db)} holds no contracts, so there is "
+              f"nothing to bill; if contracts were ingested, it was into another store: check "
+              f"{_named_by(args)}", file=sys.stderr, flush=True)
     document = _report_document(app, report)
     if args.dry_run:
         document["drafts"] = [invoice_view(i) for i in report.drafts]
@@ -389,12 +404,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "own_store", False):
             args.handler(args, None)
         else:
-            if not getattr(args, "creates_store", False):
-                _refuse_missing_store(args.db)
+            # Everything that can be refused before the store opens is: a command that makes
+            # the store would otherwise leave an empty one behind as it fails.
+            if hasattr(args, "check_args"):
+                args.check_args(args)
+            creates = getattr(args, "creates_store", False)
+            if not creates:
+                _refuse_in_memory(args.db)
             with ExitStack() as opened:
-                if hasattr(args, "opens_input"):  # before the store, which it would create
+                if hasattr(args, "opens_input"):
                     args.input = opened.enter_context(args.opens_input(args))
-                app = opened.enter_context(closing(open_app(args.db)))
+                app = opened.enter_context(closing(
+                    open_app(args.db, create=creates, named_by=_named_by(args))))
                 args.patience = cli_kafka.command_patience(args, app)
                 args.handler(args, app)
     except BrokenPipeError:

@@ -93,7 +93,7 @@ def _demo_store(args: argparse.Namespace) -> tuple[str, BillingApplication]:
     from infra.cli import UserError, open_app
 
     if args.db_given:
-        app = open_app(args.db)
+        app = open_app(args.db, create=True)
         if app.store.max_notification_id():
             app.close()
             raise UserError(
@@ -104,7 +104,7 @@ def _demo_store(args: argparse.Namespace) -> tuple[str, BillingApplication]:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(DEMO_DB + suffix).unlink(missing_ok=True)
     url = f"sqlite:///{DEMO_DB}"
-    return url, open_app(url)
+    return url, open_app(url, create=True)
 
 
 class Demo:

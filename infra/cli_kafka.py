@@ -88,6 +88,13 @@ def _bootstrap(args: argparse.Namespace) -> str:
     return str(args.bootstrap)
 
 
+def _check_kafka_args(args: argparse.Namespace) -> None:
+    """The bootstrap server and topic names, refused before the store opens (`consume` makes
+    it: refused after, they left an empty store behind)."""
+    _bootstrap(args)
+    _topics(args)
+
+
 def store_label(url: str) -> str:
     """The store as progress messages name it, without credentials."""
     env = store_env(url)
@@ -304,7 +311,7 @@ def register(sub: Subcommands) -> None:
                    f"cut, the store keeping them all (default {DEFAULT_DEADLETTER_BYTES:,}); "
                    f"env {DEADLETTER_MAX_BYTES_ENV}")
     _add_topic_options(p, "contracts", "usage", "payments", "deadletter")
-    p.set_defaults(handler=cmd_consume, creates_store=True)
+    p.set_defaults(handler=cmd_consume, creates_store=True, check_args=_check_kafka_args)
 
     p = sub.add_parser("publish", help="publish invoice events to Kafka, each exactly once")
     p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
@@ -315,7 +322,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--transactional-id",
                    help="default billcycle-publisher-<invoices topic>; one publisher per id")
     _add_topic_options(p, "invoices")
-    p.set_defaults(handler=cmd_publish)
+    p.set_defaults(handler=cmd_publish, check_args=_check_kafka_args)
 
     for name in ("run", "retry"):
         sub.action.choices[name].add_argument(

@@ -73,6 +73,7 @@ from infra.store.batch import (
     unique_rows,
     usage_unique_rows,
 )
+from infra.store.url import NoStore, must_exist
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -1039,6 +1040,8 @@ class PostgresBillingFactory(library.PostgresFactory):
             events_table_name=(name or "stored") + "_events",
             tracking_table_name=(name or "notification") + "_tracking",
         )
+        if must_exist(self.env):
+            self._require_store(recorder)
         if self.env_create_table():
             self._create_tables(recorder)
         try:
@@ -1047,6 +1050,18 @@ class PostgresBillingFactory(library.PostgresFactory):
             self.datastore.close()
             raise
         return recorder
+
+    def _require_store(self, recorder: PostgresBillingRecorder) -> None:
+        """NoStore unless the database holds billcycle's events table."""
+        schema = self.datastore.schema
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s"
+                         " AND tablename = %s", (schema, recorder.events_table_name))
+            found = curs.fetchone()
+        if found is None:
+            self.datastore.close()
+            raise NoStore("no billcycle tables" + ("" if schema == "public"
+                                                   else f" in schema {schema}"))
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         """The library's (the snapshot store's), its table created as the application's is."""

@@ -10,14 +10,18 @@ a single statement whatever the number of SQLite variables allowed.
 from __future__ import annotations
 
 import json
+import os
 import random
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, cast
+from urllib.parse import quote
 from uuid import UUID
 
 # The module, not the class: PERSISTENCE_MODULE=infra.store.sqlite must find exactly one
@@ -57,7 +61,7 @@ from infra.store.batch import (
     unique_aggregates,
     utc_text,
 )
-from infra.store.url import LOCK_TIMEOUT_SECONDS
+from infra.store.url import LOCK_TIMEOUT_SECONDS, NoStore, must_exist
 
 _CREATE_TABLES = (
     store_format.CREATE_TABLE.format(prefix=""),
@@ -529,6 +533,29 @@ class SQLiteBillingFactory(library.SQLiteFactory):
 
     def application_recorder(self) -> SQLiteBillingRecorder:
         recorder = SQLiteBillingRecorder(datastore=self.datastore)
+        if must_exist(self.env):
+            require_store(self.datastore.pool.db_name, recorder.events_table_name)
         if self.env_create_table():
             recorder.create_table()
         return recorder
+
+
+def require_store(db_name: str, events_table: str) -> None:
+    """NoStore unless the database holds billcycle's events table. Asked through a read-only
+    connection of its own: the store's pool would make a missing file, and turn an empty one
+    into a database (its journal mode)."""
+    if library.SQLiteConnectionPool.detect_memory_mode(db_name):
+        raise NoStore("in memory: a new, empty database at every open")
+    if not os.path.exists(db_name):
+        raise NoStore("no such file")
+    try:
+        with closing(sqlite3.connect(f"file:{quote(db_name)}?mode=ro", uri=True,
+                                     timeout=float(LOCK_TIMEOUT_SECONDS))) as conn:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (events_table,)).fetchone()
+    except sqlite3.OperationalError as error:  # unreadable, locked: not a question of what it holds
+        raise OperationalError(str(error)) from error
+    except sqlite3.DatabaseError as error:  # "file is not a database"
+        raise NoStore(str(error)) from error
+    if found is None:
+        raise NoStore("no billcycle tables")

@@ -3,12 +3,16 @@
     app = BillingApplication(env=store_env("postgresql://billcycle@127.0.0.1:5432/billcycle"))
 
 The library picks its InfrastructureFactory from PERSISTENCE_MODULE, and the factory reads
-the rest of its settings from the same environment.
+the rest of its settings from the same environment. `store_env(url, create=False)` opens only a
+store that is there: the factories refuse a database without billcycle's tables (NoStore)
+rather than make them, so that a command given the wrong database is not answered from an
+empty store made there.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import uuid4
 
@@ -23,15 +27,32 @@ LOCK_TIMEOUT_SECONDS = "10"
 
 _USAGE = "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
 
+# Set (to "y") where the store must be there already. CREATE_TABLE stays set all the same: on
+# a store that is there it makes what a later version added (indexes, tables) and records the
+# store's format.
+STORE_MUST_EXIST = "STORE_MUST_EXIST"
 
-def store_env(url: str) -> dict[str, str]:
-    """The PERSISTENCE_MODULE environment for a store URL (sqlite:///PATH, postgresql://...)."""
+
+class NoStore(OSError):
+    """The database holds no billcycle store, and the command may not make one: why not."""
+
+
+def store_env(url: str, *, create: bool = True) -> dict[str, str]:
+    """The PERSISTENCE_MODULE environment for a store URL (sqlite:///PATH, postgresql://...);
+    without `create`, a database without billcycle's tables is refused (NoStore)."""
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
-        return _sqlite_env(url)
-    if scheme in ("postgresql", "postgres"):
-        return _postgres_env(url)
-    raise ValueError(f'unsupported store URL "{redacted(url)}"; {_USAGE}')
+        env = _sqlite_env(url)
+    elif scheme in ("postgresql", "postgres"):
+        env = _postgres_env(url)
+    else:
+        raise ValueError(f'unsupported store URL "{redacted(url)}"; {_USAGE}')
+    return env if create else {**env, STORE_MUST_EXIST: "y"}
+
+
+def must_exist(env: Mapping[str, str]) -> bool:
+    """Whether the factory of `env` is to refuse a database without billcycle's tables."""
+    return env.get(STORE_MUST_EXIST) == "y"
 
 
 # How SQLITE_DBNAME begins for sqlite:///:memory: (a private shared-cache database).

@@ -173,7 +173,8 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
     db = f"sqlite:///{tmp_path / 'b.db'}"
     # Only commands that bring input make a store: a mistyped path is not answered from an
     # empty store made there; nor is a store in memory, gone with the command.
-    for url, said in ((db, f"no store at {tmp_path / 'b.db'}; check the path"),
+    for url, said in ((db, f"no billcycle store at {tmp_path / 'b.db'} (no such file); check "
+                           "--db"),
                       ("sqlite:///:memory:", "is in memory: it would be empty and gone")):
         unmade = billcycle_process(url, "invoices")
         assert unmade.returncode == 1 and unmade.stderr.count("\n") == 1

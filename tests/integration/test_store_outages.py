@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,8 @@ def test_a_billing_run_names_its_wait_for_a_stopped_postgresql_and_its_end(
     opened = cli.open_app
     restarted: list[threading.Thread] = []
 
-    def open_then_stop(url: str) -> BillingApplication:
-        app = opened(url)  # reachable at the start: the server stops during the command
+    def open_then_stop(url: str, **how: Any) -> BillingApplication:
+        app = opened(url, **how)  # reachable at the start: the server stops during the command
         pg_cluster.keep_data = True
         pg_cluster.stop()
         restarted.append(threading.Thread(target=start_later))
@@ -35,6 +36,7 @@ def test_a_billing_run_names_its_wait_for_a_stopped_postgresql_and_its_end(
         pg_cluster.start()
         pg_cluster.keep_data = False
 
+    assert cli.main(["--db", fresh_pg_url, "ingest", "/dev/null"]) == 0  # makes the store
     monkeypatch.setattr(cli, "open_app", open_then_stop)
     code = cli.main(["--db", fresh_pg_url, "run", "--cycle-date", "2026-11-01",
                      "--batch-id", "outage-1"])
