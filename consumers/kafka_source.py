@@ -882,5 +882,3 @@ def input_manifest(
             "not recorded and input still waiting in Kafka is not checked"]}
     finally:
         consumer.close()
-
-

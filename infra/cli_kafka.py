@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -207,13 +209,18 @@ def _first_contact(args: argparse.Namespace, patience: Patience, kafka: str) -> 
     from infra.cli import UserError
 
     wait = args.kafka_wait if args.until_caught_up else None
-    # Each try waits up to 30 s for an answer (kafka-python's default), never past the limit.
-    attempt = min(30.0, wait or 30.0)
+    give_up = time.monotonic() + (wait or math.inf)
+
+    def attempt() -> Any:
+        # Each try waits up to 10 s for an answer (kafka-python's default is 30), never past
+        # the limit: a SIGTERM or Ctrl-C is heard only between tries.
+        seconds = max(min(10.0, give_up - time.monotonic()), 1.0)
+        return inbound_consumer(_bootstrap(args), args.group, args.batch_size,
+                                args.instance_id, seconds)
+
     what = f"{kafka} (not reached since the start: check --bootstrap or {KAFKA_ENV})"
     try:
-        return patience.call(what, lambda: inbound_consumer(
-            _bootstrap(args), args.group, args.batch_size, args.instance_id, attempt),
-            KAFKA_DOWN, give_up_after=wait)
+        return patience.call(what, attempt, KAFKA_DOWN, give_up_after=wait)
     except KAFKA_DOWN as error:
         raise UserError(f"{kafka} was not reached within {wait:,.0f} s ({error_line(error)}): "
                         f"check --bootstrap or {KAFKA_ENV}, and that the broker is up; "
