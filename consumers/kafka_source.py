@@ -34,6 +34,7 @@ from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
 from consumers import kafka_join, kafka_records
+from consumers.inbound_survey import InboundSurvey, has_records
 from consumers.meter_updates import MeterUpdates
 from consumers.origins import KAFKA_SOURCE_PREFIX, OFFSET_PREFIX
 from consumers.patience import Patience, Stopped, error_line
@@ -61,6 +62,11 @@ TOMBSTONE = ("tombstone: the record has no value (null), Kafka's deletion marker
 
 # Seconds an assignment must stay unchanged before --until-caught-up may call it caught up.
 SETTLED_AFTER = 2.0
+# Every partition's stored position and end offset are surveyed this often (for the lag of the
+# partitions other members own) ...
+SURVEY_EVERY = 5.0
+# ... and this often while --until-caught-up waits for them, its own partitions caught up.
+SURVEY_WAITING = 1.0
 # Without partitions this long after subscribing, the progress line says the join is slow.
 SLOW_JOIN = 30.0
 # Rebalancing this long (a join takes a second or two), the progress line says that the group
@@ -161,13 +167,15 @@ def kafka_consumer(**config: Any) -> Any:
 
 
 def inbound_consumer(bootstrap: str, group: str, batch_size: int = DEFAULT_BATCH,
-                     instance_id: str | None = None) -> Any:
+                     instance_id: str | None = None, bootstrap_timeout: float = 30.0) -> Any:
     """A consumer of the inbound topics, tuned for large batches; positions come from the DB.
 
     With `instance_id` the process is a static member of the group: restarted under the same
-    id, it takes its partitions back at once instead of after the session timeout.
+    id, it takes its partitions back at once instead of after the session timeout. Kafka not
+    reached within `bootstrap_timeout` seconds, it raises KafkaTimeoutError.
     """
     consumer = kafka_consumer(
+        bootstrap_timeout_ms=int(bootstrap_timeout * 1000),
         bootstrap_servers=bootstrap,
         client_id=f"billcycle-consume-{instance_id}" if instance_id else "billcycle-consume",
         group_id=group,
@@ -294,6 +302,19 @@ class KafkaIngest:
         self.ends: dict[TopicPartition, int] = {}
         # End offsets learnt since, for the lag report.
         self.latest_ends: dict[TopicPartition, int] = {}
+        # Per owned partition, the offset after the last record a poll returned: once that is
+        # applied, the consumer's position (past any transaction markers) is too.
+        self._returned: dict[TopicPartition, int] = {}
+        # Every inbound partition, owned or not: what the store holds of it (see
+        # consumers/inbound_survey.py); the partitions of other members are looked into by a
+        # consumer outside the group.
+        self.survey = InboundSurvey(lambda: kafka_consumer(
+            bootstrap_servers=getattr(self.consumer, "config", {}).get("bootstrap_servers"),
+            client_id="billcycle-consume-survey", group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed", max_partition_fetch_bytes=64 * 1024))
+        self.until_caught_up = False
+        self.caught_up = False
+        self._lag_at_stop: dict[TopicPartition, int] | None = None
         self._reported = (time.monotonic(), 0)
         self._last_records = time.monotonic()
         self._assignment_changed = time.monotonic()
@@ -309,13 +330,17 @@ class KafkaIngest:
         self._meters: MeterUpdates | None = None
 
     def run(self, until_caught_up: bool = False) -> ConsumeStats:
-        """Consume until every assigned partition reaches its end offset, or until stopped."""
+        """Consume until stopped or, with `until_caught_up`, until every record of every
+        partition of the inbound topics that existed at the start is in the store, whoever owns
+        the partition (and this process's own partitions are at their end offsets)."""
+        self.until_caught_up = until_caught_up
         self._subscribe()
         self._check_topics()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
         self._meters = MeterUpdates(self.app, DATABASE_DOWN)
         caught_up = False
         try:
+            self._survey()  # the targets: the end offsets at the start
             while not self.patience.stop.is_set():
                 batches = self.patience.call(self.kafka, self._poll, KAFKA_DOWN)
                 self._settle()
@@ -325,6 +350,8 @@ class KafkaIngest:
                     self._last_records = time.monotonic()
                 elif time.monotonic() - self._last_records > self.probe_after:
                     self._probe()
+                if time.monotonic() - self.survey.at >= SURVEY_EVERY:
+                    self._survey()
                 self._report()
                 self._recheck_topics()
                 self._rejoin_if_stuck()
@@ -346,7 +373,12 @@ class KafkaIngest:
             self.deadletters.settle()
         if caught_up:  # what was consumed is in the meters too
             self.patience.call(self.store, self._meters.finish, DATABASE_DOWN)
+        with suppress(Stopped):  # the lag said at the stop counts every partition
+            self._survey()
+        self.survey.close()
+        self.caught_up = caught_up
         self._report(force=True)
+        self._lag_at_stop = self._lags()  # the consumer, closed next, knows it no more
         return self.stats
 
     def _drain(self) -> None:
@@ -356,13 +388,34 @@ class KafkaIngest:
             pending.result()
 
     def lag(self) -> dict[str, int]:
-        """Records not yet applied, per owned partition, as far as the last fetch knows."""
-        lag = {}
+        """Records not yet applied per inbound partition: an owned one's as far as the last
+        fetch knows, another's as far as the last survey of the store knows."""
+        lags = self._lags() if self._lag_at_stop is None else self._lag_at_stop
+        return {partition_label(tp): n for tp, n in lags.items()}
+
+    def _lags(self) -> dict[TopicPartition, int]:
+        lag = {tp: self.survey.lag(tp) for tp in self.survey.partitions}
+        assigned = self.consumer.assignment()
         for tp, position in self.positions.items():
-            end = self.consumer.highwater(tp) if tp in self.consumer.assignment() else None
+            end = self.consumer.highwater(tp) if tp in assigned else None
             end = max(end or 0, self.ends.get(tp, 0), self.latest_ends.get(tp, 0))
-            lag[partition_label(tp)] = max(end - position, 0)
-        return lag
+            if tp in assigned and position >= self._returned.get(tp, 0):
+                # Everything returned is applied: offsets after it up to the consumer's
+                # position hold only transaction markers, which are never applied.
+                position = max(position, self.consumer.position(tp))
+            lag[tp] = max(end - position, 0)
+        return dict(sorted(lag.items()))
+
+    def applied(self) -> dict[str, int | None]:
+        """The offset last applied per inbound partition (None: nothing yet), owned or not."""
+        applied = {tp: seen.stored for tp, seen in self.survey.partitions.items()}
+        applied.update({tp: p - 1 if p > 0 else None for tp, p in self.positions.items()})
+        return {partition_label(tp): offset for tp, offset in sorted(applied.items())}
+
+    def not_owned(self) -> list[str]:
+        """The inbound partitions this process does not own."""
+        return [partition_label(tp) for tp in sorted(self.survey.partitions)
+                if tp not in self.positions]
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -492,13 +545,7 @@ class KafkaIngest:
                 self.say(f"{partition_label(tp)} was moved on to offset {offset + 1} by another "
                          "consumer; is a process of another group sharing this database?")
                 self.positions[tp] = offset + 1
-        # A missing topic is not asked about here: kafka-python would ask the broker about
-        # every topic for each one, and `_check_topics` looks for them.
-        tps = sorted(self.consumer.assignment()) or [
-            TopicPartition(topic, p)
-            for topic in self.topics.inbound if topic not in self.missing
-            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
-        ]
+        tps = sorted(self.consumer.assignment()) or self._inbound_partitions()
         if not tps:  # no inbound topic exists: said when found, and in every progress line
             if not self.missing:  # gone since they were looked for
                 self._check_topics()
@@ -506,6 +553,28 @@ class KafkaIngest:
         ends = self.patience.call(
             self.kafka, lambda: self.consumer.end_offsets(tps, timeout_ms=3000), KAFKA_DOWN)
         self.latest_ends.update({tp: end for tp, end in ends.items() if tp in self.positions})
+
+    def _inbound_partitions(self) -> list[TopicPartition]:
+        """Every partition of the inbound topics that exist, as the client's metadata knows
+        them (a topic it does not know yet is asked for)."""
+        # A missing topic is not asked about here: kafka-python would ask the broker about
+        # every topic for each one, and `_check_topics` looks for them.
+        return [TopicPartition(topic, p)
+                for topic in self.topics.inbound if topic not in self.missing
+                for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+
+    def _survey(self) -> None:
+        """Ask the database for every inbound partition's stored position and Kafka for its
+        first and end offsets (see consumers/inbound_survey.py)."""
+        tps = self._inbound_partitions()
+        stored = self.patience.call(
+            self.store, lambda: stored_positions(self.app, tps), DATABASE_DOWN)
+        begins, ends = self.patience.call(
+            self.kafka,
+            lambda: (self.consumer.beginning_offsets(tps, timeout_ms=3000),
+                     self.consumer.end_offsets(tps, timeout_ms=3000)) if tps else ({}, {}),
+            KAFKA_DOWN)
+        self.survey.update(stored, begins, ends)
 
     def _settle(self) -> None:
         """Apply the assignment changes of the last poll: forget revoked partitions, seek new
@@ -524,6 +593,7 @@ class KafkaIngest:
                     self.positions.pop(tp, None)
                     self.ends.pop(tp, None)
                     self.latest_ends.pop(tp, None)
+                    self._returned.pop(tp, None)
         added &= self.consumer.assignment()
         if not added:
             return
@@ -561,6 +631,7 @@ class KafkaIngest:
         start = self.positions.get(tp)
         if start is None:  # revoked since the fetch
             return
+        self._returned[tp] = records[-1].offset + 1
         fresh = [r for r in records if r.offset >= start]
         for i in range(0, len(fresh), self.batch_size):
             chunk = fresh[i:i + self.batch_size]
@@ -638,7 +709,22 @@ class KafkaIngest:
                 return False  # assigned, not yet sought
             if self.consumer.position(tp) < self.ends[tp]:
                 return False
-        return True
+        # Its own partitions done, the others' records must be in the store too: their
+        # owners consume them, and those of a member that stopped answering come to the
+        # members left once its session times out (QA15 H2).
+        if time.monotonic() - self.survey.at >= SURVEY_WAITING:
+            self._survey()
+        return not self._waiting_for()
+
+    def _waiting_for(self) -> list[TopicPartition]:
+        """The partitions this process does not own whose records up to their targets are not
+        all in the store yet."""
+        return [tp for tp in sorted(self.survey.partitions)
+                if tp not in self.positions and not self._in_store(tp)]
+
+    def _in_store(self, tp: TopicPartition) -> bool:
+        return self.patience.call(
+            self.kafka, lambda: self.survey.in_store(tp, self.probe_after), KAFKA_DOWN)
 
     def _report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -648,9 +734,6 @@ class KafkaIngest:
         self._reported = (now, self.stats.records)
         s = self.stats
         rate = (s.records - records_then) / max(now - since, 1e-3)
-        lag = self.lag()
-        busiest = sorted(lag.items(), key=lambda kv: -kv[1])[:4]
-        lag_text = ", ".join(f"{name} {n:,}" for name, n in busiest if n)
         counts = (f"consumed {s.records:,} records ({rate:,.0f}/s lately): {s.accepted:,} "
                   f"accepted, {s.duplicates:,} duplicates, {s.rejected:,} rejected")
         missing = [self._missing_text()] if self.missing else []
@@ -660,10 +743,46 @@ class KafkaIngest:
             # No lag or group state explains it: the missing topics first, and what to do.
             self.say("; ".join([*missing, counts]))
             return
+        others = {tp: n for tp, n in self._lags().items() if tp not in self.positions and n}
+        where = [counts]
         # With no partition, a lag of 0 would read as caught up: say what it is instead.
-        where = (f"lag {sum(lag.values()):,}" + (f" ({lag_text})" if lag_text else "")
-                 if self.positions else self._membership())
-        self.say("; ".join([counts, where, *missing]))
+        if self.positions or others:
+            where.append(self._lag_text(others))
+        if not self.positions:
+            where.append(self._membership())
+        short = [tp for tp in others if self.survey.short(tp)]
+        if self.until_caught_up and not self.caught_up and short:
+            where.append(self._waiting_text(short))
+        self.say("; ".join([*where, *missing]))
+
+    def _lag_text(self, others: dict[TopicPartition, int]) -> str:
+        """The lag, and apart from it that of the partitions this process does not own."""
+        mine = {tp: n for tp, n in self._lags().items() if tp in self.positions}
+        total = sum(mine.values()) + sum(others.values())
+        if not others:
+            return f"lag {total:,}" + (f" ({busiest(mine)})" if any(mine.values()) else "")
+        text = f"lag {total:,}: {sum(mine.values()):,} in this process's partitions"
+        if any(mine.values()):
+            text += f" ({busiest(mine)})"
+        return (text + f", {sum(others.values()):,} in partitions it does not own "
+                f"({busiest(others)})")
+
+    def _waiting_text(self, others: list[TopicPartition]) -> str:
+        """Why --until-caught-up goes on: records of partitions this process does not own."""
+        member = self.consumer.group_metadata()
+        holder = (f"held by other members of group {member.group_id}"
+                  if member.state == MemberState.STABLE
+                  else f"not assigned to this process yet (group {member.group_id} is "
+                  "rebalancing)")
+        config = getattr(self.consumer, "config", {})
+        timeout = config.get("session_timeout_ms", SESSION_TIMEOUT_MS) / 1000
+        text = (f"not caught up: {', '.join(partition_label(tp) for tp in others)} "
+                f"{'are' if len(others) > 1 else 'is'} not all in the store yet, {holder}")
+        if self.patience.stop.is_set():
+            return text
+        return (text + "; waiting for them: a live member consumes its partitions, and those "
+                "of a member that stopped answering come to the members left after its "
+                f"session timeout ({timeout:,.0f} s for billcycle consume)")
 
     def _membership(self) -> str:
         """Why this member has no partition: still finding its group or joining it, or a
@@ -700,6 +819,12 @@ class KafkaIngest:
             return text
         return (text + "; give each consumer its own --instance-id (static membership, "
                 "docs/kafka.md): one restarted under its id takes its place at once")
+
+
+def busiest(lag: dict[TopicPartition, int]) -> str:
+    """The four partitions with the most records waiting: `billing.usage/2 1,200, ...`."""
+    top = sorted(lag.items(), key=lambda kv: -kv[1])[:4]
+    return ", ".join(f"{partition_label(tp)} {n:,}" for tp, n in top if n)
 
 
 # --- what a billing run records of its input ----------------------------------------------------
@@ -740,7 +865,7 @@ def input_manifest(
             after = stored[tp]
             start = begins[tp] if after is None else max(after + 1, begins[tp])
             waiting = ends[tp] - start
-            if waiting > 0 and _has_records(consumer, tp, start, ends[tp], timeout):
+            if waiting > 0 and has_records(consumer, tp, start, ends[tp], timeout):
                 kept = "nothing consumed yet" if after is None else f"stored position {after}"
                 warnings.append(
                     f"{partition_label(tp)}: up to {waiting:,} record{'s' if waiting > 1 else ''}"
@@ -759,15 +884,3 @@ def input_manifest(
             "not recorded and input still waiting in Kafka is not checked"]}
     finally:
         consumer.close()
-
-
-def _has_records(consumer: Any, tp: TopicPartition, start: int, end: int,
-                 timeout: float) -> bool:
-    """Whether offsets start..end-1 hold a committed record, not only transaction markers."""
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and consumer.position(tp) < end:
-        if any(r.offset < end for r in consumer.poll(timeout_ms=200, max_records=1).get(tp, [])):
-            return True
-    return bool(consumer.position(tp) < end)  # unread at the deadline: assume records wait

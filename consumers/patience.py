@@ -38,13 +38,19 @@ class Patience:
         self._current: dict[int, tuple[str, float, str]] = {}
         self._watcher: threading.Thread | None = None
 
-    def call(self, what: str, step: Callable[[], T], transient: tuple[type[Exception], ...]) -> T:
-        pause, failures = self.first, 0
+    def call(self, what: str, step: Callable[[], T], transient: tuple[type[Exception], ...],
+             give_up_after: float | None = None) -> T:
+        """The step's result, retried through transient failures; with `give_up_after`, the
+        failure that would take the wait past that many seconds is raised instead."""
+        pause, failures, started = self.first, 0, time.monotonic()
         while True:
             try:
                 with self.watch(what):
                     result = step()
             except transient as error:
+                if (give_up_after is not None
+                        and time.monotonic() + pause - started >= give_up_after):
+                    raise
                 failures += 1
                 self.say(f"waiting for {what}: {error_line(error)}; "
                          f"retry {failures} in {pause:.1f}s")

@@ -39,7 +39,12 @@ DEFAULT_DB = "sqlite:///billcycle.db"
 
 
 class UserError(Exception):
-    """A command that cannot do its job, with the one-line reason to print."""
+    """A command that cannot do its job, with the one-line reason to print and its exit code
+    (1 unless a command documents another)."""
+
+    def __init__(self, reason: str, exit_code: int = 1) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
 
 
 def open_app(url: str, *, create: bool, named_by: str = "--db") -> BillingApplication:
@@ -424,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except UserError as exc:
         print(f"billcycle: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except (OperationalError, InterfaceError) as exc:  # the store failed during the command
         print(f"billcycle: the store {redacted(args.db)} failed during the command: "
               f"{first_line(exc)}; each save is one transaction, so nothing is half-written: "

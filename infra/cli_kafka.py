@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -32,6 +34,11 @@ if TYPE_CHECKING:
 
 KAFKA_ENV = "BILLCYCLE_KAFKA"
 DEFAULT_GROUP = "billcycle"
+# `consume --until-caught-up` stopped (SIGTERM, Ctrl-C) before every inbound record was in the
+# store: a script's next step (`run`) must not take it for caught up (QA15 M3).
+NOT_CAUGHT_UP = 3
+# Seconds `consume --until-caught-up` tries to reach Kafka at the start before it gives up.
+KAFKA_WAIT = 60.0
 
 
 DEADLETTER_MAX_BYTES_ENV = "BILLCYCLE_DEADLETTER_MAX_BYTES"
@@ -155,6 +162,7 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         inbound_consumer,
     )
     from consumers.patience import Stopped
+    from infra.cli import UserError
 
     bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience(args)
     store, kafka = store_label(args.db), f"Kafka at {bootstrap}"
@@ -163,7 +171,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
 
     consumer = producer = ingest = None
     try:
-        consumer = patience.call(kafka, fresh_consumer, KAFKA_DOWN)
+        consumer = _first_contact(args, patience, kafka)
+
         def fresh_producer() -> Any:
             return deadletter_producer(bootstrap, max_bytes=args.deadletter_max_bytes)
 
@@ -180,6 +189,9 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
             stats = ingest.run(until_caught_up=args.until_caught_up)
     except Stopped:  # before the first poll
         patience.say("stopped before consuming anything")
+        if args.until_caught_up:
+            raise UserError("stopped before caught up: nothing was consumed",
+                            NOT_CAUGHT_UP) from None
         return
     finally:
         if ingest is not None:  # it may have replaced the consumer (a stuck join)
@@ -198,16 +210,56 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
         "notes": stats.notes,  # accepted messages named on stderr (e.g. an overpayment)
         "batches": stats.batches,
         "records_per_second": round(stats.rate()),
-        # The offset last applied per partition; null where nothing was consumed yet.
-        "positions": {f"{tp.topic}/{tp.partition}": p - 1 if p > 0 else None
-                      for tp, p in ingest.positions.items()},
+        # Whether every record of the inbound topics that existed at the start is in the
+        # store (--until-caught-up; false without it).
+        "caught_up": ingest.caught_up,
+        # The offset last applied per inbound partition, whoever owns it; null where nothing
+        # was consumed yet.
+        "positions": ingest.applied(),
+        # Records not in the store per inbound partition, whoever owns it ...
         "lag": ingest.lag(),
+        # ... and those this process did not own when it stopped.
+        "not_owned": ingest.not_owned(),
         # Inbound topics that do not exist on Kafka: nothing of them was consumed.
         "missing_topics": ingest.missing,
         # Dead letters in the store only, the dead-letter topic missing: sent once it exists.
         "deadletters_held": ingest.deadletters.held,
     }
     _emit(args, document, patience.say)
+    if args.until_caught_up and not ingest.caught_up:
+        lag = {name: n for name, n in ingest.lag().items() if n}
+        left = (f"{sum(lag.values()):,} records of the inbound topics are not in the store yet "
+                f"({', '.join(f'{name} {n:,}' for name, n in lag.items())})" if lag
+                else "no record was found missing, but the check was not finished")
+        raise UserError(f"stopped before caught up: {left}; run it again to finish",
+                        NOT_CAUGHT_UP)
+
+
+def _first_contact(args: argparse.Namespace, patience: Patience, kafka: str) -> Any:
+    """The inbound consumer, once Kafka answers. --until-caught-up gives up on a Kafka never
+    reached within --kafka-wait seconds (a mistyped bootstrap must fail a month-end script,
+    not hang it: QA15 M2); a service waits, and says that Kafka was never reached."""
+    from consumers.kafka_source import KAFKA_DOWN, inbound_consumer
+    from consumers.patience import error_line
+    from infra.cli import UserError
+
+    wait = args.kafka_wait if args.until_caught_up else None
+    give_up = time.monotonic() + (wait or math.inf)
+
+    def attempt() -> Any:
+        # Each try waits up to 10 s for an answer (kafka-python's default is 30), never past
+        # the limit: a SIGTERM or Ctrl-C is heard only between tries.
+        seconds = max(min(10.0, give_up - time.monotonic()), 1.0)
+        return inbound_consumer(_bootstrap(args), args.group, args.batch_size,
+                                args.instance_id, seconds)
+
+    what = f"{kafka} (not reached since the start: check --bootstrap or {KAFKA_ENV})"
+    try:
+        return patience.call(what, attempt, KAFKA_DOWN, give_up_after=wait)
+    except KAFKA_DOWN as error:
+        raise UserError(f"{kafka} was not reached within {wait:,.0f} s ({error_line(error)}): "
+                        f"check --bootstrap or {KAFKA_ENV}, and that the broker is up; "
+                        "--kafka-wait SECONDS waits longer") from error
 
 
 @contextmanager
@@ -296,10 +348,14 @@ def register(sub: Subcommands) -> None:
                    "restarted, it takes its partitions back at once (static group "
                    "membership); env BILLCYCLE_CONSUMER_ID")
     p.add_argument("--until-caught-up", action="store_true",
-                   help="stop once every assigned partition reaches its end offset "
-                   "(default: run until SIGTERM)")
+                   help="stop once every record of the inbound topics, as they were at the "
+                   "start, is in the store, whichever member of the group consumes it "
+                   f"(exit {NOT_CAUGHT_UP} if stopped before; default: run until SIGTERM)")
     p.add_argument("--batch-size", type=positive_int, default=2000,
                    help="records per poll and per transaction (default 2000)")
+    p.add_argument("--kafka-wait", type=positive_seconds, metavar="SECONDS", default=KAFKA_WAIT,
+                   help="with --until-caught-up, give up (exit 1) when Kafka does not answer "
+                   f"within this long at the start (default {KAFKA_WAIT:.0f})")
     p.add_argument("--rejoin-after", type=positive_seconds, metavar="SECONDS",
                    help="still joining the group with no partition after this long, leave it "
                    "and join again as a fresh consumer (default: a minute)")
