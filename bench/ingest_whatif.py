@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import tempfile
 import time
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import book
 from bench import run as bench_run
 from bench.measure import Child, run_child
 from consumers.kafka_source import Topics
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         services.enter_context(bench_run.postgres(bench))
         services.enter_context(bench_run.kafka(bench))
         topics = make_topics(bench)
-        records = produce(bench, topics, args.usage_events)
+        records = produce(bench, topics)
         for run in range(args.runs):
             for variant in VARIANTS:
                 bare = bench.child("bare consumer", [
@@ -111,29 +109,9 @@ def make_topics(bench: bench_run.Bench) -> dict[str, Topics]:
     return topics
 
 
-def produce(bench: bench_run.Bench, topics: dict[str, Topics], wanted: int) -> int:
-    """The bench's usage records (bench_run.Bench.produce_usage's), every one on `all` and
-    alternately on `a` and `b`."""
-    from kafka import KafkaProducer
-
-    contracts = bench.args.contracts_small
-    producer = KafkaProducer(bootstrap_servers=bench.kafka, linger_ms=20,
-                             batch_size=512 * 1024, delivery_timeout_ms=180_000)
-    sent = 0
-    try:
-        for line in book.generate(contracts, bench.args.seed, bench_run.CYCLE_DATE,
-                                  max(1, math.ceil(wanted / contracts))):
-            if not line.startswith(b'{"type":"usage"'):
-                continue
-            key, value = json.loads(line)["customer_id"].encode(), line.rstrip()
-            producer.send(topics["all"].usage, key=key, value=value)
-            producer.send(topics["ab"[sent % 2]].usage, key=key, value=value)
-            sent += 1
-            if sent >= wanted:
-                break
-        producer.flush()
-    finally:
-        producer.close()
+def produce(bench: bench_run.Bench, topics: dict[str, Topics]) -> int:
+    """The bench's usage records, every one on `all` and alternately on `a` and `b`."""
+    sent, _ = bench.produce_usage(lambda n: (topics["all"].usage, topics["ab"[n % 2]].usage))
     return sent
 
 

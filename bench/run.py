@@ -70,7 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -262,7 +262,7 @@ class Bench:
                                  for name in ("contracts", "usage", "payments", "deadletter")])
         finally:
             admin.close()
-        produced, produce_seconds = self.produce_usage(topics.usage)
+        produced, produce_seconds = self.produce_usage(lambda n: (topics.usage,))
         say(f"ingest: {produced:,} usage records on {topics.usage} "
             f"({produced / produce_seconds:,.0f}/s to produce)")
 
@@ -357,9 +357,10 @@ class Bench:
             note=f"{result['stored']:,} rows in {result['batches']:,} transactions",
             details={**result, "in_process_rate": round(result["records"] / result["seconds"])})
 
-    def produce_usage(self, topic: str) -> tuple[int, float]:
+    def produce_usage(self, route: Callable[[int], Sequence[str]]) -> tuple[int, float]:
         """The first --usage-events usage messages of a book of --contracts-small contracts,
-        with events a month enough to reach that many; keyed by customer as contract.md says."""
+        with events a month enough to reach that many; keyed by customer as contract.md says;
+        the n-th (from 0) onto each of the topics `route(n)` names."""
         from kafka import KafkaProducer
 
         wanted = self.args.usage_events
@@ -373,8 +374,9 @@ class Bench:
             for line in book.generate(contracts, self.args.seed, CYCLE_DATE, events):
                 if not line.startswith(b'{"type":"usage"'):
                     continue
-                message = json.loads(line)
-                producer.send(topic, key=message["customer_id"].encode(), value=line.rstrip())
+                key, value = json.loads(line)["customer_id"].encode(), line.rstrip()
+                for topic in route(sent):
+                    producer.send(topic, key=key, value=value)
                 sent += 1
                 if sent >= wanted:
                     break
