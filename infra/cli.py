@@ -121,6 +121,38 @@ def _named_by(args: argparse.Namespace) -> str:
     return f"--db or BILLCYCLE_DB (neither is set, so the store is {DEFAULT_DB})"
 
 
+# PostgreSQL's insufficient_privilege: "permission denied for schema public", "... for table
+# x", "must be owner of table x" (an index a later version adds to a store another role made).
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of the driver's error behind `exc` (the library wraps psycopg's)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _unusable(args: argparse.Namespace, exc: ProgrammingError) -> str:
+    """Why the store's tables could not be used, and what to do: a role without the rights is
+    given them or replaced; tables of the same names that billcycle did not make are left to
+    their application."""
+    if _sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
+        env = store_env(args.db)
+        role, database = env["POSTGRES_USER"], env["POSTGRES_DBNAME"]
+        return (f"the PostgreSQL role {role} may not make or use billcycle's tables in the "
+                f"database {database} ({redacted(args.db)}): {first_line(exc)}; connect as the "
+                f"role that owns them (the one that made the store; check {_named_by(args)}), "
+                "or, for a store not made yet, have the database's owner run GRANT CREATE, "
+                f"USAGE ON SCHEMA public TO {role} in {database}")
+    return (f"the store {redacted(args.db)} holds tables billcycle cannot use: "
+            f"{first_line(exc)}; give it a database of its own (an empty one, or one it made)")
+
+
 # For tests and demos that act as of fixed dates: the day the commands take as today.
 TODAY_ENV = "BILLCYCLE_TODAY"
 
@@ -436,10 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "run the command again once it is back (a billing run resumes with its "
               "--batch-id, which `billcycle batch list` shows)", file=sys.stderr)
         return 1
-    except ProgrammingError as exc:  # tables of the same names that billcycle did not make
-        print(f"billcycle: the store {redacted(args.db)} holds tables billcycle cannot use: "
-              f"{first_line(exc)}; give it a database of its own (an empty one, or one it "
-              "made)", file=sys.stderr)
+    except ProgrammingError as exc:
+        print(f"billcycle: {_unusable(args, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("billcycle: interrupted", file=sys.stderr)
