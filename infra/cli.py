@@ -30,7 +30,7 @@ from domain.billing_runs import (
 )
 from domain.reasons import first_line
 from infra import cli_demo, cli_kafka, cli_reports, cli_usage, cli_watermarks, text
-from infra.cli_args import Parser, parse_date, positive_int
+from infra.cli_args import BATCH_ID_HELP, Parser, parse_date, positive_int
 from infra.collector import freeze_for_exit, tuned_for_bulk_work
 from infra.store.url import IN_MEMORY, NoStore, redacted, store_env
 from infra.views import batch_view, invoice_view
@@ -366,7 +366,8 @@ class Subcommands:
 
 
 DB_HELP = (f"store URL: sqlite:///PATH (default {DEFAULT_DB}) or "
-           "postgresql://USER@HOST:PORT/DB; env BILLCYCLE_DB")
+           "postgresql://USER:PASSWORD@HOST:PORT/DB (without :PASSWORD, the one ~/.pgpass or "
+           "PGPASSFILE gives; PGPASSWORD is not read); env BILLCYCLE_DB")
 
 
 def common_options(db_help: str = DB_HELP) -> argparse.ArgumentParser:
@@ -389,11 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
                        common)
 
     p = sub.add_parser("ingest", help="read JSON Lines messages (- = stdin)")
-    p.add_argument("file")
+    p.add_argument("file", metavar="FILE",
+                   help="a JSON Lines file, one message a line (contract.md §1); - = stdin")
     p.set_defaults(handler=cmd_ingest, creates_store=True, opens_input=open_input)
 
     p = sub.add_parser("run", help="one billing run for a cycle date")
-    p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--cycle-date", type=parse_date, required=True, metavar="YYYY-MM-DD",
+                   help="bill what each contract owes by this date (required; one more than "
+                   "31 days after today is billed, with a warning)")
     p.add_argument("--batch-id", type=parse_batch_id,
                    help="default: B-<date>-<random>; an existing id resumes it")
     p.add_argument("--dry-run", action="store_true", help="report what would be issued; "
@@ -404,18 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("retry", help="retry a batch's held and failed invoices")
-    p.add_argument("batch_id")
+    p.add_argument("batch_id", metavar="BATCH_ID", help=BATCH_ID_HELP)
     p.set_defaults(handler=cmd_retry)
 
     p = sub.add_parser("invoices", help="list invoices")
-    p.add_argument("--batch")
-    p.add_argument("--contract")
+    p.add_argument("--batch", metavar="BATCH_ID",
+                   help="only the invoices of this batch (default: every batch's)")
+    p.add_argument("--contract", metavar="CONTRACT_ID",
+                   help="only the invoices of this contract (default: every contract's)")
     p.set_defaults(handler=cmd_invoices)
 
     batch = Subcommands(sub.add_parser("batch", help="explain batches").add_subparsers(
         dest="batch_command", required=True, metavar="SUBCOMMAND"), common)
     p = batch.add_parser("show", help="what a batch billed, held, failed, and why")
-    p.add_argument("batch_id")
+    p.add_argument("batch_id", metavar="BATCH_ID", help=BATCH_ID_HELP)
     p.set_defaults(handler=cmd_batch_show)
     cli_reports.register_batch(batch)
 

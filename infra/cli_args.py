@@ -30,6 +30,10 @@ class Parser(argparse.ArgumentParser):
 
 
 
+# The batch id a command is about, as `run` says it on stderr and `billcycle batch list` shows.
+BATCH_ID_HELP = "the batch's id, as run said it on stderr (billcycle batch list shows them)"
+
+
 def parse_date(value: str) -> date:
     """YYYY-MM-DD only: fromisoformat alone also reads 20261201 and 2026-W48-1."""
     try:

@@ -57,8 +57,8 @@ def register(sub: Subcommands) -> None:
         f"sqlite:///{DEMO_DB} in the current directory, replaced on each run, unless --db "
         "names another (BILLCYCLE_DB is not used), which must be empty.",
         db_help=f"an empty store to run the demo in: sqlite:///PATH or "
-        f"postgresql://USER@HOST:PORT/DB (default sqlite:///{DEMO_DB} here, replaced on each "
-        "run; BILLCYCLE_DB is not used)")
+        f"postgresql://USER:PASSWORD@HOST:PORT/DB (default sqlite:///{DEMO_DB} here, "
+        "replaced on each run; BILLCYCLE_DB is not used)")
     p.add_argument("--contracts", type=int, default=sample_book.DEFAULT_CONTRACTS,
                    help=f"contracts in the book (default {sample_book.DEFAULT_CONTRACTS})")
     p.add_argument("--seed", type=int, default=sample_book.DEFAULT_SEED,

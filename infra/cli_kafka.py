@@ -383,5 +383,6 @@ def register(sub: Subcommands) -> None:
     for name in ("run", "retry"):
         sub.action.choices[name].add_argument(
             "--kafka", metavar="BOOTSTRAP", default=os.environ.get(KAFKA_ENV),
-            help=f"record the Kafka input positions in the batch manifest and warn about input "
+            help=f"Kafka bootstrap server HOST:PORT (consume's and publish's --bootstrap): "
+            f"record the Kafka input positions in the batch manifest and warn about input "
             f"not yet consumed; env {KAFKA_ENV}")

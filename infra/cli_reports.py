@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from domain.application import BillingApplication
 from domain.billing_runs import resume_command
 from domain.collections import CollectionPolicy, InvalidPolicy
-from infra.cli_args import parse_date, positive_int, positive_seconds
+from infra.cli_args import BATCH_ID_HELP, parse_date, positive_int, positive_seconds
 from infra.text import plural, table
 
 # The projections are imported by the commands that read them: every other command (`consume`,
@@ -72,7 +72,8 @@ def register(sub: Subcommands) -> None:
         description="Why each line of an invoice has its amount: the terms and pricing, the "
         "usage it priced, and the earlier invoices that billed what a usage line deducts as "
         "already billed.")
-    p.add_argument("number", metavar="INVOICE_NUMBER")
+    p.add_argument("number", metavar="INVOICE_NUMBER",
+                   help="as billcycle invoices lists it, e.g. INV-000001")
     p.add_argument("--line", type=positive_int, metavar="N",
                    help="only line N (as numbered in the text output, from 1)")
     p.add_argument("--usage", action="store_true",
@@ -138,7 +139,7 @@ def register_batch(batch: Subcommands) -> None:
         "verify", help="bill a past batch again from the log and compare",
         description="Recompute every outcome of the batch from the log as it stood when "
         "each attempt started, and confirm every invoice is identical (exit 1 if not).")
-    p.add_argument("batch_id")
+    p.add_argument("batch_id", metavar="BATCH_ID", help=BATCH_ID_HELP)
     p.set_defaults(handler=cmd_batch_verify)
 
 

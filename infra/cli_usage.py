@@ -93,7 +93,8 @@ def register(sub: Subcommands) -> None:
         "it out of the others. Windows of one customer and metric may not overlap; the same "
         "window again replaces its assignment. Then `billcycle retry BATCH_ID`.")
     _customer_and_metric(p)
-    p.add_argument("--contract", required=True, metavar="CONTRACT_ID")
+    p.add_argument("--contract", required=True, metavar="CONTRACT_ID",
+                   help="the contract that bills the window's untagged usage")
     p.add_argument("--from", dest="start", required=True, type=parse_bound,
                    metavar="YYYY-MM-DD|INSTANT", help="first instant (a date: local midnight "
                    "in the contract's timezone)")
@@ -120,8 +121,9 @@ def register(sub: Subcommands) -> None:
 
 def _customer_and_metric(p: argparse.ArgumentParser) -> None:
     """The usage a subcommand is about: one customer's, of one metric."""
-    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID")
-    p.add_argument("--metric", required=True)
+    p.add_argument("--customer", required=True, metavar="CUSTOMER_ID",
+                   help="the customer_id the usage was sent with")
+    p.add_argument("--metric", required=True, help="the metric, as the usage names it")
 
 
 def cmd_acknowledge(args: argparse.Namespace, app: BillingApplication) -> None:

@@ -38,7 +38,8 @@ def register(sub: Subcommands) -> None:
         "active source says (with none left, it stays where it was), and `billcycle retry "
         "BATCH_ID` bills what it held. The retirement is kept in the log, and every batch "
         "records it. A retired source that sends a watermark again is active again.")
-    p.add_argument("--metric", required=True)
+    p.add_argument("--metric", required=True,
+                   help="the metric, as the source's watermarks name it")
     p.add_argument("--source", required=True,
                    help="as its watermarks name it ('' for those sent without source)")
     p.add_argument("--reason", required=True, help="why it will send no more")

@@ -588,19 +588,28 @@ def _bad_messages(previous: date, cycle: date, customer_id: str) -> list[Message
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `python -m infra.sample_book`, each stating its default."""
     parser = argparse.ArgumentParser(
         prog="python -m infra.sample_book", description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--contracts", type=int, default=DEFAULT_CONTRACTS)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--contracts", type=int, default=DEFAULT_CONTRACTS,
+                        help="contracts in the book (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="the same seed gives the same book (default %(default)s)")
     parser.add_argument("--cycle-date", type=date.fromisoformat, default=DEFAULT_CYCLE_DATE,
-                        metavar="YYYY-MM-DD", help="usage is for the month before it")
+                        metavar="YYYY-MM-DD",
+                        help="usage is for the month before it (default %(default)s)")
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS,
-                        help="usage events per usage contract per month")
+                        help="usage events per usage contract per month (default %(default)s)")
     parser.add_argument("--part", choices=PARTS, default="all",
-                        help="what arrived before the previous cycle's run, after it, or all")
+                        help="what arrived before the previous cycle's run, after it, or all "
+                        "(default %(default)s)")
     parser.add_argument("--out", default="-", help="file to write; - = stdout (default)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.out == "-":
             sys.stdout.buffer.writelines(generate(args.contracts, args.seed, args.cycle_date,

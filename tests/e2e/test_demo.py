@@ -135,8 +135,8 @@ def test_a_store_named_with_db_must_be_empty_and_billcycle_db_is_ignored(
     monkeypatch.setenv("COLUMNS", "300")  # argparse wraps help at hyphens too
     helped = " ".join(demo(tmp_path, "--help").stdout.split())
     assert ("--db DB an empty store to run the demo in: sqlite:///PATH or "
-            "postgresql://USER@HOST:PORT/DB (default sqlite:///billcycle-demo.db here, replaced "
-            "on each run; BILLCYCLE_DB is not used)") in helped
+            "postgresql://USER:PASSWORD@HOST:PORT/DB (default sqlite:///billcycle-demo.db "
+            "here, replaced on each run; BILLCYCLE_DB is not used)") in helped
     assert "default sqlite:///billcycle.db" not in helped
 
 
