@@ -15,6 +15,7 @@ usage, amendments, terminations, ...). Billing the previous cycle between the tw
 the next run something to prorate and to bill late.
 
     python -m infra.sample_book --contracts 240 --seed 1 --out book.jsonl
+    python -m infra.sample_book --contracts 240 --kafka 127.0.0.1:59092   # onto the topics
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import json
+import os
 import random
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -92,6 +94,46 @@ def write(
             out.write(line)
             count += 1
     return count
+
+
+def produce(lines: Iterator[bytes], bootstrap: str) -> dict[str, int]:
+    """Put the book on Kafka's inbound topics as producers would (docs/kafka.md): contracts,
+    amendments and milestones on the contracts topic keyed by contract_id, the rest (usage,
+    watermarks, the line that is not JSON) on the usage topic keyed by customer_id; topic
+    names from BILLCYCLE_TOPIC_CONTRACTS and BILLCYCLE_TOPIC_USAGE, as `billcycle consume`
+    reads them. How many records each topic was given."""
+    from kafka import KafkaProducer
+
+    topics = {name: os.environ.get(f"BILLCYCLE_TOPIC_{name.upper()}", f"billing.{name}")
+              for name in ("contracts", "usage")}
+    sent = dict.fromkeys(topics.values(), 0)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
+    try:
+        futures = []
+        for line in lines:
+            name, key = _route(line)
+            futures.append(producer.send(topics[name], key=key, value=line.rstrip(b"\n")))
+            sent[topics[name]] += 1
+        producer.flush()
+        for future in futures:
+            future.get(timeout=60)  # raises what the broker refused
+    finally:
+        producer.close()
+    return sent
+
+
+def _route(line: bytes) -> tuple[str, bytes | None]:
+    """The inbound topic of a line of the book, and its record key."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        return "usage", None
+    if str(message.get("type", "")).startswith(("contract.", "milestone.")):
+        return "contracts", str(message["contract_id"]).encode()
+    customer = message.get("customer_id")
+    return "usage", str(customer).encode() if customer is not None else None
 
 
 def previous_cycle_date(cycle_date: date) -> date:
@@ -605,13 +647,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what arrived before the previous cycle's run, after it, or all "
                         "(default %(default)s)")
     parser.add_argument("--out", default="-", help="file to write; - = stdout (default)")
+    parser.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
+                        help="put the book on Kafka at HOST:PORT instead (the topics of env "
+                        "BILLCYCLE_TOPIC_CONTRACTS and BILLCYCLE_TOPIC_USAGE, default "
+                        "billing.contracts and billing.usage); default: write it to --out")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.out == "-":
+        if args.kafka:
+            book = generate(args.contracts, args.seed, args.cycle_date, args.events, args.part)
+            for topic, count in produce(book, args.kafka).items():
+                print(f"{count} records put on {topic}", file=sys.stderr)
+        elif args.out == "-":
             sys.stdout.buffer.writelines(generate(args.contracts, args.seed, args.cycle_date,
                                                   args.events, args.part))
         else:
