@@ -235,7 +235,7 @@ def test_errors_are_one_line_reasons_with_a_non_zero_exit(tmp_path: Path) -> Non
          "billcycle run: unrecognized arguments: --usage-topic billing.usage "
          "(see billcycle run --help)\n"),
         (("batch", "show"), "billcycle batch show: the following arguments are required: "
-         "batch_id (see billcycle batch show --help)\n"),
+         "BATCH_ID (see billcycle batch show --help)\n"),
     ):
         argued = billcycle_process(db, *command)
         assert (argued.returncode, argued.stderr) == (2, told)
