@@ -142,7 +142,7 @@ def _highest_position(consumer: Any, tp: TopicPartition, start: int, end: int) -
 class PublishStats:
     published: int = 0
     transactions: int = 0
-    # The log position the publisher resumed after; None: stopped before it reached Kafka.
+    # The log position the publisher resumed after; None: stopped before it read it (QA15 L7).
     resumed_after: int | None = None
     started: float = field(default_factory=time.monotonic)
 
