@@ -58,11 +58,14 @@ class MissingOutputTopic(RuntimeError):
     """The output topic does not exist: the publisher never has the broker create it."""
 
 
-def publisher_producer(bootstrap: str, transactional_id: str) -> Any:
+def publisher_producer(bootstrap: str, transactional_id: str,
+                       bootstrap_timeout: float = 30.0) -> Any:
     """The transactional producer of the output topic. It never has the broker create the
     topic (see `never_create_topics`): a mistyped `--invoices-topic` would otherwise become a
-    new topic, holding nothing, and the whole log would be published again into it."""
+    new topic, holding nothing, and the whole log would be published again into it. Kafka not
+    reached within `bootstrap_timeout` seconds, it raises KafkaTimeoutError."""
     producer = KafkaProducer(
+        bootstrap_timeout_ms=int(bootstrap_timeout * 1000),
         allow_auto_create_topics=False,
         bootstrap_servers=bootstrap,
         client_id=f"billcycle-publish-{transactional_id}",
@@ -139,7 +142,8 @@ def _highest_position(consumer: Any, tp: TopicPartition, start: int, end: int) -
 class PublishStats:
     published: int = 0
     transactions: int = 0
-    resumed_after: int = 0
+    # The log position the publisher resumed after; None: stopped before it read it (QA15 L7).
+    resumed_after: int | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -159,7 +163,10 @@ class InvoicePublisher:
         transactional_id: str = "",
         page_size: int = PAGE_SIZE,
         idle_wait: float = 0.5,
+        producer: Any = None,
     ) -> None:
+        """`producer`: one the caller made to reach Kafka first (`billcycle publish`, giving
+        up after --kafka-wait); the first start uses it instead of a new one."""
         self.app = app
         self.make_producer = make_producer
         self.read_resume_position = read_resume_position
@@ -173,6 +180,7 @@ class InvoicePublisher:
         self.idle_wait = idle_wait
         self.stats = PublishStats()
         self.producer: Any = None
+        self._made = producer
         self.zones: dict[str, str] = {}  # contract id -> timezone
         self.messages: dict[str, Callable[[Notification], Outgoing]] = {
             get_topic(_INVOICE.InvoiceIssued): self._invoice_issued,
@@ -202,8 +210,9 @@ class InvoicePublisher:
         except Stopped:
             pass
         finally:
-            if self.producer is not None:
-                self.producer.close(timeout=5)
+            for producer in (self.producer, self._made):
+                if producer is not None:
+                    producer.close(timeout=5)
         return self.stats
 
     def _start(self) -> int:
@@ -213,7 +222,7 @@ class InvoicePublisher:
             self.producer = None
 
         def start() -> int:
-            producer = self.make_producer()
+            producer, self._made = self._made or self.make_producer(), None
             try:
                 # Kafka answers, but holds a new producer back (CONCURRENT_TRANSACTIONS, which
                 # kafka-python retries) until a transaction of an earlier one, e.g. killed, is

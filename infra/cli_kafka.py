@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from domain.application import BillingApplication
 from infra.cli_args import group_name, positive_int, positive_seconds
@@ -32,12 +32,15 @@ if TYPE_CHECKING:
     from consumers.patience import Patience
     from infra.cli import Subcommands
 
+T = TypeVar("T")
+
 KAFKA_ENV = "BILLCYCLE_KAFKA"
 DEFAULT_GROUP = "billcycle"
 # `consume --until-caught-up` stopped (SIGTERM, Ctrl-C) before every inbound record was in the
 # store: a script's next step (`run`) must not take it for caught up (QA15 M3).
 NOT_CAUGHT_UP = 3
-# Seconds `consume --until-caught-up` tries to reach Kafka at the start before it gives up.
+# Seconds `consume` or `publish --until-caught-up` tries to reach Kafka at the start before it
+# gives up.
 KAFKA_WAIT = 60.0
 
 
@@ -150,7 +153,7 @@ def _emit(args: argparse.Namespace, document: dict[str, Any], say: Callable[[str
     else:
         say("stopped: " + ", ".join(
             f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in document.items()
-            if not isinstance(v, dict) and v != []))
+            if not isinstance(v, dict) and v != [] and v is not None))
 
 
 def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
@@ -171,7 +174,8 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
 
     consumer = producer = ingest = None
     try:
-        consumer = _first_contact(args, patience, kafka)
+        consumer = _first_contact(args, patience, kafka, lambda seconds: inbound_consumer(
+            bootstrap, args.group, args.batch_size, args.instance_id, seconds))
 
         def fresh_producer() -> Any:
             return deadletter_producer(bootstrap, max_bytes=args.deadletter_max_bytes)
@@ -235,23 +239,24 @@ def cmd_consume(args: argparse.Namespace, app: BillingApplication) -> None:
                         NOT_CAUGHT_UP)
 
 
-def _first_contact(args: argparse.Namespace, patience: Patience, kafka: str) -> Any:
-    """The inbound consumer, once Kafka answers. --until-caught-up gives up on a Kafka never
-    reached within --kafka-wait seconds (a mistyped bootstrap must fail a month-end script,
-    not hang it: QA15 M2); a service waits, and says that Kafka was never reached."""
-    from consumers.kafka_source import KAFKA_DOWN, inbound_consumer
+def _first_contact(args: argparse.Namespace, patience: Patience, kafka: str,
+                   connect: Callable[[float], T]) -> T:
+    """`connect(seconds)` (a client that raises KafkaTimeoutError on a Kafka not reached within
+    that many seconds), once Kafka answers: `consume`'s inbound consumer, `publish`'s producer.
+    --until-caught-up gives up on a Kafka never reached within --kafka-wait seconds (a mistyped
+    bootstrap must fail a month-end script, not hang it: QA15 M2); a service waits, and says
+    that Kafka was never reached."""
+    from consumers.kafka_source import KAFKA_DOWN
     from consumers.patience import error_line
     from infra.cli import UserError
 
     wait = args.kafka_wait if args.until_caught_up else None
     give_up = time.monotonic() + (wait or math.inf)
 
-    def attempt() -> Any:
+    def attempt() -> T:
         # Each try waits up to 10 s for an answer (kafka-python's default is 30), never past
         # the limit: a SIGTERM or Ctrl-C is heard only between tries.
-        seconds = max(min(10.0, give_up - time.monotonic()), 1.0)
-        return inbound_consumer(_bootstrap(args), args.group, args.batch_size,
-                                args.instance_id, seconds)
+        return connect(max(min(10.0, give_up - time.monotonic()), 1.0))
 
     what = f"{kafka} (not reached since the start: check --bootstrap or {KAFKA_ENV})"
     try:
@@ -291,7 +296,13 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
     from infra.cli import UserError
 
     bootstrap, topics, patience = _bootstrap(args), _topics(args), _patience(args)
+    kafka = f"Kafka at {bootstrap}"
     transactional_id = args.transactional_id or f"billcycle-publisher-{topics.invoices}"
+    try:
+        producer = _first_contact(args, patience, kafka, lambda seconds: publisher_producer(
+            bootstrap, transactional_id, seconds))
+    except Stopped:
+        producer = None
     publisher = InvoicePublisher(
         app,
         lambda: publisher_producer(bootstrap, transactional_id),
@@ -299,19 +310,30 @@ def cmd_publish(args: argparse.Namespace, app: BillingApplication) -> None:
         topics.invoices,
         patience,
         store=store_label(args.db),
-        kafka=f"Kafka at {bootstrap}",
+        kafka=kafka,
         transactional_id=transactional_id,
         page_size=args.page_size,
+        producer=producer,
     )
     try:
-        publisher.run(until_caught_up=args.until_caught_up)
+        if producer is not None:
+            publisher.run(until_caught_up=args.until_caught_up)
     except (PublisherFenced, MissingOutputTopic) as error:
         raise UserError(str(error)) from error
     except Stopped:
         pass
     stats = publisher.stats
+    # Stopped before it read where to resume, resumed_after_log_position is null (QA15 L7: it
+    # said 0, as if resumed from an empty topic), and reached_kafka says whether Kafka ever
+    # answered.
     document = {"published": stats.published, "transactions": stats.transactions,
-                "resumed_after_log_position": stats.resumed_after}
+                "resumed_after_log_position": stats.resumed_after,
+                "reached_kafka": producer is not None}
+    if producer is None:
+        patience.say(f"stopped before {kafka} was ever reached: nothing was published")
+    elif stats.resumed_after is None:
+        patience.say(f"stopped before the position to resume after was read from "
+                     f"{topics.invoices}: nothing was published")
     _emit(args, document, patience.say)
 
 
@@ -331,6 +353,13 @@ def _add_topic_options(parser: argparse.ArgumentParser, *names: str) -> None:
     for name in names:
         parser.add_argument(f"--{name}-topic", metavar="TOPIC",
                             help=f"default: env {_topic_env(name)} or billing.{name}")
+
+
+def _add_kafka_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka-wait", type=positive_seconds, metavar="SECONDS",
+                        default=KAFKA_WAIT, help="with --until-caught-up, give up (exit 1) "
+                        "when Kafka does not answer within this long at the start "
+                        f"(default {KAFKA_WAIT:.0f})")
 
 
 def register(sub: Subcommands) -> None:
@@ -353,9 +382,7 @@ def register(sub: Subcommands) -> None:
                    f"(exit {NOT_CAUGHT_UP} if stopped before; default: run until SIGTERM)")
     p.add_argument("--batch-size", type=positive_int, default=2000,
                    help="records per poll and per transaction (default 2000)")
-    p.add_argument("--kafka-wait", type=positive_seconds, metavar="SECONDS", default=KAFKA_WAIT,
-                   help="with --until-caught-up, give up (exit 1) when Kafka does not answer "
-                   f"within this long at the start (default {KAFKA_WAIT:.0f})")
+    _add_kafka_wait(p)
     p.add_argument("--rejoin-after", type=positive_seconds, metavar="SECONDS",
                    help="still joining the group with no partition after this long, leave it "
                    "and join again as a fresh consumer (default: a minute)")
@@ -373,6 +400,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--bootstrap", default=os.environ.get(KAFKA_ENV), help=kafka_help)
     p.add_argument("--until-caught-up", action="store_true",
                    help="stop at the end of the event log (default: follow it until SIGTERM)")
+    _add_kafka_wait(p)
     p.add_argument("--page-size", type=positive_int, default=500,
                    help="events per Kafka transaction at most (default 500)")
     p.add_argument("--transactional-id",

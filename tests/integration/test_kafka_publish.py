@@ -1,11 +1,15 @@
 """The publisher killed with SIGKILL mid-stream and restarted, several times: every invoice event
-is on billing.invoices exactly once, in log order along each partition."""
+is on billing.invoices exactly once, in log order along each partition. A Kafka never reached
+fails `publish --until-caught-up` (QA15 M2), and a publisher stopped before it reached Kafka
+does not say it resumed after log position 0 (L7)."""
 
 from __future__ import annotations
 
 import io
 import json
 import random
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 from kafka.admin import KafkaAdminClient
 
+from consumers.kafka_source import Topics
 from consumers.pipeline import IngestPipeline
 from domain.application import BillingApplication
 from domain.billing_runs import BillingRuns
@@ -28,6 +33,7 @@ from tests.integration.kafka_support import (
     billcycle_json,
     cli_env,
     kill,
+    mentions,
     new_topics,
     read_topic,
     start,
@@ -146,3 +152,53 @@ def test_a_mistyped_output_topic_is_named_not_created_and_nothing_is_published(
         assert typo not in admin.list_topics()
     finally:
         admin.close()
+
+
+def unreachable_env(tmp_path: Path) -> tuple[dict[str, str], str]:
+    """The CLI's environment with a bootstrap nothing listens on (and an empty store), and that
+    bootstrap."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{probe.getsockname()[1]}"
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    BillingApplication(env=store_env(db)).close()
+    return cli_env(db, bootstrap, Topics()), bootstrap
+
+
+def test_until_caught_up_gives_up_on_a_kafka_it_never_reaches(tmp_path: Path) -> None:
+    env, bootstrap = unreachable_env(tmp_path)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "publish", "--until-caught-up", "--kafka-wait", "3"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, time.monotonic() - began < 30) == (1, True), done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"billcycle: Kafka at {bootstrap} was not reached within 3 s "
+                           "(KafkaTimeoutError"), last
+    assert "check --bootstrap or BILLCYCLE_KAFKA" in last
+
+
+def test_a_publisher_stopped_before_it_reached_kafka_says_so_not_resumed_after_0(
+    tmp_path: Path
+) -> None:
+    env, bootstrap = unreachable_env(tmp_path)
+    log = tmp_path / "publish.log"
+    with open(log, "ab") as err:
+        publisher = subprocess.Popen([sys.executable, "-m", "infra.cli", "--json", "publish"],
+                                     env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        wait_for(mentions(log, f"waiting for Kafka at {bootstrap}"), 30,
+                 "the publisher to wait for Kafka", log)
+        publisher.send_signal(signal.SIGTERM)
+        out, _ = publisher.communicate(timeout=45)
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+            publisher.wait(10)
+    assert publisher.returncode == 0, log.read_text()
+    assert json.loads(out) == {"published": 0, "transactions": 0,
+                               "resumed_after_log_position": None, "reached_kafka": False}
+    said = log.read_text()
+    assert f"stopped before Kafka at {bootstrap} was ever reached" in said
+    # The service waits, and says that Kafka was never reached (QA15 M2).
+    assert "(not reached since the start: check --bootstrap or BILLCYCLE_KAFKA)" in said
