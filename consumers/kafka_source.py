@@ -743,11 +743,12 @@ class KafkaIngest:
             # No lag or group state explains it: the missing topics first, and what to do.
             self.say("; ".join([*missing, counts]))
             return
-        others = {tp: n for tp, n in self._lags().items() if tp not in self.positions and n}
+        lags = self._lags()
+        others = {tp: n for tp, n in lags.items() if tp not in self.positions and n}
         where = [counts]
         # With no partition, a lag of 0 would read as caught up: say what it is instead.
         if self.positions or others:
-            where.append(self._lag_text(others))
+            where.append(self._lag_text(lags, others))
         if not self.positions:
             where.append(self._membership())
         short = [tp for tp in others if self.survey.short(tp)]
@@ -755,9 +756,10 @@ class KafkaIngest:
             where.append(self._waiting_text(short))
         self.say("; ".join([*where, *missing]))
 
-    def _lag_text(self, others: dict[TopicPartition, int]) -> str:
+    def _lag_text(self, lags: dict[TopicPartition, int],
+                  others: dict[TopicPartition, int]) -> str:
         """The lag, and apart from it that of the partitions this process does not own."""
-        mine = {tp: n for tp, n in self._lags().items() if tp in self.positions}
+        mine = {tp: n for tp, n in lags.items() if tp in self.positions}
         total = sum(mine.values()) + sum(others.values())
         if not others:
             return f"lag {total:,}" + (f" ({busiest(mine)})" if any(mine.values()) else "")

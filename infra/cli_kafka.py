@@ -90,6 +90,12 @@ def _topics(args: argparse.Namespace) -> Topics:
     return Topics(**names)
 
 
+def topics_from_env() -> Topics:
+    """The topics as the commands take them given no option: env BILLCYCLE_TOPIC_<NAME>, else
+    contract.md's name; checked (UserError)."""
+    return _topics(argparse.Namespace())
+
+
 def _bootstrap(args: argparse.Namespace) -> str:
     from infra.cli import UserError
 

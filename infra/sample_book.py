@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import calendar
 import json
-import os
 import random
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -104,8 +103,10 @@ def produce(lines: Iterator[bytes], bootstrap: str) -> dict[str, int]:
     reads them. How many records each topic was given."""
     from kafka import KafkaProducer
 
-    topics = {name: os.environ.get(f"BILLCYCLE_TOPIC_{name.upper()}", f"billing.{name}")
-              for name in ("contracts", "usage")}
+    from infra.cli_kafka import topics_from_env
+
+    inbound = topics_from_env()
+    topics = {"contracts": inbound.contracts, "usage": inbound.usage}
     sent = dict.fromkeys(topics.values(), 0)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
     try:
@@ -655,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.cli import UserError
+
     args = build_parser().parse_args(argv)
     try:
         if args.kafka:
@@ -669,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
                           args.part)
             print(f"{lines} lines written to {args.out}", file=sys.stderr)
     except ValueError as exc:
+        print(f"sample_book: {exc}", file=sys.stderr)
+        return 2
+    except UserError as exc:  # a topic name refused as `billcycle consume` refuses it
         print(f"sample_book: {exc}", file=sys.stderr)
         return 2
     return 0
